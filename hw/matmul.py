@@ -57,6 +57,10 @@ from .arith import adder_tree, delay, signed_term
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
 
 TABLE_RAM_STYLES = ("distributed", "block")
+# Row stores are read in one buffer while the other is written (the full
+# flags guarantee it), so a read never meets a write to the same address:
+# telling Yosys so saves the bypass logic it would otherwise add per RAM.
+NO_COLLISION = {"no_rw_check": 1}
 
 
 def _check_int(name, value, lo, hi=None):
@@ -163,7 +167,7 @@ class _TernaryEngine(wiring.Component):
         have all been issued, ``latency`` cycles before they land."""
         raise NotImplementedError
 
-    def _lane_sums(self, m, accept, rbuf, rkb):
+    def _lane_sums(self, m, rbuf, rkb):
         """Per-lane sums of one ``wgt`` beat. Returns ``(sums, latency)``."""
         raise NotImplementedError
 
@@ -213,8 +217,8 @@ class _TernaryEngine(wiring.Component):
         out_fifo = fifo.SyncFIFOBuffered(width=self._lanes * self._acc_bits + 1,
                                          depth=depth_fifo)
         m.submodules.out_fifo = out_fifo
-        room = Signal()
-        m.d.comb += room.eq(out_fifo.level <= depth_fifo - lane_lat - 3)
+        room = Signal()     # registered: one more result may be in flight
+        m.d.sync += room.eq(out_fifo.level <= depth_fifo - lane_lat - 4)
         cur_full = Signal()
         m.d.comb += cur_full.eq(Cat(*full).bit_select(rbuf, 1))
         m.d.comb += self.wgt.ready.eq(cur_full & room)
@@ -239,7 +243,7 @@ class _TernaryEngine(wiring.Component):
             with m.If(release & (rbuf == i)):
                 m.d.sync += full[i].eq(0)
 
-        sums, lat = self._lane_sums(m, accept, rbuf, rkb)
+        sums, lat = self._lane_sums(m, rbuf, rkb)
         assert lat == lane_lat
         v = delay(m, accept, lat, name="v")
         vk = delay(m, accept & last_k, lat, name="vk")
@@ -296,7 +300,7 @@ class TLMMEngine(_TernaryEngine):
         self._entry_bits = act_bits + (group - 1).bit_length() + 1
         self._build_lat = adder_tree_latency(group + 1)
         # Folded lookups add one correction input (the sign count) per lane.
-        self._lane_latency = 1 + adder_tree_latency(tables + (encoding == "folded"))
+        self._lane_latency = 2 + adder_tree_latency(tables + (encoding == "folded"), 1)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,
                          act_bits=act_bits)
 
@@ -311,7 +315,7 @@ class TLMMEngine(_TernaryEngine):
         if not hasattr(self, "_mems"):
             depth = 2 << (self._kb_bits + self._index_bits)
             self._mems = [[memory.Memory(shape=signed(self._entry_bits), depth=depth, init=[],
-                                         attrs={"ram_style": self._table_ram})
+                                         attrs={"ram_style": self._table_ram, **NO_COLLISION})
                            for _ in range(self._tables)] for _ in range(self._lanes)]
             for lane, row in enumerate(self._mems):
                 for t, mem in enumerate(row):
@@ -363,7 +367,7 @@ class TLMMEngine(_TernaryEngine):
                 m.d.comb += [wp.addr.eq(addr), wp.data.eq(entry), wp.en.eq(we)]
         return issue, last_reg, overflow, self._build_lat
 
-    def _lane_sums(self, m, accept, rbuf, rkb):
+    def _lane_sums(self, m, rbuf, rkb):
         T = self._tables
         mems = self._table_memories(m)
         codes = self.wgt.payload.codes
@@ -375,22 +379,23 @@ class TLMMEngine(_TernaryEngine):
                 rp = mems[lane][t].read_port(domain="sync")
                 if self._encoding == "folded":
                     index = code[:self._index_bits]
-                    sign = delay(m, code[self._index_bits], 1, name=f"sg{lane}_{t}")
+                    sign = delay(m, code[self._index_bits], 2, name=f"sg{lane}_{t}")
                 else:
                     index, sign = code, None
-                m.d.comb += [rp.addr.eq(self._addr(rbuf, rkb, index)), rp.en.eq(accept)]
+                m.d.comb += rp.addr.eq(self._addr(rbuf, rkb, index))
+                entry = delay(m, rp.data, 1, name=f"rd{lane}_{t}")  # RAM output register
                 if sign is None:
-                    terms.append(rp.data)
+                    terms.append(entry)
                 else:
-                    term, corr = signed_term(m, rp.data, sign, name=f"lt{lane}_{t}")
+                    term, corr = signed_term(m, entry, sign, name=f"lt{lane}_{t}")
                     terms.append(term)
                     corrs.append(corr)
             if corrs:
                 corr_sum, _ = adder_tree(m, corrs, levels_per_stage=99, name=f"lc{lane}")
                 terms.append(corr_sum)
-            total, lat = adder_tree(m, terms, name=f"lsum{lane}")
+            total, lat = adder_tree(m, terms, levels_per_stage=1, name=f"lsum{lane}")
             sums.append(total)
-        return sums, 1 + lat
+        return sums, 2 + lat
 
 
 class DirectEngine(_TernaryEngine):
@@ -409,7 +414,7 @@ class DirectEngine(_TernaryEngine):
         _check_int("group", group, 2, 4)
         _check_int("tables", tables, 1, 256)
         self._codes_per_lane = tables * group
-        self._lane_latency = 1 + adder_tree_latency(tables * group + 1)
+        self._lane_latency = 2 + adder_tree_latency(tables * group + 1, 1)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,
                          act_bits=act_bits)
 
@@ -419,7 +424,7 @@ class DirectEngine(_TernaryEngine):
     def _store(self, m):
         if not hasattr(self, "_mem"):
             self._mem = memory.Memory(shape=self.act.payload.data.shape(),
-                                      depth=2 << self._kb_bits, init=[])
+                                      depth=2 << self._kb_bits, init=[], attrs=NO_COLLISION)
             m.submodules.act_store = self._mem
         return self._mem
 
@@ -438,24 +443,26 @@ class DirectEngine(_TernaryEngine):
                      wp.en.eq(accept)]
         return accept, last, overflow, 0
 
-    def _lane_sums(self, m, accept, rbuf, rkb):
+    def _lane_sums(self, m, rbuf, rkb):
         n = self._codes_per_lane
         rp = self._store(m).read_port(domain="sync")
-        m.d.comb += [rp.addr.eq(self._addr(rbuf, rkb)), rp.en.eq(accept)]
+        m.d.comb += rp.addr.eq(self._addr(rbuf, rkb))
+        acts = data.View(rp.data.shape(), delay(m, rp.data.as_value(), 1, name="act_d"))
         codes = data.View(self.wgt.payload.codes.shape(),
-                          delay(m, self.wgt.payload.codes.as_value(), 1, name="codes_d"))
+                          delay(m, self.wgt.payload.codes.as_value(), 2, name="codes_d"))
         sums = []
         for lane in range(self._lanes):
             terms, corrs = [], []
             for k in range(n):
                 code = codes[lane * n + k]
-                term, corr = signed_term(m, rp.data[k], code[1], code[0], name=f"dt{lane}_{k}")
+                term, corr = signed_term(m, acts[k], code[1], code[0], name=f"dt{lane}_{k}")
                 terms.append(term)
                 corrs.append(corr)
             corr_sum, _ = adder_tree(m, corrs, levels_per_stage=99, name=f"dc{lane}")
-            total, lat = adder_tree(m, terms + [corr_sum], name=f"dsum{lane}")
+            total, lat = adder_tree(m, terms + [corr_sum], levels_per_stage=1,
+                                    name=f"dsum{lane}")
             sums.append(total)
-        return sums, 1 + lat
+        return sums, 2 + lat
 
 
 def adder_tree_latency(inputs, levels_per_stage=2):

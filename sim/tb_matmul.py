@@ -22,6 +22,15 @@ from trilut.hw.matmul import make_engine
 from trilut.sim.streams import StreamSink, StreamSource, payload_layout
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
+REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was checked
+CHECKED = {"outputs": 0, "rows": 0, "full_rate": None}
+
+
+def _record(**kw):
+    CHECKED.update(kw)
+    if REPORT:
+        with open(REPORT, "w") as f:
+            json.dump(CHECKED, f)
 
 
 class MatmulBench:
@@ -77,6 +86,7 @@ class MatmulBench:
         per_row = w.shape[1] // e.lanes
         assert lasts == ([0] * (per_row - 1) + [1]) * len(a), "out.last misplaced"
         assert int(self.dut.error.value) == 0, "error flag raised on a valid stream"
+        _record(outputs=CHECKED["outputs"] + got.size, rows=CHECKED["rows"] + len(a))
         return cycles
 
     def random_case(self, rows, k, n):
@@ -134,6 +144,7 @@ async def full_rate(dut):
     beats = len(a) * blocks * e.k_blocks
     dut._log.info("full_rate: %d weight beats in %d cycles (%.1f%%)", beats, cycles,
                   100 * beats / cycles)
+    _record(full_rate={"weight_beats": beats, "cycles": cycles})
     assert beats / cycles >= 0.9, f"only {beats}/{cycles:.0f} beats per cycle"
 
 
@@ -162,3 +173,19 @@ async def error_flag(dut):
         if int(dut.error.value):
             break
     assert int(dut.error.value) == 1, "over-long row not flagged"
+
+
+def run(engine, params, *, seed=1, broken=False, testcase=None, report=None):
+    """Host side: build (cached) and run this testbench on Verilator for
+    ``engine`` with ``params``. ``report`` names a JSON file that receives what
+    was checked. Raises ``SimFailure`` on any mismatch; returns tests passed."""
+    from ..gen.verilog import generate_verilog
+    from .runner import run_cocotb
+    dut = make_engine(engine, **params)
+    env = {"TRILUT_TB": json.dumps({"engine": engine, "params": params, "seed": seed,
+                                    "break": broken})}
+    if report:
+        env["TRILUT_TB_REPORT"] = str(report)
+    name = engine + "-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    return run_cocotb(generate_verilog(dut, "engine"), "engine", __name__,
+                      name=name + ("-broken" if broken else ""), env=env, testcase=testcase)

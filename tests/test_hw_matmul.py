@@ -1,10 +1,9 @@
 """Ternary matmul engines: construction checks and Verilator regressions."""
-import json
-
 import pytest
 
 from trilut.hw.matmul import DirectEngine, TLMMEngine, make_engine
-from trilut.sim.runner import SimFailure, generate_verilog, run_cocotb
+from trilut.sim import tb_matmul
+from trilut.sim.runner import SimFailure
 
 # (engine, parameters): G = 2, 3, 4, both encodings, both engines, one and
 # several k-blocks per row.
@@ -15,6 +14,7 @@ CONFIGS = [
     ("tlmm", dict(group=3, tables=1, lanes=3, max_k=9, encoding="full")),
     ("tlmm", dict(group=4, tables=2, lanes=2, max_k=8, encoding="full")),
     ("tlmm", dict(group=2, tables=3, lanes=2, max_k=6, encoding="folded")),
+    ("tlmm", dict(group=3, tables=4, lanes=16, max_k=48, encoding="full", table_ram="block")),
     ("direct", dict(group=3, tables=4, lanes=4, max_k=36)),
     ("direct", dict(group=2, tables=3, lanes=2, max_k=6)),
 ]
@@ -25,19 +25,10 @@ def _id(cfg):
     return engine + "-" + "-".join(f"{k[0]}{v}" for k, v in p.items())
 
 
-def simulate(engine, params, *, seed=1, broken=False, testcase=None):
-    dut = make_engine(engine, **params)
-    env = {"TRILUT_TB": json.dumps({"engine": engine, "params": params, "seed": seed,
-                                    "break": broken})}
-    name = _id((engine, params)) + ("-broken" if broken else "")
-    return run_cocotb(generate_verilog(dut, "engine"), "engine", "trilut.sim.tb_matmul",
-                      name=name, env=env, testcase=testcase)
-
-
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_engine_matches_golden(cfg):
-    assert simulate(*cfg) == 4
+    assert tb_matmul.run(*cfg) == 4
 
 
 @pytest.mark.sim
@@ -45,7 +36,7 @@ def test_wrong_model_is_caught():
     """The scoreboard is not vacuous: a reference that drops the last
     k-block of every row must be reported as mismatching."""
     with pytest.raises(SimFailure, match="mismatches"):
-        simulate(*CONFIGS[1], broken=True, testcase="random_rows")
+        tb_matmul.run(*CONFIGS[1], broken=True, testcase="random_rows")
 
 
 @pytest.mark.parametrize("engine", [TLMMEngine, DirectEngine])

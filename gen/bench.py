@@ -1,0 +1,89 @@
+"""``trilut bench tlmm``: TLMM against the direct adder tree, in one run.
+
+For every target rate S (ternary MACs per cycle) and group size G, the lanes
+L are fixed and the tables per cycle T = round(S / (L * G)), so both engines
+of a row have exactly the same MACs per cycle and the same interface. Each
+configuration is synthesized and placed out of context on ECP5-85F with the
+same seed; the TLMM/direct ratio of LUT4 per MAC-per-cycle is computed from
+figures measured in this run.
+
+Variants measured per (S, G):
+
+* ``direct``: the baseline adder tree;
+* ``tlmm-bram``: full-encoding tables in block RAM (one DP16KD read port per
+  lane and table; only when L * T fits the device's 208 DP16KD);
+* ``tlmm-lutram``: sign-folded tables in distributed RAM (G = 2, 3: the
+  folded table fits one 16-deep RAM; two row buffers make it 32 deep).
+"""
+import json
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from .synth import TARGETS, SynthError, format_table
+
+BENCH_COLUMNS = ["macs_per_cycle", "group", "tables", "lanes", "engine", "lut4", "ff", "dp16kd",
+                 "lut4_per_mac", "ratio_vs_direct", "fmax_mhz"]
+
+
+def bench_configs(sizes, groups, lanes):
+    bram_limit = TARGETS["ecp5-85f"].capacity["dp16kd"]
+    for size in sizes:
+        for group in groups:
+            tables = max(1, round(size / (lanes * group)))
+            base = dict(group=group, tables=tables, lanes=lanes)
+            yield "direct", "direct", base
+            if lanes * tables <= bram_limit:
+                yield "tlmm-bram", "tlmm", dict(base, encoding="full", table_ram="block")
+            if group <= 3:
+                yield "tlmm-lutram", "tlmm", dict(base, encoding="folded", table_ram="distributed")
+
+
+def _run_one(variant, unit, params):
+    from .cli import synth_unit
+    try:
+        report = synth_unit(unit, params, "ecp5-85f", work_root="build/bench")
+    except SynthError as exc:
+        return {"engine": variant, **params, "error": str(exc).splitlines()[0]}
+    return {"engine": variant, **params, "macs_per_cycle": report["macs_per_cycle"],
+            "lut4": report["lut4"], "ff": report["ff"], "dp16kd": report["dp16kd"],
+            "fmax_mhz": report["fmax_mhz"], "lut4_logic": report.get("lut4_logic"),
+            "lut4_carry": report.get("lut4_carry"), "lut4_ram": report.get("lut4_ram"),
+            "lut4_ramw": report.get("lut4_ramw"),
+            "lut4_per_mac": round(report["lut4"] / report["macs_per_cycle"], 2)}
+
+
+def add_ratios(rows):
+    """``ratio_vs_direct``: LUT4 per MAC of each row over the direct engine's
+    at the same group, tables and lanes (measured in the same run)."""
+    direct = {(r["group"], r["tables"], r["lanes"]): r for r in rows
+              if r["engine"] == "direct" and "lut4" in r}
+    for r in rows:
+        d = direct.get((r["group"], r["tables"], r["lanes"]))
+        if d and "lut4" in r:
+            r["ratio_vs_direct"] = round(r["lut4_per_mac"] / d["lut4_per_mac"], 3)
+    return rows
+
+
+def run_bench(args):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    groups = [int(g) for g in args.groups.split(",")]
+    configs = list(bench_configs(sizes, groups, args.lanes))
+    print(f"trilut bench tlmm: {len(configs)} place-and-route runs on ECP5-85F, "
+          f"{args.jobs} at a time (a few minutes each at 1,024 MACs/cycle)", flush=True)
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(_run_one, *cfg): cfg for cfg in configs}
+        for i, fut in enumerate(as_completed(futures), 1):
+            row = fut.result()
+            rows.append(row)
+            status = row.get("error") or (f"{row['lut4']} LUT4, {row['fmax_mhz']} MHz")
+            print(f"  [{i}/{len(configs)}] {row['engine']} G={row['group']} T={row['tables']} "
+                  f"L={row['lanes']}: {status}", flush=True)
+    rows.sort(key=lambda r: (r["group"] * r["tables"] * r["lanes"], r["group"], r["engine"]))
+    add_ratios(rows)
+    print(format_table(rows, BENCH_COLUMNS))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return rows

@@ -1,0 +1,117 @@
+"""The ``trilut`` command line.
+
+    trilut demo                      generate, verify on Verilator, place and route, summary
+    trilut synth --unit tlmm ...     one unit's resources and Fmax (ECP5-85F or xcup)
+    trilut bench tlmm ...            TLMM against the direct adder tree, side by side
+    trilut units                     the units ``synth`` knows and their defaults
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .synth import TARGETS, SynthError, format_table, synthesize
+from .units import UNITS, build_unit, parse_settings
+from .verilog import generate_verilog
+
+SYNTH_COLUMNS = ["unit", "target", "macs_per_cycle", "lut4", "ff", "mult18", "dp16kd",
+                 "fmax_mhz", "lut6", "dsp", "bram36", "carry8"]
+
+
+def _progress(prefix):
+    t0 = time.monotonic()
+
+    def report(step):
+        print(f"  [{time.monotonic() - t0:6.1f}s] {prefix}{step}", flush=True)
+    return report
+
+
+def _write_json(path, payload):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        print(f"wrote {path}")
+
+
+def synth_unit(unit, settings, target, *, work_root="build/synth", **kw):
+    """Build ``unit`` with ``settings`` and synthesize it for ``target``
+    (keyword arguments go to :func:`synthesize`); returns the report with the
+    unit's name and parameters folded in."""
+    dut, params = build_unit(unit, settings)
+    tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    report = synthesize(generate_verilog(dut, unit), unit, target,
+                        work_dir=Path(work_root) / target / f"{unit}-{tag}", **kw)
+    report.update(unit=unit, params=params)
+    if hasattr(dut, "macs_per_cycle"):
+        report["macs_per_cycle"] = dut.macs_per_cycle
+    return report
+
+
+def cmd_synth(args):
+    settings = parse_settings(args.set)
+    print(f"trilut synth: {args.unit} for {args.target} {settings or ''}")
+    report = synth_unit(args.unit, settings, args.target, freq_mhz=args.freq, seed=args.seed,
+                        progress=_progress(""))
+    cols = [c for c in SYNTH_COLUMNS if report.get(c) is not None]
+    print(format_table([report], cols))
+    _write_json(args.json, report)
+
+
+def cmd_units(args):
+    rows = [{"unit": name, "description": u.doc,
+             "defaults": " ".join(f"{k}={v}" for k, v in u.defaults.items())}
+            for name, u in UNITS.items()]
+    print(format_table(rows, ["unit", "description", "defaults"]))
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+    run_bench(args)
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="trilut", description=__doc__.split("\n")[0] or None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="resources and Fmax of one unit")
+    p.add_argument("--unit", required=True, choices=sorted(UNITS))
+    p.add_argument("--target", default="ecp5-85f", choices=sorted(TARGETS))
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override a unit parameter (repeatable)")
+    p.add_argument("--freq", type=float, default=100.0, help="target clock for placement (MHz)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("units", help="list the units and their default parameters")
+    p.set_defaults(func=cmd_units)
+
+    p = sub.add_parser("bench", help="benchmarks (area/Fmax sweeps)")
+    p.add_argument("what", choices=["tlmm"], help="tlmm: TLMM against the direct adder tree")
+    p.add_argument("--sizes", default="64,256,1024", help="target MACs per cycle")
+    p.add_argument("--groups", default="2,3,4", help="TLMM group sizes G")
+    p.add_argument("--lanes", type=int, default=16, help="output lanes L")
+    p.add_argument("--jobs", type=int, default=2, help="parallel tool runs")
+    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job: generate, verify, place and route")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override a TLMM engine parameter (repeatable)")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, SynthError) as exc:
+        print(f"trilut: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,51 @@
+"""The registry of generatable units: the one place that maps a unit name
+used on the command line (``trilut synth --unit NAME``) to its component
+class and default parameters."""
+from dataclasses import dataclass, field
+
+from ..hw.matmul import DirectEngine, TLMMEngine
+
+__all__ = ["UNITS", "build_unit", "parse_settings"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    cls: type
+    defaults: dict = field(default_factory=dict)
+    doc: str = ""
+
+
+UNITS = {
+    "tlmm": Unit(TLMMEngine, dict(group=3, tables=4, lanes=16, encoding="folded",
+                                  table_ram="block"),
+                 "table-lookup ternary matmul engine"),
+    "direct": Unit(DirectEngine, dict(group=3, tables=4, lanes=16),
+                   "direct ternary adder-tree engine (baseline)"),
+}
+
+
+def parse_settings(items):
+    """``["group=3", "encoding=full"]`` -> ``{"group": 3, "encoding": "full"}``."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            out[name] = int(value, 0)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def build_unit(name, settings=None):
+    """Instantiate unit ``name`` with its defaults overridden by ``settings``."""
+    if name not in UNITS:
+        raise ValueError(f"unknown unit {name!r}; choose from {', '.join(UNITS)}")
+    params = {**UNITS[name].defaults, **(settings or {})}
+    try:
+        return UNITS[name].cls(**params), params
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ValueError(f"unit {name!r}: {exc}") from None
+        raise
