@@ -22,7 +22,7 @@ from pathlib import Path
 from .synth import TARGETS, SynthError, format_table
 
 BENCH_COLUMNS = ["macs_per_cycle", "group", "tables", "lanes", "engine", "lut4", "ff", "dp16kd",
-                 "lut4_per_mac", "ratio_vs_direct", "fmax_mhz"]
+                 "dp16kd_estimate", "lut4_per_mac", "ratio_vs_direct", "fmax_mhz"]
 
 
 def bench_configs(sizes, groups, lanes):
@@ -40,12 +40,15 @@ def bench_configs(sizes, groups, lanes):
 
 def _run_one(variant, unit, params):
     from .cli import synth_unit
+    from .units import build_unit
     try:
         report = synth_unit(unit, params, "ecp5-85f", work_root="build/bench")
     except SynthError as exc:
         return {"engine": variant, **params, "error": str(exc).splitlines()[0]}
+    estimate = build_unit(unit, params)[0].resources()["dp16kd"]
     return {"engine": variant, **params, "macs_per_cycle": report["macs_per_cycle"],
             "lut4": report["lut4"], "ff": report["ff"], "dp16kd": report["dp16kd"],
+            "dp16kd_estimate": estimate,
             "fmax_mhz": report["fmax_mhz"], "lut4_logic": report.get("lut4_logic"),
             "lut4_carry": report.get("lut4_carry"), "lut4_ram": report.get("lut4_ram"),
             "lut4_ramw": report.get("lut4_ramw"),
@@ -86,4 +89,53 @@ def run_bench(args):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.plot:
+        plot_bench(rows, args.plot)
+        print(f"wrote {args.plot}")
     return rows
+
+
+VARIANT_COLOURS = {"direct": "#888888", "tlmm-lutram": "#4c72b0", "tlmm-bram": "#dd8452"}
+PARTS = (("lut4_logic", "logic", ""), ("lut4_carry", "carry", "//"),
+         ("lut4_ram", "distributed RAM", ".."), ("lut4_ramw", "RAM write ports", "xx"))
+
+
+def plot_bench(rows, path):
+    """Grouped bars: LUT4 per MAC-per-cycle of each variant at each (rate, G),
+    split into logic / carry / distributed RAM / RAM write sites (nextpnr's
+    pre-packing counts, scaled to the packed LUT4 total), Fmax on top."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if "lut4" in r]
+    groups = sorted({(r["group"] * r["tables"] * r["lanes"], r["group"]) for r in rows})
+    variants = [v for v in VARIANT_COLOURS if any(r["engine"] == v for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(groups) * len(variants)), 4.5))
+    width = 0.8 / len(variants)
+    for vi, variant in enumerate(variants):
+        for gi, (macs, g) in enumerate(groups):
+            match = [r for r in rows if r["engine"] == variant and r["group"] == g
+                     and r["group"] * r["tables"] * r["lanes"] == macs]
+            if not match:
+                continue
+            r = match[0]
+            x = gi + (vi - (len(variants) - 1) / 2) * width
+            raw = [r.get(key) or 0 for key, _, _ in PARTS]
+            scale = r["lut4_per_mac"] / sum(raw) if sum(raw) else 0
+            bottom = 0
+            for (key, label, hatch), value in zip(PARTS, raw):
+                h = value * scale
+                ax.bar(x, h, width, bottom=bottom, color=VARIANT_COLOURS[variant], hatch=hatch,
+                       edgecolor="white", label=f"{variant}" if key == "lut4_logic" and gi == 0
+                       else None)
+                bottom += h
+            ax.text(x, bottom + 0.5, f"{r['fmax_mhz']:.0f}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(groups)), [f"{m} MAC/cyc\nG={g}" for m, g in groups], fontsize=8)
+    ax.set_ylabel("LUT4 per MAC/cycle (ECP5-85F)")
+    ax.set_title("TLMM vs direct ternary adder tree (numbers on bars: Fmax MHz; "
+                 "hatching: carry //, RAM .., RAM write xx)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -100,6 +100,7 @@ def main(argv=None):
     p.add_argument("--lanes", type=int, default=16, help="output lanes L")
     p.add_argument("--jobs", type=int, default=2, help="parallel tool runs")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw the LUT4-per-MAC breakdown")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job: generate, verify, place and route")

@@ -116,6 +116,26 @@ class _TernaryEngine(wiring.Component):
     k_block = property(lambda self: self._tables * self._group, doc="activations per act beat")
     macs_per_cycle = property(lambda self: self._lanes * self._tables * self._group,
                               doc="peak ternary MACs per cycle")
+    latency = property(lambda self: self._lane_latency + 3,
+                       doc="cycles from a block's last wgt beat to its out beat (no stalls)")
+
+    def fill_cycles(self, k_blocks):
+        """Cycles to write one row of ``k_blocks`` into the row store."""
+        raise NotImplementedError
+
+    def cycles(self, rows, k, n):
+        """Analytic cycle count for ``rows`` rows of length ``k`` against
+        ``n`` outputs, with no stalls: the first row's store is filled, then
+        each row takes the longer of its NB * KB weight beats and the next
+        row's fill, and the last result drains through the pipeline."""
+        kb = -(-k // self.k_block)
+        compute = (n // self._lanes) * kb
+        fill = self.fill_cycles(kb)
+        return fill + (rows - 1) * max(compute, fill) + compute + self.latency
+
+    def resources(self):
+        """Estimated block RAMs (DP16KD: 1,024 x 18 bits each)."""
+        return {"dp16kd": 0}
 
     # --- host-side helpers: the beat sequence for one row -----------------
 
@@ -308,6 +328,15 @@ class TLMMEngine(_TernaryEngine):
     table_ram = property(lambda self: self._table_ram)
     entries = property(lambda self: self._entries, doc="table entries per group")
 
+    def fill_cycles(self, k_blocks):
+        return (self._entries + 1) * k_blocks
+
+    def resources(self):
+        if self._table_ram != "block":
+            return {"dp16kd": 0}
+        depth = 2 << (self._kb_bits + self._index_bits)
+        return {"dp16kd": self._lanes * self._tables * -(-depth // 1024)}
+
     def encode_weights(self, w):
         return gt.ternary_codes(w, self._group, self._encoding)
 
@@ -417,6 +446,9 @@ class DirectEngine(_TernaryEngine):
         self._lane_latency = 2 + adder_tree_latency(tables * group + 1, 1)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,
                          act_bits=act_bits)
+
+    def fill_cycles(self, k_blocks):
+        return k_blocks
 
     def encode_weights(self, w):
         return gt._ternary(w) & 3
