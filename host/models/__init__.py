@@ -1,0 +1,1 @@
+"""Built-in models shipped with trilut (trained weights live beside their code)."""
