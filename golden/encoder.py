@@ -73,6 +73,7 @@ from .nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, X0_BITS, iexp_x0, i
     shiftgelu, shiftmax
 from .quant import E_MAX, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, \
     requantize, residual_add
+from .checks import check_int
 from .tlmm import tlmm_matmul
 
 __all__ = [
@@ -102,15 +103,6 @@ TRACE_NAMES = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _check_int(name, value, lo=None, hi=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
-
 
 def _int_tensor(name, x, lo, hi):
     """x as an int64 array; TypeError unless integer dtype, ValueError unless in [lo, hi]."""
@@ -193,8 +185,8 @@ class EncoderConfig:
 
     def __post_init__(self):
         for name in ("hidden", "heads", "ffn", "layers", "max_seq"):
-            _check_int(f"cfg.{name}", getattr(self, name), 1)
-        _check_int("cfg.m_bits", self.m_bits, 1, 52)
+            check_int(f"cfg.{name}", getattr(self, name), 1)
+        check_int("cfg.m_bits", self.m_bits, 1, 52)
         if self.hidden % self.heads:
             raise ValueError(f"cfg.heads={self.heads} does not divide cfg.hidden={self.hidden}")
         if self.gelu_mode not in GELU_DEFAULTS:
@@ -510,11 +502,11 @@ class BlockParams:
 
     def __post_init__(self):
         c, f = self.hidden, self.ffn
-        m_bits = _check_int("m_bits", self.m_bits, 1, 52)
-        heads = _check_int("heads", self.heads, 1)
+        m_bits = check_int("m_bits", self.m_bits, 1, 52)
+        heads = check_int("heads", self.heads, 1)
         if c % heads:
             raise ValueError(f"heads={heads} does not divide hidden={c}")
-        _check_int("max_seq", self.max_seq, 1)
+        check_int("max_seq", self.max_seq, 1)
         for name, shape in (("q", (c, c)), ("k", (c, c)), ("v", (c, c)), ("o", (c, c)),
                             ("fc1", (c, f)), ("fc2", (f, c))):
             lin = getattr(self, name)
@@ -545,13 +537,13 @@ class BlockParams:
             raise ValueError(f"gelu_mode must be one of {sorted(GELU_DEFAULTS)}, "
                              f"got {self.gelu_mode!r}")
         lo = -(1 << (X0_BITS - 1))
-        k = -_check_int("softmax_x0", self.softmax_x0, lo, -1)
+        k = -check_int("softmax_x0", self.softmax_x0, lo, -1)
         if self.max_seq * (k << SOFTMAX_N) > INT32_MAX:
             raise ValueError(f"softmax_x0={self.softmax_x0}: a row of max_seq={self.max_seq} "
                              f"could saturate the shiftmax sum (max_seq * |x0| * 2^{SOFTMAX_N} "
                              f"> 2^31 - 1)")
         n = GELU_DEFAULTS[self.gelu_mode][0]
-        g = -_check_int("gelu_x0", self.gelu_x0, lo, -1)
+        g = -check_int("gelu_x0", self.gelu_x0, lo, -1)
         if g << n > INT32_MAX:
             raise ValueError(f"gelu_x0={self.gelu_x0}: |x0| * 2^{n} exceeds 2^31 - 1")
 
@@ -827,7 +819,7 @@ def float_encoder_block(x, float_weights, cfg, block=0, trace=False):
     names as encoder_block's trace (accumulators alias their float values).
     """
     cfg = EncoderConfig.coerce(cfg)
-    _check_int("block", block, 0, cfg.layers - 1)
+    check_int("block", block, 0, cfg.layers - 1)
     w = check_float_weights(float_weights, cfg)
     return _float_block(_float_input(x, cfg), w, cfg, block, trace)
 

@@ -83,6 +83,8 @@ import numbers
 
 import numpy as np
 
+from .checks import check_int
+
 __all__ = [
     "INT32_MAX", "X0_BITS", "GELU_SLOPE", "GELU_DEFAULTS",
     "IVIT_NEWTON_START", "IVIT_NEWTON_STEPS",
@@ -129,14 +131,6 @@ def _rows(x, max_len):
         raise ValueError(f"row length {x.shape[-1]} exceeds max_len={max_len}")
 
 
-def _check_int(value, name, lo, hi):
-    """Check that value is a (non-bool) int in [lo, hi]."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value} out of range [{lo}, {hi}]")
-
-
 def _check_peak(x0, n):
     """IEXP(0) = |x0| * 2^n must fit 31 bits, else saturated sums overflow the output range."""
     if -x0 << n > INT32_MAX:
@@ -151,7 +145,7 @@ def iexp_x0(scale, bits=X0_BITS):
     fit a signed ``bits``-wide register (default X0_BITS = 16, i.e.
     scale > 2^-15 roughly).
     """
-    _check_int(bits, "bits", 2, 64)
+    check_int("bits", bits, 2, 64)
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"scale must be a real number, got {scale!r}")
     scale = float(scale)
@@ -182,7 +176,7 @@ def iexp(x, scale, n):
     monotone non-decreasing in x. Raises ValueError for positive x.
     """
     x = _ints(x)
-    _check_int(n, "n", N_MIN, N_MAX)
+    check_int("n", n, N_MIN, N_MAX)
     x0 = iexp_x0(scale)
     if x.size and x.max() > 0:
         raise ValueError(f"iexp needs x <= 0, got max {x.max()}")
@@ -197,8 +191,8 @@ def shiftmax(x, scale, n=15, out_bits=8, max_len=None):
     """
     x = _ints(x)
     _rows(x, max_len)
-    _check_int(n, "n", N_MIN, N_MAX)
-    _check_int(out_bits, "out_bits", BITS_MIN, BITS_MAX)
+    check_int("n", n, N_MIN, N_MAX)
+    check_int("out_bits", out_bits, BITS_MIN, BITS_MAX)
     x0 = iexp_x0(scale)
     _check_peak(x0, n)
     e = _iexp(x - x.max(axis=-1, keepdims=True), x0, n)
@@ -221,8 +215,8 @@ def shiftgelu(x, scale, n=None, sig_bits=None, mode="ivit", max_len=None):
     sig_bits = GELU_DEFAULTS[mode][1] if sig_bits is None else sig_bits
     x = _ints(x)
     _rows(x, max_len)
-    _check_int(n, "n", N_MIN, N_MAX)
-    _check_int(sig_bits, "sig_bits", BITS_MIN, BITS_MAX)
+    check_int("n", n, N_MIN, N_MAX)
+    check_int("sig_bits", sig_bits, BITS_MIN, BITS_MAX)
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"scale must be a real number, got {scale!r}")
     x0 = iexp_x0(GELU_SLOPE * float(scale))
@@ -236,7 +230,7 @@ def shiftgelu(x, scale, n=None, sig_bits=None, mode="ivit", max_len=None):
 
 def shiftgelu_scale(scale, sig_bits):
     """Float scale of shiftgelu's output: scale * 2^-(sig_bits-1)."""
-    _check_int(sig_bits, "sig_bits", BITS_MIN, BITS_MAX)
+    check_int("sig_bits", sig_bits, BITS_MIN, BITS_MAX)
     return float(scale) / 2 ** (sig_bits - 1)
 
 
@@ -286,7 +280,7 @@ def int_layernorm(x, max_len=None):
 
 def int_layernorm_scale(channels):
     """Float scale of int_layernorm's output for rows of ``channels``: sqrt(C) / 2^30."""
-    _check_int(channels, "channels", 1, 2**31)
+    check_int("channels", channels, 1, 2**31)
     return math.sqrt(channels) / 2**30
 
 

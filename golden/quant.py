@@ -36,9 +36,9 @@ per-token (m, e).
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from .checks import check_int
 
 __all__ = [
     "INT8_MIN", "INT8_MAX", "INT16_MIN", "INT16_MAX", "M_BITS_DEFAULT", "E_MAX",
@@ -53,16 +53,6 @@ E_MAX = 62
 
 _INT64_MAX = (1 << 63) - 1
 _M_BITS_FLOAT_MAX = 52  # round(ratio * 2**e) is exact in float64 below 2**52
-
-
-def _check_int(name, value, lo=None, hi=None):
-    """Return ``value`` as an int, or raise if it is not an integer in [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
 
 
 def _int_array(name, x):
@@ -159,7 +149,7 @@ def requant_params(ratio, m_bits=M_BITS_DEFAULT):
     Raises ``ValueError`` if a ratio is not finite and positive, is too large
     (even e = 1 gives m >= 2**m_bits) or too small (m = 0 at e = E_MAX).
     """
-    m_bits = _check_int("m_bits", m_bits, 1, _M_BITS_FLOAT_MAX)
+    m_bits = check_int("m_bits", m_bits, 1, _M_BITS_FLOAT_MAX)
     r = np.asarray(ratio, dtype=np.float64)
     bad = ~np.isfinite(r) | (r <= 0)
     if bad.any():
@@ -185,7 +175,7 @@ def requant_params(ratio, m_bits=M_BITS_DEFAULT):
 
 def _dyadic(name, v, m, e, bias, m_bits):
     """round_half_up((v + bias) * m / 2**e) in int64, unclamped, with checks."""
-    m_bits = _check_int("m_bits", m_bits, 1)
+    m_bits = check_int("m_bits", m_bits, 1)
     v = _int_array(name, v)
     m, e = _int_array("m", m), _int_array("e", e)
     label = name if bias is None else f"{name} + bias"
@@ -213,7 +203,7 @@ def _dyadic(name, v, m, e, bias, m_bits):
 
 
 def _check_bounds(lo, hi):
-    lo, hi = _check_int("lo", lo), _check_int("hi", hi)
+    lo, hi = check_int("lo", lo), check_int("hi", hi)
     if lo > hi:
         raise ValueError(f"lo must not exceed hi, got lo={lo}, hi={hi}")
     return lo, hi

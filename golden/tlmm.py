@@ -51,6 +51,8 @@ import numbers
 
 import numpy as np
 
+from .checks import check_int
+
 __all__ = [
     "GROUPS", "ENCODINGS", "table_entries", "code_bits", "entry_digits",
     "ternary_codes", "decode_codes", "tlmm_tables", "tlmm_lookup", "tlmm_matmul",
@@ -70,14 +72,6 @@ def _check(group, encoding):
     if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     return int(group)
-
-
-def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
 
 
 def _half(group):
@@ -220,7 +214,7 @@ def decode_codes(codes, group, encoding, k=None):
     w = w.transpose(0, 2, 1).reshape(-1, codes.shape[1])
     if k is None:
         return w
-    k = _check_int("k", k, 0)
+    k = check_int("k", k, 0)
     if _num_groups(k, group) != codes.shape[0]:
         raise ValueError(f"k={k} needs {_num_groups(k, group)} groups of {group}, "
                          f"codes have {codes.shape[0]}")
@@ -288,7 +282,7 @@ def tlmm_matmul(a, w, group=3, encoding="full", acc_bits=32):
     if a.shape[-1] != k:
         raise ValueError(f"shape mismatch: a has shape {a.shape}, w has shape "
                          f"{np.shape(w)} (a's last axis must equal w's first)")
-    acc_bits = _check_int("acc_bits", acc_bits, 1)
+    acc_bits = check_int("acc_bits", acc_bits, 1)
     if k > max_k_for(acc_bits):
         raise ValueError(f"K={k} is too large for acc_bits={acc_bits}: the worst case "
                          f"128*K must fit, so K <= {max_k_for(acc_bits)}")
@@ -302,13 +296,13 @@ def acc_bits_for(k, act_bits=8):
     is +2**(act_bits-1) * k (a at its minimum, w = -1), which must fit as a
     positive value. acc_bits_for(0) is 1.
     """
-    k = _check_int("k", k, 0)
-    act_bits = _check_int("act_bits", act_bits, 1)
+    k = check_int("k", k, 0)
+    act_bits = check_int("act_bits", act_bits, 1)
     return (k << (act_bits - 1)).bit_length() + 1
 
 
 def max_k_for(acc_bits, act_bits=8):
     """Largest K whose worst case 2**(act_bits-1) * K fits a signed acc_bits accumulator."""
-    acc_bits = _check_int("acc_bits", acc_bits, 1)
-    act_bits = _check_int("act_bits", act_bits, 1)
+    acc_bits = check_int("acc_bits", acc_bits, 1)
+    act_bits = check_int("act_bits", act_bits, 1)
     return ((1 << (acc_bits - 1)) - 1) >> (act_bits - 1)

@@ -50,6 +50,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX, X0_BITS
 from .arith import delay
 
@@ -60,15 +61,6 @@ __all__ = ["E_BITS", "IExp", "iexp_latency", "const_mul", "delay_mem", "chunked_
 
 E_BITS = 31                     # IEXP results and row sums saturate at 2^31 - 1
 _SHIFT_LEVELS = 3               # barrel-shifter levels per pipeline stage
-
-
-def check_int(name, value, lo, hi=None):
-    """Raise TypeError unless ``value`` is an int, ValueError unless in [lo, hi]."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bound}, not {value}")
 
 
 def const_mul(value, k):

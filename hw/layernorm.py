@@ -108,6 +108,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX
 from .divider import SeqDivider
 from .isqrt import SeqIsqrt, isqrt_root_bits
@@ -125,13 +126,6 @@ _OUT_PIPE = 6                  # results in flight from read issue to FIFO write
 OUT_FIFO_DEPTH = _OUT_PIPE + 3
 
 
-def _check_int(name, value, lo, hi):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], not {value}")
-
-
 class LayerNorm(wiring.Component):
     """Streaming integer LayerNorm, one element per cycle (see the module docstring).
 
@@ -142,8 +136,8 @@ class LayerNorm(wiring.Component):
     """
 
     def __init__(self, in_bits=8, max_len=768):
-        _check_int("in_bits", in_bits, *IN_BITS_RANGE)
-        _check_int("max_len", max_len, 1, MAX_LEN_LIMIT)
+        check_int("in_bits", in_bits, *IN_BITS_RANGE)
+        check_int("max_len", max_len, 1, MAX_LEN_LIMIT)
         n = in_bits
         self._in_bits, self._max_len = in_bits, max_len
         self._c_bits = max_len.bit_length()
@@ -206,7 +200,7 @@ class LayerNorm(wiring.Component):
         backpressure: ``max(c, mean_cycles, std_cycles, lifetime / buffers)``,
         where a row holds its buffer for ``lifetime = 2c + 4 + mean_cycles +
         std_cycles`` cycles (first element in to last element read)."""
-        _check_int("c", c, 1, self._max_len)
+        check_int("c", c, 1, self._max_len)
         lifetime = 2 * c + 4 + self.mean_cycles + self.std_cycles
         return max(c, self.mean_cycles, self.std_cycles, -(-lifetime // BUFFERS))
 

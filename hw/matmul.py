@@ -52,6 +52,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import tlmm as gt
+from ..golden.checks import check_int
 from .arith import adder_tree, delay, signed_term
 
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
@@ -63,14 +64,6 @@ TABLE_RAM_STYLES = ("distributed", "block")
 NO_COLLISION = {"no_rw_check": 1}
 
 
-def _check_int(name, value, lo, hi=None):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-
-
 class _TernaryEngine(wiring.Component):
     """Everything the two engines share: streams, double-buffered row store
     control, the accumulate stage and the output FIFO."""
@@ -79,14 +72,14 @@ class _TernaryEngine(wiring.Component):
     _codes_per_lane = None  # weight codes per lane per beat
 
     def __init__(self, *, group=3, tables=4, lanes=16, max_k=None, act_bits=8):
-        _check_int("group", group, 2, 4)
-        _check_int("tables", tables, 1, 256)
-        _check_int("lanes", lanes, 1, 256)
-        _check_int("act_bits", act_bits, 2, 16)
+        check_int("group", group, 2, 4)
+        check_int("tables", tables, 1, 256)
+        check_int("lanes", lanes, 1, 256)
+        check_int("act_bits", act_bits, 2, 16)
         k_block = tables * group
         if max_k is None:
             max_k = k_block
-        _check_int("max_k", max_k, 1)
+        check_int("max_k", max_k, 1)
         self._group, self._tables, self._lanes = group, tables, lanes
         self._act_bits = act_bits
         self._k_blocks = -(-max_k // k_block)
@@ -310,7 +303,7 @@ class TLMMEngine(_TernaryEngine):
             raise ValueError(f"encoding must be one of {gt.ENCODINGS}, not {encoding!r}")
         if table_ram not in TABLE_RAM_STYLES:
             raise ValueError(f"table_ram must be one of {TABLE_RAM_STYLES}, not {table_ram!r}")
-        _check_int("group", group, 2, 4)
+        check_int("group", group, 2, 4)
         self._encoding, self._table_ram = encoding, table_ram
         self._code_bits = gt.code_bits(group, encoding)
         self._codes_per_lane = tables
@@ -440,8 +433,8 @@ class DirectEngine(_TernaryEngine):
     _code_bits = 2
 
     def __init__(self, *, group=3, tables=4, lanes=16, max_k=None, act_bits=8):
-        _check_int("group", group, 2, 4)
-        _check_int("tables", tables, 1, 256)
+        check_int("group", group, 2, 4)
+        check_int("tables", tables, 1, 256)
         self._codes_per_lane = tables * group
         self._lane_latency = 2 + adder_tree_latency(tables * group + 1, 1)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,

@@ -75,8 +75,10 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import GELU_DEFAULTS, X0_BITS
 from .arith import delay
-from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader, check_int,
+from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, delay_mem, iexp_latency, read_minus_max, shift_window)
+
+from ..golden.checks import check_int
 
 __all__ = ["ShiftGELU", "reciprocal_pipeline", "reciprocal_latency", "MODES"]
 

@@ -64,8 +64,10 @@ from amaranth.lib.wiring import In, Out
 from ..golden.nonlinear import INT32_MAX, X0_BITS
 from .arith import delay
 from .divider import SeqDivider
-from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader, check_int,
+from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, iexp_latency, read_minus_max, shift_window)
+
+from ..golden.checks import check_int
 
 __all__ = ["Shiftmax"]
 

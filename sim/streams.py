@@ -27,10 +27,29 @@ def payload_layout(component, name):
 
 def pack(layout, value):
     """Payload value (dict/list for a layout, int for a plain shape) -> the
-    unsigned integer driven onto ``x__payload``."""
+    unsigned integer driven onto ``x__payload``. A value that does not fit
+    its field raises ``ValueError`` instead of being silently truncated."""
     if isinstance(layout, data.Layout):
+        _check_fits(layout, value, "payload")
         return layout.const(value).as_value().value
+    _check_fits(layout, value, "payload")
     return int(value) & ((1 << Shape.cast(layout).width) - 1)
+
+
+def _check_fits(layout, value, where):
+    if isinstance(layout, data.StructLayout):
+        for name, field in layout:
+            if name in value:
+                _check_fits(field.shape, value[name], f"{where}.{name}")
+    elif isinstance(layout, data.ArrayLayout):
+        for i, item in enumerate(value):
+            _check_fits(layout.elem_shape, item, f"{where}[{i}]")
+    elif not isinstance(layout, data.Layout):
+        shape = Shape.cast(layout)
+        lo = -(1 << (shape.width - 1)) if shape.signed else 0
+        hi = (1 << (shape.width - (1 if shape.signed else 0))) - 1
+        if not lo <= int(value) <= hi:
+            raise ValueError(f"{where} = {int(value)} does not fit {shape}")
 
 
 def unpack(layout, bits):

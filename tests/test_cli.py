@@ -30,7 +30,7 @@ def test_build_unit_errors():
 
 def test_bad_parameter_is_a_clean_error(capsys):
     assert main(["synth", "--unit", "tlmm", "--set", "group=7"]) == 2
-    assert "group must be in [2, 4], not 7" in capsys.readouterr().err
+    assert "group must be in [2, 4], got 7" in capsys.readouterr().err
 
 
 @pytest.mark.pnr
