@@ -3,7 +3,10 @@ used on the command line (``trilut synth --unit NAME``) to its component
 class and default parameters."""
 from dataclasses import dataclass, field
 
+from ..hw.layernorm import LayerNorm
 from ..hw.matmul import DirectEngine, TLMMEngine
+from ..hw.shiftgelu import ShiftGELU
+from ..hw.shiftmax import Shiftmax
 
 __all__ = ["UNITS", "build_unit", "parse_settings"]
 
@@ -16,11 +19,17 @@ class Unit:
 
 
 UNITS = {
-    "tlmm": Unit(TLMMEngine, dict(group=3, tables=4, lanes=16, encoding="folded",
+    "tlmm": Unit(TLMMEngine, dict(group=3, tables=4, lanes=16, encoding="full",
                                   table_ram="block"),
                  "table-lookup ternary matmul engine"),
     "direct": Unit(DirectEngine, dict(group=3, tables=4, lanes=16),
                    "direct ternary adder-tree engine (baseline)"),
+    "shiftmax": Unit(Shiftmax, dict(in_bits=8, n=15, out_bits=8, max_len=256),
+                     "I-ViT Shiftmax, row-buffered, one divide per row"),
+    "shiftgelu": Unit(ShiftGELU, dict(mode="ivit", max_len=256),
+                      "I-ViT ShiftGELU (mode=ivit|accurate), pipelined reciprocal"),
+    "layernorm": Unit(LayerNorm, dict(in_bits=8, max_len=768),
+                      "integer LayerNorm, exact isqrt, one pass"),
 }
 
 
