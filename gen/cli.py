@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..sim.runner import SimFailure
 from .synth import TARGETS, SynthError, format_table, synthesize
 from .units import UNITS, build_unit, parse_settings
 from .verilog import generate_verilog
@@ -112,7 +113,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, SynthError) as exc:
+    except (ValueError, TypeError, SynthError, SimFailure) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2
     return 0

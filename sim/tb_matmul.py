@@ -10,6 +10,7 @@ random backpressure on ``out``, and a scoreboard compares every output with
 import json
 import os
 import random
+from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -189,7 +190,7 @@ def run(engine, params, *, seed=1, broken=False, testcase=None, report=None):
     env = {"TRILUT_TB": json.dumps({"engine": engine, "params": params, "seed": seed,
                                     "break": broken})}
     if report:
-        env["TRILUT_TB_REPORT"] = str(report)
+        env["TRILUT_TB_REPORT"] = str(Path(report).resolve())   # the simulator runs elsewhere
     name = engine + "-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
     return run_cocotb(generate_verilog(dut, "engine"), "engine", __name__,
                       name=name + ("-broken" if broken else ""), env=env, testcase=testcase)
