@@ -1,0 +1,276 @@
+"""The accelerator's instruction set and host interface, in one place.
+
+Everything the hardware (:mod:`trilut.hw.top`), the host driver and the
+testbenches need to agree on is defined here once, as Python objects:
+
+* :class:`Opcode`, :class:`Head`, :class:`EngineKind`, :class:`Epilogue`:
+  descriptor field values (``amaranth.lib.enum.IntEnum``, so they compare
+  with hardware values and pack as plain ints);
+* :data:`DESCRIPTOR`: the 128-bit descriptor, a ``data.StructLayout``
+  (little-endian fields, the first field at bit 0), and :func:`pack_descriptor`
+  / :func:`unpack_descriptor` / :func:`descriptor_words`, which use that same
+  layout (no bit position is written twice);
+* :data:`REQUANT_CONST` and :data:`RESIDUAL_CONST`: the two views of a
+  128-bit constant-memory entry (one entry per output channel);
+* :class:`ErrorCode`, :data:`CTRL` and :data:`STATUS`: what the sequencer
+  reports;
+* :class:`RegisterMap`: the AXI4-Lite register map of one build (offsets
+  are assigned here, from the build's memory sizes, and nowhere else).
+
+Descriptor fields are plain unsigned integers so that a malformed descriptor
+(for example opcode 9) can be packed, sent and rejected by the hardware with
+:attr:`ErrorCode.OPCODE`.
+"""
+from dataclasses import dataclass
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+
+from ..golden.quant import M_BITS_DEFAULT
+
+__all__ = [
+    "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK",
+    "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
+    "descriptor_words",
+    "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "pack_requant_const",
+    "pack_residual_const", "const_words",
+    "CTRL", "STATUS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
+]
+
+
+class Opcode(enum.IntEnum, shape=4):
+    """Descriptor opcodes. 0 is END, so an unwritten (zero) program word stops
+    the sequencer. LOAD and STORE move rows between the AXI4-Stream ports and
+    a bank; ATTN_QK, ATTN_AV and NORM are reserved (rejected with
+    :attr:`ErrorCode.UNSUPPORTED` by this build); 7..15 are unknown."""
+    END = 0
+    LINEAR = 1
+    ATTN_QK = 2
+    ATTN_AV = 3
+    NORM = 4
+    LOAD = 5
+    STORE = 6
+
+
+class Head(enum.IntEnum, shape=2):
+    """Unit in front of the engine (only NONE is implemented)."""
+    NONE = 0
+    LAYERNORM = 1
+    RMSNORM = 2
+
+
+class EngineKind(enum.IntEnum, shape=1):
+    """Engine of a pass (only TLMM is implemented)."""
+    TLMM = 0
+    INT8 = 1
+
+
+class Epilogue(enum.IntEnum, shape=3):
+    """Units behind the engine. REQUANT: per-channel dyadic requantization to
+    int8 into an int8 bank. RESIDUAL: (acc + bias) and the residual row, each
+    through its own per-channel dyadic multiplier, summed and clamped to int16,
+    read-modify-written in the residual bank. The GELU and softmax chains are
+    reserved."""
+    REQUANT = 0
+    REQUANT_GELU = 1
+    REQUANT_SOFTMAX = 2
+    RESIDUAL = 3
+
+
+class ErrorCode(enum.IntEnum, shape=4):
+    """``STATUS.code`` after the sequencer stopped with ``STATUS.error``."""
+    NONE = 0
+    OPCODE = 1        #: unknown opcode
+    UNSUPPORTED = 2   #: known opcode/head/engine/epilogue this build does not implement
+    BANK = 3          #: bank number out of range or of the wrong kind for the pass
+    ROWS = 4          #: rows == 0 or base row + rows beyond the bank
+    SHAPE = 5         #: K or N zero or beyond the build's width, or N not a multiple of lanes
+    CONST = 6         #: constant set beyond the constant memory
+    OVERLAP = 7       #: LINEAR writes rows of its own source bank it has not read yet
+    UNIT = 8          #: a datapath unit raised its error flag
+    PC = 9            #: program ran off the end of program memory without END
+
+
+#: Bank number of the int16 residual bank (int8 banks are 0 .. banks - 1).
+RESIDUAL_BANK = 15
+
+ROW_BITS = 12
+DESCRIPTOR_BITS = 128
+
+#: The descriptor: 128 bits, fields from bit 0 upwards in this order.
+DESCRIPTOR = data.StructLayout({
+    "opcode": unsigned(4),
+    "head": unsigned(2),
+    "engine": unsigned(1),
+    "epilogue": unsigned(3),
+    "src_bank": unsigned(4),
+    "src_row": unsigned(ROW_BITS),
+    "dst_bank": unsigned(4),
+    "dst_row": unsigned(ROW_BITS),
+    "rows": unsigned(ROW_BITS),      # M
+    "k": unsigned(ROW_BITS),         # K: input row length (LOAD/STORE: row length)
+    "n": unsigned(ROW_BITS),         # N: output row length
+    "const": unsigned(8),            # constant set (N entries, one per output channel)
+    "kv_pos": unsigned(ROW_BITS),    # reserved for the attention passes
+    "reserved": unsigned(30),
+})
+assert DESCRIPTOR.size == DESCRIPTOR_BITS
+
+#: Largest value of every descriptor field (for host-side checks).
+FIELD_LIMITS = {name: (1 << field.width) - 1 for name, field in DESCRIPTOR}
+
+
+def pack_descriptor(opcode=Opcode.END, **fields):
+    """The descriptor as a 128-bit integer; unnamed fields are 0. Values are
+    ints (enum members included); a value that does not fit its field raises
+    ``ValueError`` naming the field."""
+    fields = {"opcode": opcode, **fields}
+    for name, value in fields.items():
+        if name not in FIELD_LIMITS:
+            raise ValueError(f"unknown descriptor field {name!r}")
+        if not 0 <= int(value) <= FIELD_LIMITS[name]:
+            raise ValueError(f"descriptor field {name} = {int(value)} does not fit "
+                             f"{DESCRIPTOR[name].width} bits")
+    return DESCRIPTOR.const({k: int(v) for k, v in fields.items()}).as_value().value
+
+
+def unpack_descriptor(value):
+    """A 128-bit integer -> dict of field name -> int."""
+    view = data.Const(DESCRIPTOR, value)
+    return {name: int(view[name]) for name, _ in DESCRIPTOR}
+
+
+def _words(value, bits):
+    return [(value >> (32 * i)) & 0xFFFF_FFFF for i in range(bits // 32)]
+
+
+def descriptor_words(value):
+    """A packed descriptor as four 32-bit AXI4-Lite words, lowest first."""
+    return _words(value, DESCRIPTOR_BITS)
+
+
+# --- constant memory ------------------------------------------------------
+
+CONST_BITS = 128
+M_FIELD = unsigned(M_BITS_DEFAULT)
+E_FIELD_ISA = unsigned(6)           # e in [1, 62]
+BIAS_FIELD = signed(32)
+
+#: Constant entry of a REQUANT pass: ``y = clamp(((acc + bias) * m + 2**(e-1)) >> e)``.
+REQUANT_CONST = data.StructLayout({
+    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "_r1": unsigned(64),
+})
+#: Constant entry of a RESIDUAL pass: ``x = acc + bias`` through (mx, ex), the
+#: residual row through (my, ey). ``bias`` sits where REQUANT_CONST has it.
+RESIDUAL_CONST = data.StructLayout({
+    "mx": M_FIELD, "ex": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "my": M_FIELD, "ey": E_FIELD_ISA, "_r1": unsigned(42),
+})
+assert REQUANT_CONST.size == RESIDUAL_CONST.size == CONST_BITS
+assert REQUANT_CONST["bias"].offset == RESIDUAL_CONST["bias"].offset
+
+
+def pack_requant_const(m, e, bias=0):
+    return REQUANT_CONST.const({"m": int(m), "e": int(e), "bias": int(bias)}).as_value().value
+
+
+def pack_residual_const(mx, ex, my, ey, bias=0):
+    return RESIDUAL_CONST.const({"mx": int(mx), "ex": int(ex), "my": int(my), "ey": int(ey),
+                                 "bias": int(bias)}).as_value().value
+
+
+def const_words(value):
+    """A packed constant entry as four 32-bit words, lowest first."""
+    return _words(value, CONST_BITS)
+
+
+# --- control and status -------------------------------------------------------
+
+AXIL_DATA_BITS = 32
+
+#: CTRL (write-only): a 1 in ``start`` starts the program at descriptor 0 (ignored
+#: while busy); a 1 in ``soft_reset`` returns sequencer and datapath to idle.
+CTRL = data.StructLayout({"start": 1, "soft_reset": 1, "_r": 30})
+#: STATUS (read-only).
+STATUS = data.StructLayout({
+    "busy": 1, "done": 1, "error": 1, "_r0": 5,
+    "code": ErrorCode,
+    "unit": unsigned(4),     # error flags of engine, requantizer, residual adder (UNIT)
+    "pc": unsigned(16),
+})
+#: BUILD (read-only): the build's limits, for the host driver.
+BUILD = data.StructLayout({"max_rows": unsigned(12), "max_width": unsigned(12),
+                           "banks": unsigned(4), "_r": unsigned(4)})
+assert CTRL.size == STATUS.size == BUILD.size == AXIL_DATA_BITS
+
+#: Per-unit cycle counters (32 bits, cleared by CTRL.start). For each unit,
+#: ``busy`` counts cycles in which it moved a beat and ``stall`` cycles of a
+#: pass that uses it in which it did not.
+COUNTERS = (
+    ("cycles", "cycles from start to END or error"),
+    ("pass_cycles", "cycles of the last finished pass, from its start to its last write"),
+    ("load_busy", "LOAD: s_axis transfers taken"),
+    ("load_stall", "LOAD: cycles without an s_axis transfer"),
+    ("engine_busy", "LINEAR: weight beats taken by the engine"),
+    ("engine_stall", "LINEAR run phase: cycles without a weight beat"),
+    ("epilogue_busy", "LINEAR: results written by the epilogue"),
+    ("epilogue_stall", "LINEAR run phase: cycles without a result written"),
+    ("store_busy", "STORE: m_axis transfers"),
+    ("store_stall", "STORE: cycles without an m_axis transfer"),
+)
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int     # byte offset
+    access: str     # "r", "w" or "rw"
+    doc: str
+    words: int = 1  # 32-bit words (windows span many)
+
+
+class RegisterMap:
+    """AXI4-Lite register map of one build: 32-bit registers, byte offsets.
+
+    ``0x00`` CTRL (w), ``0x04`` STATUS (r), ``0x08`` BUILD (r), then the
+    counters of :data:`COUNTERS` from ``0x10``; the program window (write-only,
+    4 words per descriptor, lowest first) and the constant window (write-only,
+    4 words per entry) follow, each aligned to its power-of-two size.
+    Reads of unmapped or write-only addresses return 0; writes to read-only
+    addresses are ignored; every access gets an OKAY response.
+    """
+
+    def __init__(self, *, prog_depth, const_entries):
+        self.prog_depth, self.const_entries = prog_depth, const_entries
+        regs = [Register("ctrl", 0x00, "w", "CTRL"),
+                Register("status", 0x04, "r", "STATUS"),
+                Register("build", 0x08, "r", "BUILD")]
+        for i, (name, doc) in enumerate(COUNTERS):
+            regs.append(Register(name, 0x10 + 4 * i, "r", doc))
+        top = regs[-1].offset + 4
+        windows = []
+        for name, words, doc in (
+                ("prog", prog_depth * DESCRIPTOR_BITS // 32, "program memory"),
+                ("const", const_entries * CONST_BITS // 32, "constant memory")):
+            size = 1 << (4 * words - 1).bit_length()
+            base = -(-top // size) * size
+            windows.append(Register(name, base, "w", doc, words=words))
+            top = base + size
+        self.registers = {r.name: r for r in regs + windows}
+        self.addr_bits = max(4, (top - 1).bit_length())
+
+    def __getitem__(self, name):
+        return self.registers[name]
+
+    def offset(self, name):
+        return self.registers[name].offset
+
+    def __iter__(self):
+        return iter(self.registers.values())
+
+    def __repr__(self):
+        rows = [f"  0x{r.offset:05x} {r.access:2s} {r.name} ({r.words} words)" for r in self]
+        return "RegisterMap(\n" + "\n".join(rows) + "\n)"

@@ -1,0 +1,400 @@
+"""cocotb testbench for the accelerator top (:class:`trilut.hw.top.Accelerator`).
+
+The configuration arrives as JSON in ``TRILUT_TB``: the accelerator's
+parameters, ``seed``, ``pause`` (probability of a pause cycle on every AXI
+channel) and ``break`` (a deliberately wrong reference that drops the last
+k-block of every weight matrix, so that the suite can show this testbench
+fails when the model is wrong).
+
+The host side speaks only AXI: programs, constants and control through a
+cocotbext-axi ``AxiLiteMaster`` on ``s_axil``, activations and weights through
+an ``AxiStreamSource`` on ``s_axis``, results through an ``AxiStreamSink`` on
+``m_axis``; every channel (AW, W, B, AR, R, s_axis, m_axis) gets a random
+pause generator. Descriptors and constant entries are packed with
+:mod:`trilut.hw.isa`'s layouts and the register offsets come from the
+build's :class:`~trilut.hw.isa.RegisterMap`. A scoreboard compares every
+stored row with the golden model (``tlmm_matmul`` + ``requantize`` /
+``residual_add``) exactly.
+"""
+import json
+import logging
+import os
+import random
+
+import cocotb
+import numpy as np
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
+                           AxiStreamSink, AxiStreamSource)
+
+from trilut.golden import requantize, residual_add, tlmm_matmul
+from trilut.hw import isa
+from trilut.hw.isa import (RESIDUAL_BANK, Epilogue, ErrorCode, Opcode, const_words,
+                           descriptor_words, pack_descriptor, pack_requant_const,
+                           pack_residual_const)
+from trilut.hw.top import Accelerator
+
+CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
+REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was measured
+MEASURED = {}
+
+
+def _record(**kw):
+    MEASURED.update(kw)
+    if REPORT:
+        with open(REPORT, "w") as f:
+            json.dump(MEASURED, f)
+
+
+def _pauses(rng, p):
+    while True:
+        yield int(rng.random() < p)
+
+
+class TopBench:
+    """Owns clock, reset and the three AXI interfaces of one Accelerator."""
+
+    def __init__(self, dut, *, pause=None):
+        self.dut = dut
+        self.acc = Accelerator(**CONFIG["params"])
+        self.regs = self.acc.regs
+        self.rng = random.Random(CONFIG.get("seed", 1))
+        self.np_rng = np.random.default_rng(CONFIG.get("seed", 1))
+        pause = CONFIG.get("pause", 0.3) if pause is None else pause
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
+        for bus in ("s_axil", "s_axis", "m_axis"):     # one line per transfer otherwise
+            logging.getLogger(f"cocotb.{dut._name}.{bus}").setLevel(logging.WARNING)
+        if pause:
+            w, r = self.axil.write_if, self.axil.read_if
+            for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel,
+                       self.src, self.sink):
+                ch.set_pause_generator(_pauses(self.rng, pause))
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 4)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    # --- register access ---------------------------------------------------
+
+    async def write(self, name, value, word=0):
+        await self.axil.write_dword(self.regs.offset(name) + 4 * word, value)
+
+    async def read(self, name):
+        return await self.axil.read_dword(self.regs.offset(name))
+
+    async def status(self):
+        return data.Const(isa.STATUS, await self.read("status"))
+
+    async def counters(self):
+        return {name: await self.read(name) for name, _ in isa.COUNTERS}
+
+    async def write_program(self, descs):
+        for i, desc in enumerate(descs):
+            for j, w in enumerate(descriptor_words(desc)):
+                await self.write("prog", w, word=4 * i + j)
+
+    async def write_consts(self, const_set, entries):
+        base = const_set * self.acc.const_stride
+        for ch, entry in enumerate(entries):
+            for j, w in enumerate(const_words(entry)):
+                await self.write("const", w, word=4 * (base + ch) + j)
+
+    async def start(self):
+        await self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
+
+    async def soft_reset(self):
+        await self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
+
+    async def wait_idle(self, timeout=200_000):
+        """Poll STATUS until not busy (the bus must stay responsive)."""
+        for _ in range(timeout // 20):
+            st = await self.status()
+            if not st.busy:
+                return st
+            await ClockCycles(self.dut.clk, 20)
+        raise AssertionError(f"still busy after {timeout} cycles: {st}")
+
+    # --- streams -------------------------------------------------------------
+
+    def send(self, frames):
+        for f in frames:
+            self.src.send_nowait(AxiStreamFrame(f))
+
+    async def receive(self, rows, length, wide=False, timeout_us=2000):
+        frames = []
+        for _ in range(rows):
+            f = await with_timeout(self.sink.recv(), timeout_us, "us")
+            frames.append(f.tdata)
+        return self.acc.frames_to_rows(frames, length, wide)
+
+    # --- golden model --------------------------------------------------------
+
+    def matmul(self, a, w):
+        e = self.acc.engine
+        if CONFIG.get("break"):
+            w = w.copy()
+            w[(len(w) - 1) // e.k_block * e.k_block:] = 0
+        return tlmm_matmul(a, w, group=e.group, encoding=e.encoding)
+
+    def random_requant(self, n, k):
+        """Per-channel (m, e, bias) that map K-long dot products of int8
+        activations onto int8 with a spread of values and some saturation."""
+        acc_std = 74 * np.sqrt(2 * k / 3)       # uniform int8 x uniform ternary
+        centre = 15 + int(round(np.log2(acc_std / 40)))
+        m = self.np_rng.integers(1 << 14, 1 << 16, size=n)
+        e = self.np_rng.integers(max(1, centre - 1), centre + 2, size=n)
+        bias = self.np_rng.integers(-int(acc_std), int(acc_std) + 1, size=n)
+        return m, e, bias
+
+    async def run_program(self, descs, frames, outputs, timeout_us=2000):
+        """Write ``descs``, queue ``frames`` on s_axis, start, collect
+        ``outputs`` (a list of (rows, length, wide) per STORE) and wait for
+        the sequencer to stop. Returns (stored arrays, STATUS, counters)."""
+        await self.write_program(descs)
+        self.send(frames)
+        await self.start()
+        try:
+            got = [await self.receive(*o, timeout_us=timeout_us) for o in outputs]
+        except SimTimeoutError:
+            raise AssertionError(f"no result after {timeout_us} us: {await self.status()}, "
+                                 f"counters {await self.counters()}") from None
+        st = await self.wait_idle()
+        return got, st, await self.counters()
+
+
+def _check(name, got, want):
+    """Exact comparison; the golden result must not be degenerate (a
+    scoreboard comparing constant outputs would prove nothing)."""
+    assert len(np.unique(want)) >= min(8, want.size // 2), f"{name}: degenerate golden {want}"
+    mism = np.argwhere(got != want)
+    assert got.shape == want.shape, f"{name}: shape {got.shape}, golden {want.shape}"
+    assert len(mism) == 0, (
+        f"{name}: {len(mism)} mismatches; first at {tuple(mism[0])}: hardware "
+        f"{got[tuple(mism[0])]}, golden {want[tuple(mism[0])]}")
+
+
+def _ok(st, pc):
+    assert st.done and not st.error, f"program did not finish cleanly: {st}"
+    assert int(st.pc) == pc, f"stopped at pc {int(st.pc)}, expected {pc}"
+
+
+async def two_linears(tb, *, m_rows, k, n1, n2, banks=(0, 1), rows=(0, 0), sets=(0, 1)):
+    """LOAD x -> LINEAR (W1, requant) -> LINEAR (W2, requant) -> STORE."""
+    rng = tb.np_rng
+    x = rng.integers(-128, 128, size=(m_rows, k))
+    w1 = rng.integers(-1, 2, size=(k, n1))
+    w2 = rng.integers(-1, 2, size=(n1, n2))
+    c1, c2 = tb.random_requant(n1, k), tb.random_requant(n2, n1)
+    await tb.write_consts(sets[0], [pack_requant_const(*t) for t in zip(*c1)])
+    await tb.write_consts(sets[1], [pack_requant_const(*t) for t in zip(*c2)])
+    b0, b1 = banks
+    r0, r1 = rows
+    prog = [
+        pack_descriptor(Opcode.LOAD, dst_bank=b0, dst_row=r0, rows=m_rows, k=k),
+        pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.REQUANT, src_bank=b0, src_row=r0,
+                        dst_bank=b1, dst_row=r1, rows=m_rows, k=k, n=n1, const=sets[0]),
+        pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.REQUANT, src_bank=b1, src_row=r1,
+                        dst_bank=b0, dst_row=r0, rows=m_rows, k=n1, n=n2, const=sets[1]),
+        pack_descriptor(Opcode.STORE, src_bank=b0, src_row=r0, rows=m_rows, k=n2),
+        pack_descriptor(Opcode.END),
+    ]
+    frames = (tb.acc.row_frames(x) + tb.acc.weight_frames(w1, m_rows) +
+              tb.acc.weight_frames(w2, m_rows))
+    (got,), st, cnt = await tb.run_program(prog, frames, [(m_rows, n2, False)])
+    h = requantize(tb.matmul(x, w1), *c1)
+    want = requantize(tb.matmul(h, w2), *c2)
+    _check("two_linears", got, want)
+    _ok(st, len(prog) - 1)
+    e = tb.acc.engine
+    beats = m_rows * (n1 // e.lanes * -(-k // e.k_block) + n2 // e.lanes * -(-n1 // e.k_block))
+    assert cnt["engine_busy"] == beats, f"engine_busy {cnt['engine_busy']}, expected {beats}"
+    assert cnt["epilogue_busy"] == m_rows * (n1 + n2)
+    assert cnt["load_busy"] == m_rows * -(-k // tb.acc.axis_bytes)
+    assert cnt["store_busy"] == m_rows * -(-n2 // tb.acc.axis_bytes)
+    return cnt
+
+
+@cocotb.test()
+async def linear_chain(dut):
+    """LOAD -> LINEAR -> LINEAR -> STORE, random pauses on every channel."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc = tb.acc
+    cnt = await two_linears(tb, m_rows=5, k=acc.max_width, n1=4 * acc.lanes,
+                            n2=acc.max_width // acc.lanes * acc.lanes)
+    dut._log.info("counters: %s", cnt)
+
+
+@cocotb.test()
+async def second_shape(dut):
+    """Other shapes in the same build: K not a multiple of k_block, other
+    banks, base rows and constant sets; then the first shape again."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc = tb.acc
+    last_bank = acc.banks - 1
+    await two_linears(tb, m_rows=3, k=7, n1=2 * acc.lanes, n2=acc.lanes,
+                      banks=(last_bank, 0), rows=(acc.max_rows - 3, 2),
+                      sets=(acc.const_sets - 1, 0))
+    await two_linears(tb, m_rows=acc.max_rows, k=acc.engine.k_block, n1=acc.lanes,
+                      n2=2 * acc.lanes)
+
+
+@cocotb.test()
+async def residual(dut):
+    """LOAD residual (int16) and x, LINEAR with the residual-add epilogue
+    (bias, per-channel multipliers), STORE the residual bank; then a requant
+    LINEAR reads the same x again and both results are checked."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc, rng = tb.acc, tb.np_rng
+    m_rows, k, n = 4, acc.max_width - 1, acc.max_width // acc.lanes * acc.lanes
+    x = rng.integers(-128, 128, size=(m_rows, k))
+    res = rng.integers(-20000, 20000, size=(m_rows, n))
+    res[0, :2] = [32767, -32768]
+    w = rng.integers(-1, 2, size=(k, n))
+    mx = rng.integers(1 << 15, 1 << 16, size=n)
+    ex = rng.integers(12, 15, size=n)
+    my = rng.integers(1 << 15, 1 << 16, size=n)
+    ey = rng.integers(15, 17, size=n)
+    bias = rng.integers(-5000, 5000, size=n)
+    await tb.write_consts(1, [pack_residual_const(*t) for t in zip(mx, ex, my, ey, bias)])
+    rows = 3
+    prog = [
+        pack_descriptor(Opcode.LOAD, dst_bank=RESIDUAL_BANK, dst_row=rows, rows=m_rows, k=n),
+        pack_descriptor(Opcode.LOAD, dst_bank=0, dst_row=1, rows=m_rows, k=k),
+        pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.RESIDUAL, src_bank=0, src_row=1,
+                        dst_bank=RESIDUAL_BANK, dst_row=rows, rows=m_rows, k=k, n=n, const=1),
+        pack_descriptor(Opcode.STORE, src_bank=RESIDUAL_BANK, src_row=rows, rows=m_rows, k=n),
+        pack_descriptor(Opcode.END),
+    ]
+    frames = (acc.row_frames(res, wide=True) + acc.row_frames(x) +
+              acc.weight_frames(w, m_rows))
+    (got,), st, cnt = await tb.run_program(prog, frames, [(m_rows, n, True)])
+    want = residual_add(tb.matmul(x, w) + bias, mx, ex, res, my, ey)
+    _check("residual", got, want)
+    _ok(st, len(prog) - 1)
+    dut._log.info("residual counters: %s", cnt)
+
+
+@cocotb.test()
+async def malformed(dut):
+    """Malformed descriptors stop the sequencer with the right code, the bus
+    stays responsive, soft reset returns to idle (also mid-pass), and a valid
+    program runs afterwards."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc = tb.acc
+    L, W, R = acc.lanes, acc.max_width, acc.max_rows
+    ok_lin = dict(epilogue=Epilogue.REQUANT, src_bank=0, dst_bank=1, rows=1, k=W, n=L)
+    cases = [
+        ([pack_descriptor(Opcode.LOAD, rows=1, k=4), pack_descriptor(9)], ErrorCode.OPCODE, 1),
+        ([pack_descriptor(Opcode.LOAD, dst_bank=acc.banks, rows=1, k=4)], ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.STORE, src_bank=14, rows=1, k=4)], ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.LOAD, dst_row=R - 1, rows=2, k=4)], ErrorCode.ROWS, 0),
+        ([pack_descriptor(Opcode.LOAD, rows=0, k=4)], ErrorCode.ROWS, 0),
+        ([pack_descriptor(Opcode.LOAD, rows=1, k=W + 1)], ErrorCode.SHAPE, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, n=L + 1))], ErrorCode.SHAPE, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, n=W + L))], ErrorCode.SHAPE, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, dst_bank=RESIDUAL_BANK))],
+         ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, const=acc.const_sets))],
+         ErrorCode.CONST, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, dst_bank=0, rows=3, dst_row=1))],
+         ErrorCode.OVERLAP, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.REQUANT_GELU))],
+         ErrorCode.UNSUPPORTED, 0),
+        ([pack_descriptor(Opcode.ATTN_QK)], ErrorCode.UNSUPPORTED, 0),
+    ]
+    for prog, code, pc in cases:
+        frames = acc.row_frames(np.zeros((1, 4), dtype=int)) if pc else []
+        await tb.write_program(prog)
+        tb.send(frames)
+        await tb.start()
+        st = await tb.wait_idle()
+        assert st.error and not st.done, f"{code.name}: no error raised ({st})"
+        assert st.code == code, f"expected {code.name}, got {st.code}"
+        assert int(st.pc) == pc, f"{code.name}: stopped at pc {int(st.pc)}, expected {pc}"
+        build = data.Const(isa.BUILD, await tb.read("build"))
+        assert int(build.max_rows) == R and int(build.max_width) == W
+        await tb.soft_reset()
+        st = await tb.status()
+        assert not (st.busy or st.error or st.done), f"soft reset left {st}"
+    # Soft reset in the middle of a LOAD whose data never comes.
+    await tb.write_program([pack_descriptor(Opcode.LOAD, rows=2, k=W)])
+    await tb.start()
+    await ClockCycles(dut.clk, 50)
+    assert (await tb.status()).busy
+    await tb.soft_reset()
+    st = await tb.status()
+    assert not (st.busy or st.error), f"soft reset mid-pass left {st}"
+    # The accelerator accepts a new, valid program.
+    await two_linears(tb, m_rows=2, k=W, n1=L, n2=L)
+
+
+@cocotb.test()
+async def pass_cycles(dut):
+    """Without pauses: one LINEAR pass's cycles (the PASS_CYCLES register, and
+    the run phase after the constant copy) against the engine's analytic
+    cycles()."""
+    tb = TopBench(dut, pause=0.0)
+    await tb.reset()
+    acc, rng = tb.acc, tb.np_rng
+    e = acc.engine
+    results = []
+    for m_rows, k, n in ((8, acc.max_width, e.lanes * (acc.max_width // e.lanes)),
+                         (acc.max_rows, acc.max_width, e.lanes)):
+        x = rng.integers(-128, 128, size=(m_rows, k))
+        w = rng.integers(-1, 2, size=(k, n))
+        c = tb.random_requant(n, k)
+        await tb.write_consts(0, [pack_requant_const(*t) for t in zip(*c)])
+        await tb.write_program([pack_descriptor(Opcode.LOAD, rows=m_rows, k=k),
+                                pack_descriptor(Opcode.END)])
+        tb.send(acc.row_frames(x))
+        await tb.start()
+        _ok(await tb.wait_idle(), 1)
+        # The weights wait in the source before the pass starts.
+        _, st, cnt = await tb.run_program(
+            [pack_descriptor(Opcode.LINEAR, src_bank=0, dst_bank=1, rows=m_rows, k=k, n=n),
+             pack_descriptor(Opcode.END)], acc.weight_frames(w, m_rows), [])
+        _ok(st, 1)
+        (got,), st, _ = await tb.run_program(
+            [pack_descriptor(Opcode.STORE, src_bank=1, rows=m_rows, k=n),
+             pack_descriptor(Opcode.END)], [], [(m_rows, n, False)])
+        _check("pass_cycles", got, requantize(tb.matmul(x, w), *c))
+        lin = cnt["engine_busy"] + cnt["engine_stall"]      # run phase of the pass
+        analytic = e.cycles(m_rows, k, n)
+        dut._log.info("LINEAR M=%d K=%d N=%d: pass %d cycles (run phase %d, constant "
+                      "copy %d); engine analytic %d; engine busy %d, epilogue busy %d",
+                      m_rows, k, n, cnt["pass_cycles"], lin, n, analytic,
+                      cnt["engine_busy"], cnt["epilogue_busy"])
+        results.append({"m": m_rows, "k": k, "n": n, "pass_cycles": cnt["pass_cycles"],
+                        "run_cycles": lin, "analytic": analytic,
+                        "engine_busy": cnt["engine_busy"]})
+        bound = max(analytic, m_rows * n + e.fill_cycles(e.k_blocks)) + 60
+        assert lin <= bound, f"LINEAR took {lin} cycles, bound {bound}"
+    _record(linear=results)
+
+
+def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None):
+    """Host side: build (cached) and run this testbench on Verilator for an
+    Accelerator with ``params``. Raises ``SimFailure`` on any mismatch;
+    returns the number of tests passed."""
+    from ..hw.top import generate_verilog
+    from .runner import run_cocotb
+    dut = Accelerator(**params)
+    env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "pause": pause,
+                                    "break": broken})}
+    if report:
+        env["TRILUT_TB_REPORT"] = str(report)
+    name = "top-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    name += f"-{testcase or 'all'}" + ("-broken" if broken else "")
+    return run_cocotb(generate_verilog(dut, "accel"), "accel", __name__, name=name, env=env,
+                      testcase=testcase, seed=seed)
