@@ -1,4 +1,5 @@
-"""``trilut bench tlmm``: TLMM against the direct adder tree, in one run.
+"""Benchmarks: ``trilut bench tlmm`` (TLMM against the direct adder tree, in
+one run) and ``trilut bench units`` (the row units' cost).
 
 For every target rate S (ternary MACs per cycle) and group size G, the lanes
 L are fixed and the tables per cycle T = round(S / (L * G)), so both engines
@@ -67,7 +68,51 @@ def add_ratios(rows):
     return rows
 
 
+UNIT_COLUMNS = ["unit", "params", "lut4", "ff", "mult18", "dp16kd", "fmax_mhz"]
+
+
+def run_unit_bench(args):
+    """``trilut bench units``: every row unit at its registered defaults (plus
+    ShiftGELU's accurate mode), synthesized side by side on ECP5-85F."""
+    from .units import UNITS
+    configs = [(name, {}) for name in UNITS if name not in ("tlmm", "direct")]
+    configs.append(("shiftgelu", {"mode": "accurate"}))
+    print(f"trilut bench units: {len(configs)} place-and-route runs on ECP5-85F", flush=True)
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(_run_unit, name, settings) for name, settings in configs]
+        for i, fut in enumerate(as_completed(futures), 1):
+            row = fut.result()
+            rows.append(row)
+            print(f"  [{i}/{len(configs)}] {row['unit']} {row['params']}: "
+                  f"{row.get('error') or str(row['lut4']) + ' LUT4'}", flush=True)
+    rows.sort(key=lambda r: (r["unit"], r["params"]))
+    print(format_table(rows, UNIT_COLUMNS))
+    _write(rows, args.json)
+    return rows
+
+
+def _run_unit(name, settings):
+    from .cli import synth_unit
+    try:
+        r = synth_unit(name, settings, "ecp5-85f", work_root="build/bench")
+    except SynthError as exc:
+        return {"unit": name, "params": str(settings), "error": str(exc).splitlines()[0]}
+    params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+    return {"unit": name, "params": params,
+            **{k: r[k] for k in ("lut4", "ff", "mult18", "dp16kd", "fmax_mhz")}}
+
+
+def _write(rows, path):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 def run_bench(args):
+    if args.what == "units":
+        return run_unit_bench(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     groups = [int(g) for g in args.groups.split(",")]
     configs = list(bench_configs(sizes, groups, args.lanes))
@@ -85,10 +130,7 @@ def run_bench(args):
     rows.sort(key=lambda r: (r["group"] * r["tables"] * r["lanes"], r["group"], r["engine"]))
     add_ratios(rows)
     print(format_table(rows, BENCH_COLUMNS))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _write(rows, args.json)
     if args.plot:
         plot_bench(rows, args.plot)
         print(f"wrote {args.plot}")

@@ -95,7 +95,8 @@ def main(argv=None):
     p.set_defaults(func=cmd_units)
 
     p = sub.add_parser("bench", help="benchmarks (area/Fmax sweeps)")
-    p.add_argument("what", choices=["tlmm"], help="tlmm: TLMM against the direct adder tree")
+    p.add_argument("what", choices=["tlmm", "units"],
+                   help="tlmm: TLMM against the direct adder tree; units: the row units")
     p.add_argument("--sizes", default="64,256,1024", help="target MACs per cycle")
     p.add_argument("--groups", default="2,3,4", help="TLMM group sizes G")
     p.add_argument("--lanes", type=int, default=16, help="output lanes L")
