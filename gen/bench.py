@@ -39,11 +39,11 @@ def bench_configs(sizes, groups, lanes):
                 yield "tlmm-lutram", "tlmm", dict(base, encoding="folded", table_ram="distributed")
 
 
-def _run_one(variant, unit, params):
+def _run_one(variant, unit, params, reuse=False):
     from .cli import synth_unit
     from .units import build_unit
     try:
-        report = synth_unit(unit, params, "ecp5-85f", work_root="build/bench")
+        report = synth_unit(unit, params, "ecp5-85f", work_root="build/bench", reuse=reuse)
     except SynthError as exc:
         return {"engine": variant, **params, "error": str(exc).splitlines()[0]}
     estimate = build_unit(unit, params)[0].resources()["dp16kd"]
@@ -80,7 +80,8 @@ def run_unit_bench(args):
     print(f"trilut bench units: {len(configs)} place-and-route runs on ECP5-85F", flush=True)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_unit, name, settings) for name, settings in configs]
+        futures = [pool.submit(_run_unit, name, settings, args.reuse)
+                   for name, settings in configs]
         for i, fut in enumerate(as_completed(futures), 1):
             row = fut.result()
             rows.append(row)
@@ -92,10 +93,10 @@ def run_unit_bench(args):
     return rows
 
 
-def _run_unit(name, settings):
+def _run_unit(name, settings, reuse=False):
     from .cli import synth_unit
     try:
-        r = synth_unit(name, settings, "ecp5-85f", work_root="build/bench")
+        r = synth_unit(name, settings, "ecp5-85f", work_root="build/bench", reuse=reuse)
     except SynthError as exc:
         return {"unit": name, "params": str(settings), "error": str(exc).splitlines()[0]}
     params = " ".join(f"{k}={v}" for k, v in r["params"].items())
@@ -120,7 +121,7 @@ def run_bench(args):
           f"{args.jobs} at a time (a few minutes each at 1,024 MACs/cycle)", flush=True)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_run_one, *cfg): cfg for cfg in configs}
+        futures = {pool.submit(_run_one, *cfg, args.reuse): cfg for cfg in configs}
         for i, fut in enumerate(as_completed(futures), 1):
             row = fut.result()
             rows.append(row)

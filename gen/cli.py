@@ -35,14 +35,21 @@ def _write_json(path, payload):
         print(f"wrote {path}")
 
 
-def synth_unit(unit, settings, target, *, work_root="build/synth", **kw):
+def synth_unit(unit, settings, target, *, work_root="build/synth", reuse=False, **kw):
     """Build ``unit`` with ``settings`` and synthesize it for ``target``
     (keyword arguments go to :func:`synthesize`); returns the report with the
-    unit's name and parameters folded in."""
+    unit's name and parameters folded in. With ``reuse``, a report left in the
+    work directory by an earlier run is returned when that run's Verilog is
+    identical to this one's (resuming an interrupted sweep)."""
     dut, params = build_unit(unit, settings)
     tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
-    report = synthesize(generate_verilog(dut, unit), unit, target,
-                        work_dir=Path(work_root) / target / f"{unit}-{tag}", **kw)
+    work_dir = Path(work_root) / target / f"{unit}-{tag}"
+    verilog = generate_verilog(dut, unit)
+    old_v, old_report = work_dir / f"{unit}.v", work_dir / "report.json"
+    if reuse and old_report.exists() and old_v.exists() and old_v.read_text() == verilog:
+        report = json.loads(old_report.read_text())
+    else:
+        report = synthesize(verilog, unit, target, work_dir=work_dir, **kw)
     report.update(unit=unit, params=params)
     if hasattr(dut, "macs_per_cycle"):
         report["macs_per_cycle"] = dut.macs_per_cycle
@@ -103,6 +110,8 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="parallel tool runs")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw the LUT4-per-MAC breakdown")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse reports in build/bench whose Verilog is unchanged")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job: generate, verify, place and route")
