@@ -76,7 +76,7 @@ def run_unit_bench(args):
     ShiftGELU's accurate mode), synthesized side by side on ECP5-85F."""
     from .units import UNITS
     configs = [(name, {}) for name in UNITS if name not in ("tlmm", "direct")]
-    configs.append(("shiftgelu", {"mode": "accurate"}))
+    configs += [("shiftgelu", {"mode": "accurate"}), ("int8mm", {"requant": True, "channels": 64})]
     print(f"trilut bench units: {len(configs)} place-and-route runs on ECP5-85F", flush=True)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

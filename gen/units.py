@@ -3,9 +3,11 @@ used on the command line (``trilut synth --unit NAME``) to its component
 class and default parameters."""
 from dataclasses import dataclass, field
 
+from ..hw.int8mm import Int8Engine
 from ..hw.layernorm import LayerNorm
 from ..hw.matmul import DirectEngine, TLMMEngine
 from ..hw.shiftgelu import ShiftGELU
+from ..hw.requant import Requantizer, ResidualAdd
 from ..hw.shiftmax import Shiftmax
 
 __all__ = ["UNITS", "build_unit", "parse_settings"]
@@ -30,6 +32,11 @@ UNITS = {
                       "I-ViT ShiftGELU (mode=ivit|accurate), pipelined reciprocal"),
     "layernorm": Unit(LayerNorm, dict(in_bits=8, max_len=768),
                       "integer LayerNorm, exact isqrt, one pass"),
+    "requant": Unit(Requantizer, dict(acc_bits=32, out_bits=8, channels=64),
+                    "dyadic requantizer, per-channel (m, e, bias), half-up"),
+    "residual": Unit(ResidualAdd, dict(), "int16 residual add, one (m, e) per input"),
+    "int8mm": Unit(Int8Engine, dict(lanes=8, k_per_cycle=8, max_k=768),
+                   "int8 x int8 engine on MULT18X18D (requant=1 for int8 output)"),
 }
 
 
