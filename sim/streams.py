@@ -10,10 +10,12 @@ import random
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from cocotb.triggers import RisingEdge
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["payload_layout", "pack", "unpack", "StreamSource", "StreamSink", "StreamTimeout"]
+__all__ = ["start_clock", "reset", "payload_layout", "pack", "unpack", "StreamSource", "StreamSink", "StreamTimeout"]
 
 
 class StreamTimeout(AssertionError):
@@ -124,3 +126,16 @@ class StreamSink:
                                         f"then nothing for {timeout} cycles")
         self.ready.value = 0
         return beats
+
+
+def start_clock(dut, period_ns=10):
+    """Start ``dut.clk`` (Amaranth's default clock port)."""
+    cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+
+
+async def reset(dut, cycles=3):
+    """Hold ``dut.rst`` (Amaranth's default reset) for ``cycles`` clock cycles."""
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)

@@ -11,48 +11,31 @@ scoreboard compares every output with the exact int64 product (then golden
 """
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotb.utils import get_sim_time
 
 from trilut.golden.quant import E_MAX
 from trilut.hw.int8mm import Int8Engine
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout
+from trilut.sim.tb_matmul import MatmulBench
+from trilut.sim.streams import StreamSource, payload_layout
 from trilut.sim.tb_requant import _ties_to_even, tie_inputs
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 
 
-class Int8Bench:
-    """Owns clock, reset, the sources and the sink of one engine."""
+class Int8Bench(MatmulBench):
+    """The ternary engines' bench (streams, clock, row checker) around an
+    Int8Engine, plus the requantizer's constants."""
 
     def __init__(self, dut, *, idle=0.3, stall=0.3):
-        self.dut = dut
-        self.engine = Int8Engine(**CONFIG["params"])
-        self.rng = random.Random(CONFIG.get("seed", 1))
-        self.np_rng = np.random.default_rng(CONFIG.get("seed", 1))
+        super().__init__(dut, Int8Engine(**CONFIG["params"]), idle=idle, stall=stall)
         e = self.engine
-        self.act = StreamSource(dut, "act", dut.clk, payload_layout(e, "act"),
-                                rng=self.rng, idle=idle)
-        self.wgt = StreamSource(dut, "wgt", dut.clk, payload_layout(e, "wgt"),
-                                rng=self.rng, idle=idle)
-        self.out = StreamSink(dut, "out", dut.clk, payload_layout(e, "out"),
-                              rng=self.rng, stall=stall)
         if e.requant and e.channels > 1:
             self.param = StreamSource(dut, "param", dut.clk, payload_layout(e, "param"),
                                       rng=self.rng, idle=idle)
         self.consts = None
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
 
     def num_channels(self, n):
         """Table entries used for N = n outputs (1 for scalar constants)."""
@@ -93,30 +76,6 @@ class Int8Bench:
         acc = np.asarray(a, dtype=np.int64) @ np.asarray(w, dtype=np.int64)
         return np.clip([[_ties_to_even(v + bias[j], m[j], ex[j]) for j, v in enumerate(row)]
                         for row in acc], -(1 << (e.out_bits - 1)), (1 << (e.out_bits - 1)) - 1)
-
-    async def run_rows(self, a, w):
-        """Stream every row of ``a`` (M, K) against ``w`` (K, N) and compare.
-        Returns the cycles from the first weight beat taken to the last result."""
-        e = self.engine
-        act_beats = [b for row in a for b in e.act_beats(row)]
-        wgt_beats = e.wgt_beats(w) * len(a)
-        blocks = len(a) * (w.shape[1] // e.lanes)
-        self.wgt.first_accept = None
-        cocotb.start_soon(self.act.send(act_beats))
-        cocotb.start_soon(self.wgt.send(wgt_beats))
-        beats = await self.out.receive(blocks)
-        cycles = (get_sim_time("ns") - self.wgt.first_accept) / 10 + 1
-        got = np.array([[int(v) for v in b.data] for b in beats]).reshape(len(a), -1)
-        lasts = [int(b.last) for b in beats]
-        want = self.model(a, w)
-        mism = np.argwhere(got != want)
-        assert len(mism) == 0, (
-            f"{len(mism)} mismatches; first at row {mism[0][0]}, column {mism[0][1]}: "
-            f"hardware {got[tuple(mism[0])]}, golden {want[tuple(mism[0])]}")
-        per_row = w.shape[1] // e.lanes
-        assert lasts == ([0] * (per_row - 1) + [1]) * len(a), "out.last misplaced"
-        assert int(self.dut.error.value) == 0, "error flag raised on a valid stream"
-        return cycles
 
     def random_case(self, rows, k, n):
         a = self.np_rng.integers(-128, 128, size=(rows, k))

@@ -21,13 +21,12 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from trilut.golden.nonlinear import int_layernorm, isqrt, ivit_newton_sqrt
 from trilut.hw.layernorm import LayerNorm
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout
+from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 BREAKS = ("half_up", "newton")
@@ -76,13 +75,10 @@ class LayerNormBench:
         self.out = StreamSink(dut, "out", dut.clk, payload_layout(self.unit, "out"),
                               rng=self.rng, stall=stall)
         self.lo, self.hi = -(1 << (self.unit.in_bits - 1)), (1 << (self.unit.in_bits - 1)) - 1
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        start_clock(dut, PERIOD_NS)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     def model(self, row):
         """Reference for one row: the first max_len elements through golden."""

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from trilut.golden import tlmm_matmul
 from trilut.hw.matmul import make_engine
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout
+from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was checked
@@ -37,9 +36,9 @@ def _record(**kw):
 class MatmulBench:
     """Owns clock, reset, the two sources and the sink of one engine."""
 
-    def __init__(self, dut, *, idle=0.3, stall=0.3):
+    def __init__(self, dut, engine=None, *, idle=0.3, stall=0.3):
         self.dut = dut
-        self.engine = make_engine(CONFIG["engine"], **CONFIG["params"])
+        self.engine = engine or make_engine(CONFIG["engine"], **CONFIG["params"])
         self.rng = random.Random(CONFIG.get("seed", 1))
         self.np_rng = np.random.default_rng(CONFIG.get("seed", 1))
         self.act = StreamSource(dut, "act", dut.clk, payload_layout(self.engine, "act"),
@@ -48,13 +47,10 @@ class MatmulBench:
                                 rng=self.rng, idle=idle)
         self.out = StreamSink(dut, "out", dut.clk, payload_layout(self.engine, "out"),
                               rng=self.rng, stall=stall)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        start_clock(dut)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     def model(self, a, w):
         """The reference: golden TLMM; ``break`` drops the last k-block."""
@@ -73,6 +69,7 @@ class MatmulBench:
         act_beats = [b for row in a for b in e.act_beats(row)]
         wgt_beats = e.wgt_beats(w) * len(a)
         blocks = len(a) * (w.shape[1] // e.lanes)
+        self.wgt.first_accept = None
         cocotb.start_soon(self.act.send(act_beats))
         cocotb.start_soon(self.wgt.send(wgt_beats))
         beats = await self.out.receive(blocks)

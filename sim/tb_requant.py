@@ -15,13 +15,12 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from trilut.golden.quant import E_MAX, requantize, residual_add
 from trilut.hw.requant import Requantizer, ResidualAdd
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout
+from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 UNITS = {"requant": Requantizer, "residual": ResidualAdd}
@@ -74,13 +73,10 @@ class Bench:
         if self.unit.channels > 1:
             self.param = StreamSource(dut, "param", dut.clk, payload_layout(self.unit, "param"),
                                       rng=self.rng, idle=idle)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        start_clock(dut)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     # --- constants ---------------------------------------------------------
 

@@ -17,13 +17,12 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from trilut.golden import nonlinear as nl
 from trilut.hw.shiftmax import Shiftmax
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout
+from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 PERIOD_NS = 10
@@ -45,7 +44,7 @@ class RowBench:
         self.out = StreamSink(dut, "out", dut.clk, payload_layout(unit, "out"),
                               rng=self.rng, stall=stall)
         self.lo, self.hi = -(1 << (unit.in_bits - 1)), (1 << (unit.in_bits - 1)) - 1
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        start_clock(dut, PERIOD_NS)
         self.in_times, self.out_times = [], []
         cocotb.start_soon(self._monitor())
 
@@ -61,10 +60,7 @@ class RowBench:
                 self.out_times.append(now)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     def set_scale(self, scale):
         """Drive x0 (between batches only: the unit must be empty)."""

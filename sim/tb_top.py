@@ -30,10 +30,12 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
                            AxiStreamSink, AxiStreamSource)
 
 from trilut.golden import requantize, residual_add, tlmm_matmul
+from trilut.golden.encoder import EncoderConfig, encoder_block, float_weight_shapes
+from trilut.host.quantize import quantize_encoder, quantize_input
 from trilut.hw import isa
-from trilut.hw.isa import (RESIDUAL_BANK, Epilogue, ErrorCode, Opcode, const_words,
-                           descriptor_words, pack_descriptor, pack_requant_const,
-                           pack_residual_const)
+from trilut.hw.isa import (RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, const_words,
+                           descriptor_words, pack_descriptor, pack_gelu_const,
+                           pack_requant_const, pack_residual_const)
 from trilut.hw.top import Accelerator
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -294,6 +296,7 @@ async def malformed(dut):
     acc = tb.acc
     L, W, R = acc.lanes, acc.max_width, acc.max_rows
     ok_lin = dict(epilogue=Epilogue.REQUANT, src_bank=0, dst_bank=1, rows=1, k=W, n=L)
+    ok_norm = dict(head=Head.LAYERNORM, src_bank=RESIDUAL_BANK, dst_bank=0, rows=1, k=W, n=W)
     cases = [
         ([pack_descriptor(Opcode.LOAD, rows=1, k=4), pack_descriptor(9)], ErrorCode.OPCODE, 1),
         ([pack_descriptor(Opcode.LOAD, dst_bank=acc.banks, rows=1, k=4)], ErrorCode.BANK, 0),
@@ -309,8 +312,19 @@ async def malformed(dut):
          ErrorCode.CONST, 0),
         ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, dst_bank=0, rows=3, dst_row=1))],
          ErrorCode.OVERLAP, 0),
-        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.REQUANT_GELU))],
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.REQUANT_SOFTMAX))],
          ErrorCode.UNSUPPORTED, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.REQUANT_GELU,
+                                                dst_bank=0, rows=3, dst_row=2))],
+         ErrorCode.OVERLAP, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, head=Head.RMSNORM))],
+         ErrorCode.UNSUPPORTED, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, src_bank=0))], ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, dst_bank=RESIDUAL_BANK))],
+         ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, n=L))], ErrorCode.SHAPE, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, src_row=R - 1, rows=2))],
+         ErrorCode.ROWS, 0),
         ([pack_descriptor(Opcode.ATTN_QK)], ErrorCode.UNSUPPORTED, 0),
     ]
     for prog, code, pc in cases:
@@ -381,6 +395,149 @@ async def pass_cycles(dut):
         bound = max(analytic, m_rows * n + e.fill_cycles(e.k_blocks)) + 60
         assert lin <= bound, f"LINEAR took {lin} cycles, bound {bound}"
     _record(linear=results)
+
+
+# --- the FFN half of an encoder block -----------------------------------------------
+
+def ffn_model(acc, seed, seq):
+    """A small random float encoder block (hidden = max_width // 2, ffn =
+    max_width, some negative LayerNorm gammas) quantized by
+    ``quantize_encoder``; returns (BlockParams, golden trace of one input).
+    With ``break``, the golden fc1 drops its last k-block (a wrong model)."""
+    import dataclasses
+    import math
+    rng = np.random.default_rng(seed)
+    c, f = acc.max_width // 2, acc.max_width
+    cfg = EncoderConfig(hidden=c, heads=2, ffn=f, max_seq=max(seq, 8))
+    w = {}
+    for name, shape in float_weight_shapes(cfg).items():
+        if name.endswith(("ln1.weight", "ln2.weight")):
+            g = 1 + 0.3 * rng.standard_normal(shape)
+            g[::5] *= -1
+            w[name] = g
+        elif name.endswith(("ln1.bias", "ln2.bias")):
+            w[name] = 0.1 * rng.standard_normal(shape)
+        elif name.endswith(".weight"):
+            w[name] = rng.standard_normal(shape) / math.sqrt(shape[0])
+        else:
+            w[name] = 0.05 * rng.standard_normal(shape)
+    params = quantize_encoder(w, cfg, rng.standard_normal((16, seq, c)))
+    block = params.blocks[0]
+    x = quantize_input(rng.standard_normal((seq, c)), params)
+    trace = encoder_block(x, block, trace=True)
+    if CONFIG.get("break"):
+        kb = acc.engine.k_block
+        w1 = block.fc1.weights.copy()
+        w1[(len(w1) - 1) // kb * kb:] = 0
+        broken = dataclasses.replace(block, fc1=dataclasses.replace(block.fc1, weights=w1))
+        trace = encoder_block(x, broken, trace=True)
+        trace["res1"] = encoder_block(x, block, trace=True)["res1"]
+    return block, trace
+
+
+def ffn_consts(block):
+    """Constant sets of the three passes: ln2 (REQUANT_CONST per channel), fc1
+    (GELU_CONST: fc1 requant + bias per channel, gelu_out and x0 per tensor),
+    fc2 (RESIDUAL_CONST: acc + bias through fc2.requant, res1 through res2_x)."""
+    c, f = block.hidden, block.ffn
+    ln = block.ln2
+    ln_c = [pack_requant_const(m, e, b) for m, e, b in
+            zip(ln.requant.m, ln.requant.e, np.asarray(ln.bias))]
+    fc1, fc2 = block.fc1, block.fc2
+    b1 = np.zeros(f, np.int64) if fc1.bias is None else np.asarray(fc1.bias)
+    m1, e1 = np.broadcast_to(fc1.requant.m, f), np.broadcast_to(fc1.requant.e, f)
+    g = block.gelu_out
+    fc1_c = [pack_gelu_const(m1[i], e1[i], b1[i], g.m, g.e, block.gelu_x0) for i in range(f)]
+    b2 = np.zeros(c, np.int64) if fc2.bias is None else np.asarray(fc2.bias)
+    mx, ex = np.broadcast_to(fc2.requant.m, c), np.broadcast_to(fc2.requant.e, c)
+    my, ey = np.broadcast_to(block.res2_x.m, c), np.broadcast_to(block.res2_x.e, c)
+    fc2_c = [pack_residual_const(mx[i], ex[i], my[i], ey[i], b2[i]) for i in range(c)]
+    return ln_c, fc1_c, fc2_c
+
+
+def ffn_passes(acc, block, seq, *, res_row=1, banks=(0, 1), sets=(0, 1, 2)):
+    """(descriptor, s_axis frames) of LOAD res1 -> NORM -> LINEAR fc1 + GELU ->
+    LINEAR fc2 + residual, then STORE ln2, gelu and res2."""
+    c, f = block.hidden, block.ffn
+    a, h = banks
+    return [
+        (pack_descriptor(Opcode.LOAD, dst_bank=RESIDUAL_BANK, dst_row=res_row, rows=seq, k=c),
+         None),
+        (pack_descriptor(Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT,
+                         src_bank=RESIDUAL_BANK, src_row=res_row, dst_bank=a, dst_row=0,
+                         rows=seq, k=c, n=c, const=sets[0]), []),
+        (pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.REQUANT_GELU, src_bank=a,
+                         dst_bank=h, dst_row=2, rows=seq, k=c, n=f, const=sets[1]),
+         acc.weight_frames(block.fc1.weights, seq)),
+        (pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.RESIDUAL, src_bank=h, src_row=2,
+                         dst_bank=RESIDUAL_BANK, dst_row=res_row, rows=seq, k=f, n=c,
+                         const=sets[2]), acc.weight_frames(block.fc2.weights, seq)),
+        (pack_descriptor(Opcode.STORE, src_bank=a, rows=seq, k=c), []),
+        (pack_descriptor(Opcode.STORE, src_bank=h, src_row=2, rows=seq, k=f), []),
+        (pack_descriptor(Opcode.STORE, src_bank=RESIDUAL_BANK, src_row=res_row, rows=seq,
+                         k=c), []),
+    ]
+
+
+def _check_ffn(got, trace):
+    ln2, gelu, res2 = got
+    _check("ln2", ln2, trace["ln2"])
+    _check("gelu", gelu, trace["gelu"])
+    _check("res2", res2, trace["res2"])
+
+
+@cocotb.test()
+async def ffn_block(dut):
+    """The FFN half of an encoder block from quantize_encoder's constants, in
+    one program with random pauses: LOAD res1 -> NORM (ln2) -> LINEAR fc1 +
+    GELU -> LINEAR fc2 + residual -> STORE ln2, gelu, res2; each compared
+    exactly with golden encoder_block's trace."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc = tb.acc
+    seq = acc.max_rows // 2
+    block, trace = ffn_model(acc, CONFIG.get("seed", 1), seq)
+    for s, entries in zip((0, 1, 2), ffn_consts(block)):
+        await tb.write_consts(s, entries)
+    passes = ffn_passes(acc, block, seq)
+    frames = acc.row_frames(trace["res1"], wide=True)
+    for _, fr in passes[1:]:
+        frames += fr
+    prog = [d for d, _ in passes] + [pack_descriptor(Opcode.END)]
+    c, f = block.hidden, block.ffn
+    got, st, cnt = await tb.run_program(prog, frames,
+                                        [(seq, c, False), (seq, f, False), (seq, c, True)])
+    _check_ffn(got, trace)
+    _ok(st, len(prog) - 1)
+    dut._log.info("ffn counters: %s", cnt)
+
+
+@cocotb.test()
+async def ffn_cycles(dut):
+    """Without pauses: the same FFN program one pass at a time, PASS_CYCLES
+    of each pass recorded, results checked exactly."""
+    tb = TopBench(dut, pause=0.0)
+    await tb.reset()
+    acc = tb.acc
+    seq = acc.max_rows // 2
+    block, trace = ffn_model(acc, CONFIG.get("seed", 1) + 1, seq)
+    for s, entries in zip((0, 1, 2), ffn_consts(block)):
+        await tb.write_consts(s, entries)
+    c, f = block.hidden, block.ffn
+    names = ["load", "norm", "fc1_gelu", "fc2_residual", "store_ln2", "store_gelu",
+             "store_res2"]
+    outs = [[], [], [], [], [(seq, c, False)], [(seq, f, False)], [(seq, c, True)]]
+    cycles, got = {}, []
+    for name, (desc, fr), out in zip(names, ffn_passes(acc, block, seq), outs):
+        if fr is None:
+            fr = acc.row_frames(trace["res1"], wide=True)
+        g, st, cnt = await tb.run_program([desc, pack_descriptor(Opcode.END)], fr, out)
+        _ok(st, 1)
+        got += g
+        cycles[name] = cnt["pass_cycles"]
+    _check_ffn(got, trace)
+    dut._log.info("FFN passes (hidden %d, ffn %d, seq %d), cycles: %s", c, f, seq, cycles)
+    _record(ffn={"hidden": c, "ffn": f, "seq": seq, "cycles": cycles})
 
 
 def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None):
