@@ -153,7 +153,7 @@ def plot_bench(rows, path):
     rows = [r for r in rows if "lut4" in r]
     groups = sorted({(r["group"] * r["tables"] * r["lanes"], r["group"]) for r in rows})
     variants = [v for v in VARIANT_COLOURS if any(r["engine"] == v for r in rows)]
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(groups) * len(variants)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(groups)), 5))
     width = 0.8 / len(variants)
     for vi, variant in enumerate(variants):
         for gi, (macs, g) in enumerate(groups):
