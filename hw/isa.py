@@ -32,8 +32,8 @@ __all__ = [
     "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK",
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
-    "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "pack_requant_const",
-    "pack_residual_const", "const_words",
+    "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "pack_requant_const",
+    "pack_residual_const", "pack_gelu_const", "const_words",
     "CTRL", "STATUS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
 ]
 
@@ -41,7 +41,10 @@ __all__ = [
 class Opcode(enum.IntEnum, shape=4):
     """Descriptor opcodes. 0 is END, so an unwritten (zero) program word stops
     the sequencer. LOAD and STORE move rows between the AXI4-Stream ports and
-    a bank; ATTN_QK, ATTN_AV and NORM are reserved (rejected with
+    a bank; NORM normalizes int16 rows of the residual bank into an int8
+    bank (``head`` LAYERNORM, ``epilogue`` REQUANT: LayerNorm -> per-channel
+    requantizer, gamma/beta folded into the constants, ``n`` must equal
+    ``k``); ATTN_QK and ATTN_AV are reserved (rejected with
     :attr:`ErrorCode.UNSUPPORTED` by this build); 7..15 are unknown."""
     END = 0
     LINEAR = 1
@@ -53,7 +56,8 @@ class Opcode(enum.IntEnum, shape=4):
 
 
 class Head(enum.IntEnum, shape=2):
-    """Unit in front of the engine (only NONE is implemented)."""
+    """Row unit of a pass: NONE for LINEAR; LAYERNORM for NORM (RMSNORM is
+    reserved)."""
     NONE = 0
     LAYERNORM = 1
     RMSNORM = 2
@@ -69,8 +73,10 @@ class Epilogue(enum.IntEnum, shape=3):
     """Units behind the engine. REQUANT: per-channel dyadic requantization to
     int8 into an int8 bank. RESIDUAL: (acc + bias) and the residual row, each
     through its own per-channel dyadic multiplier, summed and clamped to int16,
-    read-modify-written in the residual bank. The GELU and softmax chains are
-    reserved."""
+    read-modify-written in the residual bank. REQUANT_GELU: per-channel
+    requantization to the int8 GELU input, ShiftGELU (mode "ivit", x0 from
+    the constants), per-tensor requantization to int8 (:data:`GELU_CONST`).
+    The softmax chain is reserved."""
     REQUANT = 0
     REQUANT_GELU = 1
     REQUANT_SOFTMAX = 2
@@ -169,8 +175,20 @@ RESIDUAL_CONST = data.StructLayout({
     "bias": BIAS_FIELD,
     "my": M_FIELD, "ey": E_FIELD_ISA, "_r1": unsigned(42),
 })
-assert REQUANT_CONST.size == RESIDUAL_CONST.size == CONST_BITS
+#: Constant entry of a LINEAR pass with the REQUANT_GELU epilogue: channel c's
+#: ``(m, e, bias)`` take ``acc`` to the int8 GELU input exactly as REQUANT_CONST;
+#: ``gm``, ``ge`` (GELU product -> int8) and ``x0`` (ShiftGELU constant,
+#: floor(-1 / (1.702 s_g))) are per tensor and are taken from the set's entry 0.
+GELU_CONST = data.StructLayout({
+    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "gm": M_FIELD, "ge": E_FIELD_ISA, "_r1": unsigned(10),
+    "x0": signed(16), "_r2": unsigned(16),
+})
+assert REQUANT_CONST.size == RESIDUAL_CONST.size == GELU_CONST.size == CONST_BITS
 assert REQUANT_CONST["bias"].offset == RESIDUAL_CONST["bias"].offset
+for _f in ("m", "e", "bias"):
+    assert REQUANT_CONST[_f].offset == GELU_CONST[_f].offset
 
 
 def pack_requant_const(m, e, bias=0):
@@ -180,6 +198,11 @@ def pack_requant_const(m, e, bias=0):
 def pack_residual_const(mx, ex, my, ey, bias=0):
     return RESIDUAL_CONST.const({"mx": int(mx), "ex": int(ex), "my": int(my), "ey": int(ey),
                                  "bias": int(bias)}).as_value().value
+
+
+def pack_gelu_const(m, e, bias, gm, ge, x0):
+    return GELU_CONST.const({"m": int(m), "e": int(e), "bias": int(bias), "gm": int(gm),
+                             "ge": int(ge), "x0": int(x0)}).as_value().value
 
 
 def const_words(value):
@@ -198,8 +221,10 @@ CTRL = data.StructLayout({"start": 1, "soft_reset": 1, "_r": 30})
 STATUS = data.StructLayout({
     "busy": 1, "done": 1, "error": 1, "_r0": 5,
     "code": ErrorCode,
-    "unit": unsigned(4),     # error flags of engine, requantizer, residual adder (UNIT)
-    "pc": unsigned(16),
+    # error flags (UNIT), bit 0 up: engine, requantizer, residual adder,
+    # LayerNorm, ShiftGELU, GELU output requantizer
+    "unit": unsigned(6),
+    "pc": unsigned(14),
 })
 #: BUILD (read-only): the build's limits, for the host driver.
 BUILD = data.StructLayout({"max_rows": unsigned(12), "max_width": unsigned(12),

@@ -1,5 +1,6 @@
 """The accelerator top: AXI4-Lite control, AXI4-Stream data, a descriptor
-sequencer and the first pass types (LOAD, LINEAR, STORE, END).
+sequencer and the pass types LOAD, NORM, LINEAR, STORE, END (enough for the
+FFN half of an encoder block).
 
 See ``docs/accelerator.md`` for the architecture this is a first slice of,
 and :mod:`trilut.hw.isa` for the descriptor, constant entries, error codes
@@ -39,7 +40,18 @@ table (N cycles), then the source rows are read from their bank (zero-padded
 to whole k-blocks), built into tables by the TLMM engine against the
 streamed weights, serialized one output per cycle into the epilogue
 (Requantizer to int8 into an int8 bank, or bias add + ResidualAdd into the
-residual bank, read-modify-write) and written to the destination rows.
+residual bank, read-modify-write; or REQUANT_GELU: Requantizer to the int8
+GELU input -> ShiftGELU ("ivit", x0 from the constants) -> per-tensor
+Requantizer to int8, :data:`~trilut.hw.isa.GELU_CONST`) and written to the
+destination rows. NORM: its C constant entries are copied the same way, then
+int16 rows of the residual bank stream through LayerNorm and the per-channel
+Requantizer (gamma, beta and the gamma sign folded into m, e, bias, as golden
+``NormParams``) into an int8 bank.
+
+Sequencer: FETCH -> LATCH (descriptor register) -> CHECK (row-range sums
+and decoded flags, registered) -> CHECK2 (error code, registered) ->
+DISPATCH (stop with the error code, END, or start the pass) -> [PARAM] ->
+RUN, so a descriptor costs five cycles before its pass starts.
 
 Handshakes: every internal stage honours backpressure; ``m_axis`` may be
 stalled indefinitely; ``s_axis.tready`` never depends on ``tvalid``.
@@ -53,10 +65,14 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, RESIDUAL_BANK, RESIDUAL_CONST,
-                  REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode, RegisterMap)
+from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, RESIDUAL_BANK,
+                  RESIDUAL_CONST, REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode,
+                  RegisterMap)
+from .layernorm import OUT_BITS as LN_OUT_BITS
+from .layernorm import LayerNorm
 from .matmul import TLMMEngine
 from .requant import Requantizer, ResidualAdd
+from .shiftgelu import ShiftGELU
 
 __all__ = ["Accelerator", "axi_lite_signature", "axi_stream_signature", "flat_ports",
            "generate_verilog"]
@@ -350,7 +366,10 @@ class Accelerator(wiring.Component):
     row-stationary schedule with the source row read and packed at ``k_block
     + 1`` cycles per k-block (hidden behind the table build) and the epilogue
     at one result per cycle (the bottleneck when ``ceil(K / k_block) <
-    lanes``).
+    lanes``); REQUANT_GELU adds ShiftGELU's row capture and latency per pass.
+    NORM: ``C`` cycles of constant copy, then LayerNorm's row interval per
+    row (its MEAN/VAR stage bounds rows shorter than ~70 at int16) plus its
+    latency. Each descriptor costs five sequencer cycles before its pass.
     """
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
@@ -514,8 +533,13 @@ class Accelerator(wiring.Component):
         c = Module()
         m.submodules.core = ResetInserter(soft)(c)
 
-        requant = Requantizer(acc_bits=e.acc_bits, out_bits=8, channels=width_max,
-                              bias_bits=32)
+        # One per-channel requantizer serves LINEAR (REQUANT, and the first
+        # step of REQUANT_GELU) and NORM (LayerNorm z is 32 bits).
+        requant = Requantizer(acc_bits=max(e.acc_bits, LN_OUT_BITS), out_bits=8,
+                              channels=width_max, bias_bits=32)
+        lnorm = LayerNorm(in_bits=16, max_len=width_max)
+        gelu = ShiftGELU(mode="ivit", max_len=width_max)
+        gelu_rq = Requantizer(acc_bits=gelu.out_bits, out_bits=8, channels=1, bias_bits=2)
         resadd = ResidualAdd(x_bits=32, y_bits=16, out_bits=16, channels=width_max)
         act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=e.k_block)
         res_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb)
@@ -528,6 +552,7 @@ class Accelerator(wiring.Component):
         ld_up16 = _Unpacker(signed(16), ab // 2, col_bits=cb)
         ser = _Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
         for name, unit in (("engine", e), ("requant", requant), ("resadd", resadd),
+                           ("lnorm", lnorm), ("gelu", gelu), ("gelu_rq", gelu_rq),
                            ("act_rd", act_rd), ("res_rd", res_rd), ("act_wr", act_wr),
                            ("res_wr", res_wr), ("act_pk", act_pk), ("st_pk8", st_pk8),
                            ("st_pk16", st_pk16), ("ld_up8", ld_up8), ("ld_up16", ld_up16),
@@ -548,7 +573,7 @@ class Accelerator(wiring.Component):
         pc = Signal(range(p["prog_depth"]))
         m.d.comb += [status.busy.eq(busy), status.done.eq(done), status.error.eq(error),
                      status.code.eq(code), status.pc.eq(pc)]
-        unit_flags = Signal(3)
+        unit_flags = Signal(6)
 
         src_bank = d.src_bank[:bank_bits] if bank_bits else Const(0, 1)
         dst_bank = d.dst_bank[:bank_bits] if bank_bits else Const(0, 1)
@@ -573,11 +598,20 @@ class Accelerator(wiring.Component):
         ]
 
         op = d.opcode
-        is_load, is_store, is_linear = (op == Opcode.LOAD), (op == Opcode.STORE), \
-            (op == Opcode.LINEAR)
-        epi_res = d.epilogue == Epilogue.RESIDUAL
-        src_res = d.src_bank == RESIDUAL_BANK
-        dst_res = d.dst_bank == RESIDUAL_BANK
+        # Decoded descriptor flags, registered in CHECK (the descriptor is
+        # stable from LATCH to the end of the pass) so that the datapath's
+        # routing multiplexers start from flip-flops, not from a decode.
+        dec = {
+            "is_end": op == Opcode.END, "is_load": op == Opcode.LOAD,
+            "is_store": op == Opcode.STORE, "is_linear": op == Opcode.LINEAR,
+            "is_norm": op == Opcode.NORM,
+            "epi_res": d.epilogue == Epilogue.RESIDUAL,
+            "epi_gelu": d.epilogue == Epilogue.REQUANT_GELU,
+            "src_res": d.src_bank == RESIDUAL_BANK, "dst_res": d.dst_bank == RESIDUAL_BANK,
+        }
+        flags = {name: Signal(name=f"dec_{name}") for name in dec}
+        is_end, is_load, is_store, is_linear, is_norm, epi_res, epi_gelu, src_res, dst_res = \
+            flags.values()
         run = Signal()           # a pass's data phase is under way
         go = Signal()            # one-cycle start of a pass's data phase
 
@@ -586,8 +620,8 @@ class Accelerator(wiring.Component):
         # its FIFO with rows nobody takes).
         c.d.comb += [
             act_rd.go.eq(go & (is_linear | is_store & ~src_res)),
-            res_rd.go.eq(go & (is_linear & epi_res | is_store & src_res)),
-            act_wr.go.eq(go & (is_linear & ~epi_res | is_load & ~dst_res)),
+            res_rd.go.eq(go & (is_linear & epi_res | is_store & src_res | is_norm)),
+            act_wr.go.eq(go & (is_linear & ~epi_res | is_load & ~dst_res | is_norm)),
             res_wr.go.eq(go & (is_linear & epi_res | is_load & dst_res)),
             ld_up8.go.eq(go & is_load & ~dst_res), ld_up16.go.eq(go & is_load & dst_res),
         ]
@@ -679,27 +713,47 @@ class Accelerator(wiring.Component):
 
         c.d.comb += [ser.inp.valid.eq(e.out.valid), e.out.ready.eq(ser.inp.ready),
                      ser.inp.payload.eq(e.out.payload)]
-        join(ser.out, requant.inp, li & ~epi_res)
-        with c.If(li & ~epi_res):
-            c.d.comb += [act_wr.inp.valid.eq(requant.out.valid),
-                         requant.out.ready.eq(act_wr.inp.ready),
-                         act_wr.inp.payload.data.eq(requant.out.payload.data),
-                         act_wr.inp.payload.last.eq(requant.out.payload.last)]
+        def join_fields(src, dst, when):
+            """``join`` for element streams of different widths (data
+            sign-extended or truncated field by field)."""
+            with c.If(when):
+                c.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                             dst.payload.data.eq(src.payload.data),
+                             dst.payload.last.eq(src.payload.last)]
 
-        # Bias add in front of the residual adder: acc + bias[channel].
+        # REQUANT: ser -> requant -> act writer. REQUANT_GELU: ser -> requant
+        # -> ShiftGELU -> gelu_rq -> act writer. NORM: res reader -> LayerNorm
+        # -> requant -> act writer.
+        nm = run & is_norm
+        join_fields(ser.out, requant.inp, li & ~epi_res)
+        join_fields(res_rd.out, lnorm.inp, nm)
+        join_fields(lnorm.out, requant.inp, nm)
+        join_fields(requant.out, act_wr.inp, li & ~epi_res & ~epi_gelu | nm)
+        join_fields(requant.out, gelu.inp, li & epi_gelu)
+        join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)
+        join_fields(gelu_rq.out, act_wr.inp, li & epi_gelu)
+
+        # Bias add in front of the residual adder: acc + bias[channel]. The
+        # biases are copied into a distributed-RAM table during the constant
+        # copy (the constant memory is block RAM, ~5.6 ns clock-to-out on
+        # ECP5 and placed far away), read asynchronously by channel here.
         bias_v, bias_last = Signal(), Signal()
-        bias_acc = Signal(signed(e.acc_bits))
+        bias_sum = Signal(signed(32))
         bch = Signal(range(width_max))
         bias_take = Signal()
-        const_bias = data.View(RESIDUAL_CONST, const_rp.data).bias
+        bias_mem = memory.Memory(shape=signed(32), depth=width_max, init=[])
+        c.submodules.bias_mem = bias_mem
+        bias_rp = bias_mem.read_port(domain="comb")
+        bias_wp = bias_mem.write_port()
+        c.d.comb += bias_rp.addr.eq(bch)
         with c.If(li & epi_res):
             c.d.comb += [ser.out.ready.eq(~bias_v | resadd.x.ready),
                          resadd.x.valid.eq(bias_v)]
         c.d.comb += [bias_take.eq(ser.out.valid & ser.out.ready & li & epi_res),
-                     resadd.x.payload.data.eq(bias_acc + const_bias),
+                     resadd.x.payload.data.eq(bias_sum),
                      resadd.x.payload.last.eq(bias_last)]
         with c.If(bias_take):
-            c.d.sync += [bias_acc.eq(ser.out.payload.data), bias_v.eq(1),
+            c.d.sync += [bias_sum.eq(ser.out.payload.data + bias_rp.data), bias_v.eq(1),
                          bias_last.eq(ser.out.payload.last),
                          bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))]
         with c.Elif(resadd.x.ready):
@@ -730,9 +784,22 @@ class Accelerator(wiring.Component):
             resadd.param.valid.eq(pv & epi_res),
         ]
         set_part = [d.const[:self._set_bits]] if self._set_bits else []
+        # Per-tensor GELU constants: latched from entry 0 of the set (held for the pass).
+        pfirst = Signal()
+        g_c = data.View(GELU_CONST, const_rp.data)
+        gm, ge, gx0 = Signal.like(g_c.gm), Signal.like(g_c.ge), Signal(signed(16))
+        c.d.sync += pfirst.eq(p_issue & (pch == 0))
+        pch_d = Signal.like(pch)
+        c.d.sync += pch_d.eq(pch)
+        c.d.comb += [bias_wp.addr.eq(pch_d), bias_wp.data.eq(rs_c.bias),
+                     bias_wp.en.eq(pv & epi_res)]
+        with c.If(pfirst):
+            c.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
+        c.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0)]
 
         # ---------------- descriptor checks --------------------------------
         err = Signal(ErrorCode)
+        err_r = Signal(ErrorCode)
         k_ok = (d.k >= 1) & (d.k <= width_max)
         lanes = e.lanes
         if lanes & (lanes - 1) == 0:
@@ -751,8 +818,14 @@ class Accelerator(wiring.Component):
                 ok = ok | (bank == RESIDUAL_BANK)
             return ok
 
-        def rows_ok(base):
-            return (d.rows >= 1) & (base + d.rows <= p["max_rows"])
+        # base + rows, registered in CHECK (the adders are half of the check's
+        # path); the error code itself is registered one state later.
+        src_end = Signal(isa.ROW_BITS + 1)
+        dst_end = Signal(isa.ROW_BITS + 1)
+
+        def rows_ok(which):
+            end = {"src": src_end, "dst": dst_end}[which]
+            return (d.rows >= 1) & (end <= p["max_rows"])
 
         with c.Switch(op):
             with c.Case(Opcode.END):
@@ -760,48 +833,62 @@ class Accelerator(wiring.Component):
             with c.Case(Opcode.LOAD):
                 with c.If(~bank_ok(d.dst_bank)):
                     c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok(d.dst_row)):
+                with c.Elif(~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
                 with c.Elif(~k_ok):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
             with c.Case(Opcode.STORE):
                 with c.If(~bank_ok(d.src_bank)):
                     c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok(d.src_row)):
+                with c.Elif(~rows_ok("src")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
                 with c.Elif(~k_ok):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
             with c.Case(Opcode.LINEAR):
                 with c.If((d.head != Head.NONE) | (d.engine != EngineKind.TLMM) |
-                          ((d.epilogue != Epilogue.REQUANT) & ~epi_res)):
+                          ((d.epilogue != Epilogue.REQUANT) & ~dec["epi_res"] & ~dec["epi_gelu"])):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
                 with c.Elif(~bank_ok(d.src_bank, res=False) |
-                            Mux(epi_res, ~dst_res, ~bank_ok(d.dst_bank, res=False))):
+                            Mux(dec["epi_res"], ~dec["dst_res"], ~bank_ok(d.dst_bank, res=False))):
                     c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok(d.src_row) | ~rows_ok(d.dst_row)):
+                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
                 with c.Elif(~k_ok | ~n_ok):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
                 with c.Elif(d.const >= p["const_sets"]):
                     c.d.comb += err.eq(ErrorCode.CONST)
-                with c.Elif(~epi_res & (d.src_bank == d.dst_bank) & (d.dst_row > d.src_row) &
-                            (d.dst_row < d.src_row + d.rows)):
+                with c.Elif(~dec["epi_res"] & (d.src_bank == d.dst_bank) & (d.dst_row > d.src_row) &
+                            (d.dst_row < src_end)):
                     c.d.comb += err.eq(ErrorCode.OVERLAP)
-            with c.Case(Opcode.ATTN_QK, Opcode.ATTN_AV, Opcode.NORM):
+            with c.Case(Opcode.NORM):
+                with c.If((d.head != Head.LAYERNORM) | (d.epilogue != Epilogue.REQUANT)):
+                    c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
+                with c.Elif(~dec["src_res"] | ~bank_ok(d.dst_bank, res=False)):
+                    c.d.comb += err.eq(ErrorCode.BANK)
+                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
+                    c.d.comb += err.eq(ErrorCode.ROWS)
+                with c.Elif(~k_ok | (d.n != d.k)):
+                    c.d.comb += err.eq(ErrorCode.SHAPE)
+                with c.Elif(d.const >= p["const_sets"]):
+                    c.d.comb += err.eq(ErrorCode.CONST)
+            with c.Case(Opcode.ATTN_QK, Opcode.ATTN_AV):
                 c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
             with c.Default():
                 c.d.comb += err.eq(ErrorCode.OPCODE)
         kb_comb = sum((d.k > j * e.k_block) for j in range(e.k_blocks))
 
         # ---------------- sequencer ----------------------------------------
-        unit_err = e.error | requant.error | resadd.error
-        c.d.comb += unit_flags.eq(Cat(e.error, requant.error, resadd.error))
+        unit_err = Signal()
+        c.d.comb += [unit_flags.eq(Cat(e.error, requant.error, resadd.error, lnorm.error,
+                                       gelu.error, gelu_rq.error)),
+                     unit_err.eq(unit_flags.any())]
         m.d.comb += status.unit.eq(unit_flags)
         pass_done = Signal()
         c.d.comb += pass_done.eq(
             (is_load & Mux(dst_res, res_wr.done, act_wr.done)) |
             (is_store & (stored == d.rows)) |
-            (is_linear & Mux(epi_res, res_wr.done, act_wr.done)))
+            (is_linear & Mux(epi_res, res_wr.done, act_wr.done)) |
+            (is_norm & act_wr.done))
         pass_timer = Signal(32)
 
         def stop(with_code):
@@ -820,14 +907,24 @@ class Accelerator(wiring.Component):
                 c.d.sync += d.eq(prog_rp.data)
                 c.next = "CHECK"
             with c.State("CHECK"):
-                c.d.sync += [kb_count.eq(kb_comb), pch.eq(0), pass_timer.eq(1)]
-                with c.If(err != ErrorCode.NONE):
-                    stop(err)
+                # The check takes two registered steps (two cycles per
+                # descriptor): row sums and decoded flags, then the error code.
+                c.d.sync += [src_end.eq(d.src_row + d.rows), dst_end.eq(d.dst_row + d.rows),
+                             kb_count.eq(kb_comb), pch.eq(0)]
+                c.d.sync += [flags[name].eq(v) for name, v in dec.items()]
+                c.next = "CHECK2"
+            with c.State("CHECK2"):
+                c.d.sync += err_r.eq(err)
+                c.next = "DISPATCH"
+            with c.State("DISPATCH"):
+                c.d.sync += pass_timer.eq(1)
+                with c.If(err_r != ErrorCode.NONE):
+                    stop(err_r)
                     c.next = "IDLE"
-                with c.Elif(op == Opcode.END):
+                with c.Elif(is_end):
                     c.d.sync += [done.eq(1), busy.eq(0)]
                     c.next = "IDLE"
-                with c.Elif(is_linear):
+                with c.Elif(is_linear | is_norm):
                     c.next = "PARAM"
                 with c.Else():
                     c.d.comb += go.eq(1)
@@ -857,9 +954,7 @@ class Accelerator(wiring.Component):
                         c.d.sync += pc.eq(pc + 1)
                         c.next = "FETCH"
         in_param = fsm.ongoing("PARAM")
-        c.d.comb += const_rp.en.eq(in_param | bias_take)
-        with c.If(~in_param):
-            c.d.comb += const_rp.addr.eq(Cat(bch[:cb], *set_part) if cb else Cat(*set_part))
+        c.d.comb += const_rp.en.eq(in_param)
 
         # ---------------- counters -------------------------------------------
         def count(name, cond):

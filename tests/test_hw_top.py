@@ -18,8 +18,9 @@ from trilut.sim.runner import SimFailure
 
 # One small build for every simulation test (the Verilator build is cached).
 PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
-              max_width=24, prog_depth=16, const_sets=4)
-TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "pass_cycles"]
+              max_width=32, prog_depth=16, const_sets=4)
+TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "pass_cycles",
+             "ffn_block", "ffn_cycles"]
 
 
 @pytest.mark.sim
@@ -34,11 +35,13 @@ def test_top_matches_golden(testcase, tmp_path):
 
 
 @pytest.mark.sim
-def test_wrong_model_is_caught():
+@pytest.mark.parametrize("testcase", ["linear_chain", "ffn_block"])
+def test_wrong_model_is_caught(testcase):
     """The scoreboard is not vacuous: a golden model that drops the last
-    k-block of each weight matrix must be reported as mismatching."""
+    k-block of a weight matrix (every LINEAR of linear_chain; fc1 of the FFN
+    block) must be reported as mismatching."""
     with pytest.raises(SimFailure, match="mismatches"):
-        tb_top.run(PARAMS, broken=True, testcase="linear_chain")
+        tb_top.run(PARAMS, broken=True, testcase=testcase)
 
 
 # --- construction ---------------------------------------------------------------
