@@ -64,6 +64,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed,
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.checks import check_int
 from . import isa
 from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, RESIDUAL_BANK,
                   RESIDUAL_CONST, REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode,
@@ -76,14 +77,6 @@ from .shiftgelu import ShiftGELU
 
 __all__ = ["Accelerator", "axi_lite_signature", "axi_stream_signature", "flat_ports",
            "generate_verilog"]
-
-
-def _check_int(name, value, lo, hi=None):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {bound}, not {value}")
 
 
 def _bits(n):
@@ -375,11 +368,11 @@ class Accelerator(wiring.Component):
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
                  table_ram="distributed", banks=2, max_rows=16, max_width=24,
                  prog_depth=16, const_sets=4, axis_bytes=None):
-        _check_int("banks", banks, 1, RESIDUAL_BANK - 1)
-        _check_int("max_rows", max_rows, 1, (1 << isa.ROW_BITS) - 1)
-        _check_int("max_width", max_width, 1, (1 << isa.ROW_BITS) - 1)
-        _check_int("prog_depth", prog_depth, 1, 1 << isa.ROW_BITS)
-        _check_int("const_sets", const_sets, 1, 256)
+        check_int("banks", banks, 1, RESIDUAL_BANK - 1)
+        check_int("max_rows", max_rows, 1, (1 << isa.ROW_BITS) - 1)
+        check_int("max_width", max_width, 1, (1 << isa.ROW_BITS) - 1)
+        check_int("prog_depth", prog_depth, 1, 1 << isa.ROW_BITS)
+        check_int("const_sets", const_sets, 1, 256)
         self._engine = TLMMEngine(group=group, tables=tables, lanes=lanes, max_k=max_width,
                                   act_bits=8, encoding=encoding, table_ram=table_ram)
         if max_width < lanes:
@@ -388,7 +381,7 @@ class Accelerator(wiring.Component):
         need = max(4, -(-wgt_bits // 8))
         if axis_bytes is None:
             axis_bytes = 1 << _bits(need)
-        _check_int("axis_bytes", axis_bytes, 2)
+        check_int("axis_bytes", axis_bytes, 2)
         if axis_bytes & (axis_bytes - 1) or axis_bytes * 8 < wgt_bits:
             raise ValueError(f"axis_bytes must be a power of two >= {-(-wgt_bits // 8)} "
                              f"(one weight beat is {wgt_bits} bits), not {axis_bytes}")
