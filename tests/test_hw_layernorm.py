@@ -7,12 +7,12 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from trilut.gen.synth import synthesize
 from trilut.golden.nonlinear import int_layernorm
 from trilut.hw.isqrt import SeqIsqrt
 from trilut.hw.layernorm import LayerNorm
+from trilut.sim.pysim import run_requests
 from trilut.sim.runner import SimFailure, generate_verilog, run_cocotb
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -50,35 +50,6 @@ def test_wrong_model_is_caught(broken):
 
 # --- SeqIsqrt in Amaranth's simulator ---------------------------------------
 
-def run_isqrt(dut, values, *, seed=0):
-    rng = random.Random(seed)
-    results = []
-
-    async def bench(ctx):
-        for v in values:
-            ctx.set(dut.inp.payload, v)
-            ctx.set(dut.inp.valid, 1)
-            await ctx.tick().until(dut.inp.ready)
-            ctx.set(dut.inp.valid, 0)
-            waited = 0
-            while True:
-                ready = rng.random() < 0.5
-                ctx.set(dut.out.ready, ready)
-                _, _, valid, value = await ctx.tick().sample(dut.out.valid, dut.out.payload)
-                if valid and ready:
-                    results.append(value)
-                    break
-                waited += 1
-            ctx.set(dut.out.ready, 0)
-            assert waited >= dut.latency - 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return results
-
-
 @pytest.mark.parametrize("width", [1, 2, 3, 8, 26, 41, 42, 64])
 def test_isqrt_matches_math_isqrt(width):
     rng = random.Random(width)
@@ -91,7 +62,7 @@ def test_isqrt_matches_math_isqrt(width):
     values = sorted(v for v in values if 0 <= v <= top)
     dut = SeqIsqrt(width)
     assert dut.root_bits == (width + 1) // 2 and dut.latency == dut.root_bits + 1
-    assert run_isqrt(dut, values) == [math.isqrt(v) for v in values]
+    assert run_requests(dut, values) == [math.isqrt(v) for v in values]
 
 
 def test_isqrt_rejects_bad_width():
