@@ -58,6 +58,9 @@ support OOC directly, so no I/O-serialising wrapper is needed:
   designs (the 240-MAC direct engine with a register after every adder level
   reproduces it); Yosys 0.70 has no way to fall back to classic ABC for
   ECP5. Using it for every design keeps the measurements comparable.
+  A design with a very deep combinational cone can still crash ABC inside
+  WebAssembly ("wasm trap: call stack exhausted" in ``Aig_ManDupDfs_rec``,
+  seen on the accelerator top): the cone is the thing to fix.
 * Yosys ``synth_ecp5`` (a wrapper of ``synth_lattice -family ecp5``) inserts no
   I/O buffers unless ``-iopad`` is given; ``-noiopad`` is passed anyway to say so.
 * nextpnr-ecp5 ``--out-of-context`` ("disable IO buffer insertion and global
