@@ -13,6 +13,7 @@ test directory (printed in the log); tracing builds are cached separately.
 """
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..gen.verilog import generate_verilog
 
-__all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "SimFailure"]
+__all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "simulate_unit", "SimFailure"]
 
 BUILD_ROOT = Path(os.environ.get("TRILUT_BUILD", Path.cwd() / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
@@ -124,3 +125,16 @@ def _check_results(results, log):
     if passed == 0:
         raise SimFailure(f"no cocotb test ran; see {log}")
     return passed
+
+
+def simulate_unit(component, top, tb_module, params, *, seed=1, broken=False, testcase=None):
+    """Build (cached) and run the cocotb testbench ``tb_module`` on
+    ``component``. The testbench receives ``{"params", "seed", "break"}`` as
+    JSON in ``TRILUT_TB``; ``broken`` selects its deliberately wrong model."""
+    env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "break": broken})}
+    name = (top + "-" + "-".join(f"{k}{v}" for k, v in params.items())
+            + ("-broken" if broken else ""))
+    if testcase:
+        name += "-" + "+".join([testcase] if isinstance(testcase, str) else testcase)
+    return run_cocotb(generate_verilog(component, top), top, tb_module, name=name, env=env,
+                      testcase=testcase, seed=seed)

@@ -1,7 +1,6 @@
 """ShiftGELU row unit: construction checks, its pipelined reciprocal and the
 saturating IEXP in Amaranth's simulator, and Verilator regressions of the
 whole unit (sim/tb_shiftgelu.py)."""
-import json
 import random
 
 import numpy as np
@@ -12,7 +11,7 @@ from amaranth.sim import Simulator
 from trilut.golden import nonlinear as nl
 from trilut.hw.iexp import IExp
 from trilut.hw.shiftgelu import ShiftGELU, reciprocal_latency, reciprocal_pipeline
-from trilut.sim.runner import SimFailure, generate_verilog, run_cocotb
+from trilut.sim.runner import SimFailure, simulate_unit
 
 # Two Verilator builds (~30 s each, cached per Verilog hash): the "ivit"
 # defaults (every test, throughput included) and the "accurate" mode.
@@ -21,14 +20,8 @@ ACCURATE = dict(mode="accurate", max_len=20)   # in_bits=16, n=16, sig_bits=16
 
 
 def simulate(params, *, seed=1, broken=False, testcase=None):
-    dut = ShiftGELU(**params)
-    env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "break": broken})}
-    name = ("shiftgelu-" + "-".join(f"{k}{v}" for k, v in params.items())
-            + ("-broken" if broken else ""))
-    if testcase:
-        name += "-" + "+".join([testcase] if isinstance(testcase, str) else testcase)
-    return run_cocotb(generate_verilog(dut, "shiftgelu"), "shiftgelu", "trilut.sim.tb_shiftgelu",
-                      name=name, env=env, testcase=testcase, seed=seed)
+    return simulate_unit(ShiftGELU(**params), "shiftgelu", "trilut.sim.tb_shiftgelu", params,
+                         seed=seed, broken=broken, testcase=testcase)
 
 
 @pytest.mark.sim

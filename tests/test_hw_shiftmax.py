@@ -1,7 +1,6 @@
 """Shiftmax row unit and the IEXP pipeline it is built on: construction
 checks, IEXP against the golden model in Amaranth's simulator, and Verilator
 regressions of the whole unit (sim/tb_shiftmax.py)."""
-import json
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from amaranth.sim import Simulator
 from trilut.golden import nonlinear as nl
 from trilut.hw.iexp import IExp
 from trilut.hw.shiftmax import Shiftmax
-from trilut.sim.runner import SimFailure, generate_verilog, run_cocotb
+from trilut.sim.runner import SimFailure, simulate_unit
 
 # Two Verilator builds (~30 s each, cached per Verilog hash): a small row
 # buffer whose length is not a power of two, and the defaults.
@@ -19,14 +18,8 @@ DEFAULT = dict()                # in_bits=8, n=15, out_bits=8, max_len=256: thro
 
 
 def simulate(params, *, seed=1, broken=False, testcase=None):
-    dut = Shiftmax(**params)
-    env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "break": broken})}
-    name = ("shiftmax-" + "-".join(f"{k}{v}" for k, v in params.items())
-            + ("-broken" if broken else ""))
-    if testcase:
-        name += "-" + "+".join([testcase] if isinstance(testcase, str) else testcase)
-    return run_cocotb(generate_verilog(dut, "shiftmax"), "shiftmax", "trilut.sim.tb_shiftmax",
-                      name=name, env=env, testcase=testcase, seed=seed)
+    return simulate_unit(Shiftmax(**params), "shiftmax", "trilut.sim.tb_shiftmax", params,
+                         seed=seed, broken=broken, testcase=testcase)
 
 
 @pytest.mark.sim
