@@ -4,7 +4,7 @@ import random
 
 from amaranth.sim import Simulator
 
-__all__ = ["run_requests"]
+__all__ = ["run_requests", "run_iexp"]
 
 
 def run_requests(dut, payloads, *, seed=0):
@@ -38,3 +38,25 @@ def run_requests(dut, payloads, *, seed=0):
     sim.add_testbench(bench)
     sim.run()
     return results
+
+
+def run_iexp(dut, x0, ds):
+    """Feed ``ds`` one per cycle into an ``IExp`` (after ``x0`` settles);
+    return ``(e, t << shift, x0_ok)`` for each input."""
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.x0, x0)
+        await ctx.tick().repeat(dut.x0_settle)
+        for i, d in enumerate(list(ds) + [0] * dut.latency):
+            ctx.set(dut.d, int(d))
+            await ctx.tick()
+            if i >= dut.latency - 1 and len(out) < len(ds):
+                out.append((ctx.get(dut.e), ctx.get(dut.t) << ctx.get(dut.shift),
+                            ctx.get(dut.x0_ok)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out

@@ -217,12 +217,4 @@ async def error_flag(dut):
         await tb.param.send(beats + beats[:1])
         await ClockCycles(dut.clk, 2)
         assert int(dut.error.value) == 1, "param table overflow not flagged"
-    await tb.reset()
-    assert int(dut.error.value) == 0
-    a = tb.np_rng.integers(-128, 128, size=e.max_k + e.k_block)
-    cocotb.start_soon(tb.act.send(e.act_beats(a)))
-    for _ in range(200):
-        await RisingEdge(dut.clk)
-        if int(dut.error.value):
-            break
-    assert int(dut.error.value) == 1, "over-long row not flagged"
+    await tb.check_overlong_row()

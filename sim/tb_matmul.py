@@ -87,6 +87,19 @@ class MatmulBench:
         _record(outputs=CHECKED["outputs"] + got.size, rows=CHECKED["rows"] + len(a))
         return cycles
 
+    async def check_overlong_row(self):
+        """After a reset, a row longer than max_k raises the error flag."""
+        e, dut = self.engine, self.dut
+        await self.reset()
+        assert int(dut.error.value) == 0
+        a = self.np_rng.integers(-128, 128, size=e.max_k + e.k_block)
+        cocotb.start_soon(self.act.send(e.act_beats(a)))
+        for _ in range(200):
+            await RisingEdge(dut.clk)
+            if int(dut.error.value):
+                break
+        assert int(dut.error.value) == 1, "over-long row not flagged"
+
     def random_case(self, rows, k, n):
         a = self.np_rng.integers(-128, 128, size=(rows, k))
         w = self.np_rng.integers(-1, 2, size=(k, n))
@@ -166,15 +179,7 @@ async def error_flag(dut):
         cocotb.start_soon(tb.wgt.send(beats[:-1] + [extra, beats[-1]]))
         await tb.out.receive(1)
         assert int(dut.error.value) == 1, "k-block mismatch not flagged"
-    await tb.reset()
-    assert int(dut.error.value) == 0
-    a = tb.np_rng.integers(-128, 128, size=e.max_k + e.k_block)
-    cocotb.start_soon(tb.act.send(e.act_beats(a)))
-    for _ in range(200):
-        await RisingEdge(dut.clk)
-        if int(dut.error.value):
-            break
-    assert int(dut.error.value) == 1, "over-long row not flagged"
+    await tb.check_overlong_row()
 
 
 def run(engine, params, *, seed=1, broken=False, testcase=None, report=None):

@@ -4,11 +4,11 @@ regressions of the whole unit (sim/tb_shiftmax.py)."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from trilut.golden import nonlinear as nl
 from trilut.hw.iexp import IExp
 from trilut.hw.shiftmax import Shiftmax
+from trilut.sim.pysim import run_iexp
 from trilut.sim.runner import SimFailure, simulate_unit
 
 # Two Verilator builds (~30 s each, cached per Verilog hash): a small row
@@ -46,27 +46,6 @@ def test_wrong_model_is_caught():
 
 
 # --- IEXP pipeline in Amaranth's simulator ----------------------------------
-
-def run_iexp(dut, x0, ds):
-    """Feed ``ds`` one per cycle; return (e, t << shift, x0_ok) per input."""
-    out = []
-
-    async def bench(ctx):
-        ctx.set(dut.x0, x0)
-        await ctx.tick().repeat(dut.x0_settle)
-        for i, d in enumerate(list(ds) + [0] * dut.latency):
-            ctx.set(dut.d, int(d))
-            await ctx.tick()
-            if i >= dut.latency - 1 and len(out) < len(ds):
-                out.append((ctx.get(dut.e), ctx.get(dut.t) << ctx.get(dut.shift),
-                            ctx.get(dut.x0_ok)))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
-
 
 @pytest.mark.parametrize("n", [15, 23, 16])
 def test_iexp_exhaustive(n):
