@@ -1,4 +1,4 @@
-"""Integer-only pre-LN transformer encoder block (golden) and its float reference.
+"""Integer-only transformer encoder block (golden), pre-LN or post-LN, and its float reference.
 
 The block is built only from the golden rules of :mod:`.quant`,
 :mod:`.tlmm` and :mod:`.nonlinear`; the one rule they lack, an exact int8 x
@@ -38,6 +38,32 @@ ternary / int8-symmetric). :meth:`BlockParams.trace_scales` gives the signed
 per-channel scale, so ``trace["ln1"] * trace_scales()["ln1"]`` is the float
 LayerNorm output.
 
+Options (EncoderConfig / BlockParams fields; the defaults give the dataflow above):
+
+* ``probs_bits`` 8 or 16: Shiftmax output width. 16 gives probs 0..32767 at
+  scale 2^-15; av_acc = probs @ v stays within 2^22 (probabilities sum to at
+  most 2^(probs_bits-1)), so the int32 accumulator is safe for any T.
+* ``act_quant`` "static" (per-tensor int8 activation scales, above) or
+  "token" (SPEC 4.5, :mod:`.dynquant`): every tensor that feeds a linear
+  layer (ln1, attn, ln2, gelu; x in post-LN) is produced as int16 at a static
+  scale, then ``row_quantize`` gives int8 rows plus each row's absmax (traced
+  as ``{src}_q8`` and ``{src}_amax``); the layer's accumulator is multiplied
+  by the absmax (``scale_rows``), the bias is added at that scale (up to
+  ROW_ACC_BITS = 48 bits signed) and the static dyadic multiplier follows.
+  Such layers have ``LinearParams.row_scaled`` and ``in_scale`` = S_src / 127.
+* ``norm`` "pre" (above) or "post" (BERT): x -> q/k/v; res1 = x + proj;
+  ln1 = LN(res1) (int16, the FFN input and its residual); res2 = ln1 + fc2;
+  ln2 = LN(res2) (int16) is the block output. Post-LN needs act_quant
+  "token" (x and ln1 are int16, row-quantized in front of the linears).
+  Gamma signs cannot be folded into weights there (ln1 is also a residual
+  input), so the LayerNorm requantizer's output is negated per channel
+  where gamma < 0 (``NormParams.signed_out``; clamp to +-32767).
+* ``float_ops`` (argument of encoder_block/encoder_stack, for error
+  attribution only, never on the device): "layernorm" replaces int_layernorm's
+  z by round(float xhat * 2^30 / sqrt(C)); "softmax" replaces Shiftmax by
+  round(softmax * 2^(probs_bits-1)); "gelu" replaces ShiftGELU's product by
+  round(GELU(x) / scale of gelu_prod). Everything else stays integer.
+
 Heads: head h owns channels ``h*d .. h*d + d - 1`` of q, k, v and attn
 (d = C / H). No attention mask (encoder).
 
@@ -74,11 +100,13 @@ from .nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, X0_BITS, iexp_x0, i
 from .quant import E_MAX, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, \
     requantize, residual_add
 from .checks import check_int
+from .dynquant import row_quantize, scale_rows
 from .tlmm import tlmm_matmul
 
 __all__ = [
     "INT32_MIN", "INT32_MAX", "LINEARS", "NORMS", "WEIGHT_KINDS", "GELU_IN_BITS",
     "SOFTMAX_N", "PROBS_BITS", "INT8_MATMUL_MAX_K", "TRACE_NAMES",
+    "NORM_POSITIONS", "ACT_QUANTS", "PROBS_BITS_CHOICES", "ROW_ACC_BITS", "FLOAT_OPS",
     "EncoderConfig", "Dyadic", "NormParams", "LinearParams", "BlockParams", "EncoderParams",
     "int8_matmul", "encoder_block", "encoder_stack",
     "float_weight_shapes", "check_float_weights",
@@ -93,6 +121,12 @@ GELU_IN_BITS = {"ivit": 8, "accurate": 16}     # GELU input width per shiftgelu 
 SOFTMAX_N = 15                                 # shiftmax IEXP n (I-ViT)
 PROBS_BITS = 8                                 # shiftmax output bits: probs 0..127, scale 2^-7
 INT8_MATMUL_MAX_K = INT32_MAX >> 14            # 2^14 * K must fit int32: K <= 131071
+NORM_POSITIONS = ("pre", "post")               # LayerNorm before (pre-LN) or after (BERT) the sublayer
+ACT_QUANTS = ("static", "token")               # per-tensor int8 scales or per-token rows (SPEC 4.5)
+PROBS_BITS_CHOICES = (8, 16)                   # shiftmax output widths
+ROW_ACC_BITS = 48                              # signed width of acc * absmax + bias (token mode)
+WIDE_BITS = 16                                 # row-quantizer input width (int16 tensors)
+FLOAT_OPS = ("layernorm", "softmax", "gelu")   # operators encoder_block can return to float
 
 # Every tensor encoder_block(trace=True) returns, in dataflow order.
 TRACE_NAMES = (
@@ -159,6 +193,19 @@ def int8_matmul(a, b, name="a @ b"):
 
 # --------------------------------------------------------------------------- config
 
+def _check_modes(prefix, norm, act_quant, probs_bits):
+    if norm not in NORM_POSITIONS:
+        raise ValueError(f"{prefix}norm must be one of {NORM_POSITIONS}, got {norm!r}")
+    if act_quant not in ACT_QUANTS:
+        raise ValueError(f"{prefix}act_quant must be one of {ACT_QUANTS}, got {act_quant!r}")
+    if norm == "post" and act_quant != "token":
+        raise ValueError(f"{prefix}norm='post' needs {prefix}act_quant='token' (the int16 "
+                         f"LayerNorm outputs feed the linear layers through the row quantizer)")
+    if probs_bits not in PROBS_BITS_CHOICES:
+        raise ValueError(f"{prefix}probs_bits must be one of {PROBS_BITS_CHOICES}, "
+                         f"got {probs_bits!r}")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Shape and quantization choices of an encoder stack.
@@ -167,7 +214,10 @@ class EncoderConfig:
     sequence with one entry per block, each a kind or a mapping
     ``{layer: kind}`` over LINEARS (missing layers: "ternary").
     ``gelu_mode``: shiftgelu mode ("ivit": int8 GELU input, n = 23, 8-bit
-    sigmoid; "accurate": int16 input, n = 16, 16-bit sigmoid).
+    sigmoid; "accurate": int16 input, n = 16, 16-bit sigmoid), one for all
+    blocks or a sequence with one mode per block.
+    ``norm`` ("pre"/"post"), ``act_quant`` ("static"/"token") and
+    ``probs_bits`` (8/16): see the module docstring.
     ``max_seq``: the longest sequence the constants are valid for: it bounds
     the shiftmax row sum (T * |x0| * 2^15 <= 2^31 - 1, no saturation).
     ``ln_eps``: float LayerNorm epsilon (float reference only; the integer
@@ -182,6 +232,9 @@ class EncoderConfig:
     ln_eps: float = 1e-5
     max_seq: int = 512
     m_bits: int = M_BITS_DEFAULT
+    norm: str = "pre"
+    act_quant: str = "static"
+    probs_bits: int = PROBS_BITS
 
     def __post_init__(self):
         for name in ("hidden", "heads", "ffn", "layers", "max_seq"):
@@ -189,9 +242,17 @@ class EncoderConfig:
         check_int("cfg.m_bits", self.m_bits, 1, 52)
         if self.hidden % self.heads:
             raise ValueError(f"cfg.heads={self.heads} does not divide cfg.hidden={self.hidden}")
-        if self.gelu_mode not in GELU_DEFAULTS:
-            raise ValueError(f"cfg.gelu_mode must be one of {sorted(GELU_DEFAULTS)}, "
-                             f"got {self.gelu_mode!r}")
+        _check_modes("cfg.", self.norm, self.act_quant, self.probs_bits)
+        g = self.gelu_mode
+        if not isinstance(g, str):
+            if not isinstance(g, Sequence) or len(g) != self.layers:
+                raise ValueError(f"cfg.gelu_mode must be a mode or a sequence of {self.layers} "
+                                 f"per-block modes, got {g!r}")
+            object.__setattr__(self, "gelu_mode", tuple(g))
+        for i in range(self.layers):
+            if self.gelu(i) not in GELU_DEFAULTS:
+                raise ValueError(f"cfg.gelu_mode must be one of {sorted(GELU_DEFAULTS)}, "
+                                 f"got {self.gelu(i)!r} for block {i}")
         if not (isinstance(self.ln_eps, numbers.Real) and math.isfinite(self.ln_eps)
                 and self.ln_eps >= 0):
             raise ValueError(f"cfg.ln_eps must be finite and >= 0, got {self.ln_eps!r}")
@@ -218,6 +279,11 @@ class EncoderConfig:
     @property
     def head_dim(self):
         return self.hidden // self.heads
+
+    def gelu(self, block):
+        """ShiftGELU mode of block ``block``."""
+        g = self.gelu_mode
+        return g if isinstance(g, str) else g[block]
 
     def kind(self, block, layer):
         """Weight kind ("ternary" or "int8") of linear layer ``layer`` of block ``block``."""
@@ -357,6 +423,10 @@ class NormParams:
     +/-1, (C,)) is folded into the weight rows of the consuming layers.
     ``gamma``/``beta``: the float parameters (documentation); ``clamped``: channels
     whose |gamma| was raised so that the int32 bias holds beta/gamma.
+    ``out_bits``: 8 (int8 output) or 16 (int16, clamped to +-32767).
+    ``signed_out``: the output is multiplied by ``sign`` after the requantizer
+    (so it carries gamma's true sign; post-LN) instead of folding the sign
+    into the consumers' weights.
     """
     requant: Dyadic
     bias: np.ndarray
@@ -365,6 +435,18 @@ class NormParams:
     gamma: object = None
     beta: object = None
     clamped: object = None
+    out_bits: int = 8
+    signed_out: bool = False
+
+    @property
+    def bounds(self):
+        """Output clamp (lo, hi): int8, or symmetric int16 (a sign flip cannot overflow)."""
+        return (INT8_MIN, INT8_MAX) if self.out_bits == 8 else (-INT16_MAX, INT16_MAX)
+
+    @property
+    def scale_sign(self):
+        """Per-channel sign of the stored value relative to the float LayerNorm output."""
+        return np.ones_like(self.sign) if self.signed_out else self.sign
 
     def check(self, name, channels, m_bits):
         if not isinstance(self.requant, Dyadic):
@@ -379,6 +461,8 @@ class NormParams:
         sign = _int_array_param(f"{name}.sign", self.sign)
         if sign.shape != (channels,) or not np.isin(sign, (-1, 1)).all():
             raise ValueError(f"{name}.sign: expected ({channels},) values in {{-1, +1}}")
+        if self.out_bits not in (8, 16):
+            raise ValueError(f"{name}.out_bits must be 8 or 16, got {self.out_bits!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -394,6 +478,10 @@ class LinearParams:
     inside residual_add for o/fc2 (per tensor, or per channel for int8 weights).
     ``w_scale`` (float, or (N,) for int8), ``in_scale``, ``out_scale``: the float
     scales everything was derived from (documentation).
+    ``row_scaled``: the input is row-quantized (act_quant "token"): the
+    accumulator is multiplied by each input row's absmax before the bias is
+    added (bias and acc * absmax up to ROW_ACC_BITS signed); ``in_scale`` is
+    then S_src / 127, the scale of an int8 input row whose absmax is 1.
     """
     name: str
     kind: str
@@ -404,6 +492,12 @@ class LinearParams:
     in_scale: float
     out_scale: float
     in_sign: object = None
+    row_scaled: bool = False
+
+    @property
+    def acc_limit(self):
+        """Largest |acc + bias| the device holds: int32, or ROW_ACC_BITS when row-scaled."""
+        return (1 << (ROW_ACC_BITS - 1)) - 1 if self.row_scaled else INT32_MAX
 
     @property
     def in_features(self):
@@ -443,21 +537,35 @@ class LinearParams:
             b = _int_array_param(f"{name}.bias", self.bias)
             if b.shape != (shape[1],):
                 raise ValueError(f"{name}.bias: expected ({shape[1]},), got {b.shape}")
-            _int_tensor(f"{name}.bias", b, INT32_MIN, INT32_MAX)
+            _int_tensor(f"{name}.bias", b, -self.acc_limit - 1, self.acc_limit)
         if not isinstance(self.requant, Dyadic):
             raise TypeError(f"{name}.requant must be a Dyadic, got {type(self.requant).__name__}")
         self.requant.check(f"{name}.requant", shape[1], m_bits)
 
-    def accumulate(self, a):
-        """acc + bias for int8 activations a (..., K): int64, checked to fit int32."""
+    def accumulate(self, a, absmax=None):
+        """acc + bias for int8 activations a (..., K): int64, checked to fit int32.
+
+        Row-scaled layers need ``absmax`` (..., 1), the input rows' absmax:
+        they return acc * absmax + bias, checked against ROW_ACC_BITS.
+        """
+        if self.row_scaled != (absmax is not None):
+            raise ValueError(f"{self.name}: row_scaled={self.row_scaled} but absmax "
+                             f"{'missing' if absmax is None else 'given'}")
         if self.kind == "ternary":
             acc = tlmm_matmul(a, self.weights)
         else:
             acc = int8_matmul(a, self.weights, name=self.name)
+        if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+            raise ValueError(f"{self.name}: acc leaves int32: [{acc.min()}, {acc.max()}]")
+        if absmax is not None:
+            acc = scale_rows(acc, absmax)
         if self.bias is not None:
             acc = acc + np.asarray(self.bias, dtype=np.int64)
-        if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
-            raise ValueError(f"{self.name}: acc + bias leaves int32: [{acc.min()}, {acc.max()}]")
+        lim = self.acc_limit
+        if acc.size and (acc.min() < -lim - 1 or acc.max() > lim):
+            width = f"{ROW_ACC_BITS} bits" if self.row_scaled else "int32"
+            raise ValueError(f"{self.name}: acc + bias leaves {width}: "
+                             f"[{acc.min()}, {acc.max()}]")
         return acc
 
 
@@ -470,9 +578,11 @@ class BlockParams:
     ``res1_x`` (x -> res1 scale), ``res2_x`` (res1 -> res2 scale), ``gelu_out``
     (gelu_prod -> int8) as Dyadic; ``softmax_x0`` (= -1/s_l, exact) and
     ``gelu_x0`` (= floor(-1 / (1.702 s_g))) for IEXP; ``gelu_mode``, ``max_seq``,
-    ``m_bits``. Float scales (documentation, and :meth:`trace_scales`):
+    ``m_bits``; ``norm``, ``act_quant``, ``probs_bits`` (module docstring).
+    Float scales (documentation, and :meth:`trace_scales`):
     in_scale, logit_scale (1/|softmax_x0|), attn_scale, res1_scale,
-    gelu_in_scale, gelu_out_scale, out_scale.
+    gelu_in_scale, gelu_out_scale, out_scale (the block output: res2 in
+    pre-LN, ln2 in post-LN), res2_scale (post-LN only: the sum before ln2).
     """
     heads: int
     ln1: NormParams
@@ -499,8 +609,13 @@ class BlockParams:
     out_scale: float
     max_seq: int = 512
     m_bits: int = M_BITS_DEFAULT
+    norm: str = "pre"
+    act_quant: str = "static"
+    probs_bits: int = PROBS_BITS
+    res2_scale: object = None
 
     def __post_init__(self):
+        _check_modes("", self.norm, self.act_quant, self.probs_bits)
         c, f = self.hidden, self.ffn
         m_bits = check_int("m_bits", self.m_bits, 1, 52)
         heads = check_int("heads", self.heads, 1)
@@ -525,7 +640,22 @@ class BlockParams:
             if d.per_channel:
                 raise ValueError(f"{name}: expected a per-tensor (m, e)")
             d.check(name, 1, m_bits)
-        for norm, users in (("ln1", ("q", "k", "v")), ("ln2", ("fc1",))):
+        token = self.act_quant == "token"
+        for name in LINEARS:
+            if getattr(self, name).row_scaled != token:
+                raise ValueError(f"{name}.row_scaled must be {token} with "
+                                 f"act_quant={self.act_quant!r}")
+        post = self.norm == "post"
+        for name in NORMS:
+            norm = getattr(self, name)
+            if norm.signed_out != post or (norm.out_bits == 16) != (post or token):
+                raise ValueError(f"{name}: expected signed_out={post}, out_bits="
+                                 f"{16 if post or token else 8} for norm={self.norm!r}, "
+                                 f"act_quant={self.act_quant!r}")
+        if post and self.res2_scale is None:
+            raise ValueError("res2_scale is required for norm='post'")
+        folds = () if post else (("ln1", ("q", "k", "v")), ("ln2", ("fc1",)))
+        for norm, users in folds:
             sign = np.asarray(getattr(self, norm).sign)
             for u in users:
                 in_sign = getattr(self, u).in_sign
@@ -533,6 +663,11 @@ class BlockParams:
                 if not np.array_equal(in_sign, sign):
                     raise ValueError(f"{u}.in_sign must equal {norm}.sign (the gamma signs "
                                      f"folded into {u}'s weight rows)")
+        if post:
+            for u in LINEARS:
+                if getattr(self, u).in_sign is not None:
+                    raise ValueError(f"{u}.in_sign must be None for norm='post' (the "
+                                     f"LayerNorm outputs carry gamma's sign)")
         if self.gelu_mode not in GELU_DEFAULTS:
             raise ValueError(f"gelu_mode must be one of {sorted(GELU_DEFAULTS)}, "
                              f"got {self.gelu_mode!r}")
@@ -572,12 +707,31 @@ class BlockParams:
     def logit_scale(self):
         return 1.0 / -self.softmax_x0
 
+    @property
+    def trace_names(self):
+        """Names of encoder_block(trace=True)'s tensors for this block, in dataflow order."""
+        if self.norm == "pre":
+            names = list(TRACE_NAMES)
+            srcs = ("ln1", "attn", "ln2", "gelu")
+        else:
+            names = ["x", "q_acc", "q", "k_acc", "k", "v_acc", "v", "qk_acc", "logits",
+                     "probs", "av_acc", "attn", "proj_acc", "res1", "ln1_z", "ln1", "fc1_acc",
+                     "fc1", "gelu_prod", "gelu", "fc2_acc", "res2", "ln2_z", "ln2"]
+            srcs = ("x", "attn", "ln1", "gelu")
+        if self.act_quant == "token":
+            for src in srcs:
+                i = names.index(src) + 1
+                names[i:i] = [src + "_q8", src + "_amax"]
+        return tuple(names)
+
     def trace_scales(self):
         """Trace name -> float scale (scalar or per-channel array over the last axis).
 
         ``trace[name] * trace_scales()[name]`` is the float value the integer
         tensor represents, comparable with float_encoder_block's trace of the
         same name (LayerNorm outputs carry the folded gamma sign in their scale).
+        Row-quantized ``{src}_q8`` tensors have a per-row scale, scale of src
+        * ``{src}_amax`` / 127, and are not listed; nor are the absmax tensors.
         """
         c = self.hidden
         s_z = math.sqrt(c) / 2**30
@@ -585,25 +739,25 @@ class BlockParams:
         return {
             "x": self.in_scale,
             "ln1_z": s_z,
-            "ln1": self.ln1.sign * self.ln1.out_scale,
+            "ln1": self.ln1.scale_sign * self.ln1.out_scale,
             "q_acc": self.q.acc_scale, "q": sq,
             "k_acc": self.k.acc_scale, "k": sk,
             "v_acc": self.v.acc_scale, "v": sv,
             "qk_acc": sq * sk / math.sqrt(self.head_dim),
             "logits": self.logit_scale,
-            "probs": 2.0 ** -(PROBS_BITS - 1),
-            "av_acc": sv * 2.0 ** -(PROBS_BITS - 1),
+            "probs": 2.0 ** -(self.probs_bits - 1),
+            "av_acc": sv * 2.0 ** -(self.probs_bits - 1),
             "attn": self.attn_scale,
             "proj_acc": self.o.acc_scale,
             "res1": self.res1_scale,
             "ln2_z": s_z,
-            "ln2": self.ln2.sign * self.ln2.out_scale,
+            "ln2": self.ln2.scale_sign * self.ln2.out_scale,
             "fc1_acc": self.fc1.acc_scale,
             "fc1": self.gelu_in_scale,
             "gelu_prod": self.gelu_in_scale * 2.0 ** -(self.gelu_sig_bits - 1),
             "gelu": self.gelu_out_scale,
             "fc2_acc": self.fc2.acc_scale,
-            "res2": self.out_scale,
+            "res2": self.out_scale if self.norm == "pre" else self.res2_scale,
         }
 
 
@@ -660,92 +814,184 @@ def _merge_heads(a):
     return a.reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
 
 
-def _norm(z, norm, m_bits):
-    return requantize(z, norm.requant.m, norm.requant.e, bias=np.asarray(norm.bias),
-                      m_bits=m_bits)
+def _round_half_up(x):
+    f = np.floor(x)
+    return (f + (x - f >= 0.5)).astype(np.int64)
 
 
-def encoder_block(x, params, trace=False):
-    """One integer-only pre-LN encoder block: int16 residual in, int16 residual out.
+def _layernorm_z(x, float_op):
+    """int_layernorm(x), or with ``float_op`` the float xhat at its scale sqrt(C) / 2^30."""
+    if not float_op:
+        return int_layernorm(x)
+    xf = x.astype(np.float64)
+    y = xf - xf.mean(axis=-1, keepdims=True)
+    std = np.sqrt((y * y).mean(axis=-1, keepdims=True))
+    xhat = np.divide(y, std, out=np.zeros_like(y), where=std > 0)
+    return np.clip(_round_half_up(xhat * 2.0**30 / math.sqrt(x.shape[-1])),
+                   -(1 << 30), 1 << 30)
 
-    x: integer array (..., T, C) with values in int16 range at scale
-    params.in_scale (T <= params.max_seq). Returns int16 (..., T, C) at
-    params.out_scale; with ``trace=True`` a dict of every intermediate (keys
-    TRACE_NAMES, each in its device dtype: int8 / int16 / int32) instead.
-    Deterministic; no float arithmetic touches the data.
+
+def _norm(name, z, norm, m_bits, t):
+    """LayerNorm output stage: per-channel requantizer (+ sign when signed_out)."""
+    lo, hi = norm.bounds
+    y = requantize(z, norm.requant.m, norm.requant.e, bias=np.asarray(norm.bias),
+                   lo=lo, hi=hi, m_bits=m_bits)
+    if norm.signed_out:
+        y = y * np.asarray(norm.sign, dtype=np.int64)
+    t[name] = _narrow(name, y, np.int8 if norm.out_bits == 8 else np.int16)
+
+
+def _linear_input(src, p, t):
+    """The int8 input of a linear layer fed by trace tensor ``src``, and its rows' absmax.
+
+    act_quant "static": src itself (int8), absmax None. "token": row_quantize
+    of the int16 src (traced as {src}_q8, {src}_amax).
     """
-    if not isinstance(params, BlockParams):
-        raise TypeError(f"params must be BlockParams, got {type(params).__name__}")
-    p, mb = params, params.m_bits
-    x = _check_x("x", x, p.hidden, p.max_seq)
-    t = {"x": x.astype(np.int16)}
+    if p.act_quant == "static":
+        return t[src], None
+    q, amax = row_quantize(t[src], in_bits=WIDE_BITS)
+    t[src + "_q8"], t[src + "_amax"] = q, amax
+    return q, amax
 
-    # attention
-    z1 = int_layernorm(x)
-    t["ln1_z"] = _narrow("ln1_z", z1, np.int32)
-    ln1 = _narrow("ln1", _norm(z1, p.ln1, mb), np.int8)
-    t["ln1"] = ln1
+
+def _act_bounds(p, static_bits=8):
+    """Clamp of a tensor that feeds a linear layer: int8 (static) or int16 (token)."""
+    bits = WIDE_BITS if p.act_quant == "token" else static_bits
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1, np.int8 if bits == 8 else np.int16
+
+
+def _attention(h, p, t, float_ops):
+    """q/k/v from trace tensor h (int8 or row-quantized), heads, shiftmax, o projection acc."""
+    mb = p.m_bits
+    a, amax = _linear_input(h, p, t)
     for name in ("q", "k", "v"):
         lin = getattr(p, name)
-        acc = lin.accumulate(ln1)
-        t[name + "_acc"] = _narrow(name + "_acc", acc, np.int32)
+        acc = lin.accumulate(a, amax)
+        t[name + "_acc"] = _narrow(name + "_acc", acc, np.int64 if lin.row_scaled else np.int32)
         t[name] = _narrow(name, requantize(acc, lin.requant.m, lin.requant.e, m_bits=mb), np.int8)
     qh, kh, vh = (_split_heads(t[n], p.heads) for n in ("q", "k", "v"))
     qk = int8_matmul(qh, np.swapaxes(kh, -1, -2), name="qk_acc")
     t["qk_acc"] = _narrow("qk_acc", qk, np.int32)
     logits = requantize(qk, p.logits.m, p.logits.e, m_bits=mb)
     t["logits"] = _narrow("logits", logits, np.int8)
-    probs = shiftmax(logits, _scale_for_x0(p.softmax_x0), n=SOFTMAX_N, out_bits=PROBS_BITS)
-    t["probs"] = _narrow("probs", probs, np.int8)
-    av = int8_matmul(probs, vh, name="av_acc")
+    pb = p.probs_bits
+    if "softmax" in float_ops:
+        lf = t["logits"] * p.logit_scale
+        e = np.exp(lf - lf.max(axis=-1, keepdims=True))
+        probs = np.minimum(_round_half_up(e / e.sum(axis=-1, keepdims=True) * 2.0**(pb - 1)),
+                           (1 << (pb - 1)) - 1)
+    else:
+        probs = shiftmax(logits, _scale_for_x0(p.softmax_x0), n=SOFTMAX_N, out_bits=pb)
+    t["probs"] = _narrow("probs", probs, np.int8 if pb == 8 else np.int16)
+    # sum(probs) <= 2^(pb-1) per row, so |av| <= 2^(pb-1) * 128 <= 2^22 (exact matmul)
+    av = np.matmul(probs.astype(np.int64), _int_tensor("v", vh, INT8_MIN, INT8_MAX))
     t["av_acc"] = _narrow("av_acc", av, np.int32)
-    attn = _merge_heads(requantize(av, p.attn.m, p.attn.e, m_bits=mb))
-    t["attn"] = _narrow("attn", attn, np.int8)
-    proj = p.o.accumulate(attn)
-    t["proj_acc"] = _narrow("proj_acc", proj, np.int32)
-    res1 = residual_add(x, p.res1_x.m, p.res1_x.e, proj, p.o.requant.m, p.o.requant.e,
-                        m_bits=mb)
-    t["res1"] = _narrow("res1", res1, np.int16)
+    lo, hi, dt = _act_bounds(p)
+    attn = _merge_heads(requantize(av, p.attn.m, p.attn.e, lo=lo, hi=hi, m_bits=mb))
+    t["attn"] = _narrow("attn", attn, dt)
+    a, amax = _linear_input("attn", p, t)
+    proj = p.o.accumulate(a, amax)
+    t["proj_acc"] = _narrow("proj_acc", proj, np.int64 if p.o.row_scaled else np.int32)
+    return proj
 
-    # feed-forward
-    z2 = int_layernorm(res1)
-    t["ln2_z"] = _narrow("ln2_z", z2, np.int32)
-    ln2 = _narrow("ln2", _norm(z2, p.ln2, mb), np.int8)
-    t["ln2"] = ln2
-    acc1 = p.fc1.accumulate(ln2)
-    t["fc1_acc"] = _narrow("fc1_acc", acc1, np.int32)
+
+def _feed_forward(h, p, t, float_ops):
+    """fc1 from trace tensor h, ShiftGELU, fc2 accumulator (not requantized)."""
+    mb = p.m_bits
+    a, amax = _linear_input(h, p, t)
+    acc1 = p.fc1.accumulate(a, amax)
+    t["fc1_acc"] = _narrow("fc1_acc", acc1, np.int64 if p.fc1.row_scaled else np.int32)
     gb = p.gelu_in_bits
     fc1 = requantize(acc1, p.fc1.requant.m, p.fc1.requant.e,
                      lo=-(1 << (gb - 1)), hi=(1 << (gb - 1)) - 1, m_bits=mb)
     t["fc1"] = _narrow("fc1", fc1, np.int8 if gb == 8 else np.int16)
-    prod = shiftgelu(fc1, _scale_for_x0(p.gelu_x0, GELU_SLOPE), mode=p.gelu_mode)
+    if "gelu" in float_ops:
+        prod = _round_half_up(gelu_erf(fc1 * p.gelu_in_scale) / p.gelu_in_scale
+                              * 2.0**(p.gelu_sig_bits - 1))
+    else:
+        prod = shiftgelu(fc1, _scale_for_x0(p.gelu_x0, GELU_SLOPE), mode=p.gelu_mode)
     t["gelu_prod"] = _narrow("gelu_prod", prod, np.int32)
-    gelu = requantize(prod, p.gelu_out.m, p.gelu_out.e, m_bits=mb)
-    t["gelu"] = _narrow("gelu", gelu, np.int8)
-    acc2 = p.fc2.accumulate(t["gelu"])
-    t["fc2_acc"] = _narrow("fc2_acc", acc2, np.int32)
-    res2 = residual_add(res1, p.res2_x.m, p.res2_x.e, acc2, p.fc2.requant.m, p.fc2.requant.e,
+    lo, hi, dt = _act_bounds(p)
+    t["gelu"] = _narrow("gelu", requantize(prod, p.gelu_out.m, p.gelu_out.e, lo=lo, hi=hi,
+                                           m_bits=mb), dt)
+    a, amax = _linear_input("gelu", p, t)
+    acc2 = p.fc2.accumulate(a, amax)
+    t["fc2_acc"] = _narrow("fc2_acc", acc2, np.int64 if p.fc2.row_scaled else np.int32)
+    return acc2
+
+
+def _check_float_ops(float_ops):
+    ops = frozenset(float_ops)
+    unknown = ops - set(FLOAT_OPS)
+    if unknown:
+        raise ValueError(f"float_ops: unknown operators {sorted(unknown)}; known: {FLOAT_OPS}")
+    return ops
+
+
+def encoder_block(x, params, trace=False, float_ops=()):
+    """One integer-only encoder block (pre-LN or post-LN): int16 residual in, int16 out.
+
+    x: integer array (..., T, C) with values in int16 range at scale
+    params.in_scale (T <= params.max_seq). Returns int16 (..., T, C) at
+    params.out_scale; with ``trace=True`` a dict of every intermediate (keys
+    params.trace_names, each in its device dtype: int8 / int16 / int32, int64
+    for row-scaled accumulators) instead. Deterministic; no float arithmetic
+    touches the data unless ``float_ops`` (a subset of FLOAT_OPS, for error
+    attribution only) returns operators to float.
+    """
+    if not isinstance(params, BlockParams):
+        raise TypeError(f"params must be BlockParams, got {type(params).__name__}")
+    ops = _check_float_ops(float_ops)
+    p, mb = params, params.m_bits
+    x = _check_x("x", x, p.hidden, p.max_seq)
+    t = {"x": x.astype(np.int16)}
+    post = p.norm == "post"
+
+    if not post:
+        t["ln1_z"] = _narrow("ln1_z", _layernorm_z(x, "layernorm" in ops), np.int32)
+        _norm("ln1", t["ln1_z"], p.ln1, mb, t)
+    proj = _attention("x" if post else "ln1", p, t, ops)
+    res1 = residual_add(x, p.res1_x.m, p.res1_x.e, proj, p.o.requant.m, p.o.requant.e,
+                        m_bits=mb)
+    t["res1"] = _narrow("res1", res1, np.int16)
+    z_name = "ln1_z" if post else "ln2_z"
+    t[z_name] = _narrow(z_name, _layernorm_z(res1, "layernorm" in ops), np.int32)
+    if post:
+        _norm("ln1", t["ln1_z"], p.ln1, mb, t)
+    else:
+        _norm("ln2", t["ln2_z"], p.ln2, mb, t)
+    ffn_in = "ln1" if post else "ln2"
+    acc2 = _feed_forward(ffn_in, p, t, ops)
+    skip = t["ln1"] if post else t["res1"]
+    res2 = residual_add(skip, p.res2_x.m, p.res2_x.e, acc2, p.fc2.requant.m, p.fc2.requant.e,
                         m_bits=mb)
     t["res2"] = _narrow("res2", res2, np.int16)
-    return t if trace else t["res2"]
+    if post:
+        t["ln2_z"] = _narrow("ln2_z", _layernorm_z(res2, "layernorm" in ops), np.int32)
+        _norm("ln2", t["ln2_z"], p.ln2, mb, t)
+    out = t["ln2" if post else "res2"]
+    if trace:
+        return {k: t[k] for k in p.trace_names}
+    return out
 
 
-def encoder_stack(x, params, trace=False):
+def encoder_stack(x, params, trace=False, float_ops=()):
     """The blocks of ``params`` (EncoderParams) in order: int16 in, int16 out.
 
     With ``trace=True`` returns a dict with "x", "out" and every block
-    tensor as "blocks.{i}.{name}" (name in TRACE_NAMES).
+    tensor as "blocks.{i}.{name}" (name in the block's trace_names).
+    ``float_ops``: as encoder_block.
     """
     if not isinstance(params, EncoderParams):
         raise TypeError(f"params must be EncoderParams, got {type(params).__name__}")
     out = {}
     h = x
     for i, block in enumerate(params.blocks):
-        t = encoder_block(h, block, trace=True)
+        t = encoder_block(h, block, trace=True, float_ops=float_ops)
         if i == 0:
             out["x"] = t["x"]
         out.update({f"blocks.{i}.{k}": v for k, v in t.items()})
-        h = t["res2"]
+        h = t["ln2" if block.norm == "post" else "res2"]
     out["out"] = h
     return out if trace else h
 
@@ -777,10 +1023,15 @@ def _softmax(x):
 def _float_block(x, w, cfg, block, trace):
     p = f"blocks.{block}."
     lin = {n: (w[p + n + ".weight"], w[p + n + ".bias"]) for n in LINEARS}
+    ln = lambda name, v: float_layernorm(v, w[p + name + ".weight"],   # noqa: E731
+                                         w[p + name + ".bias"], cfg.ln_eps)
+    post = cfg.norm == "post"
     t = {"x": x}
-    t["ln1_z"], t["ln1"] = float_layernorm(x, w[p + "ln1.weight"], w[p + "ln1.bias"], cfg.ln_eps)
+    if not post:
+        t["ln1_z"], t["ln1"] = ln("ln1", x)
+    h = x if post else t["ln1"]
     for n in ("q", "k", "v"):
-        t[n] = t[n + "_acc"] = t["ln1"] @ lin[n][0] + lin[n][1]
+        t[n] = t[n + "_acc"] = h @ lin[n][0] + lin[n][1]
     qh, kh, vh = (_split_heads(t[n], cfg.heads) for n in ("q", "k", "v"))
     t["logits"] = t["qk_acc"] = qh @ np.swapaxes(kh, -1, -2) / math.sqrt(cfg.head_dim)
     t["probs"] = _softmax(t["logits"])
@@ -788,13 +1039,15 @@ def _float_block(x, w, cfg, block, trace):
     t["attn"] = _merge_heads(t["av_acc"])
     t["proj_acc"] = t["attn"] @ lin["o"][0] + lin["o"][1]
     t["res1"] = x + t["proj_acc"]
-    t["ln2_z"], t["ln2"] = float_layernorm(t["res1"], w[p + "ln2.weight"], w[p + "ln2.bias"],
-                                           cfg.ln_eps)
-    t["fc1"] = t["fc1_acc"] = t["ln2"] @ lin["fc1"][0] + lin["fc1"][1]
+    ffn_in = "ln1" if post else "ln2"
+    t[ffn_in + "_z"], t[ffn_in] = ln(ffn_in, t["res1"])
+    t["fc1"] = t["fc1_acc"] = t[ffn_in] @ lin["fc1"][0] + lin["fc1"][1]
     t["gelu"] = t["gelu_prod"] = gelu_erf(t["fc1"])
     t["fc2_acc"] = t["gelu"] @ lin["fc2"][0] + lin["fc2"][1]
-    t["res2"] = t["res1"] + t["fc2_acc"]
-    return t if trace else t["res2"]
+    t["res2"] = t["ln1" if post else "res1"] + t["fc2_acc"]
+    if post:
+        t["ln2_z"], t["ln2"] = ln("ln2", t["res2"])
+    return t if trace else t["ln2" if post else "res2"]
 
 
 def _float_input(x, cfg):
@@ -812,6 +1065,7 @@ def _float_input(x, cfg):
 def float_encoder_block(x, float_weights, cfg, block=0, trace=False):
     """Float reference of block ``block``: float LayerNorm, softmax and exact (erf) GELU.
 
+    Pre-LN or post-LN per ``cfg.norm`` (post-LN returns ln2, BERT's layer output).
     float_weights follow the naming convention (float_weight_shapes); pass
     the original weights, or ``trilut.host.quantize.dequantized_weights(...)``
     for the same ternary/int8-dequantized weights the integer model uses.
@@ -833,6 +1087,6 @@ def float_encoder_stack(x, float_weights, cfg, trace=False):
     for i in range(cfg.layers):
         t = _float_block(h, w, cfg, i, True)
         out.update({f"blocks.{i}.{k}": v for k, v in t.items()})
-        h = t["res2"]
+        h = t["ln2" if cfg.norm == "post" else "res2"]
     out["out"] = h
     return out if trace else h

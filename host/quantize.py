@@ -36,7 +36,19 @@ Steps, per block (scales are floats here and nowhere else):
    The 1/sqrt(d) attention scaling is folded into the logit multiplier.
 6. GELU: x0 = floor(-1 / (1.702 s_g)) from the calibrated GELU-input scale
    s_g; s_g is raised if needed so that |x0| * 2^n fits 31 bits (n = 23 in
-   "ivit" mode: s_g >= 1 / (1.702 * 255)).
+   "ivit" mode: s_g >= 1 / (1.702 * 255)). The mode is cfg.gelu(i) per block.
+7. ``cfg.act_quant == "token"``: the tensors feeding linear layers (LayerNorm
+   outputs, attn, gelu; x in post-LN) are int16 at ``headroom * range /
+   32767``; the layer's in_scale is S_src / 127 (row-quantized input with
+   absmax 1) and its bias is at S_src S_w / 127 (row_scaled, up to 48 bits).
+   ``cfg.norm == "post"``: LayerNorm outputs are int16 with gamma's sign
+   applied after the requantizer (no sign folding); ln1 feeds fc1 and the
+   second residual; ln2 is the block output (its scale the next block's
+   input scale). ``cfg.probs_bits`` sets the attn multiplier's probs scale.
+8. Optional width check (``width_headroom``): the integer stack runs on the
+   calibration inputs and every accumulator's calibrated |value| times the
+   headroom must fit its device width (:func:`check_widths`), else a
+   ValueError names the tensor.
 
 Every dyadic multiplier comes from ``requant_params(ratio, cfg.m_bits)``.
 """
@@ -46,9 +58,10 @@ import math
 
 import numpy as np
 
-from ..golden.encoder import (GELU_IN_BITS, LINEARS, PROBS_BITS, SOFTMAX_N, BlockParams,
+from ..golden.encoder import (GELU_IN_BITS, LINEARS, ROW_ACC_BITS, SOFTMAX_N, BlockParams,
                               Dyadic, EncoderConfig, EncoderParams, LinearParams, NormParams,
-                              check_float_weights, float_encoder_stack, float_weight_shapes)
+                              check_float_weights, encoder_stack, float_encoder_stack,
+                              float_weight_shapes)
 from ..golden.nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, iexp_x0, int_layernorm_scale
 from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, quantize_int8, quantize_ternary, \
     requant_params
@@ -56,6 +69,7 @@ from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, quantize_int8, quanti
 __all__ = [
     "EncoderConfig", "float_weight_shapes", "quantize_weight", "dequantized_weights",
     "calibrate", "quantize_encoder", "quantize_input", "dequantize_output",
+    "accumulator_widths", "check_widths",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -142,15 +156,17 @@ def _dyadic(ratio, m_bits, what):
     return Dyadic(m, e, ratio)
 
 
-def _int32_bias(name, b, acc_scale):
+def _int_bias(name, b, acc_scale, row_scaled=False):
     q = _round_half_up(np.asarray(b, dtype=np.float64) / acc_scale)
-    if q.size and (q.min() < INT32_MIN or q.max() > INT32_MAX):
-        raise ValueError(f"{name}: bias / (s_in * s_w) leaves int32 (|bias_int| up to "
+    bits = ROW_ACC_BITS if row_scaled else 32
+    lim = 2.0 ** (bits - 1)
+    if q.size and (q.min() < -lim or q.max() > lim - 1):
+        raise ValueError(f"{name}: bias / (s_in * s_w) leaves {bits} bits (|bias_int| up to "
                          f"{np.abs(q).max():.3g}); the input scale is too small")
-    return q.astype(np.int32)
+    return q.astype(np.int64 if row_scaled else np.int32)
 
 
-def _norm(prefix, gamma, beta, c, out_scale, m_bits):
+def _norm(prefix, gamma, beta, c, out_scale, m_bits, out_bits=8, signed_out=False):
     s_z = int_layernorm_scale(c)
     sign = np.where(gamma < 0, -1, 1).astype(np.int8)
     g = np.abs(gamma)
@@ -160,23 +176,24 @@ def _norm(prefix, gamma, beta, c, out_scale, m_bits):
     bias = _round_half_up(sign * beta / (g * s_z))
     bias = np.clip(bias, INT32_MIN, INT32_MAX).astype(np.int32)
     return NormParams(_dyadic(g * s_z / out_scale, m_bits, prefix), bias, sign, out_scale,
-                      gamma=gamma, beta=beta, clamped=clamped)
+                      gamma=gamma, beta=beta, clamped=clamped, out_bits=out_bits,
+                      signed_out=signed_out)
 
 
-def _linear(name, w, b, kind, in_scale, out_scale, m_bits, in_sign=None):
+def _linear(name, w, b, kind, in_scale, out_scale, m_bits, in_sign=None, row_scaled=False):
     w_int, w_scale = quantize_weight(w, kind)
     if in_sign is not None:
         w_int = (w_int * in_sign[:, None].astype(np.int8)).astype(np.int8)
     acc_scale = in_scale * np.asarray(w_scale, dtype=np.float64)
-    bias = _int32_bias(f"{name}.bias", b, acc_scale)
+    bias = _int_bias(f"{name}.bias", b, acc_scale, row_scaled)
     return LinearParams(name=name, kind=kind, weights=w_int, bias=bias,
                         requant=_dyadic(acc_scale / out_scale, m_bits, f"{name}.requant"),
                         w_scale=w_scale, in_scale=in_scale, out_scale=out_scale,
-                        in_sign=in_sign)
+                        in_sign=in_sign, row_scaled=row_scaled)
 
 
 def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
-                     residual_headroom=2.0):
+                     residual_headroom=2.0, width_headroom=None):
     """Quantize a float encoder stack into integer EncoderParams.
 
     float_weights: name -> array per float_weight_shapes(cfg) (weights
@@ -184,18 +201,26 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
     float (..., T, hidden) inputs of block 0. ``percentile`` of |activation|
     sets every int8 activation range (100 = absmax); ``residual_headroom``
     multiplies the ranges of int16 tensors (residual stream, input, "accurate"
-    GELU input), which have 15 bits to spare. Raises ValueError/TypeError
-    naming the offending tensor (shape, non-finite values, heads not dividing
-    hidden, ...). See the module docstring for every rule.
+    GELU input, token-mode linear inputs), which have 15 bits to spare.
+    ``width_headroom`` (None: no check): run :func:`check_widths` on the
+    calibration inputs with this margin. Raises ValueError/TypeError
+    naming the offending tensor (shape, non-finite values, heads not
+    dividing hidden, an accumulator too narrow, ...). See the module
+    docstring for every rule.
     """
     cfg = EncoderConfig.coerce(cfg)
     if not residual_headroom >= 1.0:
         raise ValueError(f"residual_headroom must be >= 1, got {residual_headroom}")
     w = check_float_weights(float_weights, cfg)
     deq = dequantized_weights(w, cfg)
-    r = calibrate(deq, cfg, calib_inputs, percentile)
+    calib = _calib_array(calib_inputs, cfg)
+    r = calibrate(deq, cfg, calib, percentile)
     r16 = lambda name: residual_headroom * r[name] / INT16_MAX   # noqa: E731
     r8 = lambda name: r[name] / INT8_MAX                           # noqa: E731
+    token, post = cfg.act_quant == "token", cfg.norm == "post"
+    ract = r16 if token else r8        # scale of a tensor that feeds a linear layer
+    lin_in = (lambda s: s / INT8_MAX) if token else (lambda s: s)   # noqa: E731
+    ln_bits = 16 if token or post else 8
     mb, c, dh = cfg.m_bits, cfg.hidden, cfg.head_dim
     in_scale = r16("x")
     s_x = in_scale
@@ -204,48 +229,113 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
     if k_max < 1:
         raise ValueError(f"cfg.max_seq={cfg.max_seq} too long: even x0 = -1 lets the "
                          f"shiftmax row sum saturate")
-    n_gelu, sig_bits = GELU_DEFAULTS[cfg.gelu_mode]
-    gelu_in_bits = GELU_IN_BITS[cfg.gelu_mode]
     for i in range(cfg.layers):
         p = f"blocks.{i}."
         lin = lambda n, in_s, out_s, sign=None: _linear(   # noqa: E731
-            p + n, w[p + n + ".weight"], w[p + n + ".bias"], cfg.kind(i, n), in_s, out_s, mb,
-            sign)
+            p + n, w[p + n + ".weight"], w[p + n + ".bias"], cfg.kind(i, n), lin_in(in_s),
+            out_s, mb, None if post else sign, token)
+        norm = lambda n, s: _norm(p + n + ".requant", w[p + n + ".weight"],   # noqa: E731
+                                  w[p + n + ".bias"], c, s, mb, ln_bits, post)
         # attention
-        s_ln1 = r8(p + "ln1")
-        ln1 = _norm(p + "ln1.requant", w[p + "ln1.weight"], w[p + "ln1.bias"], c, s_ln1, mb)
-        q = lin("q", s_ln1, r8(p + "q"), ln1.sign)
-        k = lin("k", s_ln1, r8(p + "k"), ln1.sign)
-        v = lin("v", s_ln1, r8(p + "v"), ln1.sign)
+        if post:
+            s_qkv_in, ln1 = s_x, None
+        else:
+            s_qkv_in = ract(p + "ln1")
+            ln1 = norm("ln1", s_qkv_in)
+        sign1 = None if post else ln1.sign
+        q = lin("q", s_qkv_in, r8(p + "q"), sign1)
+        k = lin("k", s_qkv_in, r8(p + "k"), sign1)
+        v = lin("v", s_qkv_in, r8(p + "v"), sign1)
         k_l = int(min(max(math.floor(INT8_MAX / r[p + "logits"]), 1), k_max))
         s_l = 1.0 / k_l
         logits = _dyadic(q.out_scale * k.out_scale / (math.sqrt(dh) * s_l), mb, p + "logits")
-        s_a = r8(p + "attn")
-        attn = _dyadic(2.0 ** -(PROBS_BITS - 1) * v.out_scale / s_a, mb, p + "attn")
+        s_a = ract(p + "attn")
+        attn = _dyadic(2.0 ** -(cfg.probs_bits - 1) * v.out_scale / s_a, mb, p + "attn")
         s_r1 = r16(p + "res1")
         o = lin("o", s_a, s_r1)
         res1_x = _dyadic(s_x / s_r1, mb, p + "res1_x")
         # feed-forward
-        s_ln2 = r8(p + "ln2")
-        ln2 = _norm(p + "ln2.requant", w[p + "ln2.weight"], w[p + "ln2.bias"], c, s_ln2, mb)
+        if post:
+            s_ffn_in = r16(p + "ln1")
+            ln1 = norm("ln1", s_ffn_in)
+            ln2 = None
+        else:
+            s_ffn_in = ract(p + "ln2")
+            ln2 = norm("ln2", s_ffn_in)
+        gelu_mode = cfg.gelu(i)
+        n_gelu, sig_bits = GELU_DEFAULTS[gelu_mode]
+        gelu_in_bits = GELU_IN_BITS[gelu_mode]
         gelu_range = r[p + "fc1"] * (residual_headroom if gelu_in_bits == 16 else 1.0)
         s_g = gelu_range / ((1 << (gelu_in_bits - 1)) - 1)
         s_g = max(s_g, 1.0 / (GELU_SLOPE * (INT32_MAX >> n_gelu)))
         gelu_x0 = iexp_x0(GELU_SLOPE * s_g)
-        fc1 = lin("fc1", s_ln2, s_g, ln2.sign)
-        s_h = r8(p + "gelu")
+        fc1 = lin("fc1", s_ffn_in, s_g, None if post else ln2.sign)
+        s_h = ract(p + "gelu")
         gelu_out = _dyadic(s_g * 2.0 ** -(sig_bits - 1) / s_h, mb, p + "gelu_out")
         s_r2 = r16(p + "res2")
         fc2 = lin("fc2", s_h, s_r2)
-        res2_x = _dyadic(s_r1 / s_r2, mb, p + "res2_x")
+        res2_x = _dyadic((s_ffn_in if post else s_r1) / s_r2, mb, p + "res2_x")
+        if post:
+            s_out = r16(p + "ln2")
+            ln2 = norm("ln2", s_out)
+        else:
+            s_out = s_r2
         blocks.append(BlockParams(
             heads=cfg.heads, ln1=ln1, q=q, k=k, v=v, logits=logits, softmax_x0=-k_l,
-            attn=attn, o=o, res1_x=res1_x, ln2=ln2, fc1=fc1, gelu_mode=cfg.gelu_mode,
+            attn=attn, o=o, res1_x=res1_x, ln2=ln2, fc1=fc1, gelu_mode=gelu_mode,
             gelu_x0=gelu_x0, gelu_out=gelu_out, fc2=fc2, res2_x=res2_x, in_scale=s_x,
             attn_scale=s_a, res1_scale=s_r1, gelu_in_scale=s_g, gelu_out_scale=s_h,
-            out_scale=s_r2, max_seq=cfg.max_seq, m_bits=mb))
-        s_x = s_r2
-    return EncoderParams(tuple(blocks), in_scale)
+            out_scale=s_out, max_seq=cfg.max_seq, m_bits=mb, norm=cfg.norm,
+            act_quant=cfg.act_quant, probs_bits=cfg.probs_bits,
+            res2_scale=s_r2 if post else None))
+        s_x = s_out
+    params = EncoderParams(tuple(blocks), in_scale)
+    if width_headroom is not None:
+        check_widths(params, quantize_input(calib, params), width_headroom)
+    return params
+
+
+def _device_widths(block):
+    """Signed bit width of every accumulator-like tensor of a block on the device."""
+    widths = {n + "_acc": getattr(block, n).acc_limit.bit_length() + 1
+              for n in ("q", "k", "v", "fc1")}
+    widths.update(proj_acc=block.o.acc_limit.bit_length() + 1,
+                  fc2_acc=block.fc2.acc_limit.bit_length() + 1,
+                  qk_acc=32, av_acc=32, gelu_prod=32)
+    return widths
+
+
+def accumulator_widths(params, x, headroom=1.0):
+    """Per accumulator tensor: calibrated |value| max, bits it needs with headroom, bits it has.
+
+    Runs the integer stack on int16 inputs ``x`` (e.g. quantize_input(calib,
+    params)). Returns {"blocks.{i}.{name}": {"max_abs", "bits_needed",
+    "bits_available"}} for q/k/v/fc1/fc2 and projection accumulators, qk_acc,
+    av_acc and gelu_prod (bits are signed widths).
+    """
+    if not headroom >= 1.0:
+        raise ValueError(f"headroom must be >= 1, got {headroom}")
+    t = encoder_stack(x, params, trace=True)
+    out = {}
+    for i, block in enumerate(params.blocks):
+        for name, avail in _device_widths(block).items():
+            key = f"blocks.{i}.{name}"
+            v = t[key]
+            mx = int(np.abs(v.astype(np.int64)).max()) if v.size else 0
+            need = int(math.ceil(mx * headroom)).bit_length() + 1
+            out[key] = {"max_abs": mx, "bits_needed": need, "bits_available": avail}
+    return out
+
+
+def check_widths(params, x, headroom=2.0):
+    """accumulator_widths, raising ValueError naming the first tensor that lacks headroom."""
+    widths = accumulator_widths(params, x, headroom)
+    for key, w in widths.items():
+        if w["bits_needed"] > w["bits_available"]:
+            raise ValueError(f"{key}: calibrated |value| up to {w['max_abs']} needs "
+                             f"{w['bits_needed']} bits with headroom {headroom}, the device "
+                             f"has {w['bits_available']}")
+    return widths
 
 
 def quantize_input(x, params):
