@@ -1,0 +1,320 @@
+"""Double-buffered weight store between a weight input stream and a
+ternary engine's ``wgt`` port.
+
+The engines (:mod:`trilut.hw.matmul`) are row-stationary: for every
+activation row they consume the layer's whole weight stream (``NB * KB``
+``wgt`` beats, output block outer, k-block inner). Without a store the host
+sends those beats once per row. :class:`WeightStore` takes one pass's beats
+once, keeps them in block RAM and replays them ``rows`` times, while the next
+pass's beats fill the other buffer.
+
+Streams (Amaranth ``lib.stream``; payloads are struct layouts):
+
+* ``load`` (in): ``{codes, last}``; ``codes`` is the engine's codes layout,
+  ``last`` marks the final beat of one pass's weights (AXI4-Stream
+  ``tlast``). The beats of a pass are the engine's ``wgt`` beats of one row
+  in order (:meth:`WeightStore.load_beats`).
+* ``play`` (in): one beat per pass, ``{k_blocks, n_blocks, rows, cont}``
+  (:meth:`WeightStore.play_command`): replay the oldest loaded buffer
+  ``rows`` times, then release it. ``cont`` (decode, see below) leaves
+  ``last_n`` clear on every beat of the command.
+* ``wgt`` (out): the engine's ``wgt`` layout ``{codes, last_k, last_n}``;
+  ``last_k`` on every ``k_blocks``-th beat, ``last_n`` on each row's final
+  beat (unless ``cont``). Connect with ``wiring.connect(m, store.wgt,
+  engine.wgt)``.
+
+Buffers: two of ``depth`` beats in one simple dual-port memory of ``2 *
+depth`` words x ``len(codes)`` bits (buffer b at words ``b * depth ..``).
+The accelerator sizes ``depth`` with :meth:`WeightStore.depth_for` (``ceil(
+max_k / k_block) * ceil(max_n / lanes)``). A pass fills the free buffer
+(``load.ready`` is high while one is free, so the next pass loads during the
+current replay); passes are replayed in load order.
+
+Throughput: ``load`` takes one beat per cycle while a buffer is free; ``wgt``
+gives one beat per cycle while the engine is ready, with no bubble between
+rows or passes as long as the next pass is loaded and its ``play`` beat has
+arrived by the time the current pass ends (a one-deep command register holds
+it). With ``rows = 1`` a pass of P beats loads in P cycles while the
+previous one replays in P cycles, so even then the stream does not stall
+when ``load`` delivers one beat per cycle.
+
+Latency (no stalls): the first ``wgt`` beat of a pass is valid 2 cycles
+after its ``play`` beat is accepted or its final ``load`` beat is accepted,
+whichever is later.
+
+Handshake: every stream honours backpressure. ``load.ready`` and
+``play.ready`` depend on registers only (a free buffer; an empty command
+register), ``wgt.valid`` is a register: no ready depends combinationally on
+``wgt.ready``. The memory's read enable and the replay counters do (they
+stall with the engine).
+
+Errors (sticky, cleared by reset; ``error`` is their OR):
+
+* ``overflow``: a pass longer than ``depth`` beats. Its first ``depth``
+  beats are kept, the rest are dropped up to and including ``last``, which
+  still closes the buffer: a ``play`` of ``depth`` beats then replays the
+  kept ones, and the store carries on with the next pass.
+* ``mismatch``: a ``play`` command whose ``k_blocks * n_blocks`` differs from
+  the number of beats loaded into its buffer, or with a zero field. The
+  replay still has the command's shape (``rows`` rows of ``n_blocks *
+  k_blocks`` beats, ``last_k`` / ``last_n`` where the command puts them; a
+  zero field counts as 1), so nothing downstream hangs; the codes wrap round
+  the loaded beats (beat j of a row is loaded beat ``j mod loaded``), i.e.
+  the results are meaningless and the flag says so.
+
+Decode (M = 1): every weight beat is used once, so nothing needs storing for
+reuse; the store then degenerates to a FIFO of whole chunks. The sequencer
+splits the weight matrix along output blocks into chunks of at most
+``depth`` beats (any number of whole output blocks), loads each chunk as a
+pass and plays it with ``rows = 1`` and ``cont = 1`` except the final chunk.
+The engine sees one uninterrupted row of ``wgt`` beats (``last_n`` only on
+the final chunk's last beat), and the next chunk streams in from DRAM while
+the current one plays (``2 * depth`` beats of buffering). A chunk can only
+start loading when the one before the current chunk is released, so when
+``load`` delivers one beat per cycle, each chunk longer than the one before
+it costs the difference in cycles: :meth:`WeightStore.decode_passes` makes
+the chunks of a row equal to within one output block (larger first), so a
+row of B beats takes at most ``B + k_blocks`` cycles.
+
+Widths: ``k_blocks`` and ``n_blocks`` are ``bits(depth)`` wide, ``rows``
+``bits(max_rows)``; a command may say up to ``2**bits - 1`` rows.
+
+Tested (Verilator, cocotb 2; random idle gaps on ``load`` and ``play``,
+random backpressure on ``wgt``): the TLMM codes of group 3, tables 2,
+lanes 4 (40 bits, depth 24: max_k 36, max_n 16) and the direct engine's codes
+of group 2, tables 2, lanes 2 (16 bits, depth 16); passes of every shape up
+to ``depth`` beats back to back with 1 to ``max_rows`` rows, the next pass
+loading during each replay; all-(-1), all-(+1), one-hot weights; decode
+chunks with ``cont``; both errors and the store's recovery after them;
+throughput without stalls.
+"""
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.checks import check_int
+from .matmul import NO_COLLISION
+
+__all__ = ["WeightStore"]
+
+MAX_DEPTH = 1 << 16
+MAX_ROWS = 1 << 16
+
+# DP16KD (18 Kbit) aspect ratios in simple dual-port mode: (words, bits).
+_DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def _codes_shape(codes):
+    """The codes shape from an engine (its ``wgt`` codes), a layout or shape,
+    or an int (plain unsigned bits)."""
+    sig = getattr(codes, "signature", None)
+    if sig is not None and "wgt" in getattr(sig, "members", {}):
+        return sig.members["wgt"].signature.members["payload"].shape["codes"].shape
+    if isinstance(codes, (data.Layout, Shape)):
+        return codes
+    if isinstance(codes, bool) or not isinstance(codes, int):
+        raise TypeError(f"codes must be an engine, a layout, a shape or a bit count, "
+                        f"got {codes!r}")
+    return unsigned(check_int("codes", codes, 1))
+
+
+class WeightStore(wiring.Component):
+    """Double-buffered weight store (see the module docstring).
+
+    Parameters: ``codes`` the payload of one weight beat's codes: an engine
+    (its ``wgt`` codes layout), a layout or shape, or a bit count;
+    ``depth`` beats per buffer (1..65536); ``max_rows`` sets the width of
+    the ``rows`` field (1..65536).
+
+    Memory: ``2 * depth`` words of ``code_bits`` bits (:meth:`resources`).
+    """
+
+    def __init__(self, codes, *, depth, max_rows=4096):
+        self._codes = _codes_shape(codes)
+        self._depth = check_int("depth", depth, 1, MAX_DEPTH)
+        self._max_rows = check_int("max_rows", max_rows, 1, MAX_ROWS)
+        count = unsigned(self._depth.bit_length())
+        super().__init__({
+            "load": In(stream.Signature(data.StructLayout({
+                "codes": self._codes, "last": 1}))),
+            "play": In(stream.Signature(data.StructLayout({
+                "k_blocks": count, "n_blocks": count,
+                "rows": unsigned(self._max_rows.bit_length()), "cont": 1}))),
+            "wgt": Out(stream.Signature(data.StructLayout({
+                "codes": self._codes, "last_k": 1, "last_n": 1}))),
+            "error": Out(1),
+            "overflow": Out(1),
+            "mismatch": Out(1),
+        })
+
+    depth = property(lambda self: self._depth, doc="beats per buffer")
+    max_rows = property(lambda self: self._max_rows)
+    code_bits = property(lambda self: Shape.cast(self._codes).width,
+                         doc="bits of one beat's codes")
+
+    @staticmethod
+    def depth_for(engine, max_k, max_n):
+        """Beats of the largest pass an engine runs: ``ceil(max_k / k_block)
+        * ceil(max_n / lanes)``."""
+        check_int("max_k", max_k, 1)
+        check_int("max_n", max_n, 1)
+        return -(-max_k // engine.k_block) * -(-max_n // engine.lanes)
+
+    def resources(self):
+        """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling the
+        ``2 * depth`` x ``code_bits`` memory."""
+        words = 2 * self._depth
+        return {"dp16kd": min(-(-words // d) * -(-self.code_bits // w)
+                              for d, w in _DP16KD_SHAPES)}
+
+    # --- host side ---------------------------------------------------------
+
+    @staticmethod
+    def load_beats(wgt_beats):
+        """``load`` payloads for one pass from the engine's ``wgt`` beats of
+        one row (:meth:`~trilut.hw.matmul.TLMMEngine.wgt_beats`)."""
+        beats = list(wgt_beats)
+        if not beats:
+            raise ValueError("a pass needs at least one weight beat")
+        return [{"codes": b["codes"], "last": int(i == len(beats) - 1)}
+                for i, b in enumerate(beats)]
+
+    def play_command(self, k_blocks, n_blocks, rows, cont=False):
+        """The ``play`` payload replaying a pass of ``n_blocks`` output blocks
+        of ``k_blocks`` k-blocks ``rows`` times."""
+        check_int("k_blocks", k_blocks, 1, self._depth)
+        check_int("n_blocks", n_blocks, 1, self._depth)
+        if k_blocks * n_blocks > self._depth:
+            raise ValueError(f"k_blocks * n_blocks = {k_blocks * n_blocks} exceeds "
+                             f"depth = {self._depth}")
+        check_int("rows", rows, 1, (1 << self._max_rows.bit_length()) - 1)
+        return {"k_blocks": k_blocks, "n_blocks": n_blocks, "rows": rows,
+                "cont": int(bool(cont))}
+
+    def decode_passes(self, wgt_beats, k_blocks):
+        """Decode (one activation row): split the row's ``wgt`` beats into
+        the fewest chunks of whole output blocks that fit ``depth``, as
+        equal in size as they can be (larger ones first). Returns ``[(load
+        beats, play command), ...]``; every command but the last has
+        ``cont`` set, so the engine sees one row."""
+        beats = list(wgt_beats)
+        check_int("k_blocks", k_blocks, 1, self._depth)
+        if not beats or len(beats) % k_blocks:
+            raise ValueError(f"{len(beats)} weight beats are not whole output blocks "
+                             f"of k_blocks = {k_blocks}")
+        blocks = len(beats) // k_blocks
+        chunks = -(-blocks // (self._depth // k_blocks))
+        out, start = [], 0
+        for i in range(chunks):
+            n = blocks // chunks + (i < blocks % chunks)
+            part = beats[start:start + n * k_blocks]
+            out.append((self.load_beats(part),
+                        self.play_command(k_blocks, n, 1, cont=i < chunks - 1)))
+            start += n * k_blocks
+        return out
+
+    # --- gateware ----------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        D = self._depth
+        mem = memory.Memory(shape=self._codes, depth=2 * D, init=[], attrs=NO_COLLISION)
+        m.submodules.mem = mem
+        wp = mem.write_port()
+        rp = mem.read_port(domain="sync")
+
+        full = [Signal(name=f"full{b}") for b in range(2)]
+        last_idx = [Signal(range(D), name=f"last_idx{b}") for b in range(2)]
+        overflow = Signal()
+        mismatch = Signal()
+        m.d.comb += [self.overflow.eq(overflow), self.mismatch.eq(mismatch),
+                     self.error.eq(overflow | mismatch)]
+
+        # Load side: fill buffer wbuf; beats past depth are dropped.
+        wbuf = Signal()
+        widx = Signal(range(D + 1))
+        room = Signal()
+        take = Signal()
+        m.d.comb += [
+            self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
+            take.eq(self.load.valid & self.load.ready),
+            room.eq(widx != D),
+            wp.addr.eq(Mux(wbuf, D, 0) + widx),
+            wp.data.eq(self.load.payload.codes),
+            wp.en.eq(take & room),
+        ]
+        with m.If(take):
+            with m.If(~room):
+                m.d.sync += overflow.eq(1)
+            with m.If(self.load.payload.last):
+                m.d.sync += [widx.eq(0), wbuf.eq(~wbuf)]
+                for b in range(2):
+                    with m.If(wbuf == b):
+                        m.d.sync += [full[b].eq(1),
+                                     last_idx[b].eq(Mux(room, widx, D - 1))]
+            with m.Elif(room):
+                m.d.sync += widx.eq(widx + 1)
+
+        # Command register: play.ready depends on it alone.
+        cmd = Signal.like(self.play.payload)
+        cmd_valid = Signal()
+        m.d.comb += self.play.ready.eq(~cmd_valid)
+        with m.If(self.play.valid & self.play.ready):
+            m.d.sync += [cmd.eq(self.play.payload), cmd_valid.eq(1)]
+
+        # Replay of the active command from buffer rbuf.
+        active = Signal()
+        rbuf = Signal()
+        count = self.play.payload.k_blocks.shape()
+        klast, nlast = Signal(count), Signal(count)
+        rlast = Signal(self.play.payload.rows.shape())
+        cont = Signal()
+        kb, nb = Signal(count), Signal(count)
+        row = Signal.like(rlast)
+        idx = Signal(range(D))
+        ov = Signal()               # wgt.valid: the memory output is a beat
+        o_last_k, o_last_n = Signal(), Signal()
+
+        stall = Signal()
+        issue = Signal()
+        at_k, row_end, pass_end, at_idx = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [
+            stall.eq(ov & ~self.wgt.ready),
+            issue.eq(active & Mux(rbuf, full[1], full[0]) & ~stall),
+            at_k.eq(kb == klast),
+            row_end.eq(at_k & (nb == nlast)),
+            pass_end.eq(row_end & (row == rlast)),
+            at_idx.eq(idx == Mux(rbuf, last_idx[1], last_idx[0])),
+            rp.addr.eq(Mux(rbuf, D, 0) + idx),
+            rp.en.eq(~stall),
+            self.wgt.valid.eq(ov),
+            self.wgt.payload.codes.eq(rp.data),
+            self.wgt.payload.last_k.eq(o_last_k),
+            self.wgt.payload.last_n.eq(o_last_n),
+        ]
+        with m.If(~stall):
+            m.d.sync += [ov.eq(issue), o_last_k.eq(at_k), o_last_n.eq(row_end & ~cont)]
+        # Every counter is back at zero after a pass, so a new command only
+        # sets the limits.
+        with m.If(issue):
+            m.d.sync += [kb.eq(Mux(at_k, 0, kb + 1)),
+                         idx.eq(Mux(row_end | at_idx, 0, idx + 1))]
+            with m.If(at_k):
+                m.d.sync += nb.eq(Mux(row_end, 0, nb + 1))
+            with m.If(row_end):
+                m.d.sync += row.eq(Mux(pass_end, 0, row + 1))
+            with m.If(at_idx != row_end):
+                m.d.sync += mismatch.eq(1)
+            with m.If(pass_end):
+                m.d.sync += [active.eq(0), rbuf.eq(~rbuf)]
+                for b in range(2):
+                    with m.If(rbuf == b):
+                        m.d.sync += full[b].eq(0)
+        with m.If(cmd_valid & (~active | (issue & pass_end))):
+            k, n, r = cmd.k_blocks, cmd.n_blocks, cmd.rows
+            m.d.sync += [active.eq(1), cmd_valid.eq(0), cont.eq(cmd.cont),
+                         klast.eq(Mux(k == 0, 0, k - 1)), nlast.eq(Mux(n == 0, 0, n - 1)),
+                         rlast.eq(Mux(r == 0, 0, r - 1))]
+            with m.If((k == 0) | (n == 0) | (r == 0)):
+                m.d.sync += mismatch.eq(1)
+        return m
