@@ -9,6 +9,7 @@ from ..hw.matmul import DirectEngine, TLMMEngine
 from ..hw.shiftgelu import ShiftGELU
 from ..hw.requant import Requantizer, ResidualAdd
 from ..hw.shiftmax import Shiftmax
+from ..hw.wstore import WeightStore
 
 __all__ = ["UNITS", "build_unit", "parse_settings"]
 
@@ -37,6 +38,10 @@ UNITS = {
     "residual": Unit(ResidualAdd, dict(), "int16 residual add, one (m, e) per input"),
     "int8mm": Unit(Int8Engine, dict(lanes=8, k_per_cycle=8, max_k=768),
                    "int8 x int8 engine on MULT18X18D (requant=1 for int8 output)"),
+    # codes and depth of the default tlmm engine (16 lanes x 4 tables x 5 bits)
+    # at max_width 256: WeightStore.depth_for(engine, 256, 256) = 22 * 16.
+    "wstore": Unit(WeightStore, dict(codes=320, depth=352),
+                   "double-buffered weight store (replays a pass's wgt beats per row)"),
 }
 
 
