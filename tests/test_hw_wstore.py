@@ -111,3 +111,12 @@ def test_decode_passes_cover_the_row():
     assert [b["codes"] for c in chunks for b in c[0]] == [b["codes"] for b in beats]
     with pytest.raises(ValueError, match="whole output blocks"):
         s.decode_passes(beats[:-1], 2)
+
+
+def test_registered_unit_is_sized_for_the_default_engine():
+    """gen/units.py's "wstore" entry holds the default tlmm engine's codes
+    and the depth of a max_width = 256 pass."""
+    from trilut.gen.units import build_unit
+    engine, store = build_unit("tlmm")[0], build_unit("wstore")[0]
+    assert store.code_bits == WeightStore(engine, depth=1).code_bits
+    assert store.depth == WeightStore.depth_for(engine, 256, 256)
