@@ -29,11 +29,13 @@ from amaranth.lib import data, enum
 from ..golden.quant import M_BITS_DEFAULT
 
 __all__ = [
-    "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK",
+    "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK", "KEY_BANK",
+    "VALUE_BANK", "MAX_BANKS",
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
-    "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "pack_requant_const",
-    "pack_residual_const", "pack_gelu_const", "const_words",
+    "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "SOFTMAX_CONST",
+    "pack_requant_const", "pack_residual_const", "pack_gelu_const", "pack_softmax_const",
+    "const_words",
     "CTRL", "STATUS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
 ]
 
@@ -44,8 +46,9 @@ class Opcode(enum.IntEnum, shape=4):
     a bank; NORM normalizes int16 rows of the residual bank into an int8
     bank (``head`` LAYERNORM, ``epilogue`` REQUANT: LayerNorm -> per-channel
     requantizer, gamma/beta folded into the constants, ``n`` must equal
-    ``k``); ATTN_QK and ATTN_AV are reserved (rejected with
-    :attr:`ErrorCode.UNSUPPORTED` by this build); 7..15 are unknown."""
+    ``k``); ATTN_QK and ATTN_AV are the attention passes on the int8 engine
+    (``engine`` INT8, ``heads`` heads looped inside the pass, K and V from the
+    KV region: see ``docs/accelerator.md``); 7..15 are unknown."""
     END = 0
     LINEAR = 1
     ATTN_QK = 2
@@ -64,7 +67,7 @@ class Head(enum.IntEnum, shape=2):
 
 
 class EngineKind(enum.IntEnum, shape=1):
-    """Engine of a pass (only TLMM is implemented)."""
+    """Engine of a pass: TLMM for LINEAR, INT8 for ATTN_QK / ATTN_AV."""
     TLMM = 0
     INT8 = 1
 
@@ -76,7 +79,9 @@ class Epilogue(enum.IntEnum, shape=3):
     read-modify-written in the residual bank. REQUANT_GELU: per-channel
     requantization to the int8 GELU input, ShiftGELU (mode "ivit", x0 from
     the constants), per-tensor requantization to int8 (:data:`GELU_CONST`).
-    The softmax chain is reserved."""
+    REQUANT_SOFTMAX (ATTN_QK only): per-tensor requantization of the int8
+    engine's dot products to int8 logits, Shiftmax (n = 15, 8-bit output, x0
+    from the constants) to int8 probabilities (:data:`SOFTMAX_CONST`)."""
     REQUANT = 0
     REQUANT_GELU = 1
     REQUANT_SOFTMAX = 2
@@ -91,14 +96,25 @@ class ErrorCode(enum.IntEnum, shape=4):
     BANK = 3          #: bank number out of range or of the wrong kind for the pass
     ROWS = 4          #: rows == 0 or base row + rows beyond the bank
     SHAPE = 5         #: K or N zero or beyond the build's width, or N not a multiple of lanes
+                      #: (ATTN: heads zero, heads * K or heads * N beyond the width, keys
+                      #: beyond max_rows, head dim not a multiple of the int8 engine's blocks)
     CONST = 6         #: constant set beyond the constant memory
-    OVERLAP = 7       #: LINEAR writes rows of its own source bank it has not read yet
+    OVERLAP = 7       #: LINEAR writes rows of its own source bank it has not read yet;
+                      #: ATTN source and destination rows intersect in one bank
     UNIT = 8          #: a datapath unit raised its error flag
     PC = 9            #: program ran off the end of program memory without END
 
 
 #: Bank number of the int16 residual bank (int8 banks are 0 .. banks - 1).
 RESIDUAL_BANK = 15
+#: Bank numbers of the KV region: K rows (key j = row j, the channels of all
+#: heads) and V rows, int8, stored transposed for the int8 engine (one weight
+#: beat per memory word). LINEAR (REQUANT) and LOAD write them, STORE reads
+#: them back row by row, ATTN_QK / ATTN_AV consume them as weights.
+KEY_BANK = 13
+VALUE_BANK = 14
+#: Largest number of int8 activation banks (0 .. 12).
+MAX_BANKS = KEY_BANK
 
 ROW_BITS = 12
 DESCRIPTOR_BITS = 128
@@ -117,8 +133,9 @@ DESCRIPTOR = data.StructLayout({
     "k": unsigned(ROW_BITS),         # K: input row length (LOAD/STORE: row length)
     "n": unsigned(ROW_BITS),         # N: output row length
     "const": unsigned(8),            # constant set (N entries, one per output channel)
-    "kv_pos": unsigned(ROW_BITS),    # reserved for the attention passes
-    "reserved": unsigned(30),
+    "kv_pos": unsigned(ROW_BITS),    # reserved for decode (causal length - 1)
+    "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head)
+    "reserved": unsigned(22),
 })
 assert DESCRIPTOR.size == DESCRIPTOR_BITS
 
@@ -185,10 +202,23 @@ GELU_CONST = data.StructLayout({
     "gm": M_FIELD, "ge": E_FIELD_ISA, "_r1": unsigned(10),
     "x0": signed(16), "_r2": unsigned(16),
 })
-assert REQUANT_CONST.size == RESIDUAL_CONST.size == GELU_CONST.size == CONST_BITS
+#: Constant entry of an ATTN_QK pass (one entry, per tensor): ``(m, e)`` take
+#: the int8 engine's dot products to int8 logits (``bias`` must be 0, as golden
+#: has none), ``x0`` is Shiftmax's IEXP constant (``softmax_x0``). ``x0`` sits
+#: where GELU_CONST has it (one latch serves both). ATTN_AV uses one
+#: REQUANT_CONST entry (``attn`` m, e; bias 0).
+SOFTMAX_CONST = data.StructLayout({
+    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "_r1": unsigned(32),
+    "x0": signed(16), "_r2": unsigned(16),
+})
+assert (REQUANT_CONST.size == RESIDUAL_CONST.size == GELU_CONST.size == SOFTMAX_CONST.size
+        == CONST_BITS)
 assert REQUANT_CONST["bias"].offset == RESIDUAL_CONST["bias"].offset
 for _f in ("m", "e", "bias"):
-    assert REQUANT_CONST[_f].offset == GELU_CONST[_f].offset
+    assert REQUANT_CONST[_f].offset == GELU_CONST[_f].offset == SOFTMAX_CONST[_f].offset
+assert GELU_CONST["x0"].offset == SOFTMAX_CONST["x0"].offset
 
 
 def pack_requant_const(m, e, bias=0):
@@ -205,6 +235,10 @@ def pack_gelu_const(m, e, bias, gm, ge, x0):
                              "ge": int(ge), "x0": int(x0)}).as_value().value
 
 
+def pack_softmax_const(m, e, x0):
+    return SOFTMAX_CONST.const({"m": int(m), "e": int(e), "x0": int(x0)}).as_value().value
+
+
 def const_words(value):
     """A packed constant entry as four 32-bit words, lowest first."""
     return _words(value, CONST_BITS)
@@ -219,11 +253,11 @@ AXIL_DATA_BITS = 32
 CTRL = data.StructLayout({"start": 1, "soft_reset": 1, "_r": 30})
 #: STATUS (read-only).
 STATUS = data.StructLayout({
-    "busy": 1, "done": 1, "error": 1, "_r0": 5,
+    "busy": 1, "done": 1, "error": 1, "_r0": 3,
     "code": ErrorCode,
     # error flags (UNIT), bit 0 up: engine, requantizer, residual adder,
-    # LayerNorm, ShiftGELU, GELU output requantizer
-    "unit": unsigned(6),
+    # LayerNorm, ShiftGELU, GELU output requantizer, int8 engine, Shiftmax
+    "unit": unsigned(8),
     "pc": unsigned(14),
 })
 #: BUILD (read-only): the build's limits, for the host driver.
@@ -243,6 +277,8 @@ COUNTERS = (
     ("engine_stall", "LINEAR run phase: cycles without a weight beat"),
     ("epilogue_busy", "LINEAR: results written by the epilogue"),
     ("epilogue_stall", "LINEAR run phase: cycles without a result written"),
+    ("int8_busy", "ATTN: weight beats (KV words) taken by the int8 engine"),
+    ("int8_stall", "ATTN run phase: cycles without a weight beat"),
     ("store_busy", "STORE: m_axis transfers"),
     ("store_stall", "STORE: cycles without an m_axis transfer"),
 )

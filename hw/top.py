@@ -65,15 +65,19 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
+from ..golden.encoder import PROBS_BITS, SOFTMAX_N
 from . import isa
-from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, RESIDUAL_BANK,
+from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, KEY_BANK, RESIDUAL_BANK,
+                  VALUE_BANK,
                   RESIDUAL_CONST, REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode,
                   RegisterMap)
 from .layernorm import OUT_BITS as LN_OUT_BITS
 from .layernorm import LayerNorm
 from .matmul import TLMMEngine
 from .requant import Requantizer, ResidualAdd
+from .int8mm import Int8Engine
 from .shiftgelu import ShiftGELU
+from .shiftmax import Shiftmax
 
 __all__ = ["Accelerator", "axi_lite_signature", "axi_stream_signature", "flat_ports",
            "generate_verilog"]
@@ -128,17 +132,21 @@ def _elem_stream(bits=16):
 # --- datapath helpers (private) ------------------------------------------------
 
 class _Reader(wiring.Component):
-    """Reads ``rows`` rows of ``length`` elements from a memory with a
-    one-cycle synchronous read port into a small FIFO; with ``pad``, rows are
-    extended with zeros to a multiple of ``block`` elements. ``out.last`` marks
-    each row's final element. Starts on ``go``; config held while running."""
+    """Reads ``rows`` rows from a memory with a one-cycle synchronous read
+    port into a small FIFO. A row is ``segs`` segments of ``length`` elements
+    (consecutive columns; ``segs`` = 1 except for the attention passes, whose
+    segments are heads); with ``pad``, each segment is extended with zeros to
+    a multiple of ``blk_last + 1`` (<= ``block``) elements. ``out.last`` marks
+    each segment's final element. Starts on ``go``; config held while
+    running."""
 
     def __init__(self, *, elem_bits, row_bits, col_bits, block=1, depth=4):
         self._elem_bits, self._block, self._depth = elem_bits, block, depth
         self._col_bits = col_bits
         super().__init__({
             "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
-            "length": In(col_bits + 1), "pad": In(1),
+            "length": In(col_bits + 1), "segs": In(8), "pad": In(1),
+            "blk_last": In(range(block)),
             "row_addr": Out(row_bits + 1), "col_addr": Out(col_bits + 1),
             "rdata": In(signed(elem_bits)),
             "out": Out(_elem_stream()),
@@ -152,32 +160,126 @@ class _Reader(wiring.Component):
         active = Signal()
         r = Signal.like(self.rows)
         col = Signal(self._col_bits + _bits(self._block) + 2)
+        sbase = Signal(self._col_bits + 1)
+        s = Signal.like(self.segs)
         j = Signal(range(self._block))
         row_end = Signal()
         issue = Signal()
         m.d.comb += [
             issue.eq(active & (q.level < depth - 1)),
-            row_end.eq((col + 1 >= self.length) &
-                       (~self.pad | (j == self._block - 1))),
+            row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
             self.row_addr.eq(self.base + r),
-            self.col_addr.eq(col),
+            self.col_addr.eq(sbase + col),
         ]
         with m.If(issue):
-            m.d.sync += j.eq(Mux(j == self._block - 1, 0, j + 1))
+            m.d.sync += j.eq(Mux(j == self.blk_last, 0, j + 1))
             with m.If(row_end):
-                m.d.sync += [col.eq(0), j.eq(0), r.eq(r + 1)]
-                with m.If(r + 1 == self.rows):
-                    m.d.sync += active.eq(0)
+                m.d.sync += [col.eq(0), j.eq(0)]
+                with m.If(s + 1 >= self.segs):
+                    m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1)]
+                    with m.If(r + 1 == self.rows):
+                        m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [s.eq(s + 1), sbase.eq(sbase + self.length)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)
         with m.If(self.go):
-            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0)]
+            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
         v_d, pad_d, last_d = Signal(), Signal(), Signal()
         m.d.sync += [v_d.eq(issue), pad_d.eq(col >= self.length), last_d.eq(row_end)]
         value = Signal(signed(16))
         m.d.comb += [
             value.eq(Mux(pad_d, 0, self.rdata)),
             q.w_en.eq(v_d), q.w_data.eq(Cat(value, last_d)),
+            self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
+            q.r_en.eq(self.out.ready),
+        ]
+        return m
+
+
+def kv_address(is_v, row, col, *, lanes, kpc, row_bits, col_bits):
+    """(word, byte) of KV-region element (``row``, ``col``): key/token row,
+    channel column. K rows are stored as the int8 engine's QK^T weight beats
+    (word = key block x channel block, byte = key % lanes, channel % kpc),
+    V rows as its AV beats (word = channel block x token block, byte =
+    channel % lanes, token % kpc), each half of the region in one memory
+    word per beat (lane-major bytes, as ``Int8Engine.wgt``). ``is_v`` selects
+    the V half (top address bit)."""
+    lb, kb = _bits(lanes), _bits(kpc)
+    r, c = row[:row_bits], col[:col_bits]
+    k_word = Cat(c[kb:], r[lb:])
+    v_word = Cat(r[kb:], c[lb:])
+    word = Cat(Mux(is_v, v_word, k_word), is_v)
+    byte = Mux(is_v, Cat(r[:kb], c[:lb]), Cat(c[:kb], r[:lb]))
+    return word, byte
+
+
+class _KVFetcher(wiring.Component):
+    """Weight beats of an attention pass from the KV region, one memory word
+    per beat, into a small FIFO (one beat per cycle at full rate).
+
+    Loop: ``rows`` activation rows, ``heads`` heads, ``nbs`` output blocks,
+    ``kbs`` k-blocks (innermost), with ``last_k`` / ``last_n`` as the int8
+    engine wants them. ATTN_QK (``qk``): word = key block ``nb`` x channel
+    block ``h * hstep + kb`` of the K half; ATTN_AV: word = channel block
+    ``h * hstep + nb`` x token block ``kb`` of the V half (see
+    :func:`kv_address`)."""
+
+    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4):
+        self._depth, self._lanes, self._kpc = depth, lanes, kpc
+        self._row_bits, self._col_bits = row_bits, col_bits
+        cnt = isa.ROW_BITS + 1
+        super().__init__({
+            "go": In(1), "qk": In(1), "rows": In(cnt), "heads": In(8),
+            "nbs": In(cnt), "kbs": In(cnt), "hstep": In(cnt),
+            "addr": Out(addr_bits), "rdata": In(beat_bits),
+            "out": Out(stream.Signature(data.StructLayout({
+                "data": unsigned(beat_bits), "last_k": 1, "last_n": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        bits = len(self.rdata)
+        q = fifo.SyncFIFOBuffered(width=bits + 2, depth=depth)
+        m.submodules.fifo = q
+        lb, kb = _bits(self._lanes), _bits(self._kpc)
+        rb, cb = self._row_bits, self._col_bits
+        active = Signal()
+        t = Signal.like(self.rows)
+        h = Signal(8)
+        hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
+        issue = Signal()
+        last_k, last_n = Signal(), Signal()
+        m.d.comb += [
+            issue.eq(active & (q.level < depth - 1)),
+            last_k.eq(kbi + 1 == self.kbs),
+            last_n.eq(last_k & (nb + 1 == self.nbs)),
+        ]
+        k_word = Cat((hb + kbi)[:cb - kb], nb[:rb - lb])
+        v_word = Cat(kbi[:rb - kb], (hb + nb)[:cb - lb])
+        m.d.comb += self.addr.eq(Cat(Mux(self.qk, k_word, v_word), ~self.qk))
+        with m.If(issue):
+            with m.If(last_k):
+                m.d.sync += kbi.eq(0)
+                with m.If(last_n):
+                    m.d.sync += nb.eq(0)
+                    with m.If(h + 1 >= self.heads):
+                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1)]
+                        with m.If(t + 1 == self.rows):
+                            m.d.sync += active.eq(0)
+                    with m.Else():
+                        m.d.sync += [h.eq(h + 1), hb.eq(hb + self.hstep)]
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
+            with m.Else():
+                m.d.sync += kbi.eq(kbi + 1)
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0)]
+        v_d, flags_d = Signal(), Signal(2)
+        m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
+        m.d.comb += [
+            q.w_en.eq(v_d), q.w_data.eq(Cat(self.rdata, flags_d)),
             self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
             q.r_en.eq(self.out.ready),
         ]
@@ -367,8 +469,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
                  table_ram="distributed", banks=2, max_rows=16, max_width=24,
-                 prog_depth=16, const_sets=4, axis_bytes=None):
-        check_int("banks", banks, 1, RESIDUAL_BANK - 1)
+                 prog_depth=16, const_sets=4, axis_bytes=None, attn_lanes=4, attn_kpc=4):
+        check_int("banks", banks, 1, isa.MAX_BANKS)
         check_int("max_rows", max_rows, 1, (1 << isa.ROW_BITS) - 1)
         check_int("max_width", max_width, 1, (1 << isa.ROW_BITS) - 1)
         check_int("prog_depth", prog_depth, 1, 1 << isa.ROW_BITS)
@@ -377,6 +479,17 @@ class Accelerator(wiring.Component):
                                   act_bits=8, encoding=encoding, table_ram=table_ram)
         if max_width < lanes:
             raise ValueError(f"max_width must be >= lanes = {lanes}, not {max_width}")
+        for name, v in (("attn_lanes", attn_lanes), ("attn_kpc", attn_kpc)):
+            check_int(name, v, 1, 64)
+            if v & (v - 1):
+                raise ValueError(f"{name} must be a power of two, not {v}")
+        a_max = max(attn_lanes, attn_kpc)
+        for name, v in (("max_rows", max(2, max_rows)), ("max_width", max_width)):
+            if 1 << _bits(v) < a_max:
+                raise ValueError(f"{name} = {v}: rounded up to a power of two it must be >= "
+                                 f"attn_lanes and attn_kpc (KV words are key/channel blocks)")
+        self._int8 = Int8Engine(lanes=attn_lanes, k_per_cycle=attn_kpc,
+                                max_k=max(max_width, max_rows))
         wgt_bits = self._codes_shape().size
         need = max(4, -(-wgt_bits // 8))
         if axis_bytes is None:
@@ -388,7 +501,8 @@ class Accelerator(wiring.Component):
         self._params = dict(group=group, tables=tables, lanes=lanes, encoding=encoding,
                             table_ram=table_ram, banks=banks, max_rows=max_rows,
                             max_width=max_width, prog_depth=prog_depth,
-                            const_sets=const_sets, axis_bytes=axis_bytes)
+                            const_sets=const_sets, axis_bytes=axis_bytes,
+                            attn_lanes=attn_lanes, attn_kpc=attn_kpc)
         self._col_bits = _bits(max_width)
         self._row_bits = max(1, _bits(max_rows))
         self._set_bits = _bits(const_sets)
@@ -405,6 +519,8 @@ class Accelerator(wiring.Component):
 
     params = property(lambda self: dict(self._params), doc="construction parameters")
     engine = property(lambda self: self._engine, doc="the TLMM engine (host helpers, cycles())")
+    int8_engine = property(lambda self: self._int8,
+                           doc="the int8 engine of the attention passes (cycles())")
     regs = property(lambda self: self._regs, doc="the AXI4-Lite register map")
     axis_bytes = property(lambda self: self._params["axis_bytes"])
     banks = property(lambda self: self._params["banks"])
@@ -470,6 +586,12 @@ class Accelerator(wiring.Component):
         m.submodules.res_mem = res_mem
         m.submodules.prog_mem = prog_mem
         m.submodules.const_mem = const_mem
+        # KV region: K half and V half, one int8 engine weight beat per word.
+        i8 = self._int8
+        aL, aK = i8.lanes, i8.k_per_cycle
+        kv_word_bits = rb + cb - _bits(aL) - _bits(aK)
+        kv_mem = memory.Memory(shape=unsigned(8 * aL * aK), depth=2 << kv_word_bits, init=[])
+        m.submodules.kv_mem = kv_mem
 
         # ---------------- AXI4-Lite slave (not reset by soft reset) ----------
         axil = self.s_axil
@@ -534,7 +656,7 @@ class Accelerator(wiring.Component):
         gelu = ShiftGELU(mode="ivit", max_len=width_max)
         gelu_rq = Requantizer(acc_bits=gelu.out_bits, out_bits=8, channels=1, bias_bits=2)
         resadd = ResidualAdd(x_bits=32, y_bits=16, out_bits=16, channels=width_max)
-        act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=e.k_block)
+        act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=max(e.k_block, aK))
         res_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb)
         act_wr = _Writer(elem_bits=8, row_bits=rb, col_bits=cb)
         res_wr = _Writer(elem_bits=16, row_bits=rb, col_bits=cb)
@@ -544,12 +666,20 @@ class Accelerator(wiring.Component):
         ld_up8 = _Unpacker(signed(8), ab, col_bits=cb)
         ld_up16 = _Unpacker(signed(16), ab // 2, col_bits=cb)
         ser = _Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
+        # Attention: act reader -> i8_pk -> int8 engine <- KV fetcher;
+        # engine -> i8_ser -> requant (per tensor) [-> Shiftmax] -> act writer.
+        i8_pk = _Packer(signed(8), aK)
+        i8_ser = _Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
+        smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=PROBS_BITS, max_len=p["max_rows"])
+        kvf = _KVFetcher(beat_bits=8 * aL * aK, addr_bits=kv_word_bits + 1, lanes=aL, kpc=aK,
+                         row_bits=rb, col_bits=cb)
         for name, unit in (("engine", e), ("requant", requant), ("resadd", resadd),
                            ("lnorm", lnorm), ("gelu", gelu), ("gelu_rq", gelu_rq),
                            ("act_rd", act_rd), ("res_rd", res_rd), ("act_wr", act_wr),
                            ("res_wr", res_wr), ("act_pk", act_pk), ("st_pk8", st_pk8),
                            ("st_pk16", st_pk16), ("ld_up8", ld_up8), ("ld_up16", ld_up16),
-                           ("ser", ser)):
+                           ("ser", ser), ("int8", i8), ("i8_pk", i8_pk), ("i8_ser", i8_ser),
+                           ("smax", smax), ("kvf", kvf)):
             c.submodules[name] = unit
 
         # Memory ports (addresses {bank, row, col}).
@@ -559,6 +689,8 @@ class Accelerator(wiring.Component):
         res_wp = res_mem.write_port()
         prog_rp = prog_mem.read_port(domain="sync")
         const_rp = const_mem.read_port(domain="sync")
+        kv_rp = kv_mem.read_port(domain="sync")
+        kv_wp = kv_mem.write_port(granularity=8)
 
         d = Signal(DESCRIPTOR, name="desc")
         busy, done, error = Signal(), Signal(), Signal()
@@ -566,7 +698,7 @@ class Accelerator(wiring.Component):
         pc = Signal(range(p["prog_depth"]))
         m.d.comb += [status.busy.eq(busy), status.done.eq(done), status.error.eq(error),
                      status.code.eq(code), status.pc.eq(pc)]
-        unit_flags = Signal(6)
+        unit_flags = Signal(len(status.unit))
 
         src_bank = d.src_bank[:bank_bits] if bank_bits else Const(0, 1)
         dst_bank = d.dst_bank[:bank_bits] if bank_bits else Const(0, 1)
@@ -580,11 +712,10 @@ class Accelerator(wiring.Component):
 
         c.d.comb += [
             act_rp.addr.eq(addr(src_bank, act_rd.row_addr, act_rd.col_addr)),
-            act_rd.rdata.eq(act_rp.data),
             res_rp.addr.eq(addr(None, res_rd.row_addr, res_rd.col_addr, False)),
             res_rd.rdata.eq(res_rp.data),
             act_wp.addr.eq(addr(dst_bank, act_wr.row_addr, act_wr.col_addr)),
-            act_wp.data.eq(act_wr.wdata), act_wp.en.eq(act_wr.we),
+            act_wp.data.eq(act_wr.wdata), 
             res_wp.addr.eq(addr(None, res_wr.row_addr, res_wr.col_addr, False)),
             res_wp.data.eq(res_wr.wdata), res_wp.en.eq(res_wr.we),
             prog_rp.addr.eq(pc),
@@ -598,38 +729,75 @@ class Accelerator(wiring.Component):
             "is_end": op == Opcode.END, "is_load": op == Opcode.LOAD,
             "is_store": op == Opcode.STORE, "is_linear": op == Opcode.LINEAR,
             "is_norm": op == Opcode.NORM,
+            "is_attn": (op == Opcode.ATTN_QK) | (op == Opcode.ATTN_AV),
+            "is_qk": op == Opcode.ATTN_QK,
             "epi_res": d.epilogue == Epilogue.RESIDUAL,
             "epi_gelu": d.epilogue == Epilogue.REQUANT_GELU,
             "src_res": d.src_bank == RESIDUAL_BANK, "dst_res": d.dst_bank == RESIDUAL_BANK,
+            "src_kv": (d.src_bank == KEY_BANK) | (d.src_bank == VALUE_BANK),
+            "src_v": d.src_bank == VALUE_BANK,
+            "dst_kv": (d.dst_bank == KEY_BANK) | (d.dst_bank == VALUE_BANK),
+            "dst_v": d.dst_bank == VALUE_BANK,
         }
         flags = {name: Signal(name=f"dec_{name}") for name in dec}
-        is_end, is_load, is_store, is_linear, is_norm, epi_res, epi_gelu, src_res, dst_res = \
-            flags.values()
+        (is_end, is_load, is_store, is_linear, is_norm, is_attn, is_qk, epi_res, epi_gelu,
+         src_res, dst_res, src_kv, src_v, dst_kv, dst_v) = flags.values()
+        # KV region: written through the act writer's (row, col) when the
+        # destination is KEY_BANK / VALUE_BANK, read by the KV fetcher during
+        # ATTN passes and through the act reader's (row, col) by STORE.
+        kv_byte_bits = _bits(aL) + _bits(aK)
+        wr_word, wr_byte = kv_address(dst_v, act_wr.row_addr, act_wr.col_addr, lanes=aL,
+                                      kpc=aK, row_bits=rb, col_bits=cb)
+        rd_word, rd_byte = kv_address(src_v, act_rd.row_addr, act_rd.col_addr, lanes=aL,
+                                      kpc=aK, row_bits=rb, col_bits=cb)
+        rd_byte_d = Signal(max(1, kv_byte_bits))
+        c.d.sync += rd_byte_d.eq(rd_byte)
+        c.d.comb += [
+            kv_wp.addr.eq(wr_word), kv_wp.data.eq(act_wr.wdata.as_unsigned().replicate(aL * aK)),
+            kv_wp.en.eq(Mux(act_wr.we & dst_kv, 1 << wr_byte, 0)),
+            kv_rp.addr.eq(Mux(is_attn, kvf.addr, rd_word)),
+            kvf.rdata.eq(kv_rp.data), act_wp.en.eq(act_wr.we & ~dst_kv),
+            act_rd.rdata.eq(Mux(src_kv, kv_rp.data.word_select(rd_byte_d, 8), act_rp.data)),
+        ]
         run = Signal()           # a pass's data phase is under way
         go = Signal()            # one-cycle start of a pass's data phase
+
+        # Per-pass values computed in CHECK (registered): attention row
+        # lengths (heads x per-head K / N), the int8 engine's loop bounds and
+        # the number of constant entries to copy.
+        cnt_w = isa.ROW_BITS + 8
+        hk, hn = Signal(cnt_w), Signal(cnt_w)
+        i8_nbs, i8_kbs, i8_hstep = (Signal(isa.ROW_BITS + 1, name=n)
+                                    for n in ("i8_nbs", "i8_kbs", "i8_hstep"))
+        pcount = Signal(isa.ROW_BITS + 1)
+        lbits, kbits = _bits(aL), _bits(aK)
 
         # Unit configuration from the descriptor.
         # Only the units a pass uses start (a reader left running would fill
         # its FIFO with rows nobody takes).
         c.d.comb += [
-            act_rd.go.eq(go & (is_linear | is_store & ~src_res)),
+            act_rd.go.eq(go & (is_linear | is_store & ~src_res | is_attn)),
             res_rd.go.eq(go & (is_linear & epi_res | is_store & src_res | is_norm)),
-            act_wr.go.eq(go & (is_linear & ~epi_res | is_load & ~dst_res | is_norm)),
+            act_wr.go.eq(go & (is_linear & ~epi_res | is_load & ~dst_res | is_norm | is_attn)),
+            kvf.go.eq(go & is_attn),
             res_wr.go.eq(go & (is_linear & epi_res | is_load & dst_res)),
             ld_up8.go.eq(go & is_load & ~dst_res), ld_up16.go.eq(go & is_load & dst_res),
         ]
         c.d.comb += [
             act_rd.base.eq(d.src_row), act_rd.rows.eq(d.rows), act_rd.length.eq(d.k),
-            act_rd.pad.eq(is_linear),
+            act_rd.pad.eq(is_linear | is_attn), act_rd.segs.eq(Mux(is_attn, d.heads, 1)),
+            act_rd.blk_last.eq(Mux(is_attn, aK - 1, e.k_block - 1)),
             res_rd.base.eq(Mux(is_linear, d.dst_row, d.src_row)), res_rd.rows.eq(d.rows),
             res_rd.length.eq(Mux(is_linear, d.n, d.k)),
             act_wr.base.eq(d.dst_row), act_wr.rows.eq(d.rows),
-            act_wr.length.eq(Mux(is_linear, d.n, d.k)),
+            act_wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k))),
             res_wr.base.eq(d.dst_row), res_wr.rows.eq(d.rows),
             res_wr.length.eq(Mux(is_linear, d.n, d.k)),
             ld_up8.length.eq(d.k), ld_up16.length.eq(d.k),
             ld_up8.rows.eq(d.rows), ld_up16.rows.eq(d.rows),
-            requant.num_channels.eq(d.n), resadd.num_channels.eq(d.n),
+            requant.num_channels.eq(Mux(is_attn, 1, d.n)), resadd.num_channels.eq(d.n),
+            kvf.qk.eq(is_qk), kvf.rows.eq(d.rows), kvf.heads.eq(d.heads),
+            kvf.nbs.eq(i8_nbs), kvf.kbs.eq(i8_kbs), kvf.hstep.eq(i8_hstep),
         ]
 
         def join(src, dst, when):
@@ -726,6 +894,19 @@ class Accelerator(wiring.Component):
         join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)
         join_fields(gelu_rq.out, act_wr.inp, li & epi_gelu)
 
+        # ATTN_QK / ATTN_AV: act reader (heads as row segments) -> packer ->
+        # int8 engine <- KV fetcher; engine -> serializer -> requant (one
+        # per-tensor entry) -> [Shiftmax (QK)] -> act writer.
+        at = run & is_attn
+        join(act_rd.out, i8_pk.inp, at)
+        join(i8_pk.out, i8.act, at)
+        join(kvf.out, i8.wgt, at)       # same bits: data (lane-major bytes), last_k, last_n
+        join(i8.out, i8_ser.inp, at)
+        join_fields(i8_ser.out, requant.inp, at)
+        join_fields(requant.out, smax.inp, at & is_qk)
+        join_fields(smax.out, act_wr.inp, at & is_qk)
+        join_fields(requant.out, act_wr.inp, at & ~is_qk)
+
         # Bias add in front of the residual adder: acc + bias[channel]. The
         # biases are copied into a distributed-RAM table during the constant
         # copy (the constant memory is block RAM, ~5.6 ns clock-to-out on
@@ -764,7 +945,7 @@ class Accelerator(wiring.Component):
         pch = Signal(range(width_max + 1))
         p_issue = Signal()
         pv, plast = Signal(), Signal()
-        c.d.sync += [pv.eq(p_issue), plast.eq(p_issue & (pch + 1 == d.n))]
+        c.d.sync += [pv.eq(p_issue), plast.eq(p_issue & (pch + 1 == pcount))]
         rq_c = data.View(REQUANT_CONST, const_rp.data)
         rs_c = data.View(RESIDUAL_CONST, const_rp.data)
         c.d.comb += [
@@ -788,7 +969,8 @@ class Accelerator(wiring.Component):
                      bias_wp.en.eq(pv & epi_res)]
         with c.If(pfirst):
             c.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
-        c.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0)]
+        c.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
+                     smax.x0.eq(gx0)]
 
         # ---------------- descriptor checks --------------------------------
         err = Signal(ErrorCode)
@@ -803,12 +985,14 @@ class Accelerator(wiring.Component):
                 n_mult = n_mult | (d.n == j * lanes)
         n_ok = (d.n >= lanes) & (d.n <= width_max) & n_mult
 
-        def bank_ok(bank, int8=True, res=True):
+        def bank_ok(bank, int8=True, res=True, kv=False):
             ok = Const(0)
             if int8:
                 ok = ok | (bank < p["banks"])
             if res:
                 ok = ok | (bank == RESIDUAL_BANK)
+            if kv is not False:     # True, or a condition
+                ok = ok | (kv & ((bank == KEY_BANK) | (bank == VALUE_BANK)))
             return ok
 
         # base + rows, registered in CHECK (the adders are half of the check's
@@ -824,14 +1008,14 @@ class Accelerator(wiring.Component):
             with c.Case(Opcode.END):
                 c.d.comb += err.eq(ErrorCode.NONE)
             with c.Case(Opcode.LOAD):
-                with c.If(~bank_ok(d.dst_bank)):
+                with c.If(~bank_ok(d.dst_bank, kv=True)):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
                 with c.Elif(~k_ok):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
             with c.Case(Opcode.STORE):
-                with c.If(~bank_ok(d.src_bank)):
+                with c.If(~bank_ok(d.src_bank, kv=True)):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
@@ -842,7 +1026,9 @@ class Accelerator(wiring.Component):
                           ((d.epilogue != Epilogue.REQUANT) & ~dec["epi_res"] & ~dec["epi_gelu"])):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
                 with c.Elif(~bank_ok(d.src_bank, res=False) |
-                            Mux(dec["epi_res"], ~dec["dst_res"], ~bank_ok(d.dst_bank, res=False))):
+                            Mux(dec["epi_res"], ~dec["dst_res"],
+                                ~bank_ok(d.dst_bank, res=False,
+                                         kv=d.epilogue == Epilogue.REQUANT))):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
@@ -865,7 +1051,28 @@ class Accelerator(wiring.Component):
                 with c.Elif(d.const >= p["const_sets"]):
                     c.d.comb += err.eq(ErrorCode.CONST)
             with c.Case(Opcode.ATTN_QK, Opcode.ATTN_AV):
-                c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
+                qk = dec["is_qk"]
+                keys = Mux(qk, d.n, d.k)        # key rows read from the KV region
+                hdim = Mux(qk, d.k, d.n)        # head dim: whole k-blocks / lane blocks
+                hdim_ok = Mux(qk, d.k[:kbits] == 0 if kbits else Const(1),
+                              d.n[:lbits] == 0 if lbits else Const(1))
+                n_lanes = d.n[:lbits] == 0 if lbits else Const(1)
+                with c.If((d.head != Head.NONE) | (d.engine != EngineKind.INT8) |
+                          (d.epilogue != Mux(qk, Epilogue.REQUANT_SOFTMAX, Epilogue.REQUANT))):
+                    c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
+                with c.Elif(~bank_ok(d.src_bank, res=False) | ~bank_ok(d.dst_bank, res=False)):
+                    c.d.comb += err.eq(ErrorCode.BANK)
+                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
+                    c.d.comb += err.eq(ErrorCode.ROWS)
+                with c.Elif((d.heads == 0) | (d.k == 0) | (d.n < aL) | ~n_lanes | ~hdim_ok |
+                            (hdim == 0) | (keys > p["max_rows"]) | (hk > width_max) |
+                            (hn > width_max)):
+                    c.d.comb += err.eq(ErrorCode.SHAPE)
+                with c.Elif(d.const >= p["const_sets"]):
+                    c.d.comb += err.eq(ErrorCode.CONST)
+                with c.Elif((d.src_bank == d.dst_bank) & (d.src_row < dst_end) &
+                            (d.dst_row < src_end)):
+                    c.d.comb += err.eq(ErrorCode.OVERLAP)
             with c.Default():
                 c.d.comb += err.eq(ErrorCode.OPCODE)
         kb_comb = sum((d.k > j * e.k_block) for j in range(e.k_blocks))
@@ -873,7 +1080,7 @@ class Accelerator(wiring.Component):
         # ---------------- sequencer ----------------------------------------
         unit_err = Signal()
         c.d.comb += [unit_flags.eq(Cat(e.error, requant.error, resadd.error, lnorm.error,
-                                       gelu.error, gelu_rq.error)),
+                                       gelu.error, gelu_rq.error, i8.error, smax.error)),
                      unit_err.eq(unit_flags.any())]
         m.d.comb += status.unit.eq(unit_flags)
         pass_done = Signal()
@@ -881,7 +1088,7 @@ class Accelerator(wiring.Component):
             (is_load & Mux(dst_res, res_wr.done, act_wr.done)) |
             (is_store & (stored == d.rows)) |
             (is_linear & Mux(epi_res, res_wr.done, act_wr.done)) |
-            (is_norm & act_wr.done))
+            ((is_norm | is_attn) & act_wr.done))
         pass_timer = Signal(32)
 
         def stop(with_code):
@@ -903,7 +1110,11 @@ class Accelerator(wiring.Component):
                 # The check takes two registered steps (two cycles per
                 # descriptor): row sums and decoded flags, then the error code.
                 c.d.sync += [src_end.eq(d.src_row + d.rows), dst_end.eq(d.dst_row + d.rows),
-                             kb_count.eq(kb_comb), pch.eq(0)]
+                             kb_count.eq(kb_comb), pch.eq(0),
+                             hk.eq(d.heads * d.k), hn.eq(d.heads * d.n),
+                             i8_nbs.eq(d.n >> lbits), i8_kbs.eq((d.k + aK - 1) >> kbits),
+                             i8_hstep.eq(Mux(op == Opcode.ATTN_QK, d.k >> kbits, d.n >> lbits)),
+                             pcount.eq(Mux(dec["is_attn"], 1, d.n))]
                 c.d.sync += [flags[name].eq(v) for name, v in dec.items()]
                 c.next = "CHECK2"
             with c.State("CHECK2"):
@@ -917,14 +1128,14 @@ class Accelerator(wiring.Component):
                 with c.Elif(is_end):
                     c.d.sync += [done.eq(1), busy.eq(0)]
                     c.next = "IDLE"
-                with c.Elif(is_linear | is_norm):
+                with c.Elif(is_linear | is_norm | is_attn):
                     c.next = "PARAM"
                 with c.Else():
                     c.d.comb += go.eq(1)
                     c.next = "RUN"
             with c.State("PARAM"):
                 c.d.sync += pass_timer.eq(pass_timer + 1)
-                c.d.comb += [p_issue.eq(pch < d.n),
+                c.d.comb += [p_issue.eq(pch < pcount),
                              const_rp.addr.eq(Cat(pch[:cb], *set_part) if cb else
                                               Cat(*set_part))]
                 with c.If(p_issue):
@@ -964,6 +1175,9 @@ class Accelerator(wiring.Component):
         count("engine_stall", li & ~wgt_take)
         count("epilogue_busy", li & epi_w)
         count("epilogue_stall", li & ~epi_w)
+        i8_take = i8.wgt.valid & i8.wgt.ready
+        count("int8_busy", at & i8_take)
+        count("int8_stall", at & ~i8_take)
         count("store_busy", st & ax_out)
         count("store_stall", st & ~ax_out)
         return m

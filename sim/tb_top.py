@@ -31,6 +31,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
 
 from trilut.golden import requantize, residual_add, tlmm_matmul
 from trilut.golden.encoder import EncoderConfig, encoder_block, float_weight_shapes
+from trilut.host.compiler import compile_block
 from trilut.host.quantize import quantize_encoder, quantize_input
 from trilut.hw import isa
 from trilut.hw.isa import (RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, const_words,
@@ -397,18 +398,15 @@ async def pass_cycles(dut):
     _record(linear=results)
 
 
-# --- the FFN half of an encoder block -----------------------------------------------
+# --- whole encoder blocks through the compiler ----------------------------------------
 
-def ffn_model(acc, seed, seq):
-    """A small random float encoder block (hidden = max_width // 2, ffn =
-    max_width, some negative LayerNorm gammas) quantized by
-    ``quantize_encoder``; returns (BlockParams, golden trace of one input).
-    With ``break``, the golden fc1 drops its last k-block (a wrong model)."""
-    import dataclasses
+def random_block(seed, *, hidden, heads, ffn, seq):
+    """A random float encoder block (some negative LayerNorm gammas) quantized
+    by ``quantize_encoder`` (calibration on 16 random sequences); returns
+    (BlockParams, int16 input x of one sequence)."""
     import math
     rng = np.random.default_rng(seed)
-    c, f = acc.max_width // 2, acc.max_width
-    cfg = EncoderConfig(hidden=c, heads=2, ffn=f, max_seq=max(seq, 8))
+    cfg = EncoderConfig(hidden=hidden, heads=heads, ffn=ffn, max_seq=seq)
     w = {}
     for name, shape in float_weight_shapes(cfg).items():
         if name.endswith(("ln1.weight", "ln2.weight")):
@@ -421,123 +419,113 @@ def ffn_model(acc, seed, seq):
             w[name] = rng.standard_normal(shape) / math.sqrt(shape[0])
         else:
             w[name] = 0.05 * rng.standard_normal(shape)
-    params = quantize_encoder(w, cfg, rng.standard_normal((16, seq, c)))
-    block = params.blocks[0]
-    x = quantize_input(rng.standard_normal((seq, c)), params)
-    trace = encoder_block(x, block, trace=True)
+    params = quantize_encoder(w, cfg, rng.standard_normal((16, seq, hidden)))
+    return params.blocks[0], quantize_input(rng.standard_normal((seq, hidden)), params)
+
+
+def digits_block(image=0):
+    """Block 0 of the shipped digits model (host.models.digits) and the int16
+    encoder input of test image ``image``."""
+    from trilut.host.models.digits.pipeline import DigitsPipeline
+    pipe = DigitsPipeline()
+    return pipe.params.blocks[0], pipe.encoder_input(pipe.x_test[image:image + 1])[0]
+
+
+def golden_trace(block, x):
+    """golden encoder_block trace; with ``break``, q's weights lose their last
+    k-block (a wrong model: q and everything after it must mismatch)."""
+    import dataclasses
     if CONFIG.get("break"):
-        kb = acc.engine.k_block
-        w1 = block.fc1.weights.copy()
-        w1[(len(w1) - 1) // kb * kb:] = 0
-        broken = dataclasses.replace(block, fc1=dataclasses.replace(block.fc1, weights=w1))
-        trace = encoder_block(x, broken, trace=True)
-        trace["res1"] = encoder_block(x, block, trace=True)["res1"]
-    return block, trace
+        w = block.q.weights.copy()
+        w[-1:] = 0
+        block = dataclasses.replace(block, q=dataclasses.replace(block.q, weights=w))
+    return encoder_block(x, block, trace=True)
 
 
-def ffn_consts(block):
-    """Constant sets of the three passes: ln2 (REQUANT_CONST per channel), fc1
-    (GELU_CONST: fc1 requant + bias per channel, gelu_out and x0 per tensor),
-    fc2 (RESIDUAL_CONST: acc + bias through fc2.requant, res1 through res2_x)."""
-    c, f = block.hidden, block.ffn
-    ln = block.ln2
-    ln_c = [pack_requant_const(m, e, b) for m, e, b in
-            zip(ln.requant.m, ln.requant.e, np.asarray(ln.bias))]
-    fc1, fc2 = block.fc1, block.fc2
-    b1 = np.zeros(f, np.int64) if fc1.bias is None else np.asarray(fc1.bias)
-    m1, e1 = np.broadcast_to(fc1.requant.m, f), np.broadcast_to(fc1.requant.e, f)
-    g = block.gelu_out
-    fc1_c = [pack_gelu_const(m1[i], e1[i], b1[i], g.m, g.e, block.gelu_x0) for i in range(f)]
-    b2 = np.zeros(c, np.int64) if fc2.bias is None else np.asarray(fc2.bias)
-    mx, ex = np.broadcast_to(fc2.requant.m, c), np.broadcast_to(fc2.requant.e, c)
-    my, ey = np.broadcast_to(block.res2_x.m, c), np.broadcast_to(block.res2_x.e, c)
-    fc2_c = [pack_residual_const(mx[i], ex[i], my[i], ey[i], b2[i]) for i in range(c)]
-    return ln_c, fc1_c, fc2_c
+async def run_compiled(tb, prog, x, timeout_us=20_000):
+    """Constants, program, input frames of ``prog`` (host.compiler) -> dict of
+    decoded outputs, STATUS, counters."""
+    for s, entries in prog.consts:
+        await tb.write_consts(s, entries)
+    await tb.write_program(prog.descriptors)
+    tb.send(prog.input_frames(x))
+    await tb.start()
+    raw = []
+    try:
+        for _ in range(prog.output_frames):
+            f = await with_timeout(tb.sink.recv(), timeout_us, "us")
+            raw.append(f.tdata)
+    except SimTimeoutError:
+        raise AssertionError(f"no result after {timeout_us} us: {await tb.status()}, "
+                             f"counters {await tb.counters()}") from None
+    st = await tb.wait_idle()
+    return prog.decode(raw), st, await tb.counters()
 
 
-def ffn_passes(acc, block, seq, *, res_row=1, banks=(0, 1), sets=(0, 1, 2)):
-    """(descriptor, s_axis frames) of LOAD res1 -> NORM -> LINEAR fc1 + GELU ->
-    LINEAR fc2 + residual, then STORE ln2, gelu and res2."""
-    c, f = block.hidden, block.ffn
-    a, h = banks
-    return [
-        (pack_descriptor(Opcode.LOAD, dst_bank=RESIDUAL_BANK, dst_row=res_row, rows=seq, k=c),
-         None),
-        (pack_descriptor(Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT,
-                         src_bank=RESIDUAL_BANK, src_row=res_row, dst_bank=a, dst_row=0,
-                         rows=seq, k=c, n=c, const=sets[0]), []),
-        (pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.REQUANT_GELU, src_bank=a,
-                         dst_bank=h, dst_row=2, rows=seq, k=c, n=f, const=sets[1]),
-         acc.weight_frames(block.fc1.weights, seq)),
-        (pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.RESIDUAL, src_bank=h, src_row=2,
-                         dst_bank=RESIDUAL_BANK, dst_row=res_row, rows=seq, k=f, n=c,
-                         const=sets[2]), acc.weight_frames(block.fc2.weights, seq)),
-        (pack_descriptor(Opcode.STORE, src_bank=a, rows=seq, k=c), []),
-        (pack_descriptor(Opcode.STORE, src_bank=h, src_row=2, rows=seq, k=f), []),
-        (pack_descriptor(Opcode.STORE, src_bank=RESIDUAL_BANK, src_row=res_row, rows=seq,
-                         k=c), []),
-    ]
+def check_block(got, trace, label):
+    """Every stored tensor exactly equal to golden's trace of the same name."""
+    for name, value in got.items():
+        _check(f"{label} {name}", value, trace[name].astype(np.int64))
 
 
-def _check_ffn(got, trace):
-    ln2, gelu, res2 = got
-    _check("ln2", ln2, trace["ln2"])
-    _check("gelu", gelu, trace["gelu"])
-    _check("res2", res2, trace["res2"])
+async def block_run(tb, block, x, label, *, trace=True):
+    prog = compile_block(block, tb.acc, len(x), trace=trace)
+    got, st, cnt = await run_compiled(tb, prog, x)
+    check_block(got, golden_trace(block, x), label)
+    _ok(st, len(prog.descriptors) - 1)
+    return got, cnt
+
+
+SMALL = dict(hidden=32, heads=4, ffn=64, seq=8)
 
 
 @cocotb.test()
-async def ffn_block(dut):
-    """The FFN half of an encoder block from quantize_encoder's constants, in
-    one program with random pauses: LOAD res1 -> NORM (ln2) -> LINEAR fc1 +
-    GELU -> LINEAR fc2 + residual -> STORE ln2, gelu, res2; each compared
-    exactly with golden encoder_block's trace."""
+async def whole_block(dut):
+    """Block 0 of the digits model (2 heads, hidden 64, FFN 256, sequence 16)
+    compiled by host.compiler, every traced tensor stored and compared with
+    golden encoder_block; then a second program in the same build with
+    another shape (4 heads, hidden 32, FFN 64, sequence 8, random weights).
+    Random pauses on all seven AXI channels."""
     tb = TopBench(dut)
     await tb.reset()
-    acc = tb.acc
-    seq = acc.max_rows // 2
-    block, trace = ffn_model(acc, CONFIG.get("seed", 1), seq)
-    for s, entries in zip((0, 1, 2), ffn_consts(block)):
-        await tb.write_consts(s, entries)
-    passes = ffn_passes(acc, block, seq)
-    frames = acc.row_frames(trace["res1"], wide=True)
-    for _, fr in passes[1:]:
-        frames += fr
-    prog = [d for d, _ in passes] + [pack_descriptor(Opcode.END)]
-    c, f = block.hidden, block.ffn
-    got, st, cnt = await tb.run_program(prog, frames,
-                                        [(seq, c, False), (seq, f, False), (seq, c, True)])
-    _check_ffn(got, trace)
-    _ok(st, len(prog) - 1)
-    dut._log.info("ffn counters: %s", cnt)
+    block, x = digits_block()
+    _, cnt = await block_run(tb, block, x, "digits")
+    dut._log.info("digits block counters: %s", cnt)
+    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    await block_run(tb, block, x, "small")
 
 
 @cocotb.test()
-async def ffn_cycles(dut):
-    """Without pauses: the same FFN program one pass at a time, PASS_CYCLES
-    of each pass recorded, results checked exactly."""
+async def block_cycles(dut):
+    """Without pauses: the digits block's program run one pass at a time
+    (all input frames queued up front), PASS_CYCLES of each pass recorded,
+    the output checked exactly."""
     tb = TopBench(dut, pause=0.0)
     await tb.reset()
-    acc = tb.acc
-    seq = acc.max_rows // 2
-    block, trace = ffn_model(acc, CONFIG.get("seed", 1) + 1, seq)
-    for s, entries in zip((0, 1, 2), ffn_consts(block)):
+    block, x = digits_block(1)
+    prog = compile_block(block, tb.acc, len(x))
+    for s, entries in prog.consts:
         await tb.write_consts(s, entries)
-    c, f = block.hidden, block.ffn
-    names = ["load", "norm", "fc1_gelu", "fc2_residual", "store_ln2", "store_gelu",
-             "store_res2"]
-    outs = [[], [], [], [], [(seq, c, False)], [(seq, f, False)], [(seq, c, True)]]
-    cycles, got = {}, []
-    for name, (desc, fr), out in zip(names, ffn_passes(acc, block, seq), outs):
-        if fr is None:
-            fr = acc.row_frames(trace["res1"], wide=True)
-        g, st, cnt = await tb.run_program([desc, pack_descriptor(Opcode.END)], fr, out)
+    tb.send(prog.input_frames(x))
+    cycles, raw = {}, []
+    end = prog.descriptors[-1]
+    for name, desc in zip(prog.passes[:-1], prog.descriptors[:-1]):
+        await tb.write_program([desc, end])
+        await tb.start()
+        if name.startswith("store"):
+            o = prog.outputs[0]
+            for _ in range(o.rows):
+                raw.append((await with_timeout(tb.sink.recv(), 2000, "us")).tdata)
+        st = await tb.wait_idle()
         _ok(st, 1)
-        got += g
+        cnt = await tb.counters()
         cycles[name] = cnt["pass_cycles"]
-    _check_ffn(got, trace)
-    dut._log.info("FFN passes (hidden %d, ffn %d, seq %d), cycles: %s", c, f, seq, cycles)
-    _record(ffn={"hidden": c, "ffn": f, "seq": seq, "cycles": cycles})
+    got = prog.decode(raw)
+    _check("digits res2", got["res2"], golden_trace(block, x)["res2"].astype(np.int64))
+    compute = sum(v for k, v in cycles.items() if not k.startswith(("load", "store")))
+    dut._log.info("digits block, cycles per pass: %s; compute passes %d", cycles, compute)
+    _record(block={"hidden": block.hidden, "heads": block.heads, "ffn": block.ffn,
+                   "seq": len(x), "cycles": cycles, "compute_cycles": compute})
 
 
 def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None):

@@ -18,9 +18,9 @@ from trilut.sim.runner import SimFailure
 
 # One small build for every simulation test (the Verilator build is cached).
 PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
-              max_width=32, prog_depth=16, const_sets=4)
+              max_width=256, prog_depth=32, const_sets=12)
 TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "pass_cycles",
-             "ffn_block", "ffn_cycles"]
+             "whole_block", "block_cycles"]
 
 
 @pytest.mark.sim
@@ -35,7 +35,7 @@ def test_top_matches_golden(testcase, tmp_path):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("testcase", ["linear_chain", "ffn_block"])
+@pytest.mark.parametrize("testcase", ["linear_chain", "whole_block"])
 def test_wrong_model_is_caught(testcase):
     """The scoreboard is not vacuous: a golden model that drops the last
     k-block of a weight matrix (every LINEAR of linear_chain; fc1 of the FFN
@@ -62,7 +62,7 @@ def test_bad_parameters_rejected(param, value, exc):
 def test_defaults_and_ports():
     acc = Accelerator(**PARAMS)
     assert acc.axis_bytes == 8            # 4 lanes x 2 tables x 5-bit codes = 40 bits
-    assert acc.const_stride == 32
+    assert acc.const_stride == 256
     names = set(flat_ports(acc))
     for ch in ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp",
                "bvalid", "bready", "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid",

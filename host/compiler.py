@@ -1,0 +1,319 @@
+"""The compiler: integer encoder blocks -> an accelerator program.
+
+:func:`compile_block` (one block) and :func:`compile_stack` (blocks in a row,
+the residual stream staying on chip) turn golden
+:class:`~trilut.golden.encoder.BlockParams` (from
+:func:`trilut.host.quantize.quantize_encoder`) into a :class:`Program` for one
+build of :class:`~trilut.hw.top.Accelerator`: the descriptors, the constant
+sets, the order of the ``s_axis`` frames and the ``m_axis`` frames that come
+back. Everything is checked here, before anything is sent: shapes against the
+build's ``max_rows`` / ``max_width`` / ``banks`` / ``prog_depth`` /
+``const_sets`` and engine blocks, weight kinds, GELU mode, multiplier widths,
+accumulator widths; errors name the tensor (``blocks.0.fc1``).
+
+Program of one block (sequence T, hidden C, FFN F, H heads of d = C / H;
+``A``/``B`` the two int8 banks, ``R`` the residual bank, ``K``/``V`` the KV
+region; ``[STORE t]`` only with ``trace=True``)::
+
+    LOAD x -> R                          (int16 rows from s_axis)
+    NORM   R -> A          ln1           [STORE ln1]
+    LINEAR A -> K          k (REQUANT)   \\
+    LINEAR A -> V          v (REQUANT)    } weights from s_axis, once per row
+    LINEAR A -> B          q (REQUANT)   /   [STORE q, k, v]
+    ATTN_QK B -> A         probs (H heads, REQUANT_SOFTMAX)  [STORE probs]
+    ATTN_AV A -> B         attn  (H heads, REQUANT)          [STORE attn]
+    LINEAR B -> R          o (RESIDUAL: res1, in place)      [STORE res1]
+    NORM   R -> A          ln2                               [STORE ln2]
+    LINEAR A -> B          fc1 (REQUANT_GELU: gelu)          [STORE gelu]
+    LINEAR B -> R          fc2 (RESIDUAL: res2, in place)
+    STORE  R               res2 (always; "out" of a stack)
+    END
+
+Constant sets, one per pass with constants (10 per block): ln1, k, v, q,
+qk (one SOFTMAX_CONST entry: logits m, e and softmax_x0), av (one
+REQUANT_CONST: attn m, e), o, ln2, fc1 (GELU_CONST), fc2.
+
+Stored tensors come back in the golden trace's layout: ``probs`` as
+(H, T, T) (on chip it is T rows of H * T: head h in columns h*T ..), the
+others as (T, width).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden.encoder import BlockParams, EncoderParams
+from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT
+from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
+                      Opcode, pack_descriptor, pack_gelu_const, pack_requant_const,
+                      pack_residual_const, pack_softmax_const)
+
+__all__ = ["Output", "Program", "CompileError", "compile_block", "compile_stack",
+           "CONST_SETS_PER_BLOCK"]
+
+CONST_SETS_PER_BLOCK = 10
+BANK_A, BANK_B = 0, 1            # the two int8 banks a block uses
+
+
+class CompileError(ValueError):
+    """A model that does not fit this build (the message names the tensor)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One STORE: ``rows`` frames of ``length`` elements (int16 if ``wide``).
+    ``heads`` > 0: an attention-probability tensor stored as T rows of
+    heads * T, decoded to (heads, T, T)."""
+    name: str
+    rows: int
+    length: int
+    wide: bool = False
+    heads: int = 0
+
+
+class Program:
+    """A compiled program for one Accelerator build.
+
+    Attributes: ``accel_params`` (the Accelerator parameters it was compiled
+    for), ``descriptors`` (128-bit ints, END last), ``consts`` (list of
+    ``(set index, [128-bit entries])``), ``outputs`` (:class:`Output` per
+    STORE, in order), ``passes`` (a short name per descriptor, for cycle
+    reports). Methods: :meth:`input_frames` and :meth:`decode`.
+    """
+
+    def __init__(self, accel, descriptors, consts, outputs, weights, seq, hidden, passes):
+        self._accel = accel
+        self.accel_params = accel.params
+        self.descriptors = list(descriptors)
+        self.consts = list(consts)
+        self.outputs = list(outputs)
+        self.passes = list(passes)
+        self._weights = list(weights)       # (name, ternary (K, N)) in LINEAR order
+        self.seq, self.hidden = seq, hidden
+
+    def input_frames(self, x):
+        """``s_axis`` frames in the order the sequencer takes them: the int16
+        rows of ``x`` (T, C) for the LOAD, then each LINEAR's weights (the
+        engine's beats, once per activation row). ``x`` is checked first."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise CompileError(f"x: expected an integer array, got dtype {x.dtype}")
+        if x.shape != (self.seq, self.hidden):
+            raise CompileError(f"x: expected shape ({self.seq}, {self.hidden}), got {x.shape}")
+        if x.size and (x.min() < INT16_MIN or x.max() > INT16_MAX):
+            raise CompileError("x: values must fit int16")
+        acc = self._accel
+        frames = acc.row_frames(x, wide=True)
+        for _, w in self._weights:
+            frames += acc.weight_frames(w, self.seq)
+        return frames
+
+    @property
+    def output_frames(self):
+        """Number of ``m_axis`` frames the program produces."""
+        return sum(o.rows for o in self.outputs)
+
+    def decode(self, frames):
+        """``m_axis`` frames (bytes, in order) -> dict name -> int64 array."""
+        frames = list(frames)
+        if len(frames) != self.output_frames:
+            raise CompileError(f"expected {self.output_frames} frames, got {len(frames)}")
+        out, i = {}, 0
+        for o in self.outputs:
+            rows = self._accel.frames_to_rows(frames[i:i + o.rows], o.length, o.wide)
+            i += o.rows
+            if o.heads:
+                t = o.rows
+                rows = rows.reshape(t, o.heads, o.length // o.heads).transpose(1, 0, 2)
+            out[o.name] = rows
+        return out
+
+
+def _accelerator(accel):
+    from ..hw.top import Accelerator
+    if isinstance(accel, Accelerator):
+        return accel
+    if isinstance(accel, Mapping):
+        return Accelerator(**accel)
+    raise TypeError(f"accel must be an Accelerator or its parameter dict, not "
+                    f"{type(accel).__name__}")
+
+
+def _vec(value, n):
+    return [int(v) for v in np.broadcast_to(np.asarray(value, dtype=np.int64), (n,))]
+
+
+def _bias(lin, n):
+    return _vec(0 if lin.bias is None else lin.bias, n)
+
+
+def _check_block(name, b, acc, seq):
+    """Everything the build must hold for block ``b`` at sequence ``seq``."""
+    p = acc.params
+    c, f, h, d = b.hidden, b.ffn, b.heads, b.head_dim
+    e, i8 = acc.engine, acc.int8_engine
+    if not isinstance(b, BlockParams):
+        raise TypeError(f"{name}: expected BlockParams, got {type(b).__name__}")
+    if not 1 <= seq <= p["max_rows"]:
+        raise CompileError(f"{name}.x: sequence length {seq} must be in 1..max_rows = "
+                           f"{p['max_rows']}")
+    if seq > b.max_seq:
+        raise CompileError(f"{name}.x: sequence length {seq} exceeds the constants' max_seq "
+                           f"= {b.max_seq}")
+    for what, width in (("hidden", c), ("ffn", f), (f"probs row (heads x seq = {h} x {seq})",
+                                                     h * seq)):
+        if width > p["max_width"]:
+            raise CompileError(f"{name}: {what} = {width} exceeds max_width = "
+                               f"{p['max_width']}")
+    for what, width in (("hidden", c), ("ffn", f)):
+        if width % e.lanes:
+            raise CompileError(f"{name}: {what} = {width} must be a multiple of the TLMM "
+                               f"lanes = {e.lanes}")
+    if d % i8.k_per_cycle or d % i8.lanes:
+        raise CompileError(f"{name}: head dim {d} must be a multiple of attn_kpc = "
+                           f"{i8.k_per_cycle} and attn_lanes = {i8.lanes}")
+    if seq % i8.lanes:
+        raise CompileError(f"{name}.probs: sequence length {seq} (keys per row) must be a "
+                           f"multiple of attn_lanes = {i8.lanes}")
+    if p["banks"] < 2:
+        raise CompileError(f"{name}: a block needs 2 int8 banks, the build has {p['banks']}")
+    if b.gelu_mode != "ivit":
+        raise CompileError(f"{name}.fc1: gelu_mode {b.gelu_mode!r} is not supported by the "
+                           f"hardware (ShiftGELU runs mode 'ivit')")
+    if b.m_bits != M_BITS_DEFAULT:
+        raise CompileError(f"{name}: m_bits = {b.m_bits}; the constant entries hold "
+                           f"{M_BITS_DEFAULT}-bit multipliers")
+    for lin in ("q", "k", "v", "o", "fc1", "fc2"):
+        lp = getattr(b, lin)
+        if lp.kind != "ternary":
+            raise CompileError(f"{name}.{lin}: {lp.kind} weights; the LINEAR passes run the "
+                               f"ternary TLMM engine only")
+        k = lp.in_features
+        if (k * 128).bit_length() + 1 > e.acc_bits:
+            raise CompileError(f"{name}.{lin}: K = {k} overflows the TLMM accumulator "
+                               f"({e.acc_bits} bits)")
+    if (max(d, seq) << 14).bit_length() + 1 > i8.acc_bits:
+        raise CompileError(f"{name}.qk_acc: dot products of {max(d, seq)} int8 pairs "
+                           f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
+
+
+class _Builder:
+    def __init__(self, acc, seq, trace):
+        self.acc, self.seq, self.trace = acc, seq, trace
+        self.descs, self.passes, self.consts, self.outputs, self.weights = [], [], [], [], []
+
+    def emit(self, name, opcode, **fields):
+        self.descs.append(pack_descriptor(opcode, **fields))
+        self.passes.append(name)
+
+    def const_set(self, entries):
+        s = len(self.consts)
+        self.consts.append((s, entries))
+        return s
+
+    def store(self, name, bank, length, *, wide=False, heads=0, always=False):
+        if self.trace or always:
+            self.emit(f"store_{name}", Opcode.STORE, src_bank=bank, rows=self.seq, k=length)
+            self.outputs.append(Output(name, self.seq, length, wide, heads))
+
+    def linear(self, name, lin, src, dst, epilogue, entries, prefix):
+        s = self.const_set(entries)
+        self.emit(name, Opcode.LINEAR, epilogue=epilogue, src_bank=src, dst_bank=dst,
+                  rows=self.seq, k=lin.in_features, n=lin.out_features, const=s)
+        self.weights.append((prefix + name, np.asarray(lin.weights, dtype=np.int64)))
+
+    def norm(self, name, norm, c):
+        s = self.const_set([pack_requant_const(m, e, bias) for m, e, bias in
+                            zip(_vec(norm.requant.m, c), _vec(norm.requant.e, c),
+                                _vec(norm.bias, c))])
+        self.emit(name, Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT,
+                  src_bank=RESIDUAL_BANK, dst_bank=BANK_A, rows=self.seq, k=c, n=c, const=s)
+
+    def block(self, b, prefix):
+        c, f, h, d, t = b.hidden, b.ffn, b.heads, b.head_dim, self.seq
+        A, B, R = BANK_A, BANK_B, RESIDUAL_BANK
+        self.norm("ln1", b.ln1, c)
+        self.store(prefix + "ln1", A, c)
+        for name, dst in (("k", KEY_BANK), ("v", VALUE_BANK), ("q", B)):
+            lin = getattr(b, name)
+            self.linear(name, lin, A, dst, Epilogue.REQUANT,
+                        [pack_requant_const(m, e, bias) for m, e, bias in
+                         zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _bias(lin, c))],
+                        prefix)
+        for name, bank in (("q", B), ("k", KEY_BANK), ("v", VALUE_BANK)):
+            self.store(prefix + name, bank, c)
+        s = self.const_set([pack_softmax_const(b.logits.m, b.logits.e, b.softmax_x0)])
+        self.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
+                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=B, dst_bank=A, rows=t, k=d, n=t,
+                  heads=h, const=s)
+        self.store(prefix + "probs", A, h * t, heads=h)
+        s = self.const_set([pack_requant_const(b.attn.m, b.attn.e, 0)])
+        self.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
+                  src_bank=A, dst_bank=B, rows=t, k=t, n=d, heads=h, const=s)
+        self.store(prefix + "attn", B, c)
+        self.residual("o", b.o, b.res1_x, B, c, prefix)
+        self.store(prefix + "res1", R, c, wide=True)
+        self.norm("ln2", b.ln2, c)
+        self.store(prefix + "ln2", A, c)
+        fc1, g = b.fc1, b.gelu_out
+        self.linear("fc1", fc1, A, B, Epilogue.REQUANT_GELU,
+                    [pack_gelu_const(m, e, bias, g.m, g.e, b.gelu_x0) for m, e, bias in
+                     zip(_vec(fc1.requant.m, f), _vec(fc1.requant.e, f), _bias(fc1, f))],
+                    prefix)
+        self.store(prefix + "gelu", B, f)
+        self.residual("fc2", b.fc2, b.res2_x, B, c, prefix)
+
+    def residual(self, name, lin, res_x, src, c, prefix):
+        entries = [pack_residual_const(mx, ex, my, ey, bias) for mx, ex, my, ey, bias in
+                   zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _vec(res_x.m, c),
+                       _vec(res_x.e, c), _bias(lin, c))]
+        self.linear(name, lin, src, RESIDUAL_BANK, Epilogue.RESIDUAL, entries, prefix)
+
+
+def compile_stack(blocks, accel, seq, *, trace=False):
+    """Compile ``blocks`` (EncoderParams, or a sequence of BlockParams) for
+    sequence length ``seq`` on ``accel`` (an Accelerator or its parameter
+    dict). ``trace``: also STORE every on-chip tensor of the golden trace
+    (names ``blocks.{i}.{name}``: ln1, q, k, v, probs, attn, res1, ln2,
+    gelu); the final residual is always stored as ``out``."""
+    acc = _accelerator(accel)
+    if isinstance(blocks, EncoderParams):
+        blocks = blocks.blocks
+    blocks = list(blocks)
+    if not blocks:
+        raise CompileError("blocks: nothing to compile")
+    for i, b in enumerate(blocks):
+        _check_block(f"blocks.{i}", b, acc, seq)
+        if b.hidden != blocks[0].hidden:
+            raise CompileError(f"blocks.{i}: hidden {b.hidden} differs from blocks.0")
+    p = acc.params
+    need = CONST_SETS_PER_BLOCK * len(blocks)
+    if need > p["const_sets"]:
+        raise CompileError(f"constants: {len(blocks)} block(s) need {need} constant sets, the "
+                           f"build has const_sets = {p['const_sets']}")
+    c = blocks[0].hidden
+    bld = _Builder(acc, seq, trace)
+    bld.emit("load_x", Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=seq, k=c)
+    for i, b in enumerate(blocks):
+        bld.block(b, f"blocks.{i}.")
+    bld.store("out", RESIDUAL_BANK, c, wide=True, always=True)
+    bld.emit("end", Opcode.END)
+    if len(bld.descs) > p["prog_depth"]:
+        raise CompileError(f"program: {len(bld.descs)} descriptors exceed prog_depth = "
+                           f"{p['prog_depth']}")
+    return Program(acc, bld.descs, bld.consts, bld.outputs, bld.weights, seq, c, bld.passes)
+
+
+def compile_block(block_params, accel, seq=None, *, trace=False):
+    """One block (:func:`compile_stack` with one block); ``seq`` defaults to
+    the build's max_rows. Output names drop the ``blocks.0.`` prefix and the
+    block output is ``res2``, as in golden ``encoder_block(trace=True)``."""
+    acc = _accelerator(accel)
+    if seq is None:
+        seq = acc.max_rows
+    prog = compile_stack([block_params], acc, seq, trace=trace)
+    prog.outputs = [Output("res2" if o.name == "out" else o.name.removeprefix("blocks.0."),
+                           o.rows, o.length, o.wide, o.heads) for o in prog.outputs]
+    return prog
