@@ -1,0 +1,232 @@
+"""Host side of the link protocol (frame format: :mod:`trilut.hw.link`).
+
+:func:`encode` / :class:`FrameParser` build and parse frames;
+:class:`Link` runs the stop-and-wait exchange over a
+:class:`~trilut.host.device.Device`: one request in flight, a timeout and a
+bounded number of retries with the same ``seq`` (the bridge recognises a
+retry and re-sends its stored reply without executing the request again),
+and a :class:`LinkError` saying what happened when it gives up. A reply is
+only accepted with a good CRC, the request's ``seq`` and type, and a payload
+of the expected length, so a damaged exchange is retried or reported, never
+returned.
+"""
+import random
+import struct
+import time
+from dataclasses import dataclass
+
+from ..hw.link import (CRC_BYTES, HEADER_BYTES, MAX_PAYLOAD, REPLY, SYNC, FrameType, Status,
+                       crc16, max_read_words, max_record_beats, record_bytes)
+
+__all__ = ["LinkError", "Frame", "encode", "FrameParser", "Link"]
+
+
+class LinkError(RuntimeError):
+    """The link failed: no valid reply after all retries, the device closed,
+    or the bridge rejected a request (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+
+
+def encode(ftype, seq, payload=b""):
+    """The bytes of one frame."""
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD {MAX_PAYLOAD}")
+    body = struct.pack("<BBH", int(ftype), seq & 0xFF, len(payload)) + payload
+    return bytes([SYNC]) + body + crc16(body).to_bytes(2, "big")
+
+
+class FrameParser:
+    """Incremental frame parser: :meth:`feed` bytes, get complete frames with
+    a good CRC. Bytes that do not start a valid frame are skipped (and
+    counted in :attr:`discarded`), so the parser resynchronises on the next
+    SYNC after damage."""
+
+    def __init__(self):
+        self._buf = bytearray()
+        self.discarded = 0
+
+    def feed(self, data):
+        self._buf += data
+        frames = []
+        while True:
+            start = self._buf.find(SYNC)
+            if start < 0:
+                self.discarded += len(self._buf)
+                self._buf.clear()
+                break
+            if start:
+                self.discarded += start
+                del self._buf[:start]
+            if len(self._buf) < HEADER_BYTES:
+                break
+            ftype, seq, length = struct.unpack_from("<BBH", self._buf, 1)
+            if length > MAX_PAYLOAD:
+                self.discarded += 1
+                del self._buf[:1]
+                continue
+            end = HEADER_BYTES + length + CRC_BYTES
+            if len(self._buf) < end:
+                break
+            if crc16(self._buf[1:end]) != 0:
+                self.discarded += 1
+                del self._buf[:1]
+                continue
+            frames.append(Frame(ftype, seq, bytes(self._buf[HEADER_BYTES:end - CRC_BYTES])))
+            del self._buf[:end]
+        return frames
+
+
+class Link:
+    """Stop-and-wait requests over ``device``.
+
+    ``timeout``: seconds to wait for a reply (plus the device's
+    ``byte_time`` per byte of request and reply); ``retries``: further
+    attempts after the first. ``stream_bytes``: ``(inputs, outputs)``, the
+    bytes per transfer of every input and output stream (see
+    :func:`trilut.hw.bridge.stream_ports`). Counters of what went wrong are
+    kept in :attr:`stats`.
+    """
+
+    def __init__(self, device, stream_bytes, *, timeout=2.0, retries=4, seed=None):
+        self.device = device
+        self.inputs, self.outputs = (list(s) for s in stream_bytes)
+        self.timeout, self.retries = timeout, retries
+        # A random first seq: a stale stored reply of an earlier session
+        # (same seq, type and CRC) is then all but impossible.
+        self._seq = random.Random(seed).randrange(256)
+        self._parser = FrameParser()
+        self.stats = {"requests": 0, "retries": 0, "naks": 0, "timeouts": 0, "stale": 0}
+
+    def _next_seq(self):
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def transact(self, ftype, payload, reply_len=None):
+        """Send one request and return its reply payload (status byte
+        first). ``reply_len``: the exact reply length expected, or a callable
+        checking it. Raises :class:`LinkError` after ``retries`` retries."""
+        ftype = FrameType(ftype)
+        seq = self._next_seq()
+        frame = encode(ftype, seq, payload)
+        self.stats["requests"] += 1
+        wait = self.timeout + getattr(self.device, "byte_time", 0.0) * (
+            len(frame) + MAX_PAYLOAD + 8) * 2
+        history = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            self.device.write(frame)
+            deadline = time.monotonic() + wait
+            outcome = self._await_reply(ftype, seq, deadline, reply_len)
+            if isinstance(outcome, bytes):
+                return outcome
+            history.append(outcome)
+        raise LinkError(f"{ftype.name} (seq {seq}, {len(payload)} payload bytes): no valid "
+                        f"reply after {self.retries + 1} attempts ({'; '.join(history)})")
+
+    def _await_reply(self, ftype, seq, deadline, reply_len):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stats["timeouts"] += 1
+                return f"timeout after {self.timeout:g} s"
+            data = self.device.read(left)
+            for f in self._parser.feed(data):
+                if f.type == FrameType.NAK:
+                    self.stats["naks"] += 1
+                    code = f.payload[0] if f.payload else -1
+                    name = Status(code).name if code in Status._value2member_map_ else code
+                    return f"NAK {name}"
+                if f.seq != seq or f.type != ftype | REPLY or not f.payload:
+                    self.stats["stale"] += 1
+                    continue
+                ok = (reply_len is None or
+                      (reply_len(f.payload) if callable(reply_len) else
+                       len(f.payload) == reply_len))
+                if not ok:
+                    return f"reply of unexpected length {len(f.payload)}"
+                return f.payload
+
+    @staticmethod
+    def _check(reply, what):
+        status = reply[0]
+        if status != Status.OK:
+            name = Status(status).name if status in Status._value2member_map_ else status
+            raise LinkError(f"{what}: the bridge answered {name}")
+
+    # --- requests ------------------------------------------------------------------
+
+    def reg_write(self, addr, words):
+        """Write 32-bit ``words`` to ``addr``, ``addr + 4``, ... (bulk)."""
+        words = [int(w) for w in words]
+        per = (MAX_PAYLOAD - 4) // 4
+        for i in range(0, len(words), per):
+            chunk = words[i:i + per]
+            reply = self.transact(FrameType.REG_WRITE,
+                                  struct.pack(f"<I{len(chunk)}I", addr + 4 * i, *chunk), 1)
+            self._check(reply, f"register write at 0x{addr + 4 * i:x}")
+
+    def reg_read(self, addr, count=1):
+        """``count`` 32-bit words from ``addr``, ``addr + 4``, ..."""
+        out = []
+        per = max_read_words()
+        for i in range(0, count, per):
+            n = min(per, count - i)
+            reply = self.transact(FrameType.REG_READ, struct.pack("<IH", addr + 4 * i, n),
+                                  lambda p, n=n: len(p) in (1, 1 + 4 * n))
+            self._check(reply, f"register read at 0x{addr + 4 * i:x}")
+            out += struct.unpack(f"<{n}I", reply[1:])
+        return out
+
+    def stream_write(self, stream, beats, *, wait=10.0):
+        """Write ``beats`` (a list of ``(data bytes, last)``, data exactly the
+        stream's width) to input stream ``stream``, as many per frame as fit
+        and the bridge's buffer can take; waits up to ``wait`` seconds for
+        room (the accelerator has to drain the buffer) before raising."""
+        nb = self.inputs[stream]
+        per = max_record_beats(nb)
+        i = 0
+        free = None
+        deadline = time.monotonic() + wait
+        while i < len(beats):
+            n = min(per, len(beats) - i)
+            if free is not None and free < n:
+                n = free
+            if n == 0:
+                if time.monotonic() > deadline:
+                    raise LinkError(f"input stream {stream}: no room in the bridge's buffer "
+                                    f"for {wait:g} s (is the accelerator consuming it?)")
+                time.sleep(0.0005)
+            recs = bytearray()
+            for data, last in beats[i:i + n]:
+                recs += data
+                recs.append(1 if last else 0)
+            reply = self.transact(FrameType.STREAM_WRITE,
+                                  struct.pack("<BH", stream, n) + recs, 3)
+            free = struct.unpack_from("<H", reply, 1)[0]
+            if reply[0] == Status.FULL:
+                continue
+            self._check(reply, f"stream write to input {stream}")
+            if n:
+                deadline = time.monotonic() + wait
+            i += n
+
+    def stream_read(self, stream, max_beats):
+        """Up to ``max_beats`` transfers from output stream ``stream``: a list
+        of ``(data bytes, last)``, possibly empty."""
+        nb = self.outputs[stream]
+        rec = record_bytes(nb)
+        max_beats = min(max_beats, max_record_beats(nb))
+        reply = self.transact(FrameType.STREAM_READ, struct.pack("<BH", stream, max_beats),
+                              lambda p: (len(p) - 1) % rec == 0 and
+                              (len(p) - 1) // rec <= max_beats)
+        self._check(reply, f"stream read from output {stream}")
+        body = reply[1:]
+        return [(body[k:k + nb], bool(body[k + nb] & 1)) for k in range(0, len(body), rec)]

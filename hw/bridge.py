@@ -1,0 +1,600 @@
+"""Host link bridge: frames of :mod:`trilut.hw.link` in, AXI out.
+
+:class:`Bridge` turns a byte stream into accesses to an accelerator's
+AXI4-Lite slave and AXI4-Stream ports and answers each request frame with a
+reply frame. Two tops put it in front of :class:`~trilut.hw.top.Accelerator`:
+
+* :class:`UartAccelerator` (``uart_rx``, ``uart_tx``, ``leds``): for boards,
+  through the 8N1 PHY of :mod:`trilut.hw.uart`;
+* :class:`ByteAccelerator` (``rx``, ``tx`` byte streams, ``quiet``): the
+  same bridge without the PHY, for fast simulation (the Verilator harness of
+  :mod:`trilut.host.device` feeds it a byte per cycle).
+"""
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.checks import check_int
+from . import isa, link
+from .link import MAX_PAYLOAD, REPLY, SYNC, FrameType, Status, crc16_byte
+from .top import Accelerator
+from .uart import UartRx, UartTx
+
+__all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS",
+           "QUIET_WAIT"]
+
+#: ``leds`` bits of both tops, lowest first.
+LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")
+#: Cycles the accelerator must wait on a stream (input empty or output full)
+#: before ``quiet`` says that only the host can make it progress.
+QUIET_WAIT = 256
+
+
+def stream_ports(accel):
+    """``(inputs, outputs)``: the accelerator's AXI4-Stream slaves (``s_axis*``)
+    and masters (``m_axis*``) as lists of ``(name, bytes per transfer)`` in
+    signature order; list positions are the link's stream numbers."""
+    inputs, outputs = [], []
+    for name, member in accel.signature.members.items():
+        if not name.startswith(("s_axis", "m_axis")):
+            continue
+        width = Shape.cast(member.signature.members["tdata"].shape).width
+        (inputs if name.startswith("s_axis") else outputs).append((name, width // 8))
+    return inputs, outputs
+
+
+class Bridge(wiring.Component):
+    """Frame decoder, executor and encoder in front of ``accel``'s ports.
+
+    Members: ``rx`` (In, 8-bit stream) and ``tx`` (Out, 8-bit stream): the
+    link's bytes; ``s_axil`` and every ``s_axis*`` / ``m_axis*`` member of
+    ``accel``'s signature, flipped (connect them with ``wiring.connect``);
+    ``busy``/``done``/``error``: ``STATUS`` of the accelerator as last
+    polled; ``link_error``: the last frame was NAKed; ``activity``: a link
+    byte moved in the last 2**16 cycles; ``quiet``: nothing in flight and
+    only the host can cause progress (the accelerator is idle, or has been
+    waiting on a stream for :data:`QUIET_WAIT` cycles) with ``STATUS``
+    polled since the last request.
+
+    Operation (one frame at a time, the host waits for each reply):
+    receive a frame into a ``MAX_PAYLOAD``-byte request buffer at one byte
+    per cycle (``rx.ready`` is low while a frame is executed or its reply
+    sent; a gap of more than ``timeout`` cycles inside a frame discards it);
+    check CRC and length; execute it (or, for a retry, skip execution); send
+    the reply from the reply buffer at one byte per cycle when ``tx`` is
+    ready. Execution: REG_WRITE / REG_READ one AXI4-Lite transaction per
+    word (one outstanding; about 7 cycles per word against
+    :class:`~trilut.hw.top.Accelerator`'s slave); STREAM_WRITE
+    ``bytes + 1`` cycles per record into a per-stream FIFO of
+    :func:`~trilut.hw.link.max_record_beats` transfers that feeds the
+    accelerator (so a write never waits on the accelerator);
+    STREAM_READ ``bytes + 2`` cycles per record from a FIFO of the same
+    depth filled from the accelerator's ``m_axis*`` (buffered: the
+    accelerator is stalled only when it is full). When idle, the bridge
+    reads ``STATUS`` every ``poll_interval`` cycles and after every frame.
+    Reply latency after the last CRC byte: execution + 5 header cycles.
+    """
+
+    def __init__(self, accel, *, timeout=1 << 16, poll_interval=256):
+        if not isinstance(accel, Accelerator):
+            raise TypeError(f"accel must be an Accelerator, not {accel!r}")
+        self._timeout = check_int("timeout", timeout, 16)
+        self._poll = check_int("poll_interval", poll_interval, 4)
+        self._regs = accel.regs
+        self._inputs, self._outputs = stream_ports(accel)
+        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                   "busy": Out(1), "done": Out(1), "error": Out(1), "link_error": Out(1),
+                   "activity": Out(1), "quiet": Out(1)}
+        for name, member in accel.signature.members.items():
+            if name == "s_axil" or name.startswith(("s_axis", "m_axis")):
+                members[name] = member.flip()
+        super().__init__(members)
+
+    inputs = property(lambda self: list(self._inputs), doc="input streams (name, bytes)")
+    outputs = property(lambda self: list(self._outputs), doc="output streams (name, bytes)")
+    timeout = property(lambda self: self._timeout, doc="inter-byte timeout in cycles")
+
+    def elaborate(self, platform):
+        m = Module()
+        axil = self.s_axil
+        ptr_shape = range(MAX_PAYLOAD + 1)
+
+        # --- buffers ------------------------------------------------------------
+        m.submodules.req = req = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        m.submodules.rep = rep = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        req_w, req_r = req.write_port(), req.read_port()
+        rep_w, rep_r = rep.write_port(), rep.read_port()
+        # Read-ahead: the port's address is the pointer's next value, so its
+        # data is always the byte at the pointer.
+        rptr, rptr_next = Signal(ptr_shape), Signal(ptr_shape)
+        tptr, tptr_next = Signal(ptr_shape), Signal(ptr_shape)
+        m.d.comb += [rptr_next.eq(rptr), tptr_next.eq(tptr),
+                     req_r.addr.eq(rptr_next), rep_r.addr.eq(tptr_next)]
+        m.d.sync += [rptr.eq(rptr_next), tptr.eq(tptr_next)]
+        byte = req_r.data
+
+        # --- stream FIFOs -----------------------------------------------------------
+        max_bytes = max(b for _, b in self._inputs + self._outputs)
+        in_fifos, out_fifos = [], []
+        waiting = []
+        for i, (name, nb) in enumerate(self._inputs):
+            q = fifo.SyncFIFOBuffered(width=8 * nb + 1, depth=link.max_record_beats(nb))
+            m.submodules[f"in{i}"] = q
+            port = getattr(self, name)
+            m.d.comb += [port.tvalid.eq(q.r_rdy), port.tdata.eq(q.r_data[:8 * nb]),
+                         port.tlast.eq(q.r_data[8 * nb]), q.r_en.eq(port.tready)]
+            waiting.append(port.tready & ~port.tvalid)
+            in_fifos.append((q, nb))
+        for j, (name, nb) in enumerate(self._outputs):
+            q = fifo.SyncFIFOBuffered(width=8 * nb + 1, depth=link.max_record_beats(nb))
+            m.submodules[f"out{j}"] = q
+            port = getattr(self, name)
+            m.d.comb += [q.w_en.eq(port.tvalid), q.w_data.eq(Cat(port.tdata, port.tlast)),
+                         port.tready.eq(q.w_rdy)]
+            waiting.append(port.tvalid & ~port.tready)
+            out_fifos.append((q, nb))
+
+        # --- registers ------------------------------------------------------------
+        crc = Signal(16)                  # receive CRC
+        tcrc = Signal(16)                 # transmit CRC
+        ftype, seq = Signal(8), Signal(8)
+        length = Signal(16)
+        fcrc = Signal(16)                 # the request's CRC bytes (retry detection)
+        cnt = Signal(ptr_shape)
+        gap = Signal(range(self._timeout + 1))
+        last_ok, last_type, last_seq, last_crc = Signal(), Signal(8), Signal(8), Signal(16)
+        rep_len = Signal(ptr_shape)
+        tx_nak, nak_code, nak_seq = Signal(), Signal(8), Signal(8)
+        field = Signal(32)                # little-endian field assembly
+        addr = Signal(32)
+        words = Signal(16)
+        sel = Signal(range(max(len(self._inputs), len(self._outputs), 1) + 1))
+        beat = Signal(8 * max_bytes)
+        beat_last = Signal()
+        bidx = Signal(range(max_bytes + 1))
+        status = Signal(8)
+        free = Signal(16)
+        aw_done, w_done = Signal(), Signal()
+        polled = Signal()                 # STATUS read since the last request
+        poll_timer = Signal(range(self._poll + 1))
+        st = Signal(isa.STATUS)
+        act = Signal(16)
+        wait_cnt = Signal(range(QUIET_WAIT + 1))
+
+        m.d.comb += [self.busy.eq(st.busy), self.done.eq(st.done), self.error.eq(st.error),
+                     self.activity.eq(act != 0)]
+        with m.If((self.rx.valid & self.rx.ready) | (self.tx.valid & self.tx.ready)):
+            m.d.sync += act.eq(-1)
+        with m.Elif(act != 0):
+            m.d.sync += act.eq(act - 1)
+        any_wait = Signal()
+        m.d.comb += any_wait.eq(Cat(*waiting).any() if waiting else 0)
+        with m.If(~any_wait):
+            m.d.sync += wait_cnt.eq(0)
+        with m.Elif(wait_cnt != QUIET_WAIT):
+            m.d.sync += wait_cnt.eq(wait_cnt + 1)
+
+        rx_byte = self.rx.payload
+        rx_take = Signal()
+        m.d.comb += rx_take.eq(self.rx.valid & self.rx.ready)
+
+        def reply_byte(index, value):
+            m.d.comb += [rep_w.addr.eq(index), rep_w.data.eq(value), rep_w.en.eq(1)]
+
+        def take():
+            m.d.comb += rptr_next.eq(rptr + 1)
+
+        def fail(code):
+            m.d.sync += status.eq(code)
+            m.next = "REPLY_STATUS"
+
+        def nak(code):
+            m.d.sync += [tx_nak.eq(1), nak_code.eq(code), nak_seq.eq(seq),
+                         self.link_error.eq(1)]
+            m.next = "TX"
+
+        in_frame = Signal()
+        with m.If(rx_take):
+            m.d.sync += gap.eq(0)
+        with m.Elif(in_frame & (gap != self._timeout)):
+            m.d.sync += gap.eq(gap + 1)
+        timed_out = in_frame & (gap == self._timeout)
+
+        with m.FSM() as fsm:
+            with m.State("HUNT"):
+                m.d.comb += [self.rx.ready.eq(1), rptr_next.eq(0)]
+                with m.If(rx_take):
+                    with m.If(rx_byte == SYNC):
+                        m.d.sync += [crc.eq(link.CRC_INIT), cnt.eq(0)]
+                        m.next = "HEADER"
+                with m.Elif(~polled | (poll_timer == self._poll)):
+                    m.next = "POLL"
+                with m.Else():
+                    m.d.sync += poll_timer.eq(poll_timer + 1)
+                m.d.comb += self.quiet.eq(polled & ~self.rx.valid &
+                                          (~st.busy | (wait_cnt == QUIET_WAIT)))
+
+            with m.State("POLL"):
+                m.d.comb += [axil.araddr.eq(self._regs.offset("status")), axil.arvalid.eq(1)]
+                with m.If(axil.arready):
+                    m.next = "POLL_R"
+            with m.State("POLL_R"):
+                m.d.comb += axil.rready.eq(1)
+                with m.If(axil.rvalid):
+                    m.d.sync += [st.eq(axil.rdata), polled.eq(1), poll_timer.eq(0)]
+                    m.next = "HUNT"
+
+            # --- receive ---------------------------------------------------------------
+            with m.State("HEADER"):           # type, seq, len_lo, len_hi
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), rptr_next.eq(0)]
+                with m.If(rx_take):
+                    m.d.sync += [crc.eq(crc16_byte(crc, rx_byte)), cnt.eq(cnt + 1)]
+                    with m.Switch(cnt):
+                        with m.Case(0):
+                            m.d.sync += ftype.eq(rx_byte)
+                        with m.Case(1):
+                            m.d.sync += seq.eq(rx_byte)
+                        with m.Case(2):
+                            m.d.sync += length[:8].eq(rx_byte)
+                        with m.Case(3):
+                            m.d.sync += [length[8:].eq(rx_byte), cnt.eq(0)]
+                            with m.If(Cat(length[:8], rx_byte) > MAX_PAYLOAD):
+                                nak(Status.BAD_LENGTH)
+                            with m.Elif(Cat(length[:8], rx_byte) == 0):
+                                m.next = "CRC"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                with m.Elif(timed_out):
+                    nak(Status.TRUNCATED)
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), rptr_next.eq(0),
+                             req_w.addr.eq(cnt), req_w.data.eq(rx_byte), req_w.en.eq(rx_take)]
+                with m.If(rx_take):
+                    m.d.sync += [crc.eq(crc16_byte(crc, rx_byte)), cnt.eq(cnt + 1)]
+                    with m.If(cnt + 1 == length):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "CRC"
+                with m.Elif(timed_out):
+                    nak(Status.TRUNCATED)
+            with m.State("CRC"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), rptr_next.eq(0)]
+                with m.If(rx_take):
+                    m.d.sync += [crc.eq(crc16_byte(crc, rx_byte)), cnt.eq(1),
+                                 fcrc.eq(Cat(rx_byte, fcrc[:8]))]
+                    with m.If(cnt == 1):
+                        m.next = "CHECK"
+                with m.Elif(timed_out):
+                    nak(Status.TRUNCATED)
+            with m.State("CHECK"):
+                m.d.sync += [cnt.eq(0), polled.eq(0), poll_timer.eq(0)]
+                with m.If(crc != 0):
+                    nak(Status.BAD_CRC)
+                with m.Else():
+                    m.d.sync += [tx_nak.eq(0), self.link_error.eq(0)]
+                    with m.If(last_ok & (seq == last_seq) & (ftype == last_type) &
+                              (fcrc == last_crc)):
+                        m.next = "TX"          # a retry: send the stored reply again
+                    with m.Else():
+                        m.d.sync += [last_ok.eq(0), status.eq(Status.OK)]
+                        with m.Switch(ftype):
+                            with m.Case(FrameType.REG_WRITE):
+                                with m.If((length < 8) | (length[:2] != 0)):
+                                    fail(Status.BAD_LENGTH)
+                                with m.Else():
+                                    m.next = "ADDR"
+                            with m.Case(FrameType.REG_READ):
+                                with m.If(length != 6):
+                                    fail(Status.BAD_LENGTH)
+                                with m.Else():
+                                    m.next = "ADDR"
+                            with m.Case(FrameType.STREAM_WRITE):
+                                with m.If(length < 3):
+                                    fail(Status.BAD_LENGTH)
+                                with m.Else():
+                                    m.next = "STREAM_HDR"
+                            with m.Case(FrameType.STREAM_READ):
+                                with m.If(length != 3):
+                                    fail(Status.BAD_LENGTH)
+                                with m.Else():
+                                    m.next = "STREAM_HDR"
+                            with m.Default():
+                                fail(Status.BAD_TYPE)
+
+            # --- register access -------------------------------------------------------
+            with m.State("ADDR"):              # addr u32 (REG_READ: then count u16)
+                take()
+                m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
+                with m.If(cnt == 3):
+                    m.d.sync += [addr.eq(Cat(field[8:], byte)), cnt.eq(0)]
+                    with m.If(ftype == FrameType.REG_WRITE):
+                        m.next = "WDATA"
+                    with m.Else():
+                        m.next = "COUNT"
+            with m.State("WDATA"):
+                take()
+                m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
+                with m.If(cnt == 3):
+                    m.d.sync += [cnt.eq(0), aw_done.eq(0), w_done.eq(0)]
+                    m.next = "AXI_W"
+            with m.State("AXI_W"):
+                m.d.comb += [axil.awaddr.eq(addr), axil.awvalid.eq(~aw_done),
+                             axil.wdata.eq(field), axil.wstrb.eq(0xF), axil.wvalid.eq(~w_done)]
+                aw = aw_done | axil.awready
+                w = w_done | axil.wready
+                m.d.sync += [aw_done.eq(aw), w_done.eq(w)]
+                with m.If(aw & w):
+                    m.next = "AXI_B"
+            with m.State("AXI_B"):
+                m.d.comb += axil.bready.eq(1)
+                with m.If(axil.bvalid):
+                    m.d.sync += addr.eq(addr + 4)
+                    with m.If(rptr == length):
+                        m.next = "REPLY_STATUS"
+                    with m.Else():
+                        m.next = "WDATA"
+            with m.State("COUNT"):
+                take()
+                m.d.sync += [words.eq(Cat(words[8:], byte)), cnt.eq(cnt + 1)]
+                with m.If(cnt == 1):
+                    m.d.sync += cnt.eq(1)          # reply bytes written (after status)
+                    count = Cat(words[8:], byte)
+                    with m.If((count == 0) | (count > link.max_read_words())):
+                        fail(Status.BAD_LENGTH)
+                    with m.Else():
+                        m.next = "AXI_AR"
+            with m.State("AXI_AR"):
+                m.d.comb += [axil.araddr.eq(addr), axil.arvalid.eq(1)]
+                with m.If(axil.arready):
+                    m.next = "AXI_R"
+            with m.State("AXI_R"):
+                m.d.comb += axil.rready.eq(1)
+                with m.If(axil.rvalid):
+                    m.d.sync += [field.eq(axil.rdata), addr.eq(addr + 4), bidx.eq(0),
+                                 words.eq(words - 1)]
+                    m.next = "RDATA"
+            with m.State("RDATA"):
+                reply_byte(cnt, field.word_select(bidx[:2], 8))
+                m.d.sync += [cnt.eq(cnt + 1), bidx.eq(bidx + 1)]
+                with m.If(bidx == 3):
+                    with m.If(words == 0):
+                        m.next = "REPLY_STATUS"
+                    with m.Else():
+                        m.next = "AXI_AR"
+
+            # --- streams ------------------------------------------------------------------
+            with m.State("STREAM_HDR"):        # stream u8, beats u16
+                take()
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.Switch(cnt):
+                    with m.Case(0):
+                        m.d.sync += sel.eq(byte)
+                    with m.Case(1):
+                        m.d.sync += words[:8].eq(byte)
+                    with m.Case(2):
+                        m.d.sync += [words[8:].eq(byte), cnt.eq(1), bidx.eq(0)]
+                        m.next = "STREAM_CHECK"
+            with m.State("STREAM_CHECK"):
+                ok_len, room = Signal(), Signal()
+                with m.If(ftype == FrameType.STREAM_WRITE):
+                    with m.Switch(sel):
+                        for i, (q, nb) in enumerate(in_fifos):
+                            with m.Case(i):
+                                m.d.comb += [
+                                    ok_len.eq(length == 3 + words * link.record_bytes(nb)),
+                                    room.eq(words <= q.depth - q.level)]
+                                m.d.sync += free.eq(q.depth - q.level)
+                        with m.Default():
+                            fail(Status.BAD_STREAM)
+                    with m.If(sel < len(in_fifos)):
+                        with m.If(~ok_len):
+                            fail(Status.BAD_LENGTH)
+                        with m.Elif(~room):
+                            m.d.sync += status.eq(Status.FULL)
+                            m.next = "WRITE_DONE"
+                        with m.Elif(words == 0):
+                            m.next = "WRITE_DONE"
+                        with m.Else():
+                            m.next = "WBEAT"
+                with m.Else():
+                    with m.Switch(sel):
+                        for j, (q, nb) in enumerate(out_fifos):
+                            with m.Case(j):
+                                m.d.comb += ok_len.eq(words <= link.max_record_beats(nb))
+                        with m.Default():
+                            fail(Status.BAD_STREAM)
+                    with m.If(sel < len(out_fifos)):
+                        with m.If(~ok_len):
+                            fail(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.next = "RBEAT"
+            with m.State("WBEAT"):
+                take()
+                bytes_of = Signal(range(max_bytes + 1))
+                with m.Switch(sel):
+                    for i, (q, nb) in enumerate(in_fifos):
+                        with m.Case(i):
+                            m.d.comb += bytes_of.eq(nb)
+                with m.If(bidx == bytes_of):        # the flags byte: push the transfer
+                    m.d.sync += [bidx.eq(0), words.eq(words - 1)]
+                    for i, (q, nb) in enumerate(in_fifos):
+                        m.d.comb += [q.w_data.eq(Cat(beat[:8 * nb], byte[0])),
+                                     q.w_en.eq(sel == i)]
+                    with m.If(words == 1):
+                        m.next = "WRITE_DONE"
+                with m.Else():
+                    m.d.sync += [beat.word_select(bidx[:max(1, (max_bytes - 1).bit_length())],
+                                                  8).eq(byte),
+                                 bidx.eq(bidx + 1)]
+            with m.State("WRITE_DONE"):         # free places after the write
+                with m.Switch(sel):
+                    for i, (q, nb) in enumerate(in_fifos):
+                        with m.Case(i):
+                            m.d.sync += free.eq(q.depth - q.level)
+                m.next = "WRITE_FREE"
+            with m.State("WRITE_FREE"):
+                reply_byte(cnt, Mux(cnt == 1, free[:8], free[8:]))
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == 2):
+                    m.next = "REPLY_STATUS"
+            with m.State("RBEAT"):              # take one transfer, if any is left
+                rdy = Signal()
+                with m.Switch(sel):
+                    for j, (q, nb) in enumerate(out_fifos):
+                        with m.Case(j):
+                            m.d.comb += [rdy.eq(q.r_rdy), q.r_en.eq(words != 0)]
+                            m.d.sync += [beat.eq(q.r_data[:8 * nb]),
+                                         beat_last.eq(q.r_data[8 * nb])]
+                with m.If((words == 0) | ~rdy):
+                    m.next = "REPLY_STATUS"
+                with m.Else():
+                    m.d.sync += [words.eq(words - 1), bidx.eq(0)]
+                    m.next = "RRECORD"
+            with m.State("RRECORD"):
+                bytes_of = Signal(range(max_bytes + 1))
+                with m.Switch(sel):
+                    for j, (q, nb) in enumerate(out_fifos):
+                        with m.Case(j):
+                            m.d.comb += bytes_of.eq(nb)
+                m.d.sync += [cnt.eq(cnt + 1), bidx.eq(bidx + 1)]
+                with m.If(bidx == bytes_of):
+                    reply_byte(cnt, beat_last)
+                    m.next = "RBEAT"
+                with m.Else():
+                    reply_byte(cnt, beat.word_select(
+                        bidx[:max(1, (max_bytes - 1).bit_length())], 8))
+
+            # --- reply ------------------------------------------------------------------
+            with m.State("REPLY_STATUS"):
+                reply_byte(0, status)
+                m.d.sync += [rep_len.eq(Mux(cnt == 0, 1, cnt)),
+                             last_ok.eq(1), last_type.eq(ftype), last_seq.eq(seq),
+                             last_crc.eq(fcrc)]
+                m.next = "TX"
+            with m.State("TX"):                 # header, payload, CRC
+                m.d.comb += tptr_next.eq(0)
+                m.d.sync += [cnt.eq(0), tcrc.eq(link.CRC_INIT)]
+                m.next = "TX_HEADER"
+            with m.State("TX_HEADER"):
+                hdr = Signal(8)
+                tx_len = Mux(tx_nak, 1, rep_len)
+                with m.Switch(cnt):
+                    with m.Case(0):
+                        m.d.comb += hdr.eq(SYNC)
+                    with m.Case(1):
+                        m.d.comb += hdr.eq(Mux(tx_nak, FrameType.NAK, last_type | REPLY))
+                    with m.Case(2):
+                        m.d.comb += hdr.eq(Mux(tx_nak, nak_seq, last_seq))
+                    with m.Case(3):
+                        m.d.comb += hdr.eq(tx_len[:8])
+                    with m.Case(4):
+                        m.d.comb += hdr.eq(tx_len[8:])
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(hdr)]
+                with m.If(self.tx.ready):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt != 0):
+                        m.d.sync += tcrc.eq(crc16_byte(tcrc, hdr))
+                    with m.If(cnt == 4):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "TX_PAYLOAD"
+            with m.State("TX_PAYLOAD"):
+                pay = Mux(tx_nak, nak_code, rep_r.data)
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(pay)]
+                with m.If(self.tx.ready):
+                    m.d.comb += tptr_next.eq(tptr + 1)
+                    m.d.sync += tcrc.eq(crc16_byte(tcrc, pay))
+                    with m.If(tptr + 1 == Mux(tx_nak, 1, rep_len)):
+                        m.next = "TX_CRC"
+            with m.State("TX_CRC"):
+                m.d.comb += [self.tx.valid.eq(1),
+                             self.tx.payload.eq(Mux(cnt == 0, tcrc[8:], tcrc[:8]))]
+                with m.If(self.tx.ready):
+                    m.d.sync += cnt.eq(1)
+                    with m.If(cnt == 1):
+                        m.next = "POLL"
+        return m
+
+
+class ByteAccelerator(wiring.Component):
+    """:class:`~trilut.hw.top.Accelerator` (built from ``accel_params``)
+    behind a :class:`Bridge`, without a PHY: ``rx`` / ``tx`` are the link's
+    byte streams (one byte per cycle at most), ``quiet`` is the bridge's
+    (the Verilator harness stops clocking while it is high and no byte is
+    pending), ``leds`` as :data:`LEDS`. ``timeout``: the bridge's
+    inter-byte timeout in cycles."""
+
+    def __init__(self, *, timeout=4096, **accel_params):
+        self._accel = Accelerator(**accel_params)
+        self._timeout = timeout
+        self._bridge = Bridge(self._accel, timeout=timeout)
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          "quiet": Out(1), "leds": Out(8)})
+
+    accel = property(lambda self: self._accel, doc="the accelerator (params, regs, host helpers)")
+    bridge = property(lambda self: self._bridge)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.accel = accel = self._accel
+        m.submodules.bridge = bridge = self._bridge
+        _connect_accel(m, bridge, accel)
+        wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
+        wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.quiet.eq(bridge.quiet), self.leds.eq(_leds(bridge, bridge.quiet))]
+        return m
+
+
+class UartAccelerator(wiring.Component):
+    """:class:`~trilut.hw.top.Accelerator` behind a :class:`Bridge` and the
+    8N1 UART PHY (:mod:`trilut.hw.uart`) at ``baud`` from a ``clk_hz``
+    clock. Ports: ``uart_rx`` (In 1, idle high), ``uart_tx`` (Out 1),
+    ``leds`` (Out 8, :data:`LEDS`; ``quiet`` also requires both PHYs idle).
+
+    A 16-byte FIFO sits between the receiver and the bridge (the UART has
+    no flow control; a byte arriving while the FIFO is full is lost, which
+    the link's CRC detects). The bridge's inter-byte timeout is
+    ``timeout`` cycles (default: 10 ms of ``clk_hz``, at least 40 bit
+    periods). Throughput: one byte per 10 bit periods each way.
+    """
+
+    def __init__(self, clk_hz, baud, *, timeout=None, **accel_params):
+        self._rx = UartRx(clk_hz, baud)
+        self._tx = UartTx(clk_hz, baud)
+        if timeout is None:
+            timeout = max(clk_hz // 100, 40 * self._rx.divisor)
+        self._accel = Accelerator(**accel_params)
+        self._bridge = Bridge(self._accel, timeout=timeout)
+        super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1),
+                          "leds": Out(8)})
+
+    accel = property(lambda self: self._accel)
+    bridge = property(lambda self: self._bridge)
+    divisor = property(lambda self: self._rx.divisor, doc="clock cycles per UART bit")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.accel = accel = self._accel
+        m.submodules.bridge = bridge = self._bridge
+        m.submodules.uart_rx = rx = self._rx
+        m.submodules.uart_tx = tx = self._tx
+        m.submodules.rx_fifo = q = fifo.SyncFIFOBuffered(width=8, depth=16)
+        _connect_accel(m, bridge, accel)
+        m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx),
+                     q.w_data.eq(rx.out.payload), q.w_en.eq(rx.out.valid),
+                     rx.out.ready.eq(1),
+                     bridge.rx.valid.eq(q.r_rdy), bridge.rx.payload.eq(q.r_data),
+                     q.r_en.eq(bridge.rx.ready)]
+        wiring.connect(m, bridge.tx, tx.inp)
+        quiet = bridge.quiet & ~rx.busy & ~q.r_rdy & ~tx.busy & ~rx.out.valid
+        m.d.comb += self.leds.eq(_leds(bridge, quiet))
+        return m
+
+
+def _connect_accel(m, bridge, accel):
+    for name in ["s_axil"] + [n for n, _ in bridge.inputs + bridge.outputs]:
+        wiring.connect(m, getattr(bridge, name), getattr(accel, name))
+
+
+def _leds(bridge, quiet):
+    bits = {"busy": bridge.busy, "done": bridge.done, "error": bridge.error,
+            "activity": bridge.activity, "link_error": bridge.link_error, "quiet": quiet}
+    return Cat(*(bits[name] for name in LEDS))

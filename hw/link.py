@@ -1,0 +1,117 @@
+"""The host link's frame format, in one place for the bridge (hardware) and
+the host (:mod:`trilut.host.protocol`).
+
+A frame, byte by byte::
+
+    SYNC  type  seq  len_lo len_hi  payload[len]  crc_hi crc_lo
+
+* ``SYNC`` = 0xA5 starts every frame (the device hunts for it).
+* ``type``: a :class:`FrameType`; a reply carries the request's type with
+  :data:`REPLY` set, a negative acknowledgement is :attr:`FrameType.NAK`.
+* ``seq``: chosen by the host, echoed in the reply. The device keeps the
+  last executed request's (seq, type, CRC) and its reply: a request equal in
+  all three is a retry and gets the stored reply again without being
+  executed a second time.
+* ``len``: payload bytes, little-endian, at most :data:`MAX_PAYLOAD`.
+* CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF, no reflection, no
+  final xor) over ``type`` .. the last payload byte, sent most significant
+  byte first, so that the CRC run over everything after SYNC, CRC included,
+  is 0 (the check the hardware makes).
+
+Requests and their reply payloads (multi-byte fields little-endian;
+every reply payload starts with a :class:`Status` byte):
+
+==================  =========================================  ==========================
+request             payload                                    reply payload
+==================  =========================================  ==========================
+``REG_WRITE``       addr u32, then n >= 1 words u32             status
+                    (written to addr, addr + 4, ...)
+``REG_READ``        addr u32, count u16 (1 .. :func:`max_read_words`)   status, count words u32
+``STREAM_WRITE``    stream u8, beats u16, beats x record        status, free u16 (beats the
+                                                                stream's buffer can take)
+``STREAM_READ``     stream u8, max_beats u16                    status, up to max_beats records
+==================  =========================================  ==========================
+
+A *record* is one AXI4-Stream transfer of stream i: its ``tdata`` as
+``stream_bytes[i]`` bytes (byte 0 = ``tdata[7:0]``) then one flags byte
+(bit 0 = ``tlast``). Input streams are numbered in the accelerator's
+signature order over its ``s_axis*`` members, output streams over its
+``m_axis*`` members (:func:`trilut.hw.bridge.stream_ports`).
+
+A STREAM_WRITE is taken whole or not at all: with fewer than ``beats`` free
+places in the stream's buffer the reply is :attr:`Status.FULL` (nothing
+written; ``free`` says how much room there is, and a STREAM_WRITE of 0 beats
+asks just that). A STREAM_READ returns what the output buffer holds, up to
+``max_beats`` (possibly none). A frame with a bad CRC, a length beyond
+:data:`MAX_PAYLOAD` or a gap of more than the bridge's timeout between two
+of its bytes is discarded and answered with a NAK whose payload is the
+:class:`Status` (BAD_CRC, BAD_LENGTH or TRUNCATED); the host retries.
+"""
+import binascii
+
+from amaranth.hdl import Cat, Const, Value
+from amaranth.lib import enum
+
+__all__ = ["SYNC", "REPLY", "MAX_PAYLOAD", "HEADER_BYTES", "CRC_BYTES", "FrameType", "Status",
+           "crc16", "crc16_byte", "record_bytes", "max_read_words", "max_record_beats"]
+
+SYNC = 0xA5
+REPLY = 0x80
+#: Largest payload of any frame (request or reply); the bridge's buffers hold one.
+MAX_PAYLOAD = 1024
+HEADER_BYTES = 5      # SYNC, type, seq, len_lo, len_hi
+CRC_BYTES = 2
+CRC_INIT = 0xFFFF
+CRC_POLY = 0x1021
+
+
+class FrameType(enum.IntEnum, shape=8):
+    REG_WRITE = 0x01
+    REG_READ = 0x02
+    STREAM_WRITE = 0x03
+    STREAM_READ = 0x04
+    NAK = 0x7F
+
+
+class Status(enum.IntEnum, shape=8):
+    """First byte of every reply payload, and the payload of a NAK."""
+    OK = 0
+    BAD_TYPE = 1      #: unknown request type
+    BAD_LENGTH = 2    #: payload length does not match the request (or > MAX_PAYLOAD)
+    BAD_STREAM = 3    #: no such stream
+    FULL = 4          #: STREAM_WRITE: not enough room, nothing written
+    BAD_CRC = 5       #: NAK: CRC mismatch
+    TRUNCATED = 6     #: NAK: inter-byte timeout inside a frame
+
+
+def crc16(data, crc=CRC_INIT):
+    """CRC-16/CCITT-FALSE of ``data`` (bytes), the reference for the hardware's
+    :func:`crc16_byte`."""
+    return binascii.crc_hqx(bytes(data), crc)
+
+
+def crc16_byte(crc, byte):
+    """Amaranth expression: ``crc`` (16 bits) updated with ``byte`` (8 bits),
+    MSB first, one combinational step (the same polynomial as :func:`crc16`)."""
+    crc = Value.cast(crc)
+    bits = [crc[i] for i in range(16)]
+    for i in reversed(range(8)):
+        fb = bits[15] ^ Value.cast(byte)[i]
+        shifted = [Const(0, 1)] + bits[:15]
+        bits = [shifted[j] ^ fb if (CRC_POLY >> j) & 1 else shifted[j] for j in range(16)]
+    return Cat(*bits)
+
+
+def record_bytes(stream_bytes):
+    """Bytes of one stream record: the transfer's data plus the flags byte."""
+    return stream_bytes + 1
+
+
+def max_record_beats(stream_bytes):
+    """Most records one STREAM_WRITE request or STREAM_READ reply can carry."""
+    return (MAX_PAYLOAD - 3) // record_bytes(stream_bytes)
+
+
+def max_read_words():
+    """Most words one REG_READ reply can carry."""
+    return (MAX_PAYLOAD - 1) // 4

