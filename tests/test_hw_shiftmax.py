@@ -15,6 +15,7 @@ from trilut.sim.runner import SimFailure, simulate_unit
 # buffer whose length is not a power of two, and the defaults.
 SMALL = dict(max_len=20)        # every test
 DEFAULT = dict()                # in_bits=8, n=15, out_bits=8, max_len=256: throughput
+OUT16 = dict(out_bits=16, max_len=64)   # 16-bit output (issue #7, imported models)
 
 
 def simulate(params, *, seed=1, broken=False, testcase=None):
@@ -34,6 +35,14 @@ def test_shiftmax_default_config():
     """The default configuration: random rows and the zero-stall throughput
     test over 8 rows of 256 (>= 0.9 elements/cycle)."""
     assert simulate(DEFAULT, testcase=["random_rows", "full_rate"]) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("shiftmax-out16")
+def test_shiftmax_out16_matches_golden():
+    """out_bits = 16 (SPEC 4.2; the default for imported models): every test,
+    bit-exact with golden, including zero-stall throughput over rows of 64."""
+    assert simulate(OUT16) == 5
 
 
 @pytest.mark.sim
