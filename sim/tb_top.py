@@ -34,9 +34,10 @@ from trilut.golden.encoder import EncoderConfig, encoder_block, float_weight_sha
 from trilut.host.compiler import compile_block
 from trilut.host.quantize import quantize_encoder, quantize_input
 from trilut.hw import isa
-from trilut.hw.isa import (RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, const_words,
+from trilut.hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue,
+                           ErrorCode, Head, Opcode, const_words,
                            descriptor_words, pack_descriptor, pack_gelu_const,
-                           pack_requant_const, pack_residual_const)
+                           pack_requant_const, pack_residual_const, pack_softmax_const)
 from trilut.hw.top import Accelerator
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -287,6 +288,45 @@ async def residual(dut):
     dut._log.info("residual counters: %s", cnt)
 
 
+def valid_attn(acc):
+    """Fields of a valid ATTN_QK and ATTN_AV descriptor (2 rows, 2 heads)."""
+    i8 = acc.int8_engine
+    L, K = i8.lanes, i8.k_per_cycle
+    qk = dict(engine=EngineKind.INT8, epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0,
+              dst_bank=1, rows=2, k=2 * K, n=2 * L, heads=2)
+    return qk, dict(qk, epilogue=Epilogue.REQUANT, k=2 * L, n=2 * L)
+
+
+def attn_cases(acc):
+    """Malformed ATTN_QK / ATTN_AV descriptors and the code each must raise."""
+    i8 = acc.int8_engine
+    W, R, L, K = acc.max_width, acc.max_rows, i8.lanes, i8.k_per_cycle
+    qk, av = valid_attn(acc)
+    QK, AV = Opcode.ATTN_QK, Opcode.ATTN_AV
+    return [
+        (QK, {}, ErrorCode.UNSUPPORTED),
+        (QK, dict(qk, engine=EngineKind.TLMM), ErrorCode.UNSUPPORTED),
+        (QK, dict(qk, epilogue=Epilogue.REQUANT), ErrorCode.UNSUPPORTED),
+        (AV, dict(av, epilogue=Epilogue.REQUANT_SOFTMAX), ErrorCode.UNSUPPORTED),
+        (QK, dict(qk, head=Head.LAYERNORM), ErrorCode.UNSUPPORTED),
+        (QK, dict(qk, src_bank=KEY_BANK), ErrorCode.BANK),
+        (AV, dict(av, dst_bank=RESIDUAL_BANK), ErrorCode.BANK),
+        (QK, dict(qk, dst_bank=acc.banks), ErrorCode.BANK),
+        (QK, dict(qk, src_row=R - 1), ErrorCode.ROWS),
+        (AV, dict(av, rows=0), ErrorCode.ROWS),
+        (QK, dict(qk, heads=0), ErrorCode.SHAPE),
+        (QK, dict(qk, k=K + 1), ErrorCode.SHAPE),          # head dim not whole k-blocks
+        (QK, dict(qk, n=L + 1), ErrorCode.SHAPE),          # keys not whole lane blocks
+        (QK, dict(qk, n=(R // L + 1) * L), ErrorCode.SHAPE),   # more keys than max_rows
+        (AV, dict(av, k=R + 1), ErrorCode.SHAPE),          # more keys than max_rows
+        (QK, dict(qk, heads=W // (2 * K) + 1), ErrorCode.SHAPE),  # heads x K > max_width
+        (AV, dict(av, heads=W // (2 * L) + 1), ErrorCode.SHAPE),  # heads x N > max_width
+        (QK, dict(qk, const=acc.const_sets), ErrorCode.CONST),
+        (QK, dict(qk, dst_bank=0, dst_row=1), ErrorCode.OVERLAP),
+        (AV, dict(av, dst_bank=0, src_row=3, dst_row=2), ErrorCode.OVERLAP),
+    ]
+
+
 @cocotb.test()
 async def malformed(dut):
     """Malformed descriptors stop the sequencer with the right code, the bus
@@ -301,7 +341,7 @@ async def malformed(dut):
     cases = [
         ([pack_descriptor(Opcode.LOAD, rows=1, k=4), pack_descriptor(9)], ErrorCode.OPCODE, 1),
         ([pack_descriptor(Opcode.LOAD, dst_bank=acc.banks, rows=1, k=4)], ErrorCode.BANK, 0),
-        ([pack_descriptor(Opcode.STORE, src_bank=14, rows=1, k=4)], ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.STORE, src_bank=acc.banks + 1, rows=1, k=4)], ErrorCode.BANK, 0),
         ([pack_descriptor(Opcode.LOAD, dst_row=R - 1, rows=2, k=4)], ErrorCode.ROWS, 0),
         ([pack_descriptor(Opcode.LOAD, rows=0, k=4)], ErrorCode.ROWS, 0),
         ([pack_descriptor(Opcode.LOAD, rows=1, k=W + 1)], ErrorCode.SHAPE, 0),
@@ -326,8 +366,11 @@ async def malformed(dut):
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, n=L))], ErrorCode.SHAPE, 0),
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, src_row=R - 1, rows=2))],
          ErrorCode.ROWS, 0),
-        ([pack_descriptor(Opcode.ATTN_QK)], ErrorCode.UNSUPPORTED, 0),
-    ]
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.REQUANT_GELU,
+                                                dst_bank=KEY_BANK))], ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, dst_bank=VALUE_BANK))],
+         ErrorCode.BANK, 0),
+    ] + [([pack_descriptor(op, **fields)], code, 0) for op, fields, code in attn_cases(acc)]
     for prog, code, pc in cases:
         frames = acc.row_frames(np.zeros((1, 4), dtype=int)) if pc else []
         await tb.write_program(prog)
@@ -342,6 +385,16 @@ async def malformed(dut):
         await tb.soft_reset()
         st = await tb.status()
         assert not (st.busy or st.error or st.done), f"soft reset left {st}"
+    # A unit error inside an ATTN pass: Shiftmax with x0 = 0 stops with UNIT
+    # (STATUS.unit bit 7), the bus stays responsive, soft reset clears it.
+    await tb.write_consts(0, [pack_softmax_const(1 << 15, 15, 0)])
+    await tb.write_program([pack_descriptor(Opcode.ATTN_QK, **valid_attn(acc)[0])])
+    await tb.start()
+    st = await tb.wait_idle()
+    assert st.error and st.code == ErrorCode.UNIT and int(st.unit) == 1 << 7, f"{st}"
+    await tb.soft_reset()
+    st = await tb.status()
+    assert not (st.busy or st.error or st.done), f"soft reset left {st}"
     # Soft reset in the middle of a LOAD whose data never comes.
     await tb.write_program([pack_descriptor(Opcode.LOAD, rows=2, k=W)])
     await tb.start()
@@ -364,8 +417,8 @@ async def pass_cycles(dut):
     acc, rng = tb.acc, tb.np_rng
     e = acc.engine
     results = []
-    for m_rows, k, n in ((8, acc.max_width, e.lanes * (acc.max_width // e.lanes)),
-                         (acc.max_rows, acc.max_width, e.lanes)):
+    for m_rows, k, n in ((4, acc.max_width, 16 * e.lanes),
+                         (acc.max_rows, acc.max_width // 4, e.lanes)):
         x = rng.integers(-128, 128, size=(m_rows, k))
         w = rng.integers(-1, 2, size=(k, n))
         c = tb.random_requant(n, k)
@@ -493,6 +546,76 @@ async def whole_block(dut):
     dut._log.info("digits block counters: %s", cnt)
     block, x = random_block(CONFIG.get("seed", 1), **SMALL)
     await block_run(tb, block, x, "small")
+
+
+@cocotb.test()
+async def small_block(dut):
+    """The small shape alone (every traced tensor, random pauses): the cheap
+    run behind the wrong-model check."""
+    tb = TopBench(dut)
+    await tb.reset()
+    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    await block_run(tb, block, x, "small")
+
+
+@cocotb.test()
+async def reset_mid_block(dut):
+    """CTRL.soft_reset in the middle of a block (inside ATTN_QK, after the
+    host fed only the frames up to it), then a different program (the small
+    shape, every traced tensor) runs bit-exact."""
+    tb = TopBench(dut)
+    await tb.reset()
+    block, x = digits_block(2)
+    prog = compile_block(block, tb.acc, len(x))
+    for s, entries in prog.consts:
+        await tb.write_consts(s, entries)
+    await tb.write_program(prog.descriptors)
+    qk = prog.passes.index("qk")
+    tb.send(prog.input_frames(x)[:4 * len(x)])       # LOAD x, then k, v, q weights
+    await tb.start()
+    for _ in range(5000):
+        st = await tb.status()
+        if int(st.pc) == qk:
+            break
+        await ClockCycles(dut.clk, 20)
+    await ClockCycles(dut.clk, 300)
+    st = await tb.status()
+    assert st.busy and int(st.pc) == qk, f"expected to be inside ATTN_QK: {st}"
+    await tb.soft_reset()
+    st = await tb.status()
+    assert not (st.busy or st.error or st.done), f"soft reset mid-block left {st}"
+    block, x = random_block(CONFIG.get("seed", 1) + 2, **SMALL)
+    await block_run(tb, block, x, "after reset")
+
+
+@cocotb.test()
+async def slow_reader(dut):
+    """The host stops reading m_axis for 20,000 cycles while the small block's
+    traced STOREs are due: the sequencer waits (busy, no error), nothing is
+    lost or duplicated, every tensor matches golden."""
+    tb = TopBench(dut)
+    await tb.reset()
+    tb.sink.clear_pause_generator()
+    tb.sink.pause = True
+    block, x = random_block(CONFIG.get("seed", 1) + 3, **SMALL)
+    prog = compile_block(block, tb.acc, len(x), trace=True)
+    for s, entries in prog.consts:
+        await tb.write_consts(s, entries)
+    await tb.write_program(prog.descriptors)
+    tb.send(prog.input_frames(x))
+    await tb.start()
+    await ClockCycles(dut.clk, 20_000)
+    st = await tb.status()
+    first_store = next(i for i, n in enumerate(prog.passes) if n.startswith("store"))
+    assert st.busy and not st.error and int(st.pc) == first_store, f"{st}"
+    assert tb.sink.empty(), "frames arrived while the sink was paused"
+    tb.sink.set_pause_generator(_pauses(tb.rng, 0.3))
+    raw = [(await with_timeout(tb.sink.recv(), 20_000, "us")).tdata
+           for _ in range(prog.output_frames)]
+    st = await tb.wait_idle()
+    _ok(st, len(prog.descriptors) - 1)
+    assert tb.sink.empty(), "extra frames on m_axis"
+    check_block(prog.decode(raw), golden_trace(block, x), "slow reader")
 
 
 @cocotb.test()
