@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """cocotb testbench for the double-buffered weight store (hw/wstore.py).
 
 The configuration arrives as JSON in ``TRILUT_TB``: ``params`` (the engine

@@ -11,6 +11,9 @@ from trilut.hw.wstore import WeightStore
 from trilut.sim import tb_wstore
 from trilut.sim.runner import SimFailure, simulate_unit
 
+# Engines are built for their codes layout and wgt_beats only.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 # Two Verilator builds (~10 s each, cached per Verilog hash): TLMM codes
 # (40 bits) with a depth that is not a power of two (24 = 6 k-blocks x 4
 # output blocks), and the direct engine's codes (16 bits) at depth 16.
@@ -116,7 +119,8 @@ def test_decode_passes_cover_the_row():
 def test_registered_unit_is_sized_for_the_default_engine():
     """gen/units.py's "wstore" entry holds the default tlmm engine's codes
     and the depth of a max_width = 256 pass."""
-    from trilut.gen.units import build_unit
-    engine, store = build_unit("tlmm")[0], build_unit("wstore")[0]
+    from trilut.gen.units import UNITS
+    engine = UNITS["tlmm"].cls(**UNITS["tlmm"].defaults)
+    store = UNITS["wstore"].cls(**UNITS["wstore"].defaults)
     assert store.code_bits == WeightStore(engine, depth=1).code_bits
     assert store.depth == WeightStore.depth_for(engine, 256, 256)
