@@ -177,6 +177,11 @@ def int8_matmul(a, b, name="a @ b"):
     |sum| = 2^14 * K must fit int32, so K <= INT8_MATMUL_MAX_K (131071).
     This is the rule of the DSP int8 engine (hw/int8mm.py, products
     accumulated exactly, no rounding). Returns int64.
+
+    Computed with a float64 matmul (BLAS speed): every partial sum is an
+    integer of magnitude <= 2^14 * K < 2^31, exactly representable in
+    float64, so each addition is exact in any order and the result equals
+    the integer matmul.
     """
     a = _int_tensor(f"{name}: left operand", a, INT8_MIN, INT8_MAX)
     b = _int_tensor(f"{name}: right operand", b, INT8_MIN, INT8_MAX)
@@ -188,7 +193,12 @@ def int8_matmul(a, b, name="a @ b"):
     if a.shape[-1] > INT8_MATMUL_MAX_K:
         raise ValueError(f"{name}: K={a.shape[-1]} exceeds {INT8_MATMUL_MAX_K} "
                          f"(2^14 * K must fit int32)")
-    return np.matmul(a, b)
+    return _exact_matmul(a, b)
+
+
+def _exact_matmul(a, b):
+    """Integer a @ b via float64 BLAS: exact while every partial sum stays below 2^53."""
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- config
@@ -884,7 +894,7 @@ def _attention(h, p, t, float_ops):
         probs = shiftmax(logits, _scale_for_x0(p.softmax_x0), n=SOFTMAX_N, out_bits=pb)
     t["probs"] = _narrow("probs", probs, np.int8 if pb == 8 else np.int16)
     # sum(probs) <= 2^(pb-1) per row, so |av| <= 2^(pb-1) * 128 <= 2^22 (exact matmul)
-    av = np.matmul(probs.astype(np.int64), _int_tensor("v", vh, INT8_MIN, INT8_MAX))
+    av = _exact_matmul(probs, _int_tensor("v", vh, INT8_MIN, INT8_MAX))
     t["av_acc"] = _narrow("av_acc", av, np.int32)
     lo, hi, dt = _act_bounds(p)
     attn = _merge_heads(requantize(av, p.attn.m, p.attn.e, lo=lo, hi=hi, m_bits=mb))

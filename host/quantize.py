@@ -120,18 +120,28 @@ def _range(a, percentile):
     return max(r, _TINY)
 
 
-def _calib_array(calib_inputs, cfg):
+def _calib_arrays(calib_inputs, cfg):
+    """A list of checked float arrays: one array, or a list/tuple of arrays whose
+    sequence lengths differ (e.g. sentences of different lengths)."""
+    if isinstance(calib_inputs, (list, tuple)):
+        if not calib_inputs:
+            raise ValueError("calib_inputs: empty list")
+        return [_calib_array(c, cfg, f"calib_inputs[{i}]") for i, c in enumerate(calib_inputs)]
+    return [_calib_array(calib_inputs, cfg)]
+
+
+def _calib_array(calib_inputs, cfg, what="calib_inputs"):
     x = np.asarray(calib_inputs)
     if x.dtype.kind not in "iuf":
-        raise TypeError(f"calib_inputs: expected a real array, got dtype {x.dtype}")
+        raise TypeError(f"{what}: expected a real array, got dtype {x.dtype}")
     if x.ndim < 2 or x.shape[-1] != cfg.hidden or x.size == 0:
-        raise ValueError(f"calib_inputs: expected shape (..., T, {cfg.hidden}), got {x.shape}")
+        raise ValueError(f"{what}: expected shape (..., T, {cfg.hidden}), got {x.shape}")
     if x.shape[-2] > cfg.max_seq:
-        raise ValueError(f"calib_inputs: sequence length {x.shape[-2]} exceeds "
+        raise ValueError(f"{what}: sequence length {x.shape[-2]} exceeds "
                          f"cfg.max_seq={cfg.max_seq}")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise ValueError("calib_inputs: contains non-finite values (nan or inf)")
+        raise ValueError(f"{what}: contains non-finite values (nan or inf)")
     return x
 
 
@@ -140,12 +150,16 @@ def calibrate(float_weights, cfg, calib_inputs, percentile=100.0):
 
     Returns {"x": r, "blocks.{i}.{name}": r, ...} over the float trace names.
     ``float_weights`` are used as given (pass dequantized_weights(...)).
+    ``calib_inputs``: one array (..., T, hidden) or a list of such arrays
+    (different T allowed); the percentile is taken over all of them.
     """
     cfg = EncoderConfig.coerce(cfg)
     if not (0 < percentile <= 100):
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    t = float_encoder_stack(_calib_array(calib_inputs, cfg), float_weights, cfg, trace=True)
-    return {k: _range(v, percentile) for k, v in t.items()}
+    traces = [float_encoder_stack(x, float_weights, cfg, trace=True)
+              for x in _calib_arrays(calib_inputs, cfg)]
+    return {k: _range(np.concatenate([np.ravel(t[k]) for t in traces]), percentile)
+            for k in traces[0]}
 
 
 def _dyadic(ratio, m_bits, what):
@@ -198,7 +212,8 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
 
     float_weights: name -> array per float_weight_shapes(cfg) (weights
     (in, out)); cfg: EncoderConfig or a mapping of its fields; calib_inputs:
-    float (..., T, hidden) inputs of block 0. ``percentile`` of |activation|
+    float (..., T, hidden) inputs of block 0 (or a list of such arrays with
+    different T). ``percentile`` of |activation|
     sets every int8 activation range (100 = absmax); ``residual_headroom``
     multiplies the ranges of int16 tensors (residual stream, input, "accurate"
     GELU input, token-mode linear inputs), which have 15 bits to spare.
@@ -213,7 +228,7 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
         raise ValueError(f"residual_headroom must be >= 1, got {residual_headroom}")
     w = check_float_weights(float_weights, cfg)
     deq = dequantized_weights(w, cfg)
-    calib = _calib_array(calib_inputs, cfg)
+    calib = _calib_arrays(calib_inputs, cfg)
     r = calibrate(deq, cfg, calib, percentile)
     r16 = lambda name: residual_headroom * r[name] / INT16_MAX   # noqa: E731
     r8 = lambda name: r[name] / INT8_MAX                           # noqa: E731
@@ -291,7 +306,7 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
         s_x = s_out
     params = EncoderParams(tuple(blocks), in_scale)
     if width_headroom is not None:
-        check_widths(params, quantize_input(calib, params), width_headroom)
+        check_widths(params, [quantize_input(c, params) for c in calib], width_headroom)
     return params
 
 
@@ -309,19 +324,19 @@ def accumulator_widths(params, x, headroom=1.0):
     """Per accumulator tensor: calibrated |value| max, bits it needs with headroom, bits it has.
 
     Runs the integer stack on int16 inputs ``x`` (e.g. quantize_input(calib,
-    params)). Returns {"blocks.{i}.{name}": {"max_abs", "bits_needed",
+    params)), one array or a list of arrays (different T). Returns {"blocks.{i}.{name}": {"max_abs", "bits_needed",
     "bits_available"}} for q/k/v/fc1/fc2 and projection accumulators, qk_acc,
     av_acc and gelu_prod (bits are signed widths).
     """
     if not headroom >= 1.0:
         raise ValueError(f"headroom must be >= 1, got {headroom}")
-    t = encoder_stack(x, params, trace=True)
+    traces = [encoder_stack(xi, params, trace=True)
+              for xi in (x if isinstance(x, (list, tuple)) else [x])]
     out = {}
     for i, block in enumerate(params.blocks):
         for name, avail in _device_widths(block).items():
             key = f"blocks.{i}.{name}"
-            v = t[key]
-            mx = int(np.abs(v.astype(np.int64)).max()) if v.size else 0
+            mx = max(int(np.abs(t[key].astype(np.int64)).max()) for t in traces)
             need = int(math.ceil(mx * headroom)).bit_length() + 1
             out[key] = {"max_abs": mx, "bits_needed": need, "bits_available": avail}
     return out
