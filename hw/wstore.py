@@ -83,10 +83,16 @@ Tested (Verilator, cocotb 2; random idle gaps on ``load`` and ``play``,
 random backpressure on ``wgt``): the TLMM codes of group 3, tables 2,
 lanes 4 (40 bits, depth 24: max_k 36, max_n 16) and the direct engine's codes
 of group 2, tables 2, lanes 2 (16 bits, depth 16); passes of every shape up
-to ``depth`` beats back to back with 1 to ``max_rows`` rows, the next pass
-loading during each replay; all-(-1), all-(+1), one-hot weights; decode
-chunks with ``cont``; both errors and the store's recovery after them;
-throughput without stalls.
+to ``depth`` beats back to back with 1 to 127 rows, the next pass loading
+during each replay; all-(-1), all-(+1), all-0, one-hot weights; decode
+chunks with ``cont``; both errors and the store's recovery after them.
+Measured without stalls: 1.000 ``wgt`` beats per cycle over 8 passes (rows 1
+to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
+
+Cost (ECP5-85F, out of context, seed 1): 320-bit codes (default engine, G 3,
+T 4, L 16) at depth 352 (max_width 256): 338 LUT4, 142 FF, 18 DP16KD,
+138.3 MHz; at depth 88 (max_width 128): 306 LUT4, 122 FF, 9 DP16KD,
+135.1 MHz.
 """
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
