@@ -1,8 +1,9 @@
 """The accelerator top: AXI4-Lite control, AXI4-Stream data, a descriptor
-sequencer and the pass types LOAD, NORM, LINEAR, STORE, END (enough for the
-FFN half of an encoder block).
+sequencer and the pass types LOAD, NORM, LINEAR, ATTN_QK, ATTN_AV, STORE,
+END: a whole integer encoder block (``trilut.host.compiler`` writes the
+program).
 
-See ``docs/accelerator.md`` for the architecture this is a first slice of,
+See ``docs/accelerator.md`` for the architecture,
 and :mod:`trilut.hw.isa` for the descriptor, constant entries, error codes
 and register map (defined there once; this module elaborates from them).
 
@@ -47,6 +48,22 @@ destination rows. NORM: its C constant entries are copied the same way, then
 int16 rows of the residual bank stream through LayerNorm and the per-channel
 Requantizer (gamma, beta and the gamma sign folded into m, e, bias, as golden
 ``NormParams``) into an int8 bank.
+
+KV region (banks :data:`~trilut.hw.isa.KEY_BANK` / ``VALUE_BANK``): int8 K
+and V rows stored as the int8 engine's weight beats, one ``attn_lanes x
+attn_kpc``-byte memory word per beat (:func:`kv_address`: K words are key
+block x channel block, V words channel block x token block; every element
+write is one byte-enable write). LINEAR (REQUANT) and LOAD write it through
+the act writer's row/column, STORE reads it back row by row.
+ATTN_QK / ATTN_AV (``engine`` INT8, ``heads`` H, ``k``/``n`` per head): for
+each source row t and head h, segment h of row t (``k`` elements) is the int8
+engine's activation row and the KV fetcher streams head h's K (QK: ``n``
+keys) or V (AV: ``k`` keys, ``n`` = head dim) words as its weights at one
+beat per cycle; the ``n`` results go through the serializer and the
+per-tensor Requantizer (one constant entry) and, for QK, Shiftmax (x0 from
+the entry, :data:`~trilut.hw.isa.SOFTMAX_CONST`), into columns ``h*n ..`` of
+destination row t (rows of ``heads * n``). Heads are looped inside the pass,
+row-major (t outer, h inner), so the destination is written in order.
 
 Sequencer: FETCH -> LATCH (descriptor register) -> CHECK (row-range sums
 and decoded flags, registered) -> CHECK2 (error code, registered) ->
@@ -451,10 +468,17 @@ class Accelerator(wiring.Component):
     AXI4-Stream width in bytes (a power of two, >= 2 and wide enough for
     one weight beat; default: the smallest such, at least 4).
 
+    ``attn_lanes`` / ``attn_kpc``: the int8 engine's lanes and products per
+    lane per cycle (powers of two; peak ``attn_lanes * attn_kpc`` MACs per
+    cycle on MULT18X18D; the KV word is ``attn_lanes * attn_kpc`` bytes).
+
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
     1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes,
-    const < const_sets. Memories are addressed {bank, row, column} with each
-    dimension rounded up to a power of two.
+    const < const_sets. ATTN: heads >= 1, heads x K and heads x N <= max_width,
+    keys (QK: N, AV: K) <= max_rows, N a multiple of attn_lanes, the head dim
+    (QK: K, AV: N) a multiple of attn_kpc / attn_lanes, source and
+    destination rows disjoint within one bank. Memories are addressed {bank,
+    row, column} with each dimension rounded up to a power of two.
 
     Cycle cost (no stalls): LOAD/STORE one element per cycle plus a cycle per
     transfer; LINEAR ``N`` cycles of constant copy, then the engine's
@@ -464,7 +488,11 @@ class Accelerator(wiring.Component):
     lanes``); REQUANT_GELU adds ShiftGELU's row capture and latency per pass.
     NORM: ``C`` cycles of constant copy, then LayerNorm's row interval per
     row (its MEAN/VAR stage bounds rows shorter than ~70 at int16) plus its
-    latency. Each descriptor costs five sequencer cycles before its pass.
+    latency. ATTN: one constant copy cycle, then ``rows * heads * (N /
+    attn_lanes) * ceil(K / attn_kpc)`` weight beats at one per cycle, except
+    that ATTN_QK is bounded by Shiftmax's single divider for rows shorter
+    than 33 keys (33 cycles per row). Each descriptor costs five sequencer
+    cycles before its pass.
     """
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
