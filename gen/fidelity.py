@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..host.hf import IMPORT_DEFAULTS, cosine, load_checkpoint, load_tokenizer
-from ..host.quantize import dequantized_weights
+from ..host.hf import CALIBRATION_SENTENCES, IMPORT_DEFAULTS, cosine, load_checkpoint, \
+    load_tokenizer
+from ..host.quantize import accumulator_widths, dequantized_weights, quantize_input
 from .synth import format_table
 
 DEFAULT_DIR = Path("build/pretrained")
@@ -87,6 +88,18 @@ def metrics(outs, refs):
             "pooled_mean": float(pooled.mean()), "pooled_worst": float(pooled.min())}
 
 
+def width_summary(model, tok):
+    """Per accumulator kind: most bits any layer needs on the calibration set, bits available."""
+    xs = [quantize_input(model.embed(tok.encode(s))[None], model.params)
+          for s in CALIBRATION_SENTENCES]
+    out = {}
+    for key, w in accumulator_widths(model.params, xs).items():
+        kind = key.split(".", 2)[2]
+        cur = out.setdefault(kind, {"bits_needed": 0, "bits_available": w["bits_available"]})
+        cur["bits_needed"] = max(cur["bits_needed"], w["bits_needed"])
+    return out
+
+
 def _check_references(model, path, seqs, refs):
     """Max |float reference - transformers| and tokenizer agreement, where installed."""
     out = {}
@@ -126,7 +139,7 @@ def _run(path, json_path, progress):
     model = load_checkpoint(path)
     tok = load_tokenizer(path)
     seqs = [tok.encode(s) for s in EVAL_SENTENCES]
-    refs = [model.float_forward(s)[0] for s in seqs]
+    refs = [model.float_forward(input_ids=s)[0] for s in seqs]
     checks = _check_references(model, path, seqs, refs)
     progress(f"[{time.monotonic() - t0:5.1f}s] float reference: {len(seqs)} sentences, "
              f"{sum(map(len, seqs))} tokens; checks {checks}")
@@ -144,8 +157,13 @@ def _run(path, json_path, progress):
     add("float, int8 weights only",
         [float_encoder_stack(model.embed(s), deq, model.cfg) for s in seqs])
     model.quantize()
-    integer = lambda **kw: [model.integer_forward(s, **kw)[0] for s in seqs]   # noqa: E731
+    integer = lambda **kw: [model.integer_forward(input_ids=s, **kw)[0]   # noqa: E731
+                           for s in seqs]
     add("integer (import defaults)", integer())
+    widths = width_summary(model, tok)
+    progress("accumulator bits needed on the calibration set (no headroom) / available: "
+             + ", ".join(f"{k} {w['bits_needed']}/{w['bits_available']}"
+                         for k, w in widths.items()))
     for op in ("layernorm", "softmax", "gelu"):
         add(f"integer, {op} in float", integer(float_ops=(op,)))
     add("integer, all three in float", integer(float_ops=("layernorm", "softmax", "gelu")))
@@ -153,7 +171,7 @@ def _run(path, json_path, progress):
                          ("8-bit Shiftmax output", dict(probs_bits=8))):
         variant = load_checkpoint(path, **change)
         variant.quantize()
-        add(f"integer, {name}", [variant.integer_forward(s)[0] for s in seqs])
+        add(f"integer, {name}", [variant.integer_forward(input_ids=s)[0] for s in seqs])
     default = rows[1]
     passed = {k: default[k] >= v for k, v in TARGETS.items()}
     cols = ["token_mean", "token_worst", "pooled_mean", "pooled_worst"]
@@ -166,7 +184,7 @@ def _run(path, json_path, progress):
             "intermediate_size")},
         "import_defaults": IMPORT_DEFAULTS, "eval_sentences": list(EVAL_SENTENCES),
         "tokens": int(sum(map(len, seqs))), **checks, "targets": TARGETS,
-        "targets_met": passed, "rows": rows, "seconds": round(time.monotonic() - t0, 1),
+        "targets_met": passed, "rows": rows, "accumulator_bits": widths, "seconds": round(time.monotonic() - t0, 1),
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

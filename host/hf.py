@@ -1,48 +1,57 @@
-"""Pretrained Hugging Face encoders (BERT family) in the integer golden pipeline.
+"""Pretrained Hugging Face encoders (BERT and ViT families) in the integer golden pipeline.
 
 A checkpoint directory holds ``config.json`` and ``model.safetensors`` (the
 Hugging Face layout; no network access, no ``transformers`` needed). Supported:
 
-* ``model_type == "bert"`` (BertModel, and any Bert* head model: only the
+* ``model_type == "bert"`` (BertModel, and Bert* head models: only the
   encoder is used, key prefix ``bert.`` stripped): BERT, MiniLM and other
-  BERT-shaped encoders with absolute position embeddings and erf GELU
-  (``hidden_act == "gelu"``).
+  BERT-shaped encoders with absolute position embeddings and erf GELU.
+  Input: token ids.
+* ``model_type == "vit"`` (ViTModel, ViT* heads, prefix ``vit.``): input
+  pixels (batch, channels, image_size, image_size), already normalized as the
+  checkpoint's image processor does.
 
-Anything else (RoBERTa, DistilBERT, ViT, decoders, other activations or
-position embeddings) raises :class:`UnsupportedCheckpoint` naming what the
-config declares and what is supported.
+Anything else (RoBERTa, DistilBERT, decoders, other activations or position
+embeddings) raises :class:`UnsupportedCheckpoint` naming what config.json
+declares and what is supported.
 
-Mapping onto :mod:`trilut.golden.encoder` (``norm="post"``, BERT's post-LN):
+Mapping onto :mod:`trilut.golden.encoder` (layer i -> ``blocks.i.*``)::
 
-=====================================  ============================
-checkpoint (layer i)                   golden name (blocks.i.*)
-=====================================  ============================
-attention.self.{query,key,value}       q, k, v
-attention.output.dense                 o
-attention.output.LayerNorm             ln1 (after res1 = x + o)
-intermediate.dense                     fc1
-output.dense                           fc2
-output.LayerNorm                       ln2 (after res2 = ln1 + fc2)
-=====================================  ============================
+    golden   BERT (norm="post")            ViT (norm="pre")
+    q, k, v  attention.self.{query,...}    attention.attention.{query,...}
+    o        attention.output.dense        attention.output.dense
+    ln1      attention.output.LayerNorm    layernorm_before
+             (after res1 = x + o)          (before attention)
+    fc1      intermediate.dense            intermediate.dense
+    fc2      output.dense                  output.dense
+    ln2      output.LayerNorm              layernorm_after
+             (after res2 = ln1 + fc2)      (before fc1)
 
-torch ``Linear.weight`` (out, in) is transposed to the golden (in, out).
+BERT is post-LN: golden.encoder's ``norm="post"`` blocks compute exactly its
+dataflow (no re-association). torch ``Linear.weight`` (out, in) is
+transposed to the golden (in, out).
 
-Host side, in float: the embeddings (word + position + token type, position
-ids 0..T-1) and the embedding LayerNorm; their output is quantized to the
-int16 residual stream at the calibrated input scale (quantize_input). The 
-encoder layers run in integers with int8 per-channel weights and, by default
-(:data:`IMPORT_DEFAULTS`), the issue #7 modes: per-token activation
-quantization in front of every linear layer, 16-bit Shiftmax output, the
-accurate ShiftGELU mode, attention-logit scales snapped so x0 is exact, and
-accumulator widths checked on the calibration set. The last hidden state is
-dequantized at the last block's output scale.
+Host side, in float: the embeddings (BERT: word + position + token type 0,
+position ids 0..T-1, then the embedding LayerNorm; ViT: the patch
+projection, the class token and position embeddings); the result is
+quantized to the int16 residual stream at the calibrated input scale
+(quantize_input). ViT's final LayerNorm: the integer LayerNorm
+(int_layernorm) of the last block's output, its gamma/beta applied while
+dequantizing. The encoder layers run in integers with int8 per-channel
+weights and, by default (:data:`IMPORT_DEFAULTS`), the issue #7 modes:
+per-token activation quantization in front of every linear layer, 16-bit
+Shiftmax output, the accurate ShiftGELU mode, attention-logit scales snapped
+so x0 is exact, and accumulator widths checked on the calibration set
+(WIDTH_HEADROOM). The last hidden state is dequantized at the last block's
+output scale.
 
-Attention masks: each sequence runs on its unmasked tokens only (keeping
-their position ids), which is what BERT's additive -10000 mask computes up
-to exp(-10000); masked positions of the output are 0.
+Attention masks (BERT): each sequence runs on its unmasked tokens only
+(keeping their position ids), which is what BERT's additive -10000 mask
+computes up to exp(-10000); masked positions of the output are 0.
 
 Calibration uses :data:`CALIBRATION_SENTENCES` (tokenized with the
-checkpoint's own WordPiece vocabulary) unless other token ids are given.
+checkpoint's own WordPiece vocabulary) unless other inputs are given; ViT
+needs calibration pixels.
 """
 from __future__ import annotations
 
@@ -55,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.encoder import EncoderConfig, encoder_stack, float_encoder_stack, float_layernorm
+from ..golden.nonlinear import int_layernorm, int_layernorm_scale
 from .quantize import dequantize_output, quantize_encoder, quantize_input
 
 __all__ = [
@@ -62,18 +72,26 @@ __all__ = [
     "HFEncoder", "load_checkpoint", "WordPiece", "load_tokenizer", "cosine", "hf_run",
 ]
 
-SUPPORTED = "model_type 'bert' (BertModel and Bert* heads: BERT, MiniLM)"
+SUPPORTED = ("model_type 'bert' (BertModel and Bert* heads: BERT, MiniLM) and "
+             "model_type 'vit' (ViTModel and ViT* heads)")
 
-# Quantization choices for imported checkpoints (SPEC 1, 4.3, 4.5, 4.6).
-IMPORT_DEFAULTS = dict(weights="int8", norm="post", act_quant="token", probs_bits=16,
-                       gelu_mode="accurate")
+# Quantization choices for imported checkpoints (SPEC 1, 4.3, 4.5, 4.6); the
+# LayerNorm position ("post" for BERT, "pre" for ViT) comes from the architecture.
+IMPORT_DEFAULTS = dict(weights="int8", act_quant="token", probs_bits=16, gelu_mode="accurate")
 WIDTH_HEADROOM = 2.0     # calibrated accumulator ranges must fit twice over
 
-_LAYER_MAP = {
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
-    "fc1": "intermediate.dense", "fc2": "output.dense", "ln2": "output.LayerNorm",
+_ARCH = {   # model_type -> (architecture prefix, key prefix, norm, layer map)
+    "bert": ("Bert", "bert.", "post", {
+        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+        "o": "attention.output.dense", "ln1": "attention.output.LayerNorm",
+        "fc1": "intermediate.dense", "fc2": "output.dense", "ln2": "output.LayerNorm"}),
+    "vit": ("ViT", "vit.", "pre", {
+        "q": "attention.attention.query", "k": "attention.attention.key",
+        "v": "attention.attention.value", "o": "attention.output.dense",
+        "ln1": "layernorm_before", "fc1": "intermediate.dense", "fc2": "output.dense",
+        "ln2": "layernorm_after"}),
 }
+_NEED = {"bert": ("vocab_size", "max_position_embeddings"), "vit": ("image_size", "patch_size")}
 _LINEARS = ("q", "k", "v", "o", "fc1", "fc2")
 
 # Sentences for activation calibration only (never used to measure fidelity).
@@ -123,38 +141,43 @@ def _read_config(path):
 
 
 def _check_supported(hf):
+    """The checkpoint's kind ("bert" or "vit"); UnsupportedCheckpoint otherwise."""
     arch = hf.get("architectures") or []
     mtype = hf.get("model_type")
     found = f"model_type={mtype!r}, architectures={arch}"
-    if mtype != "bert" or any(not a.startswith("Bert") for a in arch):
+    if mtype not in _ARCH or any(not a.startswith(_ARCH[mtype][0]) for a in arch):
         raise UnsupportedCheckpoint(f"unsupported checkpoint ({found}); supported: {SUPPORTED}")
-    checks = (("hidden_act", "gelu"), ("position_embedding_type", "absolute"),
-              ("is_decoder", False), ("add_cross_attention", False))
+    checks = [("hidden_act", "gelu"), ("is_decoder", False), ("add_cross_attention", False)]
+    if mtype == "bert":
+        checks.append(("position_embedding_type", "absolute"))
     for key, want in checks:
         got = hf.get(key, want)
         if got != want:
             raise UnsupportedCheckpoint(f"unsupported checkpoint ({found}): {key}={got!r}, "
                                         f"only {want!r} is supported")
-    need = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
-            "vocab_size", "max_position_embeddings")
+    need = ("hidden_size", "num_attention_heads", "num_hidden_layers",
+            "intermediate_size") + _NEED[mtype]
     missing = [k for k in need if k not in hf]
     if missing:
         raise ValueError(f"config.json: missing {missing}")
+    return mtype
 
 
-def _load_tensors(path):
+def _load_tensors(path, prefix):
     from safetensors.numpy import load_file
     st = path / "model.safetensors"
     if not st.is_file():
         raise FileNotFoundError(f"{path}: no model.safetensors")
     tensors = load_file(str(st))
-    if any(k.startswith("bert.") for k in tensors):
-        tensors = {k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")}
+    if any(k.startswith(prefix) for k in tensors):
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return tensors
 
 
-def _get(tensors, name, shape):
+def _get(tensors, name, shape, default=None):
     if name not in tensors:
+        if default is not None:
+            return default
         raise ValueError(f"model.safetensors: missing tensor {name!r} (expected shape {shape})")
     a = np.asarray(tensors[name], dtype=np.float64)
     if a.shape != shape:
@@ -168,11 +191,17 @@ def _get(tensors, name, shape):
 class HFEncoder:
     """An imported checkpoint: float weights, host-side embeddings, config.
 
-    ``weights``: golden-named float encoder weights (blocks.*); ``embeddings``:
-    word (V, C), position (P, C), token_type (types, C), ln weight/bias;
-    ``cfg``: the EncoderConfig of the integer pipeline (IMPORT_DEFAULTS plus
-    any overrides); ``hf_config``: config.json as a dict.
+    ``kind``: "bert" or "vit". ``weights``: golden-named float encoder
+    weights (blocks.*). ``embeddings``: BERT: word (V, C), position (P, C),
+    token_type (types, C), ln.weight/ln.bias; ViT: patch.weight (C, ch*p*p),
+    patch.bias, cls (C,), position (N+1, C), final_ln.weight/final_ln.bias.
+    ``cfg``: the EncoderConfig of the integer pipeline; ``hf_config``:
+    config.json as a dict; ``params``: EncoderParams once :meth:`quantize` ran.
+
+    Inputs are given as keywords everywhere: ``input_ids`` (+ optional
+    ``attention_mask``) for BERT, ``pixels`` for ViT.
     """
+    kind: str
     path: Path
     hf_config: dict
     cfg: EncoderConfig
@@ -187,6 +216,8 @@ class HFEncoder:
     # ---- host side, float
     def check_ids(self, input_ids, attention_mask=None):
         """Checked (B, T) int64 ids and (B, T) bool mask; ValueError on bad shape/values."""
+        if self.kind != "bert":
+            raise ValueError(f"input_ids: a {self.kind} checkpoint takes pixels, not token ids")
         ids = np.asarray(input_ids)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"input_ids: expected integer token ids, got dtype {ids.dtype}")
@@ -220,105 +251,188 @@ class HFEncoder:
                                  f"token")
         return ids.astype(np.int64), mask
 
+    def check_pixels(self, pixels):
+        """Checked float64 (B, channels, size, size) pixels; ValueError on bad shape/values."""
+        if self.kind != "vit":
+            raise ValueError(f"pixels: a {self.kind} checkpoint takes token ids, not pixels")
+        hf = self.hf_config
+        px = np.asarray(pixels)
+        if px.dtype.kind not in "iuf":
+            raise TypeError(f"pixels: expected a real array, got dtype {px.dtype}")
+        if px.ndim == 3:
+            px = px[None]
+        want = (hf.get("num_channels", 3), hf["image_size"], hf["image_size"])
+        if px.ndim != 4 or px.shape[1:] != want or px.shape[0] == 0:
+            raise ValueError(f"pixels: expected shape (batch, {want[0]}, {want[1]}, {want[2]}), "
+                             f"got {px.shape}")
+        px = px.astype(np.float64)
+        if not np.isfinite(px).all():
+            raise ValueError("pixels: contains non-finite values (nan or inf)")
+        return px
+
     def embed(self, ids, positions=None):
-        """Float block-0 input of one sequence (T,) or batch (B, T): LN(word + pos + type 0)."""
+        """BERT: float block-0 input of one sequence (T,) or batch (B, T): LN(word + pos + type 0)."""
         e = self.embeddings
         ids = np.asarray(ids)
         pos = np.arange(ids.shape[-1]) if positions is None else np.asarray(positions)
         x = e["word"][ids] + e["position"][pos] + e["token_type"][0]
         return float_layernorm(x, e["ln.weight"], e["ln.bias"], self.cfg.ln_eps)[1]
 
-    def float_forward(self, input_ids, attention_mask=None):
-        """Float reference last hidden state (B, T, C) float64 (masked positions 0)."""
+    def embed_pixels(self, pixels):
+        """ViT: float block-0 input (B, N+1, C) of checked pixels: [cls; patches] + position."""
+        e, p = self.embeddings, self.hf_config["patch_size"]
+        b, ch, h, w = pixels.shape
+        patches = pixels.reshape(b, ch, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
+        tokens = patches.reshape(b, (h // p) * (w // p), ch * p * p) @ e["patch.weight"].T \
+            + e["patch.bias"]
+        cls = np.broadcast_to(e["cls"], (b, 1, e["cls"].shape[-1]))
+        return np.concatenate([cls, tokens], axis=1) + e["position"]
+
+    def _rows(self, input_ids=None, attention_mask=None, pixels=None):
+        """(output shape (B, T), [(b, positions, float block-0 input (T_b, C)), ...])."""
+        if (input_ids is None) == (pixels is None):
+            raise ValueError("give exactly one of input_ids (BERT) or pixels (ViT)")
+        if pixels is not None:
+            x = self.embed_pixels(self.check_pixels(pixels))
+            pos = np.arange(x.shape[1])
+            return x.shape[:2], [(b, pos, x[b]) for b in range(x.shape[0])]
         ids, mask = self.check_ids(input_ids, attention_mask)
-        out = np.zeros(ids.shape + (self.cfg.hidden,))
+        rows = []
         for b in range(ids.shape[0]):
             pos = np.flatnonzero(mask[b])
-            out[b, pos] = float_encoder_stack(self.embed(ids[b, pos], pos), self.weights,
-                                              self.cfg)
+            rows.append((b, pos, self.embed(ids[b, pos], pos)))
+        return ids.shape, rows
+
+    def _final_norm(self, h):
+        e = self.embeddings
+        return float_layernorm(h, e["final_ln.weight"], e["final_ln.bias"], self.cfg.ln_eps)[1]
+
+    def float_forward(self, **inputs):
+        """Float reference last hidden state (B, T, C) float64 (masked positions 0)."""
+        shape, rows = self._rows(**inputs)
+        out = np.zeros(tuple(shape) + (self.cfg.hidden,))
+        for b, pos, x in rows:
+            h = float_encoder_stack(x, self.weights, self.cfg)
+            out[b, pos] = self._final_norm(h) if self.kind == "vit" else h
         return out
 
     # ---- integer pipeline
-    def quantize(self, calib_ids=None, percentile=100.0, width_headroom=WIDTH_HEADROOM):
+    def quantize(self, percentile=100.0, width_headroom=WIDTH_HEADROOM, calib_ids=None,
+                 calib_pixels=None):
         """Calibrate and quantize; sets and returns self.params (EncoderParams).
 
-        calib_ids: a list of 1-D id sequences (any lengths) or a (B, T) array;
-        default: CALIBRATION_SENTENCES through the checkpoint's tokenizer.
+        BERT: calib_ids, a list of 1-D id sequences (any lengths) or a (B, T)
+        array; default CALIBRATION_SENTENCES through the checkpoint's
+        tokenizer. ViT: calib_pixels (required).
         """
-        if calib_ids is None:
-            tok = load_tokenizer(self.path)
-            calib_ids = [tok.encode(s) for s in CALIBRATION_SENTENCES]
-        seqs = [self.check_ids(np.asarray(c))[0][0] for c in calib_ids]
-        self.params = quantize_encoder(self.weights, self.cfg, [self.embed(s)[None] for s in seqs],
-                                       percentile=percentile, width_headroom=width_headroom)
+        if self.kind == "vit":
+            if calib_pixels is None:
+                raise ValueError("quantize: a ViT checkpoint needs calib_pixels")
+            xs = [x[None] for _, _, x in self._rows(pixels=calib_pixels)[1]]
+        else:
+            if calib_ids is None:
+                tok = load_tokenizer(self.path)
+                calib_ids = [tok.encode(s) for s in CALIBRATION_SENTENCES]
+            xs = [self._rows(input_ids=np.asarray(c))[1][0][2][None] for c in calib_ids]
+        self.params = quantize_encoder(self.weights, self.cfg, xs, percentile=percentile,
+                                       width_headroom=width_headroom)
         return self.params
 
-    def integer_forward(self, input_ids, attention_mask=None, float_ops=(), progress=None):
+    def integer_forward(self, float_ops=(), progress=None, **inputs):
         """Integer pipeline's last hidden state, dequantized: (B, T, C) float64.
 
         Needs :meth:`quantize` first. ``float_ops``: operators returned to
-        float (error attribution, see encoder_block). ``progress(i, n)`` is
-        called after each sequence.
+        float (error attribution, see encoder_block; "layernorm" also covers
+        ViT's final LayerNorm). ``progress(i, n)`` is called after each
+        sequence or image.
         """
         if self.params is None:
             raise ValueError("integer_forward: call quantize() first")
-        ids, mask = self.check_ids(input_ids, attention_mask)
-        out = np.zeros(ids.shape + (self.cfg.hidden,))
-        for b in range(ids.shape[0]):
-            pos = np.flatnonzero(mask[b])
-            x = quantize_input(self.embed(ids[b, pos], pos), self.params)
-            y = encoder_stack(x, self.params, float_ops=float_ops)
-            out[b, pos] = dequantize_output(y, self.params)
+        shape, rows = self._rows(**inputs)
+        out = np.zeros(tuple(shape) + (self.cfg.hidden,))
+        for i, (b, pos, x) in enumerate(rows):
+            y = encoder_stack(quantize_input(x, self.params), self.params, float_ops=float_ops)
+            if self.kind == "vit" and "layernorm" not in float_ops:
+                e = self.embeddings
+                xhat = int_layernorm(y) * int_layernorm_scale(self.cfg.hidden)
+                out[b, pos] = xhat * e["final_ln.weight"] + e["final_ln.bias"]
+            elif self.kind == "vit":
+                out[b, pos] = self._final_norm(dequantize_output(y, self.params))
+            else:
+                out[b, pos] = dequantize_output(y, self.params)
             if progress is not None:
-                progress(b + 1, ids.shape[0])
+                progress(i + 1, len(rows))
         return out
+
+
+def _embeddings(kind, hf, t, c):
+    if kind == "bert":
+        return {
+            "word": _get(t, "embeddings.word_embeddings.weight", (hf["vocab_size"], c)),
+            "position": _get(t, "embeddings.position_embeddings.weight",
+                             (hf["max_position_embeddings"], c)),
+            "token_type": _get(t, "embeddings.token_type_embeddings.weight",
+                               (hf.get("type_vocab_size", 2), c)),
+            "ln.weight": _get(t, "embeddings.LayerNorm.weight", (c,)),
+            "ln.bias": _get(t, "embeddings.LayerNorm.bias", (c,)),
+        }
+    ch, size, p = hf.get("num_channels", 3), hf["image_size"], hf["patch_size"]
+    if size % p:
+        raise UnsupportedCheckpoint(f"image_size={size} is not a multiple of patch_size={p}")
+    n = (size // p) ** 2
+    return {
+        "patch.weight": _get(t, "embeddings.patch_embeddings.projection.weight",
+                             (c, ch, p, p)).reshape(c, ch * p * p),
+        "patch.bias": _get(t, "embeddings.patch_embeddings.projection.bias", (c,)),
+        "cls": _get(t, "embeddings.cls_token", (1, 1, c)).reshape(c),
+        "position": _get(t, "embeddings.position_embeddings", (1, n + 1, c)).reshape(n + 1, c),
+        "final_ln.weight": _get(t, "layernorm.weight", (c,)),
+        "final_ln.bias": _get(t, "layernorm.bias", (c,)),
+    }
 
 
 def load_checkpoint(path, **overrides):
     """Load a Hugging Face checkpoint directory into an :class:`HFEncoder`.
 
     ``overrides``: EncoderConfig fields replacing IMPORT_DEFAULTS (e.g.
-    ``gelu_mode="ivit"``, ``act_quant``, ``probs_bits``). Raises
-    UnsupportedCheckpoint for other architectures, FileNotFoundError for a
-    missing file, ValueError naming a missing or misshapen tensor.
+    ``gelu_mode="ivit"``, ``probs_bits=8``). Raises UnsupportedCheckpoint
+    for other architectures, FileNotFoundError for a missing file,
+    ValueError naming a missing or misshapen tensor.
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory (expected a Hugging Face checkpoint "
                                 f"directory with config.json and model.safetensors)")
     hf = _read_config(path)
-    _check_supported(hf)
+    kind = _check_supported(hf)
+    _, prefix, norm, layer_map = _ARCH[kind]
     c, f, n = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    max_seq = (min(int(hf["max_position_embeddings"]), 512) if kind == "bert"
+               else (hf["image_size"] // hf["patch_size"]) ** 2 + 1)
     settings = dict(IMPORT_DEFAULTS, hidden=c, heads=hf["num_attention_heads"], ffn=f,
-                    layers=n, ln_eps=float(hf.get("layer_norm_eps", 1e-12)),
-                    max_seq=min(int(hf["max_position_embeddings"]), 512))
+                    layers=n, norm=norm, ln_eps=float(hf.get("layer_norm_eps", 1e-12)),
+                    max_seq=max_seq)
     settings.update(overrides)
     cfg = EncoderConfig.coerce(settings)
-    t = _load_tensors(path)
-    emb = {
-        "word": _get(t, "embeddings.word_embeddings.weight", (hf["vocab_size"], c)),
-        "position": _get(t, "embeddings.position_embeddings.weight",
-                         (hf["max_position_embeddings"], c)),
-        "token_type": _get(t, "embeddings.token_type_embeddings.weight",
-                           (hf.get("type_vocab_size", 2), c)),
-        "ln.weight": _get(t, "embeddings.LayerNorm.weight", (c,)),
-        "ln.bias": _get(t, "embeddings.LayerNorm.bias", (c,)),
-    }
+    t = _load_tensors(path, prefix)
+    emb = _embeddings(kind, hf, t, c)
     shapes = {"q": (c, c), "k": (c, c), "v": (c, c), "o": (c, c), "fc1": (f, c), "fc2": (c, f)}
+    no_qkv_bias = kind == "vit" and not hf.get("qkv_bias", True)
     weights = {}
     for i in range(n):
-        for gname, hname in _LAYER_MAP.items():
-            src = f"encoder.layer.{i}.{hname}"
-            dst = f"blocks.{i}.{gname}"
+        for gname, hname in layer_map.items():
+            src, dst = f"encoder.layer.{i}.{hname}", f"blocks.{i}.{gname}"
             if gname in _LINEARS:
                 out_f = shapes[gname][0]
                 weights[dst + ".weight"] = np.ascontiguousarray(
                     _get(t, src + ".weight", shapes[gname]).T)
-                weights[dst + ".bias"] = _get(t, src + ".bias", (out_f,))
+                zero = np.zeros(out_f) if no_qkv_bias and gname in ("q", "k", "v") else None
+                weights[dst + ".bias"] = _get(t, src + ".bias", (out_f,), zero)
             else:
                 weights[dst + ".weight"] = _get(t, src + ".weight", (c,))
                 weights[dst + ".bias"] = _get(t, src + ".bias", (c,))
-    return HFEncoder(path=path, hf_config=hf, cfg=cfg, weights=weights, embeddings=emb)
+    return HFEncoder(kind=kind, path=path, hf_config=hf, cfg=cfg, weights=weights,
+                     embeddings=emb)
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -443,48 +557,59 @@ def _load_npy(what, path):
         raise ValueError(f"{what}: {path} is not a NumPy .npy array ({exc})") from None
 
 
-def hf_run(checkpoint, input_ids, out, attention_mask=None, calib_ids=None, overrides=None,
-           log=print):
-    """``trilut hf-run``: integer pipeline on token ids, dequantized float32 hidden state.
+def hf_run(checkpoint, out, input_ids=None, attention_mask=None, pixels=None, calib=None,
+           overrides=None, log=print):
+    """``trilut hf-run``: integer pipeline on token ids or pixels, float32 hidden state.
 
-    Paths: ``input_ids`` (B, T) or (T,) integer .npy; ``out`` .npy to write
-    (B, T, hidden) float32; optional ``attention_mask`` .npy (same shape, 0/1)
-    and ``calib_ids`` .npy (rows = calibration sequences). Calibration:
-    calib_ids, else CALIBRATION_SENTENCES with the checkpoint's tokenizer,
-    else (no vocabulary files) the input ids themselves (logged). Returns a
-    summary dict (shape, cosine to the float reference, seconds).
+    Paths (.npy): ``input_ids`` (B, T) or (T,) integers with optional
+    ``attention_mask`` (same shape, 0/1) for BERT, or ``pixels`` (B, ch, H, W)
+    for ViT; ``out`` to write (B, T, hidden) float32; ``calib``: calibration
+    token ids (rows) or pixels. Default calibration: BERT: CALIBRATION_SENTENCES
+    with the checkpoint's tokenizer; otherwise (ViT, or no vocabulary files)
+    the inputs themselves (logged). Returns a summary dict (shape, cosine to
+    the float reference, seconds).
     """
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
     t0 = time.monotonic()
     model = load_checkpoint(checkpoint, **(overrides or {}))
-    ids = _load_npy("--input-ids", input_ids)
-    mask = None if attention_mask is None else _load_npy("--attention-mask", attention_mask)
-    ids, mask = model.check_ids(ids, mask)
+    if (input_ids is None) == (pixels is None):
+        raise ValueError("give exactly one of --input-ids (BERT) or --pixels (ViT)")
+    if input_ids is not None:
+        ids = _load_npy("--input-ids", input_ids)
+        mask = None if attention_mask is None else _load_npy("--attention-mask", attention_mask)
+        ids, mask = model.check_ids(ids, mask)
+        inputs = dict(input_ids=ids, attention_mask=mask)
+    else:
+        if attention_mask is not None:
+            raise ValueError("--attention-mask applies to token ids only")
+        inputs = dict(pixels=model.check_pixels(_load_npy("--pixels", pixels)))
+    shape = model._rows(**inputs)[0]
     c = model.cfg
     log(f"hf-run: {model.hf_config.get('architectures')} {c.layers} layers, hidden {c.hidden}, "
         f"{c.heads} heads; modes: norm={c.norm} act_quant={c.act_quant} "
-        f"probs_bits={c.probs_bits} gelu={c.gelu_mode}; input {ids.shape}")
-    if calib_ids is not None:
-        calib = list(np.atleast_2d(_load_npy("--calib-ids", calib_ids)))
-        what = f"{len(calib)} sequences from {calib_ids}"
+        f"probs_bits={c.probs_bits} gelu={c.gelu_mode}; input {tuple(shape)}")
+    key = "calib_ids" if model.kind == "bert" else "calib_pixels"
+    if calib is not None:
+        data = _load_npy("--calib", calib)
+        kw = {key: list(np.atleast_2d(data)) if model.kind == "bert" else data}
+        what = f"{len(data)} inputs from {calib}"
+    elif model.kind == "bert" and any((model.path / f).is_file()
+                                      for f in ("vocab.txt", "tokenizer.json")):
+        kw, what = {}, f"{len(CALIBRATION_SENTENCES)} built-in sentences"
     else:
-        try:
-            tok = load_tokenizer(model.path)
-        except FileNotFoundError:
-            calib = [ids[b, mask[b]] for b in range(ids.shape[0])]
-            what = "the input ids themselves (no vocab.txt/tokenizer.json for the built-in set)"
-        else:
-            calib = [tok.encode(s) for s in CALIBRATION_SENTENCES]
-            what = f"{len(calib)} built-in sentences"
+        kw = {key: ([ids[b, mask[b]] for b in range(ids.shape[0])] if model.kind == "bert"
+                    else inputs["pixels"])}
+        what = "the inputs themselves (no built-in calibration set for this checkpoint)"
     with threadpool_limits(limits=1, user_api="blas"):
         log(f"  [{time.monotonic() - t0:6.1f}s] calibrating on {what}")
-        model.quantize(calib)
+        model.quantize(**kw)
         log(f"  [{time.monotonic() - t0:6.1f}s] running the integer pipeline")
-        with tqdm(total=ids.shape[0], unit="seq", leave=False) as bar:
-            hidden = model.integer_forward(ids, mask, progress=lambda i, n: bar.update(1))
-        ref = model.float_forward(ids, mask)
-    cos = cosine(hidden[mask], ref[mask])
+        with tqdm(total=shape[0], unit="seq", leave=False) as bar:
+            hidden = model.integer_forward(progress=lambda i, n: bar.update(1), **inputs)
+        ref = model.float_forward(**inputs)
+    keep = inputs["attention_mask"] if model.kind == "bert" else np.ones(shape, bool)
+    cos = cosine(hidden[keep], ref[keep])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, hidden.astype(np.float32))

@@ -310,6 +310,20 @@ def quantize_encoder(float_weights, cfg, calib_inputs, *, percentile=100.0,
     return params
 
 
+def _ln_inputs(block):
+    """Trace names of the LayerNorm inputs of a block: {"ln1_var": src, "ln2_var": src}."""
+    if block.norm == "post":
+        return {"ln1_var": "res1", "ln2_var": "res2"}
+    return {"ln1_var": "x", "ln2_var": "res1"}
+
+
+def _ln_var(x):
+    """max over rows of sum((x - mu)^2), mu the rounded row mean (the LayerNorm accumulator)."""
+    x = x.astype(np.int64)
+    mu = np.floor(x.mean(axis=-1, keepdims=True) + 0.5).astype(np.int64)
+    return int(((x - mu) ** 2).sum(axis=-1).max())
+
+
 def _device_widths(block):
     """Signed bit width of every accumulator-like tensor of a block on the device."""
     widths = {n + "_acc": getattr(block, n).acc_limit.bit_length() + 1
@@ -324,9 +338,12 @@ def accumulator_widths(params, x, headroom=1.0):
     """Per accumulator tensor: calibrated |value| max, bits it needs with headroom, bits it has.
 
     Runs the integer stack on int16 inputs ``x`` (e.g. quantize_input(calib,
-    params)), one array or a list of arrays (different T). Returns {"blocks.{i}.{name}": {"max_abs", "bits_needed",
-    "bits_available"}} for q/k/v/fc1/fc2 and projection accumulators, qk_acc,
-    av_acc and gelu_prod (bits are signed widths).
+    params)), one array or a list of arrays (different T). Returns
+    {"blocks.{i}.{name}": {"max_abs", "bits_needed", "bits_available"}} for
+    q/k/v/fc1/fc2 and projection accumulators, qk_acc, av_acc and gelu_prod
+    (signed widths), and ln1_var/ln2_var, the LayerNorm's sum of squared
+    deviations (unsigned; available = the worst case C * (2^16 - 1)^2 of int16
+    input, as hw/layernorm.py sizes it).
     """
     if not headroom >= 1.0:
         raise ValueError(f"headroom must be >= 1, got {headroom}")
@@ -339,6 +356,11 @@ def accumulator_widths(params, x, headroom=1.0):
             mx = max(int(np.abs(t[key].astype(np.int64)).max()) for t in traces)
             need = int(math.ceil(mx * headroom)).bit_length() + 1
             out[key] = {"max_abs": mx, "bits_needed": need, "bits_available": avail}
+        for name, src in _ln_inputs(block).items():
+            mx = max(_ln_var(t[f"blocks.{i}.{src}"]) for t in traces)
+            out[f"blocks.{i}.{name}"] = {
+                "max_abs": mx, "bits_needed": int(math.ceil(mx * headroom)).bit_length(),
+                "bits_available": (block.hidden * ((1 << 16) - 1) ** 2).bit_length()}
     return out
 
 

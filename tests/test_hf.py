@@ -93,7 +93,7 @@ def test_load_maps_checkpoint_onto_golden_names(ckpt):
     assert (cfg.hidden, cfg.heads, cfg.ffn, cfg.layers) == (HIDDEN, HEADS, FFN, LAYERS)
     for key, value in IMPORT_DEFAULTS.items():
         assert getattr(cfg, key) == value
-    assert cfg.ln_eps == 1e-12 and cfg.max_seq == MAX_POS
+    assert cfg.norm == "post" and cfg.ln_eps == 1e-12 and cfg.max_seq == MAX_POS
     from safetensors.numpy import load_file
     t = load_file(str(ckpt / "model.safetensors"))
     np.testing.assert_array_equal(m.weights["blocks.1.fc1.weight"],
@@ -115,7 +115,8 @@ def test_head_model_prefix_is_stripped(tmp_path):
 
 @pytest.mark.parametrize("change, match", [
     (dict(model_type="roberta", architectures=["RobertaModel"]), "model_type='roberta'"),
-    (dict(model_type="vit", architectures=["ViTModel"]), r"architectures=\['ViTModel'\]"),
+    (dict(model_type="vit", architectures=["BertModel"]), r"architectures=\['BertModel'\]"),
+    (dict(model_type="distilbert", architectures=["DistilBertModel"]), "'distilbert'"),
     (dict(architectures=["GPT2LMHeadModel"]), "GPT2LMHeadModel"),
     (dict(hidden_act="gelu_new"), "hidden_act='gelu_new'"),
     (dict(position_embedding_type="relative_key"), "position_embedding_type"),
@@ -125,6 +126,7 @@ def test_unsupported_architectures_fail_clearly(tmp_path, change, match):
     with pytest.raises(UnsupportedCheckpoint, match=match) as exc:
         load_checkpoint(tmp_path)
     assert "supported: model_type 'bert'" in str(exc.value) or "only" in str(exc.value)
+    assert "model_type 'vit'" in str(exc.value) or "only" in str(exc.value)
 
 
 def test_broken_checkpoints_name_the_problem(tmp_path):
@@ -173,7 +175,7 @@ def test_float_reference_matches_transformers(ckpt, model):
     mask[1, 7:] = 0                                 # right padding
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
-    ours = model.float_forward(ids, mask)
+    ours = model.float_forward(input_ids=ids, attention_mask=mask)
     keep = mask.astype(bool)
     np.testing.assert_allclose(ours[keep], ref[keep], atol=2e-5)
     assert not ours[~keep].any()
@@ -185,7 +187,7 @@ def test_integer_pipeline_tracks_the_float_model(model):
     ids = _random_ids(np.random.default_rng(7), 6)        # not the calibration ids
     toks, pooled = [], []
     for s in ids:
-        y, f = model.integer_forward(s)[0], model.float_forward(s)[0]
+        y, f = model.integer_forward(input_ids=s)[0], model.float_forward(input_ids=s)[0]
         toks.append(cosine(y, f))
         pooled.append(cosine(y.mean(0), f.mean(0)))
     toks = np.concatenate(toks)
@@ -203,7 +205,8 @@ def test_cosine_check_catches_a_wrong_mapping(ckpt, model):
             w[a], w[b] = w[b], w[a]
     wrong.quantize(calib_ids=_random_ids(np.random.default_rng(1), 12))
     s = _random_ids(np.random.default_rng(7), 1)[0]
-    assert cosine(wrong.integer_forward(s)[0], model.float_forward(s)[0]).mean() < 0.95
+    assert cosine(wrong.integer_forward(input_ids=s)[0],
+                  model.float_forward(input_ids=s)[0]).mean() < 0.95
 
 
 def test_integer_forward_is_the_golden_stack(model):
@@ -212,7 +215,7 @@ def test_integer_forward_is_the_golden_stack(model):
     ids = rng.integers(5, len(VOCAB), (2, 9))
     mask = np.ones_like(ids)
     mask[0, 6:] = 0
-    out = model.integer_forward(ids, mask)
+    out = model.integer_forward(input_ids=ids, attention_mask=mask)
     for b in range(2):
         pos = np.flatnonzero(mask[b])
         x = quantize_input(model.embed(ids[b, pos], pos), model.params)
@@ -223,22 +226,24 @@ def test_integer_forward_is_the_golden_stack(model):
 
 def test_bad_inputs_fail_before_running(model):
     with pytest.raises(ValueError, match=r"token id 999 outside the vocabulary \[0, 68\)"):
-        model.integer_forward(np.array([[2, 999, 3]]))
+        model.integer_forward(input_ids=np.array([[2, 999, 3]]))
     with pytest.raises(ValueError, match="token id -1"):
-        model.integer_forward(np.array([2, -1, 3]))
+        model.integer_forward(input_ids=np.array([2, -1, 3]))
     with pytest.raises(ValueError, match=r"expected shape \(batch, tokens\)"):
-        model.integer_forward(np.zeros((1, 2, 3), np.int64))
+        model.integer_forward(input_ids=np.zeros((1, 2, 3), np.int64))
     with pytest.raises(TypeError, match="integer token ids"):
-        model.integer_forward(np.zeros((1, 3)))
+        model.integer_forward(input_ids=np.zeros((1, 3)))
     with pytest.raises(ValueError, match="65 tokens exceed the model's maximum of 64"):
-        model.integer_forward(np.full((1, 65), 5))
+        model.integer_forward(input_ids=np.full((1, 65), 5))
     with pytest.raises(ValueError, match="attention_mask: shape"):
-        model.integer_forward(np.full((2, 4), 5), np.ones((2, 5), np.int64))
+        model.integer_forward(input_ids=np.full((2, 4), 5),
+                              attention_mask=np.ones((2, 5), np.int64))
     with pytest.raises(ValueError, match="sequence 1 has no unmasked token"):
-        model.integer_forward(np.full((2, 4), 5), np.array([[1, 1, 0, 0], [0, 0, 0, 0]]))
+        model.integer_forward(input_ids=np.full((2, 4), 5),
+                              attention_mask=np.array([[1, 1, 0, 0], [0, 0, 0, 0]]))
     fresh = load_checkpoint(model.path)
     with pytest.raises(ValueError, match="call quantize"):
-        fresh.integer_forward(np.array([2, 5, 3]))
+        fresh.integer_forward(input_ids=np.array([2, 5, 3]))
 
 
 # --------------------------------------------------------------------------- hf-run
@@ -265,8 +270,9 @@ def test_hf_run_end_to_end(ckpt, tmp_path, capsys):
     m = load_checkpoint(ckpt)
     tok = load_tokenizer(ckpt)
     from trilut.host.hf import CALIBRATION_SENTENCES
-    m.quantize([tok.encode(s) for s in CALIBRATION_SENTENCES])
-    np.testing.assert_array_equal(hidden, m.integer_forward(ids, mask).astype(np.float32))
+    m.quantize(calib_ids=[tok.encode(s) for s in CALIBRATION_SENTENCES])
+    np.testing.assert_array_equal(
+        hidden, m.integer_forward(input_ids=ids, attention_mask=mask).astype(np.float32))
 
 
 def test_hf_run_errors(ckpt, tmp_path, capsys):
@@ -280,15 +286,17 @@ def test_hf_run_errors(ckpt, tmp_path, capsys):
         (["--input-ids", str(tmp_path / "missing.npy")], "--input-ids: "),
         (["--input-ids", str(tmp_path / "ok.npy"), "--attention-mask",
           str(tmp_path / "cube.npy")], "attention_mask: shape"),
+        ([], "give exactly one of --input-ids (BERT) or --pixels (ViT)"),
+        (["--pixels", str(tmp_path / "cube.npy")], "a bert checkpoint takes token ids"),
     ]
     for extra, msg in cases:
         assert main(["hf-run", str(ckpt), "--out", out] + extra) == 2
         assert msg in capsys.readouterr().err
-    write_checkpoint(tmp_path / "vit", dict(CONFIG, model_type="vit",
-                                            architectures=["ViTModel"]), tensors={})
-    assert main(["hf-run", str(tmp_path / "vit"), "--input-ids", str(tmp_path / "ok.npy"),
+    write_checkpoint(tmp_path / "rob", dict(CONFIG, model_type="roberta",
+                                            architectures=["RobertaModel"]), tensors={})
+    assert main(["hf-run", str(tmp_path / "rob"), "--input-ids", str(tmp_path / "ok.npy"),
                  "--out", out]) == 2
-    assert "unsupported checkpoint (model_type='vit'" in capsys.readouterr().err
+    assert "unsupported checkpoint (model_type='roberta'" in capsys.readouterr().err
     assert not (tmp_path / "h.npy").exists()
 
 
@@ -299,7 +307,7 @@ def test_hf_run_without_vocab_calibrates_on_inputs(tmp_path, capsys):
                  "--out", str(tmp_path / "h.npy"), "--gelu-mode", "ivit",
                  "--probs-bits", "8"]) == 0
     text = capsys.readouterr().out
-    assert "the input ids themselves" in text and "gelu=ivit" in text and "probs_bits=8" in text
+    assert "the inputs themselves" in text and "gelu=ivit" in text and "probs_bits=8" in text
 
 
 # --------------------------------------------------------------------------- golden modes
@@ -389,3 +397,84 @@ def test_mode_validation_and_width_refusal():
     with pytest.raises(ValueError, match=rf"^{worst}: calibrated \|value\| up to "
                                          rf"{need['max_abs']} needs"):
         check_widths(params, xi, headroom)
+
+
+# --------------------------------------------------------------------------- ViT
+
+VIT_CONFIG = {
+    "architectures": ["ViTModel"], "model_type": "vit", "hidden_size": HIDDEN,
+    "num_attention_heads": HEADS, "num_hidden_layers": LAYERS, "intermediate_size": FFN,
+    "image_size": 8, "patch_size": 4, "num_channels": 3, "qkv_bias": True,
+    "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+}
+
+
+def _vit_tensors(rng):
+    c, f = HIDDEN, FFN
+    t = {"embeddings.cls_token": rng.normal(0, 1, (1, 1, c)),
+         "embeddings.position_embeddings": rng.normal(0, 0.3, (1, 5, c)),
+         "embeddings.patch_embeddings.projection.weight": rng.normal(0, 0.3, (c, 3, 4, 4)),
+         "embeddings.patch_embeddings.projection.bias": 0.1 * rng.normal(size=c),
+         "layernorm.weight": 1 + 0.2 * rng.normal(size=c),
+         "layernorm.bias": 0.1 * rng.normal(size=c)}
+    shapes = {"attention.attention.query": (c, c), "attention.attention.key": (c, c),
+              "attention.attention.value": (c, c), "attention.output.dense": (c, c),
+              "intermediate.dense": (f, c), "output.dense": (c, f)}
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        for name, shape in shapes.items():
+            t[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
+            t[p + name + ".bias"] = 0.1 * rng.normal(size=shape[0])
+        for ln in ("layernorm_before", "layernorm_after"):
+            t[p + ln + ".weight"] = 1 + 0.3 * rng.normal(size=c)
+            t[p + ln + ".bias"] = 0.1 * rng.normal(size=c)
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    path = write_checkpoint(tmp_path_factory.mktemp("tiny-vit"), VIT_CONFIG,
+                            _vit_tensors(np.random.default_rng(4)), vocab=False)
+    m = load_checkpoint(path)
+    m.quantize(calib_pixels=np.random.default_rng(8).normal(size=(16, 3, 8, 8)))
+    return m
+
+
+def test_vit_maps_onto_pre_ln_blocks_and_tracks_float(vit):
+    assert vit.kind == "vit" and vit.cfg.norm == "pre" and vit.cfg.max_seq == 5
+    assert vit.cfg.act_quant == "token" and vit.cfg.probs_bits == 16
+    px = np.random.default_rng(9).normal(size=(4, 3, 8, 8))
+    y, f = vit.integer_forward(pixels=px), vit.float_forward(pixels=px)
+    assert y.shape == f.shape == (4, 5, HIDDEN)
+    c = cosine(y, f)
+    assert c.mean() > 0.99 and c.min() > 0.97, (c.mean(), c.min())
+    with pytest.raises(ValueError, match=r"pixels: expected shape \(batch, 3, 8, 8\)"):
+        vit.integer_forward(pixels=np.zeros((1, 3, 8, 9)))
+    with pytest.raises(ValueError, match="a vit checkpoint takes pixels"):
+        vit.integer_forward(input_ids=np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="needs calib_pixels"):
+        load_checkpoint(vit.path).quantize()
+
+
+def test_vit_float_reference_matches_transformers(vit):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.ViTModel.from_pretrained(str(vit.path)).eval()
+    px = np.random.default_rng(10).normal(size=(2, 3, 8, 8))
+    with torch.no_grad():
+        ref = hf(torch.tensor(px, dtype=torch.float32)).last_hidden_state.numpy()
+    np.testing.assert_allclose(vit.float_forward(pixels=px), ref, atol=3e-5)
+
+
+def test_hf_run_pixels(vit, tmp_path, capsys):
+    px = np.random.default_rng(12).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "px.npy", px)
+    out = tmp_path / "h.npy"
+    assert main(["hf-run", str(vit.path), "--pixels", str(tmp_path / "px.npy"),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "norm=pre" in text and "the inputs themselves" in text
+    assert np.load(out).shape == (3, 5, HIDDEN)
+    assert main(["hf-run", str(vit.path), "--pixels", str(tmp_path / "px.npy"),
+                 "--attention-mask", str(tmp_path / "px.npy"), "--out", str(out)]) == 2
+    assert "--attention-mask applies to token ids only" in capsys.readouterr().err
