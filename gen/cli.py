@@ -4,7 +4,7 @@
     trilut synth --unit tlmm ...     one unit's resources and Fmax (ECP5-85F or xcup)
     trilut bench tlmm ...            TLMM against the direct adder tree, side by side
     trilut units                     the units ``synth`` knows and their defaults
-    trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT, integer pipeline
+    trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
 """
 import argparse
 import json
@@ -83,8 +83,8 @@ def cmd_hf_run(args):
     from ..host.hf import hf_run
     overrides = {k: v for k, v in (("gelu_mode", args.gelu_mode), ("probs_bits", args.probs_bits))
                  if v is not None}
-    summary = hf_run(args.checkpoint, args.input_ids, args.out, args.attention_mask,
-                     args.calib_ids, overrides)
+    summary = hf_run(args.checkpoint, args.out, args.input_ids, args.attention_mask,
+                     args.pixels, args.calib, overrides)
     _write_json(args.json, summary)
 
 
@@ -130,16 +130,19 @@ def main(argv=None):
                    help="override a TLMM engine parameter (repeatable)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("hf-run", help="pretrained BERT checkpoint through the integer pipeline")
+    p = sub.add_parser("hf-run", help="pretrained BERT/ViT checkpoint, integer pipeline")
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
                    help="Hugging Face directory: config.json + model.safetensors")
-    p.add_argument("--input-ids", required=True, metavar="IDS.npy",
-                   help="token ids, integer (batch, tokens) or (tokens,)")
+    p.add_argument("--input-ids", metavar="IDS.npy",
+                   help="BERT: token ids, integer (batch, tokens) or (tokens,)")
+    p.add_argument("--pixels", metavar="PIXELS.npy",
+                   help="ViT: normalized pixels, (batch, channels, size, size)")
     p.add_argument("--out", required=True, metavar="HIDDEN.npy",
                    help="dequantized last hidden state, float32 (batch, tokens, hidden)")
     p.add_argument("--attention-mask", metavar="MASK.npy", help="0/1, same shape as the ids")
-    p.add_argument("--calib-ids", metavar="IDS.npy",
-                   help="calibration token ids (rows); default: built-in sentences")
+    p.add_argument("--calib", metavar="INPUTS.npy",
+                   help="calibration token ids (rows) or pixels; default: built-in "
+                        "sentences (BERT) or the inputs themselves")
     p.add_argument("--gelu-mode", choices=["accurate", "ivit"], help="default: accurate")
     p.add_argument("--probs-bits", type=int, choices=[8, 16], help="default: 16")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
