@@ -5,6 +5,8 @@
     trilut bench tlmm ...            TLMM against the direct adder tree, side by side
     trilut units                     the units ``synth`` knows and their defaults
     trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
+    trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
+    trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
 import argparse
 import json
@@ -79,6 +81,16 @@ def cmd_bench(args):
     run_bench(args)
 
 
+def cmd_build(args):
+    from .build import run_build
+    run_build(args)
+
+
+def cmd_report(args):
+    from .report import run_report
+    run_report(args)
+
+
 def cmd_hf_run(args):
     from ..host.hf import hf_run
     overrides = {k: v for k, v in (("gelu_mode", args.gelu_mode), ("probs_bits", args.probs_bits))
@@ -129,6 +141,34 @@ def main(argv=None):
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override a TLMM engine parameter (repeatable)")
     p.set_defaults(func=cmd_demo)
+
+    from .build import BOARDS, CORES
+    p = sub.add_parser("build", help="board build: ULX3S bitstream or KV260 RTL package")
+    p.add_argument("--board", required=True, choices=list(BOARDS))
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override an accelerator parameter (repeatable)")
+    p.add_argument("--freq", type=float, help="core clock in MHz (default: the board's)")
+    p.add_argument("--core", default="accelerator", choices=CORES,
+                   help="loopback: a UART echo, to check a board without the accelerator")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--timeout", type=float, help="seconds before the build is stopped")
+    p.add_argument("--allow-timing-fail", action="store_true",
+                   help="keep the bitstream when Fmax is below the clock")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="kv260: write the package without the Yosys resource estimate")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("report", help="reports of board builds; --sweep: design-space table")
+    p.add_argument("builds", nargs="*", metavar="DIR", help="trilut build output directories")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--sweep", action="store_true",
+                   help="sweep G x tables x lanes of the TLMM engine on ECP5-85F")
+    p.add_argument("--groups", default="2,3,4")
+    p.add_argument("--tables", default="1,2,4")
+    p.add_argument("--lanes", default="4,8,16")
+    p.add_argument("--jobs", type=int, default=1, help="parallel tool runs (sweep)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("hf-run", help="pretrained BERT/ViT checkpoint, integer pipeline")
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",

