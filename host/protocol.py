@@ -42,9 +42,13 @@ def encode(ftype, seq, payload=b""):
     return bytes([SYNC]) + body + crc16(body).to_bytes(2, "big")
 
 
+_TYPES = frozenset(int(t) for t in FrameType)
+
+
 class FrameParser:
     """Incremental frame parser: :meth:`feed` bytes, get complete frames with
-    a good CRC. Bytes that do not start a valid frame are skipped (and
+    a good CRC. Bytes that do not start a valid frame (a known type, a
+    length up to MAX_PAYLOAD, a good CRC) are skipped (and
     counted in :attr:`discarded`), so the parser resynchronises on the next
     SYNC after damage."""
 
@@ -67,7 +71,7 @@ class FrameParser:
             if len(self._buf) < HEADER_BYTES:
                 break
             ftype, seq, length = struct.unpack_from("<BBH", self._buf, 1)
-            if length > MAX_PAYLOAD:
+            if length > MAX_PAYLOAD or ftype & ~REPLY not in _TYPES:
                 self.discarded += 1
                 del self._buf[:1]
                 continue
@@ -102,6 +106,7 @@ class Link:
         # (same seq, type and CRC) is then all but impossible.
         self._seq = random.Random(seed).randrange(256)
         self._parser = FrameParser()
+        self._free = {}             # input stream -> free room at the last reply
         self.stats = {"requests": 0, "retries": 0, "naks": 0, "timeouts": 0, "stale": 0}
 
     def _next_seq(self):
@@ -112,7 +117,8 @@ class Link:
         """Send one request and return its reply payload (status byte
         first). ``reply_len``: the exact reply length expected, or a callable
         checking it. Raises :class:`LinkError` after ``retries`` retries."""
-        ftype = FrameType(ftype)
+        ftype = FrameType(ftype) if ftype in FrameType._value2member_map_ else int(ftype)
+        name = getattr(ftype, "name", f"type 0x{ftype:02x}")
         seq = self._next_seq()
         frame = encode(ftype, seq, payload)
         self.stats["requests"] += 1
@@ -128,7 +134,7 @@ class Link:
             if isinstance(outcome, bytes):
                 return outcome
             history.append(outcome)
-        raise LinkError(f"{ftype.name} (seq {seq}, {len(payload)} payload bytes): no valid "
+        raise LinkError(f"{name} (seq {seq}, {len(payload)} payload bytes): no valid "
                         f"reply after {self.retries + 1} attempts ({'; '.join(history)})")
 
     def _await_reply(self, ftype, seq, deadline, reply_len):
@@ -153,6 +159,12 @@ class Link:
                 if not ok:
                     return f"reply of unexpected length {len(f.payload)}"
                 return f.payload
+
+    @staticmethod
+    def _width(widths, stream, kind):
+        if not 0 <= stream < len(widths):
+            raise ValueError(f"{kind} stream {stream} does not exist ({len(widths)} {kind}s)")
+        return widths[stream]
 
     @staticmethod
     def _check(reply, what):
@@ -185,43 +197,46 @@ class Link:
             out += struct.unpack(f"<{n}I", reply[1:])
         return out
 
+    def stream_write_some(self, stream, beats):
+        """One STREAM_WRITE of the first of ``beats`` (``(data bytes, last)``,
+        data exactly the stream's width) to input ``stream``: as many as fit
+        in a frame and in the bridge's buffer (its free room is remembered
+        from the previous reply). Returns how many were written (0: full)."""
+        nb = self._width(self.inputs, stream, "input")
+        n = min(max_record_beats(nb), len(beats), self._free.get(stream, len(beats)))
+        recs = bytearray()
+        for data, last in beats[:n]:
+            if len(data) != nb:
+                raise ValueError(f"input stream {stream} takes {nb}-byte transfers, "
+                                 f"not {len(data)}")
+            recs += data
+            recs.append(1 if last else 0)
+        reply = self.transact(FrameType.STREAM_WRITE, struct.pack("<BH", stream, n) + recs, 3)
+        self._free[stream] = struct.unpack_from("<H", reply, 1)[0]
+        if reply[0] == Status.FULL:
+            return 0
+        self._check(reply, f"stream write to input {stream}")
+        return n
+
     def stream_write(self, stream, beats, *, wait=10.0):
-        """Write ``beats`` (a list of ``(data bytes, last)``, data exactly the
-        stream's width) to input stream ``stream``, as many per frame as fit
-        and the bridge's buffer can take; waits up to ``wait`` seconds for
-        room (the accelerator has to drain the buffer) before raising."""
-        nb = self.inputs[stream]
-        per = max_record_beats(nb)
+        """Write all of ``beats`` (see :meth:`stream_write_some`), waiting up
+        to ``wait`` seconds at a time for room (the accelerator has to drain
+        the bridge's buffer) before raising :class:`LinkError`."""
         i = 0
-        free = None
         deadline = time.monotonic() + wait
         while i < len(beats):
-            n = min(per, len(beats) - i)
-            if free is not None and free < n:
-                n = free
-            if n == 0:
-                if time.monotonic() > deadline:
-                    raise LinkError(f"input stream {stream}: no room in the bridge's buffer "
-                                    f"for {wait:g} s (is the accelerator consuming it?)")
-                time.sleep(0.0005)
-            recs = bytearray()
-            for data, last in beats[i:i + n]:
-                recs += data
-                recs.append(1 if last else 0)
-            reply = self.transact(FrameType.STREAM_WRITE,
-                                  struct.pack("<BH", stream, n) + recs, 3)
-            free = struct.unpack_from("<H", reply, 1)[0]
-            if reply[0] == Status.FULL:
-                continue
-            self._check(reply, f"stream write to input {stream}")
+            n = self.stream_write_some(stream, beats[i:])
             if n:
+                i += n
                 deadline = time.monotonic() + wait
-            i += n
+            elif time.monotonic() > deadline:
+                raise LinkError(f"input stream {stream}: no room in the bridge's buffer for "
+                                f"{wait:g} s (is the accelerator consuming it?)")
 
     def stream_read(self, stream, max_beats):
         """Up to ``max_beats`` transfers from output stream ``stream``: a list
         of ``(data bytes, last)``, possibly empty."""
-        nb = self.outputs[stream]
+        nb = self._width(self.outputs, stream, "output")
         rec = record_bytes(nb)
         max_beats = min(max_beats, max_record_beats(nb))
         reply = self.transact(FrameType.STREAM_READ, struct.pack("<BH", stream, max_beats),

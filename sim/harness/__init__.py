@@ -55,7 +55,7 @@ def build_harness(top):
         stamp.unlink(missing_ok=True)
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
                "--top-module", name, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
-               "-o", str(exe), *[f"-CFLAGS={d}" for d in defines],
+               "-o", str(exe), *[a for d in defines for a in ("-CFLAGS", d)],
                str(HARNESS_SOURCE), str(build_dir / f"{name}.v")]
         log = build_dir / "build.log"
         with open(log, "w") as f:

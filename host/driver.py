@@ -1,0 +1,249 @@
+# amaranth: UnusedElaboratable=no
+"""Host driver for the bridged accelerator: registers, programs, constants,
+streams and whole inference runs over a :class:`~trilut.host.device.Device`.
+
+Everything is packed with :mod:`trilut.hw.isa` (register map, descriptor and
+constant layouts, ``STATUS``/``BUILD``); stream numbers and widths come from
+:func:`trilut.hw.bridge.stream_ports`. Every wait has a timeout; an
+accelerator that stops with an error raises :class:`AcceleratorError` naming
+the :class:`~trilut.hw.isa.ErrorCode`.
+"""
+import time
+from dataclasses import dataclass
+
+from amaranth.lib import data
+
+from ..hw import isa
+from ..hw.bridge import stream_ports
+from ..hw.isa import ErrorCode, const_words, descriptor_words
+from ..hw.top import Accelerator
+from .protocol import Link, LinkError
+
+__all__ = ["Driver", "Status", "AcceleratorError", "BuildMismatch", "LinkError"]
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator stopped with an error (``status`` says which)."""
+
+    def __init__(self, status):
+        self.status = status
+        super().__init__(f"accelerator error {status.code.name} at descriptor {status.pc}"
+                         + (f" (unit flags {status.unit:#x})" if status.unit else ""))
+
+
+class BuildMismatch(RuntimeError):
+    """The device's BUILD register does not match the expected configuration."""
+
+
+@dataclass(frozen=True)
+class Status:
+    busy: bool
+    done: bool
+    error: bool
+    code: ErrorCode
+    unit: int
+    pc: int
+
+    @classmethod
+    def from_word(cls, word):
+        st = data.Const(isa.STATUS, word)
+        code = int(st.code)
+        return cls(bool(st.busy), bool(st.done), bool(st.error),
+                   ErrorCode(code) if code in ErrorCode._value2member_map_ else code,
+                   int(st.unit), int(st.pc))
+
+
+class Driver:
+    """Drives one accelerator through ``device``.
+
+    ``accel``: the :class:`~trilut.hw.top.Accelerator` (or its parameter
+    dict) the device was built from; ``timeout`` (seconds) bounds every wait
+    for the accelerator, ``link_timeout``/``retries`` the link's. The
+    device is opened here; :meth:`check_build` compares ``BUILD`` with
+    ``accel``.
+    """
+
+    def __init__(self, device, accel, *, timeout=30.0, link_timeout=2.0, retries=4,
+                 check=True):
+        if isinstance(accel, dict):
+            accel = Accelerator(**accel)
+        if not isinstance(accel, Accelerator):
+            raise TypeError(f"accel must be an Accelerator or its parameter dict, not {accel!r}")
+        self.accel, self.regs = accel, accel.regs
+        self.device = device.open()
+        ins, outs = stream_ports(accel)
+        self.inputs, self.outputs = [n for n, _ in ins], [n for n, _ in outs]
+        self.link = Link(self.device, ([b for _, b in ins], [b for _, b in outs]),
+                         timeout=link_timeout, retries=retries)
+        self.timeout = timeout
+        if check:
+            self.check_build()
+
+    # --- registers -------------------------------------------------------------
+
+    def read(self, name, count=1):
+        words = self.link.reg_read(self.regs.offset(name), count)
+        return words if count > 1 else words[0]
+
+    def write(self, name, words, word=0):
+        words = [words] if isinstance(words, int) else list(words)
+        self.link.reg_write(self.regs.offset(name) + 4 * word, words)
+
+    def check_build(self):
+        """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``."""
+        got = data.Const(isa.BUILD, self.read("build"))
+        want = {"max_rows": self.accel.max_rows, "max_width": self.accel.max_width,
+                "banks": self.accel.banks}
+        have = {k: int(got[k]) for k in want}
+        if have != want:
+            raise BuildMismatch(f"device BUILD {have} does not match the configuration {want}")
+
+    def status(self):
+        return Status.from_word(self.read("status"))
+
+    def counters(self):
+        """Every counter of :data:`~trilut.hw.isa.COUNTERS` (one bulk read)."""
+        names = [n for n, _ in isa.COUNTERS]
+        offsets = [self.regs.offset(n) for n in names]
+        assert offsets == list(range(offsets[0], offsets[0] + 4 * len(names), 4))
+        return dict(zip(names, self.link.reg_read(offsets[0], len(names))))
+
+    def write_program(self, descriptors):
+        descriptors = list(descriptors)
+        if len(descriptors) > self.accel.prog_depth:
+            raise ValueError(f"program of {len(descriptors)} descriptors exceeds prog_depth "
+                             f"= {self.accel.prog_depth}")
+        self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
+
+    def write_consts(self, const_set, entries):
+        entries = list(entries)
+        if not 0 <= const_set < self.accel.const_sets:
+            raise ValueError(f"const_set must be in [0, {self.accel.const_sets - 1}], "
+                             f"not {const_set}")
+        if len(entries) > self.accel.const_stride:
+            raise ValueError(f"{len(entries)} constant entries exceed a set's "
+                             f"{self.accel.const_stride}")
+        self.write("const", [w for e in entries for w in const_words(e)],
+                   word=4 * const_set * self.accel.const_stride)
+
+    def start(self):
+        self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
+
+    def soft_reset(self):
+        self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
+
+    def wait(self, timeout=None):
+        """Poll STATUS until the accelerator is idle; raise
+        :class:`AcceleratorError` if it stopped with an error, ``TimeoutError``
+        if it is still busy after ``timeout`` seconds."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st.error:
+                raise AcceleratorError(st)
+            if not st.busy:
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"accelerator still busy after {timeout} s: {st}")
+
+    # --- streams ---------------------------------------------------------------
+
+    def _beats(self, stream, frames):
+        nb = self.link.inputs[stream]
+        beats = []
+        for i, f in enumerate(frames):
+            f = bytes(f)
+            if not f or len(f) % nb:
+                raise ValueError(f"frame {i} for input {self.inputs[stream]} is {len(f)} "
+                                 f"bytes, not a positive multiple of its width {nb}")
+            n = len(f) // nb
+            beats += [(f[k * nb:(k + 1) * nb], k == n - 1) for k in range(n)]
+        return beats
+
+    def send(self, stream, frames):
+        """Send ``frames`` (bytes, whole transfers; ``tlast`` on each frame's
+        final transfer) to input ``stream`` (a number or a port name)."""
+        stream = self._index(stream, self.inputs)
+        self.link.stream_write(stream, self._beats(stream, frames), wait=self.timeout)
+
+    def receive(self, stream, n_frames, timeout=None):
+        """``n_frames`` frames (split at ``tlast``) from output ``stream``;
+        raises :class:`AcceleratorError` if the accelerator stops with an
+        error first, ``TimeoutError`` after ``timeout`` seconds."""
+        stream = self._index(stream, self.outputs)
+        frames, cur = [], bytearray()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while len(frames) < n_frames:
+            got = self.link.stream_read(stream, 1 << 16)
+            for data_, last in got:
+                cur += data_
+                if last:
+                    frames.append(bytes(cur))
+                    cur.clear()
+            if not got:
+                self._check_stalled(deadline, f"{len(frames)} of {n_frames} frames received")
+        if cur or len(frames) > n_frames:
+            raise LinkError(f"output {self.outputs[stream]}: {len(frames)} frames and "
+                            f"{len(cur)} more bytes, expected {n_frames} frames")
+        return frames
+
+    def _check_stalled(self, deadline, what):
+        st = self.status()
+        if st.error:
+            raise AcceleratorError(st)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} when the timeout ran out; accelerator {st}")
+
+    @staticmethod
+    def _index(stream, names):
+        if isinstance(stream, str):
+            return names.index(stream)
+        if not 0 <= stream < len(names):
+            raise ValueError(f"stream {stream} does not exist ({names})")
+        return stream
+
+    # --- a whole run ---------------------------------------------------------------
+
+    def run(self, program, x, timeout=None):
+        """Run a compiled program (duck-typed like
+        :class:`trilut.host.compiler.Program`: ``descriptors``, ``consts``,
+        ``input_frames(x)``, ``outputs`` with ``rows`` each, ``decode``) on
+        input ``x``; returns ``program.decode(frames)``. Input and output
+        streams are served together, so a program that stores while it still
+        loads cannot deadlock on a full buffer."""
+        params = getattr(program, "accel_params", None)
+        if params is not None and dict(params) != self.accel.params:
+            raise BuildMismatch(f"program compiled for {dict(params)}, driver configured "
+                                f"for {self.accel.params}")
+        frames_in = program.input_frames(x)
+        n_out = sum(o.rows for o in program.outputs)
+        for s, entries in program.consts:
+            self.write_consts(s, entries)
+        self.write_program(program.descriptors)
+        self.start()
+        beats = self._beats(0, frames_in)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        frames, cur = [], bytearray()
+        sent = 0
+        while sent < len(beats) or len(frames) < n_out:
+            progress = 0
+            if sent < len(beats):
+                n = self.link.stream_write_some(0, beats[sent:])
+                sent += n
+                progress += n
+            if len(frames) < n_out:
+                got = self.link.stream_read(0, 1 << 16)
+                progress += len(got)
+                for data_, last in got:
+                    cur += data_
+                    if last:
+                        frames.append(bytes(cur))
+                        cur.clear()
+            if not progress:
+                self._check_stalled(deadline, f"{sent} of {len(beats)} input transfers sent, "
+                                              f"{len(frames)} of {n_out} frames received")
+            else:
+                deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self.wait(timeout)
+        return program.decode(frames)
