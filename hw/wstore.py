@@ -38,15 +38,19 @@ it). With ``rows = 1`` a pass of P beats loads in P cycles while the
 previous one replays in P cycles, so even then the stream does not stall
 when ``load`` delivers one beat per cycle.
 
-Latency (no stalls): the first ``wgt`` beat of a pass is valid 2 cycles
-after its ``play`` beat is accepted or its final ``load`` beat is accepted,
-whichever is later.
+Latency (no stalls): the first ``wgt`` beat of a pass is valid 3 cycles
+after its final ``load`` beat is accepted (when its ``play`` beat came
+earlier), 3 cycles after its ``play`` beat is accepted when the store was
+idle, or right behind the previous pass's last beat.
 
 Handshake: every stream honours backpressure. ``load.ready`` and
 ``play.ready`` depend on registers only (a free buffer; an empty command
-register), ``wgt.valid`` is a register: no ready depends combinationally on
-``wgt.ready``. The memory's read enable and the replay counters do (they
-stall with the engine).
+register), and the whole ``wgt`` stream (valid and payload) comes from
+registers: no ready depends combinationally on ``wgt.ready``. The replay
+pipeline (memory read, memory output, output register) advances as one
+unless ``wgt`` is stalled, so ``wgt.ready`` drives the memory's read enable
+and the replay counters. Both memory addresses and the write enable come
+straight from registers.
 
 Errors (sticky, cleared by reset; ``error`` is their OR):
 
@@ -157,6 +161,8 @@ class WeightStore(wiring.Component):
     max_rows = property(lambda self: self._max_rows)
     code_bits = property(lambda self: Shape.cast(self._codes).width,
                          doc="bits of one beat's codes")
+    latency = property(lambda self: 3, doc="cycles from a pass's final load beat (its play "
+                                            "command waiting) to its first wgt beat")
 
     @staticmethod
     def depth_for(engine, max_k, max_n):
@@ -229,23 +235,28 @@ class WeightStore(wiring.Component):
         wp = mem.write_port()
         rp = mem.read_port(domain="sync")
 
+        def base(buf):
+            return Mux(buf, D, 0)
+
+        # Both memory addresses and the write enable come from registers (at
+        # large depths they fan out to a hundred block RAMs).
         full = [Signal(name=f"full{b}") for b in range(2)]
-        last_idx = [Signal(range(D), name=f"last_idx{b}") for b in range(2)]
+        last_addr = [Signal(range(2 * D), name=f"last_addr{b}") for b in range(2)]
         overflow = Signal()
         mismatch = Signal()
         m.d.comb += [self.overflow.eq(overflow), self.mismatch.eq(mismatch),
                      self.error.eq(overflow | mismatch)]
 
-        # Load side: fill buffer wbuf; beats past depth are dropped.
+        # Load side: fill buffer wbuf at waddr; once its last word is written
+        # (room low) further beats are dropped.
         wbuf = Signal()
-        widx = Signal(range(D + 1))
-        room = Signal()
+        waddr = Signal(range(2 * D))
+        room = Signal(init=1)
         take = Signal()
         m.d.comb += [
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
-            room.eq(widx != D),
-            wp.addr.eq(Mux(wbuf, D, 0) + widx),
+            wp.addr.eq(waddr),
             wp.data.eq(self.load.payload.codes),
             wp.en.eq(take & room),
         ]
@@ -253,13 +264,14 @@ class WeightStore(wiring.Component):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
             with m.If(self.load.payload.last):
-                m.d.sync += [widx.eq(0), wbuf.eq(~wbuf)]
+                m.d.sync += [waddr.eq(base(~wbuf)), room.eq(1), wbuf.eq(~wbuf)]
                 for b in range(2):
                     with m.If(wbuf == b):
-                        m.d.sync += [full[b].eq(1),
-                                     last_idx[b].eq(Mux(room, widx, D - 1))]
-            with m.Elif(room):
-                m.d.sync += widx.eq(widx + 1)
+                        m.d.sync += [full[b].eq(1), last_addr[b].eq(waddr)]
+            with m.Elif(waddr == base(wbuf) + D - 1):
+                m.d.sync += room.eq(0)
+            with m.Else():
+                m.d.sync += waddr.eq(waddr + 1)
 
         # Command register: play.ready depends on it alone.
         cmd = Signal.like(self.play.payload)
@@ -268,54 +280,49 @@ class WeightStore(wiring.Component):
         with m.If(self.play.valid & self.play.ready):
             m.d.sync += [cmd.eq(self.play.payload), cmd_valid.eq(1)]
 
-        # Replay of the active command from buffer rbuf.
+        # Replay of the active command from buffer rbuf at raddr.
         active = Signal()
         rbuf = Signal()
+        raddr = Signal(range(2 * D))
         count = self.play.payload.k_blocks.shape()
         klast, nlast = Signal(count), Signal(count)
         rlast = Signal(self.play.payload.rows.shape())
         cont = Signal()
         kb, nb = Signal(count), Signal(count)
         row = Signal.like(rlast)
-        idx = Signal(range(D))
-        ov = Signal()               # wgt.valid: the memory output is a beat
-        o_last_k, o_last_n = Signal(), Signal()
 
         stall = Signal()
         issue = Signal()
-        at_k, row_end, pass_end, at_idx = Signal(), Signal(), Signal(), Signal()
+        at_k, row_end, pass_end, at_last = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
-            stall.eq(ov & ~self.wgt.ready),
+            stall.eq(self.wgt.valid & ~self.wgt.ready),
             issue.eq(active & Mux(rbuf, full[1], full[0]) & ~stall),
             at_k.eq(kb == klast),
             row_end.eq(at_k & (nb == nlast)),
             pass_end.eq(row_end & (row == rlast)),
-            at_idx.eq(idx == Mux(rbuf, last_idx[1], last_idx[0])),
-            rp.addr.eq(Mux(rbuf, D, 0) + idx),
+            at_last.eq(raddr == Mux(rbuf, last_addr[1], last_addr[0])),
+            rp.addr.eq(raddr),
             rp.en.eq(~stall),
-            self.wgt.valid.eq(ov),
-            self.wgt.payload.codes.eq(rp.data),
-            self.wgt.payload.last_k.eq(o_last_k),
-            self.wgt.payload.last_n.eq(o_last_n),
         ]
-        with m.If(~stall):
-            m.d.sync += [ov.eq(issue), o_last_k.eq(at_k), o_last_n.eq(row_end & ~cont)]
         # Every counter is back at zero after a pass, so a new command only
         # sets the limits.
         with m.If(issue):
-            m.d.sync += [kb.eq(Mux(at_k, 0, kb + 1)),
-                         idx.eq(Mux(row_end | at_idx, 0, idx + 1))]
+            m.d.sync += kb.eq(Mux(at_k, 0, kb + 1))
             with m.If(at_k):
                 m.d.sync += nb.eq(Mux(row_end, 0, nb + 1))
             with m.If(row_end):
                 m.d.sync += row.eq(Mux(pass_end, 0, row + 1))
-            with m.If(at_idx != row_end):
+            with m.If(at_last != row_end):
                 m.d.sync += mismatch.eq(1)
             with m.If(pass_end):
-                m.d.sync += [active.eq(0), rbuf.eq(~rbuf)]
+                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(base(~rbuf))]
                 for b in range(2):
                     with m.If(rbuf == b):
                         m.d.sync += full[b].eq(0)
+            with m.Elif(row_end | at_last):
+                m.d.sync += raddr.eq(base(rbuf))
+            with m.Else():
+                m.d.sync += raddr.eq(raddr + 1)
         with m.If(cmd_valid & (~active | (issue & pass_end))):
             k, n, r = cmd.k_blocks, cmd.n_blocks, cmd.rows
             m.d.sync += [active.eq(1), cmd_valid.eq(0), cont.eq(cmd.cont),
@@ -323,4 +330,12 @@ class WeightStore(wiring.Component):
                          rlast.eq(Mux(r == 0, 0, r - 1))]
             with m.If((k == 0) | (n == 0) | (r == 0)):
                 m.d.sync += mismatch.eq(1)
+
+        # Two stages, advancing together unless the output is stalled: the
+        # memory's output (read issued last cycle) and the output register.
+        v1, k1, n1 = Signal(), Signal(), Signal()
+        with m.If(~stall):
+            m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
+                         self.wgt.valid.eq(v1), self.wgt.payload.codes.eq(rp.data),
+                         self.wgt.payload.last_k.eq(k1), self.wgt.payload.last_n.eq(n1)]
         return m

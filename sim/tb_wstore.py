@@ -199,7 +199,8 @@ async def passes_back_to_back(dut):
 async def full_rate(dut):
     """Without gaps or backpressure the wgt stream runs at one beat per cycle
     from its first beat to its last, across passes (rows 1 to 3) and rows;
-    and the replay of a pass with rows = 1 hides the next pass's load."""
+    the replay of a pass with rows = 1 hides the next pass's load; the first
+    beat comes ``latency`` cycles after the first pass's last load beat."""
     tb = StoreBench(dut, idle=0.0, stall=0.0)
     await tb.reset()
     params = CONFIG["params"]
@@ -209,11 +210,12 @@ async def full_rate(dut):
         _, load_cyc, cyc = await tb.run_passes(passes, what=f"full_rate rows {rows}")
         beats = len(cyc)
         cycles = cyc[-1] - cyc[0] + 1
-        first = cyc[0] - load_cyc[0]
+        first = cyc[0] - load_cyc[len(passes[0].load) - 1]
         dut._log.info("full_rate rows %s: %d wgt beats in %d cycles (%.3f beats/cycle); first "
-                      "wgt beat %d cycles after the first load beat", rows, beats, cycles,
-                      beats / cycles, first)
+                      "wgt beat %d cycles after the first pass's last load beat", rows, beats,
+                      cycles, beats / cycles, first)
         assert beats == cycles, f"{beats} beats took {cycles} cycles: bubbles in the stream"
+        assert first == tb.store.latency, f"latency {first}, documented {tb.store.latency}"
 
 
 @cocotb.test()
