@@ -39,8 +39,8 @@ Throughput (no stalls): one element per cycle for rows of at least
 ``F + 9`` elements (the divider's interval: 33 at int16, F = 24); shorter
 rows are bound by one divide per ``F + 9`` cycles. Latency (no stalls,
 divider idle): the first output of a row leaves :attr:`DynQuant.latency`
-cycles after its last input beat (``F + 16`` at int16, F = 24; checked in
-simulation).
+cycles after its last input beat (``F + 19`` = 43 at int16, F = 24;
+checked in simulation).
 
 Handshake: ``inp.ready`` depends only on internal state (a free row slot);
 ``out`` comes from a FIFO and honours backpressure (elements are issued into
@@ -112,7 +112,7 @@ class DynQuant(wiring.Component):
     @property
     def _pass2_latency(self):
         """Cycles from a pass-2 issue to the result entering the output FIFO."""
-        return _READ + self._mul_latency + 1
+        return _READ + 1 + self._mul_latency + 1
 
     @property
     def divide_interval(self):
@@ -192,11 +192,16 @@ class DynQuant(wiring.Component):
             m.d.sync += [r_reg.eq(r_next), a_reg.eq(a_next)]
         shift = Signal(6, name="p2_shift")
         m.d.comb += shift.eq(self._frac_bits - 1)
-        fl, lat = dyadic_floor(m, x, r_use, shift, name="xr")
+        # Operands registered after the r select (the MULT18X18D inputs are
+        # not registered inside the block: without this the select limits Fmax).
+        x_op = Signal(signed(ib), name="p2_x_op")
+        r_op = Signal(self.r_bits, name="p2_r_op")
+        m.d.sync += [x_op.eq(x), r_op.eq(r_use)]
+        fl, lat = dyadic_floor(m, x_op, r_op, shift, name="xr")
         assert lat == self._mul_latency
         y = Signal(signed(8), name="p2_y")
         m.d.sync += y.eq((fl + 1) >> 1)          # |q| <= 127: proved in golden.dynquant
-        lat += 1
+        lat += 2
         vy = delay(m, vx, lat, name="p2_vy")
         ly = delay(m, tags[1], lat, name="p2_ly")
         ay = delay(m, a_use, lat, name="p2_ay")
