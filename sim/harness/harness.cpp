@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
             top->rx_valid = 0;
             top->eval();
             if (top->quiet) {
-                flush();
+                if (!out.empty()) flush();
                 if (!read_message()) break;
                 continue;
             }
