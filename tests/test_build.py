@@ -145,6 +145,13 @@ def test_ulx3s_timing_failure_is_an_error(tmp_path):
     assert not list(tmp_path.glob("*.bit"))
 
 
+@pytest.mark.pnr
+@pytest.mark.xdist_group("board_build")
+def test_build_timeout(tmp_path):
+    with pytest.raises(BuildError, match="build timed out after 1 s"):
+        build_board("ulx3s-12f", tmp_path, core="loopback", timeout_s=1)
+
+
 class _BigMemory(wiring.Component):
     """A UART core holding 1 Mbit of block RAM (64 DP16KD; the 12F has 56),
     every bit written and read."""
@@ -169,7 +176,7 @@ class _BigMemory(wiring.Component):
 @pytest.mark.pnr
 @pytest.mark.xdist_group("board_build")
 def test_design_that_does_not_fit(tmp_path):
-    with pytest.raises(BuildError, match=r"design does not fit: needs \d+ DP16KD, device has 56"):
+    with pytest.raises(BuildError, match=r"design does not fit: needs \d+ DP16KD, device has 56\. "):
         build_board("ulx3s-12f", tmp_path, core=_BigMemory())
 
 
