@@ -98,7 +98,7 @@ import numpy as np
 from .nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, X0_BITS, iexp_x0, int_layernorm, \
     shiftgelu, shiftmax
 from .quant import E_MAX, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, \
-    requantize, residual_add
+    _round_half_up, requantize, residual_add
 from .checks import check_int
 from .dynquant import row_quantize, scale_rows
 from .tlmm import tlmm_matmul
@@ -824,9 +824,9 @@ def _merge_heads(a):
     return a.reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
 
 
-def _round_half_up(x):
-    f = np.floor(x)
-    return (f + (x - f >= 0.5)).astype(np.int64)
+def _round_int(x):
+    """round half up (golden.quant's rule) of a float array, as int64."""
+    return _round_half_up(x).astype(np.int64)
 
 
 def _layernorm_z(x, float_op):
@@ -837,7 +837,7 @@ def _layernorm_z(x, float_op):
     y = xf - xf.mean(axis=-1, keepdims=True)
     std = np.sqrt((y * y).mean(axis=-1, keepdims=True))
     xhat = np.divide(y, std, out=np.zeros_like(y), where=std > 0)
-    return np.clip(_round_half_up(xhat * 2.0**30 / math.sqrt(x.shape[-1])),
+    return np.clip(_round_int(xhat * 2.0**30 / math.sqrt(x.shape[-1])),
                    -(1 << 30), 1 << 30)
 
 
@@ -888,7 +888,7 @@ def _attention(h, p, t, float_ops):
     if "softmax" in float_ops:
         lf = t["logits"] * p.logit_scale
         e = np.exp(lf - lf.max(axis=-1, keepdims=True))
-        probs = np.minimum(_round_half_up(e / e.sum(axis=-1, keepdims=True) * 2.0**(pb - 1)),
+        probs = np.minimum(_round_int(e / e.sum(axis=-1, keepdims=True) * 2.0**(pb - 1)),
                            (1 << (pb - 1)) - 1)
     else:
         probs = shiftmax(logits, _scale_for_x0(p.softmax_x0), n=SOFTMAX_N, out_bits=pb)
@@ -916,7 +916,7 @@ def _feed_forward(h, p, t, float_ops):
                      lo=-(1 << (gb - 1)), hi=(1 << (gb - 1)) - 1, m_bits=mb)
     t["fc1"] = _narrow("fc1", fc1, np.int8 if gb == 8 else np.int16)
     if "gelu" in float_ops:
-        prod = _round_half_up(gelu_erf(fc1 * p.gelu_in_scale) / p.gelu_in_scale
+        prod = _round_int(gelu_erf(fc1 * p.gelu_in_scale) / p.gelu_in_scale
                               * 2.0**(p.gelu_sig_bits - 1))
     else:
         prod = shiftgelu(fc1, _scale_for_x0(p.gelu_x0, GELU_SLOPE), mode=p.gelu_mode)

@@ -63,8 +63,8 @@ from ..golden.encoder import (GELU_IN_BITS, LINEARS, ROW_ACC_BITS, SOFTMAX_N, Bl
                               check_float_weights, encoder_stack, float_encoder_stack,
                               float_weight_shapes)
 from ..golden.nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, iexp_x0, int_layernorm_scale
-from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, quantize_int8, quantize_ternary, \
-    requant_params
+from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, _round_half_up, quantize_int8, \
+    quantize_ternary, requant_params
 
 __all__ = [
     "EncoderConfig", "float_weight_shapes", "quantize_weight", "dequantized_weights",
@@ -74,11 +74,6 @@ __all__ = [
 
 INT32_MIN = -(1 << 31)
 _TINY = 1e-12          # floor of a calibrated range (an all-zero tensor still gets a scale)
-
-
-def _round_half_up(x):
-    f = np.floor(x)
-    return f + (x - f >= 0.5)
 
 
 def quantize_weight(w, kind):
