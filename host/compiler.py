@@ -174,9 +174,6 @@ def _check_block(name, b, acc, seq):
     if d % i8.k_per_cycle or d % i8.lanes:
         raise CompileError(f"{name}: head dim {d} must be a multiple of attn_kpc = "
                            f"{i8.k_per_cycle} and attn_lanes = {i8.lanes}")
-    if seq % i8.lanes:
-        raise CompileError(f"{name}.probs: sequence length {seq} (keys per row) must be a "
-                           f"multiple of attn_lanes = {i8.lanes}")
     if p["banks"] < 2:
         raise CompileError(f"{name}: a block needs 2 int8 banks, the build has {p['banks']}")
     if b.gelu_mode != "ivit":

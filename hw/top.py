@@ -72,9 +72,11 @@ RUN, so a descriptor costs five cycles before its pass starts.
 
 Handshakes: every internal stage honours backpressure; ``m_axis`` may be
 stalled indefinitely; ``s_axis.tready`` never depends on ``tvalid``.
-Soft reset (``CTRL.soft_reset``) resets the sequencer and every datapath
-unit in one cycle; the AXI4-Lite slave and the memories' contents are not
-reset, so a response to the CTRL write itself is always given.
+Soft reset (``CTRL.soft_reset``) holds the sequencer and every datapath
+unit in reset for :data:`SOFT_RESET_CYCLES` cycles (so that valid bits in
+the units' reset-less delay lines drain) and gives the CTRL write's response
+only after that, so the host's next access finds the core idle; the
+AXI4-Lite slave and the memories' contents are not reset.
 """
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
@@ -96,8 +98,14 @@ from .int8mm import Int8Engine
 from .shiftgelu import ShiftGELU
 from .shiftmax import Shiftmax
 
-__all__ = ["Accelerator", "axi_lite_signature", "axi_stream_signature", "flat_ports",
-           "generate_verilog"]
+#: Cycles a soft reset holds the sequencer and datapath in reset: longer than
+#: any reset-less pipeline of the units (``arith.delay`` chains carry valid
+#: bits; the longest single chain in the test build is 47 cycles), so that
+#: nothing in flight when the reset came survives it.
+SOFT_RESET_CYCLES = 256
+
+__all__ = ["Accelerator", "SOFT_RESET_CYCLES", "axi_lite_signature", "axi_stream_signature",
+           "flat_ports", "generate_verilog", "kv_address"]
 
 
 def _bits(n):
@@ -422,13 +430,16 @@ class _Unpacker(wiring.Component):
 
 class _Serializer(wiring.Component):
     """Engine ``out`` beats (``lanes`` results) -> one result per cycle;
-    ``last`` on the final result of a row. No bubble between beats."""
+    ``last`` on the final result of a row. The last beat of a row gives only
+    its first ``keep`` results (1..lanes; the rest are padding lanes of an
+    N that is not a multiple of lanes). No bubble between beats."""
 
     def __init__(self, in_layout, lanes, acc_bits):
         self._lanes = lanes
         super().__init__({
             "inp": In(stream.Signature(in_layout)),
             "out": Out(_elem_stream(acc_bits)),
+            "keep": In(range(1, lanes + 1), init=lanes),
         })
 
     def elaborate(self, platform):
@@ -438,15 +449,17 @@ class _Serializer(wiring.Component):
         idx = Signal(range(L))
         hold = Signal()
         end = Signal()
+        final = Signal()
         m.d.comb += [
-            end.eq(self.out.ready & (idx == L - 1)),
+            final.eq(idx == Mux(beat.last, self.keep - 1, L - 1)),
+            end.eq(self.out.ready & final),
             self.inp.ready.eq(~hold | end),
             self.out.valid.eq(hold),
             self.out.payload.data.eq(beat.data[idx]),
-            self.out.payload.last.eq(beat.last & (idx == L - 1)),
+            self.out.payload.last.eq(beat.last & final),
         ]
         with m.If(hold & self.out.ready):
-            m.d.sync += idx.eq(Mux(idx == L - 1, 0, idx + 1))
+            m.d.sync += idx.eq(Mux(final, 0, idx + 1))
             with m.If(end):
                 m.d.sync += hold.eq(0)
         with m.If(self.inp.valid & self.inp.ready):
@@ -475,7 +488,7 @@ class Accelerator(wiring.Component):
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
     1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes,
     const < const_sets. ATTN: heads >= 1, heads x K and heads x N <= max_width,
-    keys (QK: N, AV: K) <= max_rows, N a multiple of attn_lanes, the head dim
+    1 <= keys (QK: N, AV: K) <= max_rows, the head dim
     (QK: K, AV: N) a multiple of attn_kpc / attn_lanes, source and
     destination rows disjoint within one bank. Memories are addressed {bank,
     row, column} with each dimension rounded up to a power of two.
@@ -630,17 +643,28 @@ class Accelerator(wiring.Component):
         bvalid, rvalid = Signal(), Signal()
         rdata = Signal(32)
         wr = Signal()
+        # Soft reset holds the core in reset for SOFT_RESET_CYCLES (the
+        # units' reset-less delay lines carry valid bits: they must drain)
+        # and answers the CTRL write only when the core is out of reset.
+        soft_hold = Signal(range(SOFT_RESET_CYCLES + 1))
+        b_pend = Signal()
         m.d.comb += [
-            wr.eq(axil.awvalid & axil.wvalid & ~bvalid),
+            wr.eq(axil.awvalid & axil.wvalid & ~bvalid & ~b_pend),
             axil.awready.eq(wr), axil.wready.eq(wr),
             axil.bvalid.eq(bvalid), axil.bresp.eq(0),
             axil.arready.eq(~rvalid), axil.rvalid.eq(rvalid), axil.rdata.eq(rdata),
             axil.rresp.eq(0),
         ]
-        with m.If(wr):
+        with m.If(wr & ~soft):
             m.d.sync += bvalid.eq(1)
+        with m.Elif(b_pend & (soft_hold == 1)):
+            m.d.sync += [bvalid.eq(1), b_pend.eq(0)]
         with m.Elif(axil.bready):
             m.d.sync += bvalid.eq(0)
+        with m.If(soft):
+            m.d.sync += [soft_hold.eq(SOFT_RESET_CYCLES), b_pend.eq(1)]
+        with m.Elif(soft_hold != 0):
+            m.d.sync += soft_hold.eq(soft_hold - 1)
 
         def window(name):
             reg = regs[name]
@@ -674,7 +698,7 @@ class Accelerator(wiring.Component):
 
         # ---------------- core: sequencer and datapath (soft-resettable) ------
         c = Module()
-        m.submodules.core = ResetInserter(soft)(c)
+        m.submodules.core = ResetInserter(soft | (soft_hold != 0))(c)
 
         # One per-channel requantizer serves LINEAR (REQUANT, and the first
         # step of REQUANT_GELU) and NORM (LayerNorm z is 32 bits).
@@ -826,6 +850,7 @@ class Accelerator(wiring.Component):
             requant.num_channels.eq(Mux(is_attn, 1, d.n)), resadd.num_channels.eq(d.n),
             kvf.qk.eq(is_qk), kvf.rows.eq(d.rows), kvf.heads.eq(d.heads),
             kvf.nbs.eq(i8_nbs), kvf.kbs.eq(i8_kbs), kvf.hstep.eq(i8_hstep),
+            i8_ser.keep.eq(Mux(d.n[:lbits] == 0, aL, d.n[:lbits]) if lbits else 1),
         ]
 
         def join(src, dst, when):
@@ -1084,7 +1109,9 @@ class Accelerator(wiring.Component):
                 hdim = Mux(qk, d.k, d.n)        # head dim: whole k-blocks / lane blocks
                 hdim_ok = Mux(qk, d.k[:kbits] == 0 if kbits else Const(1),
                               d.n[:lbits] == 0 if lbits else Const(1))
-                n_lanes = d.n[:lbits] == 0 if lbits else Const(1)
+                # QK: any number of keys (the last lane block is cut by the
+                # serializer); AV: N is the head dim, whole lane blocks.
+                n_lanes = (qk | (d.n[:lbits] == 0)) if lbits else Const(1)
                 with c.If((d.head != Head.NONE) | (d.engine != EngineKind.INT8) |
                           (d.epilogue != Mux(qk, Epilogue.REQUANT_SOFTMAX, Epilogue.REQUANT))):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
@@ -1092,7 +1119,7 @@ class Accelerator(wiring.Component):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif((d.heads == 0) | (d.k == 0) | (d.n < aL) | ~n_lanes | ~hdim_ok |
+                with c.Elif((d.heads == 0) | (d.k == 0) | (d.n == 0) | ~n_lanes | ~hdim_ok |
                             (hdim == 0) | (keys > p["max_rows"]) | (hk > width_max) |
                             (hn > width_max)):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
@@ -1140,7 +1167,8 @@ class Accelerator(wiring.Component):
                 c.d.sync += [src_end.eq(d.src_row + d.rows), dst_end.eq(d.dst_row + d.rows),
                              kb_count.eq(kb_comb), pch.eq(0),
                              hk.eq(d.heads * d.k), hn.eq(d.heads * d.n),
-                             i8_nbs.eq(d.n >> lbits), i8_kbs.eq((d.k + aK - 1) >> kbits),
+                             i8_nbs.eq((d.n + aL - 1) >> lbits),
+                             i8_kbs.eq((d.k + aK - 1) >> kbits),
                              i8_hstep.eq(Mux(op == Opcode.ATTN_QK, d.k >> kbits, d.n >> lbits)),
                              pcount.eq(Mux(dec["is_attn"], 1, d.n))]
                 c.d.sync += [flags[name].eq(v) for name, v in dec.items()]

@@ -99,16 +99,18 @@ class TopBench:
     async def counters(self):
         return {name: await self.read(name) for name, _ in isa.COUNTERS}
 
+    async def write_words(self, name, word, words):
+        """Consecutive 32-bit words from ``word`` of window ``name``: one
+        cocotbext-axi burst of single-word AXI4-Lite writes."""
+        data = b"".join(w.to_bytes(4, "little") for w in words)
+        await self.axil.write(self.regs.offset(name) + 4 * word, data)
+
     async def write_program(self, descs):
-        for i, desc in enumerate(descs):
-            for j, w in enumerate(descriptor_words(desc)):
-                await self.write("prog", w, word=4 * i + j)
+        await self.write_words("prog", 0, [w for d in descs for w in descriptor_words(d)])
 
     async def write_consts(self, const_set, entries):
-        base = const_set * self.acc.const_stride
-        for ch, entry in enumerate(entries):
-            for j, w in enumerate(const_words(entry)):
-                await self.write("const", w, word=4 * (base + ch) + j)
+        await self.write_words("const", 4 * const_set * self.acc.const_stride,
+                               [w for e in entries for w in const_words(e)])
 
     async def start(self):
         await self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
@@ -316,7 +318,8 @@ def attn_cases(acc):
         (AV, dict(av, rows=0), ErrorCode.ROWS),
         (QK, dict(qk, heads=0), ErrorCode.SHAPE),
         (QK, dict(qk, k=K + 1), ErrorCode.SHAPE),          # head dim not whole k-blocks
-        (QK, dict(qk, n=L + 1), ErrorCode.SHAPE),          # keys not whole lane blocks
+        (QK, dict(qk, n=0), ErrorCode.SHAPE),               # no keys
+        (AV, dict(av, n=L + 1), ErrorCode.SHAPE),          # head dim not whole lane blocks
         (QK, dict(qk, n=(R // L + 1) * L), ErrorCode.SHAPE),   # more keys than max_rows
         (AV, dict(av, k=R + 1), ErrorCode.SHAPE),          # more keys than max_rows
         (QK, dict(qk, heads=W // (2 * K) + 1), ErrorCode.SHAPE),  # heads x K > max_width
@@ -529,7 +532,9 @@ async def block_run(tb, block, x, label, *, trace=True):
     return got, cnt
 
 
-SMALL = dict(hidden=32, heads=4, ffn=64, seq=8)
+# seq 7: neither a multiple of attn_lanes (the last key block of QK^T is cut)
+# nor of attn_kpc (AV's probability rows are zero-padded).
+SMALL = dict(hidden=32, heads=4, ffn=64, seq=7)
 
 
 @cocotb.test()
@@ -561,11 +566,11 @@ async def small_block(dut):
 @cocotb.test()
 async def reset_mid_block(dut):
     """CTRL.soft_reset in the middle of a block (inside ATTN_QK, after the
-    host fed only the frames up to it), then a different program (the small
-    shape, every traced tensor) runs bit-exact."""
+    host fed only the frames up to it), then the next program (other weights,
+    every traced tensor) runs bit-exact."""
     tb = TopBench(dut)
     await tb.reset()
-    block, x = digits_block(2)
+    block, x = random_block(CONFIG.get("seed", 1) + 1, **SMALL)
     prog = compile_block(block, tb.acc, len(x))
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
@@ -577,8 +582,8 @@ async def reset_mid_block(dut):
         st = await tb.status()
         if int(st.pc) == qk:
             break
-        await ClockCycles(dut.clk, 20)
-    await ClockCycles(dut.clk, 300)
+        await ClockCycles(dut.clk, 5)
+    await ClockCycles(dut.clk, 50)
     st = await tb.status()
     assert st.busy and int(st.pc) == qk, f"expected to be inside ATTN_QK: {st}"
     await tb.soft_reset()

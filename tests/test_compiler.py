@@ -108,7 +108,6 @@ def test_stack():
     (dict(params=dict(prog_depth=8)), r"prog_depth = 8"),
     (dict(params=dict(const_sets=4)), r"constant sets"),
     (dict(params=dict(attn_kpc=16)), r"head dim 8 must be a multiple of attn_kpc"),
-    (dict(seq=6), r"probs: sequence length 6"),
     (dict(model=dict(weights="int8")), r"blocks\.0\.q: int8 weights"),
     (dict(model=dict(gelu_mode="accurate")), r"blocks\.0\.fc1: gelu_mode"),
     (dict(model=dict(heads=2, ffn=512)), r"ffn = 512 exceeds max_width"),

@@ -52,11 +52,17 @@ def test_wrong_model_is_caught(testcase):
     ("prog_depth", 0, ValueError), ("const_sets", 257, ValueError),
     ("axis_bytes", 3, ValueError), ("axis_bytes", 2, ValueError), ("axis_bytes", 1.5, TypeError),
     ("banks", True, TypeError), ("group", 5, ValueError), ("encoding", "half", ValueError),
-    ("table_ram", "flash", ValueError),
+    ("table_ram", "flash", ValueError), ("attn_lanes", 3, ValueError),
+    ("attn_kpc", 0, ValueError), ("banks", 14, ValueError),
 ])
 def test_bad_parameters_rejected(param, value, exc):
     with pytest.raises(exc, match=param):
         Accelerator(**{**PARAMS, param: value})
+
+
+def test_kv_words_need_room():
+    with pytest.raises(ValueError, match="max_rows"):
+        Accelerator(**{**PARAMS, "max_rows": 8, "attn_kpc": 16})
 
 
 def test_defaults_and_ports():
@@ -90,7 +96,7 @@ def test_host_frames():
 def test_descriptor_layout():
     assert DESCRIPTOR.size == 128
     fields = dict(epilogue=isa.Epilogue.RESIDUAL, src_bank=1, src_row=4095, dst_bank=15,
-                  dst_row=7, rows=12, k=768, n=3072, const=255, kv_pos=9)
+                  dst_row=7, rows=12, k=768, n=3072, const=255, kv_pos=9, heads=255)
     value = pack_descriptor(Opcode.LINEAR, **fields)
     back = unpack_descriptor(value)
     assert back["opcode"] == Opcode.LINEAR
@@ -109,6 +115,8 @@ def test_const_layouts():
     v = pack_requant_const(m=65535, e=62, bias=-(1 << 31))
     c = data.Const(REQUANT_CONST, v)
     assert (int(c.m), int(c.e), int(c.bias)) == (65535, 62, -(1 << 31))
+    c = data.Const(isa.SOFTMAX_CONST, isa.pack_softmax_const(m=40000, e=20, x0=-13))
+    assert (int(c.m), int(c.e), int(c.bias), int(c.x0)) == (40000, 20, 0, -13)
     v = pack_residual_const(mx=1, ex=2, my=3, ey=4, bias=-5)
     c = data.Const(RESIDUAL_CONST, v)
     assert [int(c[f]) for f in ("mx", "ex", "my", "ey", "bias")] == [1, 2, 3, 4, -5]
