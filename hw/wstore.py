@@ -77,8 +77,8 @@ the current one plays (``2 * depth`` beats of buffering). A chunk can only
 start loading when the one before the current chunk is released, so when
 ``load`` delivers one beat per cycle, each chunk longer than the one before
 it costs the difference in cycles: :meth:`WeightStore.decode_passes` makes
-the chunks of a row equal to within one output block (larger first), so a
-row of B beats takes at most ``B + k_blocks`` cycles.
+the chunks of a row equal to within one output block (larger first), so at
+most ``k_blocks`` cycles are lost per row.
 
 Widths: ``k_blocks`` and ``n_blocks`` are ``bits(depth)`` wide, ``rows``
 ``bits(max_rows)``; a command may say up to ``2**bits - 1`` rows.
@@ -93,10 +93,12 @@ chunks with ``cont``; both errors and the store's recovery after them.
 Measured without stalls: 1.000 ``wgt`` beats per cycle over 8 passes (rows 1
 to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
 
-Cost (ECP5-85F, out of context, seed 1): 320-bit codes (default engine, G 3,
-T 4, L 16) at depth 352 (max_width 256): 338 LUT4, 142 FF, 18 DP16KD,
-138.3 MHz; at depth 88 (max_width 128): 306 LUT4, 122 FF, 9 DP16KD,
-135.1 MHz.
+Cost (ECP5-85F, out of context, seed 1; ``trilut synth --unit wstore --set
+depth=D``): 320-bit codes (the default engine, G 3, T 4, L 16) at depth 352
+(max_width 256): 308 LUT4, 470 FF, 18 DP16KD, 144.7 MHz; depth 88 (128):
+272 LUT4, 450 FF, 9 DP16KD, 140.0 MHz; depth 3072 (768): 1,090 LUT4, 502 FF,
+108 DP16KD, 103.3 MHz (block RAM clock-to-out, then the read mux over six
+rows of RAMs; :meth:`resources` gives the DP16KD count exactly in all three).
 """
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
