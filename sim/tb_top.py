@@ -261,7 +261,8 @@ async def residual(dut):
     tb = TopBench(dut)
     await tb.reset()
     acc, rng = tb.acc, tb.np_rng
-    m_rows, k, n = 4, acc.max_width - 1, acc.max_width // acc.lanes * acc.lanes
+    width = min(acc.max_width, 16 * acc.lanes)
+    m_rows, k, n = 4, width - 1, width
     x = rng.integers(-128, 128, size=(m_rows, k))
     res = rng.integers(-20000, 20000, size=(m_rows, n))
     res[0, :2] = [32767, -32768]
@@ -407,7 +408,7 @@ async def malformed(dut):
     st = await tb.status()
     assert not (st.busy or st.error), f"soft reset mid-pass left {st}"
     # The accelerator accepts a new, valid program.
-    await two_linears(tb, m_rows=2, k=W, n1=L, n2=L)
+    await two_linears(tb, m_rows=2, k=min(W, 64), n1=L, n2=L)
 
 
 @cocotb.test()
@@ -498,14 +499,26 @@ def golden_trace(block, x):
     return encoder_block(x, block, trace=True)
 
 
-async def run_compiled(tb, prog, x, timeout_us=20_000):
+async def run_compiled(tb, prog, x, timeout_us=20_000, stall=0):
     """Constants, program, input frames of ``prog`` (host.compiler) -> dict of
-    decoded outputs, STATUS, counters."""
+    decoded outputs, STATUS, counters. ``stall``: the host does not read
+    m_axis for that many cycles after the start (the sequencer must wait at
+    the first STORE, busy, without error, and lose nothing)."""
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
     await tb.write_program(prog.descriptors)
     tb.send(prog.input_frames(x))
+    if stall:
+        tb.sink.clear_pause_generator()
+        tb.sink.pause = True
     await tb.start()
+    if stall:
+        await ClockCycles(tb.dut.clk, stall)
+        st = await tb.status()
+        first_store = next(i for i, n in enumerate(prog.passes) if n.startswith("store"))
+        assert st.busy and not st.error and int(st.pc) == first_store, f"{st}"
+        assert tb.sink.empty(), "frames arrived while the sink was paused"
+        tb.sink.set_pause_generator(_pauses(tb.rng, CONFIG.get("pause", 0.3)))
     raw = []
     try:
         for _ in range(prog.output_frames):
@@ -515,6 +528,7 @@ async def run_compiled(tb, prog, x, timeout_us=20_000):
         raise AssertionError(f"no result after {timeout_us} us: {await tb.status()}, "
                              f"counters {await tb.counters()}") from None
     st = await tb.wait_idle()
+    assert tb.sink.empty(), "extra frames on m_axis"
     return prog.decode(raw), st, await tb.counters()
 
 
@@ -524,9 +538,9 @@ def check_block(got, trace, label):
         _check(f"{label} {name}", value, trace[name].astype(np.int64))
 
 
-async def block_run(tb, block, x, label, *, trace=True):
+async def block_run(tb, block, x, label, *, trace=True, stall=0):
     prog = compile_block(block, tb.acc, len(x), trace=trace)
-    got, st, cnt = await run_compiled(tb, prog, x)
+    got, st, cnt = await run_compiled(tb, prog, x, stall=stall)
     check_block(got, golden_trace(block, x), label)
     _ok(st, len(prog.descriptors) - 1)
     return got, cnt
@@ -542,7 +556,9 @@ async def whole_block(dut):
     """Block 0 of the digits model (2 heads, hidden 64, FFN 256, sequence 16)
     compiled by host.compiler, every traced tensor stored and compared with
     golden encoder_block; then a second program in the same build with
-    another shape (4 heads, hidden 32, FFN 64, sequence 8, random weights).
+    another shape (4 heads, hidden 32, FFN 64, sequence 7, random weights),
+    during which the host stops reading m_axis for 20,000 cycles (the
+    sequencer waits at the first STORE; nothing is lost or duplicated).
     Random pauses on all seven AXI channels."""
     tb = TopBench(dut)
     await tb.reset()
@@ -550,7 +566,7 @@ async def whole_block(dut):
     _, cnt = await block_run(tb, block, x, "digits")
     dut._log.info("digits block counters: %s", cnt)
     block, x = random_block(CONFIG.get("seed", 1), **SMALL)
-    await block_run(tb, block, x, "small")
+    await block_run(tb, block, x, "small", stall=20_000)
 
 
 @cocotb.test()
@@ -591,36 +607,6 @@ async def reset_mid_block(dut):
     assert not (st.busy or st.error or st.done), f"soft reset mid-block left {st}"
     block, x = random_block(CONFIG.get("seed", 1) + 2, **SMALL)
     await block_run(tb, block, x, "after reset")
-
-
-@cocotb.test()
-async def slow_reader(dut):
-    """The host stops reading m_axis for 20,000 cycles while the small block's
-    traced STOREs are due: the sequencer waits (busy, no error), nothing is
-    lost or duplicated, every tensor matches golden."""
-    tb = TopBench(dut)
-    await tb.reset()
-    tb.sink.clear_pause_generator()
-    tb.sink.pause = True
-    block, x = random_block(CONFIG.get("seed", 1) + 3, **SMALL)
-    prog = compile_block(block, tb.acc, len(x), trace=True)
-    for s, entries in prog.consts:
-        await tb.write_consts(s, entries)
-    await tb.write_program(prog.descriptors)
-    tb.send(prog.input_frames(x))
-    await tb.start()
-    await ClockCycles(dut.clk, 20_000)
-    st = await tb.status()
-    first_store = next(i for i, n in enumerate(prog.passes) if n.startswith("store"))
-    assert st.busy and not st.error and int(st.pc) == first_store, f"{st}"
-    assert tb.sink.empty(), "frames arrived while the sink was paused"
-    tb.sink.set_pause_generator(_pauses(tb.rng, 0.3))
-    raw = [(await with_timeout(tb.sink.recv(), 20_000, "us")).tdata
-           for _ in range(prog.output_frames)]
-    st = await tb.wait_idle()
-    _ok(st, len(prog.descriptors) - 1)
-    assert tb.sink.empty(), "extra frames on m_axis"
-    check_block(prog.decode(raw), golden_trace(block, x), "slow reader")
 
 
 @cocotb.test()
