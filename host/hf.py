@@ -49,9 +49,10 @@ Attention masks (BERT): each sequence runs on its unmasked tokens only
 (keeping their position ids), which is what BERT's additive -10000 mask
 computes up to exp(-10000); masked positions of the output are 0.
 
-Calibration uses :data:`CALIBRATION_SENTENCES` (tokenized with the
-checkpoint's own WordPiece vocabulary) unless other inputs are given; ViT
-needs calibration pixels.
+Calibration uses :func:`calibration_ids`: the CALIBRATION_SENTENCES one by
+one plus two paragraphs made of them (so longer inputs are covered), tokenized
+with the checkpoint's own WordPiece vocabulary, unless other inputs are
+given; ViT needs calibration pixels.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ from ..golden.nonlinear import int_layernorm, int_layernorm_scale
 from .quantize import dequantize_output, quantize_encoder, quantize_input
 
 __all__ = [
-    "SUPPORTED", "IMPORT_DEFAULTS", "CALIBRATION_SENTENCES", "UnsupportedCheckpoint",
+    "SUPPORTED", "IMPORT_DEFAULTS", "CALIBRATION_SENTENCES", "calibration_ids",
+    "UnsupportedCheckpoint",
     "HFEncoder", "load_checkpoint", "WordPiece", "load_tokenizer", "cosine", "hf_run",
 ]
 
@@ -113,6 +115,17 @@ CALIBRATION_SENTENCES = (
     "Why do cats always sit on the keyboard when you are working?",
     "Prices rose by 3.5 percent in March, the fastest pace in a year.",
 )
+
+
+def calibration_ids(tokenizer, max_len=512):
+    """Default BERT calibration set: each CALIBRATION_SENTENCE, then two paragraphs
+    (first and second half of the sentences joined), as id arrays of at most
+    ``max_len`` tokens (longer ones cut, keeping the final [SEP])."""
+    half = len(CALIBRATION_SENTENCES) // 2
+    texts = list(CALIBRATION_SENTENCES) + [" ".join(CALIBRATION_SENTENCES[:half]),
+                                           " ".join(CALIBRATION_SENTENCES[half:])]
+    ids = [tokenizer.encode(t) for t in texts]
+    return [a if len(a) <= max_len else np.append(a[:max_len - 1], a[-1]) for a in ids]
 
 
 class UnsupportedCheckpoint(ValueError):
@@ -213,6 +226,11 @@ class HFEncoder:
     def vocab_size(self):
         return self.embeddings["word"].shape[0]
 
+    @property
+    def max_tokens(self):
+        """Longest token sequence (BERT): position embeddings and cfg.max_seq."""
+        return min(self.embeddings["position"].shape[0], self.cfg.max_seq)
+
     # ---- host side, float
     def check_ids(self, input_ids, attention_mask=None):
         """Checked (B, T) int64 ids and (B, T) bool mask; ValueError on bad shape/values."""
@@ -229,7 +247,7 @@ class HFEncoder:
             bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
             raise ValueError(f"input_ids: token id {bad} outside the vocabulary "
                              f"[0, {self.vocab_size})")
-        limit = min(self.embeddings["position"].shape[0], self.cfg.max_seq)
+        limit = self.max_tokens
         if ids.shape[1] > limit:
             raise ValueError(f"input_ids: {ids.shape[1]} tokens exceed the model's "
                              f"maximum of {limit}")
@@ -322,8 +340,7 @@ class HFEncoder:
         """Calibrate and quantize; sets and returns self.params (EncoderParams).
 
         BERT: calib_ids, a list of 1-D id sequences (any lengths) or a (B, T)
-        array; default CALIBRATION_SENTENCES through the checkpoint's
-        tokenizer. ViT: calib_pixels (required).
+        array; default :func:`calibration_ids` with the checkpoint's tokenizer. ViT: calib_pixels (required).
         """
         if self.kind == "vit":
             if calib_pixels is None:
@@ -332,7 +349,7 @@ class HFEncoder:
         else:
             if calib_ids is None:
                 tok = load_tokenizer(self.path)
-                calib_ids = [tok.encode(s) for s in CALIBRATION_SENTENCES]
+                calib_ids = calibration_ids(tok, self.max_tokens)
             xs = [self._rows(input_ids=np.asarray(c))[1][0][2][None] for c in calib_ids]
         self.params = quantize_encoder(self.weights, self.cfg, xs, percentile=percentile,
                                        width_headroom=width_headroom)
@@ -564,7 +581,7 @@ def hf_run(checkpoint, out, input_ids=None, attention_mask=None, pixels=None, ca
     Paths (.npy): ``input_ids`` (B, T) or (T,) integers with optional
     ``attention_mask`` (same shape, 0/1) for BERT, or ``pixels`` (B, ch, H, W)
     for ViT; ``out`` to write (B, T, hidden) float32; ``calib``: calibration
-    token ids (rows) or pixels. Default calibration: BERT: CALIBRATION_SENTENCES
+    token ids (rows) or pixels. Default calibration: BERT: calibration_ids()
     with the checkpoint's tokenizer; otherwise (ViT, or no vocabulary files)
     the inputs themselves (logged). Returns a summary dict (shape, cosine to
     the float reference, seconds).
@@ -596,7 +613,8 @@ def hf_run(checkpoint, out, input_ids=None, attention_mask=None, pixels=None, ca
         what = f"{len(data)} inputs from {calib}"
     elif model.kind == "bert" and any((model.path / f).is_file()
                                       for f in ("vocab.txt", "tokenizer.json")):
-        kw, what = {}, f"{len(CALIBRATION_SENTENCES)} built-in sentences"
+        kw, what = {}, (f"{len(CALIBRATION_SENTENCES)} built-in sentences and 2 "
+                        f"paragraphs of them")
     else:
         kw = {key: ([ids[b, mask[b]] for b in range(ids.shape[0])] if model.kind == "bert"
                     else inputs["pixels"])}

@@ -260,7 +260,7 @@ def test_hf_run_end_to_end(ckpt, tmp_path, capsys):
                "--attention-mask", str(tmp_path / "mask.npy"), "--json", str(js)])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "calibrating on 16 built-in sentences" in text and "per-token cosine" in text
+    assert "calibrating on 16 built-in sentences and 2 paragraphs" in text and "per-token cosine" in text
     hidden = np.load(out)
     assert hidden.dtype == np.float32 and hidden.shape == (3, 10, HIDDEN)
     assert not hidden[2, 8:].any() and np.abs(hidden[mask == 1]).min(axis=-1).size == 28
@@ -269,8 +269,8 @@ def test_hf_run_end_to_end(ckpt, tmp_path, capsys):
     # the same ids through the Python API give the same numbers
     m = load_checkpoint(ckpt)
     tok = load_tokenizer(ckpt)
-    from trilut.host.hf import CALIBRATION_SENTENCES
-    m.quantize(calib_ids=[tok.encode(s) for s in CALIBRATION_SENTENCES])
+    from trilut.host.hf import calibration_ids
+    m.quantize(calib_ids=calibration_ids(tok, MAX_POS))
     np.testing.assert_array_equal(
         hidden, m.integer_forward(input_ids=ids, attention_mask=mask).astype(np.float32))
 
