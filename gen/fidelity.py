@@ -195,7 +195,8 @@ def _run(path, json_path, progress):
             "intermediate_size")},
         "import_defaults": IMPORT_DEFAULTS, "eval_sentences": list(EVAL_SENTENCES),
         "tokens": int(sum(map(len, seqs))), **checks, "targets": TARGETS,
-        "targets_met": passed, "rows": rows, "accumulator_bits": widths, "seconds": round(time.monotonic() - t0, 1),
+        "targets_met": passed, "rows": rows, "accumulator_bits": widths,
+        "seconds": round(time.monotonic() - t0, 1),
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ GELU_IN_BITS = {"ivit": 8, "accurate": 16}     # GELU input width per shiftgelu 
 SOFTMAX_N = 15                                 # shiftmax IEXP n (I-ViT)
 PROBS_BITS = 8                                 # shiftmax output bits: probs 0..127, scale 2^-7
 INT8_MATMUL_MAX_K = INT32_MAX >> 14            # 2^14 * K must fit int32: K <= 131071
-NORM_POSITIONS = ("pre", "post")               # LayerNorm before (pre-LN) or after (BERT) the sublayer
+NORM_POSITIONS = ("pre", "post")               # LayerNorm before / after (BERT) the sublayer
 ACT_QUANTS = ("static", "token")               # per-tensor int8 scales or per-token rows (SPEC 4.5)
 PROBS_BITS_CHOICES = (8, 16)                   # shiftmax output widths
 ROW_ACC_BITS = 48                              # signed width of acc * absmax + bias (token mode)

@@ -289,7 +289,7 @@ class HFEncoder:
         return px
 
     def embed(self, ids, positions=None):
-        """BERT: float block-0 input of one sequence (T,) or batch (B, T): LN(word + pos + type 0)."""
+        """BERT: float block-0 input of a sequence (T,) or batch (B, T): LN(word + pos + type 0)."""
         e = self.embeddings
         ids = np.asarray(ids)
         pos = np.arange(ids.shape[-1]) if positions is None else np.asarray(positions)
@@ -340,7 +340,8 @@ class HFEncoder:
         """Calibrate and quantize; sets and returns self.params (EncoderParams).
 
         BERT: calib_ids, a list of 1-D id sequences (any lengths) or a (B, T)
-        array; default :func:`calibration_ids` with the checkpoint's tokenizer. ViT: calib_pixels (required).
+        array; default :func:`calibration_ids` with the checkpoint's tokenizer.
+        ViT: calib_pixels (required).
         """
         if self.kind == "vit":
             if calib_pixels is None:

@@ -260,7 +260,8 @@ def test_hf_run_end_to_end(ckpt, tmp_path, capsys):
                "--attention-mask", str(tmp_path / "mask.npy"), "--json", str(js)])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "calibrating on 16 built-in sentences and 2 paragraphs" in text and "per-token cosine" in text
+    assert "calibrating on 16 built-in sentences and 2 paragraphs" in text
+    assert "per-token cosine" in text
     hidden = np.load(out)
     assert hidden.dtype == np.float32 and hidden.shape == (3, 10, HIDDEN)
     assert not hidden[2, 8:].any() and np.abs(hidden[mask == 1]).min(axis=-1).size == 28
