@@ -54,7 +54,7 @@ so a consumer may sample it on any beat, e.g. with ``last``.
 
 Tested (Verilator, cocotb, against the golden model): see docs/dynquant.md.
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

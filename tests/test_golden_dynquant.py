@@ -99,6 +99,7 @@ def test_shapes_and_multiplier():
     x = np.arange(-12, 12).reshape(2, 3, 4)
     q, a = row_quantize(x, 16)
     assert q.shape == x.shape and a.shape == (2, 3, 1)
+    np.testing.assert_array_equal(row_absmax(x, 16), a)
     assert list(row_multiplier(np.array([0, 1, 127, 2**15]), 24)) == [
         0, 127 << 24, 1 << 24, 127 << 9]
 
