@@ -1,3 +1,7 @@
+# amaranth: UnusedElaboratable=no
+# (the inner Requantizer of RowScaleRequantizer is created in __init__, for
+# its signature; it is elaborated as our submodule, and if we are never
+# elaborated Amaranth warns about the outer component already)
 """Per-token dynamic quantization in hardware (SPEC 4.5), bit-exact with
 :func:`trilut.golden.dynquant.row_quantize` and
 :func:`trilut.golden.dynquant.requantize_rows`.
@@ -247,9 +251,6 @@ class RowScaleRequantizer(wiring.Component):
         self._acc_bits, self._scale_bits = acc_bits, scale_bits
         self._rq = Requantizer(acc_bits=acc_bits + scale_bits, m_bits=m_bits,
                                out_bits=out_bits, channels=channels, bias_bits=bias_bits)
-        # Elaborated as our submodule; if we are never elaborated, Amaranth
-        # warns about us already, so the inner unit's own warning is muted.
-        self._rq._MustUse__silence = True
         members = dict(self._rq.signature.members)
         members["inp"] = In(stream.Signature(data.StructLayout({
             "data": signed(acc_bits), "absmax": unsigned(scale_bits), "last": 1})))
