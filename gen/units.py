@@ -3,6 +3,7 @@ used on the command line (``trilut synth --unit NAME``) to its component
 class and default parameters."""
 from dataclasses import dataclass, field
 
+from ..hw.dynquant import DynQuant, RowScaleRequantizer
 from ..hw.int8mm import Int8Engine
 from ..hw.layernorm import LayerNorm
 from ..hw.matmul import DirectEngine, TLMMEngine
@@ -42,6 +43,10 @@ UNITS = {
     # at max_width 256: WeightStore.depth_for(engine, 256, 256) = 22 * 16.
     "wstore": Unit(WeightStore, dict(codes=320, depth=352),
                    "double-buffered weight store (replays a pass's wgt beats per row)"),
+    "dynquant": Unit(DynQuant, dict(in_bits=16, max_len=4096),
+                     "per-token dynamic quantization: row absmax -> int8 + carried absmax"),
+    "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
+                     "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
 }
 
 
