@@ -12,9 +12,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from amaranth.back import verilog as _verilog
+from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
 from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path
-from ...hw.top import generate_verilog
 from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
+from ...hw.top import flat_ports
 
 __all__ = ["HARNESS_SOURCE", "build_harness", "HarnessBuildError"]
 
@@ -25,17 +30,56 @@ class HarnessBuildError(RuntimeError):
     pass
 
 
+class PowerOnReset(wiring.Component):
+    """``top`` with the same ports, but its ``sync`` reset generated inside
+    (held for the first 7 cycles) instead of a ``rst`` input.
+
+    Why: Amaranth's synchronous reset is a multiplexer in front of every
+    register, so with ``rst`` a top-level input Verilator re-evaluates all
+    next-state logic in its input-combinational region on every clock edge;
+    without it the model runs about twice as fast."""
+
+    POR_CYCLES = 7
+
+    def __init__(self, top):
+        self._top = top
+        self.clk_domain = ClockDomain("sync")
+        super().__init__(top.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = cd = self.clk_domain
+        m.domains.por = por = ClockDomain("por", reset_less=True, local=True)
+        count = Signal(range(self.POR_CYCLES + 1))
+        m.d.comb += [por.clk.eq(cd.clk), cd.rst.eq(count != self.POR_CYCLES)]
+        with m.If(count != self.POR_CYCLES):
+            m.d.por += count.eq(count + 1)
+        m.submodules.top = top = self._top
+        for (_, member, outer), (_, _, inner) in zip(self.signature.flatten(self),
+                                                     top.signature.flatten(top)):
+            m.d.comb += inner.eq(outer) if member.flow == In else outer.eq(inner)
+        return m
+
+
+def _verilog_text(top, name):
+    wrapper = PowerOnReset(top)
+    ports = flat_ports(wrapper)
+    ports["clk"] = (wrapper.clk_domain.clk, None)
+    return _verilog.convert(wrapper, name=name, ports=ports, emit_src=False)
+
+
 def build_harness(top):
     """Path of the harness executable for ``top`` (a
     :class:`~trilut.hw.bridge.ByteAccelerator`: byte mode, or a
-    :class:`~trilut.hw.bridge.UartAccelerator`: pin mode), built if needed."""
+    :class:`~trilut.hw.bridge.UartAccelerator`: pin mode), built if needed.
+    The design is wrapped in :class:`PowerOnReset` (no ``rst`` port)."""
     if isinstance(top, ByteAccelerator):
         name, defines = "bridged", []
     elif isinstance(top, UartAccelerator):
         name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
     else:
         raise TypeError(f"top must be a ByteAccelerator or UartAccelerator, not {top!r}")
-    verilog = generate_verilog(top, name)
+    verilog = _verilog_text(top, name)
     source = HARNESS_SOURCE.read_text()
     # The directory is keyed by the design; a changed harness source only
     # recompiles the harness (make is incremental within the directory).

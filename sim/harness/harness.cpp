@@ -68,10 +68,9 @@ static bool readable(int fd, int timeout_ms) {
     return r > 0;
 }
 
+// The design resets itself (trilut.sim.harness.PowerOnReset, 7 cycles).
 static void reset() {
-    top->rst = 1;
-    for (int i = 0; i < 4; i++) tick();
-    top->rst = 0;
+    for (int i = 0; i < 8; i++) tick();
 }
 
 #ifndef PIN_MODE
@@ -119,8 +118,10 @@ int main(int argc, char **argv) {
     uint32_t since_tx = 0, since_poll = 0;
     for (;;) {
         if (in_pos == in.size()) {
-            top->rx_valid = 0;
-            top->eval();
+            if (top->rx_valid) {          // quiet depends on rx_valid: settle it
+                top->rx_valid = 0;
+                top->eval();
+            }
             if (top->quiet) {
                 if (!out.empty()) flush();
                 if (!read_message()) break;
