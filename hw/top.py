@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# (the engines built in Accelerator.__init__ double as host-side helpers:
+# an Accelerator used only by the compiler or host never elaborates them)
 """The accelerator top: AXI4-Lite control, AXI4-Stream data, a descriptor
 sequencer and the pass types LOAD, NORM, LINEAR, ATTN_QK, ATTN_AV, STORE,
 END: a whole integer encoder block (``trilut.host.compiler`` writes the

@@ -4,7 +4,7 @@ The configuration arrives as JSON in ``TRILUT_TB``: the accelerator's
 parameters, ``seed``, ``pause`` (probability of a pause cycle on every AXI
 channel) and ``break`` (a deliberately wrong reference that drops the last
 k-block of every weight matrix, so that the suite can show this testbench
-fails when the model is wrong).
+fails when the model is wrong; the block tests zero q's last weight row).
 
 The host side speaks only AXI: programs, constants and control through a
 cocotbext-axi ``AxiLiteMaster`` on ``s_axil``, activations and weights through
@@ -14,7 +14,9 @@ pause generator. Descriptors and constant entries are packed with
 :mod:`trilut.hw.isa`'s layouts and the register offsets come from the
 build's :class:`~trilut.hw.isa.RegisterMap`. A scoreboard compares every
 stored row with the golden model (``tlmm_matmul`` + ``requantize`` /
-``residual_add``) exactly.
+``residual_add``) exactly. Whole encoder blocks are compiled by
+:mod:`trilut.host.compiler` (the same code path as the host driver) and
+every stored tensor is compared with golden ``encoder_block``'s trace.
 """
 import json
 import logging
