@@ -572,6 +572,68 @@ async def whole_block(dut):
 
 
 @cocotb.test()
+async def attn_extremes(dut):
+    """ATTN_QK and ATTN_AV alone at the build's limits: Q, K and V LOADed
+    straight into an int8 bank and the KV banks (K/V read back by STORE),
+    heads x head dim = max_width, keys = rows = max_rows; query rows all
+    -128, all +127, all 0 (equal logits), one-hot; a key row and a value
+    row all -128; logits saturating at both ends. probs and attn exact
+    against golden int8_matmul -> requantize -> shiftmax -> int8_matmul ->
+    requantize."""
+    from trilut.golden.encoder import _scale_for_x0, int8_matmul
+    from trilut.golden.nonlinear import shiftmax
+    tb = TopBench(dut)
+    await tb.reset()
+    acc, rng = tb.acc, tb.np_rng
+    t, c, h = acc.max_rows, acc.max_width, 4
+    d = c // h
+    q = rng.integers(-128, 128, size=(t, c))
+    q[0], q[1], q[2] = -128, 127, 0
+    q[3] = 0
+    q[3, 5] = 127
+    k = rng.integers(-128, 128, size=(t, c))
+    k[4] = -128
+    v = rng.integers(-128, 128, size=(t, c))
+    v[5] = -128
+    lm, le, x0 = 23000, 22, -13          # logits ~ qk / 180: saturates at both ends
+    am, ae = 21000, 15                   # attn ~ av / 1.6
+    await tb.write_consts(0, [pack_softmax_const(lm, le, x0)])
+    await tb.write_consts(1, [pack_requant_const(am, ae, 0)])
+    qk_f = dict(engine=EngineKind.INT8, heads=h, rows=t, const=0)
+    prog = [
+        pack_descriptor(Opcode.LOAD, dst_bank=0, rows=t, k=c),
+        pack_descriptor(Opcode.LOAD, dst_bank=KEY_BANK, rows=t, k=c),
+        pack_descriptor(Opcode.LOAD, dst_bank=VALUE_BANK, rows=t, k=c),
+        pack_descriptor(Opcode.STORE, src_bank=KEY_BANK, rows=t, k=c),
+        pack_descriptor(Opcode.STORE, src_bank=VALUE_BANK, rows=t, k=c),
+        pack_descriptor(Opcode.ATTN_QK, epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0,
+                        dst_bank=1, k=d, n=t, **qk_f),
+        pack_descriptor(Opcode.STORE, src_bank=1, rows=t, k=h * t),
+        pack_descriptor(Opcode.ATTN_AV, epilogue=Epilogue.REQUANT, src_bank=1, dst_bank=0,
+                        k=t, n=d, **dict(qk_f, const=1)),
+        pack_descriptor(Opcode.STORE, src_bank=0, rows=t, k=c),
+        pack_descriptor(Opcode.END),
+    ]
+    frames = acc.row_frames(q) + acc.row_frames(k) + acc.row_frames(v)
+    (k_got, v_got, p_got, a_got), st, cnt = await tb.run_program(
+        prog, frames, [(t, c, False), (t, c, False), (t, h * t, False), (t, c, False)],
+        timeout_us=5000)
+    split = lambda a: a.reshape(t, h, d).transpose(1, 0, 2)     # noqa: E731
+    logits = requantize(int8_matmul(split(q), split(k).transpose(0, 2, 1)), lm, le)
+    assert logits.min() == -128 and logits.max() == 127, "logits must saturate both ways"
+    probs = shiftmax(logits, _scale_for_x0(x0))
+    if CONFIG.get("break"):
+        probs[:, :, -1] = 0
+    attn = requantize(int8_matmul(probs, split(v)), am, ae).transpose(1, 0, 2).reshape(t, c)
+    _check("K read back", k_got, k)
+    _check("V read back", v_got, v)
+    _check("probs", p_got, probs.transpose(1, 0, 2).reshape(t, h * t))
+    _check("attn", a_got, attn)
+    _ok(st, len(prog) - 1)
+    dut._log.info("attn_extremes counters: %s", cnt)
+
+
+@cocotb.test()
 async def small_block(dut):
     """The small shape alone (every traced tensor, random pauses): the cheap
     run behind the wrong-model check."""

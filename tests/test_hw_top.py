@@ -22,7 +22,7 @@ from trilut.sim.runner import SimFailure
 PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
               max_width=256, prog_depth=32, const_sets=12)
 TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "pass_cycles",
-             "whole_block", "reset_mid_block"]
+             "attn_extremes", "whole_block", "reset_mid_block"]
 
 
 @pytest.mark.sim
