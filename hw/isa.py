@@ -10,8 +10,12 @@ testbenches need to agree on is defined here once, as Python objects:
   (little-endian fields, the first field at bit 0), and :func:`pack_descriptor`
   / :func:`unpack_descriptor` / :func:`descriptor_words`, which use that same
   layout (no bit position is written twice);
-* :data:`REQUANT_CONST` and :data:`RESIDUAL_CONST`: the two views of a
-  128-bit constant-memory entry (one entry per output channel);
+* :data:`REQUANT_CONST`, :data:`RESIDUAL_CONST`, :data:`GELU_CONST` and
+  :data:`SOFTMAX_CONST`: the views of a 128-bit constant-memory entry (one
+  entry per output channel; one per tensor for the attention passes);
+* the bank numbers: int8 banks 0 .. ``banks - 1`` (at most
+  :data:`MAX_BANKS`), the KV region :data:`KEY_BANK` / :data:`VALUE_BANK`
+  and the int16 :data:`RESIDUAL_BANK`;
 * :class:`ErrorCode`, :data:`CTRL` and :data:`STATUS`: what the sequencer
   reports;
 * :class:`RegisterMap`: the AXI4-Lite register map of one build (offsets
