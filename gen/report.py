@@ -8,7 +8,8 @@ Per build (``trilut report DIR [DIR ...] --out OUT``), from each ``DIR`` that
   ``DIR/report.json`` (nextpnr's post-route figures; KV260: Yosys cell counts,
   no timing);
 * **utilization by unit**: one extra Yosys run on the build's own netlist
-  (ECP5: the RTLIL of the build plan, ``synth_ecp5 -dff -noflatten``; KV260:
+  (ECP5: the RTLIL of the build plan, ``synth_ecp5 -noflatten`` with classic
+  ABC as the build maps it; KV260:
   the package's Verilog, ``synth_xilinx -family xcup`` without ``-flatten``)
   and ``stat -json`` per module. Amaranth names every module by its instance
   path (``top.core.engine``), so each module's own cells are summed into its
@@ -37,6 +38,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from .build import ecp5_abc_script
 from .synth import SynthError, _run_tool, _xilinx_counts, format_table
 
 __all__ = ["unit_breakdown", "collect", "pareto_front", "run_sweep", "run_report"]
@@ -78,7 +80,7 @@ def unit_breakdown(build, *, work_dir, progress=None, timeout_s=None):
         src = Path(rep["outputs"]["rtlil"])
         top = src.stem
         (work_dir / src.name).write_text(src.read_text())
-        script = [f"read_rtlil {src.name}", f"synth_ecp5 -dff -noflatten -top {top}"]
+        script = [f"read_rtlil {src.name}", *ecp5_abc_script(top, "-noflatten")]
         counts = _ecp5_counts
     script.append("tee -q -o units_stat.json stat -json")
     (work_dir / "units.ys").write_text("\n".join(script) + "\n")

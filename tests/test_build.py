@@ -73,6 +73,7 @@ def test_board_top_checks_core():
     (dict(board="kv260", settings={"banks": 0}), "banks"),
     (dict(board="kv260", allow_timing_fail=True), "not timed here"),
     (dict(board="ulx3s-12f", estimate=False), "estimate=False is for kv260"),
+    (dict(board="ulx3s-12f", mapper="abc10"), "unknown mapper 'abc10'"),
 ])
 def test_build_rejects_bad_arguments(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
@@ -105,7 +106,7 @@ def test_ulx3s_bitstream_and_report(tmp_path, capsys):
     assert main(["build", "--board", "ulx3s-12f", "--core", "loopback", "--out", str(out),
                  "--freq", "65"]) == 0
     printed = capsys.readouterr().out
-    for step in ("yosys: abc9", "nextpnr: route", "ecppack: bitstream"):
+    for step in ("yosys: abc (technology mapping)", "nextpnr: route", "ecppack: bitstream"):
         assert step in printed
     rep = json.loads((out / "report.json").read_text())
     _check_fields(rep)
@@ -143,6 +144,15 @@ def test_ulx3s_timing_failure_is_an_error(tmp_path):
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["timing_met"] is False and rep["outputs"]["bitstream"] is None
     assert not list(tmp_path.glob("*.bit"))
+
+
+@pytest.mark.pnr
+@pytest.mark.xdist_group("board_build")
+def test_abc9_mapper(tmp_path):
+    """The ABC9 path (trilut.gen.synth's mapping) still builds a small design."""
+    rep = build_board("ulx3s-12f", tmp_path, core="loopback", mapper="abc9")
+    assert rep["timing_met"] and Path(rep["outputs"]["bitstream"]).exists()
+    assert "Executing ABC9 pass" in (tmp_path / "build" / "trilut_ulx3s_12f.rpt").read_text()
 
 
 @pytest.mark.pnr
