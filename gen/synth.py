@@ -58,9 +58,12 @@ support OOC directly, so no I/O-serialising wrapper is needed:
   designs (the 240-MAC direct engine with a register after every adder level
   reproduces it); Yosys 0.70 has no way to fall back to classic ABC for
   ECP5. Using it for every design keeps the measurements comparable.
-  A design with a very deep combinational cone can still crash ABC inside
-  WebAssembly ("wasm trap: call stack exhausted" in ``Aig_ManDupDfs_rec``,
-  seen on the accelerator top): the cone is the thing to fix.
+  ABC9's recursive AIG walk (``Aig_ManDupDfs_rec``) exhausted wasmtime's
+  default 512 KiB WebAssembly stack on the accelerator top ("wasm trap: call
+  stack exhausted"); the tools run with a 2 MiB one (``_BIG_STACK``), which
+  got the top through (the deep recursion follows ABC9 -dff's sequential
+  AIG, not a deep combinational cone: ``ltp -noff`` before FF mapping finds
+  32 levels).
 * Yosys ``synth_ecp5`` (a wrapper of ``synth_lattice -family ecp5``) inserts no
   I/O buffers unless ``-iopad`` is given; ``-noiopad`` is passed anyway to say so.
 * nextpnr-ecp5 ``--out-of-context`` ("disable IO buffer insertion and global
@@ -230,6 +233,21 @@ _NEXTPNR_PHASES = (
 )
 
 
+# Run the tool with a deeper WebAssembly call stack than wasmtime's default
+# (512 KiB): ABC9's recursive AIG walks (``Aig_ManDupDfs_rec``) exhausted it
+# on the accelerator top ("wasm trap: call stack exhausted"). 2 MiB is the
+# most wasmtime allows without a larger async stack; the thread yowasp runs
+# the tool on gets a native stack big enough for it.
+_BIG_STACK = """import sys, threading, wasmtime
+threading.stack_size(64 << 20)
+class _Config(wasmtime.Config):
+    def __init__(self):
+        super().__init__()
+        self.max_wasm_stack = 2 << 20
+wasmtime.Config = _Config
+"""
+
+
 def _tail(path: Path, n: int = 20) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -243,7 +261,7 @@ def _run_tool(tool: str, argv: Sequence[str], *, log_path: Path, cwd: Path, step
               phases: Sequence[tuple[str, str]] = ()) -> float:
     """Run a YoWASP tool in a child Python; stdout+stderr go to log_path. Returns seconds."""
     module, func, _ = _TOOL_MODULE[tool]
-    code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
+    code = _BIG_STACK + f"import {module}; sys.exit({module}.{func}(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code, *argv]
     seen: set[str] = set()
     t0 = time.monotonic()
