@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (an Accelerator built from a parameter dict is a host-side helper here)
 """The compiler: integer encoder blocks -> an accelerator program.
 
 :func:`compile_block` (one block) and :func:`compile_stack` (blocks in a row,

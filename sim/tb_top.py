@@ -18,6 +18,7 @@ stored row with the golden model (``tlmm_matmul`` + ``requantize`` /
 :mod:`trilut.host.compiler` (the same code path as the host driver) and
 every stored tensor is compared with golden ``encoder_block``'s trace.
 """
+import functools
 import json
 import logging
 import os
@@ -706,18 +707,24 @@ async def block_cycles(dut):
                    "seq": len(x), "cycles": cycles, "compute_cycles": compute})
 
 
+@functools.lru_cache(maxsize=4)
+def _verilog(params_json):
+    """The Verilog of one build, generated once per process (about 10 s at
+    max_width 256; the runner's build cache is keyed by its hash)."""
+    from ..hw.top import generate_verilog
+    return generate_verilog(Accelerator(**json.loads(params_json)), "accel")
+
+
 def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None):
     """Host side: build (cached) and run this testbench on Verilator for an
     Accelerator with ``params``. Raises ``SimFailure`` on any mismatch;
     returns the number of tests passed."""
-    from ..hw.top import generate_verilog
     from .runner import run_cocotb
-    dut = Accelerator(**params)
     env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "pause": pause,
                                     "break": broken})}
     if report:
         env["TRILUT_TB_REPORT"] = str(report)
     name = "top-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
     name += f"-{testcase or 'all'}" + ("-broken" if broken else "")
-    return run_cocotb(generate_verilog(dut, "accel"), "accel", __name__, name=name, env=env,
-                      testcase=testcase, seed=seed)
+    return run_cocotb(_verilog(json.dumps(params, sort_keys=True)), "accel", __name__,
+                      name=name, env=env, testcase=testcase, seed=seed)
