@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Devices: where the link's bytes go.
 
 One interface, :class:`Device` (``open``/``close``, ``write(bytes)``,

@@ -73,12 +73,26 @@ def build_harness(top):
     :class:`~trilut.hw.bridge.ByteAccelerator`: byte mode, or a
     :class:`~trilut.hw.bridge.UartAccelerator`: pin mode), built if needed.
     The design is wrapped in :class:`PowerOnReset` (no ``rst`` port)."""
+    if not isinstance(top, (ByteAccelerator, UartAccelerator)):
+        raise TypeError(f"top must be a ByteAccelerator or UartAccelerator, not {top!r}")
+    memo_key = (type(top).__name__, tuple(sorted(top.accel.params.items())),
+                top.bridge.timeout, getattr(top, "divisor", None))
+    exe = _BUILT.get(memo_key)
+    if exe is not None and exe.exists():
+        return exe
+    exe = _build_harness(top)
+    _BUILT[memo_key] = exe
+    return exe
+
+
+_BUILT = {}     # this process's builds: skips regenerating the Verilog to hash it
+
+
+def _build_harness(top):
     if isinstance(top, ByteAccelerator):
         name, defines = "bridged", []
-    elif isinstance(top, UartAccelerator):
-        name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
     else:
-        raise TypeError(f"top must be a ByteAccelerator or UartAccelerator, not {top!r}")
+        name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
     verilog = _verilog_text(top, name)
     source = HARNESS_SOURCE.read_text()
     # The directory is keyed by the design; a changed harness source only
