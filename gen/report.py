@@ -22,7 +22,7 @@ Per build (``trilut report DIR [DIR ...] --out OUT``), from each ``DIR`` that
   ``(flat build)`` the build's own placed figures, for comparison.
 
 Outputs: ``OUT/report.md``, ``OUT/report.json`` and ``OUT/breakdown.png``
-(LUT and FF per unit, one panel per build).
+(LUT and FF per unit side by side, one panel per build).
 
 Sweep (``trilut report --sweep --out OUT``): the TLMM engine (the unit the
 accelerator's MACs come from; full encoding, tables in block RAM: the
@@ -179,10 +179,11 @@ def _plot_units(payload, path):
                              squeeze=False)
     for ax, p in zip(axes[:, 0], payload):
         rows = [r for r in p["units"] if not r["unit"].startswith(("(total", "(flat"))]
-        names = [r["unit"] for r in rows][::-1]
-        ax.barh(names, [r["lut"] for r in rows][::-1], label="LUT")
-        ax.barh(names, [r["ff"] for r in rows][::-1], left=[r["lut"] for r in rows][::-1],
-                label="FF", alpha=0.6)
+        rows = rows[::-1]
+        y = list(range(len(rows)))
+        ax.barh([i + 0.2 for i in y], [r["lut"] for r in rows], height=0.4, label="LUT")
+        ax.barh([i - 0.2 for i in y], [r["ff"] for r in rows], height=0.4, label="FF")
+        ax.set_yticks(y, [r["unit"] for r in rows])
         rep = p["report"]
         ax.set_title(f"{rep['board']}: LUT {rep['lut']}, FF {rep['ff']}, DSP {rep['dsp']}, "
                      f"BRAM {rep['bram']}, Fmax {rep.get('fmax_mhz')} MHz", fontsize=9)

@@ -217,3 +217,4 @@ def test_kv260_package(tmp_path, capsys):
     note = Path(rep["outputs"]["integration_note"]).read_text()
     assert f"{acc.regs.addr_bits}-bit address" in note and "active high" in note
     assert f"{8 * acc.axis_bytes}-bit `tdata`" in note and "`s_axil_rdata` | 32 |" in note
+    assert "| `clk` | 1 |" in note and "| `rst` | 1 |" in note
