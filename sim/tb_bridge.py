@@ -24,7 +24,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer, with_timeout
 
 from trilut.host.protocol import FrameParser, encode
 from trilut.hw import isa
-from trilut.hw.bridge import UartAccelerator
+from trilut.hw.bridge import LEDS, UartAccelerator
 from trilut.hw.isa import Opcode, descriptor_words, pack_descriptor
 from trilut.hw.link import REPLY, FrameType, Status
 
@@ -137,7 +137,8 @@ def _records(acc, rows):
 @cocotb.test()
 async def registers(dut):
     """REG_READ of BUILD and STATUS against the build's parameters; REG_WRITE
-    of a program (LOAD then END), CTRL start, STATUS busy then soft reset."""
+    of a program (LOAD then END), CTRL start, STATUS busy (and the busy LED)
+    then soft reset."""
     tb = UartBench(dut)
     await tb.reset()
     acc = tb.acc
@@ -154,11 +155,15 @@ async def registers(dut):
     await tb.write("ctrl", [isa.CTRL.const({"start": 1}).as_value().value])
     st = await tb.status()
     assert st.busy and int(st.pc) == 0, f"LOAD without data should be busy: {st}"
+    await ClockCycles(dut.clk, 300)          # the bridge's STATUS poll drives the LEDs
+    assert int(dut.leds.value) & 1 << LEDS.index("busy"), f"busy LED off: {dut.leds.value}"
     counters = await tb.read("cycles", 2)
     assert counters[0] > 0, counters
     await tb.write("ctrl", [isa.CTRL.const({"soft_reset": 1}).as_value().value])
     st = await tb.status()
     assert not st.busy, f"after soft reset: {st}"
+    await ClockCycles(dut.clk, 300)
+    assert not int(dut.leds.value) & 1 << LEDS.index("busy"), f"busy LED on: {dut.leds.value}"
 
 
 @cocotb.test()

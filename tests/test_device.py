@@ -85,13 +85,16 @@ class Faulty(Device):
     """A real device with damage injected in its byte path, once each:
     ``flip``: the first request of this FrameType gets one payload bit
     flipped; ``drop``: the first request of this type is not delivered;
-    ``drop_reply``: the first reply of this type carrying data beyond its
-    status byte is lost on the way back; ``dead_after``: requests after this
+    ``truncate``: only the first half of the first request of this type
+    arrives; ``drop_reply``: the first reply of this type carrying data
+    beyond its status byte is lost on the way back; ``dead_after``: requests after this
     many are swallowed (a device that stopped answering)."""
 
-    def __init__(self, inner, *, flip=None, drop=None, drop_reply=None, dead_after=None):
+    def __init__(self, inner, *, flip=None, drop=None, truncate=None, drop_reply=None,
+                 dead_after=None):
         self.inner, self.sent = inner, 0
-        self.faults = {"flip": flip, "drop": drop, "drop_reply": drop_reply}
+        self.faults = {"flip": flip, "drop": drop, "truncate": truncate,
+                       "drop_reply": drop_reply}
         self.dead_after = dead_after
         self.byte_time = inner.byte_time
         self._parser = FrameParser()
@@ -115,6 +118,8 @@ class Faulty(Device):
             return
         if self._once("drop", data[1]):
             return
+        if self._once("truncate", data[1]):
+            data = data[:len(data) // 2]
         if self._once("flip", data[1]):
             data = bytearray(data)
             data[link.HEADER_BYTES + 2] ^= 0x10
@@ -165,11 +170,12 @@ def test_simdevice_wrong_model_is_caught(sim):
 @pytest.mark.parametrize("fault", [
     dict(flip=FrameType.STREAM_WRITE), dict(flip=FrameType.REG_WRITE),
     dict(drop=FrameType.STREAM_WRITE), dict(drop=FrameType.REG_READ),
+    dict(truncate=FrameType.STREAM_WRITE),
     dict(drop_reply=FrameType.STREAM_WRITE), dict(drop_reply=FrameType.STREAM_READ),
     dict(drop_reply=FrameType.REG_READ)])
 def test_damage_is_recovered_by_retry(sim, fault):
-    """A flipped bit (NAKed for its CRC), a lost request (timeout) and a lost
-    reply (the retry gets the stored reply: a stream write is not applied
+    """A flipped bit (NAKed for its CRC), a truncated request (NAKed after the
+    bridge's inter-byte timeout), a lost request (timeout) and a lost reply (the retry gets the stored reply: a stream write is not applied
     twice, a stream read's data is not lost) all end in the exact result."""
     dev = Faulty(sim, **fault)
     drv = Driver(dev, PARAMS, link_timeout=0.3)
