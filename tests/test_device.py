@@ -16,7 +16,7 @@ from trilut.host.device import Device, SerialDevice, SimDevice, UartSim
 from trilut.host.driver import AcceleratorError, BuildMismatch, Driver
 from trilut.host.protocol import FrameParser, LinkError, encode
 from trilut.hw import link
-from trilut.hw.isa import Epilogue, ErrorCode, Opcode, pack_descriptor, pack_requant_const
+from trilut.hw.isa import Epilogue, Opcode, pack_descriptor, pack_requant_const
 from trilut.hw.link import FrameType
 
 # One small build shared by every simulation test here (cached by Verilog hash).
