@@ -16,6 +16,7 @@ from amaranth.lib import data
 from ..hw import isa
 from ..hw.bridge import stream_ports
 from ..hw.isa import ErrorCode, const_words, descriptor_words
+from ..hw.link import MAX_PAYLOAD
 from ..hw.top import Accelerator
 from .protocol import Link, LinkError
 
@@ -208,30 +209,41 @@ class Driver:
     def run(self, program, x, timeout=None):
         """Run a compiled program (duck-typed like
         :class:`trilut.host.compiler.Program`: ``descriptors``, ``consts``,
-        ``input_frames(x)``, ``outputs`` with ``rows`` each, ``decode``) on
-        input ``x``; returns ``program.decode(frames)``. Input and output
-        streams are served together, so a program that stores while it still
+        ``input_frames(x)`` for ``s_axis``, ``outputs`` with ``rows`` each,
+        ``decode``; a program for a build with more input streams may
+        instead give ``stream_frames(x)`` -> {port name: frames}) on input
+        ``x``; returns ``program.decode(frames)``. All input streams and the
+        output are served together, so a program that stores while it still
         loads cannot deadlock on a full buffer."""
         params = getattr(program, "accel_params", None)
         if params is not None and dict(params) != self.accel.params:
             raise BuildMismatch(f"program compiled for {dict(params)}, driver configured "
                                 f"for {self.accel.params}")
-        frames_in = program.input_frames(x)
+        if hasattr(program, "stream_frames"):
+            per_stream = program.stream_frames(x)
+        else:
+            per_stream = {self.inputs[0]: program.input_frames(x)}
+        pending = {}
+        for name, frames in per_stream.items():
+            i = self._index(name, self.inputs)
+            pending[i] = self._beats(i, frames)
         n_out = sum(o.rows for o in program.outputs)
         for s, entries in program.consts:
             self.write_consts(s, entries)
         self.write_program(program.descriptors)
         self.start()
-        beats = self._beats(0, frames_in)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         frames, cur = [], bytearray()
-        sent = 0
-        while sent < len(beats) or len(frames) < n_out:
+        pos = dict.fromkeys(pending, 0)
+        while any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out:
             progress = 0
-            if sent < len(beats):
-                n = self.link.stream_write_some(0, beats[sent:])
-                sent += n
-                progress += n
+            for i, beats in pending.items():
+                if pos[i] < len(beats):
+                    # A frame takes at most MAX_PAYLOAD bytes: never more than this.
+                    n = self.link.stream_write_some(i, beats[pos[i]:pos[i] + MAX_PAYLOAD])
+                    pos[i] += n
+                    progress += n
             if len(frames) < n_out:
                 got = self.link.stream_read(0, 1 << 16)
                 progress += len(got)
@@ -240,10 +252,11 @@ class Driver:
                     if last:
                         frames.append(bytes(cur))
                         cur.clear()
-            if not progress:
-                self._check_stalled(deadline, f"{sent} of {len(beats)} input transfers sent, "
-                                              f"{len(frames)} of {n_out} frames received")
+            if progress:
+                deadline = time.monotonic() + limit
             else:
-                deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+                left = sum(len(b) - pos[i] for i, b in pending.items())
+                self._check_stalled(deadline, f"{left} input transfers still to send, "
+                                              f"{len(frames)} of {n_out} frames received")
         self.wait(timeout)
         return program.decode(frames)
