@@ -63,7 +63,7 @@ def cmd_synth(args):
     settings = parse_settings(args.set)
     print(f"trilut synth: {args.unit} for {args.target} {settings or ''}")
     report = synth_unit(args.unit, settings, args.target, freq_mhz=args.freq, seed=args.seed,
-                        progress=_progress(""))
+                        mapper=args.mapper, progress=_progress(""))
     cols = [c for c in SYNTH_COLUMNS if report.get(c) is not None]
     print(format_table([report], cols))
     _write_json(args.json, report)
@@ -117,6 +117,9 @@ def main(argv=None):
                    help="override a unit parameter (repeatable)")
     p.add_argument("--freq", type=float, default=100.0, help="target clock for placement (MHz)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--mapper", default="abc9", choices=["abc9", "abc"],
+                   help="ECP5 LUT mapper: abc9 (default, timing-driven) or classic abc "
+                        "(minutes faster on the whole accelerator)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.set_defaults(func=cmd_synth)
 

@@ -402,12 +402,17 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
                freq_mhz: float = 100.0, seed: int = 1, out_of_context: bool = True,
                progress: Callable[[str], None] | None = None,
                clock: str = "clk", synth_args: Sequence[str] = (),
-               timeout_s: float | None = None) -> dict:
+               timeout_s: float | None = None, mapper: str = "abc9") -> dict:
     """Synthesize (and for ECP5 place and route) ``verilog`` and return a flat report.
 
     ``clock`` names the net whose Fmax becomes ``fmax_mhz`` (Amaranth's ``sync``
     domain is ``clk``); ``synth_args`` are appended to the Yosys synthesis command
     (e.g. ``["-uram"]`` for xcup); ``timeout_s`` bounds each tool run.
+    ``mapper`` (ECP5): "abc9" (``synth_ecp5 -dff``, every unit's figures) or
+    "abc", classic ABC spliced into synth_ecp5's script in place of
+    map_luts' ABC9: on the whole accelerator ABC9 in WebAssembly takes 15 to
+    30+ minutes, classic ABC about 10 seconds (LUT counts differ by a few
+    percent; the report says which mapper).
     Raises ValueError for an unknown target, SynthError when a step fails.
     """
     if target not in TARGETS:
@@ -430,19 +435,30 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
     v_path.write_text(verilog)
 
     # ---- Yosys --------------------------------------------------------
+    if mapper not in ("abc9", "abc") or (mapper == "abc" and tgt.family != "ecp5"):
+        raise ValueError(f"mapper must be 'abc9' or (ECP5 only) 'abc', not {mapper!r}")
     synth_cmd = [*tgt.yosys_synth, "-top", top]
     if tgt.family == "ecp5":
         if out_of_context:
             synth_cmd.append("-noiopad")
-        synth_cmd += ["-json", netlist.name]
     else:
         synth_cmd.append("-flatten")
         if out_of_context:
             synth_cmd += ["-noiopad", "-noclkbuf"]
     synth_cmd += list(synth_args)
+    if mapper == "abc":         # synth_ecp5's own steps with `abc -lut 4` for map_luts
+        plain = [a for a in synth_cmd if a != "-dff"]
+        synth_lines = [" ".join(_ys_quote(a) for a in [*plain, "-run", "begin:map_luts"]),
+                       "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+                       " ".join(_ys_quote(a) for a in [*plain, "-run", "map_cells:",
+                                                       "-json", netlist.name])]
+    else:
+        if tgt.family == "ecp5":
+            synth_cmd += ["-json", netlist.name]
+        synth_lines = [" ".join(_ys_quote(a) for a in synth_cmd)]
     script = "\n".join([
         f"read_verilog -sv {_ys_quote(v_path.name)}",
-        " ".join(_ys_quote(a) for a in synth_cmd),
+        *synth_lines,
         f"tee -q -o {_ys_quote(stat_path.name)} stat -json",
         "",
     ])
@@ -464,6 +480,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
     report: dict = {
         "target": target,
         "top": top,
+        "mapper": mapper,
         "device": tgt.device,
         "out_of_context": out_of_context,
     }
