@@ -1,6 +1,6 @@
 """The ``trilut`` command line.
 
-    trilut demo                      generate, verify on Verilator, place and route, summary
+    trilut demo                      digits classifier on the simulated accelerator, via the host driver
     trilut synth --unit tlmm ...     one unit's resources and Fmax (ECP5-85F or xcup)
     trilut bench tlmm ...            TLMM against the direct adder tree, side by side
     trilut units                     the units ``synth`` knows and their defaults
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..sim.runner import SimFailure
+from .demo import DemoFailure
 from .synth import TARGETS, SynthError, format_table, synthesize
 from .units import UNITS, build_unit, parse_settings
 from .verilog import generate_verilog
@@ -139,10 +140,15 @@ def main(argv=None):
                    help="reuse reports in build/bench whose Verilog is unchanged")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="the main job: generate, verify, place and route")
+    p = sub.add_parser("demo", help="the main job: the digits classifier on the simulated "
+                                    "accelerator through the host driver")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--images", type=int, default=0,
+                   help="classify only the first N held-out images (default: all)")
+    p.add_argument("--skip-synth", action="store_true",
+                   help="no place and route (fmax_mhz is then null)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="override a TLMM engine parameter (repeatable)")
+                   help="override an accelerator parameter (repeatable; see trilut units)")
     p.set_defaults(func=cmd_demo)
 
     from .build import BOARDS, CORES
@@ -194,7 +200,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, SynthError, SimFailure) as exc:
+    except (ValueError, TypeError, FileNotFoundError, SynthError, SimFailure,
+            DemoFailure) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,74 +1,133 @@
-"""``trilut demo``: the main job on the default configuration.
+# amaranth: UnusedElaboratable=no
+"""``trilut demo``: the main job on the built-in model.
 
-1. generate the default TLMM engine's Verilog;
-2. run its cocotb regression on Verilator (random rows, int8 extremes, a
-   zero-stall rate check, the error flag), every output compared with the
-   golden model integer for integer;
-3. synthesize, place and route it out of context for ECP5-85F;
-4. print (and optionally write as JSON) a summary.
+1. build the default accelerator (``trilut units``: ``top``) and its
+   Verilator simulation behind the byte-level host bridge
+   (:class:`~trilut.host.device.SimDevice`);
+2. compile the shipped digits classifier (two ternary encoder blocks) into
+   one accelerator program (:func:`~trilut.host.compiler.compile_stack`);
+3. classify the held-out digits three ways: float activations, the golden
+   integer model, and the simulated accelerator driven through the host
+   driver over the same framed byte protocol a board's UART carries;
+   every hardware output must equal the golden output integer for integer;
+4. synthesize, place and route the accelerator for ECP5-85F for its Fmax;
+5. print (and with ``--json`` write) the summary.
 """
 import json
 import time
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from .synth import format_table
 from .units import UNITS, parse_settings
 
 DEMO_DIR = Path("build/demo")
+SUMMARY_COLUMNS = ["images", "accuracy_float", "accuracy_golden", "accuracy_hw",
+                   "hw_matches_golden", "cycles_per_image", "fmax_mhz", "images_per_s_at_fmax",
+                   "sim_cycles_per_s"]
+
+
+class DemoFailure(RuntimeError):
+    """The accelerator's output differed from the golden model's."""
 
 
 def _step(i, n, text):
     print(f"[{i}/{n}] {text}", flush=True)
 
 
+def _accuracy(pred, labels):
+    return round(float(np.mean(np.asarray(pred) == np.asarray(labels))), 4)
+
+
+def run_hw(pipeline, accel, images, *, progress=True):
+    """Run ``images`` through the encoder on the simulated ``accel`` via the
+    host driver. Returns (int16 encoder outputs, accelerator cycles per run,
+    simulated cycles, wall seconds)."""
+    from ..host.compiler import compile_stack
+    from ..host.device import SimDevice
+    from ..host.driver import Driver
+
+    program = compile_stack(pipeline.params, accel, seq=pipeline.config["tokens"])
+    inputs = pipeline.encoder_input(images)
+    outs, run_cycles = [], []
+    with SimDevice(accel) as dev:
+        driver = Driver(dev, accel)
+        sim0, t0 = dev.sync(), time.monotonic()
+        for x in tqdm(inputs, desc="      accelerator", unit="img", disable=not progress,
+                      leave=False):
+            outs.append(driver.run(program, x)["out"])
+            run_cycles.append(driver.counters()["cycles"])
+        seconds = time.monotonic() - t0
+        sim_cycles = dev.sync() - sim0
+    return np.stack(outs), run_cycles, sim_cycles, seconds
+
+
 def run_demo(args):
-    from ..sim import tb_matmul
+    from ..golden.encoder import encoder_stack
+    from ..host.models.digits.pipeline import DigitsPipeline
     from .cli import _progress, synth_unit
 
-    settings = {**UNITS["tlmm"].defaults, **parse_settings(args.set)}
-    settings.setdefault("max_k", 4 * settings["group"] * settings["tables"])
-    engine = UNITS["tlmm"].cls(**settings)
-    engine._MustUse__silence = True      # used for its properties; simulated and built below
+    settings = {**UNITS["top"].defaults, **parse_settings(args.set)}
+    accel = UNITS["top"].cls(**settings)
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    print("trilut demo: table-lookup ternary matmul engine, " +
-          " ".join(f"{k}={v}" for k, v in settings.items()))
-    print(f"  {engine.macs_per_cycle} ternary MACs/cycle, K up to {engine.max_k}, "
-          f"{engine.acc_bits}-bit accumulators, {engine.entries}-entry tables")
+    n_steps = 4 if args.skip_synth else 5
+    print("trilut demo: the digits classifier on the simulated accelerator\n  accelerator: " +
+          " ".join(f"{k}={v}" for k, v in accel.params.items()))
 
-    _step(1, 3, "Verilator regression against the golden model "
-                "(first run compiles the simulator, ~1 min)")
-    report = DEMO_DIR / "sim_report.json"
-    report.unlink(missing_ok=True)
-    tests = tb_matmul.run("tlmm", settings, report=report)
-    checked = json.loads(report.read_text())
-    rate = checked["full_rate"]
-    beats_per_cycle = rate["weight_beats"] / rate["cycles"]
-    print(f"      {tests} cocotb tests passed: {checked['outputs']} outputs of "
-          f"{checked['rows']} rows equal to golden, 0 mismatches; "
-          f"{100 * beats_per_cycle:.1f}% of peak rate without stalls")
+    _step(1, n_steps, "compile the built-in model (2 ternary encoder blocks, 16 tokens)")
+    pipe = DigitsPipeline()
+    images, labels = pipe.x_test, pipe.y_test
+    if args.images:
+        images, labels = images[:args.images], labels[:args.images]
+    n = len(images)
+    print(f"      {n} held-out images; weights and constants from "
+          f"host/models/digits (calibrated on training images)")
 
-    _step(2, 3, "Yosys + nextpnr-ecp5 for LFE5U-85F (out of context, ~1-2 min)")
-    synth = synth_unit("tlmm", settings, "ecp5-85f", work_root=DEMO_DIR / "synth",
-                       progress=_progress("      "))
+    _step(2, n_steps, "float and golden integer reference")
+    acc_float = _accuracy(pipe.classify_float(images), labels)
+    golden = encoder_stack(pipe.encoder_input(images), pipe.params)
+    acc_golden = _accuracy(pipe.classify_from_encoder_output(golden), labels)
+    print(f"      float {100 * acc_float:.2f}%, golden integer {100 * acc_golden:.2f}%")
 
-    _step(3, 3, "summary")
-    fmax = synth["fmax_mhz"]
+    _step(3, n_steps, "simulated accelerator through the host driver (Verilator; the first "
+                      "run compiles the simulator, a few minutes)")
+    hw, run_cycles, sim_cycles, seconds = run_hw(pipe, accel, images)
+    bad = [i for i in range(n) if not np.array_equal(hw[i], golden[i])]
+    acc_hw = _accuracy(pipe.classify_from_encoder_output(hw), labels)
+    if bad:
+        raise DemoFailure(f"accelerator output differs from golden on {len(bad)} of {n} "
+                          f"images (first: image {bad[0]})")
+    cycles = int(np.median(run_cycles))
+    print(f"      {n} images, every encoder output equal to golden (0 mismatches); "
+          f"accuracy {100 * acc_hw:.2f}%; {cycles} accelerator cycles per image; "
+          f"simulation {sim_cycles / seconds / 1e3:.0f}k cycles/s")
+
+    fmax = synth = None
+    if not args.skip_synth:
+        _step(4, n_steps, "Yosys + nextpnr-ecp5 for LFE5U-85F (out of context; classic ABC "
+                          "mapping, a few minutes)")
+        synth = synth_unit("top", settings, "ecp5-85f", work_root=DEMO_DIR / "synth",
+                           reuse=True, mapper="abc", progress=_progress("      "))
+        fmax = synth["fmax_mhz"]
+
+    _step(n_steps, n_steps, "summary")
     summary = {
-        "engine": "tlmm", "params": settings, "macs_per_cycle": engine.macs_per_cycle,
-        "cocotb_tests_passed": tests, "outputs_checked": checked["outputs"],
-        "mismatches": 0, "peak_rate_fraction": round(beats_per_cycle, 4),
-        "lut4": synth["lut4"], "ff": synth["ff"], "dp16kd": synth["dp16kd"],
-        "mult18": synth["mult18"], "fmax_mhz": fmax,
-        "gmacs_at_fmax": round(engine.macs_per_cycle * fmax / 1000, 2) if fmax else None,
-        "lut4_per_mac": round(synth["lut4"] / engine.macs_per_cycle, 2),
+        "images": n, "accuracy_float": acc_float, "accuracy_golden": acc_golden,
+        "accuracy_hw": acc_hw, "hw_matches_golden": not bad, "cycles_per_image": cycles,
+        "fmax_mhz": fmax,
+        "images_per_s_at_fmax": round(fmax * 1e6 / cycles, 1) if fmax else None,
+        "sim_cycles_per_s": round(sim_cycles / seconds),
+        "accelerator": accel.params,
         "seconds": round(time.monotonic() - t0, 1),
     }
-    print(format_table([summary], ["macs_per_cycle", "outputs_checked", "mismatches",
-                                   "peak_rate_fraction", "lut4", "ff", "dp16kd",
-                                   "lut4_per_mac", "fmax_mhz", "gmacs_at_fmax"]))
+    if synth:
+        summary.update({k: synth.get(k) for k in ("lut4", "ff", "mult18", "dp16kd", "mapper")})
+    print(format_table([summary], SUMMARY_COLUMNS))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return summary

@@ -10,6 +10,7 @@ from ..hw.matmul import DirectEngine, TLMMEngine
 from ..hw.shiftgelu import ShiftGELU
 from ..hw.requant import Requantizer, ResidualAdd
 from ..hw.shiftmax import Shiftmax
+from ..hw.top import Accelerator
 from ..hw.wstore import WeightStore
 
 __all__ = ["UNITS", "build_unit", "parse_settings"]
@@ -45,6 +46,11 @@ UNITS = {
                    "double-buffered weight store (replays a pass's wgt beats per row)"),
     "dynquant": Unit(DynQuant, dict(in_bits=16, max_len=4096),
                      "per-token dynamic quantization: row absmax -> int8 + carried absmax"),
+    # The default accelerator (trilut demo, trilut bench block): room for the
+    # built-in digits model, two blocks of hidden 64 / FFN 256 / 16 tokens.
+    "top": Unit(Accelerator, dict(group=3, tables=2, lanes=4, encoding="folded", banks=2,
+                                  max_rows=16, max_width=256, prog_depth=32, const_sets=20),
+                "the whole accelerator: sequencer, TLMM + int8 engines, row units, AXI"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
 }
