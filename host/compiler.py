@@ -2,16 +2,18 @@
 # (an Accelerator built from a parameter dict is a host-side helper here)
 """The compiler: integer encoder blocks -> an accelerator program.
 
-:func:`compile_block` (one block) and :func:`compile_stack` (blocks in a row,
-the residual stream staying on chip) turn golden
+:func:`compile_block` (one block) and :func:`compile_stack` (blocks in a
+row, the residual stream staying on chip) turn golden
 :class:`~trilut.golden.encoder.BlockParams` (from
-:func:`trilut.host.quantize.quantize_encoder`) into a :class:`Program` for one
-build of :class:`~trilut.hw.top.Accelerator`: the descriptors, the constant
-sets, the order of the ``s_axis`` frames and the ``m_axis`` frames that come
-back. Everything is checked here, before anything is sent: shapes against the
-build's ``max_rows`` / ``max_width`` / ``banks`` / ``prog_depth`` /
-``const_sets`` and engine blocks, weight kinds, GELU mode, multiplier widths,
-accumulator widths; errors name the tensor (``blocks.0.fc1``).
+:func:`trilut.host.quantize.quantize_encoder`) into a :class:`Program` for
+one build of :class:`~trilut.hw.top.Accelerator`: the descriptors, the
+constant sets, the ``s_axis`` frames (the LOAD rows), the ``s_axis_wgt``
+frames (one per LINEAR, in program order) and the ``m_axis`` frames that
+come back. Everything is checked here, before anything is sent: shapes
+against the build's ``max_rows`` / ``max_width`` / ``banks`` /
+``prog_depth`` / ``const_sets`` and engine blocks, weight kinds, GELU mode,
+multiplier widths, accumulator widths; errors name the tensor
+(``blocks.0.fc1``).
 
 Program of one block (sequence T, hidden C, FFN F, H heads of d = C / H;
 ``A``/``B`` the two int8 banks, ``R`` the residual bank, ``K``/``V`` the KV
@@ -20,7 +22,7 @@ region; ``[STORE t]`` only with ``trace=True``)::
     LOAD x -> R                          (int16 rows from s_axis)
     NORM   R -> A          ln1           [STORE ln1]
     LINEAR A -> K          k (REQUANT)   \\
-    LINEAR A -> V          v (REQUANT)    } weights from s_axis, once per row
+    LINEAR A -> V          v (REQUANT)    } weights from s_axis_wgt, once per pass
     LINEAR A -> B          q (REQUANT)   /   [STORE q, k, v]
     ATTN_QK B -> A         probs (H heads, REQUANT_SOFTMAX)  [STORE probs]
     ATTN_AV A -> B         attn  (H heads, REQUANT)          [STORE attn]
@@ -82,7 +84,8 @@ class Program:
     for), ``descriptors`` (128-bit ints, END last), ``consts`` (list of
     ``(set index, [128-bit entries])``), ``outputs`` (:class:`Output` per
     STORE, in order), ``passes`` (a short name per descriptor, for cycle
-    reports). Methods: :meth:`input_frames` and :meth:`decode`.
+    reports). Methods: :meth:`input_frames` (``s_axis``), :meth:`weight_frames`
+    (``s_axis_wgt``) and :meth:`decode`.
     """
 
     def __init__(self, accel, descriptors, consts, outputs, weights, seq, hidden, passes):
@@ -96,9 +99,8 @@ class Program:
         self.seq, self.hidden = seq, hidden
 
     def input_frames(self, x):
-        """``s_axis`` frames in the order the sequencer takes them: the int16
-        rows of ``x`` (T, C) for the LOAD, then each LINEAR's weights (the
-        engine's beats, once per activation row). ``x`` is checked first."""
+        """``s_axis`` frames: the int16 rows of ``x`` (T, C) for the LOAD.
+        ``x`` is checked first."""
         x = np.asarray(x)
         if x.dtype.kind not in "iu":
             raise CompileError(f"x: expected an integer array, got dtype {x.dtype}")
@@ -106,11 +108,14 @@ class Program:
             raise CompileError(f"x: expected shape ({self.seq}, {self.hidden}), got {x.shape}")
         if x.size and (x.min() < INT16_MIN or x.max() > INT16_MAX):
             raise CompileError("x: values must fit int16")
+        return self._accel.row_frames(x, wide=True)
+
+    def weight_frames(self):
+        """``s_axis_wgt`` frames: one per LINEAR pass, in program order (the
+        engine's beats of one row; the weight store replays them for every
+        activation row). Independent of the input."""
         acc = self._accel
-        frames = acc.row_frames(x, wide=True)
-        for _, w in self._weights:
-            frames += acc.weight_frames(w, self.seq)
-        return frames
+        return [f for _, w in self._weights for f in acc.weight_frames(w)]
 
     @property
     def output_frames(self):

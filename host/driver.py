@@ -209,9 +209,10 @@ class Driver:
     def run(self, program, x, timeout=None):
         """Run a compiled program (duck-typed like
         :class:`trilut.host.compiler.Program`: ``descriptors``, ``consts``,
-        ``input_frames(x)`` for ``s_axis``, ``outputs`` with ``rows`` each,
-        ``decode``; a program for a build with more input streams may
-        instead give ``stream_frames(x)`` -> {port name: frames}) on input
+        ``input_frames(x)`` for ``s_axis``, ``weight_frames()`` for
+        ``s_axis_wgt`` (if the program has LINEAR weights), ``outputs`` with
+        ``rows`` each, ``decode``; a program may instead give
+        ``stream_frames(x)`` -> {port name: frames}) on input
         ``x``; returns ``program.decode(frames)``. All input streams and the
         output are served together, so a program that stores while it still
         loads cannot deadlock on a full buffer."""
@@ -223,6 +224,8 @@ class Driver:
             per_stream = program.stream_frames(x)
         else:
             per_stream = {self.inputs[0]: program.input_frames(x)}
+            if hasattr(program, "weight_frames"):
+                per_stream["s_axis_wgt"] = program.weight_frames()
         pending = {}
         for name, frames in per_stream.items():
             i = self._index(name, self.inputs)

@@ -40,7 +40,7 @@ __all__ = [
     "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "SOFTMAX_CONST",
     "pack_requant_const", "pack_residual_const", "pack_gelu_const", "pack_softmax_const",
     "const_words",
-    "CTRL", "STATUS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
+    "CTRL", "STATUS", "UNIT_FLAGS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
 ]
 
 
@@ -260,10 +260,17 @@ STATUS = data.StructLayout({
     "busy": 1, "done": 1, "error": 1, "_r0": 3,
     "code": ErrorCode,
     # error flags (UNIT), bit 0 up: engine, requantizer, residual adder,
-    # LayerNorm, ShiftGELU, GELU output requantizer, int8 engine, Shiftmax
-    "unit": unsigned(8),
-    "pc": unsigned(14),
+    # LayerNorm, ShiftGELU, GELU output requantizer, int8 engine, Shiftmax,
+    # weight store overflow (a s_axis_wgt frame longer than the store's
+    # depth), weight store mismatch (a LINEAR whose weight frame has another
+    # number of beats than its K and N need); see UNIT_FLAGS
+    "unit": unsigned(10),
+    "pc": unsigned(ROW_BITS),        # prog_depth <= 2**ROW_BITS
 })
+#: Names of the STATUS.unit bits, bit 0 first.
+UNIT_FLAGS = ("engine", "requant", "resadd", "lnorm", "gelu", "gelu_rq", "int8", "smax",
+              "wstore_overflow", "wstore_mismatch")
+assert len(UNIT_FLAGS) == STATUS["unit"].width
 #: BUILD (read-only): the build's limits, for the host driver.
 BUILD = data.StructLayout({"max_rows": unsigned(12), "max_width": unsigned(12),
                            "banks": unsigned(4), "_r": unsigned(4)})
@@ -285,6 +292,11 @@ COUNTERS = (
     ("int8_stall", "ATTN run phase: cycles without a weight beat"),
     ("store_busy", "STORE: m_axis transfers"),
     ("store_stall", "STORE: cycles without an m_axis transfer"),
+    ("wgt_load", "s_axis_wgt transfers taken into the weight store while busy"),
+    ("wgt_overlap", "s_axis_wgt transfers taken while a NORM, LINEAR or ATTN pass runs "
+                    "(weight loading overlapped with compute)"),
+    ("wgt_wait", "LINEAR run phase: cycles the engine wants a weight beat the store does "
+                 "not have yet (weight loading not hidden)"),
 )
 
 

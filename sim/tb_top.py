@@ -7,16 +7,19 @@ k-block of every weight matrix, so that the suite can show this testbench
 fails when the model is wrong; the block tests zero q's last weight row).
 
 The host side speaks only AXI: programs, constants and control through a
-cocotbext-axi ``AxiLiteMaster`` on ``s_axil``, activations and weights through
-an ``AxiStreamSource`` on ``s_axis``, results through an ``AxiStreamSink`` on
-``m_axis``; every channel (AW, W, B, AR, R, s_axis, m_axis) gets a random
-pause generator. Descriptors and constant entries are packed with
-:mod:`trilut.hw.isa`'s layouts and the register offsets come from the
-build's :class:`~trilut.hw.isa.RegisterMap`. A scoreboard compares every
-stored row with the golden model (``tlmm_matmul`` + ``requantize`` /
-``residual_add``) exactly. Whole encoder blocks are compiled by
-:mod:`trilut.host.compiler` (the same code path as the host driver) and
-every stored tensor is compared with golden ``encoder_block``'s trace.
+cocotbext-axi ``AxiLiteMaster`` on ``s_axil``, activations through an
+``AxiStreamSource`` on ``s_axis``, LINEAR weights (one frame per pass)
+through a second ``AxiStreamSource`` on ``s_axis_wgt`` running concurrently,
+results through an ``AxiStreamSink`` on ``m_axis``; every channel (AW, W, B,
+AR, R, s_axis, s_axis_wgt, m_axis) gets a random pause generator.
+Descriptors and constant entries are packed with :mod:`trilut.hw.isa`'s
+layouts and the register offsets come from the build's
+:class:`~trilut.hw.isa.RegisterMap`. A scoreboard compares every stored row
+with the golden model (``tlmm_matmul`` + ``requantize`` / ``residual_add``)
+exactly. Whole encoder blocks are compiled by :mod:`trilut.host.compiler`
+(the same code path as the host driver) and every stored tensor is compared
+with golden ``encoder_block``'s trace.
+
 """
 import functools
 import json
@@ -73,13 +76,15 @@ class TopBench:
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
+        self.wsrc = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_wgt"), dut.clk,
+                                    dut.rst)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
-        for bus in ("s_axil", "s_axis", "m_axis"):     # one line per transfer otherwise
+        for bus in ("s_axil", "s_axis", "s_axis_wgt", "m_axis"):  # else a line per transfer
             logging.getLogger(f"cocotb.{dut._name}.{bus}").setLevel(logging.WARNING)
         if pause:
             w, r = self.axil.write_if, self.axil.read_if
             for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel,
-                       self.src, self.sink):
+                       self.src, self.wsrc, self.sink):
                 ch.set_pause_generator(_pauses(self.rng, pause))
 
     async def reset(self):
@@ -132,9 +137,11 @@ class TopBench:
 
     # --- streams -------------------------------------------------------------
 
-    def send(self, frames):
-        for f in frames:
-            self.src.send_nowait(AxiStreamFrame(f))
+    def send(self, frames, weights=()):
+        """Queue ``frames`` on s_axis and ``weights`` (frames) on s_axis_wgt."""
+        for src, fs in ((self.src, frames), (self.wsrc, weights)):
+            for f in fs:
+                src.send_nowait(AxiStreamFrame(f))
 
     async def receive(self, rows, length, wide=False, timeout_us=2000):
         frames = []
@@ -162,12 +169,13 @@ class TopBench:
         bias = self.np_rng.integers(-int(acc_std), int(acc_std) + 1, size=n)
         return m, e, bias
 
-    async def run_program(self, descs, frames, outputs, timeout_us=2000):
-        """Write ``descs``, queue ``frames`` on s_axis, start, collect
-        ``outputs`` (a list of (rows, length, wide) per STORE) and wait for
-        the sequencer to stop. Returns (stored arrays, STATUS, counters)."""
+    async def run_program(self, descs, frames, outputs, weights=(), timeout_us=2000):
+        """Write ``descs``, queue ``frames`` on s_axis and ``weights`` on
+        s_axis_wgt, start, collect ``outputs`` (a list of (rows, length,
+        wide) per STORE) and wait for the sequencer to stop. Returns (stored
+        arrays, STATUS, counters)."""
         await self.write_program(descs)
-        self.send(frames)
+        self.send(frames, weights)
         await self.start()
         try:
             got = [await self.receive(*o, timeout_us=timeout_us) for o in outputs]
@@ -214,9 +222,9 @@ async def two_linears(tb, *, m_rows, k, n1, n2, banks=(0, 1), rows=(0, 0), sets=
         pack_descriptor(Opcode.STORE, src_bank=b0, src_row=r0, rows=m_rows, k=n2),
         pack_descriptor(Opcode.END),
     ]
-    frames = (tb.acc.row_frames(x) + tb.acc.weight_frames(w1, m_rows) +
-              tb.acc.weight_frames(w2, m_rows))
-    (got,), st, cnt = await tb.run_program(prog, frames, [(m_rows, n2, False)])
+    wf = tb.acc.weight_frames(w1) + tb.acc.weight_frames(w2)
+    (got,), st, cnt = await tb.run_program(prog, tb.acc.row_frames(x), [(m_rows, n2, False)],
+                                           wf)
     h = requantize(tb.matmul(x, w1), *c1)
     want = requantize(tb.matmul(h, w2), *c2)
     _check("two_linears", got, want)
@@ -227,6 +235,7 @@ async def two_linears(tb, *, m_rows, k, n1, n2, banks=(0, 1), rows=(0, 0), sets=
     assert cnt["epilogue_busy"] == m_rows * (n1 + n2)
     assert cnt["load_busy"] == m_rows * -(-k // tb.acc.axis_bytes)
     assert cnt["store_busy"] == m_rows * -(-n2 // tb.acc.axis_bytes)
+    assert cnt["wgt_load"] <= beats // m_rows, "weights are sent once per pass"
     return cnt
 
 
@@ -285,9 +294,9 @@ async def residual(dut):
         pack_descriptor(Opcode.STORE, src_bank=RESIDUAL_BANK, src_row=rows, rows=m_rows, k=n),
         pack_descriptor(Opcode.END),
     ]
-    frames = (acc.row_frames(res, wide=True) + acc.row_frames(x) +
-              acc.weight_frames(w, m_rows))
-    (got,), st, cnt = await tb.run_program(prog, frames, [(m_rows, n, True)])
+    frames = acc.row_frames(res, wide=True) + acc.row_frames(x)
+    (got,), st, cnt = await tb.run_program(prog, frames, [(m_rows, n, True)],
+                                           acc.weight_frames(w))
     want = residual_add(tb.matmul(x, w) + bias, mx, ex, res, my, ey)
     _check("residual", got, want)
     _ok(st, len(prog) - 1)
@@ -415,6 +424,43 @@ async def malformed(dut):
 
 
 @cocotb.test()
+async def weight_errors(dut):
+    """Malformed s_axis_wgt frames for a LOAD -> LINEAR (K = N = max_width,
+    the weight store's full depth): a frame one beat longer than the depth
+    stops with UNIT and only the store's overflow flag, a frame with fewer
+    beats than the LINEAR's K and N need stops at the LINEAR with only the
+    mismatch flag; the bus stays responsive, soft reset clears both, and a
+    valid program then runs bit-exact."""
+    tb = TopBench(dut)
+    await tb.reset()
+    acc, rng = tb.acc, tb.np_rng
+    L, W = acc.lanes, acc.max_width
+    e = acc.engine
+    assert -(-W // e.k_block) * (W // L) == acc.wstore_depth
+    x = rng.integers(-128, 128, size=(2, W))
+    prog = [pack_descriptor(Opcode.LOAD, rows=2, k=W),
+            pack_descriptor(Opcode.LINEAR, epilogue=Epilogue.REQUANT, src_bank=0, dst_bank=1,
+                            rows=2, k=W, n=W),
+            pack_descriptor(Opcode.END)]
+    full = acc.weight_frames(rng.integers(-1, 2, size=(W, W)))[0]
+    short = acc.weight_frames(rng.integers(-1, 2, size=(W, W - L)))[0]
+    for frame, flag in ((full + bytes(acc.axis_bytes), "wstore_overflow"),
+                        (short, "wstore_mismatch")):
+        await tb.write_program(prog)
+        tb.send(acc.row_frames(x), [frame])
+        await tb.start()
+        st = await tb.wait_idle()
+        bit = 1 << isa.UNIT_FLAGS.index(flag)
+        assert st.error and st.code == ErrorCode.UNIT and int(st.unit) == bit, f"{flag}: {st}"
+        assert int(st.pc) == 1, f"{flag}: stopped at pc {int(st.pc)}, expected 1 (LINEAR)"
+        await with_timeout(tb.wsrc.wait(), 100, "us")     # the whole frame was taken
+        await tb.soft_reset()
+        st = await tb.status()
+        assert not (st.busy or st.error or st.done), f"soft reset left {st}"
+    await two_linears(tb, m_rows=3, k=W, n1=W, n2=2 * L)
+
+
+@cocotb.test()
 async def pass_cycles(dut):
     """Without pauses: one LINEAR pass's cycles (the PASS_CYCLES register, and
     the run phase after the constant copy) against the engine's analytic
@@ -438,7 +484,7 @@ async def pass_cycles(dut):
         # The weights wait in the source before the pass starts.
         _, st, cnt = await tb.run_program(
             [pack_descriptor(Opcode.LINEAR, src_bank=0, dst_bank=1, rows=m_rows, k=k, n=n),
-             pack_descriptor(Opcode.END)], acc.weight_frames(w, m_rows), [])
+             pack_descriptor(Opcode.END)], [], [], acc.weight_frames(w))
         _ok(st, 1)
         (got,), st, _ = await tb.run_program(
             [pack_descriptor(Opcode.STORE, src_bank=1, rows=m_rows, k=n),
@@ -510,7 +556,7 @@ async def run_compiled(tb, prog, x, timeout_us=20_000, stall=0):
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
     await tb.write_program(prog.descriptors)
-    tb.send(prog.input_frames(x))
+    tb.send(prog.input_frames(x), prog.weight_frames())
     if stall:
         tb.sink.clear_pause_generator()
         tb.sink.pause = True
@@ -657,7 +703,7 @@ async def reset_mid_block(dut):
         await tb.write_consts(s, entries)
     await tb.write_program(prog.descriptors)
     qk = prog.passes.index("qk")
-    tb.send(prog.input_frames(x)[:4 * len(x)])       # LOAD x, then k, v, q weights
+    tb.send(prog.input_frames(x), prog.weight_frames()[:3])    # LOAD x; k, v, q weights
     await tb.start()
     for _ in range(5000):
         st = await tb.status()
@@ -676,17 +722,62 @@ async def reset_mid_block(dut):
 
 @cocotb.test()
 async def block_cycles(dut):
-    """Without pauses: the digits block's program run one pass at a time
-    (all input frames queued up front), PASS_CYCLES of each pass recorded,
-    the output checked exactly."""
+    """Without pauses, the digits block (untraced program):
+
+    1. the whole program in one run, its weight frames queued on s_axis_wgt
+       only when CTRL.start has been written (nothing preloaded), s_axis_wgt
+       delivering a beat in a random ``rate`` share of cycles (1 = every
+       cycle; CONFIG ``wgt_rates``): total cycles, weight transfers taken
+       (``wgt_load``), of them while a compute pass ran (``wgt_overlap``),
+       and cycles a LINEAR waited for weights (``wgt_wait``); the hidden
+       fraction of the weight-loading time (``beats / rate`` cycles) is 1 -
+       wgt_wait / (beats / rate);
+    2. one pass at a time (all frames queued up front): PASS_CYCLES of each
+       pass, and for each LINEAR its MACs (M x K x N) per pass cycle and per
+       run-phase cycle against the TLMM engine's peak ``macs_per_cycle``.
+
+    Both runs' res2 checked exactly."""
+    from trilut.hw.isa import unpack_descriptor
     tb = TopBench(dut, pause=0.0)
     await tb.reset()
+    e = tb.acc.engine
     block, x = digits_block(1)
     prog = compile_block(block, tb.acc, len(x))
+    want = golden_trace(block, x)["res2"].astype(np.int64)
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
-    tb.send(prog.input_frames(x))
-    cycles, raw = {}, []
+    beats = sum(len(f) // tb.acc.axis_bytes for f in prog.weight_frames())
+
+    whole = []
+    for rate in CONFIG.get("wgt_rates", [1.0, 0.25, 0.1, 0.05]):
+        if rate < 1:
+            tb.wsrc.set_pause_generator(_pauses(tb.rng, 1 - rate))
+        else:
+            tb.wsrc.clear_pause_generator()
+            tb.wsrc.pause = False
+        await tb.write_program(prog.descriptors)
+        tb.send(prog.input_frames(x))
+        await tb.start()
+        tb.send((), prog.weight_frames())
+        raw = [(await with_timeout(tb.sink.recv(), 20_000, "us")).tdata
+               for _ in range(prog.output_frames)]
+        _ok(await tb.wait_idle(timeout=2_000_000), len(prog.descriptors) - 1)
+        cnt = await tb.counters()
+        _check(f"digits res2 (whole program, rate {rate})", prog.decode(raw)["res2"], want)
+        hidden = max(0.0, 1 - cnt["wgt_wait"] / (beats / rate))
+        dut._log.info("digits block in one run, s_axis_wgt rate %.2f: %d cycles; %d weight "
+                      "beats, %d taken while busy, %d during compute passes, LINEARs waited "
+                      "%d cycles for weights: %.4f of weight loading hidden", rate,
+                      cnt["cycles"], beats, cnt["wgt_load"], cnt["wgt_overlap"],
+                      cnt["wgt_wait"], hidden)
+        whole.append({"rate": rate, "cycles": cnt["cycles"], "weight_beats": beats,
+                      "wgt_load": cnt["wgt_load"], "wgt_overlap": cnt["wgt_overlap"],
+                      "wgt_wait": cnt["wgt_wait"], "weight_load_hidden_fraction": hidden})
+    tb.wsrc.clear_pause_generator()
+    tb.wsrc.pause = False       # (clearing the generator can leave a pause on)
+
+    tb.send(prog.input_frames(x), prog.weight_frames())
+    cycles, linear, raw = {}, {}, []
     end = prog.descriptors[-1]
     for name, desc in zip(prog.passes[:-1], prog.descriptors[:-1]):
         await tb.write_program([desc, end])
@@ -699,12 +790,33 @@ async def block_cycles(dut):
         _ok(st, 1)
         cnt = await tb.counters()
         cycles[name] = cnt["pass_cycles"]
+        f = unpack_descriptor(desc)
+        if f["opcode"] == Opcode.LINEAR:
+            macs = f["rows"] * f["k"] * f["n"]
+            run = cnt["engine_busy"] + cnt["engine_stall"]
+            linear[name] = {"m": f["rows"], "k": f["k"], "n": f["n"], "macs": macs,
+                            "pass_cycles": cnt["pass_cycles"], "run_cycles": run,
+                            "macs_per_cycle": macs / cnt["pass_cycles"],
+                            "macs_per_cycle_run": macs / run}
     got = prog.decode(raw)
-    _check("digits res2", got["res2"], golden_trace(block, x)["res2"].astype(np.int64))
+    _check("digits res2", got["res2"], want)
     compute = sum(v for k, v in cycles.items() if not k.startswith(("load", "store")))
+    lin_macs = sum(v["macs"] for v in linear.values())
+    lin_cycles = sum(v["pass_cycles"] for v in linear.values())
+    lin_run = sum(v["run_cycles"] for v in linear.values())
     dut._log.info("digits block, cycles per pass: %s; compute passes %d", cycles, compute)
+    for name, v in linear.items():
+        dut._log.info("LINEAR %s: %s", name, v)
+    dut._log.info("LINEAR passes: %.2f MACs/cycle over the passes, %.2f over their run "
+                  "phases; engine peak %d", lin_macs / lin_cycles, lin_macs / lin_run,
+                  e.macs_per_cycle)
     _record(block={"hidden": block.hidden, "heads": block.heads, "ffn": block.ffn,
-                   "seq": len(x), "cycles": cycles, "compute_cycles": compute})
+                   "seq": len(x), "cycles": cycles, "compute_cycles": compute,
+                   "linear": linear, "macs_per_cycle_peak": e.macs_per_cycle,
+                   "macs_per_cycle_linear": lin_macs / lin_cycles,
+                   "macs_per_cycle_linear_run": lin_macs / lin_run,
+                   "whole_program": whole,
+                   "weight_load_hidden_fraction": whole[0]["weight_load_hidden_fraction"]})
 
 
 @functools.lru_cache(maxsize=4)

@@ -54,13 +54,15 @@ def test_block_program_structure():
     assert sizes == [32, 32, 32, 32, 1, 1, 32, 32, 64, 32]
     assert [o.name for o in prog.outputs] == ["ln1", "q", "k", "v", "probs", "attn", "res1",
                                               "ln2", "gelu", "res2"]
-    # s_axis: x rows, then the weights of the six LINEARs, once per row each.
-    frames = prog.input_frames(x)
+    # s_axis: the x rows only; s_axis_wgt: one frame per LINEAR, in program order.
     acc = Accelerator(**PARAMS)
-    assert frames[:8] == acc.row_frames(x, wide=True)
-    assert frames[8:16] == acc.weight_frames(block.k.weights, 8)
-    assert len(frames) == 8 + 6 * 8
-    assert frames[-8:] == acc.weight_frames(block.fc2.weights, 8)
+    assert prog.input_frames(x) == acc.row_frames(x, wide=True)
+    wf = prog.weight_frames()
+    order = [n for n, d in zip(prog.passes, descs) if d["opcode"] == Opcode.LINEAR]
+    assert order == ["k", "v", "q", "o", "fc1", "fc2"]
+    assert wf == [f for n in order for f in acc.weight_frames(getattr(block, n).weights)]
+    e = acc.engine
+    assert len(wf[4]) == acc.axis_bytes * -(-32 // e.k_block) * (64 // e.lanes)   # fc1
 
 
 def test_decode_round_trip():
@@ -98,7 +100,7 @@ def test_stack():
     prog = compile_stack(params, dict(PARAMS, const_sets=20, prog_depth=64), 8, trace=True)
     assert [o.name for o in prog.outputs][-1] == "out"
     assert "blocks.1.probs" in [o.name for o in prog.outputs]
-    assert len(prog.input_frames(x)) == 8 + 2 * 6 * 8
+    assert len(prog.input_frames(x)) == 8 and len(prog.weight_frames()) == 2 * 6
 
 
 @pytest.mark.parametrize("change,match", [

@@ -27,8 +27,8 @@ UART = dict(clk_hz=1_000_000, baud=125_000)     # 8 cycles per bit in the pin-le
 
 class LinearProgram:
     """LOAD x -> LINEAR (ternary W, requant) -> STORE, shaped like
-    host.compiler's Program (descriptors, consts, input_frames, outputs,
-    decode, accel_params), with its golden result. ``broken``: a golden
+    host.compiler's Program (descriptors, consts, input_frames,
+    weight_frames, outputs, decode, accel_params), with its golden result. ``broken``: a golden
     model that drops the last k-block of W (must be caught)."""
 
     def __init__(self, acc, rng, m_rows, k, n, broken=False):
@@ -51,7 +51,10 @@ class LinearProgram:
 
     def input_frames(self, x):
         assert x.shape == self.shape
-        return self.acc.row_frames(x) + self.acc.weight_frames(self.w, len(x))
+        return self.acc.row_frames(x)
+
+    def weight_frames(self):
+        return self.acc.weight_frames(self.w)
 
     def decode(self, frames):
         return {"y": self.acc.frames_to_rows(frames, self.outputs[0].length)}
@@ -148,6 +151,7 @@ def sim():
 def test_simdevice_linear_matches_golden(sim):
     rng = np.random.default_rng(5)
     drv = Driver(sim, PARAMS)
+    assert drv.inputs == ["s_axis", "s_axis_wgt"]     # the bridge serves the weight stream
     st = drv.status()
     assert not st.busy and not st.error
     run_and_check(drv, rng, PARAMS["max_rows"], PARAMS["max_width"], PARAMS["max_width"])

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Accelerator top: ISA packing, construction checks and AXI-level Verilator
 regressions (LOAD -> LINEAR -> LINEAR -> STORE against golden, residual
-epilogue, a second shape in the same build, malformed programs, pass cycles;
+epilogue, a second shape in the same build, malformed programs, malformed
+weight frames (weight store overflow / mismatch), pass cycles;
 whole encoder blocks compiled by host.compiler, reset mid-block, a stalled
 result stream). One build for every simulation test (xdist group)."""
 import json
@@ -21,8 +22,8 @@ from trilut.sim.runner import SimFailure
 # One small build for every simulation test (the Verilator build is cached).
 PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
               max_width=256, prog_depth=32, const_sets=12)
-TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "pass_cycles",
-             "attn_extremes", "whole_block", "reset_mid_block"]
+TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "weight_errors",
+             "pass_cycles", "attn_extremes", "whole_block", "reset_mid_block"]
 
 
 @pytest.mark.sim
@@ -78,7 +79,7 @@ def test_defaults_and_ports():
                "bvalid", "bready", "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid",
                "rready"):
         assert f"s_axil_{ch}" in names
-    for bus in ("s_axis", "m_axis"):
+    for bus in ("s_axis", "s_axis_wgt", "m_axis"):
         assert {f"{bus}_{s}" for s in ("tdata", "tvalid", "tready", "tlast")} <= names
 
 
@@ -91,8 +92,9 @@ def test_host_frames():
     r = np.array([[32767, -32768, 5, 6, 7]])
     assert np.array_equal(acc.frames_to_rows(acc.row_frames(r, wide=True), 5, wide=True), r)
     w = np.ones((24, 8), dtype=int)
-    f = acc.weight_frames(w, 3)
-    assert len(f) == 3 and len(f[0]) == 8 * len(acc.engine.wgt_beats(w))
+    f = acc.weight_frames(w)          # one frame per pass, whatever the rows
+    assert len(f) == 1 and len(f[0]) == 8 * len(acc.engine.wgt_beats(w))
+    assert acc.wstore_depth == 43 * 64       # ceil(256 / k_block 6) x 256 / lanes 4
 
 
 # --- ISA ---------------------------------------------------------------------
