@@ -41,9 +41,9 @@ from trilut.host.compiler import compile_block
 from trilut.host.quantize import quantize_encoder, quantize_input
 from trilut.hw import isa
 from trilut.hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue,
-                           ErrorCode, Head, Opcode, const_words,
-                           descriptor_words, pack_descriptor, pack_gelu_const,
-                           pack_requant_const, pack_residual_const, pack_softmax_const)
+                           ErrorCode, Head, Opcode, const_words, descriptor_words,
+                           pack_descriptor, pack_requant_const, pack_residual_const,
+                           pack_softmax_const)
 from trilut.hw.top import Accelerator
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -815,7 +815,7 @@ async def block_cycles(dut):
                    "linear": linear, "macs_per_cycle_peak": e.macs_per_cycle,
                    "macs_per_cycle_linear": lin_macs / lin_cycles,
                    "macs_per_cycle_linear_run": lin_macs / lin_run,
-                   "whole_program": whole,
+                   "whole_program": whole, "cycles_block": whole[0]["cycles"],
                    "weight_load_hidden_fraction": whole[0]["weight_load_hidden_fraction"]})
 
 
