@@ -48,7 +48,8 @@ from pathlib import Path
 
 from .synth import SynthError, format_table
 
-__all__ = ["BOARDS", "REPORT_FIELDS", "BuildError", "build_board"]
+__all__ = ["BOARDS", "CORES", "REPORT_FIELDS", "BuildError", "build_board", "ecp5_abc_script",
+           "run_build"]
 
 CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
 
@@ -75,15 +76,15 @@ class Board:
     baud: int = 115_200
 
 
-# Defaults: ulx3s-85f is the largest configuration measured to meet its clock
-# (docs/boards.md, "Choosing the configuration"); ulx3s-12f the smallest
-# useful one; kv260 the configuration verified by tests/test_hw_top.py.
+# Defaults: ulx3s-85f is the largest configuration measured to fit and route
+# (docs/boards.md, "ULX3S-85F"); ulx3s-12f the smallest useful one; kv260 the
+# configuration verified by tests/test_hw_top.py.
 BOARDS = {
     "ulx3s-85f": Board(
         "ulx3s-85f", "ecp5", "Radiona ULX3S, Lattice LFE5U-85F (CABGA381, speed 6)",
         freq_mhz=50.0,
-        accel=dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
-                   max_width=256, prog_depth=32, const_sets=12),
+        accel=dict(group=3, tables=2, lanes=16, encoding="full", table_ram="block", banks=2,
+                   max_rows=16, max_width=256, prog_depth=32, const_sets=12),
         platform="ULX3S_85F_Platform", device="LFE5U-85F"),
     "ulx3s-12f": Board(
         "ulx3s-12f", "ecp5", "Radiona ULX3S, Lattice LFE5U-12F (CABGA381, speed 6)",
