@@ -1,5 +1,6 @@
 """Benchmarks: ``trilut bench tlmm`` (TLMM against the direct adder tree, in
-one run) and ``trilut bench units`` (the row units' cost).
+one run), ``trilut bench units`` (the row units' cost) and ``trilut bench
+block`` (cycles of a whole encoder block on the simulated accelerator).
 
 For every target rate S (ternary MACs per cycle) and group size G, the lanes
 L are fixed and the tables per cycle T = round(S / (L * G)), so both engines
@@ -111,9 +112,66 @@ def _write(rows, path):
         print(f"wrote {path}")
 
 
+BLOCK_COLUMNS = ["pass", "m", "k", "n", "macs", "cycles", "macs_per_cycle", "of_peak"]
+
+
+def run_block_bench(args):
+    """The digits model's block 0 on the default accelerator (``trilut units``:
+    ``top``, ``--set`` overrides) in Verilator (cocotb ``block_cycles`` of
+    :mod:`trilut.sim.tb_top`, results checked exactly against golden): cycles
+    per pass, achieved MACs per cycle of the ternary LINEAR passes against the
+    engine's peak, and the share of weight-loading time hidden behind compute
+    at several weight-stream rates."""
+    from ..sim import tb_top
+    from .units import UNITS, parse_settings
+    params = {**UNITS["top"].defaults, **parse_settings(args.set)}
+    report = Path("build/bench/block_report.json").resolve()
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    print("trilut bench block: the digits block on the simulated accelerator " +
+          " ".join(f"{k}={v}" for k, v in params.items()) +
+          " (Verilator; the first run compiles the simulator, a few minutes)", flush=True)
+    tb_top.run(params, testcase="block_cycles", pause=0.0, report=report)
+    b = json.loads(report.read_text())["block"]
+    peak = b["macs_per_cycle_peak"]
+    rows = []
+    for name, cycles in b["cycles"].items():
+        lin = b["linear"].get(name)
+        row = {"pass": name, "cycles": cycles}
+        if lin:
+            row.update(m=lin["m"], k=lin["k"], n=lin["n"], macs=lin["macs"],
+                       macs_per_cycle=round(lin["macs_per_cycle"], 2),
+                       of_peak=f"{100 * lin['macs_per_cycle'] / peak:.1f}%")
+        rows.append(row)
+    print(format_table(rows, BLOCK_COLUMNS))
+    rates = [{"weight_stream_rate": w["rate"], "block_cycles": w["cycles"],
+              "linear_wait_cycles": w["wgt_wait"],
+              "weight_load_hidden_fraction": round(w["weight_load_hidden_fraction"], 4)}
+             for w in b["whole_program"]]
+    print(format_table(rates, list(rates[0])))
+    summary = {
+        "accelerator": params, "shape": {k: b[k] for k in ("hidden", "heads", "ffn", "seq")},
+        "macs_per_cycle_peak": peak,
+        "macs_per_cycle_linear": round(b["macs_per_cycle_linear"], 3),
+        "macs_per_cycle_linear_run": round(b["macs_per_cycle_linear_run"], 3),
+        "linear_fraction_of_peak": round(b["macs_per_cycle_linear"] / peak, 4),
+        "weight_load_hidden_fraction": round(b["weight_load_hidden_fraction"], 4),
+        "cycles_block": b["cycles_block"], "compute_pass_cycles": b["compute_cycles"],
+        "passes": rows, "weight_stream_rates": rates,
+    }
+    print(f"block: {summary['cycles_block']} cycles in one run; ternary LINEARs "
+          f"{summary['macs_per_cycle_linear']} of {peak} MACs/cycle "
+          f"({100 * summary['linear_fraction_of_peak']:.1f}% of peak); weight loading "
+          f"{100 * summary['weight_load_hidden_fraction']:.0f}% hidden")
+    _write(summary, args.json)
+    return summary
+
+
 def run_bench(args):
     if args.what == "units":
         return run_unit_bench(args)
+    if args.what == "block":
+        return run_block_bench(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     groups = [int(g) for g in args.groups.split(",")]
     configs = list(bench_configs(sizes, groups, args.lanes))

@@ -3,6 +3,7 @@
     trilut demo                      digits classifier on the simulated accelerator, via the host driver
     trilut synth --unit tlmm ...     one unit's resources and Fmax (ECP5-85F or xcup)
     trilut bench tlmm ...            TLMM against the direct adder tree, side by side
+    trilut bench block --json PATH   an encoder block's cycles, MACs/cycle, hidden weight loading
     trilut units                     the units ``synth`` knows and their defaults
     trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
     trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
@@ -128,8 +129,11 @@ def main(argv=None):
     p.set_defaults(func=cmd_units)
 
     p = sub.add_parser("bench", help="benchmarks (area/Fmax sweeps)")
-    p.add_argument("what", choices=["tlmm", "units"],
-                   help="tlmm: TLMM against the direct adder tree; units: the row units")
+    p.add_argument("what", choices=["tlmm", "units", "block"],
+                   help="tlmm: TLMM against the direct adder tree; units: the row units; "
+                        "block: an encoder block's cycles on the simulated accelerator")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="block: override an accelerator parameter (repeatable)")
     p.add_argument("--sizes", default="64,256,1024", help="target MACs per cycle")
     p.add_argument("--groups", default="2,3,4", help="TLMM group sizes G")
     p.add_argument("--lanes", type=int, default=16, help="output lanes L")
