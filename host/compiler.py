@@ -95,7 +95,8 @@ class Program:
         self.consts = list(consts)
         self.outputs = list(outputs)
         self.passes = list(passes)
-        self._weights = list(weights)       # (name, ternary (K, N)) in LINEAR order
+        self._weights = list(weights)
+        self._weight_frames = None       # (name, ternary (K, N)) in LINEAR order
         self.seq, self.hidden = seq, hidden
 
     def input_frames(self, x):
@@ -114,8 +115,10 @@ class Program:
         """``s_axis_wgt`` frames: one per LINEAR pass, in program order (the
         engine's beats of one row; the weight store replays them for every
         activation row). Independent of the input."""
-        acc = self._accel
-        return [f for _, w in self._weights for f in acc.weight_frames(w)]
+        if self._weight_frames is None:        # packed once: the same for every input
+            acc = self._accel
+            self._weight_frames = [f for _, w in self._weights for f in acc.weight_frames(w)]
+        return list(self._weight_frames)
 
     @property
     def output_frames(self):

@@ -77,6 +77,7 @@ class Driver:
         self.link = Link(self.device, ([b for _, b in ins], [b for _, b in outs]),
                          timeout=link_timeout, retries=retries)
         self.timeout = timeout
+        self._loaded = None             # the program whose memories are on the device
         if check:
             self.check_build()
 
@@ -109,7 +110,18 @@ class Driver:
         assert offsets == list(range(offsets[0], offsets[0] + 4 * len(names), 4))
         return dict(zip(names, self.link.reg_read(offsets[0], len(names))))
 
+    def load(self, program):
+        """Write ``program``'s constant sets and descriptors. :meth:`run`
+        does this only when the program differs from the one loaded last
+        (program and constant memory keep their contents across runs and soft
+        resets), so running one model on many inputs sends them once."""
+        for s, entries in program.consts:
+            self.write_consts(s, entries)
+        self.write_program(program.descriptors)
+        self._loaded = program
+
     def write_program(self, descriptors):
+        self._loaded = None
         descriptors = list(descriptors)
         if len(descriptors) > self.accel.prog_depth:
             raise ValueError(f"program of {len(descriptors)} descriptors exceeds prog_depth "
@@ -117,6 +129,7 @@ class Driver:
         self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
 
     def write_consts(self, const_set, entries):
+        self._loaded = None
         entries = list(entries)
         if not 0 <= const_set < self.accel.const_sets:
             raise ValueError(f"const_set must be in [0, {self.accel.const_sets - 1}], "
@@ -231,9 +244,8 @@ class Driver:
             i = self._index(name, self.inputs)
             pending[i] = self._beats(i, frames)
         n_out = sum(o.rows for o in program.outputs)
-        for s, entries in program.consts:
-            self.write_consts(s, entries)
-        self.write_program(program.descriptors)
+        if self._loaded is not program:
+            self.load(program)
         self.start()
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit

@@ -18,13 +18,15 @@ import time
 
 import numpy as np
 
+from ...gen.units import UNITS
+
 __all__ = ["WORKLOADS", "benchmark", "main"]
 
-# The default accelerator, and a build that holds the digits model's encoder.
+# The Accelerator's constructor defaults, and the default accelerator of
+# `trilut demo` (it holds the digits model's encoder).
 WORKLOADS = {
     "linear": {},
-    "digits": dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
-                   max_width=256, prog_depth=64, const_sets=20),
+    "digits": dict(UNITS["top"].defaults),
 }
 
 
@@ -70,9 +72,10 @@ class _TwoLinears:
         return rng.integers(-128, 128, size=self.x_shape)
 
     def input_frames(self, x):
-        acc = self.acc
-        return (acc.row_frames(x) + acc.weight_frames(self.ws[0], len(x)) +
-                acc.weight_frames(self.ws[1], len(x)))
+        return self.acc.row_frames(x)
+
+    def weight_frames(self):
+        return self.acc.weight_frames(self.ws[0]) + self.acc.weight_frames(self.ws[1])
 
     def decode(self, frames):
         return {"y": self.acc.frames_to_rows(frames, self.outputs[0].length)}
