@@ -46,9 +46,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .synth import SynthError, format_table
+from .synth import SynthError, ecp5_abc_script, format_table
 
-__all__ = ["BOARDS", "CORES", "REPORT_FIELDS", "BuildError", "build_board", "ecp5_abc_script",
+__all__ = ["BOARDS", "CORES", "REPORT_FIELDS", "BuildError", "build_board",
            "run_build"]
 
 CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
@@ -124,18 +124,10 @@ _PHASES = (
 
 
 # LUT mapping in the Yosys script (``mapper``): classic ABC spliced into
-# synth_ecp5's own script (its steps up to map_ffs, then ``abc -lut 4`` in
-# place of map_luts' abc9, then map_cells on), the default; or ABC9 as
-# trilut.gen.synth runs it (``-dff``). On the accelerator, ABC9 inside
-# WebAssembly either runs for over 30 minutes (ULX3S-12F configuration,
-# stopped by the timeout) or exhausts the call stack (85F configuration);
-# classic ABC maps the same netlist in about 10 seconds.
-def ecp5_abc_script(top, opts=""):
-    """Yosys commands for ``synth_ecp5 opts`` with classic ABC as the LUT
-    mapper (the first command is synth_ecp5's own steps up to map_ffs)."""
-    return [f"synth_ecp5 {opts} -top {top} -run begin:map_luts".replace("  ", " "),
-            "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
-            f"synth_ecp5 {opts} -top {top} -run map_cells:".replace("  ", " ")]
+# synth_ecp5's own script (trilut.gen.synth.ecp5_abc_script), the default; or
+# ABC9 as trilut.gen.synth runs it (``-dff``). On the accelerator, ABC9 inside
+# WebAssembly ran for over 30 minutes (ULX3S-12F configuration, stopped by the
+# timeout); classic ABC maps the same netlist in about 10 seconds.
 
 
 _MAPPERS = {

