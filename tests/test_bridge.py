@@ -51,9 +51,11 @@ def test_uart_divisor():
 
 def test_stream_ports_and_tops():
     acc = Accelerator(**PARAMS)
-    assert stream_ports(acc) == ([("s_axis", acc.axis_bytes)], [("m_axis", acc.axis_bytes)])
+    assert stream_ports(acc) == ([("s_axis", acc.axis_bytes), ("s_axis_wgt", acc.axis_bytes)],
+                                 [("m_axis", acc.axis_bytes)])
     b = Bridge(acc)
-    assert {"rx", "tx", "s_axil", "s_axis", "m_axis", "quiet"} <= set(b.signature.members)
+    assert {"rx", "tx", "s_axil", "s_axis", "s_axis_wgt", "m_axis",
+            "quiet"} <= set(b.signature.members)
     top = UartAccelerator(50_000_000, 115_200, **PARAMS)
     assert set(top.signature.members) == {"uart_rx", "uart_tx", "leds"}
     assert top.divisor == 434
