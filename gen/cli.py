@@ -10,6 +10,7 @@
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -55,7 +56,8 @@ def synth_unit(unit, settings, target, *, work_root="build/synth", reuse=False, 
         report = json.loads(old_report.read_text())
     else:
         report = synthesize(verilog, unit, target, work_dir=work_dir, **kw)
-    report.update(unit=unit, params=params)
+    report.update(unit=unit, params=params,
+                  verilog_sha256=hashlib.sha256(verilog.encode()).hexdigest())
     if hasattr(dut, "macs_per_cycle"):
         report["macs_per_cycle"] = dut.macs_per_cycle
     return report
@@ -150,7 +152,10 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=0,
                    help="classify only the first N held-out images (default: all)")
     p.add_argument("--skip-synth", action="store_true",
-                   help="no place and route (fmax_mhz is then null)")
+                   help="no Fmax at all (fmax_mhz is then null)")
+    p.add_argument("--synth", action="store_true",
+                   help="always run place and route (default: reuse the shipped report when "
+                        "it was made from identical Verilog)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override an accelerator parameter (repeatable; see trilut units)")
     p.set_defaults(func=cmd_demo)
