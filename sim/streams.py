@@ -15,7 +15,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["start_clock", "reset", "payload_layout", "pack", "unpack", "StreamSource", "StreamSink", "StreamTimeout"]
+__all__ = ["start_clock", "reset", "payload_layout", "pack", "unpack", "StreamSource", "StreamSink",
+           "StreamTimeout", "record_handshakes"]
 
 
 class StreamTimeout(AssertionError):
@@ -126,6 +127,26 @@ class StreamSink:
                                         f"then nothing for {timeout} cycles")
         self.ready.value = 0
         return beats
+
+
+def record_handshakes(dut, names, period_ns):
+    """Start a monitor that records, for each stream in ``names`` (ports
+    ``<name>__valid`` / ``<name>__ready``), the cycle number of every
+    accepted beat; returns ``{name: list}`` (lists appended in place, so
+    callers may keep and clear them)."""
+    times = {name: [] for name in names}
+    ports = [(getattr(dut, f"{n}__valid"), getattr(dut, f"{n}__ready"), times[n])
+             for n in names]
+
+    async def monitor():
+        while True:
+            await RisingEdge(dut.clk)
+            now = int(get_sim_time("ns")) // period_ns
+            for valid, ready, log in ports:
+                if valid.value == 1 and ready.value == 1:
+                    log.append(now)
+    cocotb.start_soon(monitor())
+    return times
 
 
 def start_clock(dut, period_ns=10):

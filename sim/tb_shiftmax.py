@@ -18,11 +18,11 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotb.utils import get_sim_time
 
 from trilut.golden import nonlinear as nl
 from trilut.hw.shiftmax import Shiftmax
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
+from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
+                                reset, start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 PERIOD_NS = 10
@@ -45,19 +45,8 @@ class RowBench:
                               rng=self.rng, stall=stall)
         self.lo, self.hi = -(1 << (unit.in_bits - 1)), (1 << (unit.in_bits - 1)) - 1
         start_clock(dut, PERIOD_NS)
-        self.in_times, self.out_times = [], []
-        cocotb.start_soon(self._monitor())
-
-    async def _monitor(self):
-        """Record the cycle of every accepted input and output beat."""
-        d = self.dut
-        while True:
-            await RisingEdge(d.clk)
-            now = int(get_sim_time("ns")) // PERIOD_NS
-            if d.inp__valid.value == 1 and d.inp__ready.value == 1:
-                self.in_times.append(now)
-            if d.out__valid.value == 1 and d.out__ready.value == 1:
-                self.out_times.append(now)
+        times = record_handshakes(dut, ("inp", "out"), PERIOD_NS)
+        self.in_times, self.out_times = times["inp"], times["out"]
 
     async def reset(self):
         await reset(self.dut)

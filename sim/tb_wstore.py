@@ -23,11 +23,11 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from cocotb.utils import get_sim_time
 
 from trilut.hw.matmul import make_engine
 from trilut.hw.wstore import WeightStore
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
+from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
+                                reset, start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 PERIOD_NS = 10
@@ -79,19 +79,9 @@ class StoreBench:
                                  rng=self.rng, idle=idle)
         self.wgt = StreamSink(dut, "wgt", dut.clk, payload_layout(self.store, "wgt"),
                               rng=self.rng, stall=stall)
-        self.load_cycles, self.wgt_cycles = [], []
         start_clock(dut, PERIOD_NS)
-        cocotb.start_soon(self._monitor())
-
-    async def _monitor(self):
-        d = self.dut
-        while True:
-            await RisingEdge(d.clk)
-            now = int(get_sim_time("ns")) // PERIOD_NS
-            if d.load__valid.value == 1 and d.load__ready.value == 1:
-                self.load_cycles.append(now)
-            if d.wgt__valid.value == 1 and d.wgt__ready.value == 1:
-                self.wgt_cycles.append(now)
+        times = record_handshakes(dut, ("load", "wgt"), PERIOD_NS)
+        self.load_cycles, self.wgt_cycles = times["load"], times["wgt"]
 
     async def reset(self):
         await reset(self.dut)
