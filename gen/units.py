@@ -47,9 +47,12 @@ UNITS = {
     "dynquant": Unit(DynQuant, dict(in_bits=16, max_len=4096),
                      "per-token dynamic quantization: row absmax -> int8 + carried absmax"),
     # The default accelerator (trilut demo, trilut bench block): room for the
-    # built-in digits model, two blocks of hidden 64 / FFN 256 / 16 tokens.
-    "top": Unit(Accelerator, dict(group=3, tables=2, lanes=4, encoding="folded", banks=2,
-                                  max_rows=16, max_width=256, prog_depth=32, const_sets=20),
+    # built-in digits model, two blocks of hidden 64 / FFN 256 / 16 tokens;
+    # the TLMM tables in block RAM (96 MACs/cycle), as on the ULX3S-85F: with
+    # 256-deep distributed-RAM tables nextpnr did not finish routing.
+    "top": Unit(Accelerator, dict(group=3, tables=2, lanes=16, encoding="full",
+                                  table_ram="block", banks=2, max_rows=16, max_width=256,
+                                  prog_depth=32, const_sets=20),
                 "the whole accelerator: sequencer, TLMM + int8 engines, row units, AXI"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
