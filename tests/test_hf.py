@@ -3,6 +3,12 @@
 Everything runs on a tiny random BERT checkpoint the tests write themselves
 (config.json + model.safetensors + vocab.txt); the real all-MiniLM-L6-v2 is
 measured by gen/fidelity.py, not here.
+
+The two cross-checks of the NumPy float reference against
+``transformers.BertModel`` / ``ViTModel`` need torch and transformers (the
+``train`` / ``pretrained`` extras, about a gigabyte); the ``test`` extra does
+not install them, so there (and in CI) those two tests are skipped. They pass
+where the extras are installed (the float reference matches to 3.6e-6).
 """
 import json
 
@@ -156,7 +162,7 @@ def test_wordpiece_tokenizer(ckpt):
     assert tok.tokenize("Unbelievable cars") == ["un", "##believ", "##able", "car", "##s"]
     assert tok.tokenize("Café  zebra") == ["cafe", "[UNK]"]
     assert list(tok.encode("the cat.")) == [v["[CLS]"], v["the"], v["cat"], v["."], v["[SEP]"]]
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers                      # a test dependency: the reference WordPiece
     ref = tokenizers.BertWordPieceTokenizer(str(ckpt / "vocab.txt"), lowercase=True)
     for text in ("Hello, WORLD!", "Unbelievable cars is fast.", "Café\tzebra  the mat",
                  "a big red dog ran on the mat!!"):
