@@ -200,15 +200,7 @@ async def error_flag(dut):
     tb = Int8Bench(dut)
     e = tb.engine
     await _with_consts(tb, _n(e, 1))
-    if e.k_blocks > 1:
-        await tb.reset()
-        a, w = tb.random_case(1, e.k_block * (e.k_blocks - 1), _n(e, 1))
-        beats = e.wgt_beats(w)
-        extra = dict(beats[-1], last_k=0, last_n=0)
-        cocotb.start_soon(tb.act.send(e.act_beats(a[0])))
-        cocotb.start_soon(tb.wgt.send(beats[:-1] + [extra, beats[-1]]))
-        await tb.out.receive(1)
-        assert int(dut.error.value) == 1, "k-block mismatch not flagged"
+    await tb.check_kblock_mismatch()
     if e.requant and e.channels > 1:
         await tb.reset()
         m, ex, bias = tb.random_consts(e.channels)

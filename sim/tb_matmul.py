@@ -100,6 +100,21 @@ class MatmulBench:
                 break
         assert int(dut.error.value) == 1, "over-long row not flagged"
 
+    async def check_kblock_mismatch(self):
+        """After a reset, a weight block with one k-block too many (a
+        malformed program) raises the error flag (engines with k_blocks > 1)."""
+        e, dut = self.engine, self.dut
+        if e.k_blocks < 2:
+            return
+        await self.reset()
+        a, w = self.random_case(1, e.k_block * (e.k_blocks - 1), _n(e, 1))
+        beats = e.wgt_beats(w)
+        extra = dict(beats[-1], last_k=0, last_n=0)
+        cocotb.start_soon(self.act.send(e.act_beats(a[0])))
+        cocotb.start_soon(self.wgt.send(beats[:-1] + [extra, beats[-1]]))
+        await self.out.receive(1)
+        assert int(dut.error.value) == 1, "k-block mismatch not flagged"
+
     def random_case(self, rows, k, n):
         a = self.np_rng.integers(-128, 128, size=(rows, k))
         w = self.np_rng.integers(-1, 2, size=(k, n))
@@ -168,17 +183,7 @@ async def error_flag(dut):
     """A row longer than max_k, or a weight block with the wrong number of
     k-blocks, raises the sticky error flag."""
     tb = MatmulBench(dut)
-    e = tb.engine
-    if e.k_blocks > 1:
-        await tb.reset()
-        a, w = tb.random_case(1, e.k_block * (e.k_blocks - 1), _n(e, 1))
-        beats = e.wgt_beats(w)
-        # One extra k-block in the weight block: a malformed program.
-        extra = dict(beats[-1], last_k=0, last_n=0)
-        cocotb.start_soon(tb.act.send(e.act_beats(a[0])))
-        cocotb.start_soon(tb.wgt.send(beats[:-1] + [extra, beats[-1]]))
-        await tb.out.receive(1)
-        assert int(dut.error.value) == 1, "k-block mismatch not flagged"
+    await tb.check_kblock_mismatch()
     await tb.check_overlong_row()
 
 
