@@ -37,23 +37,30 @@ CONFIG = {
 }
 
 
+def _add_linears(t, rng, p, attention):
+    """One layer's six linear layers (weights and biases) of a random BERT
+    (``attention`` = "attention.self") or ViT ("attention.attention")."""
+    c, f = HIDDEN, FFN
+    shapes = {f"{attention}.query": (c, c), f"{attention}.key": (c, c),
+              f"{attention}.value": (c, c), "attention.output.dense": (c, c),
+              "intermediate.dense": (f, c), "output.dense": (c, f)}
+    for name, shape in shapes.items():
+        t[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
+        t[p + name + ".bias"] = 0.1 * rng.normal(size=shape[0])
+
+
 def _tensors(rng, prefix=""):
     """Random BERT weights in the Hugging Face (torch) layout."""
-    c, f = HIDDEN, FFN
+    c = HIDDEN
     t = {"embeddings.word_embeddings.weight": rng.normal(0, 1, (len(VOCAB), c)),
          "embeddings.position_embeddings.weight": rng.normal(0, 0.3, (MAX_POS, c)),
          "embeddings.token_type_embeddings.weight": rng.normal(0, 0.3, (2, c)),
          "embeddings.LayerNorm.weight": 1 + 0.1 * rng.normal(size=c),
          "embeddings.LayerNorm.bias": 0.1 * rng.normal(size=c),
          "pooler.dense.weight": rng.normal(0, 0.1, (c, c))}
-    shapes = {"attention.self.query": (c, c), "attention.self.key": (c, c),
-              "attention.self.value": (c, c), "attention.output.dense": (c, c),
-              "intermediate.dense": (f, c), "output.dense": (c, f)}
     for i in range(LAYERS):
         p = f"encoder.layer.{i}."
-        for name, shape in shapes.items():
-            t[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
-            t[p + name + ".bias"] = 0.1 * rng.normal(size=shape[0])
+        _add_linears(t, rng, p, "attention.self")
         for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
             gamma = 1 + 0.3 * rng.normal(size=c)
             gamma[3] = -0.8                      # a negative gamma: exercised sign handling
@@ -417,21 +424,16 @@ VIT_CONFIG = {
 
 
 def _vit_tensors(rng):
-    c, f = HIDDEN, FFN
+    c = HIDDEN
     t = {"embeddings.cls_token": rng.normal(0, 1, (1, 1, c)),
          "embeddings.position_embeddings": rng.normal(0, 0.3, (1, 5, c)),
          "embeddings.patch_embeddings.projection.weight": rng.normal(0, 0.3, (c, 3, 4, 4)),
          "embeddings.patch_embeddings.projection.bias": 0.1 * rng.normal(size=c),
          "layernorm.weight": 1 + 0.2 * rng.normal(size=c),
          "layernorm.bias": 0.1 * rng.normal(size=c)}
-    shapes = {"attention.attention.query": (c, c), "attention.attention.key": (c, c),
-              "attention.attention.value": (c, c), "attention.output.dense": (c, c),
-              "intermediate.dense": (f, c), "output.dense": (c, f)}
     for i in range(LAYERS):
         p = f"encoder.layer.{i}."
-        for name, shape in shapes.items():
-            t[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
-            t[p + name + ".bias"] = 0.1 * rng.normal(size=shape[0])
+        _add_linears(t, rng, p, "attention.attention")
         for ln in ("layernorm_before", "layernorm_after"):
             t[p + ln + ".weight"] = 1 + 0.3 * rng.normal(size=c)
             t[p + ln + ".bias"] = 0.1 * rng.normal(size=c)
