@@ -39,14 +39,14 @@ stalls while it could overflow); ``act.ready`` and ``wgt.ready`` never
 depend combinationally on ``out.ready``.
 """
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Signal, signed
+from amaranth.lib import data
 
 from ..golden.checks import check_int
 from ..golden.quant import M_BITS_DEFAULT, requantize
 from .arith import adder_tree, delay
 from .requant import _RequantPath
+from .rowengine import Results, RowEngine, accumulate
 
 __all__ = ["Int8Engine"]
 
@@ -56,7 +56,7 @@ __all__ = ["Int8Engine"]
 _PRODUCT_REGS = 2
 
 
-class Int8Engine(wiring.Component):
+class Int8Engine(RowEngine):
     """int8 x int8 dot-product engine (see the module docstring).
 
     Parameters: ``lanes`` L outputs per beat; ``k_per_cycle`` products per
@@ -93,26 +93,20 @@ class Int8Engine(wiring.Component):
         check_int("k_per_cycle", k_per_cycle, 1, 256)
         check_int("act_bits", act_bits, 2, 18)
         check_int("wgt_bits", wgt_bits, 2, 18)
-        if max_k is None:
-            max_k = k_per_cycle
-        check_int("max_k", max_k, 1)
+        self._set_rows(lanes=lanes, k_block=k_per_cycle, max_k=max_k, act_bits=act_bits)
         if act_fanout is not None:
             check_int("act_fanout", act_fanout, 1, lanes)
         if not isinstance(requant, bool):
             raise TypeError(f"requant must be a bool, not {requant!r}")
-        self._lanes, self._kpc = lanes, k_per_cycle
-        self._act_bits, self._wgt_bits = act_bits, wgt_bits
-        self._k_blocks = -(-max_k // k_per_cycle)
-        self._max_k = self._k_blocks * k_per_cycle
-        self._acc_bits = (self._max_k << (act_bits + wgt_bits - 2)).bit_length() + 1
-        self._kb_bits = (self._k_blocks - 1).bit_length()
+        self._kpc, self._wgt_bits = k_per_cycle, wgt_bits
+        acc_bits = (self._max_k << (act_bits + wgt_bits - 2)).bit_length() + 1
         # Store read, operand register, product registers, adder tree (one
         # register per level), skew of the lane groups, total register.
         self._act_fanout = min(2, lanes) if act_fanout is None else act_fanout
         self._skew = -(-lanes // self._act_fanout) - 1
         self._base_latency = 2 + _PRODUCT_REGS + (k_per_cycle - 1).bit_length()
         self._lane_latency = self._base_latency + self._skew + 1
-        self._rq = (_RequantPath(lanes=lanes, acc_bits=self._acc_bits, m_bits=m_bits,
+        self._rq = (_RequantPath(lanes=lanes, acc_bits=acc_bits, m_bits=m_bits,
                                  out_bits=out_bits, bias_bits=bias_bits, channels=channels)
                     if requant else None)
         if not requant:
@@ -121,27 +115,13 @@ class Int8Engine(wiring.Component):
                                          ("channels", channels, 1)):
                 if value != default:
                     raise ValueError(f"{name} only applies with requant=True")
-        out_width = self._rq.out_bits if requant else self._acc_bits
-        super().__init__({
-            "act": In(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(act_bits), k_per_cycle), "last": 1}))),
-            "wgt": In(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(wgt_bits), lanes * k_per_cycle),
-                "last_k": 1, "last_n": 1}))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(out_width), lanes), "last": 1}))),
-            **(self._rq.table.members() if requant else {}),
-            "error": Out(1),
-        })
+        super().__init__(acc_bits=acc_bits, wgt_field="data", wgt_shape=signed(wgt_bits),
+                         wgt_per_lane=k_per_cycle,
+                         out_bits=self._rq.out_bits if requant else acc_bits,
+                         members=self._rq.table.members() if requant else None)
 
-    lanes = property(lambda self: self._lanes, doc="outputs computed in parallel (L)")
     k_per_cycle = property(lambda self: self._kpc, doc="products per lane per cycle")
-    k_block = property(lambda self: self._kpc, doc="activations per act beat")
-    act_bits = property(lambda self: self._act_bits)
     wgt_bits = property(lambda self: self._wgt_bits)
-    acc_bits = property(lambda self: self._acc_bits, doc="accumulator width, from max_k")
-    max_k = property(lambda self: self._max_k, doc="largest K (rounded up to whole k-blocks)")
-    k_blocks = property(lambda self: self._k_blocks, doc="k-blocks per row at max_k")
     macs_per_cycle = property(lambda self: self._lanes * self._kpc, doc="peak MACs per cycle")
     act_fanout = property(lambda self: self._act_fanout,
                           doc="lanes sharing one activation register")
@@ -169,47 +149,10 @@ class Int8Engine(wiring.Component):
 
     # --- host-side helpers ------------------------------------------------
 
-    def check_shapes(self, k, n):
-        if k > self._max_k:
-            raise ValueError(f"K = {k} exceeds this engine's max_k = {self._max_k}")
-        if n % self._lanes:
-            raise ValueError(f"N = {n} must be a multiple of lanes = {self._lanes}")
-
-    def _check_range(self, name, x, bits):
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        if x.size and (x.min() < lo or x.max() > hi):
-            raise ValueError(f"{name} must lie in [{lo}, {hi}]")
-
-    def act_beats(self, a):
-        """Payload dicts of the ``act`` beats for one row ``a`` (K,)."""
-        a = np.asarray(a, dtype=np.int64)
-        self._check_range("activations", a, self._act_bits)
-        kpad = -(-len(a) // self._kpc) * self._kpc
-        padded = np.zeros(kpad, dtype=np.int64)
-        padded[:len(a)] = a
-        blocks = padded.reshape(-1, self._kpc)
-        return [{"data": [int(v) for v in blk], "last": int(i == len(blocks) - 1)}
-                for i, blk in enumerate(blocks)]
-
-    def wgt_beats(self, w):
-        """Payload dicts of the ``wgt`` beats for one row against ``w`` (K, N)."""
+    def _weight_words(self, w):
         w = np.asarray(w, dtype=np.int64)
-        k, n = w.shape
-        self.check_shapes(k, n)
         self._check_range("weights", w, self._wgt_bits)
-        kb_count = -(-k // self._kpc)
-        pos = np.zeros((kb_count * self._kpc, n), dtype=np.int64)
-        pos[:k] = w
-        nb_count = n // self._lanes
-        beats = []
-        for nb in range(nb_count):
-            for kb in range(kb_count):
-                tile = pos[kb * self._kpc:(kb + 1) * self._kpc,
-                           nb * self._lanes:(nb + 1) * self._lanes]
-                beats.append({"data": [int(v) for v in tile.T.reshape(-1)],
-                              "last_k": int(kb == kb_count - 1),
-                              "last_n": int(kb == kb_count - 1 and nb == nb_count - 1)})
-        return beats
+        return w
 
     def param_beats(self, m, e, bias):
         """Requantizer ``param`` stream payloads (per-channel arrays)."""
@@ -231,70 +174,7 @@ class Int8Engine(wiring.Component):
 
     # --- gateware ---------------------------------------------------------
 
-    def _addr(self, buf, kb):
-        return Cat(kb[:self._kb_bits], buf) if self._kb_bits else buf
-
-    def elaborate(self, platform):
-        m = Module()
-        L, K = self._lanes, self._kpc
-        kb_bits = max(1, self._kb_bits)
-        store = memory.Memory(shape=self.act.payload.data.shape(), depth=2 << self._kb_bits,
-                              init=[])
-        m.submodules.act_store = store
-        error = Signal(name="error_flag")
-        m.d.comb += self.error.eq(error)
-
-        # Fill side: write act beats into buffer wbuf.
-        wbuf, rbuf = Signal(name="wbuf"), Signal(name="rbuf")
-        wkb, rkb = Signal(kb_bits, name="wkb"), Signal(kb_bits, name="rkb")
-        full = [Signal(name=f"full{i}") for i in range(2)]
-        row_last = [Signal(kb_bits, name=f"row_last{i}") for i in range(2)]
-        fill = Signal()
-        at_max = wkb == self._k_blocks - 1
-        fill_last = self.act.payload.last | at_max
-        m.d.comb += [self.act.ready.eq(~Cat(*full).bit_select(wbuf, 1)),
-                     fill.eq(self.act.valid & self.act.ready)]
-        wp = store.write_port()
-        m.d.comb += [wp.addr.eq(self._addr(wbuf, wkb)), wp.data.eq(self.act.payload.data),
-                     wp.en.eq(fill)]
-        with m.If(fill):
-            with m.If(fill_last):
-                m.d.sync += [wkb.eq(0), wbuf.eq(~wbuf)]
-                for i in range(2):
-                    with m.If(wbuf == i):
-                        m.d.sync += [row_last[i].eq(wkb), full[i].eq(1)]
-            with m.Else():
-                m.d.sync += wkb.eq(wkb + 1)
-            with m.If(~self.act.payload.last & at_max):
-                m.d.sync += error.eq(1)
-
-        # Compute side: one wgt beat per cycle while the row is stored and
-        # the output FIFO has room for everything in flight.
-        lat = self.latency
-        depth = lat + 6
-        out_fifo = fifo.SyncFIFOBuffered(width=L * self.out_bits + 1, depth=depth)
-        m.submodules.out_fifo = out_fifo
-        room = Signal()
-        m.d.comb += room.eq(out_fifo.level <= depth - lat - 3)
-        accept = Signal()
-        m.d.comb += [self.wgt.ready.eq(Cat(*full).bit_select(rbuf, 1) & room),
-                     accept.eq(self.wgt.valid & self.wgt.ready)]
-        last_k, last_n = self.wgt.payload.last_k, self.wgt.payload.last_n
-        release = Signal()
-        m.d.comb += release.eq(accept & last_k & last_n)
-        with m.If(accept):
-            with m.If(last_k):
-                m.d.sync += rkb.eq(0)
-                with m.If(rkb != Cat(*row_last).word_select(rbuf, kb_bits)):
-                    m.d.sync += error.eq(1)
-            with m.Else():
-                m.d.sync += rkb.eq(rkb + 1)
-            with m.If(release):
-                m.d.sync += rbuf.eq(~rbuf)
-        for i in range(2):
-            with m.If(release & (rbuf == i)):
-                m.d.sync += full[i].eq(0)
-
+    def _datapath(self, m, store, rbuf, rkb, accept):
         # Lanes. The activations go through a register after the store
         # (block RAM clock-to-out is ~6 ns on ECP5) and then down a chain,
         # one register per group of ``act_fanout`` lanes, so that no register
@@ -304,11 +184,11 @@ class Int8Engine(wiring.Component):
         # there) and the adder tree is registered at every level (an
         # unregistered level lets Yosys merge two levels into a LUT
         # carry-save adder: 2.3x the LUTs).
-        rp = store.read_port(domain="sync")
-        m.d.comb += [rp.addr.eq(self._addr(rbuf, rkb)), rp.en.eq(1)]
+        L, K = self._lanes, self._kpc
+        last_k, last_n = self.wgt.payload.last_k, self.wgt.payload.last_n
         act_shape = self.act.payload.data.shape()
         wgt_bits = K * self._wgt_bits
-        acts = [delay(m, rp.data.as_value(), 1, name="act_g0")]
+        acts = [self._read_row(m, store, rbuf, rkb, name="act_g0")]
         for g in range(1, self._skew + 1):
             acts.append(delay(m, acts[-1], 1, name=f"act_g{g}"))
         v = [_pipe(m, accept, self._base_latency, "v")]
@@ -332,31 +212,15 @@ class Int8Engine(wiring.Component):
             s, tlat = adder_tree(m, prods, levels_per_stage=1, name=f"sum{lane}")
             assert 2 + _PRODUCT_REGS + tlat == self._base_latency
             # Accumulate; a block's total leaves on its last k-block.
-            acc = Signal(signed(self._acc_bits), name=f"acc{lane}")
-            total = Signal(signed(self._acc_bits), name=f"total{lane}")
-            m.d.comb += total.eq(acc + s)
-            with m.If(vk[g]):
-                m.d.sync += acc.eq(0)
-            with m.Elif(v[g]):
-                m.d.sync += acc.eq(total)
+            total = accumulate(m, s, v[g], vk[g], bits=self._acc_bits, name=lane)
             totals.append(delay(m, total, 1 + self._skew - g, name=f"total{lane}_d"))
         vk = _pipe(m, vk[-1], 1, "vk_out")
         vn = delay(m, last_n, self._lane_latency, name="vn")
 
         if self._rq is None:
-            w_en, results, res_last = vk, totals, vn
-        else:
-            w_en, results, res_last, overflow = self._rq.elaborate(m, self, vk, totals, vn)
-            with m.If(overflow):
-                m.d.sync += error.eq(1)
-        m.d.comb += [
-            out_fifo.w_data.eq(Cat(*results, res_last)),
-            out_fifo.w_en.eq(w_en),
-            self.out.valid.eq(out_fifo.r_rdy),
-            self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
-        return m
+            return Results(vk, totals, vn, self.latency)
+        w_en, results, res_last, overflow = self._rq.elaborate(m, self, vk, totals, vn)
+        return Results(w_en, results, res_last, self.latency, (overflow,))
 
 
 def _pipe(m, value, cycles, name):

@@ -46,67 +46,40 @@ its result entering the output FIFO; the FIFO adds one or two more).
 """
 import math
 
-import numpy as np
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Signal, signed, unsigned
+from amaranth.lib import data, memory
 
 from ..golden import tlmm as gt
 from ..golden.checks import check_int
 from .arith import adder_tree, delay, signed_term
+from .rowengine import NO_COLLISION, Results, RowEngine, accumulate
 
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
 
 TABLE_RAM_STYLES = ("distributed", "block")
-# Row stores are read in one buffer while the other is written (the full
-# flags guarantee it), so a read never meets a write to the same address:
-# telling Yosys so saves the bypass logic it would otherwise add per RAM.
-NO_COLLISION = {"no_rw_check": 1}
 
 
-class _TernaryEngine(wiring.Component):
-    """Everything the two engines share: streams, double-buffered row store
-    control, the accumulate stage and the output FIFO."""
+class _TernaryEngine(RowEngine):
+    """Everything the two ternary engines share beyond :class:`RowEngine`:
+    parameters, the accumulate stage and the cycle model."""
 
     _code_bits = None      # bits per weight code
-    _codes_per_lane = None  # weight codes per lane per beat
+    _wgt_per_lane = None   # weight codes per lane per beat
 
     def __init__(self, *, group=3, tables=4, lanes=16, max_k=None, act_bits=8):
         check_int("group", group, 2, 4)
         check_int("tables", tables, 1, 256)
         check_int("lanes", lanes, 1, 256)
         check_int("act_bits", act_bits, 2, 16)
-        k_block = tables * group
-        if max_k is None:
-            max_k = k_block
-        check_int("max_k", max_k, 1)
-        self._group, self._tables, self._lanes = group, tables, lanes
-        self._act_bits = act_bits
-        self._k_blocks = -(-max_k // k_block)
-        self._max_k = self._k_blocks * k_block
-        self._acc_bits = gt.acc_bits_for(self._max_k, act_bits)
-        super().__init__({
-            "act": In(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(act_bits), k_block),
-                "last": 1}))),
-            "wgt": In(stream.Signature(data.StructLayout({
-                "codes": data.ArrayLayout(unsigned(self._code_bits),
-                                          lanes * self._codes_per_lane),
-                "last_k": 1, "last_n": 1}))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(self._acc_bits), lanes),
-                "last": 1}))),
-            "error": Out(1),
-        })
+        self._group, self._tables = group, tables
+        self._set_rows(lanes=lanes, k_block=tables * group, max_k=max_k, act_bits=act_bits)
+        acc_bits = gt.acc_bits_for(self._max_k, act_bits)
+        super().__init__(acc_bits=acc_bits, wgt_field="codes",
+                         wgt_shape=unsigned(self._code_bits),
+                         wgt_per_lane=self._wgt_per_lane, out_bits=acc_bits)
 
     group = property(lambda self: self._group, doc="activations per table (group size G)")
     tables = property(lambda self: self._tables, doc="groups consumed per cycle (T)")
-    lanes = property(lambda self: self._lanes, doc="outputs computed in parallel (L)")
-    act_bits = property(lambda self: self._act_bits)
-    acc_bits = property(lambda self: self._acc_bits, doc="accumulator width, from max_k")
-    max_k = property(lambda self: self._max_k, doc="largest K (rounded up to whole k-blocks)")
-    k_blocks = property(lambda self: self._k_blocks, doc="k-blocks per row at max_k")
-    k_block = property(lambda self: self._tables * self._group, doc="activations per act beat")
     macs_per_cycle = property(lambda self: self._lanes * self._tables * self._group,
                               doc="peak ternary MACs per cycle")
     latency = property(lambda self: self._lane_latency + 3,
@@ -130,157 +103,30 @@ class _TernaryEngine(wiring.Component):
         """Estimated block RAMs (DP16KD: 1,024 x 18 bits each)."""
         return {"dp16kd": 0}
 
-    # --- host-side helpers: the beat sequence for one row -----------------
-
     def encode_weights(self, w):
         """Codes of ternary weights ``w`` (K, N), one row per code position."""
         raise NotImplementedError
 
-    def check_shapes(self, k, n):
-        if k > self._max_k:
-            raise ValueError(f"K = {k} exceeds this engine's max_k = {self._max_k}")
-        if n % self._lanes:
-            raise ValueError(f"N = {n} must be a multiple of lanes = {self._lanes}")
-
-    def act_beats(self, a):
-        """Payload dicts of the ``act`` beats for one int8 row ``a`` (K,)."""
-        a = np.asarray(a)
-        kpad = -(-len(a) // self.k_block) * self.k_block
-        padded = np.zeros(kpad, dtype=np.int64)
-        padded[:len(a)] = a
-        blocks = padded.reshape(-1, self.k_block)
-        return [{"data": [int(v) for v in blk], "last": int(i == len(blocks) - 1)}
-                for i, blk in enumerate(blocks)]
-
-    def wgt_beats(self, w):
-        """Payload dicts of the ``wgt`` beats for one row against ``w`` (K, N)."""
-        k, n = w.shape
-        self.check_shapes(k, n)
-        codes = self.encode_weights(w)          # (positions, N)
-        per = self._codes_per_lane
-        kb_count = -(-k // self.k_block)
-        pos = np.zeros((kb_count * per, n), dtype=np.int64)
-        pos[:codes.shape[0]] = codes
-        nb_count = n // self._lanes
-        beats = []
-        for nb in range(nb_count):
-            for kb in range(kb_count):
-                tile = pos[kb * per:(kb + 1) * per, nb * self._lanes:(nb + 1) * self._lanes]
-                beats.append({"codes": [int(c) for c in tile.T.reshape(-1)],
-                              "last_k": int(kb == kb_count - 1),
-                              "last_n": int(kb == kb_count - 1 and nb == nb_count - 1)})
-        return beats
+    def _weight_words(self, w):
+        return self.encode_weights(w)
 
     # --- gateware ----------------------------------------------------------
 
-    def _fill(self, m, wbuf, wkb, wbuf_full):
-        """Drive ``act.ready`` (never while ``wbuf_full``) and write the row
-        store at buffer ``wbuf``, k-block ``wkb``. Returns ``(issue,
-        issue_last, overflow, latency)``: ``issue`` pulses when a beat's writes
-        have all been issued, ``latency`` cycles before they land."""
-        raise NotImplementedError
-
-    def _lane_sums(self, m, rbuf, rkb):
+    def _lane_sums(self, m, store, rbuf, rkb):
         """Per-lane sums of one ``wgt`` beat. Returns ``(sums, latency)``."""
         raise NotImplementedError
 
-    @property
-    def _kb_bits(self):
-        return (self._k_blocks - 1).bit_length()
-
-    def _addr(self, buf, kb, low=None):
-        """Store address: {buffer, k-block, low}; the store holds
-        ``2 << (kb_bits + low bits)`` words."""
-        parts = ([] if low is None else [low]) + ([kb[:self._kb_bits]] if self._kb_bits else [])
-        return Cat(*parts, buf)
-
-    def elaborate(self, platform):
-        m = Module()
-        kb_bits = max(1, (self._k_blocks - 1).bit_length())
-
-        wbuf = Signal(name="wbuf")
-        wkb = Signal(kb_bits, name="wkb")
-        rbuf = Signal(name="rbuf")
-        rkb = Signal(kb_bits, name="rkb")
-        full = [Signal(name=f"full{i}") for i in range(2)]
-        row_last = [Signal(kb_bits, name=f"row_last{i}") for i in range(2)]
-        error = Signal(name="error_flag")
-        m.d.comb += self.error.eq(error)
-
-        # Fill side: the subclass writes the store; we keep the counters.
-        wbuf_full = Signal()
-        m.d.comb += wbuf_full.eq(Cat(*full).bit_select(wbuf, 1))
-        issue, issue_last, overflow, lat_fill = self._fill(m, wbuf, wkb, wbuf_full)
-        with m.If(issue):
-            with m.If(issue_last):
-                m.d.sync += [wkb.eq(0), wbuf.eq(~wbuf)]
-                for i in range(2):
-                    with m.If(wbuf == i):
-                        m.d.sync += row_last[i].eq(wkb)
-            with m.Else():
-                m.d.sync += wkb.eq(wkb + 1)
-        with m.If(overflow):
-            m.d.sync += error.eq(1)
-        done = delay(m, issue & issue_last, lat_fill, name="fill_done")
-        done_buf = delay(m, wbuf, lat_fill, name="fill_buf")
-
-        # Compute side.
-        lane_lat = self._lane_latency
-        depth_fifo = lane_lat + 6   # room for every result in flight, plus slack
-        out_fifo = fifo.SyncFIFOBuffered(width=self._lanes * self._acc_bits + 1,
-                                         depth=depth_fifo)
-        m.submodules.out_fifo = out_fifo
-        room = Signal()     # registered: one more result may be in flight
-        m.d.sync += room.eq(out_fifo.level <= depth_fifo - lane_lat - 4)
-        cur_full = Signal()
-        m.d.comb += cur_full.eq(Cat(*full).bit_select(rbuf, 1))
-        m.d.comb += self.wgt.ready.eq(cur_full & room)
-        accept = Signal()
-        m.d.comb += accept.eq(self.wgt.valid & self.wgt.ready)
+    def _datapath(self, m, store, rbuf, rkb, accept):
+        sums, lat = self._lane_sums(m, store, rbuf, rkb)
+        assert lat == self._lane_latency
         last_k, last_n = self.wgt.payload.last_k, self.wgt.payload.last_n
-
-        release = Signal()
-        m.d.comb += release.eq(accept & last_k & last_n)
-        with m.If(accept):
-            with m.If(last_k):
-                m.d.sync += rkb.eq(0)
-                with m.If(rkb != Cat(*row_last).word_select(rbuf, kb_bits)):
-                    m.d.sync += error.eq(1)
-            with m.Else():
-                m.d.sync += rkb.eq(rkb + 1)
-            with m.If(release):
-                m.d.sync += rbuf.eq(~rbuf)
-        for i in range(2):
-            with m.If(done & (done_buf == i)):
-                m.d.sync += full[i].eq(1)
-            with m.If(release & (rbuf == i)):
-                m.d.sync += full[i].eq(0)
-
-        sums, lat = self._lane_sums(m, rbuf, rkb)
-        assert lat == lane_lat
         v = delay(m, accept, lat, name="v")
         vk = delay(m, accept & last_k, lat, name="vk")
         vn = delay(m, accept & last_k & last_n, lat, name="vn")
-
-        # Accumulate, and push a block's result into the FIFO on its last beat.
-        totals = []
-        for lane, s in enumerate(sums):
-            acc = Signal(signed(self._acc_bits), name=f"acc{lane}")
-            total = Signal(signed(self._acc_bits), name=f"total{lane}")
-            m.d.comb += total.eq(acc + s)
-            with m.If(vk):
-                m.d.sync += acc.eq(0)
-            with m.Elif(v):
-                m.d.sync += acc.eq(total)
-            totals.append(total)
-        m.d.comb += [
-            out_fifo.w_data.eq(Cat(*totals, vn)),
-            out_fifo.w_en.eq(vk),
-            self.out.valid.eq(out_fifo.r_rdy),
-            self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
-        return m
+        # Accumulate; a block's result enters the FIFO on its last beat.
+        totals = [accumulate(m, s, v, vk, bits=self._acc_bits, name=lane)
+                  for lane, s in enumerate(sums)]
+        return Results(vk, totals, vn, lat)
 
 
 class TLMMEngine(_TernaryEngine):
@@ -306,7 +152,7 @@ class TLMMEngine(_TernaryEngine):
         check_int("group", group, 2, 4)
         self._encoding, self._table_ram = encoding, table_ram
         self._code_bits = gt.code_bits(group, encoding)
-        self._codes_per_lane = tables
+        self._wgt_per_lane = tables
         self._digits = gt.entry_digits(group, encoding)
         self._entries = len(self._digits)
         self._index_bits = max(1, (self._entries - 1).bit_length())
@@ -333,20 +179,21 @@ class TLMMEngine(_TernaryEngine):
     def encode_weights(self, w):
         return gt.ternary_codes(w, self._group, self._encoding)
 
-    def _table_memories(self, m):
-        if not hasattr(self, "_mems"):
-            depth = 2 << (self._kb_bits + self._index_bits)
-            self._mems = [[memory.Memory(shape=signed(self._entry_bits), depth=depth, init=[],
-                                         attrs={"ram_style": self._table_ram, **NO_COLLISION})
-                           for _ in range(self._tables)] for _ in range(self._lanes)]
-            for lane, row in enumerate(self._mems):
-                for t, mem in enumerate(row):
-                    m.submodules[f"table_l{lane}_t{t}"] = mem
-        return self._mems
+    def _row_store(self, m):
+        """One table memory per lane and table slot, ``mems[lane][t]``."""
+        depth = 2 << (self._kb_bits + self._index_bits)
+        mems = [[memory.Memory(shape=signed(self._entry_bits), depth=depth, init=[],
+                               attrs={"ram_style": self._table_ram, **NO_COLLISION})
+                 for _ in range(self._tables)] for _ in range(self._lanes)]
+        for lane, row in enumerate(mems):
+            for t, mem in enumerate(row):
+                m.submodules[f"table_l{lane}_t{t}"] = mem
+        return mems
 
-    def _fill(self, m, wbuf, wkb, wbuf_full):
+    def _fill(self, m, mems, wbuf, wkb, wbuf_full):
+        """The table builders: ``table_entries + 1`` cycles per ``act`` beat
+        (take the beat, then one entry of every table slot per cycle)."""
         G, T, E = self._group, self._tables, self._entries
-        mems = self._table_memories(m)
         busy = Signal(name="build_busy")
         j = Signal(range(E), name="build_j")
         act = Signal(self.act.payload.data.shape(), name="act_reg")
@@ -389,9 +236,8 @@ class TLMMEngine(_TernaryEngine):
                 m.d.comb += [wp.addr.eq(addr), wp.data.eq(entry), wp.en.eq(we)]
         return issue, last_reg, overflow, self._build_lat
 
-    def _lane_sums(self, m, rbuf, rkb):
+    def _lane_sums(self, m, mems, rbuf, rkb):
         T = self._tables
-        mems = self._table_memories(m)
         codes = self.wgt.payload.codes
         sums = []
         for lane in range(self._lanes):
@@ -435,7 +281,7 @@ class DirectEngine(_TernaryEngine):
     def __init__(self, *, group=3, tables=4, lanes=16, max_k=None, act_bits=8):
         check_int("group", group, 2, 4)
         check_int("tables", tables, 1, 256)
-        self._codes_per_lane = tables * group
+        self._wgt_per_lane = tables * group
         self._lane_latency = 2 + adder_tree_latency(tables * group + 1, 1)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,
                          act_bits=act_bits)
@@ -446,33 +292,10 @@ class DirectEngine(_TernaryEngine):
     def encode_weights(self, w):
         return gt._ternary(w) & 3
 
-    def _store(self, m):
-        if not hasattr(self, "_mem"):
-            self._mem = memory.Memory(shape=self.act.payload.data.shape(),
-                                      depth=2 << self._kb_bits, init=[], attrs=NO_COLLISION)
-            m.submodules.act_store = self._mem
-        return self._mem
-
-    def _fill(self, m, wbuf, wkb, wbuf_full):
-        mem = self._store(m)
-        wp = mem.write_port()
-        accept = Signal()
-        m.d.comb += [self.act.ready.eq(~wbuf_full),
-                     accept.eq(self.act.valid & self.act.ready)]
-        at_max = wkb == self._k_blocks - 1
-        last = Signal()
-        overflow = Signal()
-        m.d.comb += [last.eq(self.act.payload.last | at_max),
-                     overflow.eq(accept & ~self.act.payload.last & at_max),
-                     wp.addr.eq(self._addr(wbuf, wkb)), wp.data.eq(self.act.payload.data),
-                     wp.en.eq(accept)]
-        return accept, last, overflow, 0
-
-    def _lane_sums(self, m, rbuf, rkb):
-        n = self._codes_per_lane
-        rp = self._store(m).read_port(domain="sync")
-        m.d.comb += rp.addr.eq(self._addr(rbuf, rkb))
-        acts = data.View(rp.data.shape(), delay(m, rp.data.as_value(), 1, name="act_d"))
+    def _lane_sums(self, m, store, rbuf, rkb):
+        n = self._wgt_per_lane
+        acts = data.View(self.act.payload.data.shape(),
+                         self._read_row(m, store, rbuf, rkb, name="act_d"))
         codes = data.View(self.wgt.payload.codes.shape(),
                           delay(m, self.wgt.payload.codes.as_value(), 2, name="codes_d"))
         sums = []
