@@ -9,7 +9,8 @@ An optional built-in requantizer (the datapath of
 :class:`~trilut.hw.requant.Requantizer`, shared code) turns each lane's
 accumulator into an int8 (or int16) output.
 
-Streams mirror :mod:`trilut.hw.matmul` (so the accelerator can swap engines):
+Streams and stream control are the ternary engines' (:mod:`trilut.hw.matmul`),
+from one base class, :class:`~trilut.hw.rowengine.RowEngine`:
 one activation row of K <= ``max_k`` elements, ``KB = ceil(K / k_per_cycle)``
 k-blocks, ``NB = N / lanes`` output blocks:
 

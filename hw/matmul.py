@@ -29,6 +29,8 @@ outputs each:
   the row's final beat.
 * ``out``: NB beats, ``data[l] = y[nb*lanes + l]``, ``last`` on the final.
 
+The stream control, host-side beat builders and output FIFO are
+:class:`~trilut.hw.rowengine.RowEngine`'s, shared with the int8 engine.
 Rows follow back to back. The row store is double-buffered: the next row's
 ``act`` beats are taken while the current row computes, so the weight stream
 runs at one beat per cycle as long as the next row's store is ready in time
