@@ -96,7 +96,7 @@ class Program:
         self.outputs = list(outputs)
         self.passes = list(passes)
         self._weights = list(weights)
-        self._weight_frames = None       # (name, ternary (K, N)) in LINEAR order
+        self._weight_frames = None       # (name, weights (K, N), kind) in LINEAR order
         self.seq, self.hidden = seq, hidden
 
     def input_frames(self, x):
@@ -117,7 +117,8 @@ class Program:
         activation row). Independent of the input."""
         if self._weight_frames is None:        # packed once: the same for every input
             acc = self._accel
-            self._weight_frames = [f for _, w in self._weights for f in acc.weight_frames(w)]
+            self._weight_frames = [f for _, w, kind in self._weights
+                                   for f in acc.weight_frames(w, kind)]
         return list(self._weight_frames)
 
     @property
@@ -159,51 +160,81 @@ def _bias(lin, n):
     return _vec(0 if lin.bias is None else lin.bias, n)
 
 
+def _token_rows(b):
+    """Regions of ``seq`` rows of the int16 bank a block uses: 1 (the
+    residual stream), plus the int16 tensors of per-token mode and 16-bit
+    probabilities (see :meth:`_Builder.block`)."""
+    if b.act_quant == "token":
+        return 3
+    return 2 if b.probs_bits == 16 else 1
+
+
 def _check_block(name, b, acc, seq):
-    """Everything the build must hold for block ``b`` at sequence ``seq``."""
+    """Everything the build must hold for block ``b`` at sequence ``seq``:
+    one CompileError listing every problem (each naming the tensor)."""
     p = acc.params
     c, f, h, d = b.hidden, b.ffn, b.heads, b.head_dim
     e, i8 = acc.engine, acc.int8_engine
     if not isinstance(b, BlockParams):
         raise TypeError(f"{name}: expected BlockParams, got {type(b).__name__}")
-    if not 1 <= seq <= p["max_rows"]:
-        raise CompileError(f"{name}.x: sequence length {seq} must be in 1..max_rows = "
-                           f"{p['max_rows']}")
+    problems = []
+    regions = _token_rows(b)
+    if not 1 <= seq * regions <= p["max_rows"]:
+        need = f" ({regions} regions of seq rows in the int16 bank)" if regions > 1 else ""
+        problems.append(f"{name}.x: sequence length {seq}{need} needs {seq * regions} rows; "
+                        f"max_rows = {p['max_rows']}")
     if seq > b.max_seq:
-        raise CompileError(f"{name}.x: sequence length {seq} exceeds the constants' max_seq "
-                           f"= {b.max_seq}")
+        problems.append(f"{name}.x: sequence length {seq} exceeds the constants' max_seq "
+                        f"= {b.max_seq}")
     for what, width in (("hidden", c), ("ffn", f), (f"probs row (heads x seq = {h} x {seq})",
                                                      h * seq)):
         if width > p["max_width"]:
-            raise CompileError(f"{name}: {what} = {width} exceeds max_width = "
-                               f"{p['max_width']}")
-    for what, width in (("hidden", c), ("ffn", f)):
-        if width % e.lanes:
-            raise CompileError(f"{name}: {what} = {width} must be a multiple of the TLMM "
-                               f"lanes = {e.lanes}")
+            problems.append(f"{name}: {what} = {width} exceeds max_width = "
+                            f"{p['max_width']} (the row width of every bank)")
     if d % i8.k_per_cycle or d % i8.lanes:
-        raise CompileError(f"{name}: head dim {d} must be a multiple of attn_kpc = "
-                           f"{i8.k_per_cycle} and attn_lanes = {i8.lanes}")
+        problems.append(f"{name}: head dim {d} must be a multiple of attn_kpc = "
+                        f"{i8.k_per_cycle} and attn_lanes = {i8.lanes}")
     if p["banks"] < 2:
-        raise CompileError(f"{name}: a block needs 2 int8 banks, the build has {p['banks']}")
-    if b.gelu_mode != "ivit":
-        raise CompileError(f"{name}.fc1: gelu_mode {b.gelu_mode!r} is not supported by the "
-                           f"hardware (ShiftGELU runs mode 'ivit')")
+        problems.append(f"{name}: a block needs 2 int8 banks, the build has {p['banks']}")
+    if b.gelu_mode != p["gelu_mode"]:
+        problems.append(f"{name}.fc1: gelu_mode {b.gelu_mode!r}; this build's ShiftGELU "
+                        f"runs mode {p['gelu_mode']!r} (Accelerator gelu_mode)")
+    if b.probs_bits != p["probs_bits"]:
+        problems.append(f"{name}.probs: probs_bits {b.probs_bits}; this build's Shiftmax "
+                        f"gives {p['probs_bits']}-bit probabilities (Accelerator probs_bits)")
     if b.m_bits != M_BITS_DEFAULT:
-        raise CompileError(f"{name}: m_bits = {b.m_bits}; the constant entries hold "
-                           f"{M_BITS_DEFAULT}-bit multipliers")
+        problems.append(f"{name}: m_bits = {b.m_bits}; the constant entries hold "
+                        f"{M_BITS_DEFAULT}-bit multipliers")
     for lin in ("q", "k", "v", "o", "fc1", "fc2"):
         lp = getattr(b, lin)
-        if lp.kind != "ternary":
-            raise CompileError(f"{name}.{lin}: {lp.kind} weights; the LINEAR passes run the "
-                               f"ternary TLMM engine only")
-        k = lp.in_features
-        if (k * 128).bit_length() + 1 > e.acc_bits:
-            raise CompileError(f"{name}.{lin}: K = {k} overflows the TLMM accumulator "
-                               f"({e.acc_bits} bits)")
+        k, n = lp.in_features, lp.out_features
+        if lp.kind == "ternary":
+            if n % e.lanes:
+                problems.append(f"{name}.{lin}: N = {n} must be a multiple of the TLMM "
+                                f"lanes = {e.lanes}")
+            if (k * 128).bit_length() + 1 > e.acc_bits:
+                problems.append(f"{name}.{lin}: K = {k} overflows the TLMM accumulator "
+                                f"({e.acc_bits} bits)")
+        elif n % i8.lanes:
+            problems.append(f"{name}.{lin}: N = {n} must be a multiple of attn_lanes = "
+                            f"{i8.lanes} (int8 weights run on the int8 engine)")
+        beats = acc.weight_beats(k, n, lp.kind)
+        if beats > acc.wstore_depth:
+            problems.append(f"{name}.{lin}: {lp.kind} weights ({k} x {n}) are {beats} "
+                            f"weight-store beats; a buffer holds wstore_depth = "
+                            f"{acc.wstore_depth}")
+        if lp.bias is not None:
+            bias = np.asarray(lp.bias, dtype=np.int64)
+            if bias.size and (bias.min() < -(1 << 31) or bias.max() >= 1 << 31):
+                problems.append(f"{name}.{lin}.bias: {int(np.abs(bias).max())} does not "
+                                f"fit the constant entry's 32-bit bias")
     if (max(d, seq) << 14).bit_length() + 1 > i8.acc_bits:
-        raise CompileError(f"{name}.qk_acc: dot products of {max(d, seq)} int8 pairs "
-                           f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
+        problems.append(f"{name}.qk_acc: dot products of {max(d, seq)} int8 pairs "
+                        f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
+    if problems:
+        raise CompileError(f"{name} does not fit this build "
+                        f"({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
+                           + "\n  ".join(problems))
 
 
 class _Builder:
@@ -220,63 +251,94 @@ class _Builder:
         self.consts.append((s, entries))
         return s
 
-    def store(self, name, bank, length, *, wide=False, heads=0, always=False):
+    def store(self, name, place, length, *, heads=0, always=False):
+        bank, row = place
         if self.trace or always:
-            self.emit(f"store_{name}", Opcode.STORE, src_bank=bank, rows=self.seq, k=length)
-            self.outputs.append(Output(name, self.seq, length, wide, heads))
+            self.emit(f"store_{name}", Opcode.STORE, src_bank=bank, src_row=row, rows=self.seq,
+                      k=length)
+            self.outputs.append(Output(name, self.seq, length, bank == RESIDUAL_BANK, heads))
 
     def linear(self, name, lin, src, dst, epilogue, entries, prefix):
         s = self.const_set(entries)
-        self.emit(name, Opcode.LINEAR, epilogue=epilogue, src_bank=src, dst_bank=dst,
-                  rows=self.seq, k=lin.in_features, n=lin.out_features, const=s)
-        self.weights.append((prefix + name, np.asarray(lin.weights, dtype=np.int64)))
+        engine = EngineKind.INT8 if lin.kind == "int8" else EngineKind.TLMM
+        self.emit(name, Opcode.LINEAR, engine=engine, epilogue=epilogue, src_bank=src[0],
+                  src_row=src[1], dst_bank=dst[0], dst_row=dst[1], rows=self.seq,
+                  k=lin.in_features, n=lin.out_features, const=s)
+        self.weights.append((prefix + name, np.asarray(lin.weights, dtype=np.int64), lin.kind))
 
-    def norm(self, name, norm, c):
-        s = self.const_set([pack_requant_const(m, e, bias) for m, e, bias in
+    def norm(self, name, norm, c, src, dst):
+        neg = _vec(np.asarray(norm.sign) < 0, c) if norm.signed_out else [0] * c
+        s = self.const_set([pack_requant_const(m, e, bias, ng) for m, e, bias, ng in
                             zip(_vec(norm.requant.m, c), _vec(norm.requant.e, c),
-                                _vec(norm.bias, c))])
+                                _vec(norm.bias, c), neg)])
         self.emit(name, Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT,
-                  src_bank=RESIDUAL_BANK, dst_bank=BANK_A, rows=self.seq, k=c, n=c, const=s)
+                  src_bank=src[0], src_row=src[1], dst_bank=dst[0], dst_row=dst[1],
+                  rows=self.seq, k=c, n=c, const=s)
 
     def block(self, b, prefix):
+        """One block; its input and output are rows 0 .. seq-1 of the int16
+        bank. Places (bank, first row) of the other tensors: int8 tensors
+        in banks A and B (q in B; K and V in the KV region), int16 ones
+        (per-token mode, 16-bit probabilities) in regions R1, R2 of the
+        int16 bank (rows seq.., 2 seq..), reused once a tensor is dead."""
         c, f, h, d, t = b.hidden, b.ffn, b.heads, b.head_dim, self.seq
-        A, B, R = BANK_A, BANK_B, RESIDUAL_BANK
-        self.norm("ln1", b.ln1, c)
-        self.store(prefix + "ln1", A, c)
-        for name, dst in (("k", KEY_BANK), ("v", VALUE_BANK), ("q", B)):
+        A, B = (BANK_A, 0), (BANK_B, 0)
+        R0, R1, R2 = ((RESIDUAL_BANK, i * t) for i in range(3))
+        token, post = b.act_quant == "token", b.norm == "post"
+        probs = (R1 if post or not token else R2) if b.probs_bits == 16 else A
+        if post:            # token mode: x, res1 in R0; ln1, res2 in R1; ln2 -> R0
+            ln1, attn, gelu, ffn_res = R1, R2, R2, R1
+        elif token:
+            ln1, attn, gelu, ffn_res = R1, R1, R2, R0
+        else:
+            ln1, attn, gelu, ffn_res = A, B, B, R0
+        ln2 = R0 if post else ln1
+        if not post:
+            self.norm("ln1", b.ln1, c, R0, ln1)
+            self.store(prefix + "ln1", ln1, c)
+        qkv_src = R0 if post else ln1
+        for name, dst in (("k", (KEY_BANK, 0)), ("v", (VALUE_BANK, 0)), ("q", B)):
             lin = getattr(b, name)
-            self.linear(name, lin, A, dst, Epilogue.REQUANT,
+            self.linear(name, lin, qkv_src, dst, Epilogue.REQUANT,
                         [pack_requant_const(m, e, bias) for m, e, bias in
                          zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _bias(lin, c))],
                         prefix)
-        for name, bank in (("q", B), ("k", KEY_BANK), ("v", VALUE_BANK)):
-            self.store(prefix + name, bank, c)
+        for name, place in (("q", B), ("k", (KEY_BANK, 0)), ("v", (VALUE_BANK, 0))):
+            self.store(prefix + name, place, c)
         s = self.const_set([pack_softmax_const(b.logits.m, b.logits.e, b.softmax_x0)])
         self.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
-                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=B, dst_bank=A, rows=t, k=d, n=t,
-                  heads=h, const=s)
-        self.store(prefix + "probs", A, h * t, heads=h)
+                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=B[0], dst_bank=probs[0],
+                  dst_row=probs[1], rows=t, k=d, n=t, heads=h, const=s)
+        self.store(prefix + "probs", probs, h * t, heads=h)
         s = self.const_set([pack_requant_const(b.attn.m, b.attn.e, 0)])
         self.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
-                  src_bank=A, dst_bank=B, rows=t, k=t, n=d, heads=h, const=s)
-        self.store(prefix + "attn", B, c)
-        self.residual("o", b.o, b.res1_x, B, c, prefix)
-        self.store(prefix + "res1", R, c, wide=True)
-        self.norm("ln2", b.ln2, c)
-        self.store(prefix + "ln2", A, c)
+                  src_bank=probs[0], src_row=probs[1], dst_bank=attn[0], dst_row=attn[1],
+                  rows=t, k=t, n=d, heads=h, const=s)
+        self.store(prefix + "attn", attn, c)
+        self.residual("o", b.o, b.res1_x, attn, R0, c, prefix)
+        self.store(prefix + "res1", R0, c)
+        if post:
+            self.norm("ln1", b.ln1, c, R0, ln1)
+            self.store(prefix + "ln1", ln1, c)
+        else:
+            self.norm("ln2", b.ln2, c, R0, ln2)
+            self.store(prefix + "ln2", ln2, c)
         fc1, g = b.fc1, b.gelu_out
-        self.linear("fc1", fc1, A, B, Epilogue.REQUANT_GELU,
+        self.linear("fc1", fc1, ln1 if post else ln2, gelu, Epilogue.REQUANT_GELU,
                     [pack_gelu_const(m, e, bias, g.m, g.e, b.gelu_x0) for m, e, bias in
                      zip(_vec(fc1.requant.m, f), _vec(fc1.requant.e, f), _bias(fc1, f))],
                     prefix)
-        self.store(prefix + "gelu", B, f)
-        self.residual("fc2", b.fc2, b.res2_x, B, c, prefix)
+        self.store(prefix + "gelu", gelu, f)
+        self.residual("fc2", b.fc2, b.res2_x, gelu, ffn_res, c, prefix)
+        if post:
+            self.store(prefix + "res2", ffn_res, c)
+            self.norm("ln2", b.ln2, c, ffn_res, R0)
 
-    def residual(self, name, lin, res_x, src, c, prefix):
+    def residual(self, name, lin, res_x, src, dst, c, prefix):
         entries = [pack_residual_const(mx, ex, my, ey, bias) for mx, ex, my, ey, bias in
                    zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _vec(res_x.m, c),
                        _vec(res_x.e, c), _bias(lin, c))]
-        self.linear(name, lin, src, RESIDUAL_BANK, Epilogue.RESIDUAL, entries, prefix)
+        self.linear(name, lin, src, dst, Epilogue.RESIDUAL, entries, prefix)
 
 
 def compile_stack(blocks, accel, seq, *, trace=False):
@@ -305,7 +367,7 @@ def compile_stack(blocks, accel, seq, *, trace=False):
     bld.emit("load_x", Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=seq, k=c)
     for i, b in enumerate(blocks):
         bld.block(b, f"blocks.{i}.")
-    bld.store("out", RESIDUAL_BANK, c, wide=True, always=True)
+    bld.store("out", (RESIDUAL_BANK, 0), c, always=True)
     bld.emit("end", Opcode.END)
     if len(bld.descs) > p["prog_depth"]:
         raise CompileError(f"program: {len(bld.descs)} descriptors exceed prog_depth = "
@@ -321,6 +383,7 @@ def compile_block(block_params, accel, seq=None, *, trace=False):
     if seq is None:
         seq = acc.max_rows
     prog = compile_stack([block_params], acc, seq, trace=trace)
-    prog.outputs = [Output("res2" if o.name == "out" else o.name.removeprefix("blocks.0."),
+    last = "ln2" if block_params.norm == "post" else "res2"
+    prog.outputs = [Output(last if o.name == "out" else o.name.removeprefix("blocks.0."),
                            o.rows, o.length, o.wide, o.heads) for o in prog.outputs]
     return prog

@@ -78,7 +78,7 @@ from .divider import SeqDivider
 from .iexp import OutputQueue, RowCapture, RowReader
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
 
-__all__ = ["DynQuant", "RowScaleRequantizer"]
+__all__ = ["DynQuant", "RowScale", "RowScaleRequantizer"]
 
 _SLOTS = 4          # row slots: capture, wait for the divide (x2), output
 _READ = 2           # issue -> x registered (sync read port + one register)
@@ -227,18 +227,69 @@ class DynQuant(wiring.Component):
         return m
 
 
+class RowScale(wiring.Component):
+    """``acc * absmax``: a row-quantized linear layer's accumulator brought
+    to its static scale (golden :func:`~trilut.golden.dynquant.scale_rows`),
+    pipelined on :attr:`mult18` MULT18X18D
+    (:func:`~trilut.hw.requant.dyadic_floor` with no shift).
+
+    Parameters: ``acc_bits`` (2..47, default 32) and ``scale_bits`` (the
+    DynQuant's ``in_bits``, default 16; acc_bits + scale_bits <= 48).
+
+    Ports: ``inp`` In stream {data: signed(acc_bits), absmax:
+    unsigned(scale_bits), last} (absmax sampled on every beat); ``out`` Out
+    stream {data: signed(acc_bits + scale_bits), last}.
+
+    Throughput one beat per cycle; honours backpressure through a credit
+    FIFO (``inp.ready`` depends only on the credit count, ``out`` comes from
+    the FIFO). Latency :attr:`latency` cycles from ``inp`` accepted to the
+    FIFO write (+1-2 to ``out``).
+    """
+
+    def __init__(self, *, acc_bits=32, scale_bits=16):
+        check_int("acc_bits", acc_bits, 2, 47)
+        check_int("scale_bits", scale_bits, 1, 48 - acc_bits)
+        self._acc_bits, self._scale_bits = acc_bits, scale_bits
+        super().__init__({
+            "inp": In(stream.Signature(data.StructLayout({
+                "data": signed(acc_bits), "absmax": unsigned(scale_bits), "last": 1}))),
+            "out": Out(stream.Signature(data.StructLayout({
+                "data": signed(acc_bits + scale_bits), "last": 1}))),
+        })
+
+    acc_bits = property(lambda self: self._acc_bits)
+    scale_bits = property(lambda self: self._scale_bits)
+    latency = property(lambda self: dyadic_latency(self._acc_bits, self._scale_bits),
+                       doc="cycles from inp accepted to the FIFO write")
+    mult18 = property(lambda self: mult18_count(self._acc_bits, self._scale_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        lat = self.latency
+        oq = OutputQueue(m, self.out, depth=1 << (lat + 4).bit_length(), name="scaled")
+        accept = Signal(name="accept")
+        m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
+                     oq.issue.eq(accept)]
+        zero = Signal(6, name="no_shift")
+        prod, plat = dyadic_floor(m, self.inp.payload.data, self.inp.payload.absmax, zero,
+                                  name="scale")
+        assert plat == lat
+        valid = delay(m, accept, lat, name="scale_v")
+        last = delay(m, self.inp.payload.last, lat, name="scale_last")
+        oq.push(valid, data=prod, last=last)
+        return m
+
+
 class RowScaleRequantizer(wiring.Component):
     """The requantizer after a row-quantized linear layer:
     ``y = clamp(((acc * absmax + bias) * m + (1 << (e-1))) >> e, lo, hi)``,
     bit-exact with :func:`trilut.golden.dynquant.requantize_rows`.
 
-    A pipelined ``acc * absmax`` (:func:`~trilut.hw.requant.dyadic_floor` with
-    no shift, :attr:`mult18` MULT18X18D) feeds an unmodified
+    :class:`RowScale` (``acc * absmax``) feeds an unmodified
     :class:`~trilut.hw.requant.Requantizer` with ``acc_bits + scale_bits``-bit
-    input through a credit FIFO. Every member other than ``inp`` (``out``,
-    ``error``, the constants ``m``/``e``/``bias`` or the per-channel
-    ``param`` stream and ``num_channels``) is the inner Requantizer's, with
-    the same meaning.
+    input. Every member other than ``inp`` (``out``, ``error``, the
+    constants ``m``/``e``/``bias`` or the per-channel ``param`` stream and
+    ``num_channels``) is the inner Requantizer's, with the same meaning.
 
     Parameters: ``acc_bits`` (default 32), ``scale_bits`` (the DynQuant's
     ``in_bits``, default 16; acc_bits + scale_bits <= 48), and the
@@ -254,37 +305,30 @@ class RowScaleRequantizer(wiring.Component):
 
     def __init__(self, *, acc_bits=32, scale_bits=16, m_bits=M_BITS_DEFAULT, out_bits=8,
                  channels=1, bias_bits=32):
-        check_int("acc_bits", acc_bits, 2, 47)
-        check_int("scale_bits", scale_bits, 1, 48 - acc_bits)
-        self._acc_bits, self._scale_bits = acc_bits, scale_bits
+        self._scale = RowScale(acc_bits=acc_bits, scale_bits=scale_bits)
         self._rq = Requantizer(acc_bits=acc_bits + scale_bits, m_bits=m_bits,
                                out_bits=out_bits, channels=channels, bias_bits=bias_bits)
         members = dict(self._rq.signature.members)
-        members["inp"] = In(stream.Signature(data.StructLayout({
-            "data": signed(acc_bits), "absmax": unsigned(scale_bits), "last": 1})))
+        members["inp"] = self._scale.signature.members["inp"]
         super().__init__(members)
 
-    acc_bits = property(lambda self: self._acc_bits)
-    scale_bits = property(lambda self: self._scale_bits)
+    acc_bits = property(lambda self: self._scale.acc_bits)
+    scale_bits = property(lambda self: self._scale.scale_bits)
     m_bits = property(lambda self: self._rq.m_bits)
     out_bits = property(lambda self: self._rq.out_bits)
     bias_bits = property(lambda self: self._rq.bias_bits)
     channels = property(lambda self: self._rq.channels)
 
     @property
-    def _scale_latency(self):
-        return dyadic_latency(self._acc_bits, self._scale_bits)
-
-    @property
     def latency(self):
         """Cycles from inp accepted to the inner Requantizer's FIFO write:
         the acc * absmax pipeline, the credit FIFO (2), the Requantizer."""
-        return self._scale_latency + 2 + self._rq.latency
+        return self._scale.latency + 2 + self._rq.latency
 
     @property
     def mult18(self):
         """MULT18X18D blocks: the scale product plus the inner Requantizer's."""
-        return mult18_count(self._acc_bits, self._scale_bits) + self._rq.mult18
+        return self._scale.mult18 + self._rq.mult18
 
     def param_beats(self, m, e, bias):
         """``param`` stream payloads for per-channel arrays (the Requantizer's)."""
@@ -293,6 +337,10 @@ class RowScaleRequantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rq = m.submodules.requant = self._rq
+        sc = m.submodules.scale = self._scale
+        wiring.connect(m, wiring.flipped(self.inp), sc.inp)
+        m.d.comb += [rq.inp.valid.eq(sc.out.valid), sc.out.ready.eq(rq.inp.ready),
+                     rq.inp.payload.eq(sc.out.payload)]
         for name, member in rq.signature.members.items():
             if name == "inp":
                 continue
@@ -306,17 +354,4 @@ class RowScaleRequantizer(wiring.Component):
                 m.d.comb += theirs.eq(ours)
             else:
                 m.d.comb += ours.eq(theirs)
-
-        lat = self._scale_latency
-        oq = OutputQueue(m, rq.inp, depth=1 << (lat + 4).bit_length(), name="scaled")
-        accept = Signal(name="accept")
-        m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
-                     oq.issue.eq(accept)]
-        zero = Signal(6, name="no_shift")
-        prod, plat = dyadic_floor(m, self.inp.payload.data, self.inp.payload.absmax, zero,
-                                  name="scale")
-        assert plat == lat
-        valid = delay(m, accept, lat, name="scale_v")
-        last = delay(m, self.inp.payload.last, lat, name="scale_last")
-        oq.push(valid, data=prod, last=last)
         return m

@@ -71,21 +71,28 @@ class Head(enum.IntEnum, shape=2):
 
 
 class EngineKind(enum.IntEnum, shape=1):
-    """Engine of a pass: TLMM for LINEAR, INT8 for ATTN_QK / ATTN_AV."""
+    """Engine of a pass: TLMM (ternary weights) or INT8 (int8 weights) for
+    LINEAR, INT8 for ATTN_QK / ATTN_AV."""
     TLMM = 0
     INT8 = 1
 
 
 class Epilogue(enum.IntEnum, shape=3):
-    """Units behind the engine. REQUANT: per-channel dyadic requantization to
-    int8 into an int8 bank. RESIDUAL: (acc + bias) and the residual row, each
-    through its own per-channel dyadic multiplier, summed and clamped to int16,
-    read-modify-written in the residual bank. REQUANT_GELU: per-channel
-    requantization to the int8 GELU input, ShiftGELU (mode "ivit", x0 from
-    the constants), per-tensor requantization to int8 (:data:`GELU_CONST`).
+    """Units behind the engine. A LINEAR whose source is the int16
+    :data:`RESIDUAL_BANK` row-quantizes its rows on the way in (DynQuant,
+    per-token mode) and its accumulator is multiplied by each row's absmax
+    before the epilogue; outputs into the int16 bank are int16, elsewhere
+    int8. REQUANT: per-channel dyadic requantization (into an int8 bank,
+    the KV region or the int16 bank). RESIDUAL: (acc + bias) and the
+    residual row, each through its own per-channel dyadic multiplier, summed
+    and clamped to int16, read-modify-written in the int16 bank.
+    REQUANT_GELU: per-channel requantization to the GELU input (int8 for the
+    build's ShiftGELU mode "ivit", int16 for "accurate"), ShiftGELU (x0 from
+    the constants), per-tensor requantization (:data:`GELU_CONST`).
     REQUANT_SOFTMAX (ATTN_QK only): per-tensor requantization of the int8
-    engine's dot products to int8 logits, Shiftmax (n = 15, 8-bit output, x0
-    from the constants) to int8 probabilities (:data:`SOFTMAX_CONST`)."""
+    engine's dot products to int8 logits, Shiftmax (n = 15, x0 from the
+    constants) to the build's ``probs_bits`` probabilities, into an int8
+    bank (8 bits) or the int16 bank (16 bits) (:data:`SOFTMAX_CONST`)."""
     REQUANT = 0
     REQUANT_GELU = 1
     REQUANT_SOFTMAX = 2
@@ -183,9 +190,11 @@ M_FIELD = unsigned(M_BITS_DEFAULT)
 E_FIELD_ISA = unsigned(6)           # e in [1, 62]
 BIAS_FIELD = signed(32)
 
-#: Constant entry of a REQUANT pass: ``y = clamp(((acc + bias) * m + 2**(e-1)) >> e)``.
+#: Constant entry of a REQUANT pass: ``y = clamp(((acc + bias) * m + 2**(e-1)) >> e)``,
+#: negated after the clamp when ``neg`` (NORM only: a LayerNorm output that
+#: carries gamma's sign, post-LN).
 REQUANT_CONST = data.StructLayout({
-    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "m": M_FIELD, "e": E_FIELD_ISA, "neg": unsigned(1), "_r0": unsigned(9),
     "bias": BIAS_FIELD,
     "_r1": unsigned(64),
 })
@@ -225,8 +234,9 @@ for _f in ("m", "e", "bias"):
 assert GELU_CONST["x0"].offset == SOFTMAX_CONST["x0"].offset
 
 
-def pack_requant_const(m, e, bias=0):
-    return REQUANT_CONST.const({"m": int(m), "e": int(e), "bias": int(bias)}).as_value().value
+def pack_requant_const(m, e, bias=0, neg=0):
+    return REQUANT_CONST.const({"m": int(m), "e": int(e), "bias": int(bias),
+                                "neg": int(neg)}).as_value().value
 
 
 def pack_residual_const(mx, ex, my, ey, bias=0):

@@ -104,7 +104,8 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from ..golden.encoder import PROBS_BITS, SOFTMAX_N
+from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
+from ..golden.encoder import GELU_IN_BITS, PROBS_BITS, PROBS_BITS_CHOICES, SOFTMAX_N, WIDE_BITS
 from . import isa
 from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, KEY_BANK, RESIDUAL_BANK,
                   VALUE_BANK,
@@ -114,10 +115,15 @@ from .layernorm import OUT_BITS as LN_OUT_BITS
 from .layernorm import LayerNorm
 from .matmul import TLMMEngine
 from .requant import Requantizer, ResidualAdd
+from .dynquant import DynQuant, RowScale
 from .int8mm import Int8Engine
 from .shiftgelu import ShiftGELU
 from .shiftmax import Shiftmax
 from .wstore import WeightStore
+
+#: Width of the accumulators entering the epilogue (engine results and
+#: LayerNorm's z): int32, as golden checks every accumulator to fit.
+_ACC_BITS = 32
 
 #: Cycles a soft reset holds the sequencer and datapath in reset: longer than
 #: any reset-less pipeline of the units (``arith.delay`` chains carry valid
@@ -532,8 +538,13 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
                  table_ram="distributed", banks=2, max_rows=16, max_width=24,
-                 prog_depth=16, const_sets=4, axis_bytes=None, attn_lanes=4, attn_kpc=4):
+                 prog_depth=16, const_sets=4, axis_bytes=None, attn_lanes=4, attn_kpc=4,
+                 gelu_mode="ivit", probs_bits=PROBS_BITS, wstore_depth=None):
         check_int("banks", banks, 1, isa.MAX_BANKS)
+        if gelu_mode not in GELU_IN_BITS:
+            raise ValueError(f"gelu_mode must be one of {sorted(GELU_IN_BITS)}, not {gelu_mode!r}")
+        if probs_bits not in PROBS_BITS_CHOICES:
+            raise ValueError(f"probs_bits must be one of {PROBS_BITS_CHOICES}, not {probs_bits!r}")
         check_int("max_rows", max_rows, 1, (1 << isa.ROW_BITS) - 1)
         check_int("max_width", max_width, 1, (1 << isa.ROW_BITS) - 1)
         check_int("prog_depth", prog_depth, 1, 1 << isa.ROW_BITS)
@@ -551,9 +562,13 @@ class Accelerator(wiring.Component):
             if 1 << _bits(v) < a_max:
                 raise ValueError(f"{name} = {v}: rounded up to a power of two it must be >= "
                                  f"attn_lanes and attn_kpc (KV words are key/channel blocks)")
+        # 16-bit probabilities are the AV pass's activations (one MULT18X18D
+        # per product either way).
         self._int8 = Int8Engine(lanes=attn_lanes, k_per_cycle=attn_kpc,
-                                max_k=max(max_width, max_rows))
-        wgt_bits = self._codes_shape().size
+                                max_k=max(max_width, max_rows),
+                                act_bits=WIDE_BITS if probs_bits == 16 else 8)
+        # The weight store holds ternary code beats and int8 weight beats.
+        wgt_bits = max(self._codes_shape().size, self._i8_beat_bits)
         need = max(4, -(-wgt_bits // 8))
         if axis_bytes is None:
             axis_bytes = 1 << _bits(need)
@@ -565,7 +580,11 @@ class Accelerator(wiring.Component):
                             table_ram=table_ram, banks=banks, max_rows=max_rows,
                             max_width=max_width, prog_depth=prog_depth,
                             const_sets=const_sets, axis_bytes=axis_bytes,
-                            attn_lanes=attn_lanes, attn_kpc=attn_kpc)
+                            attn_lanes=attn_lanes, attn_kpc=attn_kpc, gelu_mode=gelu_mode,
+                            probs_bits=probs_bits, wstore_depth=wstore_depth)
+        self._wgt_bits = wgt_bits
+        if wstore_depth is not None:
+            check_int("wstore_depth", wstore_depth, 1, 1 << 16)
         self._col_bits = _bits(max_width)
         self._row_bits = max(1, _bits(max_rows))
         self._set_bits = _bits(const_sets)
@@ -580,6 +599,13 @@ class Accelerator(wiring.Component):
 
     def _codes_shape(self):
         return self._engine.wgt.payload.shape()["codes"].shape
+
+    def _i8_data_shape(self):
+        return self._int8.wgt.payload.shape()["data"].shape
+
+    @property
+    def _i8_beat_bits(self):
+        return self._i8_data_shape().size
 
     params = property(lambda self: dict(self._params), doc="construction parameters")
     engine = property(lambda self: self._engine, doc="the TLMM engine (host helpers, cycles())")
@@ -620,19 +646,39 @@ class Accelerator(wiring.Component):
 
     @property
     def wstore_depth(self):
-        """Beats per weight-store buffer: the largest LINEAR (max_width x
-        max_width)."""
+        """Beats per weight-store buffer: the ``wstore_depth`` parameter, by
+        default the largest ternary LINEAR (max_width x max_width)."""
+        if self._params["wstore_depth"] is not None:
+            return self._params["wstore_depth"]
         w = self._params["max_width"]
         return WeightStore.depth_for(self._engine, w, w)
 
-    def weight_frames(self, w):
-        """``s_axis_wgt`` payload of one LINEAR pass with ternary ``w`` (K, N):
+    def weight_beats(self, k, n, kind="ternary"):
+        """Weight-store beats of one LINEAR pass of shape (K, N) on the
+        engine ``kind`` ("ternary": the TLMM engine, "int8": the int8 engine)."""
+        return WeightStore.depth_for(self._engine if kind == "ternary" else self._int8, k, n)
+
+    def weight_frames(self, w, kind="ternary"):
+        """``s_axis_wgt`` payload of one LINEAR pass with weights ``w`` (K, N):
         a list of one frame (sent once per pass, whatever the number of
-        activation rows), one transfer per engine beat."""
-        layout = self._codes_shape()
-        frame = b"".join(layout.const(b["codes"]).as_value().value.to_bytes(self.axis_bytes,
-                                                                            "little")
-                         for b in self._engine.wgt_beats(w))
+        activation rows), one transfer per engine beat: ternary ``w`` as the
+        TLMM engine's codes, int8 ``w`` (kind "int8") as the int8 engine's
+        lane-major weight bytes."""
+        import numpy as np
+        ab = self.axis_bytes
+        if kind == "ternary":
+            layout = self._codes_shape()
+            frame = b"".join(layout.const(b["codes"]).as_value().value.to_bytes(ab, "little")
+                             for b in self._engine.wgt_beats(w))
+        elif kind == "int8":
+            # Lane-major signed bytes, element 0 in the low byte: the int8
+            # engine's data layout (ArrayLayout of signed(8)), packed by NumPy
+            # (a layer has up to ~10^5 beats).
+            pad = bytes(ab - self._i8_beat_bits // 8)
+            frame = b"".join(np.asarray(b["data"], dtype=np.int8).tobytes() + pad
+                             for b in self._int8.wgt_beats(w))
+        else:
+            raise ValueError(f"kind must be 'ternary' or 'int8', not {kind!r}")
         return [frame]
 
     # --- gateware ------------------------------------------------------------
@@ -733,16 +779,28 @@ class Accelerator(wiring.Component):
         m.d.comb += in_reset.eq(soft | (soft_hold != 0))
         m.submodules.core = ResetInserter(in_reset)(c)
 
-        # One per-channel requantizer serves LINEAR (REQUANT, and the first
-        # step of REQUANT_GELU) and NORM (LayerNorm z is 32 bits).
-        requant = Requantizer(acc_bits=max(e.acc_bits, LN_OUT_BITS), out_bits=8,
+        # The epilogue: every engine result and LayerNorm output (32 bits)
+        # is first multiplied by its row's absmax (RowScale; 1 unless the
+        # LINEAR's source rows were row-quantized), then one per-channel
+        # requantizer (int16 out, clamped further per pass) serves LINEAR
+        # (REQUANT, the first step of REQUANT_GELU), NORM and ATTN, or the
+        # bias add and ResidualAdd take the scaled accumulator (48 bits).
+        rscale = RowScale(acc_bits=_ACC_BITS, scale_bits=WIDE_BITS)
+        requant = Requantizer(acc_bits=_ACC_BITS + WIDE_BITS, out_bits=16,
                               channels=width_max, bias_bits=32)
         lnorm = LayerNorm(in_bits=16, max_len=width_max)
-        gelu = ShiftGELU(mode="ivit", max_len=width_max)
-        gelu_rq = Requantizer(acc_bits=gelu.out_bits, out_bits=8, channels=1, bias_bits=2)
-        resadd = ResidualAdd(x_bits=32, y_bits=16, out_bits=16, channels=width_max)
-        act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=max(e.k_block, aK))
+        gelu = ShiftGELU(mode=p["gelu_mode"], max_len=width_max)
+        gelu_rq = Requantizer(acc_bits=gelu.out_bits, out_bits=16, channels=1, bias_bits=2)
+        resadd = ResidualAdd(x_bits=_ACC_BITS + WIDE_BITS, y_bits=16, out_bits=16,
+                             channels=width_max)
+        blk = max(e.k_block, aK)
+        act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk)
         res_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb)
+        # int16 rows as an engine's source: row-quantized (DynQuant, LINEAR)
+        # or as they are (16-bit probabilities, ATTN_AV); second read port.
+        wide_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb, block=blk)
+        dynq = DynQuant(in_bits=WIDE_BITS, max_len=-(-width_max // blk) * blk)
+        amax_q = fifo.SyncFIFOBuffered(width=WIDE_BITS, depth=8)
         act_wr = _Writer(elem_bits=8, row_bits=rb, col_bits=cb)
         res_wr = _Writer(elem_bits=16, row_bits=rb, col_bits=cb)
         act_pk = _Packer(signed(8), e.k_block)
@@ -753,13 +811,16 @@ class Accelerator(wiring.Component):
         ser = _Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
         # Attention: act reader -> i8_pk -> int8 engine <- KV fetcher;
         # engine -> i8_ser -> requant (per tensor) [-> Shiftmax] -> act writer.
-        i8_pk = _Packer(signed(8), aK)
+        i8_pk = _Packer(signed(i8.act_bits), aK)
         i8_ser = _Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
-        smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=PROBS_BITS, max_len=p["max_rows"])
+        smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=p["probs_bits"], max_len=p["max_rows"])
         kvf = _KVFetcher(beat_bits=8 * aL * aK, addr_bits=kv_word_bits + 1, lanes=aL, kpc=aK,
                          row_bits=rb, col_bits=cb)
-        ws = WeightStore(e, depth=self.wstore_depth, max_rows=p["max_rows"])
-        for name, unit in (("engine", e), ("requant", requant), ("resadd", resadd),
+        ws = WeightStore(unsigned(self._wgt_bits), depth=self.wstore_depth,
+                         max_rows=p["max_rows"])
+        for name, unit in (("engine", e), ("rscale", rscale), ("requant", requant),
+                           ("resadd", resadd), ("wide_rd", wide_rd), ("dynq", dynq),
+                           ("amax_q", amax_q),
                            ("lnorm", lnorm), ("gelu", gelu), ("gelu_rq", gelu_rq),
                            ("act_rd", act_rd), ("res_rd", res_rd), ("act_wr", act_wr),
                            ("res_wr", res_wr), ("act_pk", act_pk), ("st_pk8", st_pk8),
@@ -772,6 +833,7 @@ class Accelerator(wiring.Component):
         act_rp = act_mem.read_port(domain="sync")
         act_wp = act_mem.write_port()
         res_rp = res_mem.read_port(domain="sync")
+        wide_rp = res_mem.read_port(domain="sync")
         res_wp = res_mem.write_port()
         prog_rp = prog_mem.read_port(domain="sync")
         const_rp = const_mem.read_port(domain="sync")
@@ -800,6 +862,8 @@ class Accelerator(wiring.Component):
             act_rp.addr.eq(addr(src_bank, act_rd.row_addr, act_rd.col_addr)),
             res_rp.addr.eq(addr(None, res_rd.row_addr, res_rd.col_addr, False)),
             res_rd.rdata.eq(res_rp.data),
+            wide_rp.addr.eq(addr(None, wide_rd.row_addr, wide_rd.col_addr, False)),
+            wide_rd.rdata.eq(wide_rp.data),
             act_wp.addr.eq(addr(dst_bank, act_wr.row_addr, act_wr.col_addr)),
             act_wp.data.eq(act_wr.wdata), 
             res_wp.addr.eq(addr(None, res_wr.row_addr, res_wr.col_addr, False)),
@@ -824,10 +888,16 @@ class Accelerator(wiring.Component):
             "src_v": d.src_bank == VALUE_BANK,
             "dst_kv": (d.dst_bank == KEY_BANK) | (d.dst_bank == VALUE_BANK),
             "dst_v": d.dst_bank == VALUE_BANK,
+            "eng_i8": d.engine == EngineKind.INT8,
         }
         flags = {name: Signal(name=f"dec_{name}") for name in dec}
         (is_end, is_load, is_store, is_linear, is_norm, is_attn, is_qk, epi_res, epi_gelu,
-         src_res, dst_res, src_kv, src_v, dst_kv, dst_v) = flags.values()
+         src_res, dst_res, src_kv, src_v, dst_kv, dst_v, eng_i8) = flags.values()
+        # Passes that run through the epilogue, and those whose source rows
+        # come from the int16 bank through DynQuant (per-token quantization:
+        # a LINEAR reading RESIDUAL_BANK).
+        compute = is_linear | is_norm | is_attn
+        row_q = is_linear & src_res
         # KV region: written through the act writer's (row, col) when the
         # destination is KEY_BANK / VALUE_BANK, read by the KV fetcher during
         # ATTN passes and through the act reader's (row, col) by STORE.
@@ -845,6 +915,8 @@ class Accelerator(wiring.Component):
             kvf.rdata.eq(kv_rp.data), act_wp.en.eq(act_wr.we & ~dst_kv),
             act_rd.rdata.eq(Mux(src_kv, kv_rp.data.word_select(rd_byte_d, 8), act_rp.data)),
         ]
+        rq_wide = Signal()       # the requantizer's results are int16 (else int8)
+        gelu_wide = int(GELU_IN_BITS[p["gelu_mode"]] == 16)
         run = Signal()           # a pass's data phase is under way
         go = Signal()            # one-cycle start of a pass's data phase
 
@@ -862,23 +934,27 @@ class Accelerator(wiring.Component):
         # Only the units a pass uses start (a reader left running would fill
         # its FIFO with rows nobody takes).
         c.d.comb += [
-            act_rd.go.eq(go & (is_linear | is_store & ~src_res | is_attn)),
+            act_rd.go.eq(go & ~src_res & (is_linear | is_store | is_attn)),
+            wide_rd.go.eq(go & src_res & (is_linear | is_attn)),
             res_rd.go.eq(go & (is_linear & epi_res | is_store & src_res | is_norm)),
-            act_wr.go.eq(go & (is_linear & ~epi_res | is_load & ~dst_res | is_norm | is_attn)),
+            act_wr.go.eq(go & ~dst_res & (compute | is_load)),
             kvf.go.eq(go & is_attn),
-            res_wr.go.eq(go & (is_linear & epi_res | is_load & dst_res)),
+            res_wr.go.eq(go & dst_res & (compute | is_load)),
             ld_up8.go.eq(go & is_load & ~dst_res), ld_up16.go.eq(go & is_load & dst_res),
         ]
         c.d.comb += [
             act_rd.base.eq(d.src_row), act_rd.rows.eq(d.rows), act_rd.length.eq(d.k),
             act_rd.pad.eq(is_linear | is_attn), act_rd.segs.eq(Mux(is_attn, d.heads, 1)),
-            act_rd.blk_last.eq(Mux(is_attn, aK - 1, e.k_block - 1)),
+            act_rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
+            wide_rd.base.eq(d.src_row), wide_rd.rows.eq(d.rows), wide_rd.length.eq(d.k),
+            wide_rd.pad.eq(1), wide_rd.segs.eq(Mux(is_attn, d.heads, 1)),
+            wide_rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
             res_rd.base.eq(Mux(is_linear, d.dst_row, d.src_row)), res_rd.rows.eq(d.rows),
             res_rd.length.eq(Mux(is_linear, d.n, d.k)),
             act_wr.base.eq(d.dst_row), act_wr.rows.eq(d.rows),
             act_wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k))),
             res_wr.base.eq(d.dst_row), res_wr.rows.eq(d.rows),
-            res_wr.length.eq(Mux(is_linear, d.n, d.k)),
+            res_wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k))),
             ld_up8.length.eq(d.k), ld_up16.length.eq(d.k),
             ld_up8.rows.eq(d.rows), ld_up16.rows.eq(d.rows),
             requant.num_channels.eq(Mux(is_attn, 1, d.n)), resadd.num_channels.eq(d.n),
@@ -919,45 +995,6 @@ class Accelerator(wiring.Component):
         with c.If(go):
             c.d.sync += stored.eq(0)
 
-        # LINEAR: reader -> k-block packer -> engine.act; weight store -> engine.wgt;
-        # engine.out -> serializer -> requant -> act writer, or
-        #                           -> bias add -> resadd (+ res reader) -> res writer.
-        li = run & is_linear
-        join(act_rd.out, act_pk.inp, li)
-        c.d.comb += [e.act.valid.eq(act_pk.out.valid), act_pk.out.ready.eq(e.act.ready),
-                     e.act.payload.data.eq(act_pk.out.payload.data),
-                     e.act.payload.last.eq(act_pk.out.payload.last)]
-
-        # Weights: s_axis_wgt -> weight store (one frame per LINEAR, loaded
-        # into the free buffer whenever one is free, also during other
-        # passes) -> engine.wgt. The store replays a pass's beats once per
-        # activation row after its play command {ceil(K / k_block), N /
-        # lanes, M}, issued in DISPATCH (held in play_v until taken).
-        wgt_in = self.s_axis_wgt
-        kb_count = Signal(range(e.k_blocks + 1))
-        nb_count = Signal(range(width_max // e.lanes + 1))
-        play_v = Signal()
-        wgt_take = Signal()
-        c.d.comb += [
-            ws.load.valid.eq(wgt_in.tvalid & ~in_reset),
-            wgt_in.tready.eq(ws.load.ready & ~in_reset),
-            ws.load.payload.codes.eq(wgt_in.tdata[:ws.code_bits]),
-            ws.load.payload.last.eq(wgt_in.tlast),
-            ws.play.valid.eq(play_v),
-            ws.play.payload.k_blocks.eq(kb_count), ws.play.payload.n_blocks.eq(nb_count),
-            ws.play.payload.rows.eq(d.rows), ws.play.payload.cont.eq(0),
-            e.wgt.payload.codes.eq(ws.wgt.payload.codes),
-            e.wgt.payload.last_k.eq(ws.wgt.payload.last_k),
-            e.wgt.payload.last_n.eq(ws.wgt.payload.last_n),
-            wgt_take.eq(e.wgt.valid & e.wgt.ready),
-        ]
-        with c.If(li):
-            c.d.comb += [e.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(e.wgt.ready)]
-        with c.If(ws.play.ready):
-            c.d.sync += play_v.eq(0)
-
-        c.d.comb += [ser.inp.valid.eq(e.out.valid), e.out.ready.eq(ser.inp.ready),
-                     ser.inp.payload.eq(e.out.payload)]
         def join_fields(src, dst, when):
             """``join`` for element streams of different widths (data
             sign-extended or truncated field by field)."""
@@ -966,37 +1003,141 @@ class Accelerator(wiring.Component):
                              dst.payload.data.eq(src.payload.data),
                              dst.payload.last.eq(src.payload.last)]
 
-        # REQUANT: ser -> requant -> act writer. REQUANT_GELU: ser -> requant
-        # -> ShiftGELU -> gelu_rq -> act writer. NORM: res reader -> LayerNorm
-        # -> requant -> act writer.
-        nm = run & is_norm
-        join_fields(ser.out, requant.inp, li & ~epi_res)
-        join_fields(res_rd.out, lnorm.inp, nm)
-        join_fields(lnorm.out, requant.inp, nm)
-        join_fields(requant.out, act_wr.inp, li & ~epi_res & ~epi_gelu | nm)
-        join_fields(requant.out, gelu.inp, li & epi_gelu)
-        join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)
-        join_fields(gelu_rq.out, act_wr.inp, li & epi_gelu)
+        li, at, nm = run & is_linear, run & is_attn, run & is_norm
+        on_i8 = li & eng_i8 | at            # passes on the int8 engine
 
-        # ATTN_QK / ATTN_AV: act reader (heads as row segments) -> packer ->
-        # int8 engine <- KV fetcher; engine -> serializer -> requant (one
-        # per-tensor entry) -> [Shiftmax (QK)] -> act writer.
-        at = run & is_attn
-        join(act_rd.out, i8_pk.inp, at)
-        join(i8_pk.out, i8.act, at)
+        # Sources. The act reader (int8 bank, KV region), or the wide reader
+        # (int16 bank): through DynQuant for a LINEAR (per-token
+        # quantization; the row's absmax goes into amax_q with its last
+        # element), as they are for ATTN_AV (16-bit probabilities). Then the
+        # packer of the pass's engine: k-blocks for TLMM, attn_kpc for INT8.
+        a_src = _elem_stream().create(path=("a_src",))
+        join(act_rd.out, a_src, (li | at) & ~src_res)
+        join(wide_rd.out, a_src, at & src_res)
+        join(wide_rd.out, dynq.inp, li & src_res)
+        with c.If(row_q):
+            c.d.comb += [a_src.valid.eq(dynq.out.valid & amax_q.w_rdy),
+                         dynq.out.ready.eq(a_src.ready & amax_q.w_rdy),
+                         a_src.payload.data.eq(dynq.out.payload.data),
+                         a_src.payload.last.eq(dynq.out.payload.last)]
+        c.d.comb += [amax_q.w_data.eq(dynq.out.payload.absmax),
+                     amax_q.w_en.eq(row_q & dynq.out.valid & dynq.out.ready &
+                                    dynq.out.payload.last)]
+        join_fields(a_src, act_pk.inp, li & ~eng_i8)
+        join_fields(a_src, i8_pk.inp, on_i8)
+        join(act_pk.out, e.act, li & ~eng_i8)
+        join(i8_pk.out, i8.act, on_i8)
+
+        # Weights: s_axis_wgt -> weight store (one frame per LINEAR, loaded
+        # into the free buffer whenever one is free, also during other
+        # passes) -> the pass's engine (TLMM codes, or int8 weight bytes in
+        # the low bits of the store word). The store replays a pass's beats
+        # once per activation row after its play command {k-blocks, output
+        # blocks, M} of that engine, issued in DISPATCH (held in play_v until
+        # taken). ATTN: the KV fetcher feeds the int8 engine.
+        wgt_in = self.s_axis_wgt
+        kb_count = Signal(range(e.k_blocks + 1))
+        nb_count = Signal(range(width_max // e.lanes + 1))
+        play_v = Signal()
+        wgt_take = Signal()
+        i8_wgt_bits = self._i8_beat_bits
+        c.d.comb += [
+            ws.load.valid.eq(wgt_in.tvalid & ~in_reset),
+            wgt_in.tready.eq(ws.load.ready & ~in_reset),
+            ws.load.payload.codes.eq(wgt_in.tdata[:ws.code_bits]),
+            ws.load.payload.last.eq(wgt_in.tlast),
+            ws.play.valid.eq(play_v),
+            ws.play.payload.k_blocks.eq(Mux(eng_i8, i8_kbs, kb_count)),
+            ws.play.payload.n_blocks.eq(Mux(eng_i8, i8_nbs, nb_count)),
+            ws.play.payload.rows.eq(d.rows), ws.play.payload.cont.eq(0),
+            e.wgt.payload.codes.as_value().eq(ws.wgt.payload.codes),
+            e.wgt.payload.last_k.eq(ws.wgt.payload.last_k),
+            e.wgt.payload.last_n.eq(ws.wgt.payload.last_n),
+            wgt_take.eq(Mux(eng_i8, i8.wgt.valid & i8.wgt.ready, e.wgt.valid & e.wgt.ready)),
+        ]
+        with c.If(li & ~eng_i8):
+            c.d.comb += [e.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(e.wgt.ready)]
+        with c.If(li & eng_i8):
+            c.d.comb += [i8.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(i8.wgt.ready),
+                         i8.wgt.payload.data.as_value().eq(ws.wgt.payload.codes[:i8_wgt_bits]),
+                         i8.wgt.payload.last_k.eq(ws.wgt.payload.last_k),
+                         i8.wgt.payload.last_n.eq(ws.wgt.payload.last_n)]
+        with c.If(ws.play.ready):
+            c.d.sync += play_v.eq(0)
         join(kvf.out, i8.wgt, at)       # same bits: data (lane-major bytes), last_k, last_n
-        join(i8.out, i8_ser.inp, at)
-        join_fields(i8_ser.out, requant.inp, at)
-        join_fields(requant.out, smax.inp, at & is_qk)
-        join_fields(smax.out, act_wr.inp, at & is_qk)
-        join_fields(requant.out, act_wr.inp, at & ~is_qk)
 
-        # Bias add in front of the residual adder: acc + bias[channel]. The
-        # biases are copied into a distributed-RAM table during the constant
-        # copy (the constant memory is block RAM, ~5.6 ns clock-to-out on
-        # ECP5 and placed far away), read asynchronously by channel here.
+        # Accumulators (int32) into RowScale: an engine's results through its
+        # serializer, or LayerNorm's z (NORM: residual reader -> LayerNorm).
+        # The absmax is the row's from amax_q (popped with the row's last
+        # result) for a row-quantized LINEAR, else 1.
+        join(e.out, ser.inp, li & ~eng_i8)
+        join(i8.out, i8_ser.inp, on_i8)
+        acc = _elem_stream(_ACC_BITS).create(path=("acc",))
+        join_fields(ser.out, acc, li & ~eng_i8)
+        join_fields(i8_ser.out, acc, on_i8)
+        join_fields(res_rd.out, lnorm.inp, nm)
+        join_fields(lnorm.out, acc, nm)
+        amax_ok = ~row_q | amax_q.r_rdy
+        c.d.comb += [rscale.inp.valid.eq(acc.valid & amax_ok),
+                     acc.ready.eq(rscale.inp.ready & amax_ok),
+                     rscale.inp.payload.data.eq(acc.payload.data),
+                     rscale.inp.payload.last.eq(acc.payload.last),
+                     rscale.inp.payload.absmax.eq(Mux(row_q, amax_q.r_data, 1)),
+                     amax_q.r_en.eq(row_q & acc.valid & acc.ready & acc.payload.last)]
+
+        # Epilogue. rscale -> requant (per channel; per tensor for ATTN) ->
+        # clamp to the pass's output range [-> negate (NORM, per channel)]
+        # = rq_out; then QK: -> Shiftmax; REQUANT_GELU: -> ShiftGELU ->
+        # gelu_rq -> clamp. RESIDUAL: rscale -> + bias -> ResidualAdd (+ the
+        # residual reader on the destination rows). The result goes to the
+        # act writer (int8 bank, KV region) or the res writer (int16 bank).
+        join_fields(rscale.out, requant.inp, run & compute & ~(is_linear & epi_res))
+
+        def clamp(v, wide, sym=0):
+            lo = Mux(wide, Mux(sym, -INT16_MAX, INT16_MIN), INT8_MIN)
+            hi = Mux(wide, INT16_MAX, INT8_MAX)
+            return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+        nch = Signal(range(width_max))
+        neg_mem = memory.Memory(shape=1, depth=width_max, init=[])
+        c.submodules.neg_mem = neg_mem
+        neg_rp = neg_mem.read_port(domain="comb")
+        neg_wp = neg_mem.write_port()
+        rq_out = _elem_stream().create(path=("rq_out",))
+        rq_v = Signal(signed(17))
+        c.d.comb += [
+            neg_rp.addr.eq(nch),
+            rq_v.eq(clamp(requant.out.payload.data, rq_wide, is_norm)),
+            rq_out.valid.eq(requant.out.valid), requant.out.ready.eq(rq_out.ready),
+            rq_out.payload.data.eq(Mux(is_norm & neg_rp.data, -rq_v, rq_v)),
+            rq_out.payload.last.eq(requant.out.payload.last),
+        ]
+        with c.If(requant.out.valid & requant.out.ready):
+            c.d.sync += nch.eq(Mux(requant.out.payload.last, 0, nch + 1))
+        with c.If(go):
+            c.d.sync += nch.eq(0)
+        g_out = _elem_stream().create(path=("g_out",))
+        c.d.comb += [g_out.valid.eq(gelu_rq.out.valid), gelu_rq.out.ready.eq(g_out.ready),
+                     g_out.payload.data.eq(clamp(gelu_rq.out.payload.data, dst_res)),
+                     g_out.payload.last.eq(gelu_rq.out.payload.last)]
+        join_fields(rq_out, smax.inp, at & is_qk)
+        join_fields(rq_out, gelu.inp, li & epi_gelu)
+        join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)
+        epi_out = _elem_stream().create(path=("epi_out",))
+        join_fields(rq_out, epi_out, li & ~epi_res & ~epi_gelu | nm | at & ~is_qk)
+        join_fields(smax.out, epi_out, at & is_qk)
+        join_fields(g_out, epi_out, li & epi_gelu)
+        join_fields(resadd.out, epi_out, li & epi_res)
+        join(epi_out, act_wr.inp, run & compute & ~dst_res)
+        join(epi_out, res_wr.inp, run & compute & dst_res)
+
+        # Bias add in front of the residual adder: acc * absmax + bias[channel].
+        # The biases are copied into a distributed-RAM table during the
+        # constant copy (the constant memory is block RAM, ~5.6 ns
+        # clock-to-out on ECP5 and placed far away), read asynchronously by
+        # channel here.
         bias_v, bias_last = Signal(), Signal()
-        bias_sum = Signal(signed(32))
+        bias_sum = Signal(signed(_ACC_BITS + WIDE_BITS))
         bch = Signal(range(width_max))
         bias_take = Signal()
         bias_mem = memory.Memory(shape=signed(32), depth=width_max, init=[])
@@ -1005,25 +1146,20 @@ class Accelerator(wiring.Component):
         bias_wp = bias_mem.write_port()
         c.d.comb += bias_rp.addr.eq(bch)
         with c.If(li & epi_res):
-            c.d.comb += [ser.out.ready.eq(~bias_v | resadd.x.ready),
+            c.d.comb += [rscale.out.ready.eq(~bias_v | resadd.x.ready),
                          resadd.x.valid.eq(bias_v)]
-        c.d.comb += [bias_take.eq(ser.out.valid & ser.out.ready & li & epi_res),
+        c.d.comb += [bias_take.eq(rscale.out.valid & rscale.out.ready & li & epi_res),
                      resadd.x.payload.data.eq(bias_sum),
                      resadd.x.payload.last.eq(bias_last)]
         with c.If(bias_take):
-            c.d.sync += [bias_sum.eq(ser.out.payload.data + bias_rp.data), bias_v.eq(1),
-                         bias_last.eq(ser.out.payload.last),
+            c.d.sync += [bias_sum.eq(rscale.out.payload.data + bias_rp.data), bias_v.eq(1),
+                         bias_last.eq(rscale.out.payload.last),
                          bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))]
         with c.Elif(resadd.x.ready):
             c.d.sync += bias_v.eq(0)
         with c.If(go):
             c.d.sync += [bch.eq(0), bias_v.eq(0)]
         join(res_rd.out, resadd.y, li & epi_res)
-        with c.If(li & epi_res):
-            c.d.comb += [res_wr.inp.valid.eq(resadd.out.valid),
-                         resadd.out.ready.eq(res_wr.inp.ready),
-                         res_wr.inp.payload.data.eq(resadd.out.payload.data),
-                         res_wr.inp.payload.last.eq(resadd.out.payload.last)]
 
         # Constant copy (PARAM phase) into the epilogue's per-channel table.
         pch = Signal(range(width_max + 1))
@@ -1050,7 +1186,9 @@ class Accelerator(wiring.Component):
         pch_d = Signal.like(pch)
         c.d.sync += pch_d.eq(pch)
         c.d.comb += [bias_wp.addr.eq(pch_d), bias_wp.data.eq(rs_c.bias),
-                     bias_wp.en.eq(pv & epi_res)]
+                     bias_wp.en.eq(pv & epi_res),
+                     neg_wp.addr.eq(pch_d), neg_wp.data.eq(rq_c.neg),
+                     neg_wp.en.eq(pv & ~epi_res)]
         with c.If(pfirst):
             c.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
         c.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
@@ -1068,6 +1206,9 @@ class Accelerator(wiring.Component):
             for j in range(1, width_max // lanes + 1):
                 n_mult = n_mult | (d.n == j * lanes)
         n_ok = (d.n >= lanes) & (d.n <= width_max) & n_mult
+        n_ok_i8 = (d.n >= aL) & (d.n <= width_max) & \
+            ((d.n[:_bits(aL)] == 0) if aL > 1 else Const(1))
+        probs16 = p["probs_bits"] == 16
 
         def bank_ok(bank, int8=True, res=True, kv=False):
             ok = Const(0)
@@ -1106,27 +1247,30 @@ class Accelerator(wiring.Component):
                 with c.Elif(~k_ok):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
             with c.Case(Opcode.LINEAR):
-                with c.If((d.head != Head.NONE) | (d.engine != EngineKind.TLMM) |
+                with c.If((d.head != Head.NONE) |
                           ((d.epilogue != Epilogue.REQUANT) & ~dec["epi_res"] & ~dec["epi_gelu"])):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                with c.Elif(~bank_ok(d.src_bank, res=False) |
+                with c.Elif(~bank_ok(d.src_bank) |
                             Mux(dec["epi_res"], ~dec["dst_res"],
-                                ~bank_ok(d.dst_bank, res=False,
-                                         kv=d.epilogue == Epilogue.REQUANT))):
+                                ~bank_ok(d.dst_bank, kv=d.epilogue == Epilogue.REQUANT))):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif(~k_ok | ~n_ok):
+                with c.Elif(~k_ok | ~Mux(dec["eng_i8"], n_ok_i8, n_ok)):
                     c.d.comb += err.eq(ErrorCode.SHAPE)
                 with c.Elif(d.const >= p["const_sets"]):
                     c.d.comb += err.eq(ErrorCode.CONST)
-                with c.Elif(~dec["epi_res"] & (d.src_bank == d.dst_bank) & (d.dst_row > d.src_row) &
-                            (d.dst_row < src_end)):
+                # Rows are written after they are read (row-stationary), so a
+                # destination may start at or before its source; a RESIDUAL
+                # pass also reads its destination rows, so those must be
+                # disjoint from the source.
+                with c.Elif((d.src_bank == d.dst_bank) & (d.dst_row < src_end) &
+                            Mux(dec["epi_res"], d.src_row < dst_end, d.dst_row > d.src_row)):
                     c.d.comb += err.eq(ErrorCode.OVERLAP)
             with c.Case(Opcode.NORM):
                 with c.If((d.head != Head.LAYERNORM) | (d.epilogue != Epilogue.REQUANT)):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                with c.Elif(~dec["src_res"] | ~bank_ok(d.dst_bank, res=False)):
+                with c.Elif(~dec["src_res"] | ~bank_ok(d.dst_bank)):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
@@ -1146,7 +1290,12 @@ class Accelerator(wiring.Component):
                 with c.If((d.head != Head.NONE) | (d.engine != EngineKind.INT8) |
                           (d.epilogue != Mux(qk, Epilogue.REQUANT_SOFTMAX, Epilogue.REQUANT))):
                     c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                with c.Elif(~bank_ok(d.src_bank, res=False) | ~bank_ok(d.dst_bank, res=False)):
+                # Probabilities live in an int8 bank (8 bits) or the int16
+                # bank (16 bits): QK writes them, AV reads them.
+                with c.Elif(Mux(qk, ~bank_ok(d.src_bank, res=False) |
+                                ~bank_ok(d.dst_bank, int8=not probs16, res=probs16),
+                                ~bank_ok(d.src_bank, int8=not probs16, res=probs16) |
+                                ~bank_ok(d.dst_bank))):
                     c.d.comb += err.eq(ErrorCode.BANK)
                 with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
                     c.d.comb += err.eq(ErrorCode.ROWS)
@@ -1177,10 +1326,8 @@ class Accelerator(wiring.Component):
         m.d.comb += status.unit.eq(unit_flags)
         pass_done = Signal()
         c.d.comb += pass_done.eq(
-            (is_load & Mux(dst_res, res_wr.done, act_wr.done)) |
-            (is_store & (stored == d.rows)) |
-            (is_linear & Mux(epi_res, res_wr.done, act_wr.done)) |
-            ((is_norm | is_attn) & act_wr.done))
+            ((is_load | compute) & Mux(dst_res, res_wr.done, act_wr.done)) |
+            (is_store & (stored == d.rows)))
         pass_timer = Signal(32)
 
         def stop(with_code):
@@ -1209,6 +1356,10 @@ class Accelerator(wiring.Component):
                              i8_hstep.eq(Mux(op == Opcode.ATTN_QK, d.k >> kbits, d.n >> lbits)),
                              pcount.eq(Mux(dec["is_attn"], 1, d.n))]
                 c.d.sync += [flags[name].eq(v) for name, v in dec.items()]
+                # The requantizer's output range: int16 into the int16 bank
+                # (QK: int8 logits; REQUANT_GELU: the GELU input width).
+                c.d.sync += rq_wide.eq(Mux(dec["epi_gelu"], gelu_wide,
+                                           dec["dst_res"] & ~dec["is_qk"]))
                 c.next = "CHECK2"
             with c.State("CHECK2"):
                 c.d.sync += err_r.eq(err)

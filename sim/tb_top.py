@@ -325,7 +325,9 @@ def attn_cases(acc):
         (AV, dict(av, epilogue=Epilogue.REQUANT_SOFTMAX), ErrorCode.UNSUPPORTED),
         (QK, dict(qk, head=Head.LAYERNORM), ErrorCode.UNSUPPORTED),
         (QK, dict(qk, src_bank=KEY_BANK), ErrorCode.BANK),
-        (AV, dict(av, dst_bank=RESIDUAL_BANK), ErrorCode.BANK),
+        # 8-bit probabilities live in an int8 bank (this build's probs_bits)
+        (QK, dict(qk, dst_bank=RESIDUAL_BANK), ErrorCode.BANK),
+        (AV, dict(av, src_bank=RESIDUAL_BANK), ErrorCode.BANK),
         (QK, dict(qk, dst_bank=acc.banks), ErrorCode.BANK),
         (QK, dict(qk, src_row=R - 1), ErrorCode.ROWS),
         (AV, dict(av, rows=0), ErrorCode.ROWS),
@@ -363,8 +365,18 @@ async def malformed(dut):
         ([pack_descriptor(Opcode.LOAD, rows=1, k=W + 1)], ErrorCode.SHAPE, 0),
         ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, n=L + 1))], ErrorCode.SHAPE, 0),
         ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, n=W + L))], ErrorCode.SHAPE, 0),
-        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, dst_bank=RESIDUAL_BANK))],
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.RESIDUAL))],
          ErrorCode.BANK, 0),
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, src_bank=KEY_BANK))], ErrorCode.BANK, 0),
+        # int8 weights: N a multiple of the int8 engine's lanes
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, engine=EngineKind.INT8,
+                                                n=acc.int8_engine.lanes + 1))],
+         ErrorCode.SHAPE, 0),
+        # a RESIDUAL pass reads its destination rows: disjoint from its source
+        ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, epilogue=Epilogue.RESIDUAL,
+                                                src_bank=RESIDUAL_BANK, src_row=2,
+                                                dst_bank=RESIDUAL_BANK, rows=3))],
+         ErrorCode.OVERLAP, 0),
         ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, const=acc.const_sets))],
          ErrorCode.CONST, 0),
         ([pack_descriptor(Opcode.LINEAR, **dict(ok_lin, dst_bank=0, rows=3, dst_row=1))],
@@ -377,7 +389,7 @@ async def malformed(dut):
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, head=Head.RMSNORM))],
          ErrorCode.UNSUPPORTED, 0),
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, src_bank=0))], ErrorCode.BANK, 0),
-        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, dst_bank=RESIDUAL_BANK))],
+        ([pack_descriptor(Opcode.NORM, **dict(ok_norm, dst_bank=acc.banks))],
          ErrorCode.BANK, 0),
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, n=L))], ErrorCode.SHAPE, 0),
         ([pack_descriptor(Opcode.NORM, **dict(ok_norm, src_row=R - 1, rows=2))],
@@ -506,13 +518,14 @@ async def pass_cycles(dut):
 
 # --- whole encoder blocks through the compiler ----------------------------------------
 
-def random_block(seed, *, hidden, heads, ffn, seq):
+def random_block(seed, *, hidden, heads, ffn, seq, **modes):
     """A random float encoder block (some negative LayerNorm gammas) quantized
-    by ``quantize_encoder`` (calibration on 16 random sequences); returns
-    (BlockParams, int16 input x of one sequence)."""
+    by ``quantize_encoder`` (calibration on 16 random sequences) with the
+    EncoderConfig ``modes`` (weights, norm, act_quant, probs_bits,
+    gelu_mode); returns (BlockParams, int16 input x of one sequence)."""
     import math
     rng = np.random.default_rng(seed)
-    cfg = EncoderConfig(hidden=hidden, heads=heads, ffn=ffn, max_seq=seq)
+    cfg = EncoderConfig(hidden=hidden, heads=heads, ffn=ffn, max_seq=seq, **modes)
     w = {}
     for name, shape in float_weight_shapes(cfg).items():
         if name.endswith(("ln1.weight", "ln2.weight")):
@@ -616,6 +629,34 @@ async def whole_block(dut):
     dut._log.info("digits block counters: %s", cnt)
     block, x = random_block(CONFIG.get("seed", 1), **SMALL)
     await block_run(tb, block, x, "small", stall=20_000)
+
+
+@cocotb.test()
+async def token_blocks(dut):
+    """The issue-7 datapath (a build with gelu_mode "accurate" and 16-bit
+    probabilities): whole blocks compiled by host.compiler, every traced
+    tensor compared with golden, random pauses on all AXI channels.
+
+    * post-LN, per-token quantization, int8 weights (the MiniLM/BERT layer):
+      DynQuant in front of q/k/v/o/fc1/fc2 on the int8 engine, RowScale,
+      int16 attn/ln1/gelu in the int16 bank, LayerNorm outputs negated per
+      channel, 16-bit probabilities through ATTN_AV;
+    * pre-LN, per-token quantization, ternary weights: DynQuant into the
+      TLMM engine;
+    * pre-LN, static int8 activations, int8 q/k/v/o and ternary fc1/fc2:
+      int8 LINEARs from an int8 bank, the accurate GELU's int16 input."""
+    tb = TopBench(dut)
+    await tb.reset()
+    for i, (shape, modes) in enumerate((
+            (SMALL, dict(weights="int8", norm="post", act_quant="token", probs_bits=16,
+                         gelu_mode="accurate")),
+            (dict(hidden=32, heads=2, ffn=64, seq=5),
+             dict(norm="pre", act_quant="token", probs_bits=16, gelu_mode="accurate")),
+            (dict(hidden=48, heads=3, ffn=64, seq=6),
+             dict(weights=[{n: "int8" for n in ("q", "k", "v", "o")}], probs_bits=16,
+                  gelu_mode="accurate")))):
+        block, x = random_block(CONFIG.get("seed", 1) + i, **shape, **modes)
+        await block_run(tb, block, x, f"token block {i}")
 
 
 @cocotb.test()

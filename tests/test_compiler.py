@@ -110,7 +110,11 @@ def test_stack():
     (dict(params=dict(prog_depth=8)), r"prog_depth = 8"),
     (dict(params=dict(const_sets=4)), r"constant sets"),
     (dict(params=dict(attn_kpc=16)), r"head dim 8 must be a multiple of attn_kpc"),
-    (dict(model=dict(weights="int8")), r"blocks\.0\.q: int8 weights"),
+    (dict(model=dict(weights="int8"), params=dict(wstore_depth=16)),
+     r"blocks\.0\.q: int8 weights \(32 x 32\) are 64 weight-store beats"),
+    (dict(model=dict(probs_bits=16)), r"blocks\.0\.probs: probs_bits 16"),
+    (dict(model=dict(act_quant="token"), seq=8, params=dict(max_rows=16)),
+     r"sequence length 8 \(3 regions of seq rows in the int16 bank\) needs 24 rows"),
     (dict(model=dict(gelu_mode="accurate")), r"blocks\.0\.fc1: gelu_mode"),
     (dict(model=dict(heads=2, ffn=512)), r"ffn = 512 exceeds max_width"),
 ])
@@ -119,6 +123,19 @@ def test_refused_before_anything_runs(change, match):
     params, _ = model(seq=max(seq, 8), **change.get("model", {}))
     with pytest.raises(CompileError, match=match):
         compile_block(params.blocks[0], dict(PARAMS, **change.get("params", {})), seq)
+
+
+def test_every_problem_listed():
+    """A model that does not fit gets one error naming each tensor that does
+    not fit, not just the first."""
+    params, _ = model(weights="int8", gelu_mode="accurate", ffn=512)
+    with pytest.raises(CompileError) as info:
+        compile_block(params.blocks[0], dict(PARAMS, wstore_depth=16), 8)
+    msg = str(info.value)
+    assert "problems):" in msg
+    for part in ("ffn = 512 exceeds max_width", "fc1: gelu_mode 'accurate'",
+                 "q: int8 weights", "fc2: int8 weights"):
+        assert part in msg, (part, msg)
 
 
 def test_bad_inputs_named():

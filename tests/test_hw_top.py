@@ -24,6 +24,11 @@ PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=1
               max_width=256, prog_depth=32, const_sets=12)
 TESTCASES = ["linear_chain", "second_shape", "residual", "malformed", "weight_errors",
              "pass_cycles", "attn_extremes", "whole_block", "reset_mid_block"]
+# A second build for the issue-7 datapath (accurate GELU, 16-bit probabilities,
+# per-token quantization, int8 weights); three int16 regions of 7 rows.
+TOKEN_PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=24,
+                    max_width=64, prog_depth=48, const_sets=10, gelu_mode="accurate",
+                    probs_bits=16, wstore_depth=256)
 
 
 @pytest.mark.sim
@@ -36,6 +41,19 @@ def test_top_matches_golden(testcase, tmp_path):
         for r in json.loads(report.read_text())["linear"]:
             # Run phase within 10% of the engine's analytic schedule.
             assert r["run_cycles"] <= 1.1 * r["analytic"], r
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-top-token")
+@pytest.mark.parametrize("broken", [False, True])
+def test_token_blocks(broken):
+    """Post-LN/per-token/int8, pre-LN/per-token/ternary and mixed-weight
+    blocks against golden; the wrong model (q loses a weight row) fails."""
+    if broken:
+        with pytest.raises(SimFailure, match="mismatches"):
+            tb_top.run(TOKEN_PARAMS, broken=True, testcase="token_blocks")
+    else:
+        assert tb_top.run(TOKEN_PARAMS, testcase="token_blocks") == 1
 
 
 @pytest.mark.sim
@@ -72,7 +90,9 @@ def test_kv_words_need_room():
 
 def test_defaults_and_ports():
     acc = Accelerator(**PARAMS)
-    assert acc.axis_bytes == 8            # 4 lanes x 2 tables x 5-bit codes = 40 bits
+    # one weight beat per transfer: TLMM codes 4 lanes x 2 tables x 5 bits = 40 bits,
+    # int8 weights 4 lanes x 4 bytes = 128 bits
+    assert acc.axis_bytes == 16
     assert acc.const_stride == 256
     names = set(flat_ports(acc))
     for ch in ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp",
@@ -87,14 +107,26 @@ def test_host_frames():
     acc = Accelerator(**PARAMS)
     x = np.array([[1, -2, 3], [127, -128, 0]])
     frames = acc.row_frames(x)
-    assert [len(f) for f in frames] == [8, 8]
+    assert [len(f) for f in frames] == [16, 16]
     assert np.array_equal(acc.frames_to_rows(frames, 3), x)
     r = np.array([[32767, -32768, 5, 6, 7]])
     assert np.array_equal(acc.frames_to_rows(acc.row_frames(r, wide=True), 5, wide=True), r)
     w = np.ones((24, 8), dtype=int)
     f = acc.weight_frames(w)          # one frame per pass, whatever the rows
-    assert len(f) == 1 and len(f[0]) == 8 * len(acc.engine.wgt_beats(w))
+    assert len(f) == 1 and len(f[0]) == 16 * len(acc.engine.wgt_beats(w))
     assert acc.wstore_depth == 43 * 64       # ceil(256 / k_block 6) x 256 / lanes 4
+    # int8 weights: the int8 engine's beats, lane-major signed bytes, element 0
+    # in the low byte (its data layout), one 16-byte transfer each
+    w8 = np.arange(-64, 64).reshape(16, 8)
+    f8 = acc.weight_frames(w8, "int8")[0]
+    beats = acc.int8_engine.wgt_beats(w8)
+    layout = acc.int8_engine.wgt.payload.shape()["data"].shape
+    assert len(f8) == 16 * len(beats) == 16 * acc.weight_beats(16, 8, "int8")
+    for i, b in enumerate(beats):
+        word = int.from_bytes(f8[16 * i:16 * i + 16], "little")
+        assert word == layout.const(b["data"]).as_value().value
+    with pytest.raises(ValueError, match="kind"):
+        acc.weight_frames(w8, "int4")
 
 
 # --- ISA ---------------------------------------------------------------------
