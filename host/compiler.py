@@ -16,26 +16,39 @@ multiplier widths, accumulator widths; errors name the tensor
 (``blocks.0.fc1``).
 
 Program of one block (sequence T, hidden C, FFN F, H heads of d = C / H;
-``A``/``B`` the two int8 banks, ``R`` the residual bank, ``K``/``V`` the KV
-region; ``[STORE t]`` only with ``trace=True``)::
+``A``/``B`` the two int8 banks, ``R0``/``R1``/``R2`` regions of T rows of
+the int16 bank (rows 0.., T.., 2T..), ``K``/``V`` the KV region; each
+LINEAR on the TLMM engine (ternary weights) or the int8 engine (int8
+weights); ``[STORE t]`` only with ``trace=True``). Pre-LN, static int8
+activations (8-bit probabilities; 16-bit ones go to R1)::
 
-    LOAD x -> R                          (int16 rows from s_axis)
-    NORM   R -> A          ln1           [STORE ln1]
-    LINEAR A -> K          k (REQUANT)   \\
+    LOAD x -> R0                         (int16 rows from s_axis)
+    NORM   R0 -> A         ln1           [STORE ln1]
+    LINEAR A -> K          k (REQUANT)   \
     LINEAR A -> V          v (REQUANT)    } weights from s_axis_wgt, once per pass
     LINEAR A -> B          q (REQUANT)   /   [STORE q, k, v]
     ATTN_QK B -> A         probs (H heads, REQUANT_SOFTMAX)  [STORE probs]
     ATTN_AV A -> B         attn  (H heads, REQUANT)          [STORE attn]
-    LINEAR B -> R          o (RESIDUAL: res1, in place)      [STORE res1]
-    NORM   R -> A          ln2                               [STORE ln2]
+    LINEAR B -> R0         o (RESIDUAL: res1, in place)      [STORE res1]
+    NORM   R0 -> A         ln2                               [STORE ln2]
     LINEAR A -> B          fc1 (REQUANT_GELU: gelu)          [STORE gelu]
-    LINEAR B -> R          fc2 (RESIDUAL: res2, in place)
-    STORE  R               res2 (always; "out" of a stack)
+    LINEAR B -> R0         fc2 (RESIDUAL: res2, in place)
+    STORE  R0              res2 (always; "out" of a stack)
     END
 
-Constant sets, one per pass with constants (10 per block): ln1, k, v, q,
-qk (one SOFTMAX_CONST entry: logits m, e and softmax_x0), av (one
-REQUANT_CONST: attn m, e), o, ln2, fc1 (GELU_CONST), fc2.
+Per-token mode (``act_quant`` "token"): the tensors that feed a LINEAR are
+int16 in the int16 bank, and a LINEAR reading the int16 bank row-quantizes
+them on chip (DynQuant). Pre-LN: ln1, attn and ln2 in R1, the 16-bit
+probabilities and gelu in R2. Post-LN (BERT; the LayerNorm outputs carry
+gamma's sign, ``neg`` bits)::
+
+    LOAD x -> R0;  LINEAR R0 -> K, V, B  k, v, q;  ATTN_QK B -> R1  probs
+    ATTN_AV R1 -> R2  attn;  LINEAR R2 -> R0  o (RESIDUAL: res1)
+    NORM R0 -> R1  ln1;  LINEAR R1 -> R2  fc1 (REQUANT_GELU: gelu)
+    LINEAR R2 -> R1  fc2 (RESIDUAL: res2, on ln1);  NORM R1 -> R0  ln2
+    STORE R0  ln2;  END
+
+A block's input and output are R0, so blocks chain on chip.
 
 Stored tensors come back in the golden trace's layout: ``probs`` as
 (H, T, T) (on chip it is T rows of H * T: head h in columns h*T ..), the

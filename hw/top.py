@@ -54,17 +54,30 @@ Stream formats (byte 0 = ``tdata[7:0]``, little-endian):
 Passes run one at a time (weight loading overlaps them). LINEAR: the
 per-channel constants of the pass (N entries of constant set ``const``) are
 first copied into the epilogue's table (N cycles), then the source rows are
-read from their bank (zero-padded to whole k-blocks), built into tables by
-the TLMM engine against the weights replayed by the store, serialized one
-output per cycle into the epilogue (Requantizer to int8 into an int8 bank,
-or bias add + ResidualAdd into the residual bank, read-modify-write; or
-REQUANT_GELU: Requantizer to the int8 GELU input -> ShiftGELU ("ivit", x0
-from the constants) -> per-tensor Requantizer to int8,
-:data:`~trilut.hw.isa.GELU_CONST`) and written to the destination rows.
+read from their bank (zero-padded to whole k-blocks) into the pass's engine
+(``engine`` TLMM: ternary weights, tables built against the codes replayed
+by the store; INT8: int8 weights replayed by the store into the int8
+engine), whose results are serialized one per cycle into the epilogue.
+A LINEAR whose source is the int16 bank (:data:`~trilut.hw.isa.RESIDUAL_BANK`)
+is per-token quantized on the way in: the rows stream through
+:class:`~trilut.hw.dynquant.DynQuant` (int8 rows, each row's absmax into a
+small FIFO) and every result is multiplied by its row's absmax
+(:class:`~trilut.hw.dynquant.RowScale`, 48 bits) before the epilogue; for
+every other pass the absmax is 1 (golden ``requantize_rows`` /
+``scale_rows``). The epilogue: the Requantizer (int16 result), clamped to
+the destination's range (int8 for an int8 bank or the KV region, int16 for
+the int16 bank; symmetric +-32767 for NORM) into the destination rows; or
+bias add + ResidualAdd into the int16 bank, read-modify-write; or
+REQUANT_GELU: Requantizer to the GELU input (int8 for ShiftGELU mode
+"ivit", int16 for "accurate": the build's ``gelu_mode``) -> ShiftGELU (x0
+from the constants) -> per-tensor Requantizer, clamped to the destination
+(:data:`~trilut.hw.isa.GELU_CONST`).
 NORM: its C constant entries are copied the same way, then int16 rows of the
-residual bank stream through LayerNorm and the per-channel Requantizer
+int16 bank stream through LayerNorm and the per-channel Requantizer
 (gamma, beta and the gamma sign folded into m, e, bias, as golden
-``NormParams``) into an int8 bank.
+``NormParams``) into an int8 bank, or as int16 into the int16 bank; an
+entry's ``neg`` bit negates its channel after the clamp (post-LN:
+``NormParams.signed_out``).
 
 KV region (banks :data:`~trilut.hw.isa.KEY_BANK` / ``VALUE_BANK``): int8 K
 and V rows stored as the int8 engine's weight beats, one ``attn_lanes x
@@ -78,7 +91,9 @@ engine's activation row and the KV fetcher streams head h's K (QK: ``n``
 keys) or V (AV: ``k`` keys, ``n`` = head dim) words as its weights at one
 beat per cycle; the ``n`` results go through the serializer and the
 per-tensor Requantizer (one constant entry) and, for QK, Shiftmax (x0 from
-the entry, :data:`~trilut.hw.isa.SOFTMAX_CONST`), into columns ``h*n ..`` of
+the entry, :data:`~trilut.hw.isa.SOFTMAX_CONST`; ``probs_bits`` 8 into an
+int8 bank or 16 into the int16 bank, whose AV pass then reads them through
+the wide reader as 16-bit activations), into columns ``h*n ..`` of
 destination row t (rows of ``heads * n``). Heads are looped inside the pass,
 row-major (t outer, h inner), so the destination is written in order.
 
@@ -511,10 +526,15 @@ class Accelerator(wiring.Component):
     ``attn_lanes`` / ``attn_kpc``: the int8 engine's lanes and products per
     lane per cycle (powers of two; peak ``attn_lanes * attn_kpc`` MACs per
     cycle on MULT18X18D; the KV word is ``attn_lanes * attn_kpc`` bytes).
+    ``gelu_mode`` ("ivit" or "accurate") and ``probs_bits`` (8 or 16): the
+    ShiftGELU mode and the Shiftmax output width of this build.
+    ``wstore_depth``: beats per weight-store buffer (default: a ternary
+    max_width x max_width matrix; int8 weights need ``ceil(K / attn_kpc) *
+    N / attn_lanes`` beats, :meth:`weight_beats`).
 
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
-    1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes,
-    const < const_sets. ATTN: heads >= 1, heads x K and heads x N <= max_width,
+    1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes
+    (INT8 LINEAR: of attn_lanes), const < const_sets. ATTN: heads >= 1, heads x K and heads x N <= max_width,
     1 <= keys (QK: N, AV: K) <= max_rows, the head dim
     (QK: K, AV: N) a multiple of attn_kpc / attn_lanes, source and
     destination rows disjoint within one bank. Memories are addressed {bank,
@@ -1428,5 +1448,5 @@ class Accelerator(wiring.Component):
         wgt_in_take = wgt_in.tvalid & wgt_in.tready
         count("wgt_load", busy & wgt_in_take)
         count("wgt_overlap", (run | in_param) & (is_linear | is_norm | is_attn) & wgt_in_take)
-        count("wgt_wait", li & e.wgt.ready & ~ws.wgt.valid)
+        count("wgt_wait", li & Mux(eng_i8, i8.wgt.ready, e.wgt.ready) & ~ws.wgt.valid)
         return m
