@@ -115,23 +115,31 @@ def _write(rows, path):
 BLOCK_COLUMNS = ["pass", "m", "k", "n", "macs", "cycles", "macs_per_cycle", "of_peak"]
 
 
+#: bench block --model: the accelerator build and the weight-stream rates tried.
+BLOCK_MODELS = {"digits": ("top", [1.0, 0.25, 0.1, 0.05]), "minilm": ("top-minilm", [1.0])}
+
+
 def run_block_bench(args):
     """The digits model's block 0 on the default accelerator (``trilut units``:
-    ``top``, ``--set`` overrides) in Verilator (cocotb ``block_cycles`` of
-    :mod:`trilut.sim.tb_top`, results checked exactly against golden): cycles
-    per pass, achieved MACs per cycle of the ternary LINEAR passes against the
-    engine's peak, and the share of weight-loading time hidden behind compute
-    at several weight-stream rates."""
+    ``top``), or with ``--model minilm`` all-MiniLM-L6-v2's layer 0 (8
+    tokens) on ``top-minilm`` (``--set`` overrides), in Verilator (cocotb
+    ``block_cycles`` of :mod:`trilut.sim.tb_top`, results checked exactly
+    against golden): cycles per pass, achieved MACs per cycle of the LINEAR
+    passes against their engine's peak, and the share of weight-loading
+    time hidden behind compute at several weight-stream rates."""
     from ..sim import tb_top
     from .units import UNITS, parse_settings
-    params = {**UNITS["top"].defaults, **parse_settings(args.set)}
+    model = getattr(args, "model", "digits")
+    unit, rates = BLOCK_MODELS[model]
+    params = {**UNITS[unit].defaults, **parse_settings(args.set)}
     report = Path("build/bench/block_report.json").resolve()
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
-    print("trilut bench block: the digits block on the simulated accelerator " +
+    print(f"trilut bench block: the {model} block on the simulated accelerator " +
           " ".join(f"{k}={v}" for k, v in params.items()) +
           " (Verilator; the first run compiles the simulator, a few minutes)", flush=True)
-    tb_top.run(params, testcase="block_cycles", pause=0.0, report=report)
+    tb_top.run(params, testcase="block_cycles", pause=0.0, report=report, model=model,
+               wgt_rates=rates)
     b = json.loads(report.read_text())["block"]
     peak = b["macs_per_cycle_peak"]
     rows = []
@@ -150,7 +158,8 @@ def run_block_bench(args):
              for w in b["whole_program"]]
     print(format_table(rates, list(rates[0])))
     summary = {
-        "accelerator": params, "shape": {k: b[k] for k in ("hidden", "heads", "ffn", "seq")},
+        "model": model, "accelerator": params,
+        "shape": {k: b[k] for k in ("hidden", "heads", "ffn", "seq")},
         "macs_per_cycle_peak": peak,
         "macs_per_cycle_linear": round(b["macs_per_cycle_linear"], 3),
         "macs_per_cycle_linear_run": round(b["macs_per_cycle_linear_run"], 3),
@@ -159,7 +168,7 @@ def run_block_bench(args):
         "cycles_block": b["cycles_block"], "compute_pass_cycles": b["compute_cycles"],
         "passes": rows, "weight_stream_rates": rates,
     }
-    print(f"block: {summary['cycles_block']} cycles in one run; ternary LINEARs "
+    print(f"block: {summary['cycles_block']} cycles in one run; LINEARs "
           f"{summary['macs_per_cycle_linear']} of {peak} MACs/cycle "
           f"({100 * summary['linear_fraction_of_peak']:.1f}% of peak); weight loading "
           f"{100 * summary['weight_load_hidden_fraction']:.0f}% hidden")

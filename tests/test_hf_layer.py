@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-import trilut.golden.encoder as encoder
+import trilut.gen.hflayer as hflayer
 from trilut.gen.cli import main
 from trilut.gen.hflayer import LayerMismatch, run_hf_layer
 
@@ -33,14 +33,14 @@ def test_minilm_layer_bit_exact(tmp_path, capsys):
 def test_minilm_layer_mismatch_is_caught(monkeypatch):
     """The comparison is live: a golden trace with one wrong LayerNorm output
     element is reported, naming the tensor."""
-    real = encoder.encoder_block
+    real = hflayer.encoder_block
 
-    def off_by_one(x, params, trace=False, float_ops=()):
-        t = real(x, params, trace=trace, float_ops=float_ops)
+    def off_by_one(x, params, trace=False):
+        t = real(x, params, trace=trace)
         t["ln2"] = np.array(t["ln2"], copy=True)
         t["ln2"][3, 100] += 1
         return t
-    monkeypatch.setattr(encoder, "encoder_block", off_by_one)
+    monkeypatch.setattr(hflayer, "encoder_block", off_by_one)
     with pytest.raises(LayerMismatch, match=r"1 elements differ from golden: ln2"):
         run_hf_layer(log=lambda *a: None)
 
