@@ -175,6 +175,8 @@ class Int8Engine(RowEngine):
 
     # --- gateware ---------------------------------------------------------
 
+    _write_latency = latency
+
     def _datapath(self, m, store, rbuf, rkb, accept):
         # Lanes. The activations go through a register after the store
         # (block RAM clock-to-out is ~6 ns on ECP5) and then down a chain,
@@ -219,9 +221,9 @@ class Int8Engine(RowEngine):
         vn = delay(m, last_n, self._lane_latency, name="vn")
 
         if self._rq is None:
-            return Results(vk, totals, vn, self.latency)
+            return Results(vk, totals, vn)
         w_en, results, res_last, overflow = self._rq.elaborate(m, self, vk, totals, vn)
-        return Results(w_en, results, res_last, self.latency, (overflow,))
+        return Results(w_en, results, res_last, (overflow,))
 
 
 def _pipe(m, value, cycles, name):

@@ -118,6 +118,8 @@ class _TernaryEngine(RowEngine):
         """Per-lane sums of one ``wgt`` beat. Returns ``(sums, latency)``."""
         raise NotImplementedError
 
+    _write_latency = property(lambda self: self._lane_latency)
+
     def _datapath(self, m, store, rbuf, rkb, accept):
         sums, lat = self._lane_sums(m, store, rbuf, rkb)
         assert lat == self._lane_latency
@@ -128,7 +130,7 @@ class _TernaryEngine(RowEngine):
         # Accumulate; a block's result enters the FIFO on its last beat.
         totals = [accumulate(m, s, v, vk, bits=self._acc_bits, name=lane)
                   for lane, s in enumerate(sums)]
-        return Results(vk, totals, vn, lat)
+        return Results(vk, totals, vn)
 
 
 class TLMMEngine(_TernaryEngine):

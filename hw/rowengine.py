@@ -48,12 +48,12 @@ _FIFO_SLACK = 6
 class Results(NamedTuple):
     """What :meth:`RowEngine._datapath` hands back: ``valid`` writes
     ``data`` (one value per lane, ``out`` element width) and ``last`` into
-    the output FIFO, ``latency`` cycles after the ``wgt`` beat that
-    completed the block was accepted; any of ``faults`` high sets ``error``."""
+    the output FIFO, :attr:`RowEngine._write_latency` cycles after the
+    ``wgt`` beat that completed the block was accepted; any of ``faults``
+    high sets ``error``."""
     valid: Value
     data: list
     last: Value
-    latency: int
     faults: tuple = ()
 
 
@@ -202,6 +202,12 @@ class RowEngine(wiring.Component):
         m.d.comb += rp.addr.eq(self._addr(rbuf, rkb))
         return delay(m, rp.data.as_value(), 1, name=name)
 
+    @property
+    def _write_latency(self):
+        """Cycles from a ``wgt`` beat's acceptance to the output FIFO write
+        of the result it completes (sizes the FIFO and its credit)."""
+        raise NotImplementedError
+
     def _datapath(self, m, store, rbuf, rkb, accept):
         """The lanes, from the ``wgt`` beat accepted (``accept``) against
         buffer ``rbuf``, k-block ``rkb`` of the store, to the output FIFO.
@@ -220,11 +226,11 @@ class RowEngine(wiring.Component):
         row_last = [Signal(kb_bits, name=f"row_last{i}") for i in range(2)]
         error = Signal(name="error_flag")
         m.d.comb += self.error.eq(error)
-        store = self._row_store(m)
 
         # Fill side: the subclass writes the store; we keep the counters.
         wbuf_full = Signal()
         m.d.comb += wbuf_full.eq(Cat(*full).bit_select(wbuf, 1))
+        store = self._row_store(m)
         issue, issue_last, overflow, lat_fill = self._fill(m, store, wbuf, wkb, wbuf_full)
         with m.If(issue):
             with m.If(issue_last):
@@ -241,7 +247,13 @@ class RowEngine(wiring.Component):
 
         # Compute side: one wgt beat per cycle while the row is stored and
         # the output FIFO has room for every result in flight.
+        lat = self._write_latency
+        depth = lat + _FIFO_SLACK
+        out_fifo = fifo.SyncFIFOBuffered(width=Shape.cast(self.out.payload.shape()).width,
+                                         depth=depth)
+        m.submodules.out_fifo = out_fifo
         room = Signal()     # registered: one more result may be in flight
+        m.d.sync += room.eq(out_fifo.level <= depth - lat - 4)
         cur_full = Signal()
         m.d.comb += cur_full.eq(Cat(*full).bit_select(rbuf, 1))
         m.d.comb += self.wgt.ready.eq(cur_full & room)
@@ -273,11 +285,6 @@ class RowEngine(wiring.Component):
         for fault in res.faults:
             with m.If(fault):
                 m.d.sync += error.eq(1)
-        depth = res.latency + _FIFO_SLACK
-        out_fifo = fifo.SyncFIFOBuffered(width=Shape.cast(self.out.payload.shape()).width,
-                                         depth=depth)
-        m.submodules.out_fifo = out_fifo
-        m.d.sync += room.eq(out_fifo.level <= depth - res.latency - 4)
         m.d.comb += [
             out_fifo.w_data.eq(Cat(*res.data, res.last)),
             out_fifo.w_en.eq(res.valid),
