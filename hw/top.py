@@ -1136,23 +1136,26 @@ class Accelerator(wiring.Component):
         c.submodules.neg_mem = neg_mem
         neg_rp = neg_mem.read_port(domain="comb")
         neg_wp = neg_mem.write_port()
-        rq_out = _elem_stream().create(path=("rq_out",))
+        def stage(src, data, name):
+            """A register stage: ``src`` with its data replaced by ``data`` (a
+            function of src's payload), one element per cycle, ready passed
+            through (the clamps and the negation end in flip-flops)."""
+            dst = _elem_stream().create(path=(name,))
+            c.d.comb += src.ready.eq(dst.ready | ~dst.valid)
+            with c.If(src.ready):
+                c.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(data),
+                             dst.payload.last.eq(src.payload.last)]
+            return dst
+
         rq_v = Signal(signed(17))
-        c.d.comb += [
-            neg_rp.addr.eq(nch),
-            rq_v.eq(clamp(requant.out.payload.data, rq_wide, is_norm)),
-            rq_out.valid.eq(requant.out.valid), requant.out.ready.eq(rq_out.ready),
-            rq_out.payload.data.eq(Mux(is_norm & neg_rp.data, -rq_v, rq_v)),
-            rq_out.payload.last.eq(requant.out.payload.last),
-        ]
+        c.d.comb += [neg_rp.addr.eq(nch),
+                     rq_v.eq(clamp(requant.out.payload.data, rq_wide, is_norm))]
+        rq_out = stage(requant.out, Mux(is_norm & neg_rp.data, -rq_v, rq_v), "rq_out")
         with c.If(requant.out.valid & requant.out.ready):
             c.d.sync += nch.eq(Mux(requant.out.payload.last, 0, nch + 1))
         with c.If(go):
             c.d.sync += nch.eq(0)
-        g_out = _elem_stream().create(path=("g_out",))
-        c.d.comb += [g_out.valid.eq(gelu_rq.out.valid), gelu_rq.out.ready.eq(g_out.ready),
-                     g_out.payload.data.eq(clamp(gelu_rq.out.payload.data, dst_res)),
-                     g_out.payload.last.eq(gelu_rq.out.payload.last)]
+        g_out = stage(gelu_rq.out, clamp(gelu_rq.out.payload.data, dst_res), "g_out")
         join_fields(rq_out, smax.inp, at & is_qk)
         join_fields(rq_out, gelu.inp, li & epi_gelu)
         join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)

@@ -786,7 +786,8 @@ async def block_cycles(dut):
     model = CONFIG.get("model", "digits")
     if model == "minilm":
         from trilut.gen.hflayer import layer_input
-        _, _, block, x = layer_input()
+        _, enc, x, _ = layer_input()
+        block = enc.blocks[0]
     else:
         block, x = digits_block(1)
     engines = {EngineKind.TLMM: tb.acc.engine, EngineKind.INT8: tb.acc.int8_engine}

@@ -54,3 +54,10 @@ def test_default_build_says_what_does_not_fit(capsys):
                  "q: int8 weights (384 x 384) are 9216 weight-store beats",
                  "probs: probs_bits 16", "fc1: gelu_mode 'accurate'"):
         assert part in err, (part, err)
+
+
+def test_bad_layer_range_is_named(capsys):
+    assert main(["hf-layer", "--layer", "6"]) == 2
+    assert "layer must be in 0..5, not 6" in capsys.readouterr().err
+    assert main(["hf-layer", "--layer", "4", "--layers", "3"]) == 2
+    assert "layers must be in 1..2 from layer 4, not 3" in capsys.readouterr().err
