@@ -1083,18 +1083,28 @@ class Accelerator(wiring.Component):
             ws.play.payload.k_blocks.eq(Mux(eng_i8, i8_kbs, kb_count)),
             ws.play.payload.n_blocks.eq(Mux(eng_i8, i8_nbs, nb_count)),
             ws.play.payload.rows.eq(d.rows), ws.play.payload.cont.eq(0),
-            e.wgt.payload.codes.as_value().eq(ws.wgt.payload.codes),
-            e.wgt.payload.last_k.eq(ws.wgt.payload.last_k),
-            e.wgt.payload.last_n.eq(ws.wgt.payload.last_n),
             wgt_take.eq(Mux(eng_i8, i8.wgt.valid & i8.wgt.ready, e.wgt.valid & e.wgt.ready)),
         ]
+        # A small FIFO between the store and the engines: the engines' ready
+        # (and the sequencer's routing) must not reach into the store's
+        # replay pipeline in the same cycle (it was the critical path).
+        wq = fifo.SyncFIFOBuffered(width=ws.code_bits + 2, depth=3)
+        c.submodules.wgt_q = wq
+        w_codes, w_last_k, w_last_n = wq.r_data[:-2], wq.r_data[-2], wq.r_data[-1]
+        c.d.comb += [
+            wq.w_en.eq(ws.wgt.valid), ws.wgt.ready.eq(wq.w_rdy),
+            wq.w_data.eq(Cat(ws.wgt.payload.codes, ws.wgt.payload.last_k,
+                             ws.wgt.payload.last_n)),
+            e.wgt.payload.codes.as_value().eq(w_codes),
+            e.wgt.payload.last_k.eq(w_last_k), e.wgt.payload.last_n.eq(w_last_n),
+        ]
         with c.If(li & ~eng_i8):
-            c.d.comb += [e.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(e.wgt.ready)]
+            c.d.comb += [e.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(e.wgt.ready)]
         with c.If(li & eng_i8):
-            c.d.comb += [i8.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(i8.wgt.ready),
-                         i8.wgt.payload.data.as_value().eq(ws.wgt.payload.codes[:i8_wgt_bits]),
-                         i8.wgt.payload.last_k.eq(ws.wgt.payload.last_k),
-                         i8.wgt.payload.last_n.eq(ws.wgt.payload.last_n)]
+            c.d.comb += [i8.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(i8.wgt.ready),
+                         i8.wgt.payload.data.as_value().eq(w_codes[:i8_wgt_bits]),
+                         i8.wgt.payload.last_k.eq(w_last_k),
+                         i8.wgt.payload.last_n.eq(w_last_n)]
         with c.If(ws.play.ready):
             c.d.sync += play_v.eq(0)
         join(kvf.out, i8.wgt, at)       # same bits: data (lane-major bytes), last_k, last_n
@@ -1464,5 +1474,5 @@ class Accelerator(wiring.Component):
         wgt_in_take = wgt_in.tvalid & wgt_in.tready
         count("wgt_load", busy & wgt_in_take)
         count("wgt_overlap", (run | in_param) & (is_linear | is_norm | is_attn) & wgt_in_take)
-        count("wgt_wait", li & Mux(eng_i8, i8.wgt.ready, e.wgt.ready) & ~ws.wgt.valid)
+        count("wgt_wait", li & Mux(eng_i8, i8.wgt.ready, e.wgt.ready) & ~wq.r_rdy)
         return m
