@@ -1036,6 +1036,17 @@ class Accelerator(wiring.Component):
                              dst.payload.data.eq(src.payload.data),
                              dst.payload.last.eq(src.payload.last)]
 
+        def stage(src, data, name, bits=16):
+            """A register stage: ``src`` with its data replaced by ``data`` (a
+            function of src's payload), one element per cycle, ready passed
+            through, so that what computes ``data`` ends in flip-flops."""
+            dst = _elem_stream(bits).create(path=(name,))
+            c.d.comb += src.ready.eq(dst.ready | ~dst.valid)
+            with c.If(src.ready):
+                c.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(data),
+                             dst.payload.last.eq(src.payload.last)]
+            return dst
+
         li, at, nm = run & is_linear, run & is_attn, run & is_norm
         on_i8 = li & eng_i8 | at            # passes on the int8 engine
 
@@ -1120,13 +1131,16 @@ class Accelerator(wiring.Component):
         join_fields(i8_ser.out, acc, on_i8)
         join_fields(res_rd.out, lnorm.inp, nm)
         join_fields(lnorm.out, acc, nm)
+        # registered: the source select (16 serializer lanes, LayerNorm) must
+        # not run on into RowScale's multipliers in the same cycle
+        acc_r = stage(acc, acc.payload.data, "acc_r", _ACC_BITS)
         amax_ok = ~row_q | amax_q.r_rdy
-        c.d.comb += [rscale.inp.valid.eq(acc.valid & amax_ok),
-                     acc.ready.eq(rscale.inp.ready & amax_ok),
-                     rscale.inp.payload.data.eq(acc.payload.data),
-                     rscale.inp.payload.last.eq(acc.payload.last),
+        c.d.comb += [rscale.inp.valid.eq(acc_r.valid & amax_ok),
+                     acc_r.ready.eq(rscale.inp.ready & amax_ok),
+                     rscale.inp.payload.data.eq(acc_r.payload.data),
+                     rscale.inp.payload.last.eq(acc_r.payload.last),
                      rscale.inp.payload.absmax.eq(Mux(row_q, amax_q.r_data, 1)),
-                     amax_q.r_en.eq(row_q & acc.valid & acc.ready & acc.payload.last)]
+                     amax_q.r_en.eq(row_q & acc_r.valid & acc_r.ready & acc_r.payload.last)]
 
         # Epilogue. rscale -> requant (per channel; per tensor for ATTN) ->
         # clamp to the pass's output range [-> negate (NORM, per channel)]
@@ -1146,17 +1160,6 @@ class Accelerator(wiring.Component):
         c.submodules.neg_mem = neg_mem
         neg_rp = neg_mem.read_port(domain="comb")
         neg_wp = neg_mem.write_port()
-        def stage(src, data, name):
-            """A register stage: ``src`` with its data replaced by ``data`` (a
-            function of src's payload), one element per cycle, ready passed
-            through (the clamps and the negation end in flip-flops)."""
-            dst = _elem_stream().create(path=(name,))
-            c.d.comb += src.ready.eq(dst.ready | ~dst.valid)
-            with c.If(src.ready):
-                c.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(data),
-                             dst.payload.last.eq(src.payload.last)]
-            return dst
-
         rq_v = Signal(signed(17))
         c.d.comb += [neg_rp.addr.eq(nch),
                      rq_v.eq(clamp(requant.out.payload.data, rq_wide, is_norm))]
