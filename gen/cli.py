@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
-from .hflayer import LayerMismatch, cmd_hf_layer
+from .hflayer import ACCEL_UNITS, DEFAULT_UNIT, LayerMismatch, cmd_hf_layer
 from .synth import TARGETS, SynthError, format_table, synthesize
 from .units import UNITS, build_unit, parse_settings
 from .verilog import generate_verilog
@@ -222,8 +222,8 @@ def main(argv=None):
                    help="consecutive layers run as one program (default 1)")
     p.add_argument("--text", default=None, help="input sentence (default: a built-in one)")
     p.add_argument("--seq", type=int, default=8, help="at most this many tokens (default 8)")
-    p.add_argument("--unit", default="top-minilm", choices=["top", "top-minilm"],
-                   help="accelerator build (trilut units; default top-minilm)")
+    p.add_argument("--unit", default=DEFAULT_UNIT, choices=ACCEL_UNITS,
+                   help=f"accelerator build (trilut units; default {DEFAULT_UNIT})")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="change a parameter of that build")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")

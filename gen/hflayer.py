@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden.encoder import encoder_block, encoder_stack
+from ..golden.encoder import EncoderParams, encoder_block, encoder_stack
 from .synth import format_table
 from .units import UNITS
 
@@ -46,28 +46,33 @@ def _macs(blocks, seq):
                for b in blocks)
 
 
-def layer_input(checkpoint=None, *, layer=0, text=DEFAULT_TEXT, seq=8):
+def layer_input(checkpoint=None, *, layer=0, layers=1, text=DEFAULT_TEXT, seq=8):
     """Import and calibrate ``checkpoint`` (default all-MiniLM-L6-v2); returns
     (model, EncoderParams, the int16 input x (T, C) of ``layer``, token ids)
-    for ``text`` cut to ``seq`` tokens (golden layers before ``layer``)."""
+    for ``text`` cut to ``seq`` tokens (golden layers before ``layer``).
+    ``layer`` and the ``layers`` to run from it are checked before the
+    calibration."""
     from threadpoolctl import threadpool_limits
 
-    from ..golden.encoder import encoder_stack
     from ..host.hf import load_checkpoint, load_tokenizer
     from ..host.quantize import quantize_input
     from .fidelity import default_checkpoint
 
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     model = load_checkpoint(path)
-    if not 0 <= layer < model.cfg.layers:
-        raise ValueError(f"layer must be in 0..{model.cfg.layers - 1}, not {layer}")
+    n = model.cfg.layers
+    if not 0 <= layer < n:
+        raise ValueError(f"layer must be in 0..{n - 1}, not {layer}")
+    if not 1 <= layers <= n - layer:
+        raise ValueError(f"layers must be in 1..{n - layer} from layer {layer}, not {layers}")
     # One BLAS thread: NumPy's threads only contend on this 2-core class of machine.
     with threadpool_limits(limits=1, user_api="blas"):
         enc = model.quantize()
         ids = load_tokenizer(path).encode(text)[:seq]
         x = quantize_input(model.embed(ids)[None], enc)[0]
         if layer:
-            x = encoder_stack(x, type(enc)(blocks=enc.blocks[:layer], in_scale=enc.in_scale))
+            x = encoder_stack(x, EncoderParams(blocks=enc.blocks[:layer],
+                                               in_scale=enc.in_scale))
     return model, enc, x, ids
 
 
@@ -79,7 +84,6 @@ def run_hf_layer(checkpoint=None, *, layer=0, layers=1, text=DEFAULT_TEXT, seq=8
     :class:`LayerMismatch` if any tensor differs."""
     from threadpoolctl import threadpool_limits
 
-    from ..golden.encoder import EncoderParams
     from ..host.compiler import compile_block, compile_stack
     from ..host.hf import cosine
     from ..host.quantize import dequantize_output
@@ -91,7 +95,7 @@ def run_hf_layer(checkpoint=None, *, layer=0, layers=1, text=DEFAULT_TEXT, seq=8
     def step(msg):
         log(f"  [{time.monotonic() - t0:6.1f}s] {msg}")
 
-    if unit not in UNITS or UNITS[unit].cls.__name__ != "Accelerator":
+    if unit not in ACCEL_UNITS:
         raise ValueError(f"unit must be an accelerator build ({', '.join(ACCEL_UNITS)}), "
                          f"not {unit!r}")
     params = dict(UNITS[unit].defaults, **(settings or {}))
@@ -99,11 +103,9 @@ def run_hf_layer(checkpoint=None, *, layer=0, layers=1, text=DEFAULT_TEXT, seq=8
     log(f"hf-layer: layer{'s' if layers > 1 else ''} {layer}"
         f"{f'..{last}' if layers > 1 else ''} on the simulated accelerator ({unit})")
     step("importing and calibrating the checkpoint")
-    model, enc, x, ids = layer_input(checkpoint, layer=layer, text=text, seq=seq)
+    model, enc, x, ids = layer_input(checkpoint, layer=layer, layers=layers, text=text,
+                                     seq=seq)
     cfg, t = model.cfg, len(x)
-    if not 1 <= layers <= cfg.layers - layer:
-        raise ValueError(f"layers must be in 1..{cfg.layers - layer} from layer {layer}, "
-                         f"not {layers}")
     blocks = enc.blocks[layer:last + 1]
     with threadpool_limits(limits=1, user_api="blas"):
         if layers == 1:

@@ -246,7 +246,7 @@ def _check_block(name, b, acc, seq):
                         f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
     if problems:
         raise CompileError(f"{name} does not fit this build "
-                        f"({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
+                           f"({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
                            + "\n  ".join(problems))
 
 

@@ -975,19 +975,21 @@ class Accelerator(wiring.Component):
             res_wr.go.eq(go & dst_res & (compute | is_load)),
             ld_up8.go.eq(go & is_load & ~dst_res), ld_up16.go.eq(go & is_load & dst_res),
         ]
+        # The engines' source readers (int8 and int16 banks) and the two
+        # writers are configured alike; only the started ones run. (The
+        # wide reader only runs for LINEAR and ATTN: always padded.)
+        for rd, pad in ((act_rd, is_linear | is_attn), (wide_rd, 1)):
+            c.d.comb += [
+                rd.base.eq(d.src_row), rd.rows.eq(d.rows), rd.length.eq(d.k),
+                rd.pad.eq(pad), rd.segs.eq(Mux(is_attn, d.heads, 1)),
+                rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
+            ]
+        c.d.comb += [res_rd.base.eq(Mux(is_linear, d.dst_row, d.src_row)),
+                     res_rd.rows.eq(d.rows), res_rd.length.eq(Mux(is_linear, d.n, d.k))]
+        for wr in (act_wr, res_wr):
+            c.d.comb += [wr.base.eq(d.dst_row), wr.rows.eq(d.rows),
+                         wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k)))]
         c.d.comb += [
-            act_rd.base.eq(d.src_row), act_rd.rows.eq(d.rows), act_rd.length.eq(d.k),
-            act_rd.pad.eq(is_linear | is_attn), act_rd.segs.eq(Mux(is_attn, d.heads, 1)),
-            act_rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
-            wide_rd.base.eq(d.src_row), wide_rd.rows.eq(d.rows), wide_rd.length.eq(d.k),
-            wide_rd.pad.eq(1), wide_rd.segs.eq(Mux(is_attn, d.heads, 1)),
-            wide_rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
-            res_rd.base.eq(Mux(is_linear, d.dst_row, d.src_row)), res_rd.rows.eq(d.rows),
-            res_rd.length.eq(Mux(is_linear, d.n, d.k)),
-            act_wr.base.eq(d.dst_row), act_wr.rows.eq(d.rows),
-            act_wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k))),
-            res_wr.base.eq(d.dst_row), res_wr.rows.eq(d.rows),
-            res_wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k))),
             ld_up8.length.eq(d.k), ld_up16.length.eq(d.k),
             ld_up8.rows.eq(d.rows), ld_up16.rows.eq(d.rows),
             requant.num_channels.eq(Mux(is_attn, 1, d.n)), resadd.num_channels.eq(d.n),
@@ -1248,15 +1250,18 @@ class Accelerator(wiring.Component):
         err_r = Signal(ErrorCode)
         k_ok = (d.k >= 1) & (d.k <= width_max)
         lanes = e.lanes
-        if lanes & (lanes - 1) == 0:
-            n_mult = d.n[:_bits(lanes)] == 0 if lanes > 1 else Const(1)
-        else:
-            n_mult = Const(0)
-            for j in range(1, width_max // lanes + 1):
-                n_mult = n_mult | (d.n == j * lanes)
-        n_ok = (d.n >= lanes) & (d.n <= width_max) & n_mult
-        n_ok_i8 = (d.n >= aL) & (d.n <= width_max) & \
-            ((d.n[:_bits(aL)] == 0) if aL > 1 else Const(1))
+
+        def n_ok_for(lanes):
+            """lanes <= N <= max_width, N a multiple of an engine's lanes."""
+            if lanes & (lanes - 1) == 0:
+                n_mult = d.n[:_bits(lanes)] == 0 if lanes > 1 else Const(1)
+            else:
+                n_mult = Const(0)
+                for j in range(1, width_max // lanes + 1):
+                    n_mult = n_mult | (d.n == j * lanes)
+            return (d.n >= lanes) & (d.n <= width_max) & n_mult
+
+        n_ok, n_ok_i8 = n_ok_for(lanes), n_ok_for(aL)
         probs16 = p["probs_bits"] == 16
 
         def bank_ok(bank, int8=True, res=True, kv=False):
