@@ -298,7 +298,12 @@ def run_tasks(tasks, *, jobs=None, scheduler=None, desc="builds"):
             for i, fut in list(pending.items()):
                 if fut.done():
                     del pending[i]
-                    state[i], results[i] = fut.result()
+                    try:
+                        state[i], results[i] = fut.result()
+                    except Exception as exc:      # the worker itself died
+                        state[i], results[i] = "failed", {
+                            "status": "failed", "error": f"worker lost: {exc!r}",
+                            "step": type(exc).__name__, "log": None}
                     bar.update(1)
             show()
             if pending:
@@ -319,9 +324,13 @@ def run_tasks(tasks, *, jobs=None, scheduler=None, desc="builds"):
                         out.append(sink.get_nowait())
                     except queue.Empty:
                         return out
-            with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1, mp_context=ctx,
-                                     initializer=_pool_init, initargs=(sink,)) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1, mp_context=ctx,
+                                       initializer=_pool_init, initargs=(sink,))
+            try:
                 poll([pool.submit(_run_task, i, t) for i, t in enumerate(tasks)], drain)
+            finally:     # on an interrupt, drop the queued builds (the cache keeps the rest)
+                pool.shutdown(cancel_futures=True)
+                sink.close()
     finally:
         bar.close()
     failed = [(t, r) for t, r in zip(tasks, results) if r and r["status"] == "failed"]
