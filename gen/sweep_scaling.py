@@ -10,9 +10,14 @@ LocalCluster of 2 single-thread workers with a third empty cache (its build
 records are compared with those of ``--jobs 1``, timing fields excepted),
 then ``--jobs 2`` again on the finished cache (all hits). Prints a table of
 wall times and writes them, the comparison and the machine's load averages,
-as JSON.
+as JSON. ``--dask-groups`` gives the cluster run a smaller grid (its records
+are compared with the ``--jobs 1`` builds of the same configurations);
+``--runs`` with ``--previous-log`` finishes an interrupted measurement,
+taking the finished runs' rows from the earlier output and their records
+from ``--root``.
 """
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -48,46 +53,80 @@ def _strip(records):
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
 
 
+def _same_as(records, reference):
+    """Every record equals the reference build with the same cache key
+    (same Verilog, tools and options), timing fields excepted."""
+    ref = {r["cache_key"]: r for r in _strip(reference)}
+    return all(ref.get(r["cache_key"]) == r for r in _strip(records))
+
+
+def _previous_rows(log):
+    """Rows printed by an earlier run of this script (``  {'run': ...}`` lines)."""
+    return {row["run"]: row for row in (ast.literal_eval(ln.strip())
+                                        for ln in Path(log).read_text().splitlines()
+                                        if ln.startswith("  {'run': "))}
+
+
+RUNS = ("jobs1", "jobs2", "dask", "jobs2-rerun")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="build/sweep_scaling", help="work directory (emptied)")
+    p.add_argument("--root", default="build/sweep_scaling", help="work directory")
     p.add_argument("--json", default="docs/bench/sweep_scaling.json")
     p.add_argument("--groups", default="2,3,4")
     p.add_argument("--tables", default="1,2,4")
     p.add_argument("--lanes", default="4,8,16")
+    p.add_argument("--dask-groups", help="a smaller grid for the LocalCluster run "
+                                         "(default: the same grid)")
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help="runs to do now; the others are taken from --previous-log and ROOT")
+    p.add_argument("--previous-log", help="this script's output from an earlier, "
+                                          "interrupted run (its printed rows)")
     args = p.parse_args(argv)
-    from distributed import LocalCluster
-
+    runs = args.runs.split(",")
+    if set(runs) - set(RUNS):
+        raise SystemExit(f"--runs: choose from {', '.join(RUNS)}")
+    previous = _previous_rows(args.previous_log) if args.previous_log else {}
     root = Path(args.root).resolve()
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    if "jobs1" in runs:
+        shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
     grid = ["--groups", args.groups, "--tables", args.tables, "--lanes", args.lanes]
-    rows, recs = [], {}
-    for name, extra in (("jobs1", ["--jobs", "1"]), ("jobs2", ["--jobs", "2"])):
-        row, recs[name] = _sweep(name, root, grid, extra, root / f"{name}.log")
-        rows.append(row)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        row, recs["dask"] = _sweep("dask", root, grid, ["--scheduler", cluster.scheduler_address],
-                                   root / "dask.log")
-        rows.append(row)
-    row, recs["rerun"] = _sweep("jobs2-rerun", root, grid, ["--jobs", "2"], root / "rerun.log")
-    rows.append(row)
-    print(format_table(rows, list(rows[0])))
-    j1, j2 = rows[0]["wall_s"], rows[1]["wall_s"]
+    dask_grid = ["--groups", args.dask_groups or args.groups, *grid[2:]]
+    extra = {"jobs1": ["--jobs", "1"], "jobs2": ["--jobs", "2"], "jobs2-rerun": ["--jobs", "2"]}
+    rows, recs = {}, {}
+    for name in RUNS:
+        if name not in runs:
+            rows[name] = previous[name]
+            recs[name] = json.loads((root / name / "sweep_records.json").read_text())
+        elif name == "dask":
+            from distributed import LocalCluster
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              dashboard_address=":0") as cluster:
+                rows[name], recs[name] = _sweep(name, root, dask_grid,
+                                                ["--scheduler", cluster.scheduler_address],
+                                                root / "dask.log")
+        else:
+            rows[name], recs[name] = _sweep(name, root, grid, extra[name], root / f"{name}.log")
+    table = [rows[n] for n in RUNS]
+    print(format_table(table, list(table[0])))
+    j1, j2 = rows["jobs1"]["wall_s"], rows["jobs2"]["wall_s"]
     summary = {
         "command": "trilut report --sweep " + " ".join(grid),
+        "dask_command": "trilut report --sweep " + " ".join(dask_grid) + " --scheduler "
+                        "<LocalCluster: 2 workers x 1 thread>",
         "cpus": os.cpu_count(),
-        "runs": rows,
+        "runs": table,
         "jobs2_over_jobs1": round(j2 / j1, 3),
-        "dask_records_equal_jobs1": _strip(recs["dask"]) == _strip(recs["jobs1"]),
-        "jobs2_records_equal_jobs1": _strip(recs["jobs2"]) == _strip(recs["jobs1"]),
-        "rerun_records_equal_jobs2": recs["rerun"] == recs["jobs2"],
+        "dask_records_equal_jobs1": _same_as(recs["dask"], recs["jobs1"]),
+        "jobs2_records_equal_jobs1": _same_as(recs["jobs2"], recs["jobs1"]),
+        "rerun_records_equal_jobs2": recs["jobs2-rerun"] == recs["jobs2"],
         "timing_fields_ignored": list(TIMING_FIELDS),
     }
     print(f"jobs 2 / jobs 1 wall time: {summary['jobs2_over_jobs1']}; LocalCluster records "
           f"equal to jobs 1: {summary['dask_records_equal_jobs1']}; rerun "
-          f"{rows[-1]['wall_s']} s")
+          f"{rows['jobs2-rerun']['wall_s']} s")
     write_json(args.json, summary)
     return summary
 

@@ -163,7 +163,7 @@ def test_failed_configurations_are_reported_not_dropped(tmp_path, capsys):
 def cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as c:
+                                  dashboard_address=":0") as c:
         yield c.scheduler_address
 
 
