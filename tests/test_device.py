@@ -310,6 +310,17 @@ def test_board_rate_pin_level_and_throttled_sim():
     assert i_cyc < board[0][0] / 4
 
 
+@pytest.mark.sim
+@pytest.mark.xdist_group("bridge-sim")
+def test_throttle_at_a_fractional_rate():
+    """300 kbaud at 1 MHz, 33 1/3 cycles per byte: the run (exact) takes at
+    least that for every line byte, not the 33 of a rounded-down rate."""
+    with SimDevice(PARAMS, clk_hz=1_000_000, baud=300_000) as dev:
+        ((_, traffic, cycles),) = _runs(Driver(dev, PARAMS), 1, 13)
+    line = traffic["total"]["sent"] + traffic["total"]["received"]
+    assert cycles * 3 >= line * 100, (cycles, line)
+
+
 def test_link_rates():
     """FT231X rates (3 MHz / divisor; 0 -> 3 Mbaud, 1 -> 2 Mbaud, nothing
     between) and the default link rate at a core clock."""
