@@ -314,7 +314,7 @@ def test_board_rate_pin_level_and_throttled_sim():
 @pytest.mark.xdist_group("bridge-sim")
 def test_throttle_at_a_fractional_rate():
     """300 kbaud at 1 MHz, 33 1/3 cycles per byte: the run (exact) takes at
-    least that for every line byte, not the 33 of a rounded-down rate."""
+    least that for every line byte."""
     with SimDevice(PARAMS, clk_hz=1_000_000, baud=300_000) as dev:
         ((_, traffic, cycles),) = _runs(Driver(dev, PARAMS), 1, 13)
     line = traffic["total"]["sent"] + traffic["total"]["received"]
