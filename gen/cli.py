@@ -158,6 +158,13 @@ def main(argv=None):
                    help="classify only the first N held-out images (default: all)")
     p.add_argument("--skip-synth", action="store_true",
                    help="no Fmax at all (fmax_mhz is then null)")
+    p.add_argument("--board-images", type=int, default=2,
+                   help="run the first N images again with the link throttled to the ULX3S "
+                        "build's UART (about a minute per image; 0 skips; default 2: the "
+                        "figures are the second image's)")
+    p.add_argument("--board-mhz", type=float,
+                   help="that board build's core clock (default: ulx3s-85f's); the link rate "
+                        "follows it as trilut build picks it")
     p.add_argument("--synth", action="store_true",
                    help="always run place and route (default: reuse the shipped report when "
                         "it was made from identical Verilog)")
@@ -172,6 +179,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override an accelerator parameter (repeatable)")
     p.add_argument("--freq", type=float, help="core clock in MHz (default: the board's)")
+    p.add_argument("--baud", type=int,
+                   help="UART rate (ULX3S; default: the fastest FT231X rate within 1.5%% of "
+                        "the UART's at the core clock, 2000000 at 50 MHz)")
     p.add_argument("--core", default="accelerator", choices=CORES,
                    help="loopback: a UART echo, to check a board without the accelerator")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
