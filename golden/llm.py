@@ -84,7 +84,7 @@ from .quant import INT8_MAX, INT16_MAX, M_BITS_DEFAULT, _round_half_up, requanti
 __all__ = [
     "ACTS", "ATTN_SCALES", "ROPE_FRAC", "LOGIT_BITS", "SOFTMAX_N", "EMULATE_STEPS",
     "LlamaConfig", "LayerParams", "LlamaParams", "KVCache", "float_weight_shapes",
-    "int_rmsnorm", "rope_tables", "prefill", "decode_step", "float_forward",
+    "int_rmsnorm", "rope_tables", "kv_head_of", "prefill", "decode_step", "float_forward",
 ]
 
 ACTS = ("silu", "relu2")
@@ -179,6 +179,11 @@ def rope_tables(head_dim, theta, max_pos):
     inv = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     ang = np.arange(max_pos, dtype=np.float64)[:, None] * inv
     return tuple(_round_half_up(f(ang) * 2.0**ROPE_FRAC).astype(np.int16) for f in (np.cos, np.sin))
+
+
+def kv_head_of(cfg):
+    """Grouped-query attention: query head h reads kv head h // (H / H_kv) (int array (H,))."""
+    return np.arange(cfg.heads) // cfg.group
 
 
 def int_rmsnorm(x):
@@ -314,7 +319,7 @@ class KVCache:
 # --------------------------------------------------------------------------- integer model
 
 def _rope(x, cos, sin):
-    """rotate_half RoPE on (P, heads, d) with (P, d/2) cos/sin (int64 or float arrays)."""
+    """rotate_half RoPE on int64 (P, heads, d) with (P, d/2) int64 cos/sin."""
     h = x.shape[-1] // 2
     x1, x2, c, s = x[..., :h], x[..., h:], cos[:, None, :], sin[:, None, :]
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
@@ -361,7 +366,7 @@ def _attention(p, lp, li, cache, pos0, t):
     cache.k[li, :, pos0:end] = np.swapaxes(kq, 0, 1)
     cache.k_amax[li, :, pos0:end] = kamax.T
     cache.v[li, :, pos0:end] = np.swapaxes(t["v"].reshape(n_new, hk, d), 0, 1)
-    kv = np.arange(cfg.heads) // cfg.group                     # query head -> kv head
+    kv = kv_head_of(cfg)
     keys, vals = cache.k[li, kv, :end], cache.v[li, kv, :end]  # (H, end, d)
     qh = np.swapaxes(t["q_rope"], 0, 1)                        # (H, P, d)
     acc = int8_matmul(qh, np.swapaxes(keys, -1, -2), name="qk_acc")
@@ -486,6 +491,13 @@ def _fq_rows(x):
     return np.clip(_round_half_up(x / s), -INT8_MAX, INT8_MAX) * s
 
 
+def _rope_hf(x, cos, sin):
+    """Hugging Face's form, kept separate from the integer _rope: x cos + rotate_half(x) sin."""
+    h = x.shape[-1] // 2
+    c, s = np.concatenate([cos, cos], -1)[:, None], np.concatenate([sin, sin], -1)[:, None]
+    return x * c + np.concatenate([-x[..., h:], x[..., :h]], -1) * s
+
+
 def _rmsnorm_f(x, gamma, eps, emulate):
     if emulate:
         s = np.abs(x).max(axis=-1, keepdims=True) / INT16_MAX
@@ -533,8 +545,8 @@ def float_forward(weights, cfg, ids, trace=False, emulate=(), params=None):
         lt = {"attn_norm": norm(x, p + "attn_norm")}
         for nm in ("q", "k", "v"):
             lt[nm] = lin(lt["attn_norm"], p + nm)
-        q = _rope(lt["q"].reshape(n, hq, d), cos, sin)
-        k = _rope(lt["k"].reshape(n, hk, d), cos, sin)
+        q = _rope_hf(lt["q"].reshape(n, hq, d), cos, sin)
+        k = _rope_hf(lt["k"].reshape(n, hk, d), cos, sin)
         v = lt["v"].reshape(n, hk, d)
         if "qkv" in em:
             q, v = _fq(q, sc["q_rope"], 8), _fq(v, sc["v"], 8)
