@@ -32,6 +32,7 @@ import numpy as np
 
 from ..golden.llm import EMULATE_STEPS, KVCache, float_forward, prefill
 from ..golden.quant import quantize_ternary
+from ..host.generate import GoldenDecoder, generate
 from ..host.llama import (load_llama, logit_correlation, pack_ternary, quantize,
                           write_safetensors)
 from .synth import format_table
@@ -118,25 +119,12 @@ def write_random_checkpoint(path, layout="llama", hidden=64, layers=2, heads=4, 
     return path
 
 
-def golden_generate(params, ids, new_tokens):
-    """Greedy generation with the integer model; returns (tokens, dequantized logits (P+N-1, V))."""
-    cache = KVCache(params)
-    rows = [prefill(params, ids, cache)]
-    tokens = []
-    for step in range(new_tokens):
-        tok = int(np.argmax(rows[-1][-1]))
-        tokens.append(tok)
-        if step + 1 < new_tokens:
-            rows.append(prefill(params, np.array([tok]), cache))
-    return np.array(tokens, np.int64), params.dequantize_logits(np.concatenate(rows))
-
-
 def measure(ckpt, params, prompts, new_tokens):
     """Correlation and greedy agreement of golden vs float on ``prompts``."""
     deq = ckpt.dequantized_weights()
     corr, agree = [], []
     for ids in prompts:
-        tokens, gl = golden_generate(params, ids, new_tokens)
+        tokens, gl = generate(GoldenDecoder(params), ids, new_tokens)
         seq = np.concatenate([ids, tokens[:-1]])
         fl = float_forward(deq, ckpt.cfg, seq)
         corr.append(logit_correlation(gl, fl))
@@ -190,6 +178,11 @@ def run(prompts=20, prompt_len=24, new_tokens=12, seed=7, log=print):
             "seconds": time.monotonic() - t0}
 
 
+def _fmt(rows):
+    """Correlations with five decimals (format_table keeps 3-4 significant digits)."""
+    return [{k: f"{v:.5f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default="docs/bench/llm_fidelity.json")
@@ -199,9 +192,9 @@ def main(argv=None):
     out = run(prompts=args.prompts, new_tokens=args.new_tokens)
     cols = ["config", "attn_scale", "heads", "kv_heads", "act", "tied", "sub_norm",
             "corr_mean", "corr_worst", "greedy_agree"]
-    print(format_table(out["results"], cols))
+    print(format_table(_fmt(out["results"]), cols))
     print(f"\nablation on {out['ablation']['config']} (float model with one integer step):")
-    print(format_table(out["ablation"]["rows"], ["emulated", "corr_mean", "corr_worst"]))
+    print(format_table(_fmt(out["ablation"]["rows"]), ["emulated", "corr_mean", "corr_worst"]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")

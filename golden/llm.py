@@ -95,6 +95,7 @@ SOFTMAX_N = 15
 WIDE = 16                           # int16 tensors in front of the row quantizer
 EMULATE_STEPS = ("act_quant", "qkv", "rope", "softmax", "act", "norm", "residual")
 _LIN = ("q", "k", "v", "o", "gate", "up", "down")
+_NEEDS_SCALES = frozenset({"qkv", "softmax", "act", "residual"})
 
 
 @dataclass(frozen=True)
@@ -511,7 +512,8 @@ def float_forward(weights, cfg, ids, trace=False, emulate=(), params=None):
 
     ``weights``: float weights by :func:`float_weight_shapes` name (pass the
     dequantized ternary/int8 weights to isolate the activation numerics).
-    ``emulate`` (subset of EMULATE_STEPS, needs ``params`` for the scales):
+    ``emulate`` (subset of EMULATE_STEPS; qkv, softmax, act and residual need
+    ``params`` for the scales):
     steps of the integer model reproduced inside the float model, for the
     ablation ("float everything except this step"): act_quant (per-token int8
     in front of every linear), qkv (q/k after RoPE and v at their integer
@@ -523,8 +525,9 @@ def float_forward(weights, cfg, ids, trace=False, emulate=(), params=None):
     em = frozenset(emulate)
     if em - set(EMULATE_STEPS):
         raise ValueError(f"emulate: unknown steps {sorted(em - set(EMULATE_STEPS))}")
-    if em and params is None:
-        raise ValueError("emulate needs params (the integer model's scales)")
+    if em & _NEEDS_SCALES and params is None:
+        raise ValueError(f"emulate needs params (the integer model's scales) for "
+                         f"{sorted(em & _NEEDS_SCALES)}")
     w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     ids = np.asarray(ids)
     n, d, hq, hk = ids.size, cfg.head_dim, cfg.heads, cfg.kv_heads

@@ -173,7 +173,7 @@ def test_errors_name_the_problem(models):
         with pytest.raises(ValueError, match=msg):
             dataclasses.replace(cfg, **bad)
     with pytest.raises(ValueError, match="emulate needs params"):
-        float_forward(ckpt.dequantized_weights(), cfg, [1, 2], emulate=("rope",))
+        float_forward(ckpt.dequantized_weights(), cfg, [1, 2], emulate=("softmax",))
     with pytest.raises(ValueError, match="unknown steps"):
         float_forward(ckpt.dequantized_weights(), cfg, [1, 2], emulate=("bogus",), params=params)
     with pytest.raises(ValueError, match="embed"):
