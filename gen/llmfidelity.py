@@ -1,6 +1,7 @@
 """Fidelity of the integer decoder against its float reference on random Llama/BitNet checkpoints.
 
     python -m trilut.gen.llmfidelity [--json docs/bench/llm_fidelity.json] [--prompts 20]
+    python -m trilut.gen.llmfidelity --lm [--lm-json docs/bench/llm_ppl.json] [--windows N]
 
 For each configuration of :data:`CONFIGS` (MHA, GQA, MQA; tied and untied
 heads; SiLU and ReLU^2; the three on-disk layouts of host/llama.py) a
@@ -15,10 +16,15 @@ measured on unseen random prompts:
   greedily from each prompt; the fraction of steps where the float model,
   fed the same context, picks the same token.
 
-Ablation (one configuration): the float model with exactly one integer step
+Ablation (ABLATION_CONFIGS, default variant): the float model with exactly one integer step
 emulated (golden.llm.EMULATE_STEPS), all of them together, and the integer
-model itself; the attention-scale choice ("static" vs "token" k scales) is
-measured on every configuration. Prints tables and writes JSON.
+model itself. The attention choices (VARIANTS: "static" vs "token" k
+scales, 16- vs 8-bit logits) are measured on every configuration. Prints tables and writes JSON.
+
+``--lm``: held-out perplexity of the built-in LM (host/models/lm, its
+``heldout_windows``) in float (ternary weights, float activations), in float
+with BitNet's int8 per-token activations (the forward it was trained with)
+and in the golden integer model, calibrated on host.hf.calibration_ids.
 """
 from __future__ import annotations
 
@@ -38,6 +44,9 @@ from ..host.llama import (load_llama, logit_correlation, pack_ternary, quantize,
 from .synth import format_table
 
 LAYOUTS = ("llama", "bitnet-large", "bitnet-2b")
+# (attn_scale, logit_bits): the default first, then the alternatives it was chosen over
+VARIANTS = (("static", 16), ("token", 16), ("static", 8))
+ABLATION_CONFIGS = ("gqa-untied", "bitnet-2b-packed-relu2")
 TARGETS = {"corr_mean": 0.99, "corr_worst": 0.98, "greedy_agree": 0.90}
 # name -> write_random_checkpoint arguments
 CONFIGS = {
@@ -155,26 +164,66 @@ def ablation(ckpt, params, prompts):
 def run(prompts=20, prompt_len=24, new_tokens=12, seed=7, log=print):
     """Every configuration and the ablation; returns the JSON payload."""
     t0 = time.monotonic()
-    results, abl = [], None
+    results, abl = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, kw) in enumerate(CONFIGS.items()):
             path = write_random_checkpoint(Path(tmp) / name, seed=100 + i, **kw)
-            for attn_scale in ("static", "token"):
-                ckpt = load_llama(path, attn_scale=attn_scale)
+            for attn_scale, logit_bits in VARIANTS:
+                ckpt = load_llama(path, attn_scale=attn_scale, logit_bits=logit_bits)
                 rng = np.random.default_rng(seed)
                 ps = [rng.integers(0, ckpt.cfg.vocab, prompt_len) for _ in range(prompts)]
                 params = quantize(ckpt)
-                row = {"config": name, "attn_scale": attn_scale, "heads": ckpt.cfg.heads,
+                row = {"config": name, "attn_scale": attn_scale, "logit_bits": logit_bits,
+                       "heads": ckpt.cfg.heads,
                        "kv_heads": ckpt.cfg.kv_heads, "act": ckpt.cfg.act, "tied": ckpt.tied,
                        "sub_norm": ckpt.cfg.sub_norm, **measure(ckpt, params, ps, new_tokens)}
                 results.append(row)
-                log(f"  [{time.monotonic() - t0:6.1f}s] {name} ({attn_scale}): corr mean "
+                log(f"  [{time.monotonic() - t0:6.1f}s] {name} ({attn_scale}, {logit_bits}-bit "
+                    f"logits): corr mean "
                     f"{row['corr_mean']:.4f} worst {row['corr_worst']:.4f}, greedy "
                     f"{row['greedy_agree']:.3f}")
-                if abl is None:
-                    abl = {"config": name, "rows": ablation(ckpt, params, ps[:6])}
+                if name in ABLATION_CONFIGS and (attn_scale, logit_bits) == VARIANTS[0]:
+                    abl.append({"config": name, "rows": ablation(ckpt, params, ps[:6])})
     return {"targets": TARGETS, "prompts": prompts, "prompt_len": prompt_len,
             "new_tokens": new_tokens, "results": results, "ablation": abl,
+            "seconds": time.monotonic() - t0}
+
+
+def _nll(logits, targets):
+    """Per-position negative log-likelihood of ``targets`` under float logits (T, V)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=-1))
+    return lse - z[np.arange(targets.size), targets]
+
+
+def lm_perplexity(model_dir=None, windows=None, log=print):
+    """Held-out perplexity of the built-in LM: float, float with BitNet's int8 per-token
+    activations (the forward it was trained with), and the golden integer model."""
+    from ..host.hf import calibration_ids
+    from ..host.models import lm
+    from .llm import ByteTokenizer, builtin_dir
+    t0 = time.monotonic()
+    model_dir = Path(model_dir) if model_dir else builtin_dir()
+    ckpt = load_llama(model_dir)
+    tok = ByteTokenizer(model_dir / "tokenizer.json")
+    params = quantize(ckpt, calibration_ids(tok, ckpt.cfg.max_pos))
+    data = lm.heldout_windows(ckpt.cfg.max_pos)[:windows]
+    deq = ckpt.dequantized_weights()
+    nll = {"float": [], "float_int8_act": [], "golden": []}
+    for i, w in enumerate(data):
+        x, y = w[:-1], w[1:]
+        nll["float"].append(_nll(float_forward(deq, ckpt.cfg, x), y))
+        nll["float_int8_act"].append(_nll(float_forward(deq, ckpt.cfg, x,
+                                                        emulate=("act_quant",)), y))
+        nll["golden"].append(_nll(params.dequantize_logits(prefill(params, x,
+                                                                   KVCache(params))), y))
+        log(f"  [{time.monotonic() - t0:6.1f}s] window {i + 1}/{len(data)}: golden ppl so far "
+            f"{np.exp(np.concatenate(nll['golden']).mean()):.4f}")
+    ppl = {k: float(np.exp(np.concatenate(v).mean())) for k, v in nll.items()}
+    return {"model": str(model_dir), "windows": int(len(data)),
+            "tokens_scored": int(data[:, 1:].size), "perplexity": ppl,
+            "golden_minus_float": ppl["golden"] - ppl["float"],
+            "golden_minus_float_int8_act": ppl["golden"] - ppl["float_int8_act"],
             "seconds": time.monotonic() - t0}
 
 
@@ -188,13 +237,28 @@ def main(argv=None):
     ap.add_argument("--json", default="docs/bench/llm_fidelity.json")
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument("--lm", action="store_true", help="instead: perplexity of the built-in LM")
+    ap.add_argument("--lm-json", default="docs/bench/llm_ppl.json")
+    ap.add_argument("--windows", type=int, help="held-out windows (default: all)")
     args = ap.parse_args(argv)
+    if args.lm:
+        out = lm_perplexity(windows=args.windows)
+        print(format_table([{"model": "float", "ppl": out["perplexity"]["float"]},
+                            {"model": "float, int8 per-token activations",
+                             "ppl": out["perplexity"]["float_int8_act"]},
+                            {"model": "golden (integer)", "ppl": out["perplexity"]["golden"]}],
+                           ["model", "ppl"]))
+        Path(args.lm_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.lm_json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.lm_json}")
+        return
     out = run(prompts=args.prompts, new_tokens=args.new_tokens)
-    cols = ["config", "attn_scale", "heads", "kv_heads", "act", "tied", "sub_norm",
+    cols = ["config", "attn_scale", "logit_bits", "heads", "kv_heads", "act", "tied", "sub_norm",
             "corr_mean", "corr_worst", "greedy_agree"]
     print(format_table(_fmt(out["results"]), cols))
-    print(f"\nablation on {out['ablation']['config']} (float model with one integer step):")
-    print(format_table(_fmt(out["ablation"]["rows"]), ["emulated", "corr_mean", "corr_worst"]))
+    for a in out["ablation"]:
+        print(f"\nablation on {a['config']} (float model with one integer step):")
+        print(format_table(_fmt(a["rows"]), ["emulated", "corr_mean", "corr_worst"]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -22,7 +22,8 @@ Dataflow of layer i (rows are tokens; "@ s" is the float scale; the
                                   per (token, kv head): int8 + absmax (k_amax), cached with k
     qk_acc   int                  q_rope . k_rope (query head h reads kv head h // (H / H_kv));
                                   "token": times each column's k_amax
-    logits   int8  @ 1/k_l        requantize (1/sqrt(d) folded in); x0 = -k_l exact
+    logits   int16 @ 1/k_l        requantize (1/sqrt(d) folded in); x0 = -k_l exact;
+                                  int8 with cfg.logit_bits = 8
     probs    0..2^(pb-1)-1        shiftmax over the visible row 0 .. kv_pos + i (causal)
     attn     int16 @ s_a          probs @ v, requantized, heads concatenated
     [attn_sub]                    optional sub-norm (BitNet), same RMSNorm unit
@@ -102,6 +103,7 @@ _NEEDS_SCALES = frozenset({"qkv", "softmax", "act", "residual"})
 class LlamaConfig:
     """Shape and numerics of a decoder. ``act``: "silu" or "relu2"; ``sub_norm``:
     BitNet's RMSNorm before o and down; ``probs_bits``: Shiftmax output (8/16);
+    ``logit_bits``: Shiftmax input (8/16, attention logits at 1/k_l);
     ``attn_scale``: see ATTN_SCALES; ``max_pos``: longest sequence (KV rows)."""
     vocab: int
     hidden: int
@@ -116,6 +118,7 @@ class LlamaConfig:
     max_pos: int = 512
     rms_eps: float = 1e-6
     probs_bits: int = 16
+    logit_bits: int = 16
     attn_scale: str = "static"
     m_bits: int = M_BITS_DEFAULT
 
@@ -132,7 +135,7 @@ class LlamaConfig:
         if self.heads % self.kv_heads:
             raise ValueError(f"cfg.kv_heads={self.kv_heads} must divide heads={self.heads}")
         for name, choices in (("act", ACTS), ("attn_scale", ATTN_SCALES),
-                              ("probs_bits", (8, 16))):
+                              ("probs_bits", (8, 16)), ("logit_bits", (8, 16))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"cfg.{name} must be one of {choices}, "
                                  f"got {getattr(self, name)!r}")
@@ -375,8 +378,10 @@ def _attention(p, lp, li, cache, pos0, t):
         acc = acc * cache.k_amax[li, kv, :end][:, None, :]
     visible = np.arange(end)[None, :] <= pos0 + np.arange(n_new)[:, None]   # (P, end)
     t["qk_acc"] = np.where(visible, acc, 0)
+    lim = (1 << (cfg.logit_bits - 1)) - 1
     t["logits"] = _narrow("logits", np.where(visible, requantize(
-        acc, lp.logits.m, lp.logits.e, m_bits=mb), 0), np.int8)
+        acc, lp.logits.m, lp.logits.e, lo=-lim - 1, hi=lim, m_bits=mb), 0),
+        np.int8 if cfg.logit_bits == 8 else np.int16)
     pb, x0 = cfg.probs_bits, _scale_for_x0(lp.softmax_x0)
     probs = np.zeros(acc.shape, np.int64)
     for i in range(n_new):
@@ -560,7 +565,8 @@ def float_forward(weights, cfg, ids, trace=False, emulate=(), params=None):
         mask = np.tril(np.ones((n, n), bool))
         lt["logits"] = np.where(mask, s, 0.0)
         if "softmax" in em:
-            li = np.clip(_round_int(s * -params.layers[i].softmax_x0), -128, 127)
+            lim = (1 << (cfg.logit_bits - 1)) - 1
+            li = np.clip(_round_int(s * -params.layers[i].softmax_x0), -lim - 1, lim)
             pr = np.zeros_like(s)
             for r in range(n):
                 pr[:, r, :r + 1] = shiftmax(li[:, r, :r + 1], _scale_for_x0(

@@ -216,7 +216,7 @@ def load_llama(path, max_pos=None, **overrides):
 
     ``max_pos`` caps the positions (KV rows) the integer model is built for
     (default: max_position_embeddings, at most 2048); ``overrides``: other
-    LlamaConfig fields (probs_bits, attn_scale, m_bits).
+    LlamaConfig fields (probs_bits, logit_bits, attn_scale, m_bits).
     """
     path = Path(path)
     if not path.is_dir():
@@ -336,7 +336,8 @@ def quantize(ckpt, calib_ids=None, kind="ternary", headroom=HEADROOM):
         sc["k_rope"] = s8(p + "k_rope") if cfg.attn_scale == "static" else s16(p + "k_rope")
         sc["gate"] = max(s16(p + "gate"), 1.0 / SILU_X0) if cfg.act == "silu" \
             else s16(p + "gate")
-        k_l = int(min(max(math.floor(INT8_MAX / r[p + "logits"]), 1), k_max))
+        k_l = int(min(max(math.floor(((1 << (cfg.logit_bits - 1)) - 1) / r[p + "logits"]), 1),
+                      k_max))
         k_eff = sc["k_rope"] / (INT8_MAX if cfg.attn_scale == "token" else 1)
         rope = 2.0 ** -14
         s_in = sc["attn_norm"]
