@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,13 @@ __all__ = ["builtin_dir", "ByteTokenizer", "hf_generate", "generate_text", "add_
 
 
 def builtin_dir():
-    """Directory of the built-in LM (host/models/lm)."""
-    return Path(str(resources.files("trilut.host.models"))) / "lm"
+    """Directory of the built-in LM (the trilut.host.models.lm package)."""
+    try:
+        from ..host.models import lm
+    except ImportError:
+        raise FileNotFoundError("the built-in LM (trilut.host.models.lm) is not installed; "
+                                "--model DIR names a checkpoint directory") from None
+    return lm.MODEL_DIR
 
 
 class ByteTokenizer:

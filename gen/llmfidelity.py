@@ -24,7 +24,9 @@ scales, 16- vs 8-bit logits) are measured on every configuration. Prints tables 
 ``--lm``: held-out perplexity of the built-in LM (host/models/lm, its
 ``heldout_windows``) in float (ternary weights, float activations), in float
 with BitNet's int8 per-token activations (the forward it was trained with)
-and in the golden integer model, calibrated on host.hf.calibration_ids.
+and in the golden integer model, calibrated on host.hf.calibration_ids; also
+the per-position logit correlation golden vs float on the held-out windows
+and how often their argmax agrees (teacher-forced).
 """
 from __future__ import annotations
 
@@ -210,17 +212,24 @@ def lm_perplexity(model_dir=None, windows=None, log=print):
     data = lm.heldout_windows(ckpt.cfg.max_pos)[:windows]
     deq = ckpt.dequantized_weights()
     nll = {"float": [], "float_int8_act": [], "golden": []}
+    corr, agree = [], []
     for i, w in enumerate(data):
         x, y = w[:-1], w[1:]
-        nll["float"].append(_nll(float_forward(deq, ckpt.cfg, x), y))
+        fl = float_forward(deq, ckpt.cfg, x)
+        gl = params.dequantize_logits(prefill(params, x, KVCache(params)))
+        nll["float"].append(_nll(fl, y))
         nll["float_int8_act"].append(_nll(float_forward(deq, ckpt.cfg, x,
                                                         emulate=("act_quant",)), y))
-        nll["golden"].append(_nll(params.dequantize_logits(prefill(params, x,
-                                                                   KVCache(params))), y))
+        nll["golden"].append(_nll(gl, y))
+        corr.append(logit_correlation(gl, fl))
+        agree.append(np.argmax(gl, -1) == np.argmax(fl, -1))
         log(f"  [{time.monotonic() - t0:6.1f}s] window {i + 1}/{len(data)}: golden ppl so far "
             f"{np.exp(np.concatenate(nll['golden']).mean()):.4f}")
     ppl = {k: float(np.exp(np.concatenate(v).mean())) for k, v in nll.items()}
+    corr, agree = np.concatenate(corr), np.concatenate(agree)
     return {"model": str(model_dir), "windows": int(len(data)),
+            "corr_mean": float(corr.mean()), "corr_worst": float(corr.min()),
+            "argmax_agree": float(agree.mean()),
             "tokens_scored": int(data[:, 1:].size), "perplexity": ppl,
             "golden_minus_float": ppl["golden"] - ppl["float"],
             "golden_minus_float_int8_act": ppl["golden"] - ppl["float_int8_act"],
@@ -250,6 +259,8 @@ def main(argv=None):
                            ["model", "ppl"]))
         Path(args.lm_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.lm_json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"logit correlation golden vs float: mean {out['corr_mean']:.5f}, worst "
+              f"{out['corr_worst']:.5f}; argmax agreement {out['argmax_agree']:.4f}")
         print(f"wrote {args.lm_json}")
         return
     out = run(prompts=args.prompts, new_tokens=args.new_tokens)
