@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..golden.encoder import _scale_for_x0
 from ..golden.llm import EMULATE_STEPS, KVCache, float_forward, prefill
+from ..golden.nonlinear import GELU_SLOPE, shiftgelu
 from ..golden.quant import quantize_ternary
 from ..host.generate import GoldenDecoder, generate
 from ..host.llama import (load_llama, logit_correlation, pack_ternary, quantize,
@@ -163,6 +165,22 @@ def ablation(ckpt, params, prompts):
     return rows
 
 
+def silu_sweep(x0s=(16, 32, 48, 64, 96, 128, 256, 1024, 8192)):
+    """Error of the integer SiLU (shiftgelu "accurate", slope 1) against x sigmoid(x) for
+    gate values x ~ N(0, 2^2) (200,000, seed 0) quantized at scale 1/(|x0| + 1/2), i.e.
+    IEXP constant x0 (host.llama.SILU_X0 comes from this table)."""
+    xf = 2.0 * np.random.default_rng(0).standard_normal(200_000)
+    ref = xf / (1.0 + np.exp(-xf))
+    rows = []
+    for k in x0s:
+        s = 1.0 / (k + 0.5)
+        g = np.round(xf / s).astype(np.int64)
+        y = shiftgelu(g, _scale_for_x0(-k, GELU_SLOPE), mode="accurate") * s / 2.0**15
+        rows.append({"x0": -k, "max_abs_err": float(np.abs(y - ref).max()),
+                     "rms_err": float(np.sqrt(np.mean((y - ref) ** 2)))})
+    return rows
+
+
 def run(prompts=20, prompt_len=24, new_tokens=12, seed=7, log=print):
     """Every configuration and the ablation; returns the JSON payload."""
     t0 = time.monotonic()
@@ -186,7 +204,7 @@ def run(prompts=20, prompt_len=24, new_tokens=12, seed=7, log=print):
                     f"{row['greedy_agree']:.3f}")
                 if name in ABLATION_CONFIGS and (attn_scale, logit_bits) == VARIANTS[0]:
                     abl.append({"config": name, "rows": ablation(ckpt, params, ps[:6])})
-    return {"targets": TARGETS, "prompts": prompts, "prompt_len": prompt_len,
+    return {"targets": TARGETS, "silu_x0_sweep": silu_sweep(), "prompts": prompts, "prompt_len": prompt_len,
             "new_tokens": new_tokens, "results": results, "ablation": abl,
             "seconds": time.monotonic() - t0}
 
@@ -267,6 +285,8 @@ def main(argv=None):
     cols = ["config", "attn_scale", "logit_bits", "heads", "kv_heads", "act", "tied", "sub_norm",
             "corr_mean", "corr_worst", "greedy_agree"]
     print(format_table(_fmt(out["results"]), cols))
+    print("\ninteger SiLU error against x sigmoid(x) on [-12, 12] by IEXP constant x0:")
+    print(format_table(out["silu_x0_sweep"], ["x0", "max_abs_err", "rms_err"]))
     for a in out["ablation"]:
         print(f"\nablation on {a['config']} (float model with one integer step):")
         print(format_table(_fmt(a["rows"]), ["emulated", "corr_mean", "corr_worst"]))
