@@ -204,7 +204,8 @@ def run(prompts=20, prompt_len=24, new_tokens=12, seed=7, log=print):
                     f"{row['greedy_agree']:.3f}")
                 if name in ABLATION_CONFIGS and (attn_scale, logit_bits) == VARIANTS[0]:
                     abl.append({"config": name, "rows": ablation(ckpt, params, ps[:6])})
-    return {"targets": TARGETS, "silu_x0_sweep": silu_sweep(), "prompts": prompts, "prompt_len": prompt_len,
+    return {"targets": TARGETS, "silu_x0_sweep": silu_sweep(), "prompts": prompts,
+            "prompt_len": prompt_len,
             "new_tokens": new_tokens, "results": results, "ablation": abl,
             "seconds": time.monotonic() - t0}
 

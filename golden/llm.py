@@ -89,7 +89,7 @@ __all__ = [
 ]
 
 ACTS = ("silu", "relu2")
-ATTN_SCALES = ("static", "token")   # k: one calibrated scale per layer, or per token + column rescale
+ATTN_SCALES = ("static", "token")   # k: one scale per layer, or per token + column rescale
 ROPE_FRAC = 14                      # cos/sin are int16 at scale 2^-14
 LOGIT_BITS = 24                     # integer logits lie in +-(2^23 - 1)
 SOFTMAX_N = 15
@@ -312,12 +312,6 @@ class KVCache:
         self.cfg, self.capacity, self.kv_pos = cfg, cap, 0
         self.k, self.v = np.zeros(shape, np.int8), np.zeros(shape, np.int8)
         self.k_amax = np.zeros(shape[:3], np.int64)
-
-    def copy(self):
-        new = object.__new__(KVCache)
-        new.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                             for k, v in self.__dict__.items()})
-        return new
 
 
 # --------------------------------------------------------------------------- integer model

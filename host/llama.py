@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden.encoder import Dyadic, LinearParams
+from ..golden.encoder import LinearParams
 from ..golden.llm import (LOGIT_BITS, SOFTMAX_N, LayerParams, LlamaConfig, LlamaParams,
                           float_forward, float_weight_shapes, rope_tables)
 from ..golden.nonlinear import INT32_MAX, iexp_x0
-from ..golden.quant import INT8_MAX, INT16_MAX, _round_half_up, quantize_ternary
+from ..golden.quant import INT8_MAX, INT16_MAX, _round_half_up
 from .hf import UnsupportedCheckpoint, _read_config
 from .quantize import _dyadic, _norm, quantize_weight
 
@@ -100,7 +100,8 @@ def write_safetensors(path, tensors):
             data = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
         else:
             data = np.ascontiguousarray(a, dtype=_DTYPES[dt]).tobytes()
-        header[name] = {"dtype": dt, "shape": list(np.shape(a)), "data_offsets": [off, off + len(data)]}
+        header[name] = {"dtype": dt, "shape": list(np.shape(a)),
+                        "data_offsets": [off, off + len(data)]}
         blobs.append(data)
         off += len(data)
     h = json.dumps(header).encode()

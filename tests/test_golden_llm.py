@@ -20,7 +20,8 @@ from trilut.host.llama import load_llama, logit_correlation, quantize
 VARIANTS = {   # name -> (write_random_checkpoint arguments, load_llama overrides)
     "mha-silu": (dict(heads=4, kv_heads=4), {}),
     "gqa-token": (dict(heads=4, kv_heads=2), dict(attn_scale="token")),
-    "mqa-relu2-sub": (dict(layout="bitnet-2b", heads=4, kv_heads=1), dict(probs_bits=8, logit_bits=8)),
+    "mqa-relu2-sub": (dict(layout="bitnet-2b", heads=4, kv_heads=1),
+                      dict(probs_bits=8, logit_bits=8)),
 }
 
 
