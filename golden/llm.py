@@ -330,7 +330,8 @@ def _linear(lin, src, t):
     return lin.accumulate(q, amax)
 
 
-def _requant16(name, acc, d, t, mb, bits=WIDE):
+def _requant(name, acc, d, t, mb, bits=WIDE):
+    """Trace tensor ``name`` = requantize(acc) by Dyadic d to a signed ``bits`` (16 or 8) int."""
     lim = (1 << (bits - 1)) - 1
     t[name] = _narrow(name, requantize(acc, d.m, d.e, lo=-lim - 1, hi=lim, m_bits=mb),
                       np.int16 if bits == 16 else np.int8)
@@ -353,12 +354,12 @@ def _attention(p, lp, li, cache, pos0, t):
     cos, sin = cos.astype(np.int64), sin.astype(np.int64)
     q = _rope(t["q"].astype(np.int64).reshape(n_new, cfg.heads, d), cos, sin)
     k = _rope(t["k"].astype(np.int64).reshape(n_new, hk, d), cos, sin)
-    t["q_rope"] = _requant16("q_rope", q, lp.q_rope, t, mb, bits=8)
+    t["q_rope"] = _requant("q_rope", q, lp.q_rope, t, mb, bits=8)
     if cfg.attn_scale == "static":
-        t["k_rope"] = _requant16("k_rope", k, lp.k_rope, t, mb, bits=8)
+        t["k_rope"] = _requant("k_rope", k, lp.k_rope, t, mb, bits=8)
         kq, kamax = t["k_rope"], np.ones((n_new, hk), np.int64)
     else:
-        k16 = _requant16("k_rope16", k, lp.k_rope, t, mb)
+        k16 = _requant("k_rope16", k, lp.k_rope, t, mb)
         kq, kamax = row_quantize(k16, in_bits=WIDE)
         t["k_rope"], kamax = kq, kamax[..., 0]
     cache.k[li, :, pos0:end] = np.swapaxes(kq, 0, 1)
@@ -371,7 +372,8 @@ def _attention(p, lp, li, cache, pos0, t):
     if cfg.attn_scale == "token":
         acc = acc * cache.k_amax[li, kv, :end][:, None, :]
     visible = np.arange(end)[None, :] <= pos0 + np.arange(n_new)[:, None]   # (P, end)
-    t["qk_acc"] = np.where(visible, acc, 0)
+    t["qk_acc"] = _narrow("qk_acc", np.where(visible, acc, 0),
+                          np.int32 if cfg.attn_scale == "static" else np.int64)
     lim = (1 << (cfg.logit_bits - 1)) - 1
     t["logits"] = _narrow("logits", np.where(visible, requantize(
         acc, lp.logits.m, lp.logits.e, lo=-lim - 1, hi=lim, m_bits=mb), 0),
@@ -384,7 +386,7 @@ def _attention(p, lp, li, cache, pos0, t):
     t["probs"] = _narrow("probs", probs, np.int16)
     t["av_acc"] = _narrow("av_acc", _exact_matmul(probs, vals.astype(np.int64)), np.int32)
     av = np.swapaxes(t["av_acc"], 0, 1).reshape(n_new, cfg.heads * d)
-    _requant16("attn", av, lp.attn, t, mb)
+    _requant("attn", av, lp.attn, t, mb)
     return _linear(lp.o, _sub_norm(lp.attn_sub_norm, "attn", "attn_sub", t, mb), t)
 
 
@@ -392,16 +394,16 @@ def _mlp(p, lp, t):
     cfg, mb = p.cfg, p.cfg.m_bits
     t["gate_acc"] = _linear(lp.gate, "mlp_norm", t)
     t["up_acc"] = lp.up.accumulate(t["mlp_norm_q8"], t["mlp_norm_amax"])
-    gate = _requant16("gate", t["gate_acc"], lp.gate.requant, t, mb)
-    up = _requant16("up", t["up_acc"], lp.up.requant, t, mb)
+    gate = _requant("gate", t["gate_acc"], lp.gate.requant, t, mb)
+    up = _requant("up", t["up_acc"], lp.up.requant, t, mb)
     if cfg.act == "silu":
         prod = shiftgelu(gate, _scale_for_x0(lp.act_x0, GELU_SLOPE), mode="accurate")
     else:
         prod = np.maximum(gate.astype(np.int64), 0) ** 2
     t["act_prod"] = _narrow("act_prod", prod, np.int32)
-    act = _requant16("act", prod, lp.act_out, t, mb)
+    act = _requant("act", prod, lp.act_out, t, mb)
     t["h_prod"] = _narrow("h_prod", act.astype(np.int64) * up, np.int32)
-    _requant16("h", t["h_prod"], lp.hid, t, mb)
+    _requant("h", t["h_prod"], lp.hid, t, mb)
     return _linear(lp.down, _sub_norm(lp.ffn_sub_norm, "h", "ffn_sub", t, mb), t)
 
 
@@ -445,7 +447,7 @@ def prefill(params, ids, cache, trace=False):
             acc = (_linear(lin, "attn_norm", t) if n == "q" else
                    lin.accumulate(t["attn_norm_q8"], t["attn_norm_amax"]))
             t[n + "_acc"] = acc
-            _requant16(n, acc, lin.requant, t, mb, bits=8 if n == "v" else WIDE)
+            _requant(n, acc, lin.requant, t, mb, bits=8 if n == "v" else WIDE)
         t["o_acc"] = _attention(params, lp, li, cache, pos0, t)
         t["res1"] = _narrow("res1", residual_add(x, lp.res1_x.m, lp.res1_x.e, t["o_acc"],
                                                  lp.o.requant.m, lp.o.requant.e, m_bits=mb),

@@ -149,6 +149,11 @@ def test_extreme_embeddings_stay_in_range(models):
     p2 = dataclasses.replace(params, embed=emb)
     t = prefill(p2, np.array([0, 1, 0, 1, 2]), KVCache(p2), trace=True)
     assert np.abs(t["logits"]).max() < 2**23
+    # a full cache (max_pos rows): the last Shiftmax row still sums to ~2^15 (no saturation)
+    ids = np.resize([0, 1, 2, 3], ckpt.cfg.max_pos)
+    t = prefill(p2, ids, KVCache(p2), trace=True)
+    last = t["layers.1.probs"][:, -1].sum(-1)
+    assert (np.abs(last - 2**15) <= 2**12).all(), last
 
 
 def test_errors_name_the_problem(models):
