@@ -286,7 +286,7 @@ def main(argv=None):
     cols = ["config", "attn_scale", "logit_bits", "heads", "kv_heads", "act", "tied", "sub_norm",
             "corr_mean", "corr_worst", "greedy_agree"]
     print(format_table(_fmt(out["results"]), cols))
-    print("\ninteger SiLU error against x sigmoid(x) on [-12, 12] by IEXP constant x0:")
+    print("\ninteger SiLU error against x sigmoid(x), x ~ N(0, 2^2), by IEXP constant x0:")
     print(format_table(out["silu_x0_sweep"], ["x0", "max_abs_err", "rms_err"]))
     for a in out["ablation"]:
         print(f"\nablation on {a['config']} (float model with one integer step):")
