@@ -29,6 +29,19 @@ def test_fidelity_on_every_layout(tmp_path, name):
     assert r["greedy_agree"] >= 0.9, r
 
 
+def test_int8_per_channel_weights(tmp_path):
+    """quantize(kind="int8"): every linear int8 per output channel, per-channel requantizers."""
+    ckpt = load_llama(write_random_checkpoint(tmp_path / "m", heads=4, kv_heads=2, seed=4))
+    params = quantize(ckpt, kind="int8")
+    lin = params.layers[0].q
+    assert lin.kind == "int8" and lin.requant.per_channel and np.abs(lin.weights).max() == 127
+    deq = ckpt.dequantized_weights("int8")
+    corr = np.concatenate([logit_correlation(
+        params.dequantize_logits(prefill(params, ids, KVCache(params))),
+        float_forward(deq, ckpt.cfg, ids)) for ids in _prompts(ckpt.cfg.vocab, 4)])
+    assert corr.mean() >= 0.99 and corr.min() >= 0.98, (corr.mean(), corr.min())
+
+
 def test_layouts_load_as_declared(tmp_path):
     a = load_llama(write_random_checkpoint(tmp_path / "a", layout="bitnet-large", kv_heads=4))
     b = load_llama(write_random_checkpoint(tmp_path / "b", layout="bitnet-2b", kv_heads=1))
