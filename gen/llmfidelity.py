@@ -26,7 +26,9 @@ scales, 16- vs 8-bit logits) are measured on every configuration. Prints tables 
 with BitNet's int8 per-token activations (the forward it was trained with)
 and in the golden integer model, calibrated on host.hf.calibration_ids; also
 the per-position logit correlation golden vs float on the held-out windows
-and how often their argmax agrees (teacher-forced).
+and how often their argmax agrees (teacher-forced), and :func:`measure` on
+20 greedy generations of 32 tokens from the first 32 tokens of held-out
+windows.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ LAYOUTS = ("llama", "bitnet-large", "bitnet-2b")
 # (attn_scale, logit_bits): the default first, then the alternatives it was chosen over
 VARIANTS = (("static", 16), ("token", 16), ("static", 8))
 ABLATION_CONFIGS = ("gqa-untied", "bitnet-2b-packed-relu2")
+GEN_PROMPTS, GEN_PROMPT_LEN, GEN_TOKENS = 20, 32, 32   # built-in LM: greedy generation check
 TARGETS = {"corr_mean": 0.99, "corr_worst": 0.98, "greedy_agree": 0.90}
 # name -> write_random_checkpoint arguments
 CONFIGS = {
@@ -246,9 +249,13 @@ def lm_perplexity(model_dir=None, windows=None, log=print):
             f"{np.exp(np.concatenate(nll['golden']).mean()):.4f}")
     ppl = {k: float(np.exp(np.concatenate(v).mean())) for k, v in nll.items()}
     corr, agree = np.concatenate(corr), np.concatenate(agree)
+    prompts = list(lm.heldout_windows(ckpt.cfg.max_pos)[:GEN_PROMPTS, :GEN_PROMPT_LEN])
+    gen = measure(ckpt, params, prompts, GEN_TOKENS)
+    log(f"  [{time.monotonic() - t0:6.1f}s] greedy generation from {len(prompts)} prompts: "
+        f"agreement {gen['greedy_agree']:.4f}")
     return {"model": str(model_dir), "windows": int(len(data)),
             "corr_mean": float(corr.mean()), "corr_worst": float(corr.min()),
-            "argmax_agree": float(agree.mean()),
+            "argmax_agree": float(agree.mean()), "generation": gen,
             "tokens_scored": int(data[:, 1:].size), "perplexity": ppl,
             "golden_minus_float": ppl["golden"] - ppl["float"],
             "golden_minus_float_int8_act": ppl["golden"] - ppl["float_int8_act"],
@@ -271,15 +278,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.lm:
         out = lm_perplexity(windows=args.windows)
-        print(format_table([{"model": "float", "ppl": out["perplexity"]["float"]},
-                            {"model": "float, int8 per-token activations",
-                             "ppl": out["perplexity"]["float_int8_act"]},
-                            {"model": "golden (integer)", "ppl": out["perplexity"]["golden"]}],
-                           ["model", "ppl"]))
+        names = {"float": "float", "float_int8_act": "float, int8 per-token activations",
+                 "golden": "golden (integer)"}
+        print(format_table([{"model": names[k], "perplexity": f"{v:.4f}"}
+                            for k, v in out["perplexity"].items()], ["model", "perplexity"]))
         Path(args.lm_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.lm_json).write_text(json.dumps(out, indent=2) + "\n")
+        g = out["generation"]
         print(f"logit correlation golden vs float: mean {out['corr_mean']:.5f}, worst "
-              f"{out['corr_worst']:.5f}; argmax agreement {out['argmax_agree']:.4f}")
+              f"{out['corr_worst']:.5f}; argmax agreement {out['argmax_agree']:.4f}; greedy "
+              f"generation ({GEN_PROMPTS} prompts x {GEN_TOKENS} tokens): corr mean "
+              f"{g['corr_mean']:.5f}, worst {g['corr_worst']:.5f}, agreement "
+              f"{g['greedy_agree']:.4f}")
         print(f"wrote {args.lm_json}")
         return
     out = run(prompts=args.prompts, new_tokens=args.new_tokens)
