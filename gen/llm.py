@@ -119,17 +119,19 @@ def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model
     log(f"calibrating on {len(CALIBRATION_SENTENCES)} sentences and two paragraphs of them")
     params = quantize(ckpt, calibration_ids(tok, ckpt.cfg.max_pos))
     t0 = time.monotonic()
-    out = []
+    out, shown = [], [""]
 
-    def show(t):
+    def show(t):                  # print complete characters only (a byte may end mid-UTF-8)
         out.append(t)
-        piece = tok.decode(out)
-        echo(piece[len(tok.decode(out[:-1])):], end="", flush=True)
+        text = tok.decode(out)
+        if not text.endswith("\ufffd"):
+            echo(text[len(shown[0]):], end="", flush=True)
+            shown[0] = text
 
     echo(prompt, end="", flush=True)
     tokens, _ = generate(make_decoder(params, device), ids, max_new_tokens, temperature,
                          top_k, seed, on_token=show, stop=tok.eos)
-    echo()
+    echo(tok.decode(tokens)[len(shown[0]):])
     summary = {"prompt": prompt, "text": tok.decode(tokens), "tokens": tokens.tolist(),
                "device": device, "hw_matches_golden": None, "ttft_cycles": None,
                "decode_cycles_per_token": None, "fmax_mhz": None, "tokens_per_s_at_fmax": None,
