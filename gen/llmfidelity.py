@@ -53,7 +53,7 @@ from .synth import format_table
 LAYOUTS = ("llama", "bitnet-large", "bitnet-2b")
 # (attn_scale, logit_bits): the default first, then the alternatives it was chosen over
 VARIANTS = (("static", 16), ("token", 16), ("static", 8))
-ABLATION_CONFIGS = ("gqa-untied", "bitnet-2b-packed-relu2")
+ABLATION_CONFIGS = ("gqa-untied", "bitnet-2b-packed-relu2", "bitnet-2b-512x4")
 GEN_PROMPTS, GEN_PROMPT_LEN, GEN_TOKENS = 20, 32, 32   # built-in LM: greedy generation check
 TARGETS = {"corr_mean": 0.99, "corr_worst": 0.98, "greedy_agree": 0.90}
 # name -> write_random_checkpoint arguments
