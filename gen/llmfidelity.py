@@ -235,6 +235,7 @@ def lm_perplexity(model_dir=None, windows=None, log=print):
     from ..host.models import lm
     from .llm import ByteTokenizer, builtin_dir
     t0 = time.monotonic()
+    label = str(model_dir) if model_dir else "built-in (host/models/lm)"
     model_dir = Path(model_dir) if model_dir else builtin_dir()
     ckpt = load_llama(model_dir)
     tok = ByteTokenizer(model_dir / "tokenizer.json")
@@ -261,7 +262,7 @@ def lm_perplexity(model_dir=None, windows=None, log=print):
     gen = measure(ckpt, params, prompts, GEN_TOKENS)
     log(f"  [{time.monotonic() - t0:6.1f}s] greedy generation from {len(prompts)} prompts: "
         f"agreement {gen['greedy_agree']:.4f}")
-    return {"model": str(model_dir), "windows": int(len(data)),
+    return {"model": label, "windows": int(len(data)),
             "corr_mean": float(corr.mean()), "corr_worst": float(corr.min()),
             "argmax_agree": float(agree.mean()), "generation": gen,
             "tokens_scored": int(data[:, 1:].size), "perplexity": ppl,
