@@ -7,6 +7,8 @@
     trilut units                     the units ``synth`` knows and their defaults
     trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
     trilut hf-layer [CKPT] --layer 0  one pretrained layer on the simulated accelerator, vs golden
+    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz   Llama/BitNet
+    trilut generate --prompt TEXT    text from the built-in ternary LM (golden decoder)
     trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
+from .llm import add_llm_parsers
 from .hflayer import ACCEL_UNITS, DEFAULT_UNIT, LayerMismatch, cmd_hf_layer
 from .synth import TARGETS, SynthError, format_table, synthesize
 from .units import UNITS, build_unit, parse_settings
@@ -238,6 +241,8 @@ def main(argv=None):
                    help="change a parameter of that build")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.set_defaults(func=cmd_hf_layer)
+
+    add_llm_parsers(sub)     # hf-generate, generate
 
     args = parser.parse_args(argv)
     try:
