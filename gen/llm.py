@@ -33,46 +33,10 @@ import numpy as np
 from ..host.generate import DEVICES, check_device, generate, make_decoder
 from ..host.hf import CALIBRATION_SENTENCES, _load_npy, calibration_ids
 from ..host.llama import load_llama, quantize
+from ..host.models.lm import MODEL_DIR
+from ..host.models.lm.tokenizer import ByteTokenizer
 
-__all__ = ["builtin_dir", "ByteTokenizer", "hf_generate", "generate_text", "add_llm_parsers"]
-
-
-def builtin_dir():
-    """Directory of the built-in LM (the trilut.host.models.lm package)."""
-    try:
-        from ..host.models import lm
-    except ImportError:
-        raise FileNotFoundError("the built-in LM (trilut.host.models.lm) is not installed; "
-                                "--model DIR names a checkpoint directory") from None
-    return lm.MODEL_DIR
-
-
-class ByteTokenizer:
-    """A byte-level ``tokenizer.json`` (type "byte-level"): id = UTF-8 byte value,
-    ``bos_token_id``/``eos_token_id`` reserved (text holding them is refused)."""
-
-    def __init__(self, path):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no tokenizer.json (generate needs a byte-level "
-                                    f"tokenizer beside the checkpoint)")
-        spec = json.loads(path.read_text())
-        if spec.get("type") != "byte-level":
-            raise ValueError(f"{path}: tokenizer type {spec.get('type')!r}, only 'byte-level' "
-                             f"is supported")
-        self.bos, self.eos = spec["bos_token_id"], spec["eos_token_id"]
-        self.encoding = spec.get("encoding", "utf-8")
-
-    def encode(self, text, bos=True):
-        data = text.encode(self.encoding)
-        for tok in (self.bos, self.eos):
-            if tok in data:
-                raise ValueError(f"text contains byte {tok:#04x}, reserved as a special token")
-        return np.array(([self.bos] if bos else []) + list(data), np.int64)
-
-    def decode(self, ids):
-        return bytes(int(i) for i in ids if i not in (self.bos, self.eos)).decode(
-            self.encoding, errors="replace")
+__all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
 
 
 def _progress():
@@ -109,7 +73,7 @@ def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model
     """The generate command: text from the built-in LM, printed as it comes."""
     log = _progress()
     check_device(device)
-    model_dir = Path(model_dir) if model_dir else builtin_dir()
+    model_dir = Path(model_dir) if model_dir else MODEL_DIR
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"{model_dir}: no model.safetensors (the built-in LM is "
                                 f"host/models/lm; --model DIR names another)")

@@ -233,10 +233,10 @@ def lm_perplexity(model_dir=None, windows=None, log=print):
     activations (the forward it was trained with), and the golden integer model."""
     from ..host.hf import calibration_ids
     from ..host.models import lm
-    from .llm import ByteTokenizer, builtin_dir
+    from ..host.models.lm.tokenizer import ByteTokenizer
     t0 = time.monotonic()
     label = str(model_dir) if model_dir else "built-in (host/models/lm)"
-    model_dir = Path(model_dir) if model_dir else builtin_dir()
+    model_dir = Path(model_dir) if model_dir else lm.MODEL_DIR
     ckpt = load_llama(model_dir)
     tok = ByteTokenizer(model_dir / "tokenizer.json")
     params = quantize(ckpt, calibration_ids(tok, ckpt.cfg.max_pos))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trilut.gen.cli import main as cli_main
-from trilut.gen.llm import ByteTokenizer
+from trilut.host.models.lm.tokenizer import ByteTokenizer
 from trilut.gen.llmfidelity import CONFIGS, measure, write_random_checkpoint
 from trilut.golden.llm import KVCache, float_forward, prefill
 from trilut.host.generate import GoldenDecoder, choose, generate, make_decoder

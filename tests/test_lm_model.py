@@ -9,6 +9,7 @@ int8 per-token activations before each ternary linear (the QAT forward).
 import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -211,3 +212,16 @@ def test_wrong_model_misses_the_bound(weights, wrong):
     bad = perplexity(weights, windows, False, wrong)
     print(f"{wrong}: perplexity {bad:.4f} vs {right:.4f}")
     assert abs(bad / right - 1) > 50 * PPL_REL_BOUND
+
+
+def test_builtin_generates_words_of_its_corpus(capsys):
+    """`trilut generate` on the built-in LM (golden integer model): every complete
+    word it writes is a word of the training corpus (an untrained or mis-imported
+    model writes byte soup), and the JSON has the issue's fields."""
+    from trilut.gen.llm import generate_text
+    summary = generate_text("Once upon a time", 48)
+    words = re.findall(r"[A-Za-z]+", summary["text"])[:-1]        # the last may be cut
+    known = set(re.findall(r"[A-Za-z]+", " ".join(corpus.stories(2000, corpus.TRAIN_SEED))))
+    assert len(words) >= 6 and set(words) <= known, words
+    assert capsys.readouterr().out.startswith("Once upon a time")
+    assert summary["hw_matches_golden"] is None and summary["device"] == "golden"
