@@ -1,29 +1,29 @@
 """The shipped language model: checkpoint, config, tokenizer, corpus, held-out perplexity.
 
-No torch here (torch is only the optional training extra). The NumPy float
-forward below is a deliberately naive reference written for this test: ternary
-weights (``trilut.golden.quantize_ternary``), float activations, optionally
-int8 per-token activations before each ternary linear (the QAT forward).
+No torch here (torch is only the optional training extra). Held-out perplexity
+goes through the Llama importer and golden's float reference (ternary weights,
+float activations, optionally int8 per-token activations before each ternary
+linear: the QAT forward) and must match train.py's torch figures.
 """
 
 import hashlib
 import json
-import math
 import re
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from trilut.golden import quantize_int8, quantize_ternary
+from trilut.golden.llm import float_forward
+from trilut.host.llama import load_llama
 from trilut.host.models import lm
 from trilut.host.models.lm import corpus, tokenizer
 
 CONFIG = lm.load_config()
 LOG = json.loads(lm.TRAIN_LOG_PATH.read_text(encoding="utf-8"))
 SEQ = LOG["heldout"]["seq"]
-# Perplexity from this NumPy forward against train.py's torch figure: the two
-# differ only by float32 summation order (and int8 roundings it may flip).
+# Perplexity from golden's float reference against train.py's torch figure: the two
+# differ by summation order, float64 against float32, and the int8 roundings that flips.
 PPL_REL_BOUND = 2e-3
 
 
@@ -120,98 +120,54 @@ def test_corpus_is_deterministic():
         corpus.stories(3, "0")
 
 
-# ---- NumPy float forward -------------------------------------------------------------------
+# ---- held-out perplexity through the importer and the golden float reference ----------------
 
-def _rms_norm(x, g):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + CONFIG["rms_norm_eps"]) * g
-
-
-def _rope(x, pos, adjacent=False):
-    """HF rotate_half (element i pairs with i + d/2); ``adjacent`` pairs 2i with 2i + 1 (wrong)."""
-    d = x.shape[-1]
-    inv = 1.0 / CONFIG["rope_theta"] ** (np.arange(0, d, 2) / d)
-    ang = pos[:, None] * inv[None, :]
-    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-    if adjacent:
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2], out[..., 1::2] = a * cos - b * sin, b * cos + a * sin
-        return out
-    a, b = x[..., :d // 2], x[..., d // 2:]
-    return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
-
-
-def forward(w, ids, act_quant, wrong=None):
-    """Logits (n, t, vocab) for ids (n, t). ``wrong`` selects a deliberately wrong model."""
-    c = CONFIG
-    heads, kv_heads, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-    tern = {}
-
-    def linear(name, x):
-        if name not in tern:
-            w_t, gamma = quantize_ternary(w[name])
-            tern[name] = (w_t.astype(np.float32) * np.float32(gamma)).T
-        if act_quant:
-            q, scale = quantize_int8(x, per_token=True)
-            x = (q * scale).astype(np.float32)
-        return x @ tern[name]
-
-    n, t = ids.shape
-    pos = np.arange(t)
-    x = w["model.embed_tokens.weight"][ids]
-    mask = np.triu(np.full((t, t), -np.inf, dtype=np.float32), 1)
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        y = _rms_norm(x, w[p + "input_layernorm.weight"])
-        q = linear(p + "self_attn.q_proj.weight", y).reshape(n, t, heads, d).transpose(0, 2, 1, 3)
-        k = linear(p + "self_attn.k_proj.weight", y).reshape(n, t, kv_heads, d).transpose(0, 2, 1, 3)
-        v = linear(p + "self_attn.v_proj.weight", y).reshape(n, t, kv_heads, d).transpose(0, 2, 1, 3)
-        q, k = _rope(q, pos, wrong == "rope_adjacent"), _rope(k, pos, wrong == "rope_adjacent")
-        kv_of = [h % kv_heads if wrong == "gqa_modulo" else h // (heads // kv_heads)
-                 for h in range(heads)]
-        s = q @ k[:, kv_of].transpose(0, 1, 3, 2) / np.float32(math.sqrt(d))
-        if wrong != "no_causal_mask":
-            s = s + mask
-        s = np.exp(s - s.max(-1, keepdims=True))
-        a = (s / s.sum(-1, keepdims=True)) @ v[:, kv_of]
-        x = x + linear(p + "self_attn.o_proj.weight", a.transpose(0, 2, 1, 3).reshape(n, t, heads * d))
-        y = _rms_norm(x, w[p + "post_attention_layernorm.weight"])
-        g = linear(p + "mlp.gate_proj.weight", y)
-        u = linear(p + "mlp.up_proj.weight", y)
-        x = x + linear(p + "mlp.down_proj.weight", g / (1 + np.exp(-g)) * u)
-    return _rms_norm(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
-
-
-def perplexity(w, windows, act_quant, wrong=None):
-    logits = forward(w, windows[:, :-1], act_quant, wrong).astype(np.float64)
-    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-    target = np.take_along_axis(logits, windows[:, 1:, None], -1)[..., 0]
-    return float(np.exp(np.mean(logz - target)))
+def perplexity(weights, cfg, windows, act_quant):
+    """Held-out perplexity of ``windows`` under golden's float reference (ternary
+    weights; int8 per-token activations before each linear with ``act_quant``)."""
+    emulate = ("act_quant",) if act_quant else ()
+    nll = []
+    for w in windows:
+        logits = float_forward(weights, cfg, w[:-1], emulate=emulate)
+        top = logits.max(-1, keepdims=True)
+        logz = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+        nll.append(logz - logits[np.arange(w.size - 1), w[1:]])
+    return float(np.exp(np.mean(nll)))
 
 
 @pytest.fixture(scope="module")
-def weights():
-    return lm.load_weights()
+def model():
+    ckpt = load_llama(lm.MODEL_DIR)
+    return ckpt.dequantized_weights(), ckpt.cfg
 
 
 @pytest.mark.parametrize("act_quant,key", [(False, "ternary"), (True, "qat")])
-def test_heldout_perplexity_matches_train_log(weights, act_quant, key):
+def test_heldout_perplexity_matches_train_log(model, act_quant, key):
     windows = lm.heldout_windows(SEQ, LOG["heldout"]["windows"])
-    ppl = perplexity(weights, windows, act_quant)
+    ppl = perplexity(*model, windows, act_quant)
     recorded = LOG["heldout_perplexity"][key]
     print(f"held-out perplexity ({key}): numpy {ppl:.5f}, train_log {recorded:.5f}")
     assert abs(ppl / recorded - 1) < PPL_REL_BOUND
 
 
-@pytest.mark.parametrize("wrong", ["rope_adjacent", "gqa_modulo", "no_causal_mask"])
-def test_wrong_model_misses_the_bound(weights, wrong):
-    """The check above can fail: each convention error moves the perplexity far out
-    of the bound (on 4 windows, against the right forward on the same windows)."""
+@pytest.mark.parametrize("wrong", ["layers_swapped", "head_rows_rolled"])
+def test_wrong_model_misses_the_bound(model, wrong):
+    """The check above can fail: an import mistake (two layers swapped, the head's
+    rows off by one token) moves the perplexity far out of the bound (on 4
+    windows, against the right weights on the same windows)."""
+    weights, cfg = model
+    bad = dict(weights)
+    if wrong == "layers_swapped":
+        for name in [n for n in weights if n.startswith("layers.0.")]:
+            other = name.replace("layers.0.", "layers.1.", 1)
+            bad[name], bad[other] = weights[other], weights[name]
+    else:
+        bad["head"] = np.roll(weights["head"], 1, axis=-1)
     windows = lm.heldout_windows(SEQ, 4)
-    right = perplexity(weights, windows, False)
-    bad = perplexity(weights, windows, False, wrong)
-    print(f"{wrong}: perplexity {bad:.4f} vs {right:.4f}")
-    assert abs(bad / right - 1) > 50 * PPL_REL_BOUND
+    right = perplexity(weights, cfg, windows, False)
+    worse = perplexity(bad, cfg, windows, False)
+    print(f"{wrong}: perplexity {worse:.4f} vs {right:.4f}")
+    assert abs(worse / right - 1) > 50 * PPL_REL_BOUND
 
 
 def test_builtin_generates_words_of_its_corpus(capsys):
