@@ -75,7 +75,9 @@ class Board:
     accel: dict = field(default_factory=dict)   # default Accelerator parameters
     platform: str = ""        # amaranth_boards class (ecp5)
     device: str = ""
-    baud: int = 115_200
+    #: UART link rate; None: the fastest FT231X rate the core clock supports
+    #: (:func:`trilut.hw.uart.link_baud`), decided when the clock is known
+    baud: int | None = None
 
 
 # Defaults: ulx3s-85f is the largest configuration measured to fit and route
@@ -171,6 +173,28 @@ def accel_params(board, settings=None):
         raise ValueError(f"unknown accelerator parameter(s) {', '.join(unknown)}; known: "
                          f"{', '.join(k for k in known if k != 'self')}")
     return {**BOARDS[board].accel, **(settings or {})}
+
+
+def link_rate(board, clk_hz, baud=None):
+    """The UART rate of ``board`` at core clock ``clk_hz``: ``baud`` if given
+    (checked against the PHY's divisor limits), else the board's, else the
+    fastest FT231X rate for the clock (:func:`trilut.hw.uart.link_baud`)."""
+    from ..hw.uart import link_baud, uart_divisor
+    baud = BOARDS[board].baud if baud is None else baud
+    if baud is None:
+        return link_baud(int(round(clk_hz)))
+    uart_divisor(int(round(clk_hz)), baud)
+    return baud
+
+
+def link_report(clk_hz, baud):
+    """report.json's link fields: ``baud``, the PHY's ``uart_divisor`` and
+    its ``baud_error_pct`` at ``clk_hz`` (the host reads ``baud`` from here:
+    :class:`trilut.host.device.SerialDevice`)."""
+    from ..hw.uart import baud_error, uart_divisor
+    clk_hz = int(round(clk_hz))
+    return {"baud": baud, "uart_divisor": uart_divisor(clk_hz, baud),
+            "baud_error_pct": round(100 * baud_error(clk_hz, baud), 3)}
 
 
 def make_core(core, clk_hz, baud, params):
@@ -312,7 +336,7 @@ def _measure(build_dir, name, freq_mhz, seconds):
 
 
 def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeout_s,
-                allow_timing_fail, mapper, cache):
+                allow_timing_fail, mapper, baud, cache):
     import amaranth_boards.ulx3s as ulx3s
 
     from ..hw.board import ULX3STop, ecp5_pll_params
@@ -320,18 +344,19 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     b = BOARDS[board]
     name = f"trilut_{board.replace('-', '_')}"
     pll = ecp5_pll_params(25e6, freq_mhz * 1e6)
+    baud = link_rate(board, pll["f_out_hz"], baud)
     if not isinstance(core_name, str):
         core, core_name = core_name, type(core_name).__name__
         params, macs, int8_macs = None, 0, 0
     elif core_name == "accelerator":
-        core = make_core(core_name, pll["f_out_hz"], b.baud, accel_params(board, settings))
+        core = make_core(core_name, pll["f_out_hz"], baud, accel_params(board, settings))
         params, macs = core.accel.params, core.accel.engine.macs_per_cycle
         int8_macs = core.accel.int8_engine.macs_per_cycle
     else:
         if settings:
             raise ValueError(f"core {core_name!r} takes no accelerator settings ({settings})")
         params, macs, int8_macs = None, 0, 0
-        core = make_core(core_name, pll["f_out_hz"], b.baud, None)
+        core = make_core(core_name, pll["f_out_hz"], baud, None)
     top = ULX3STop(core, freq_mhz=freq_mhz)
     platform = getattr(ulx3s, b.platform)(toolchain="Trellis")
 
@@ -377,6 +402,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
         "timing_met": met,
         "clock_net": clock,
         "pll": pll,
+        **link_report(pll["f_out_hz"], baud),
         "macs_per_cycle": macs,
         "int8_macs_per_cycle": int8_macs,
         "critical_path": measured["critical_path"],
@@ -522,13 +548,14 @@ def _write_report(out, report):
 
 def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator", seed=1,
                 progress=None, timeout_s=None, allow_timing_fail=False, estimate=True,
-                mapper="abc", cache=None):
+                mapper="abc", baud=None, cache=None):
     """Build ``board`` into directory ``out``; returns the report dict (also
     ``out/report.json``). ``settings`` override the board's accelerator
     parameters; ``freq_mhz`` its clock. ``core`` is a name from :data:`CORES`
     or (ECP5 boards) any component with the UART contract of
     :data:`trilut.hw.board.UART_CORE_PORTS` (elaborated for the requested
-    clock, not the PLL's achieved one). ``estimate=False`` (KV260) writes the
+    clock, not the PLL's achieved one). ``baud``: the UART rate (ECP5 boards;
+    default :func:`link_rate`). ``estimate=False`` (KV260) writes the
     package without the Yosys resource estimate (its figures are then None).
     Raises ``ValueError`` for bad
     arguments (before any tool runs) and :class:`BuildError` when a step fails,
@@ -551,7 +578,11 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
     freq_mhz = b.freq_mhz if freq_mhz is None else freq_mhz
     if isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) or freq_mhz <= 0:
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
+    if baud is not None and (isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0):
+        raise ValueError(f"baud must be a positive integer, not {baud!r}")
     if b.kind == "rtl":
+        if baud is not None:
+            raise ValueError(f"board {board} has no UART; baud does not apply")
         if core != "accelerator":
             raise ValueError(f"board {board} takes the AXI accelerator only, not core {core!r}")
         if allow_timing_fail:
@@ -564,11 +595,11 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
     if b.kind == "rtl":
         return _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate)
     return _build_ecp5(board, out, settings, freq_mhz, core, seed, progress, timeout_s,
-                       allow_timing_fail, mapper, cache)
+                       allow_timing_fail, mapper, baud, cache)
 
 
 SUMMARY_COLUMNS = ["board", "core", "macs_per_cycle", "lut", "ff", "dsp", "bram", "fmax_mhz",
-                   "target_mhz", "timing_met", "build_s"]
+                   "target_mhz", "timing_met", "baud", "build_s"]
 
 
 def build_task(board, out, *, status, **kw):
@@ -591,7 +622,7 @@ def run_build(args):
           f" -> {args.out}", flush=True)
     kw = dict(settings=settings, freq_mhz=args.freq, core=args.core,
               timeout_s=args.timeout, allow_timing_fail=args.allow_timing_fail,
-              estimate=not args.no_estimate, cache=cache_from_args(args))
+              estimate=not args.no_estimate, baud=args.baud, cache=cache_from_args(args))
     if len(seeds) == 1:
         report = build_board(args.board, args.out, seed=seeds[0], progress=progress_printer(""),
                              **kw)

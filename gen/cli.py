@@ -7,6 +7,8 @@
     trilut units                     the units ``synth`` knows and their defaults
     trilut hf-run CKPT --input-ids IDS.npy --out HIDDEN.npy   pretrained BERT/ViT, integer pipeline
     trilut hf-layer [CKPT] --layer 0  one pretrained layer on the simulated accelerator, vs golden
+    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz   Llama/BitNet
+    trilut generate --prompt TEXT    text from the built-in ternary LM (golden decoder)
     trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
@@ -15,6 +17,7 @@ import sys
 
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
+from .llm import add_llm_parsers
 from .hflayer import ACCEL_UNITS, DEFAULT_UNIT, LayerMismatch, cmd_hf_layer
 from .sweep import (DEFAULT_CACHE, SweepFailure, cache_from_args, progress_printer, synth_unit,
                     write_json)
@@ -135,6 +138,13 @@ def main(argv=None):
                    help="classify only the first N held-out images (default: all)")
     p.add_argument("--skip-synth", action="store_true",
                    help="no Fmax at all (fmax_mhz is then null)")
+    p.add_argument("--board-images", type=int, default=2,
+                   help="run the first N images again with the link throttled to the ULX3S "
+                        "build's UART (about a minute per image; 0 skips; default 2: the "
+                        "figures are the second image's)")
+    p.add_argument("--board-mhz", type=float,
+                   help="that board build's core clock (default: ulx3s-85f's); the link rate "
+                        "follows it as trilut build picks it")
     p.add_argument("--synth", action="store_true",
                    help="always run place and route (default: reuse the shipped report when "
                         "it was made from identical Verilog)")
@@ -149,6 +159,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override an accelerator parameter (repeatable)")
     p.add_argument("--freq", type=float, help="core clock in MHz (default: the board's)")
+    p.add_argument("--baud", type=int,
+                   help="UART rate (ULX3S; default: the fastest FT231X rate within 1.5%% of "
+                        "the UART's at the core clock, 2000000 at 50 MHz)")
     p.add_argument("--core", default="accelerator", choices=CORES,
                    help="loopback: a UART echo, to check a board without the accelerator")
     p.add_argument("--timeout", type=float, help="seconds before the build is stopped")
@@ -205,6 +218,8 @@ def main(argv=None):
                    help="change a parameter of that build")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.set_defaults(func=cmd_hf_layer)
+
+    add_llm_parsers(sub)     # hf-generate, generate
 
     args = parser.parse_args(argv)
     try:

@@ -10,12 +10,18 @@
    integer model, and the simulated accelerator driven through the host
    driver over the same framed byte protocol a board's UART carries;
    every hardware output must equal the golden output integer for integer;
-4. the accelerator's Fmax on ECP5-85F: from the place-and-route report
+4. the first ``--board-images`` images again with the simulated link
+   throttled to the ULX3S-85F build's UART (its clock and the baud rate
+   ``trilut build`` picks for it): the link's bytes per image each way, its
+   requests and payload efficiency, the cycles an image takes end to end
+   and so the images per second the board delivers (``images_per_s_board``,
+   beside the compute-only ``images_per_s_at_fmax``);
+5. the accelerator's Fmax on ECP5-85F: from the place-and-route report
    shipped in ``docs/bench/top_ecp5.json`` when that report was made from
    exactly this Verilog (same SHA-256; P&R of the whole accelerator takes
    15-25 minutes here), else (or with ``--synth``) by running Yosys and
    nextpnr-ecp5 now;
-5. print (and with ``--json`` write) the summary.
+6. print (and with ``--json`` write) the summary.
 """
 import hashlib
 import json
@@ -37,6 +43,12 @@ SUMMARY_COLUMNS = ["images", "accuracy_float", "accuracy_golden", "accuracy_hw",
                    "sim_cycles_per_s"]
 
 
+#: The board-true figures (:func:`_board_figures`), printed in a second table.
+BOARD_COLUMNS = ["board_mhz", "baud", "link_bytes_host_to_device", "link_bytes_device_to_host",
+                 "link_requests_per_image", "cycles_per_image_board", "images_per_s_link",
+                 "images_per_s_board"]
+
+
 class DemoFailure(RuntimeError):
     """The accelerator's output differed from the golden model's."""
 
@@ -49,27 +61,84 @@ def _accuracy(pred, labels):
     return round(float(np.mean(np.asarray(pred) == np.asarray(labels))), 4)
 
 
-def run_hw(pipeline, accel, images, *, progress=True):
+def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None):
     """Run ``images`` through the encoder on the simulated ``accel`` via the
-    host driver. Returns (int16 encoder outputs, accelerator cycles per run,
-    simulated cycles, wall seconds)."""
+    host driver, the link ideal (a byte per cycle) or, with ``clk_hz`` and
+    ``baud``, a board's UART (:class:`~trilut.host.device.SimDevice`'s
+    throttle). Returns a dict: ``out`` (int16 encoder outputs), per run
+    ``accel_cycles`` (the accelerator's counter), ``sim_cycles`` (everything
+    the run took, link included) and ``traffic`` (the link's bytes by request
+    type, :meth:`trilut.host.protocol.Link.efficiency`); ``seconds``."""
     from ..host.compiler import compile_stack
     from ..host.device import SimDevice
     from ..host.driver import Driver
 
     program = compile_stack(pipeline.params, accel, seq=pipeline.config["tokens"])
     inputs = pipeline.encoder_input(images)
-    outs, run_cycles = [], []
-    with SimDevice(accel) as dev:
+    res = {"out": [], "accel_cycles": [], "sim_cycles": [], "traffic": []}
+    with SimDevice(accel, clk_hz=clk_hz, baud=baud) as dev:
         driver = Driver(dev, accel)
-        sim0, t0 = dev.sync(), time.monotonic()
+        t0 = time.monotonic()
         for x in tqdm(inputs, desc="      accelerator", unit="img", disable=not progress,
                       leave=False):
-            outs.append(driver.run(program, x)["out"])
-            run_cycles.append(driver.counters()["cycles"])
-        seconds = time.monotonic() - t0
-        sim_cycles = dev.sync() - sim0
-    return np.stack(outs), run_cycles, sim_cycles, seconds
+            start = dev.sync()
+            driver.link.traffic.clear()
+            res["out"].append(driver.run(program, x)["out"])
+            res["sim_cycles"].append(dev.sync() - start)
+            res["traffic"].append(driver.link.efficiency())
+            res["accel_cycles"].append(driver.counters()["cycles"])
+        res["seconds"] = time.monotonic() - t0
+    res["out"] = np.stack(res["out"])
+    return res
+
+
+def board_link(board="ulx3s-85f", freq_mhz=None):
+    """``(clk_hz, baud)`` of ``board``'s build (its PLL's clock for
+    ``freq_mhz``, default the board's, and the link rate ``trilut build``
+    picks for it)."""
+    from ..hw.board import ecp5_pll_params
+    from .build import BOARDS, link_rate
+    clk_hz = int(round(ecp5_pll_params(25e6, (freq_mhz or BOARDS[board].freq_mhz) * 1e6)
+                       ["f_out_hz"]))
+    return clk_hz, link_rate(board, clk_hz)
+
+
+def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
+    """The summary's board fields: ``images`` (the first ones; the figures
+    are the last run's, so with two or more they are an image after the
+    first, whose program and constants are already on the device) run
+    again on the simulation with the link throttled to ``baud`` at
+    ``clk_hz``, checked against ``golden``. ``images_per_s_link`` is the
+    link's bound (stop and wait: requests and replies take turns on the
+    line, so both directions' bytes count); ``images_per_s_board`` the
+    measured end-to-end rate, compute and link together. All None without
+    images."""
+    keys = ["board_mhz", "baud", "link_bytes_per_s", "link_bytes_per_image",
+            "link_bytes_host_to_device", "link_bytes_device_to_host",
+            "link_requests_per_image", "link_efficiency", "cycles_per_image_board",
+            "images_per_s_link", "images_per_s_board", "board_images"]
+    if not len(images):
+        step("board link: skipped (--board-images 0)")
+        return dict.fromkeys(keys)
+    step(f"the same on the board's link: UART {baud} baud at {clk_hz / 1e6:g} MHz "
+         f"({10 * clk_hz / baud:g} cycles per byte), {len(images)} image(s)")
+    run = run_hw(pipe, accel, images, clk_hz=clk_hz, baud=baud)
+    bad = [i for i in range(len(images)) if not np.array_equal(run["out"][i], golden[i])]
+    if bad:
+        raise DemoFailure(f"on the throttled link the accelerator output differs from golden "
+                          f"(image {bad[0]})")
+    t = run["traffic"][-1]
+    total = t.pop("total")
+    h2d, d2h, cyc = total["sent"], total["received"], run["sim_cycles"][-1]
+    per_s = baud / 10
+    fig = dict(zip(keys, [
+        round(clk_hz / 1e6, 4), baud, per_s, h2d + d2h, h2d, d2h, total["requests"],
+        {**t, "total": total}, cyc, round(per_s / (h2d + d2h), 2),
+        round(clk_hz / cyc, 2), len(images)]))
+    print(f"      every output equal to golden; per image: {h2d} bytes host -> device, "
+          f"{d2h} device -> host in {total['requests']} requests (payload efficiency "
+          f"{total['efficiency']:.1%}); {cyc} cycles = {fig['images_per_s_board']} images/s")
+    return fig
 
 
 def verilog_sha256(accel):
@@ -96,7 +165,9 @@ def run_demo(args):
     accel = UNITS["top"].cls(**settings)
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    n_steps = 4 if args.skip_synth else 5
+    if args.board_images < 0:
+        raise ValueError(f"--board-images must be >= 0, not {args.board_images}")
+    n_steps = 5 if args.skip_synth else 6
     print("trilut demo: the digits classifier on the simulated accelerator\n  accelerator: " +
           " ".join(f"{k}={v}" for k, v in accel.params.items()))
 
@@ -117,25 +188,31 @@ def run_demo(args):
 
     _step(3, n_steps, "simulated accelerator through the host driver (Verilator; the first "
                       "run compiles the simulator, a few minutes)")
-    hw, run_cycles, sim_cycles, seconds = run_hw(pipe, accel, images)
+    ideal = run_hw(pipe, accel, images)
+    hw = ideal["out"]
     bad = [i for i in range(n) if not np.array_equal(hw[i], golden[i])]
     acc_hw = _accuracy(pipe.classify_from_encoder_output(hw), labels)
     if bad:
         raise DemoFailure(f"accelerator output differs from golden on {len(bad)} of {n} "
                           f"images (first: image {bad[0]})")
-    cycles = int(np.median(run_cycles))
+    cycles = int(np.median(ideal["accel_cycles"]))
+    sim_rate = sum(ideal["sim_cycles"]) / ideal["seconds"]
     print(f"      {n} images, every encoder output equal to golden (0 mismatches); "
           f"accuracy {100 * acc_hw:.2f}%; {cycles} accelerator cycles per image; "
-          f"simulation {sim_cycles / seconds / 1e3:.0f}k cycles/s")
+          f"simulation {sim_rate / 1e3:.0f}k cycles/s")
+
+    clk_hz, baud = board_link(freq_mhz=args.board_mhz)
+    board = _board_figures(pipe, accel, images[:args.board_images], golden, clk_hz, baud,
+                           lambda text: _step(4, n_steps, text))
 
     fmax = synth = None
     if not args.skip_synth:
         synth = None if args.synth else _recorded_pnr(accel)
         if synth:
-            _step(4, n_steps, f"Fmax: the measured place-and-route report of this exact "
+            _step(5, n_steps, f"Fmax: the measured place-and-route report of this exact "
                               f"Verilog ({RECORDED_PNR.name}; --synth runs it again)")
         else:
-            _step(4, n_steps, "Yosys + nextpnr-ecp5 for LFE5U-85F (out of context, classic "
+            _step(5, n_steps, "Yosys + nextpnr-ecp5 for LFE5U-85F (out of context, classic "
                               "ABC mapping; 15-25 minutes)")
             synth = synth_unit("top", settings, "ecp5-85f", work_root=DEMO_DIR / "synth",
                                cache=ResultCache(DEFAULT_CACHE), mapper="abc",
@@ -150,13 +227,19 @@ def run_demo(args):
         "accuracy_hw": acc_hw, "hw_matches_golden": not bad, "cycles_per_image": cycles,
         "fmax_mhz": fmax,
         "images_per_s_at_fmax": round(fmax * 1e6 / cycles, 1) if fmax else None,
-        "sim_cycles_per_s": round(sim_cycles / seconds),
+        "sim_cycles_per_s": round(sim_rate),
+        **board,
         "accelerator": accel.params,
         "seconds": round(time.monotonic() - t0, 1),
     }
     if synth:
         summary.update({k: synth.get(k) for k in ("lut4", "ff", "mult18", "dp16kd", "mapper")})
     print(format_table([summary], SUMMARY_COLUMNS))
+    if board["board_mhz"] is not None:
+        which = "an image after the first" if board["board_images"] > 1 else "the first image"
+        print(f"\non a ULX3S-85F build's link ({board['board_mhz']:g} MHz, UART {baud} baud = "
+              f"{baud // 10} bytes/s each way; {which}):")
+        print(format_table([summary], BOARD_COLUMNS))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -9,7 +9,10 @@ One interface, :class:`Device` (``open``/``close``, ``write(bytes)``,
   C++ harness of :mod:`trilut.sim.harness`, talking over pipes. The harness
   clocks the design freely and blocks only when the design is quiet and no
   host byte is pending; :attr:`SimDevice.cycles` is the simulated cycle
-  count (exact after :meth:`SimDevice.sync`).
+  count (exact after :meth:`SimDevice.sync`). By default a link byte moves
+  every cycle; with ``clk_hz`` and ``baud`` the harness moves them at a
+  board's UART rate (``baud / 10`` bytes per second each way), so cycle
+  counts are what the board's link allows.
 * :class:`SerialDevice`: a serial port (pyserial) to a board's UART, or to
   :class:`UartSim`, which serves the pin-level simulation of
   :class:`~trilut.hw.bridge.UartAccelerator` on a pseudo-terminal (the
@@ -25,7 +28,7 @@ import time
 
 from .protocol import LinkError
 
-__all__ = ["Device", "SimDevice", "SerialDevice", "UartSim"]
+__all__ = ["Device", "SimDevice", "SerialDevice", "UartSim", "build_baud"]
 
 
 class Device:
@@ -62,25 +65,51 @@ def _accel_params(accel):
     return dict(accel.params if isinstance(accel, Accelerator) else accel or {})
 
 
+#: Simulated cycles per second assumed when stretching the link's timeouts
+#: for a throttled SimDevice (the harness runs 250-350k on this machine).
+_SIM_MIN_CYCLES_PER_S = 50_000
+
+
 class SimDevice(Device):
     """Verilator simulation of a :class:`~trilut.hw.bridge.ByteAccelerator`
     built from ``accel`` (an Accelerator or its parameter dict); ``timeout``
-    is the bridge's inter-byte timeout in cycles. The executable is built on
-    first use and cached (:func:`trilut.sim.harness.build_harness`)."""
+    is the bridge's inter-byte timeout in cycles (default 4096, or 4 byte
+    times if that is longer). ``clk_hz`` and ``baud`` (both or neither):
+    throttle the link to a board's UART, :attr:`cycles_per_byte` =
+    ``10 * clk_hz / baud`` cycles per byte each way. The executable is built
+    on first use and cached (:func:`trilut.sim.harness.build_harness`)."""
 
-    def __init__(self, accel=None, *, timeout=4096):
+    def __init__(self, accel=None, *, timeout=None, clk_hz=None, baud=None):
         from ..hw.bridge import ByteAccelerator
+        from ..golden.checks import check_int
+        if (clk_hz is None) != (baud is None):
+            raise ValueError("give both clk_hz and baud (a board's link) or neither")
+        self.clk_hz = clk_hz if clk_hz is None else check_int("clk_hz", clk_hz, 1)
+        self.baud = baud if baud is None else check_int("baud", baud, 1)
+        if baud is not None and baud > clk_hz * 10:
+            raise ValueError(f"baud {baud} exceeds a byte per cycle at clk_hz {clk_hz}")
+        self.cycles_per_byte = 1.0 if baud is None else 10 * clk_hz / baud
+        if timeout is None:
+            timeout = max(4096, 1 << (4 * int(self.cycles_per_byte)).bit_length())
         self.top = ByteAccelerator(timeout=timeout, **_accel_params(accel))
         self.accel = self.top.accel
+        self.byte_time = self.cycles_per_byte / _SIM_MIN_CYCLES_PER_S if baud else 0.0
         self._proc = None
         self._buf = bytearray()
         self.cycles = 0
+
+    @property
+    def bytes_per_s(self):
+        """The simulated link's bytes per second each way (None: one per
+        cycle, no clock given)."""
+        return None if self.baud is None else self.baud / 10
 
     def open(self):
         if self._proc is None:
             from ..sim.harness import build_harness
             exe = build_harness(self.top)
-            self._proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE,
+            throttle = [] if self.baud is None else [str(self.baud), str(10 * self.clk_hz)]
+            self._proc = subprocess.Popen([str(exe), *throttle], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, bufsize=0)
         return self
 
@@ -158,11 +187,40 @@ class SimDevice(Device):
             self._pump(deadline - time.monotonic())
 
 
-class SerialDevice(Device):
-    """A serial port (pyserial): ``port`` (e.g. ``/dev/ttyUSB0``) at ``baud``
-    8N1, no flow control."""
+def build_baud(build_dir):
+    """The UART rate of a board build: ``baud`` in ``build_dir/report.json``
+    (written by ``trilut build``; the bitstream's UART runs at exactly it)."""
+    import json
+    from pathlib import Path
+    path = Path(build_dir) / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give the output directory of trilut build")
+    baud = json.loads(path.read_text()).get("baud")
+    if not isinstance(baud, int) or baud <= 0:
+        raise ValueError(f"{path} names no UART rate (baud: {baud!r}); rebuild with trilut build")
+    return baud
 
-    def __init__(self, port, baud=115200):
+
+class SerialDevice(Device):
+    """A serial port (pyserial): ``port`` (e.g. ``/dev/ttyUSB0``), 8N1, no
+    flow control, at the rate of the board build in directory ``build``
+    (:func:`build_baud`: what ``trilut build`` wrote into its report.json),
+    or at ``baud`` (which must then agree with ``build`` if both are given).
+    A UART at another rate than the bitstream's only receives garbage, so
+    the rate is never guessed."""
+
+    def __init__(self, port, baud=None, *, build=None):
+        if build is not None:
+            built = build_baud(build)
+            if baud is not None and baud != built:
+                raise ValueError(f"baud {baud} differs from the build's {built} "
+                                 f"({build}/report.json)")
+            baud = built
+        if baud is None:
+            raise ValueError("SerialDevice needs the link rate: build=DIR (trilut build's output "
+                             "directory, whose report.json names it) or baud=N")
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
         self.port, self.baud = port, baud
         self.byte_time = 10.0 / baud
         self._ser = None
@@ -197,8 +255,8 @@ class UartSim:
     (pin mode) drives ``uart_rx`` and samples ``uart_tx`` of a
     :class:`~trilut.hw.bridge.UartAccelerator` (``clk_hz``, ``baud``,
     ``accel``) and exchanges the bytes with the pty's master side.
-    :attr:`port` is the slave's path, for :class:`SerialDevice`. Use as a
-    context manager."""
+    :attr:`port` is the slave's path, for :class:`SerialDevice`
+    (:meth:`serial_device`). Use as a context manager."""
 
     def __init__(self, accel=None, *, clk_hz=1_000_000, baud=125_000, timeout=None):
         from ..hw.bridge import UartAccelerator
@@ -206,6 +264,14 @@ class UartSim:
         self.accel = self.top.accel
         self.baud = baud
         self._proc = None
+
+    def serial_device(self):
+        """A :class:`SerialDevice` on :attr:`port` at the simulated rate whose
+        timeouts allow for the simulation's speed (a byte takes ``10 *
+        divisor`` simulated cycles, far longer in wall time than on a board)."""
+        dev = SerialDevice(self.port, self.baud)
+        dev.byte_time = 10 * self.top.divisor / _SIM_MIN_CYCLES_PER_S
+        return dev
 
     def open(self):
         import tty

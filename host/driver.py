@@ -22,6 +22,9 @@ from .protocol import Link, LinkError
 
 __all__ = ["Driver", "Status", "AcceleratorError", "BuildMismatch", "LinkError"]
 
+#: :meth:`Driver.run` reads STATUS after this many polls without progress.
+STATUS_EVERY = 8
+
 
 class AcceleratorError(RuntimeError):
     """The accelerator stopped with an error (``status`` says which)."""
@@ -228,7 +231,9 @@ class Driver:
         ``stream_frames(x)`` -> {port name: frames}) on input
         ``x``; returns ``program.decode(frames)``. All input streams and the
         output are served together, so a program that stores while it still
-        loads cannot deadlock on a full buffer."""
+        loads cannot deadlock on a full buffer: the output is read whenever no
+        input transfer was taken (all sent, or the bridge's buffers full), so
+        there is no empty read per written frame."""
         params = getattr(program, "accel_params", None)
         if params is not None and dict(params) != self.accel.params:
             raise BuildMismatch(f"program compiled for {dict(params)}, driver configured "
@@ -251,15 +256,20 @@ class Driver:
         deadline = time.monotonic() + limit
         frames, cur = [], bytearray()
         pos = dict.fromkeys(pending, 0)
+        idle = 0
         while any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out:
-            progress = 0
+            progress = written = 0
             for i, beats in pending.items():
                 if pos[i] < len(beats):
                     # A frame takes at most MAX_PAYLOAD bytes: never more than this.
                     n = self.link.stream_write_some(i, beats[pos[i]:pos[i] + MAX_PAYLOAD])
                     pos[i] += n
-                    progress += n
-            if len(frames) < n_out:
+                    written += n
+            progress += written
+            # The output is read once the inputs are sent or stop being taken
+            # (an accelerator that stores while it loads fills the output
+            # buffer first): no round trip per frame for an empty read.
+            if len(frames) < n_out and not written:
                 got = self.link.stream_read(0, 1 << 16)
                 progress += len(got)
                 for data_, last in got:
@@ -269,9 +279,14 @@ class Driver:
                         cur.clear()
             if progress:
                 deadline = time.monotonic() + limit
+                idle = 0
             else:
-                left = sum(len(b) - pos[i] for i, b in pending.items())
-                self._check_stalled(deadline, f"{left} input transfers still to send, "
-                                              f"{len(frames)} of {n_out} frames received")
+                # STATUS (error, timeout) every STATUS_EVERY idle rounds only:
+                # one round trip per poll while the accelerator computes.
+                idle += 1
+                if idle % STATUS_EVERY == 0 or time.monotonic() > deadline:
+                    left = sum(len(b) - pos[i] for i, b in pending.items())
+                    self._check_stalled(deadline, f"{left} input transfers still to send, "
+                                                  f"{len(frames)} of {n_out} frames received")
         self.wait(timeout)
         return program.decode(frames)

@@ -97,7 +97,8 @@ class Link:
     attempts after the first. ``stream_bytes``: ``(inputs, outputs)``, the
     bytes per transfer of every input and output stream (see
     :func:`trilut.hw.bridge.stream_ports`). Counters of what went wrong are
-    kept in :attr:`stats`.
+    kept in :attr:`stats`; what crossed the line, per request type, in
+    :attr:`traffic` (see :meth:`efficiency`).
     """
 
     def __init__(self, device, stream_bytes, *, timeout=2.0, retries=4, seed=None):
@@ -110,6 +111,26 @@ class Link:
         self._parser = FrameParser()
         self._free = {}             # input stream -> free room at the last reply
         self.stats = {"requests": 0, "retries": 0, "naks": 0, "timeouts": 0, "stale": 0}
+        #: request type name -> {"requests", "sent", "received", "payload"}: frames'
+        #: bytes host -> device and device -> host (retries and NAKs included) and
+        #: the useful bytes among them (register words, stream transfer data).
+        self.traffic = {}
+
+    def _count(self, name, key, n):
+        t = self.traffic.setdefault(name, dict.fromkeys(
+            ("requests", "sent", "received", "payload"), 0))
+        t[key] += n
+
+    def efficiency(self):
+        """Per request type and in total: requests, bytes each way, useful
+        payload bytes and ``efficiency`` = payload / (bytes sent + received)."""
+        rows = {name: dict(t) for name, t in self.traffic.items()}
+        rows["total"] = {k: sum(t[k] for t in self.traffic.values())
+                         for k in ("requests", "sent", "received", "payload")}
+        for t in rows.values():
+            line = t["sent"] + t["received"]
+            t["efficiency"] = round(t["payload"] / line, 4) if line else None
+        return rows
 
     def _next_seq(self):
         self._seq = (self._seq + 1) & 0xFF
@@ -124,6 +145,7 @@ class Link:
         seq = self._next_seq()
         frame = encode(ftype, seq, payload)
         self.stats["requests"] += 1
+        self._count(name, "requests", 1)
         wait = self.timeout + getattr(self.device, "byte_time", 0.0) * (
             len(frame) + MAX_PAYLOAD + 8) * 2
         history = []
@@ -131,21 +153,23 @@ class Link:
             if attempt:
                 self.stats["retries"] += 1
             self.device.write(frame)
+            self._count(name, "sent", len(frame))
             deadline = time.monotonic() + wait
-            outcome = self._await_reply(ftype, seq, deadline, reply_len)
+            outcome = self._await_reply(name, ftype, seq, deadline, reply_len)
             if isinstance(outcome, bytes):
                 return outcome
             history.append(outcome)
         raise LinkError(f"{name} (seq {seq}, {len(payload)} payload bytes): no valid "
                         f"reply after {self.retries + 1} attempts ({'; '.join(history)})")
 
-    def _await_reply(self, ftype, seq, deadline, reply_len):
+    def _await_reply(self, name, ftype, seq, deadline, reply_len):
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.stats["timeouts"] += 1
                 return f"timeout after {self.timeout:g} s"
             data = self.device.read(left)
+            self._count(name, "received", len(data))
             for f in self._parser.feed(data):
                 if f.type == FrameType.NAK:
                     self.stats["naks"] += 1
@@ -186,6 +210,7 @@ class Link:
             reply = self.transact(FrameType.REG_WRITE,
                                   struct.pack(f"<I{len(chunk)}I", addr + 4 * i, *chunk), 1)
             self._check(reply, f"register write at 0x{addr + 4 * i:x}")
+            self._count("REG_WRITE", "payload", 4 * len(chunk))
 
     def reg_read(self, addr, count=1):
         """``count`` 32-bit words from ``addr``, ``addr + 4``, ..."""
@@ -196,6 +221,7 @@ class Link:
             reply = self.transact(FrameType.REG_READ, struct.pack("<IH", addr + 4 * i, n),
                                   lambda p, n=n: len(p) in (1, 1 + 4 * n))
             self._check(reply, f"register read at 0x{addr + 4 * i:x}")
+            self._count("REG_READ", "payload", 4 * n)
             out += struct.unpack(f"<{n}I", reply[1:])
         return out
 
@@ -218,6 +244,7 @@ class Link:
         if reply[0] == Status.FULL:
             return 0
         self._check(reply, f"stream write to input {stream}")
+        self._count("STREAM_WRITE", "payload", n * nb)
         return n
 
     def stream_write(self, stream, beats, *, wait=10.0):
@@ -246,4 +273,5 @@ class Link:
                               (len(p) - 1) // rec <= max_beats)
         self._check(reply, f"stream read from output {stream}")
         body = reply[1:]
+        self._count("STREAM_READ", "payload", len(body) // rec * nb)
         return [(body[k:k + nb], bool(body[k + nb] & 1)) for k in range(0, len(body), rec)]

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Host link bridge: frames of :mod:`trilut.hw.link` in, AXI out.
 
 :class:`Bridge` turns a byte stream into accesses to an accelerator's

@@ -5,6 +5,11 @@ Both take ``clk_hz`` and ``baud`` and use the integer bit period
 which refuses a divisor below :data:`MIN_DIVISOR` or a baud-rate error above
 2 %). Line idle is high; a byte is a start bit (0), eight data bits LSB
 first and a stop bit (1).
+
+:func:`ft231x_rates` and :func:`link_baud` choose a board's link rate: the
+fastest rate the FTDI FT231X (the ULX3S's USB UART) generates whose
+mismatch with this PHY's integer divisor at the core clock stays within
+:data:`LINK_RATE_TOLERANCE`.
 """
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
@@ -13,7 +18,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 
-__all__ = ["MIN_DIVISOR", "uart_divisor", "UartRx", "UartTx"]
+__all__ = ["MIN_DIVISOR", "LINK_RATE_TOLERANCE", "uart_divisor", "baud_error", "ft231x_rates",
+           "link_baud", "UartRx", "UartTx"]
 
 #: Smallest bit period in clock cycles: the receiver samples each bit in its
 #: middle, after a two-flop synchronizer.
@@ -32,6 +38,54 @@ def uart_divisor(clk_hz, baud):
         raise ValueError(f"baud {baud} is not within 2% of clk_hz / {divisor} = "
                          f"{clk_hz / divisor:.0f}")
     return divisor
+
+
+def baud_error(clk_hz, baud):
+    """Relative error of this PHY's bit rate ``clk_hz / uart_divisor(...)``
+    against ``baud`` (signed: positive is fast)."""
+    return clk_hz / uart_divisor(clk_hz, baud) / baud - 1
+
+
+#: FT231X: the baud generator divides a 3 MHz reference by n + a sub-integer
+#: step (FTDI AN232B-05); divisors 0 and 1 are special cases giving 3 and
+#: 2 Mbaud, and no divisor lies between 1 and 2. Of the eight sub-integer steps
+#: only these four are generated correctly by the FT230X/FT231X under Linux's
+#: ftdi_sio (kernel bug 210351: .375, .625, .75 and .875 come out as others).
+FT231X_REF_HZ = 3_000_000
+_FT231X_STEPS = (0, 0.125, 0.25, 0.5)
+
+#: Largest rate mismatch :func:`link_baud` accepts between the FT231X's rate
+#: and this PHY's: FTDI allows +-3 % in all for a link without errors; half of
+#: it is left to the FT231X's own clock and to the 1-cycle sampling jitter.
+LINK_RATE_TOLERANCE = 0.015
+
+
+def ft231x_rates(min_baud=9600):
+    """FT231X baud rates from the fastest down to ``min_baud``."""
+    rates = [FT231X_REF_HZ, FT231X_REF_HZ * 2 // 3]
+    n = 2
+    while FT231X_REF_HZ / n >= min_baud:
+        rates += [FT231X_REF_HZ / (n + f) for f in _FT231X_STEPS
+                  if FT231X_REF_HZ / (n + f) >= min_baud]
+        n += 1
+    return [int(round(r)) if abs(r - round(r)) < 1e-9 else r for r in rates]
+
+
+def link_baud(clk_hz, tolerance=LINK_RATE_TOLERANCE):
+    """The fastest integer FT231X rate this PHY runs at from ``clk_hz`` with
+    ``|baud_error| <= tolerance`` (3 Mbaud at 100 MHz: divisor 33, +1.0 %;
+    at 50 MHz 3 Mbaud would be divisor 17, -2.0 %, so 2 Mbaud, divisor 25,
+    exact). Raises ``ValueError`` when no rate fits."""
+    clk_hz = check_int("clk_hz", clk_hz, 1)
+    for baud in ft231x_rates():
+        if baud != int(baud):
+            continue
+        try:
+            if abs(baud_error(clk_hz, baud)) <= tolerance:
+                return baud
+        except ValueError:
+            continue
+    raise ValueError(f"no FT231X rate within {tolerance:.1%} of this UART's at clk_hz {clk_hz}")
 
 
 class _Uart(wiring.Component):

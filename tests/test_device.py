@@ -4,6 +4,7 @@ SimDevice (Verilator harness, byte-level bridge) and SerialDevice over a
 pseudo-terminal served by the pin-level harness (UART PHY + bridge). Real
 corruption and loss injected in the byte path are recovered by retries; a
 device that stops answering raises a clear error."""
+import json
 import struct
 import time
 from types import SimpleNamespace
@@ -18,11 +19,14 @@ from trilut.host.protocol import FrameParser, LinkError, encode
 from trilut.hw import link
 from trilut.hw.isa import Epilogue, Opcode, pack_descriptor, pack_requant_const
 from trilut.hw.link import FrameType
+from trilut.hw.uart import LINK_RATE_TOLERANCE, baud_error, ft231x_rates, link_baud
 
 # One small build shared by every simulation test here (cached by Verilog hash).
 PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
               max_width=32, prog_depth=16, const_sets=4)
 UART = dict(clk_hz=1_000_000, baud=125_000)     # 8 cycles per bit in the pin-level sim
+# The ULX3S-85F build's link: 50 MHz core clock, 2 Mbaud (divisor 25, exact).
+BOARD_LINK = dict(clk_hz=50_000_000, baud=2_000_000)
 
 
 class LinearProgram:
@@ -242,11 +246,110 @@ def test_frame_codec():
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("bridge-uart")
-def test_serial_device_over_pty(tmp_path):
+@pytest.mark.parametrize("rate", [UART, BOARD_LINK], ids=["1MHz-125k", "50MHz-2M"])
+@pytest.mark.parametrize("fault", [dict(flip=FrameType.STREAM_WRITE),
+                                   dict(flip=FrameType.REG_WRITE),
+                                   dict(drop_reply=FrameType.STREAM_READ)])
+def test_serial_device_over_pty(rate, fault):
     """SerialDevice (pyserial) -> pty -> pin-level harness -> UART PHY ->
-    bridge -> accelerator, one exact LINEAR run and a corrupted frame."""
-    with UartSim(PARAMS, **UART) as uart:
-        with Faulty(SerialDevice(uart.port, UART["baud"]), flip=FrameType.STREAM_WRITE) as dev:
+    bridge -> accelerator, one exact LINEAR run with line damage (a flipped
+    bit, NAKed for its CRC; a lost reply), at a test rate and at the board's."""
+    with UartSim(PARAMS, **rate) as uart:
+        with Faulty(uart.serial_device(), **fault) as dev:
             drv = Driver(dev, PARAMS, link_timeout=1.0)
             run_and_check(drv, np.random.default_rng(8), 4, 32, 8)
-            assert drv.link.stats["naks"] >= 1, drv.link.stats
+            assert drv.link.stats["retries"] >= 1, drv.link.stats
+            if "flip" in fault:
+                assert drv.link.stats["naks"] >= 1, drv.link.stats
+
+
+def _runs(drv, n, seed):
+    """``n`` exact LINEAR runs: per run the accelerator's cycles, the link's
+    traffic (:meth:`Link.efficiency`) and the device's cycles if it has them."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(n):
+        drv.link.traffic.clear()
+        start = drv.device.sync() if hasattr(drv.device, "sync") else None
+        run_and_check(drv, rng, PARAMS["max_rows"], PARAMS["max_width"], PARAMS["max_width"])
+        cycles = None if start is None else drv.device.sync() - start
+        traffic = drv.link.efficiency()             # before the counters are read
+        out.append((drv.counters()["cycles"], traffic, cycles))
+    return out
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("bridge-board")
+def test_board_rate_pin_level_and_throttled_sim():
+    """At the ULX3S build's clock and baud: the pin-level simulation (UART
+    PHY, SerialDevice over a pty) and the throttled byte-level simulation
+    give exact results, move the same payload, and take the link-bound time:
+    the throttled run's cycles cover every line byte at 10 bits each (stop
+    and wait: requests and replies never overlap), which a byte-per-cycle
+    link misses by far, and the pin-level run's accelerator cycles agree."""
+    per_byte = 10 * BOARD_LINK["clk_hz"] // BOARD_LINK["baud"]
+    with UartSim(PARAMS, **BOARD_LINK) as uart:
+        assert uart.top.divisor == 25
+        with uart.serial_device() as ser:
+            pins = _runs(Driver(ser, PARAMS), 3, 11)
+    with SimDevice(PARAMS, **BOARD_LINK) as dev:
+        assert dev.cycles_per_byte == per_byte and dev.bytes_per_s == 200_000
+        drv = Driver(dev, PARAMS)
+        board = _runs(drv, 3, 11)
+        with pytest.raises(AssertionError, match="mismatches"):
+            run_and_check(drv, np.random.default_rng(12), 4, 32, 8, broken=True)
+    with SimDevice(PARAMS) as dev:
+        ideal = _runs(Driver(dev, PARAMS), 1, 11)
+    for (p_cyc, p_t, _), (b_cyc, b_t, b_sim) in zip(pins, board):
+        line = b_t["total"]["sent"] + b_t["total"]["received"]
+        assert b_sim >= line * per_byte, (b_sim, line)
+        assert 0.8 < p_cyc / b_cyc < 1.25, (p_cyc, b_cyc)
+        for kind in ("STREAM_WRITE", "STREAM_READ"):
+            assert p_t[kind]["payload"] == b_t[kind]["payload"] > 0
+    i_cyc, i_t, i_sim = ideal[0]
+    assert i_sim < (i_t["total"]["sent"] + i_t["total"]["received"]) * per_byte / 4
+    assert i_cyc < board[0][0] / 4
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("bridge-sim")
+def test_throttle_at_a_fractional_rate():
+    """300 kbaud at 1 MHz, 33 1/3 cycles per byte: the run (exact) takes at
+    least that for every line byte."""
+    with SimDevice(PARAMS, clk_hz=1_000_000, baud=300_000) as dev:
+        ((_, traffic, cycles),) = _runs(Driver(dev, PARAMS), 1, 13)
+    line = traffic["total"]["sent"] + traffic["total"]["received"]
+    assert cycles * 3 >= line * 100, (cycles, line)
+
+
+def test_link_rates():
+    """FT231X rates (3 MHz / divisor; 0 -> 3 Mbaud, 1 -> 2 Mbaud, nothing
+    between) and the default link rate at a core clock."""
+    rates = ft231x_rates()
+    assert rates[:4] == [3_000_000, 2_000_000, 1_500_000, 3_000_000 / 2.125]
+    assert 115_200 not in rates and 3_000_000 / 26 in rates and rates[-1] >= 9600
+    assert link_baud(50_000_000) == 2_000_000 and baud_error(50_000_000, 2_000_000) == 0
+    assert abs(baud_error(50_000_000, 3_000_000)) > LINK_RATE_TOLERANCE    # divisor 17: -2 %
+    assert link_baud(100_000_000) == 3_000_000                            # divisor 33: +1 %
+    assert 0.0100 < baud_error(100_000_000, 3_000_000) < 0.0102
+    with pytest.raises(ValueError, match="no FT231X rate"):
+        link_baud(10_000)
+    with pytest.raises(ValueError, match="too fast"):
+        baud_error(1_000_000, 3_000_000)
+
+
+def test_device_rate_arguments(tmp_path):
+    with pytest.raises(ValueError, match="needs the link rate"):
+        SerialDevice("/dev/null")
+    with pytest.raises(FileNotFoundError, match="report.json not found"):
+        SerialDevice("/dev/null", build=tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"board": "kv260"}))
+    with pytest.raises(ValueError, match="names no UART rate"):
+        SerialDevice("/dev/null", build=tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"baud": 2_000_000}))
+    assert SerialDevice("/dev/null", build=tmp_path).baud == 2_000_000
+    with pytest.raises(ValueError, match="differs from the build's 2000000"):
+        SerialDevice("/dev/null", 115_200, build=tmp_path)
+    with pytest.raises(ValueError, match="both clk_hz and baud"):
+        SimDevice(PARAMS, baud=2_000_000)
+    with pytest.raises(ValueError, match="exceeds a byte per cycle"):
+        SimDevice(PARAMS, clk_hz=1_000_000, baud=20_000_000)

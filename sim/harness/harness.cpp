@@ -7,6 +7,11 @@
 //             (bytes the design sent on tx; len may be 0: a cycle report)
 //   Bytes of one message go in back to back (one per cycle the bridge is
 //   ready), so a frame is never split by the harness.
+//   Link throttle: argv[1] = NUM, argv[2] = DEN (optional) let a byte move
+//   in each direction only when that direction has earned DEN credit at NUM
+//   per cycle (NUM = baud, DEN = 10 * clk_hz: a UART's 10 line bits per
+//   byte), so the cycle count is what the board's link allows; without them
+//   a byte moves every cycle.
 //
 // Pin mode (-DPIN_MODE; top UartAccelerator, ports uart_rx, uart_tx, leds):
 //   argv[1] = clock cycles per UART bit, argv[2] = the file descriptor of a
@@ -109,7 +114,35 @@ static bool read_message() {
     return true;
 }
 
+// One direction of a throttled link: a byte that starts waiting is
+// delivered after DEN / NUM cycles (its 10 bits on the line), the next one
+// as many cycles later; idle time earns nothing (no bursts).
+struct Throttle {
+    bool on = false;
+    uint64_t num = 1, den = 1, credit = 0;
+    bool ready() const { return !on || credit >= den; }
+    void take() { if (on) credit -= den; }
+    void tick(bool waiting) {
+        if (!on) return;
+        if (!waiting) credit = 0;
+        else if (credit < den) credit += num;
+    }
+};
+
 int main(int argc, char **argv) {
+    Throttle rx_link, tx_link;
+    if (argc > 2) {
+        uint64_t num = strtoull(argv[1], nullptr, 10), den = strtoull(argv[2], nullptr, 10);
+        if (!num || !den || num > den) {
+            fprintf(stderr, "usage: %s [NUM DEN] (0 < NUM <= DEN)\n", argv[0]);
+            return 2;
+        }
+        for (Throttle *t : {&rx_link, &tx_link}) {
+            t->on = true;
+            t->num = num;
+            t->den = den;
+        }
+    }
     Verilated::commandArgs(argc, argv);
     top = new Vtop;
     top->rx_valid = 0;
@@ -132,20 +165,30 @@ int main(int argc, char **argv) {
                 if (readable(0, 0) && !read_message()) break;
             }
         }
-        bool have = in_pos < in.size();
+        bool have = in_pos < in.size() && rx_link.ready();
         top->rx_valid = have;
         if (have) top->rx_payload = in[in_pos];
+        top->tx_ready = tx_link.ready();
         top->clk = 0;
         top->eval();
         bool rx_fire = have && top->rx_ready;
-        bool tx_fire = top->tx_valid;
+        bool tx_wait = top->tx_valid;
+        bool tx_fire = tx_wait && top->tx_ready;
         uint8_t txb = top->tx_payload;
         top->clk = 1;
         top->eval();
         cycles++;
-        if (rx_fire) in_pos++;
+        if (rx_fire) {
+            in_pos++;
+            rx_link.take();
+        }
         if (tx_fire) {
             out.push_back(txb);
+            tx_link.take();
+        }
+        rx_link.tick(in_pos < in.size());
+        tx_link.tick(tx_wait);
+        if (tx_wait) {
             since_tx = 0;
         } else if (!out.empty() && ++since_tx >= 8) {
             flush();

@@ -1,0 +1,139 @@
+"""``trilut hf-generate`` and ``trilut generate``: the integer decoder from the command line.
+
+    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz [--device golden]
+    trilut generate --prompt TEXT --max-new-tokens N [--device golden] [--json OUT.json]
+
+hf-generate: a Hugging Face Llama/BitNet checkpoint (host/llama.py),
+calibrated on ``--calib`` ids (.npy, rows or one sequence) or, by default, on
+random token sequences; greedy by default (``--temperature``/``--top-k``/
+``--seed`` sample). OUT.npz: ``tokens`` int64 [N] and ``logits`` float32
+[P + N - 1, vocab], row i the dequantized logits after position i of the
+prompt followed by the generated tokens.
+
+generate: the built-in LM (host/models/lm, byte-level tokenizer) or any
+checkpoint directory with a byte-level ``tokenizer.json`` (``--model DIR``),
+calibrated on host.hf.calibration_ids (CALIBRATION_SENTENCES and two
+paragraphs of them, cut to the model's positions); tokens are printed as they
+come. JSON fields (issue 13): text, tokens, hw_matches_golden (null: no
+hardware ran), ttft_cycles, decode_cycles_per_token, fmax_mhz,
+tokens_per_s_at_fmax, sim_cycles_per_s (null on golden), plus prompt,
+device and seconds.
+
+``--device sim`` is refused until the decoder hardware exists.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..host.generate import DEVICES, check_device, generate, make_decoder
+from ..host.hf import CALIBRATION_SENTENCES, _load_npy, calibration_ids
+from ..host.llama import load_llama, quantize
+from ..host.models.lm import MODEL_DIR
+from ..host.models.lm.tokenizer import ByteTokenizer
+
+__all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
+
+
+def _progress():
+    t0 = time.monotonic()
+    return lambda msg: print(f"  [{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr,
+                             flush=True)
+
+
+def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", calib=None,
+                temperature=0.0, top_k=0, seed=0, log=None):
+    """The hf-generate command; returns a summary dict."""
+    log = log or _progress()
+    check_device(device)
+    ckpt = load_llama(checkpoint)
+    ids = ckpt.check_ids(_load_npy("--input-ids", input_ids), max_new_tokens)
+    calib_ids = None if calib is None else list(np.atleast_2d(_load_npy("--calib", calib)))
+    log(f"hf-generate: {ckpt.hf_config.get('architectures')} {ckpt.cfg.layers} layers, hidden "
+        f"{ckpt.cfg.hidden}, heads {ckpt.cfg.heads}/{ckpt.cfg.kv_heads}, {ckpt.cfg.act}, "
+        f"sub-norms {ckpt.cfg.sub_norm}; calibrating on "
+        f"{'random token sequences' if calib is None else calib}")
+    params = quantize(ckpt, calib_ids)
+    log(f"prefill of {ids.size} tokens, then {max_new_tokens} steps on {device}")
+    tokens, logits = generate(make_decoder(params, device), ids, max_new_tokens,
+                              temperature, top_k, seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, tokens=tokens, logits=logits.astype(np.float32))
+    log(f"wrote {out}: tokens {tokens.tolist()}")
+    return {"tokens": tokens.tolist(), "out": str(out)}
+
+
+def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model_dir=None,
+                  temperature=0.0, top_k=0, seed=0, echo=print):
+    """The generate command: text from the built-in LM, printed as it comes."""
+    log = _progress()
+    check_device(device)
+    model_dir = Path(model_dir) if model_dir else MODEL_DIR
+    if not (model_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors (the built-in LM is "
+                                f"host/models/lm; --model DIR names another)")
+    tok = ByteTokenizer(model_dir / "tokenizer.json")
+    ckpt = load_llama(model_dir)
+    ids = ckpt.check_ids(tok.encode(prompt), max_new_tokens)
+    log(f"calibrating on {len(CALIBRATION_SENTENCES)} sentences and two paragraphs of them")
+    params = quantize(ckpt, calibration_ids(tok, ckpt.cfg.max_pos))
+    t0 = time.monotonic()
+    out, shown = [], [""]
+
+    def show(t):                  # print complete characters only (a byte may end mid-UTF-8)
+        out.append(t)
+        text = tok.decode(out)
+        if not text.endswith("\ufffd"):
+            echo(text[len(shown[0]):], end="", flush=True)
+            shown[0] = text
+
+    echo(prompt, end="", flush=True)
+    tokens, _ = generate(make_decoder(params, device), ids, max_new_tokens, temperature,
+                         top_k, seed, on_token=show, stop=tok.eos)
+    echo(tok.decode(tokens)[len(shown[0]):])
+    summary = {"prompt": prompt, "text": tok.decode(tokens), "tokens": tokens.tolist(),
+               "device": device, "hw_matches_golden": None, "ttft_cycles": None,
+               "decode_cycles_per_token": None, "fmax_mhz": None, "tokens_per_s_at_fmax": None,
+               "sim_cycles_per_s": None, "seconds": time.monotonic() - t0}
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+        log(f"wrote {json_path}")
+    return summary
+
+
+def _sampling(p):
+    p.add_argument("--device", choices=DEVICES, default="golden",
+                   help="golden (integer model); sim needs the decoder hardware (not yet)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_llm_parsers(sub):
+    """Register hf-generate and generate on an argparse subparsers object."""
+    p = sub.add_parser("hf-generate", help="Hugging Face Llama/BitNet checkpoint: greedy or "
+                                           "sampled generation on the integer decoder")
+    p.add_argument("checkpoint")
+    p.add_argument("--input-ids", required=True, help="int64 [P] .npy prompt")
+    p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--out", required=True, help=".npz with tokens and logits")
+    p.add_argument("--calib", help=".npy token ids for calibration (rows or one sequence)")
+    _sampling(p)
+    p.set_defaults(func=lambda a: hf_generate(
+        a.checkpoint, a.input_ids, a.max_new_tokens, a.out, a.device, a.calib, a.temperature,
+        a.top_k, a.seed))
+    p = sub.add_parser("generate", help="text from the built-in ternary LM")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--model", help="checkpoint directory with a byte-level tokenizer.json "
+                                   "(default: the built-in LM)")
+    _sampling(p)
+    p.set_defaults(func=lambda a: generate_text(
+        a.prompt, a.max_new_tokens, a.device, a.json, a.model, a.temperature, a.top_k, a.seed))
