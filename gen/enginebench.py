@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Cycles per matmul of the TLMM engine alone, on Verilator: the default
 accelerator's engine (``UNITS["top"]``: G = 3, T = 2, L = 16, full tables in
 block RAM, 96 MACs/cycle) at one table entry built per cycle and at its
@@ -47,8 +48,8 @@ def run_engine_bench(rates=(1, None), progress=print):
     params = engine_params(max(k for _, k, _ in SHAPES))
     rows = []
     for rate in rates:
-        p = dict(params) if rate is None else dict(params, build_rate=rate)
-        engine = TLMMEngine(**p)
+        engine = TLMMEngine(**params) if rate is None else TLMMEngine(**params, build_rate=rate)
+        p = dict(params, build_rate=engine.build_rate)
         t0 = time.monotonic()
         progress(f"build_rate {engine.build_rate}: {len(SHAPES)} matmuls on Verilator ...")
         with tempfile.TemporaryDirectory() as tmp:

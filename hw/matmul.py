@@ -67,9 +67,10 @@ TABLE_RAM_STYLES = ("distributed", "block")
 # mode (one write, one read port), which is how the table memories use it.
 DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
-# Largest build rate default_build_rate() picks: the lane's select grows
-# with it (a 9:1 multiplexer per lane and table slot at 9).
-MAX_DEFAULT_BUILD_RATE = 9
+# Largest build rate default_build_rate() picks: the lane's select and its
+# input register grow with it: on the default accelerator's engine a rate of
+# 9 took 3.5x the LUT4 and 3.9x the FF of a rate of 1 (docs/tlmm.md).
+MAX_DEFAULT_BUILD_RATE = 4
 
 
 class _TernaryEngine(RowEngine):
@@ -202,20 +203,22 @@ class TLMMEngine(_TernaryEngine):
                            doc="build cycles per k-block: ceil(entries / build_rate)")
 
     def default_build_rate(self):
-        """Distributed RAM: 1. Block RAM: the rate with the fewest build
-        cycles per k-block that needs no more DP16KD than a rate of 1 and at
-        most :data:`MAX_DEFAULT_BUILD_RATE` entries per word (the lane's
-        select multiplexer grows with it). The top's default engine (G = 3,
-        full, ``max_k`` 256) gets 9 (3 cycles per k-block, 3 DP16KD per
-        lane and slot either way); one k-block deep, 3 (9 cycles, 1 DP16KD)."""
+        """Distributed RAM: 1. Block RAM: the power of two up to
+        :data:`MAX_DEFAULT_BUILD_RATE` with the fewest build cycles per
+        k-block that needs no more DP16KD than a rate of 1. Powers of two
+        split a code into word and entry by bit fields (no ROM per lane);
+        the cap bounds the lane's select (4:1, two LUT4 per entry bit). The
+        top's default engine (G = 3, full, ``max_k`` 256) gets 4 (7 cycles
+        per k-block, 3 DP16KD per lane and slot either way); one k-block
+        deep, 2 (14 cycles, 1 DP16KD)."""
         if self._table_ram != "block":
             return 1
         base = self._dp16kd(1)
-        for words in range(1, self._entries + 1):
-            rate = -(-self._entries // words)
-            if rate <= MAX_DEFAULT_BUILD_RATE and self._dp16kd(rate) <= base:
-                return rate
-        return 1
+        rate = 1
+        while rate * 2 <= min(MAX_DEFAULT_BUILD_RATE, self._entries) \
+                and self._dp16kd(rate * 2) <= base:
+            rate *= 2
+        return rate
 
     def _depth(self, rate):
         return -(-self._entries // rate) << (self._kb_bits + 1)

@@ -9,7 +9,7 @@ from trilut.sim.runner import SimFailure
 
 # (engine, parameters): G = 2, 3, 4, both encodings, both engines, one and
 # several k-blocks per row; TLMM build rates of 1 (distributed RAM default),
-# the block-RAM default (3 here), the top's 9, a power of two, a rate that
+# the block-RAM default (2 here), 9, a power of two, a rate that
 # leaves the last word part-empty, and a whole table per word.
 CONFIGS = [
     ("tlmm", dict(group=2, tables=2, lanes=4, max_k=16, encoding="full")),
@@ -92,15 +92,19 @@ def test_bad_encoding_rejected():
 
 
 def test_build_rate_defaults():
-    """Block RAM: the fastest build that costs no more DP16KD than one entry
-    per cycle; distributed RAM: one entry per cycle."""
+    """Block RAM: the fastest power-of-two build (up to 4) that costs no
+    more DP16KD than one entry per cycle; distributed RAM: one entry per
+    cycle."""
     top = TLMMEngine(group=3, tables=2, lanes=16, max_k=256, encoding="full",
                      table_ram="block")
-    assert (top.build_rate, top.build_words) == (9, 3)
+    assert (top.build_rate, top.build_words) == (4, 7)
     assert top.resources()["dp16kd"] == 96 == 32 * top._dp16kd(1)
-    assert top.fill_cycles(43) == 3 * 43 + 1
+    assert top.fill_cycles(43) == 7 * 43 + 1
     shallow = TLMMEngine(group=3, tables=4, lanes=16, encoding="full", table_ram="block")
-    assert (shallow.build_rate, shallow.build_words, shallow.resources()["dp16kd"]) == (3, 9, 64)
+    assert (shallow.build_rate, shallow.build_words, shallow.resources()["dp16kd"]) == (2, 14, 64)
+    deep = TLMMEngine(group=3, tables=2, lanes=16, max_k=1536, encoding="full",
+                      table_ram="block")
+    assert (deep.build_rate, deep.resources()["dp16kd"]) == (4, 320) and deep._dp16kd(1) == 11
     lut = TLMMEngine(group=3, tables=2, lanes=4, max_k=1536, encoding="folded")
     assert (lut.build_rate, lut.build_words, lut.resources()["dp16kd"]) == (1, 14, 0)
     assert TLMMEngine(group=4, encoding="folded", build_rate=41).build_words == 1
