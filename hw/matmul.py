@@ -214,11 +214,8 @@ class TLMMEngine(_TernaryEngine):
         if self._table_ram != "block":
             return 1
         base = self._dp16kd(1)
-        rate = 1
-        while rate * 2 <= min(MAX_DEFAULT_BUILD_RATE, self._entries) \
-                and self._dp16kd(rate * 2) <= base:
-            rate *= 2
-        return rate
+        rates = [1 << i for i in range(min(MAX_DEFAULT_BUILD_RATE, self._entries).bit_length())]
+        return max(r for r in rates if self._dp16kd(r) <= base)
 
     def _depth(self, rate):
         return -(-self._entries // rate) << (self._kb_bits + 1)
