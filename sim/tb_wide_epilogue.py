@@ -20,7 +20,7 @@ from cocotb.utils import get_sim_time
 
 from trilut.golden.dynquant import requantize_rows
 from trilut.golden.quant import E_MAX
-from trilut.hw.epilogue import LinearEpilogue
+from trilut.hw.wide_epilogue import LinearEpilogue
 from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -188,7 +188,7 @@ def run(params, *, seed=1, broken=False, testcase=None):
     from ..gen.verilog import generate_verilog
     from .runner import run_cocotb
     env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "break": broken})}
-    name = "epilogue-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
-    return run_cocotb(generate_verilog(LinearEpilogue(**params), "epilogue"), "epilogue",
+    name = "wide_epilogue-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    return run_cocotb(generate_verilog(LinearEpilogue(**params), "wide_epilogue"), "wide_epilogue",
                       __name__, name=name + ("-broken" if broken else ""), env=env,
                       testcase=testcase)

@@ -4,9 +4,9 @@ regressions against golden requantize_rows."""
 import pytest
 
 from trilut.hw.dynquant import RowScale
-from trilut.hw.epilogue import LinearEpilogue
+from trilut.hw.wide_epilogue import LinearEpilogue
 from trilut.hw.requant import Requantizer
-from trilut.sim import tb_epilogue
+from trilut.sim import tb_wide_epilogue
 from trilut.sim.runner import SimFailure
 
 # lanes 4 with narrow widths and int8 output; the top's engine width (16
@@ -24,7 +24,7 @@ def _id(p):
 @pytest.mark.sim
 @pytest.mark.parametrize("params", CONFIGS, ids=_id)
 def test_epilogue_matches_golden(params):
-    assert tb_epilogue.run(params) == 4
+    assert tb_wide_epilogue.run(params) == 4
 
 
 @pytest.mark.sim
@@ -32,7 +32,7 @@ def test_wrong_model_is_caught():
     """The scoreboard is not vacuous: a reference that takes each result's
     constants by lane instead of by channel must be reported."""
     with pytest.raises(SimFailure, match="mismatches"):
-        tb_epilogue.run(CONFIGS[0], broken=True, testcase="random_rows")
+        tb_wide_epilogue.run(CONFIGS[0], broken=True, testcase="random_rows")
 
 
 @pytest.mark.parametrize("param,value,exc", [
