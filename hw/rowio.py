@@ -72,7 +72,10 @@ class Reader(wiring.Component):
     segments are heads); with ``pad``, each segment is extended with zeros to
     a multiple of ``blk_last + 1`` (<= ``block``) elements. ``out.last`` marks
     each segment's final element. Starts on ``go``; config held while
-    running."""
+    running. One element per cycle; the first leaves ``latency + 1`` cycles
+    after ``go``; ``row_addr`` / ``col_addr``: the element being read;
+    backpressure on ``out`` pauses the reads (the FIFO keeps room for the
+    elements in flight)."""
 
     def __init__(self, *, elem_bits, row_bits, col_bits, block=1, latency=2):
         # room for the elements in flight, and enough to stream one per cycle
@@ -230,7 +233,8 @@ class KVFetcher(wiring.Component):
 class Writer(wiring.Component):
     """Writes ``rows`` rows of ``length`` elements from ``inp`` (always ready
     while running) at rows ``base``...; ``done`` rises after the last write
-    and stays until the next ``go``."""
+    and stays until the next ``go``. Zero latency: ``we`` / ``wdata`` /
+    the addresses are combinational from the accepted beat."""
 
     def __init__(self, *, elem_bits, row_bits, col_bits):
         self._elem_bits = elem_bits
@@ -268,7 +272,9 @@ class Writer(wiring.Component):
 
 class Packer(wiring.Component):
     """Element stream -> words of ``per_word`` elements (zero-filled), a word
-    sent when full or at ``last`` (which it carries)."""
+    sent when full or at ``last`` (which it carries). A word leaves the
+    cycle after its last element; ``inp.ready`` is low while a word waits
+    on ``out`` (one element per cycle otherwise)."""
 
     def __init__(self, elem_shape, per_word):
         self._elem_shape, self._per_word = elem_shape, per_word
@@ -301,7 +307,9 @@ class Unpacker(wiring.Component):
     """Words of ``per_word`` elements -> element stream, ``rows`` rows of
     ``length`` elements, each row starting on a new word (the rest of a row's
     last word is dropped); ``last`` on each row's final element. Takes words
-    only between ``go`` and the end of the last row."""
+    only between ``go`` and the end of the last row. An element leaves the
+    cycle after its word arrives, then one per cycle; a word is taken when
+    the previous one is done (one idle cycle per word)."""
 
     def __init__(self, elem_shape, per_word, *, col_bits):
         self._elem_shape, self._per_word = elem_shape, per_word
@@ -348,7 +356,8 @@ class Serializer(wiring.Component):
     """Engine ``out`` beats (``lanes`` results) -> one result per cycle;
     ``last`` on the final result of a row. The last beat of a row gives only
     its first ``keep`` results (1..lanes; the rest are padding lanes of an
-    N that is not a multiple of lanes). No bubble between beats."""
+    N that is not a multiple of lanes). No bubble between beats; results
+    leave from the cycle after their beat arrives, honouring ``out.ready``."""
 
     def __init__(self, in_layout, lanes, acc_bits):
         self._lanes = lanes
