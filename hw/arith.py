@@ -8,7 +8,7 @@ pipeline register is placed every ``levels_per_stage`` levels.
 """
 from amaranth.hdl import Signal, Value, signed, unsigned
 
-__all__ = ["adder_tree", "delay", "signed_term"]
+__all__ = ["adder_tree", "const_div", "delay", "signed_term", "valid_delay"]
 
 
 def adder_tree(m, values, *, levels_per_stage=2, name="tree"):
@@ -47,13 +47,37 @@ def _sum_shape(a, b):
     return signed(width)
 
 
-def delay(m, value, cycles, *, name="dly"):
-    """``value`` delayed by ``cycles`` clock cycles (no reset)."""
+def delay(m, value, cycles, *, name="dly", reset=False):
+    """``value`` delayed by ``cycles`` clock cycles. Data needs no reset
+    (the default, so Yosys keeps the flip-flops free of reset logic); valid
+    bits do (:func:`valid_delay`), so that a reset empties the line at once."""
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{i}", reset_less=True)
+        reg = Signal.like(value, name=f"{name}_{i}", reset_less=not reset)
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def valid_delay(m, value, cycles, *, name="vld"):
+    """Valid bits delayed by ``cycles`` through registers with a reset (a
+    soft reset of the enclosing domain drops whatever is in flight)."""
+    return delay(m, value, cycles, name=name, reset=True)
+
+
+def const_div(value, divisor, max_value):
+    """``floor(value / divisor)`` for an unsigned ``value`` in ``[0, max_value]``
+    and a constant ``divisor``: a shift for a power of two, else one multiply
+    by a constant and a shift (m = ceil(2**s / divisor), checked here for
+    every value in range), so no chain of comparisons."""
+    if divisor < 1 or max_value < 0:
+        raise ValueError(f"const_div needs divisor >= 1 and max_value >= 0, not "
+                         f"{divisor}, {max_value}")
+    if divisor & (divisor - 1) == 0:
+        return value >> (divisor.bit_length() - 1)
+    s = max_value.bit_length() + divisor.bit_length()
+    mult = -(-(1 << s) // divisor)
+    assert all((x * mult) >> s == x // divisor for x in range(max_value + 1))
+    return (value * mult) >> s
 
 
 def signed_term(m, value, neg, nz=None, *, name="term"):

@@ -73,7 +73,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.dynquant import FRAC_BITS_MAX, IN_BITS_MAX, QMAX, default_frac_bits
 from ..golden.quant import M_BITS_DEFAULT
-from .arith import delay
+from .arith import delay, valid_delay
 from .divider import SeqDivider
 from .iexp import OutputQueue, RowCapture, RowReader
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
@@ -191,7 +191,7 @@ class DynQuant(wiring.Component):
             m.d.sync += [r_next.eq(div.out.payload), a_next.eq(amax_r.r_data)]
         x = Signal(signed(ib), name="p2_x")
         m.d.sync += x.eq(rp.data)
-        vx = delay(m, p2.issue, _READ, name="p2_vx")
+        vx = valid_delay(m, p2.issue, _READ, name="p2_vx")
         tags = delay(m, Cat(p2.first, p2.last), _READ, name="p2_tags")
         first_x = vx & tags[0]
         r_reg = Signal(self.r_bits, name="r_reg")
@@ -214,7 +214,7 @@ class DynQuant(wiring.Component):
         y = Signal(signed(8), name="p2_y")
         m.d.sync += y.eq((fl + 1) >> 1)          # |q| <= 127: proved in golden.dynquant
         lat += 2
-        vy = delay(m, vx, lat, name="p2_vy")
+        vy = valid_delay(m, vx, lat, name="p2_vy")
         ly = delay(m, tags[1], lat, name="p2_ly")
         ay = delay(m, a_use, lat, name="p2_ay")
         assert _READ + lat == self._pass2_latency
@@ -274,7 +274,7 @@ class RowScale(wiring.Component):
         prod, plat = dyadic_floor(m, self.inp.payload.data, self.inp.payload.absmax, zero,
                                   name="scale")
         assert plat == lat
-        valid = delay(m, accept, lat, name="scale_v")
+        valid = valid_delay(m, accept, lat, name="scale_v")
         last = delay(m, self.inp.payload.last, lat, name="scale_last")
         oq.push(valid, data=prod, last=last)
         return m

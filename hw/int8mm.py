@@ -45,7 +45,7 @@ from amaranth.lib import data
 
 from ..golden.checks import check_int
 from ..golden.quant import M_BITS_DEFAULT, requantize
-from .arith import adder_tree, delay
+from .arith import adder_tree, delay, valid_delay
 from .requant import _RequantPath
 from .rowengine import Results, RowEngine, accumulate
 
@@ -194,11 +194,11 @@ class Int8Engine(RowEngine):
         acts = [self._read_row(m, store, rbuf, rkb, name="act_g0")]
         for g in range(1, self._skew + 1):
             acts.append(delay(m, acts[-1], 1, name=f"act_g{g}"))
-        v = [_pipe(m, accept, self._base_latency, "v")]
-        vk = [_pipe(m, accept & last_k, self._base_latency, "vk")]
+        v = [valid_delay(m, accept, self._base_latency, name="v")]
+        vk = [valid_delay(m, accept & last_k, self._base_latency, name="vk")]
         for g in range(1, self._skew + 1):
-            v.append(_pipe(m, v[-1], 1, f"v_g{g}"))
-            vk.append(_pipe(m, vk[-1], 1, f"vk_g{g}"))
+            v.append(valid_delay(m, v[-1], 1, name=f"v_g{g}"))
+            vk.append(valid_delay(m, vk[-1], 1, name=f"vk_g{g}"))
         totals = []
         for lane in range(L):
             g = lane // self._act_fanout
@@ -217,7 +217,7 @@ class Int8Engine(RowEngine):
             # Accumulate; a block's total leaves on its last k-block.
             total = accumulate(m, s, v[g], vk[g], bits=self._acc_bits, name=lane)
             totals.append(delay(m, total, 1 + self._skew - g, name=f"total{lane}_d"))
-        vk = _pipe(m, vk[-1], 1, "vk_out")
+        vk = valid_delay(m, vk[-1], 1, name="vk_out")
         vn = delay(m, last_n, self._lane_latency, name="vn")
 
         if self._rq is None:
@@ -226,10 +226,3 @@ class Int8Engine(RowEngine):
         return Results(w_en, results, res_last, (overflow,))
 
 
-def _pipe(m, value, cycles, name):
-    """``value`` delayed through resettable registers (valid bits)."""
-    for i in range(cycles):
-        reg = Signal(name=f"{name}_{i}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value

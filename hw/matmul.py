@@ -8,10 +8,11 @@ and in each lane's datapath:
 
 * :class:`TLMMEngine` builds, for every group of ``group`` activations, the
   table of all signed sums of the group (SPEC section 3, encodings as in
-  :mod:`trilut.golden.tlmm`). One builder per table slot computes one entry per
-  cycle and writes it to every lane's copy of that table; each lane then
-  reads ``tables`` entries per cycle, addressed by the weight codes, and adds
-  them up.
+  :mod:`trilut.golden.tlmm`). One builder per table slot computes
+  ``build_rate`` entries per cycle and writes them, as one memory word, to
+  every lane's copy of that table; each lane then reads ``tables`` entries
+  per cycle, addressed by the weight codes (word, then entry within the
+  word), and adds them up.
 * :class:`DirectEngine` keeps the activations themselves and forms each of
   the ``tables * group`` products per lane as ``+a``, ``-a`` or 0 (XOR with
   the sign plus a correction count, no multiplexer), then adds them up.
@@ -34,7 +35,9 @@ The stream control, host-side beat builders and output FIFO are
 Rows follow back to back. The row store is double-buffered: the next row's
 ``act`` beats are taken while the current row computes, so the weight stream
 runs at one beat per cycle as long as the next row's store is ready in time
-(TLMM: ``table_entries + 1`` cycles per k-block; direct: one).
+(TLMM: ``build_words = ceil(entries / build_rate)`` cycles per k-block, so
+rows with at least ``build_words`` output blocks are bound by the weight
+reads; direct: one cycle per k-block).
 
 ``error`` is a sticky flag (cleared by reset) raised when an ``act`` row is
 longer than ``max_k`` (the row is cut at ``max_k``) or when an output block
@@ -48,7 +51,7 @@ its result entering the output FIFO; the FIFO adds one or two more).
 """
 import math
 
-from amaranth.hdl import Signal, signed, unsigned
+from amaranth.hdl import Cat, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory
 
 from ..golden import tlmm as gt
@@ -59,6 +62,15 @@ from .rowengine import NO_COLLISION, Results, RowEngine, accumulate
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
 
 TABLE_RAM_STYLES = ("distributed", "block")
+
+# ECP5 DP16KD aspect ratios (depth, width); 512 x 36 is the pseudo-dual-port
+# mode (one write, one read port), which is how the table memories use it.
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+# Largest build rate default_build_rate() picks: the lane's select and its
+# input register grow with it: on the default accelerator's engine a rate of
+# 9 took 3.5x the LUT4 and 3.9x the FF of a rate of 1 (docs/tlmm.md).
+MAX_DEFAULT_BUILD_RATE = 4
 
 
 class _TernaryEngine(RowEngine):
@@ -102,7 +114,7 @@ class _TernaryEngine(RowEngine):
         return fill + (rows - 1) * max(compute, fill) + compute + self.latency
 
     def resources(self):
-        """Estimated block RAMs (DP16KD: 1,024 x 18 bits each)."""
+        """Estimated block RAMs (ECP5 DP16KD, 18 Kbit each)."""
         return {"dp16kd": 0}
 
     def encode_weights(self, w):
@@ -141,14 +153,23 @@ class TLMMEngine(_TernaryEngine):
     table store depth and the accumulator width); ``act_bits`` activation
     width; ``encoding`` "full" (3**G entries, no sign logic) or "folded"
     ((3**G-1)/2+1 entries plus a sign bit); ``table_ram`` "distributed" or
-    "block" (a Yosys ``ram_style`` hint for the per-lane table copies).
+    "block" (a Yosys ``ram_style`` hint for the per-lane table copies);
+    ``build_rate`` P, table entries built and written per cycle (1 to
+    ``entries``; default :meth:`default_build_rate`).
 
-    Store per lane and table slot: ``2 * 2**ceil(log2(k_blocks)) *
-    2**ceil(log2(entries))`` entries of ``act_bits + ceil(log2(G)) + 1`` bits (two row buffers).
+    Each table memory word holds P entries, so a k-block's tables take
+    ``words = ceil(entries / P)`` build cycles; a lane reads a word at
+    ``index // P`` and selects entry ``index % P`` (a P:1 multiplexer per
+    lane and table slot, plus one register).
+
+    Store per lane and table slot: ``words * 2 * 2**ceil(log2(k_blocks))``
+    words of ``P * (act_bits + ceil(log2(G)) + 1)`` bits (two row buffers;
+    the word index is the top address field, so no depth is lost to
+    rounding ``words`` up to a power of two).
     """
 
     def __init__(self, *, group=3, tables=4, lanes=16, max_k=None, act_bits=8,
-                 encoding="folded", table_ram="distributed"):
+                 encoding="folded", table_ram="distributed", build_rate=None):
         if encoding not in gt.ENCODINGS:
             raise ValueError(f"encoding must be one of {gt.ENCODINGS}, not {encoding!r}")
         if table_ram not in TABLE_RAM_STYLES:
@@ -162,31 +183,73 @@ class TLMMEngine(_TernaryEngine):
         self._index_bits = max(1, (self._entries - 1).bit_length())
         self._entry_bits = act_bits + (group - 1).bit_length() + 1
         self._build_lat = adder_tree_latency(group + 1)
-        # Folded lookups add one correction input (the sign count) per lane.
-        self._lane_latency = 2 + adder_tree_latency(tables + (encoding == "folded"), 1)
+        if build_rate is not None:
+            check_int("build_rate", build_rate, 1, self._entries)
         super().__init__(group=group, tables=tables, lanes=lanes, max_k=max_k,
                          act_bits=act_bits)
+        self._build_rate = build_rate or self.default_build_rate()
+        self._words = -(-self._entries // self._build_rate)
+        # Lookup: RAM read, RAM output register, then (P > 1) the select
+        # register; folded lookups add one correction input (the sign count).
+        self._lane_latency = (2 + (self._build_rate > 1)
+                              + adder_tree_latency(tables + (encoding == "folded"), 1))
 
     encoding = property(lambda self: self._encoding)
     table_ram = property(lambda self: self._table_ram)
     entries = property(lambda self: self._entries, doc="table entries per group")
+    build_rate = property(lambda self: self._build_rate,
+                          doc="table entries built per cycle (P)")
+    build_words = property(lambda self: self._words,
+                           doc="build cycles per k-block: ceil(entries / build_rate)")
+
+    def default_build_rate(self):
+        """Distributed RAM: 1. Block RAM: the power of two up to
+        :data:`MAX_DEFAULT_BUILD_RATE` with the fewest build cycles per
+        k-block that needs no more DP16KD than a rate of 1. Powers of two
+        split a code into word and entry by bit fields (no ROM per lane);
+        the cap bounds the lane's select (4:1, two LUT4 per entry bit). The
+        top's default engine (G = 3, full, ``max_k`` 256) gets 4 (7 cycles
+        per k-block, 3 DP16KD per lane and slot either way); one k-block
+        deep, 2 (14 cycles, 1 DP16KD)."""
+        if self._table_ram != "block":
+            return 1
+        base = self._dp16kd(1)
+        rates = [1 << i for i in range(min(MAX_DEFAULT_BUILD_RATE, self._entries).bit_length())]
+        return max(r for r in rates if self._dp16kd(r) <= base)
+
+    def _depth(self, rate):
+        return -(-self._entries // rate) << (self._kb_bits + 1)
+
+    def _dp16kd(self, rate):
+        """DP16KD per table memory at build rate ``rate``: the cheapest of
+        the block RAM's aspect ratios (512 x 36 needs one write and one read
+        port, which is how the tables use it)."""
+        depth, width = self._depth(rate), rate * self._entry_bits
+        return min(-(-depth // d) * -(-width // w) for d, w in DP16KD_SHAPES)
 
     def fill_cycles(self, k_blocks):
-        return (self._entries + 1) * k_blocks
+        """``build_words`` cycles per k-block, plus one at the row's start."""
+        return self._words * k_blocks + 1
 
     def resources(self):
         if self._table_ram != "block":
             return {"dp16kd": 0}
-        depth = 2 << (self._kb_bits + self._index_bits)
-        return {"dp16kd": self._lanes * self._tables * -(-depth // 1024)}
+        return {"dp16kd": self._lanes * self._tables * self._dp16kd(self._build_rate)}
 
     def encode_weights(self, w):
         return gt.ternary_codes(w, self._group, self._encoding)
 
+    def _table_addr(self, buf, kb, word):
+        """Table address {word, buffer, k-block}: the word index on top."""
+        low = [kb[:self._kb_bits]] if self._kb_bits else []
+        high = [word] if self._words > 1 else []
+        return Cat(*low, buf, *high)
+
     def _row_store(self, m):
-        """One table memory per lane and table slot, ``mems[lane][t]``."""
-        depth = 2 << (self._kb_bits + self._index_bits)
-        mems = [[memory.Memory(shape=signed(self._entry_bits), depth=depth, init=[],
+        """One table memory per lane and table slot, ``mems[lane][t]``;
+        ``build_rate`` entries per word."""
+        shape = data.ArrayLayout(signed(self._entry_bits), self._build_rate)
+        mems = [[memory.Memory(shape=shape, depth=self._depth(self._build_rate), init=[],
                                attrs={"ram_style": self._table_ram, **NO_COLLISION})
                  for _ in range(self._tables)] for _ in range(self._lanes)]
         for lane, row in enumerate(mems):
@@ -195,53 +258,84 @@ class TLMMEngine(_TernaryEngine):
         return mems
 
     def _fill(self, m, mems, wbuf, wkb, wbuf_full):
-        """The table builders: ``table_entries + 1`` cycles per ``act`` beat
-        (take the beat, then one entry of every table slot per cycle)."""
-        G, T, E = self._group, self._tables, self._entries
+        """The table builders: ``build_words`` cycles per ``act`` beat, each
+        writing ``build_rate`` entries of every table slot. The next beat of
+        a row is taken during its predecessor's last build cycle; a row's
+        first beat waits one cycle (its buffer's full flag)."""
+        G, T, P, W = self._group, self._tables, self._build_rate, self._words
         busy = Signal(name="build_busy")
-        j = Signal(range(E), name="build_j")
+        j = Signal(range(W), name="build_j")
         act = Signal(self.act.payload.data.shape(), name="act_reg")
         last_reg = Signal(name="act_last")
-        m.d.comb += self.act.ready.eq(~busy & ~wbuf_full)
+        issue = Signal()
+        m.d.comb += issue.eq(busy & (j == W - 1))
+        # Within a row, the next beat's k-block is wkb + 1 while busy.
+        m.d.comb += self.act.ready.eq(~wbuf_full & (~busy | (issue & ~last_reg)))
         overflow = Signal()
-        at_max = wkb == self._k_blocks - 1
+        at_max = Mux(busy, wkb == self._k_blocks - 2, wkb == self._k_blocks - 1)
+        with m.If(busy):
+            m.d.sync += j.eq(j + 1)
+            with m.If(issue):
+                m.d.sync += [busy.eq(0), j.eq(0)]
         with m.If(self.act.valid & self.act.ready):
             m.d.sync += [act.eq(self.act.payload.data), busy.eq(1), j.eq(0),
                          last_reg.eq(self.act.payload.last | at_max)]
             m.d.comb += overflow.eq(~self.act.payload.last & at_max)
-        issue = Signal()
-        m.d.comb += issue.eq(busy & (j == E - 1))
-        with m.If(busy):
-            m.d.sync += j.eq(j + 1)
-            with m.If(issue):
-                m.d.sync += busy.eq(0)
 
-        # Digit ROM: the sign pattern of entry j, shared by every table slot.
-        neg = Signal(G, name="digit_neg")
-        nz = Signal(G, name="digit_nz")
+        # Digit ROMs: the sign patterns of word j's entries, shared by every
+        # table slot (entries past the table's end are never read: zero).
+        neg = [Signal(G, name=f"digit_neg{i}") for i in range(P)]
+        nz = [Signal(G, name=f"digit_nz{i}") for i in range(P)]
         with m.Switch(j):
-            for idx, digits in enumerate(self._digits):
-                with m.Case(idx):
-                    m.d.comb += [neg.eq(sum(1 << i for i, d in enumerate(digits) if d < 0)),
-                                 nz.eq(sum(1 << i for i, d in enumerate(digits) if d != 0))]
-        addr = delay(m, self._addr(wbuf, wkb, j), self._build_lat, name="build_addr")
+            for word in range(W):
+                with m.Case(word):
+                    for i in range(P):
+                        e = word * P + i
+                        if e < self._entries:
+                            digits = self._digits[e]
+                            m.d.comb += [
+                                neg[i].eq(sum(1 << g for g, d in enumerate(digits) if d < 0)),
+                                nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0))]
+        addr = delay(m, self._table_addr(wbuf, wkb, j), self._build_lat, name="build_addr")
         we = delay(m, busy, self._build_lat, name="build_we")
         for t in range(T):
-            terms, corrs = [], []
-            for i in range(G):
-                term, corr = signed_term(m, act[t * G + i], neg[i], nz[i], name=f"bt{t}_{i}")
-                terms.append(term)
-                corrs.append(corr)
-            corr_sum, _ = adder_tree(m, corrs, levels_per_stage=99, name=f"bc{t}")
-            entry, lat = adder_tree(m, terms + [corr_sum], name=f"bsum{t}")
-            assert lat == self._build_lat
+            word = []
+            for i in range(P):
+                terms, corrs = [], []
+                for g in range(G):
+                    term, corr = signed_term(m, act[t * G + g], neg[i][g], nz[i][g],
+                                             name=f"bt{t}_{i}_{g}")
+                    terms.append(term)
+                    corrs.append(corr)
+                corr_sum, _ = adder_tree(m, corrs, levels_per_stage=99, name=f"bc{t}_{i}")
+                entry, lat = adder_tree(m, terms + [corr_sum], name=f"bsum{t}_{i}")
+                assert lat == self._build_lat
+                stored = Signal(signed(self._entry_bits), name=f"bent{t}_{i}")
+                m.d.comb += stored.eq(entry)     # sign-extended (or truncated) to the entry
+                word.append(stored)
             for lane in range(self._lanes):
                 wp = mems[lane][t].write_port()
-                m.d.comb += [wp.addr.eq(addr), wp.data.eq(entry), wp.en.eq(we)]
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(Cat(*word)), wp.en.eq(we)]
         return issue, last_reg, overflow, self._build_lat
 
+    def _split_index(self, m, index, name):
+        """``(index // P, index % P)`` of a table index: bit fields when P is
+        a power of two, else a small ROM."""
+        P, W = self._build_rate, self._words
+        if P & (P - 1) == 0:
+            p = P.bit_length() - 1
+            return index[p:p + (W - 1).bit_length()], index[:p]
+        word = Signal(range(W), name=f"{name}_w")
+        slot = Signal(range(P), name=f"{name}_s")
+        with m.Switch(index):
+            for e in range(self._entries):
+                with m.Case(e):
+                    m.d.comb += [word.eq(e // P), slot.eq(e % P)]
+        return word, slot
+
     def _lane_sums(self, m, mems, rbuf, rkb):
-        T = self._tables
+        T, P = self._tables, self._build_rate
+        select = P > 1
         codes = self.wgt.payload.codes
         sums = []
         for lane in range(self._lanes):
@@ -251,11 +345,18 @@ class TLMMEngine(_TernaryEngine):
                 rp = mems[lane][t].read_port(domain="sync")
                 if self._encoding == "folded":
                     index = code[:self._index_bits]
-                    sign = delay(m, code[self._index_bits], 2, name=f"sg{lane}_{t}")
+                    sign = delay(m, code[self._index_bits], 2 + select, name=f"sg{lane}_{t}")
                 else:
                     index, sign = code, None
-                m.d.comb += rp.addr.eq(self._addr(rbuf, rkb, index))
-                entry = delay(m, rp.data, 1, name=f"rd{lane}_{t}")  # RAM output register
+                word, slot = self._split_index(m, index, name=f"ix{lane}_{t}")
+                m.d.comb += rp.addr.eq(self._table_addr(rbuf, rkb, word))
+                entry = delay(m, rp.data.as_value(), 1, name=f"rd{lane}_{t}")  # RAM output register
+                if select:
+                    entries = data.View(rp.data.shape(), entry)
+                    slot = delay(m, slot, 2, name=f"sl{lane}_{t}")
+                    entry = delay(m, entries[slot], 1, name=f"se{lane}_{t}")
+                else:
+                    entry = data.View(rp.data.shape(), entry)[0]
                 if sign is None:
                     terms.append(entry)
                 else:
@@ -267,7 +368,7 @@ class TLMMEngine(_TernaryEngine):
                 terms.append(corr_sum)
             total, lat = adder_tree(m, terms, levels_per_stage=1, name=f"lsum{lane}")
             sums.append(total)
-        return sums, 2 + lat
+        return sums, 2 + select + lat
 
 
 class DirectEngine(_TernaryEngine):

@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import E_MAX, M_BITS_DEFAULT
-from .arith import adder_tree, delay
+from .arith import adder_tree, delay, valid_delay
 
 __all__ = ["check_requant_params", "dyadic_floor", "dyadic_latency", "mult18_count",
            "Requantizer", "ResidualAdd", "E_FIELD"]
@@ -158,15 +158,6 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)
     return q, latency + 1
-
-
-def _valid_delay(m, value, cycles, name):
-    """``value`` delayed by ``cycles`` through resettable registers."""
-    for i in range(cycles):
-        reg = Signal(len(value), name=f"{name}_{i}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 class _ChannelTable:
@@ -320,7 +311,7 @@ class _RequantPath:
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
             m.d.sync += y.eq((qc + 1) >> 1)
             ys.append(y)
-        valid = _valid_delay(m, advance, self.latency, "rq_valid")
+        valid = valid_delay(m, advance, self.latency, name="rq_valid")
         last_out = delay(m, last, self.latency, name="rq_last")
         return valid, ys, last_out, overflow
 
@@ -529,7 +520,7 @@ class ResidualAdd(wiring.Component):
         out = Signal(signed(self._out_bits), name="ra_out")
         m.d.sync += out.eq(Mux(total > self._hi, self._hi,
                                Mux(total < self._lo, self._lo, total)))
-        valid = _valid_delay(m, accept, self._latency, "ra_valid")
+        valid = valid_delay(m, accept, self._latency, name="ra_valid")
         last = delay(m, x.payload.last, self._latency, name="ra_last")
 
         error = Signal()

@@ -74,7 +74,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import GELU_DEFAULTS, X0_BITS
-from .arith import delay
+from .arith import delay, valid_delay
 from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, delay_mem, iexp_latency, read_minus_max, shift_window)
 
@@ -246,7 +246,7 @@ class ShiftGELU(wiring.Component):
         xl = delay_mem(m, Cat(x_b, l_b), wait, name="x_dly")
         y = Signal(signed(self.out_bits), name="y")
         m.d.sync += y.eq(xl[:ib].as_signed() * sig)
-        vy = delay(m, v_b, wait + 1, name="vy")
+        vy = valid_delay(m, v_b, wait + 1, name="vy")
         ly = Signal(name="ly")
         m.d.sync += ly.eq(xl[ib])
         assert wait + 1 == self._back_latency
@@ -277,7 +277,7 @@ class ShiftGELU(wiring.Component):
         neg_m = Signal(signed(ib + 1), name="neg_m")
         m.d.sync += neg_m.eq(-m_row)
         m.d.comb += [iexp1.d.eq(d1), iexp2.d.eq(neg_m)]
-        v_b = delay(m, rd.issue, READ_LATENCY, name="v_b")
+        v_b = valid_delay(m, rd.issue, READ_LATENCY, name="v_b")
         l_b = delay(m, rd.last, READ_LATENCY, name="l_b")
         return x_b, v_b, l_b
 

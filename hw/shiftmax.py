@@ -62,7 +62,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import INT32_MAX, X0_BITS
-from .arith import delay
+from .arith import delay, valid_delay
 from .divider import SeqDivider
 from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, iexp_latency, read_minus_max, shift_window)
@@ -154,7 +154,7 @@ class Shiftmax(wiring.Component):
         p2 = RowReader(m, rp2, cap, can_start=waiting != 0, can_issue=1, name="p2")
         _, d2, _ = read_minus_max(m, rp2, p2.start, p2.rowmax, name="p2")
         m.d.comb += [iexp2.d.eq(d2), iexp2.x0.eq(self.x0)]
-        ve = delay(m, p2.issue, READ_LATENCY + iexp2.latency, name="p2_ve")
+        ve = valid_delay(m, p2.issue, READ_LATENCY + iexp2.latency, name="p2_ve")
         le = delay(m, p2.last, READ_LATENCY + iexp2.latency, name="p2_le")
 
         acc = Signal(E_BITS, name="acc")
@@ -188,7 +188,7 @@ class Shiftmax(wiring.Component):
             m.d.sync += f_next.eq(div.out.payload)
         _, d3, _ = read_minus_max(m, rp3, p3.start, p3.rowmax, name="p3")
         m.d.comb += [iexp3.d.eq(d3), iexp3.x0.eq(self.x0)]
-        vt = delay(m, p3.issue, READ_LATENCY + iexp3.latency, name="p3_vt")
+        vt = valid_delay(m, p3.issue, READ_LATENCY + iexp3.latency, name="p3_vt")
         tt = delay(m, Cat(p3.first, p3.last), READ_LATENCY + iexp3.latency, name="p3_tt")
         first_t = vt & tt[0]
         f_reg = Signal(self._f_bits, name="f_reg")
@@ -206,7 +206,7 @@ class Shiftmax(wiring.Component):
                                  width=self._out_bits - 1, name="ywin")
         assert lat_sh == self._out_shift_levels
         lat = 1 + lat_mul + lat_sh
-        vy = delay(m, vt, lat, name="p3_vy")
+        vy = valid_delay(m, vt, lat, name="p3_vy")
         ly = delay(m, tt[1], lat, name="p3_ly")
         assert READ_LATENCY + iexp3.latency + lat == self._pass3_latency
         oq.push(vy, data=y, last=ly)

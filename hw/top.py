@@ -13,8 +13,8 @@ and register map (defined there once; this module elaborates from them).
 Ports (Verilog names, so that cocotbext-axi binds with
 ``AxiLiteBus.from_prefix(dut, "s_axil")`` and
 ``AxiStreamBus.from_prefix(dut, "s_axis" / "s_axis_wgt" / "m_axis")``; generate Verilog
-with :func:`generate_verilog`, which names the ports through
-:func:`flat_ports`):
+with :func:`~trilut.hw.regfront.generate_verilog`, which names the ports through
+:func:`~trilut.hw.regfront.flat_ports`):
 
 * ``s_axil_*``: AXI4-Lite slave, 32-bit data, :attr:`Accelerator.regs`.
   One outstanding write and one outstanding read; ``awready``/``wready`` rise
@@ -97,427 +97,51 @@ the wide reader as 16-bit activations), into columns ``h*n ..`` of
 destination row t (rows of ``heads * n``). Heads are looped inside the pass,
 row-major (t outer, h inner), so the destination is written in order.
 
-Sequencer: FETCH -> LATCH (descriptor register) -> CHECK (row-range sums
-and decoded flags, registered) -> CHECK2 (error code, registered) ->
-DISPATCH (stop with the error code, END, or start the pass) -> [PARAM] ->
-RUN, so a descriptor costs five cycles before its pass starts.
+Sequencer (:mod:`trilut.hw.sequencer`): FETCH -> LATCH (descriptor
+register) -> CHECK1 -> CHECK2 -> CHECK3 (a registered check pipeline driven
+by one table row per opcode) -> DISPATCH (stop with the error code, END, or
+start the pass) -> [PARAM] -> RUN, so a descriptor costs six cycles before
+its pass starts.
+
+The parts (one file each, composed here): :mod:`~trilut.hw.regfront`
+(AXI4-Lite registers, soft-reset timer, counters), :mod:`~trilut.hw.memories`,
+:mod:`~trilut.hw.sequencer`, :mod:`~trilut.hw.datapath` (readers, engines,
+weight store, writers) with :mod:`~trilut.hw.epilogue`, and the row movers
+of :mod:`~trilut.hw.rowio`.
 
 Handshakes: every internal stage honours backpressure; ``m_axis`` may be
 stalled indefinitely; ``s_axis.tready`` and ``s_axis_wgt.tready`` never
 depend on ``tvalid``. A LINEAR whose weights have not arrived waits for
 them (counter ``wgt_wait``), as a LOAD waits for its rows.
 Soft reset (``CTRL.soft_reset``) holds the sequencer and every datapath
-unit in reset for :data:`SOFT_RESET_CYCLES` cycles (so that valid bits in
-the units' reset-less delay lines drain) and gives the CTRL write's response
-only after that, so the host's next access finds the core idle; the
-AXI4-Lite slave and the memories' contents are not reset (the weight
-store's buffers are emptied: weights sent before the reset are dropped).
+unit in reset for :attr:`Accelerator.soft_reset_cycles` cycles (the units'
+valid bits have a reset; what is left reset-less, the engines' pipelines,
+drains within that) and gives the CTRL write's response only after that,
+so the host's next access finds the core idle; the AXI4-Lite slave and the
+memories' contents are not reset (the weight store's buffers are emptied:
+weights sent before the reset are dropped).
 """
-from amaranth.back import verilog
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.hdl import Module, ResetInserter
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
-from ..golden.encoder import GELU_IN_BITS, PROBS_BITS, PROBS_BITS_CHOICES, SOFTMAX_N, WIDE_BITS
+from ..golden.encoder import GELU_IN_BITS, PROBS_BITS, PROBS_BITS_CHOICES, WIDE_BITS
 from . import isa
-from .arith import delay
-from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, GELU_CONST, KEY_BANK, RESIDUAL_BANK,
-                  VALUE_BANK,
-                  RESIDUAL_CONST, REQUANT_CONST, EngineKind, Epilogue, ErrorCode, Head, Opcode,
-                  RegisterMap)
-from .layernorm import LayerNorm
-from .matmul import TLMMEngine
-from .requant import Requantizer, ResidualAdd
-from .dynquant import DynQuant, RowScale
+from .datapath import Datapath
 from .int8mm import Int8Engine
-from .shiftgelu import ShiftGELU
-from .shiftmax import Shiftmax
+from .isa import RegisterMap
+from .matmul import TLMMEngine
+from .memories import Memories
+from .regfront import (Counters, RegFront, axi_lite_signature, axi_stream_signature, flat_ports,
+                       generate_verilog)
+from .rowio import bits_for, kv_address
+from .sequencer import Sequencer
 from .wstore import WeightStore
 
-#: Width of the accumulators entering the epilogue (engine results and
-#: LayerNorm's z): int32, as golden checks every accumulator to fit.
-_ACC_BITS = 32
+__all__ = ["Accelerator", "axi_lite_signature", "axi_stream_signature", "flat_ports",
+           "generate_verilog", "kv_address"]
 
-#: Cycles a soft reset holds the sequencer and datapath in reset: longer than
-#: any reset-less pipeline of the units (``arith.delay`` chains carry valid
-#: bits; the longest single chain in the test build is 47 cycles), so that
-#: nothing in flight when the reset came survives it.
-SOFT_RESET_CYCLES = 256
-
-__all__ = ["Accelerator", "SOFT_RESET_CYCLES", "axi_lite_signature", "axi_stream_signature",
-           "flat_ports", "generate_verilog", "kv_address"]
-
-
-def _bits(n):
-    """Address bits for n entries (0 for n == 1)."""
-    return (n - 1).bit_length()
-
-
-# --- AXI signatures and flat port names ---------------------------------------
-
-def axi_lite_signature(addr_bits, data_bits=isa.AXIL_DATA_BITS):
-    """AXI4-Lite, as seen from the master (use ``In(...)`` on a slave)."""
-    return wiring.Signature({
-        "awaddr": Out(addr_bits), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
-        "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wvalid": Out(1),
-        "wready": In(1),
-        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
-        "araddr": Out(addr_bits), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
-        "rdata": In(data_bits), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
-    })
-
-
-def axi_stream_signature(data_bits):
-    """AXI4-Stream (tdata, tvalid, tready, tlast), as seen from the source."""
-    return wiring.Signature({"tdata": Out(data_bits), "tvalid": Out(1), "tready": In(1),
-                             "tlast": Out(1)})
-
-
-def flat_ports(component):
-    """``{verilog_name: (value, direction)}`` with the signature path joined by
-    ``_`` (``s_axil.awaddr`` -> ``s_axil_awaddr``), the names AXI verification
-    IP expects (Amaranth's default joins with ``__``)."""
-    ports = {}
-    for path, member, value in component.signature.flatten(component):
-        value = value.as_value() if hasattr(value, "as_value") else value
-        # Direction None: inferred (inputs are the ports nothing drives).
-        ports["_".join(map(str, path))] = (value, None)
-    return ports
-
-
-def generate_verilog(component, name):
-    """Verilog of ``component`` with :func:`flat_ports` names."""
-    return verilog.convert(component, name=name, ports=flat_ports(component), emit_src=False)
-
-
-def _elem_stream(bits=16):
-    return stream.Signature(data.StructLayout({"data": signed(bits), "last": 1}))
-
-
-# --- datapath helpers (private) ------------------------------------------------
-
-class _Reader(wiring.Component):
-    """Reads ``rows`` rows from a memory whose data arrives ``latency``
-    cycles after the address (a synchronous read port, plus an output
-    register when 2) into a small FIFO. A row is ``segs`` segments of ``length`` elements
-    (consecutive columns; ``segs`` = 1 except for the attention passes, whose
-    segments are heads); with ``pad``, each segment is extended with zeros to
-    a multiple of ``blk_last + 1`` (<= ``block``) elements. ``out.last`` marks
-    each segment's final element. Starts on ``go``; config held while
-    running."""
-
-    def __init__(self, *, elem_bits, row_bits, col_bits, block=1, latency=2):
-        # room for the elements in flight, and enough to stream one per cycle
-        self._elem_bits, self._block, self._depth = elem_bits, block, 3 + latency
-        self._latency = latency
-        self._col_bits = col_bits
-        super().__init__({
-            "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
-            "length": In(col_bits + 1), "segs": In(8), "pad": In(1),
-            "blk_last": In(range(block)),
-            "row_addr": Out(row_bits + 1), "col_addr": Out(col_bits + 1),
-            "rdata": In(signed(elem_bits)),
-            "out": Out(_elem_stream()),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = self._depth
-        q = fifo.SyncFIFOBuffered(width=17, depth=depth)
-        m.submodules.fifo = q
-        active = Signal()
-        r = Signal.like(self.rows)
-        col = Signal(self._col_bits + _bits(self._block) + 2)
-        sbase = Signal(self._col_bits + 1)
-        s = Signal.like(self.segs)
-        j = Signal(range(self._block))
-        row_end = Signal()
-        issue = Signal()
-        m.d.comb += [
-            issue.eq(active & (q.level < depth - self._latency)),
-            row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
-            self.row_addr.eq(self.base + r),
-            self.col_addr.eq(sbase + col),
-        ]
-        with m.If(issue):
-            m.d.sync += j.eq(Mux(j == self.blk_last, 0, j + 1))
-            with m.If(row_end):
-                m.d.sync += [col.eq(0), j.eq(0)]
-                with m.If(s + 1 >= self.segs):
-                    m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1)]
-                    with m.If(r + 1 == self.rows):
-                        m.d.sync += active.eq(0)
-                with m.Else():
-                    m.d.sync += [s.eq(s + 1), sbase.eq(sbase + self.length)]
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
-        with m.If(self.go):
-            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
-        lat = self._latency
-        v_d = issue
-        for i in range(lat):            # valid bits with reset (soft reset drops them)
-            v_d, prev = Signal(name=f"v_{i}"), v_d
-            m.d.sync += v_d.eq(prev)
-        pad_d = delay(m, col >= self.length, lat, name="pad")
-        last_d = delay(m, row_end, lat, name="last")
-        value = Signal(signed(16))
-        m.d.comb += [
-            value.eq(Mux(pad_d, 0, self.rdata)),
-            q.w_en.eq(v_d), q.w_data.eq(Cat(value, last_d)),
-            self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
-            q.r_en.eq(self.out.ready),
-        ]
-        return m
-
-
-def kv_address(is_v, row, col, *, lanes, kpc, row_bits, col_bits):
-    """(word, byte) of KV-region element (``row``, ``col``): key/token row,
-    channel column. K rows are stored as the int8 engine's QK^T weight beats
-    (word = key block x channel block, byte = key % lanes, channel % kpc),
-    V rows as its AV beats (word = channel block x token block, byte =
-    channel % lanes, token % kpc), each half of the region in one memory
-    word per beat (lane-major bytes, as ``Int8Engine.wgt``). ``is_v`` selects
-    the V half (top address bit)."""
-    lb, kb = _bits(lanes), _bits(kpc)
-    r, c = row[:row_bits], col[:col_bits]
-    k_word = Cat(c[kb:], r[lb:])
-    v_word = Cat(r[kb:], c[lb:])
-    word = Cat(Mux(is_v, v_word, k_word), is_v)
-    byte = Mux(is_v, Cat(r[:kb], c[:lb]), Cat(c[:kb], r[:lb]))
-    return word, byte
-
-
-class _KVFetcher(wiring.Component):
-    """Weight beats of an attention pass from the KV region, one memory word
-    per beat, into a small FIFO (one beat per cycle at full rate).
-
-    Loop: ``rows`` activation rows, ``heads`` heads, ``nbs`` output blocks,
-    ``kbs`` k-blocks (innermost), with ``last_k`` / ``last_n`` as the int8
-    engine wants them. ATTN_QK (``qk``): word = key block ``nb`` x channel
-    block ``h * hstep + kb`` of the K half; ATTN_AV: word = channel block
-    ``h * hstep + nb`` x token block ``kb`` of the V half (see
-    :func:`kv_address`)."""
-
-    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4):
-        self._depth, self._lanes, self._kpc = depth, lanes, kpc
-        self._row_bits, self._col_bits = row_bits, col_bits
-        cnt = isa.ROW_BITS + 1
-        super().__init__({
-            "go": In(1), "qk": In(1), "rows": In(cnt), "heads": In(8),
-            "nbs": In(cnt), "kbs": In(cnt), "hstep": In(cnt),
-            "addr": Out(addr_bits), "rdata": In(beat_bits),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": unsigned(beat_bits), "last_k": 1, "last_n": 1}))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = self._depth
-        bits = len(self.rdata)
-        q = fifo.SyncFIFOBuffered(width=bits + 2, depth=depth)
-        m.submodules.fifo = q
-        lb, kb = _bits(self._lanes), _bits(self._kpc)
-        rb, cb = self._row_bits, self._col_bits
-        active = Signal()
-        t = Signal.like(self.rows)
-        h = Signal(8)
-        hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
-        issue = Signal()
-        last_k, last_n = Signal(), Signal()
-        m.d.comb += [
-            issue.eq(active & (q.level < depth - 1)),
-            last_k.eq(kbi + 1 == self.kbs),
-            last_n.eq(last_k & (nb + 1 == self.nbs)),
-        ]
-        k_word = Cat((hb + kbi)[:cb - kb], nb[:rb - lb])
-        v_word = Cat(kbi[:rb - kb], (hb + nb)[:cb - lb])
-        m.d.comb += self.addr.eq(Cat(Mux(self.qk, k_word, v_word), ~self.qk))
-        with m.If(issue):
-            with m.If(last_k):
-                m.d.sync += kbi.eq(0)
-                with m.If(last_n):
-                    m.d.sync += nb.eq(0)
-                    with m.If(h + 1 >= self.heads):
-                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1)]
-                        with m.If(t + 1 == self.rows):
-                            m.d.sync += active.eq(0)
-                    with m.Else():
-                        m.d.sync += [h.eq(h + 1), hb.eq(hb + self.hstep)]
-                with m.Else():
-                    m.d.sync += nb.eq(nb + 1)
-            with m.Else():
-                m.d.sync += kbi.eq(kbi + 1)
-        with m.If(self.go):
-            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0)]
-        v_d, flags_d = Signal(), Signal(2)
-        m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
-        m.d.comb += [
-            q.w_en.eq(v_d), q.w_data.eq(Cat(self.rdata, flags_d)),
-            self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
-            q.r_en.eq(self.out.ready),
-        ]
-        return m
-
-
-class _Writer(wiring.Component):
-    """Writes ``rows`` rows of ``length`` elements from ``inp`` (always ready
-    while running) at rows ``base``...; ``done`` rises after the last write
-    and stays until the next ``go``."""
-
-    def __init__(self, *, elem_bits, row_bits, col_bits):
-        self._elem_bits = elem_bits
-        super().__init__({
-            "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
-            "length": In(col_bits + 1),
-            "inp": In(_elem_stream()),
-            "row_addr": Out(row_bits + 1), "col_addr": Out(col_bits + 1),
-            "wdata": Out(signed(elem_bits)), "we": Out(1), "done": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        active = Signal()
-        done = Signal()
-        r = Signal.like(self.rows)
-        col = Signal.like(self.length)
-        accept = Signal()
-        m.d.comb += [
-            self.inp.ready.eq(active), accept.eq(self.inp.valid & active),
-            self.row_addr.eq(self.base + r), self.col_addr.eq(col),
-            self.wdata.eq(self.inp.payload.data), self.we.eq(accept), self.done.eq(done),
-        ]
-        with m.If(accept):
-            with m.If(col + 1 == self.length):
-                m.d.sync += [col.eq(0), r.eq(r + 1)]
-                with m.If(r + 1 == self.rows):
-                    m.d.sync += [active.eq(0), done.eq(1)]
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
-        with m.If(self.go):
-            m.d.sync += [active.eq(1), done.eq(0), r.eq(0), col.eq(0)]
-        return m
-
-
-class _Packer(wiring.Component):
-    """Element stream -> words of ``per_word`` elements (zero-filled), a word
-    sent when full or at ``last`` (which it carries)."""
-
-    def __init__(self, elem_shape, per_word):
-        self._elem_shape, self._per_word = elem_shape, per_word
-        super().__init__({
-            "inp": In(_elem_stream()),
-            "out": Out(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(elem_shape, per_word), "last": 1}))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        P = self._per_word
-        buf = Signal(data.ArrayLayout(self._elem_shape, P))
-        idx = Signal(range(P))
-        full, last = Signal(), Signal()
-        m.d.comb += [self.inp.ready.eq(~full), self.out.valid.eq(full),
-                     self.out.payload.data.eq(buf), self.out.payload.last.eq(last)]
-        with m.If(self.inp.valid & ~full):
-            m.d.sync += buf[idx].eq(self.inp.payload.data)
-            with m.If((idx == P - 1) | self.inp.payload.last):
-                m.d.sync += [full.eq(1), idx.eq(0), last.eq(self.inp.payload.last)]
-            with m.Else():
-                m.d.sync += idx.eq(idx + 1)
-        with m.If(self.out.valid & self.out.ready):
-            m.d.sync += [full.eq(0), buf.eq(0)]
-        return m
-
-
-class _Unpacker(wiring.Component):
-    """Words of ``per_word`` elements -> element stream, ``rows`` rows of
-    ``length`` elements, each row starting on a new word (the rest of a row's
-    last word is dropped); ``last`` on each row's final element. Takes words
-    only between ``go`` and the end of the last row."""
-
-    def __init__(self, elem_shape, per_word, *, col_bits):
-        self._elem_shape, self._per_word = elem_shape, per_word
-        super().__init__({
-            "go": In(1), "rows": In(isa.ROW_BITS), "length": In(col_bits + 1),
-            "inp": In(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(elem_shape, per_word)}))),
-            "out": Out(_elem_stream()),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        P = self._per_word
-        word = Signal(data.ArrayLayout(self._elem_shape, P))
-        idx = Signal(range(P))
-        col = Signal.like(self.length)
-        hold = Signal()
-        active = Signal()
-        r = Signal.like(self.rows)
-        row_end = Signal()
-        m.d.comb += [
-            self.inp.ready.eq(~hold & active),
-            self.out.valid.eq(hold), self.out.payload.data.eq(word[idx]),
-            row_end.eq(col + 1 == self.length), self.out.payload.last.eq(row_end),
-        ]
-        with m.If(self.inp.valid & self.inp.ready):
-            m.d.sync += [word.eq(self.inp.payload.data), hold.eq(1), idx.eq(0)]
-        with m.If(self.out.valid & self.out.ready):
-            m.d.sync += idx.eq(idx + 1)
-            with m.If(row_end):
-                m.d.sync += [col.eq(0), hold.eq(0), r.eq(r + 1)]
-                with m.If(r + 1 == self.rows):
-                    m.d.sync += active.eq(0)
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
-                with m.If(idx == P - 1):
-                    m.d.sync += hold.eq(0)
-        with m.If(self.go):
-            m.d.sync += [col.eq(0), hold.eq(0), r.eq(0), active.eq(1)]
-        return m
-
-
-class _Serializer(wiring.Component):
-    """Engine ``out`` beats (``lanes`` results) -> one result per cycle;
-    ``last`` on the final result of a row. The last beat of a row gives only
-    its first ``keep`` results (1..lanes; the rest are padding lanes of an
-    N that is not a multiple of lanes). No bubble between beats."""
-
-    def __init__(self, in_layout, lanes, acc_bits):
-        self._lanes = lanes
-        super().__init__({
-            "inp": In(stream.Signature(in_layout)),
-            "out": Out(_elem_stream(acc_bits)),
-            "keep": In(range(1, lanes + 1), init=lanes),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        L = self._lanes
-        beat = Signal(self.inp.payload.shape())
-        idx = Signal(range(L))
-        hold = Signal()
-        end = Signal()
-        final = Signal()
-        m.d.comb += [
-            final.eq(idx == Mux(beat.last, self.keep - 1, L - 1)),
-            end.eq(self.out.ready & final),
-            self.inp.ready.eq(~hold | end),
-            self.out.valid.eq(hold),
-            self.out.payload.data.eq(beat.data[idx]),
-            self.out.payload.last.eq(beat.last & final),
-        ]
-        with m.If(hold & self.out.ready):
-            m.d.sync += idx.eq(Mux(final, 0, idx + 1))
-            with m.If(end):
-                m.d.sync += hold.eq(0)
-        with m.If(self.inp.valid & self.inp.ready):
-            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0)]
-        return m
-
-
-# --- the accelerator -----------------------------------------------------------
 
 class Accelerator(wiring.Component):
     """Accelerator top (see the module docstring).
@@ -587,7 +211,7 @@ class Accelerator(wiring.Component):
                 raise ValueError(f"{name} must be a power of two, not {v}")
         a_max = max(attn_lanes, attn_kpc)
         for name, v in (("max_rows", max(2, max_rows)), ("max_width", max_width)):
-            if 1 << _bits(v) < a_max:
+            if 1 << bits_for(v) < a_max:
                 raise ValueError(f"{name} = {v}: rounded up to a power of two it must be >= "
                                  f"attn_lanes and attn_kpc (KV words are key/channel blocks)")
         # 16-bit probabilities are the AV pass's activations (one MULT18X18D
@@ -599,7 +223,7 @@ class Accelerator(wiring.Component):
         wgt_bits = max(self._codes_shape().size, self._i8_beat_bits)
         need = max(4, -(-wgt_bits // 8))
         if axis_bytes is None:
-            axis_bytes = 1 << _bits(need)
+            axis_bytes = 1 << bits_for(need)
         check_int("axis_bytes", axis_bytes, 2)
         if axis_bytes & (axis_bytes - 1) or axis_bytes * 8 < wgt_bits:
             raise ValueError(f"axis_bytes must be a power of two >= {-(-wgt_bits // 8)} "
@@ -613,9 +237,9 @@ class Accelerator(wiring.Component):
         self._wgt_bits = wgt_bits
         if wstore_depth is not None:
             check_int("wstore_depth", wstore_depth, 1, 1 << 16)
-        self._col_bits = _bits(max_width)
-        self._row_bits = max(1, _bits(max_rows))
-        self._set_bits = _bits(const_sets)
+        self._col_bits = bits_for(max_width)
+        self._row_bits = max(1, bits_for(max_rows))
+        self._set_bits = bits_for(const_sets)
         self._regs = RegisterMap(prog_depth=prog_depth,
                                  const_entries=const_sets << self._col_bits)
         super().__init__({
@@ -709,778 +333,65 @@ class Accelerator(wiring.Component):
             raise ValueError(f"kind must be 'ternary' or 'int8', not {kind!r}")
         return [frame]
 
+    @property
+    def soft_reset_cycles(self):
+        """Cycles a soft reset holds the core in reset: every unit's valid
+        bits have a reset except the engines' pipelines (``hw/matmul.py``,
+        ``hw/rowengine.py``), which drain within the engines' latency."""
+        return max(self._engine.latency, self._int8.latency)
+
     # --- gateware ------------------------------------------------------------
 
     def elaborate(self, platform):
+        """Compose the parts: the register front and the memories outside
+        the soft-reset domain; the sequencer, the datapath and the counters
+        inside it."""
         m = Module()
         p = self._params
-        e = self._engine
-        regs = self._regs
-        cb, rb = self._col_bits, self._row_bits
-        bank_bits = _bits(p["banks"])
-        width_max = p["max_width"]
-        ab = self.axis_bytes
+        mems = Memories(banks=p["banks"], row_bits=self._row_bits, col_bits=self._col_bits,
+                        kv_bytes=self._i8_beat_bits // 8, prog_depth=p["prog_depth"],
+                        const_entries=self._regs.const_entries)
+        front = RegFront(self._regs, hold_cycles=self.soft_reset_cycles,
+                         build=isa.BUILD.const({"max_rows": p["max_rows"],
+                                                "max_width": p["max_width"],
+                                                "banks": p["banks"]}))
+        seq = Sequencer(banks=p["banks"], max_rows=p["max_rows"], max_width=p["max_width"],
+                        prog_depth=p["prog_depth"], const_sets=p["const_sets"],
+                        col_bits=self._col_bits, k_block=self._engine.k_block,
+                        lanes=self._engine.lanes, attn_lanes=p["attn_lanes"],
+                        attn_kpc=p["attn_kpc"], probs16=p["probs_bits"] == 16)
+        dp = Datapath(engine=self._engine, int8=self._int8, mem_signature=mems.signature,
+                      cfg_shape=seq.cfg.shape(), p=p, row_bits=self._row_bits,
+                      col_bits=self._col_bits, wgt_bits=self._wgt_bits,
+                      wstore_depth=self.wstore_depth)
+        counters = Counters()
+        m.submodules.mems, m.submodules.front = mems, front
+        core = Module()
+        core.submodules.seq, core.submodules.datapath = seq, dp
+        core.submodules.counters = counters
+        m.submodules.core = ResetInserter(front.in_reset)(core)
 
-        # Memories: act (int8 banks), res (int16), program, constants.
-        act_mem = memory.Memory(shape=signed(8), depth=p["banks"] << (rb + cb), init=[])
-        res_mem = memory.Memory(shape=signed(16), depth=1 << (rb + cb), init=[])
-        prog_mem = memory.Memory(shape=unsigned(DESCRIPTOR_BITS), depth=p["prog_depth"],
-                                 init=[])
-        const_mem = memory.Memory(shape=unsigned(CONST_BITS),
-                                  depth=p["const_sets"] << cb, init=[])
-        m.submodules.act_mem = act_mem
-        m.submodules.res_mem = res_mem
-        m.submodules.prog_mem = prog_mem
-        m.submodules.const_mem = const_mem
-        # KV region: K half and V half, one int8 engine weight beat per word.
-        i8 = self._int8
-        aL, aK = i8.lanes, i8.k_per_cycle
-        kv_word_bits = rb + cb - _bits(aL) - _bits(aK)
-        kv_mem = memory.Memory(shape=unsigned(8 * aL * aK), depth=2 << kv_word_bits, init=[])
-        m.submodules.kv_mem = kv_mem
-
-        # ---------------- AXI4-Lite slave (not reset by soft reset) ----------
-        axil = self.s_axil
-        soft = Signal()
-        start = Signal()
-        status = Signal(isa.STATUS)
-        counters = {name: Signal(32, name=f"cnt_{name}") for name, _ in isa.COUNTERS}
-        bvalid, rvalid = Signal(), Signal()
-        rdata = Signal(32)
-        wr = Signal()
-        # Soft reset holds the core in reset for SOFT_RESET_CYCLES (the
-        # units' reset-less delay lines carry valid bits: they must drain)
-        # and answers the CTRL write only when the core is out of reset.
-        soft_hold = Signal(range(SOFT_RESET_CYCLES + 1))
-        b_pend = Signal()
+        wiring.connect(m, wiring.flipped(self.s_axil), front.s_axil)
+        wiring.connect(m, wiring.flipped(self.s_axis), dp.s_axis)
+        wiring.connect(m, wiring.flipped(self.s_axis_wgt), dp.s_axis_wgt)
+        wiring.connect(m, dp.m_axis, wiring.flipped(self.m_axis))
+        wiring.connect(m, front.prog_w, mems.prog_w)
+        wiring.connect(m, front.const_w, mems.const_w)
+        wiring.connect(m, seq.prog_r, mems.prog_r)
+        wiring.connect(m, seq.const_r, mems.const_r)
+        for name in ("act_r", "act_w", "res_r", "wide_r", "res_w", "kv_r", "kv_w"):
+            wiring.connect(m, getattr(dp, name), getattr(mems, name))
+        st = front.status
         m.d.comb += [
-            wr.eq(axil.awvalid & axil.wvalid & ~bvalid & ~b_pend),
-            axil.awready.eq(wr), axil.wready.eq(wr),
-            axil.bvalid.eq(bvalid), axil.bresp.eq(0),
-            axil.arready.eq(~rvalid), axil.rvalid.eq(rvalid), axil.rdata.eq(rdata),
-            axil.rresp.eq(0),
+            seq.start.eq(front.start), seq.pass_done.eq(dp.pass_done),
+            seq.unit_err.eq(dp.unit_flags.any()),
+            dp.cfg.eq(seq.cfg), dp.go.eq(seq.go), dp.run.eq(seq.run), dp.issue.eq(seq.issue),
+            dp.param.eq(seq.param), dp.busy.eq(seq.busy), dp.in_param.eq(seq.in_param),
+            dp.in_reset.eq(front.in_reset),
+            counters.clear.eq(seq.clear), counters.events.eq(dp.events),
+            counters.pass_end.eq(seq.pass_end), counters.pass_cycles.eq(seq.pass_cycles),
+            front.counters.eq(counters.values),
+            st.busy.eq(seq.busy), st.done.eq(seq.done), st.error.eq(seq.error),
+            st.code.eq(seq.code), st.pc.eq(seq.pc), st.unit.eq(dp.unit_flags),
         ]
-        with m.If(wr & ~soft):
-            m.d.sync += bvalid.eq(1)
-        with m.Elif(b_pend & (soft_hold == 1)):
-            m.d.sync += [bvalid.eq(1), b_pend.eq(0)]
-        with m.Elif(axil.bready):
-            m.d.sync += bvalid.eq(0)
-        with m.If(soft):
-            m.d.sync += [soft_hold.eq(SOFT_RESET_CYCLES), b_pend.eq(1)]
-        with m.Elif(soft_hold != 0):
-            m.d.sync += soft_hold.eq(soft_hold - 1)
-
-        def window(name):
-            reg = regs[name]
-            size_bits = _bits(4 * reg.words)
-            return (axil.awaddr >> size_bits) == (reg.offset >> size_bits), \
-                axil.awaddr[2:size_bits]
-
-        ctrl = data.View(isa.CTRL, axil.wdata)
-        with m.If(wr & (axil.awaddr[2:] == regs.offset("ctrl") >> 2)):
-            m.d.comb += [start.eq(ctrl.start), soft.eq(ctrl.soft_reset)]
-        for mem, name in ((prog_mem, "prog"), (const_mem, "const")):
-            hit, word = window(name)
-            wp = mem.write_port(granularity=32)
-            m.d.comb += [wp.addr.eq(word[2:]), wp.data.eq(axil.wdata.replicate(4)),
-                         wp.en.eq(Mux(wr & hit, 1 << word[:2], 0))]
-
-        with m.If(axil.arvalid & ~rvalid):
-            m.d.sync += [rvalid.eq(1), rdata.eq(0)]
-            build = isa.BUILD.const({"max_rows": p["max_rows"], "max_width": width_max,
-                                     "banks": p["banks"]})
-            with m.Switch(axil.araddr[2:]):
-                with m.Case(regs.offset("status") >> 2):
-                    m.d.sync += rdata.eq(status)
-                with m.Case(regs.offset("build") >> 2):
-                    m.d.sync += rdata.eq(build)
-                for name, sig in counters.items():
-                    with m.Case(regs.offset(name) >> 2):
-                        m.d.sync += rdata.eq(sig)
-        with m.Elif(rvalid & axil.rready):
-            m.d.sync += rvalid.eq(0)
-
-        # ---------------- core: sequencer and datapath (soft-resettable) ------
-        c = Module()
-        in_reset = Signal()
-        m.d.comb += in_reset.eq(soft | (soft_hold != 0))
-        m.submodules.core = ResetInserter(in_reset)(c)
-
-        # The epilogue: every engine result and LayerNorm output (32 bits)
-        # is first multiplied by its row's absmax (RowScale; 1 unless the
-        # LINEAR's source rows were row-quantized), then one per-channel
-        # requantizer (int16 out, clamped further per pass) serves LINEAR
-        # (REQUANT, the first step of REQUANT_GELU), NORM and ATTN, or the
-        # bias add and ResidualAdd take the scaled accumulator (48 bits).
-        rscale = RowScale(acc_bits=_ACC_BITS, scale_bits=WIDE_BITS)
-        requant = Requantizer(acc_bits=_ACC_BITS + WIDE_BITS, out_bits=16,
-                              channels=width_max, bias_bits=32)
-        lnorm = LayerNorm(in_bits=16, max_len=width_max)
-        gelu = ShiftGELU(mode=p["gelu_mode"], max_len=width_max)
-        gelu_rq = Requantizer(acc_bits=gelu.out_bits, out_bits=16, channels=1, bias_bits=2)
-        resadd = ResidualAdd(x_bits=_ACC_BITS + WIDE_BITS, y_bits=16, out_bits=16,
-                             channels=width_max)
-        blk = max(e.k_block, aK)
-        act_rd = _Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk)
-        res_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb)
-        # int16 rows as an engine's source: row-quantized (DynQuant, LINEAR)
-        # or as they are (16-bit probabilities, ATTN_AV); second read port.
-        wide_rd = _Reader(elem_bits=16, row_bits=rb, col_bits=cb, block=blk)
-        dynq = DynQuant(in_bits=WIDE_BITS, max_len=-(-width_max // blk) * blk)
-        amax_q = fifo.SyncFIFOBuffered(width=WIDE_BITS, depth=8)
-        act_wr = _Writer(elem_bits=8, row_bits=rb, col_bits=cb)
-        res_wr = _Writer(elem_bits=16, row_bits=rb, col_bits=cb)
-        act_pk = _Packer(signed(8), e.k_block)
-        st_pk8 = _Packer(signed(8), ab)
-        st_pk16 = _Packer(signed(16), ab // 2)
-        ld_up8 = _Unpacker(signed(8), ab, col_bits=cb)
-        ld_up16 = _Unpacker(signed(16), ab // 2, col_bits=cb)
-        ser = _Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
-        # Attention: act reader -> i8_pk -> int8 engine <- KV fetcher;
-        # engine -> i8_ser -> requant (per tensor) [-> Shiftmax] -> act writer.
-        i8_pk = _Packer(signed(i8.act_bits), aK)
-        i8_ser = _Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
-        smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=p["probs_bits"], max_len=p["max_rows"])
-        kvf = _KVFetcher(beat_bits=8 * aL * aK, addr_bits=kv_word_bits + 1, lanes=aL, kpc=aK,
-                         row_bits=rb, col_bits=cb)
-        ws = WeightStore(unsigned(self._wgt_bits), depth=self.wstore_depth,
-                         max_rows=p["max_rows"])
-        for name, unit in (("engine", e), ("rscale", rscale), ("requant", requant),
-                           ("resadd", resadd), ("wide_rd", wide_rd), ("dynq", dynq),
-                           ("amax_q", amax_q),
-                           ("lnorm", lnorm), ("gelu", gelu), ("gelu_rq", gelu_rq),
-                           ("act_rd", act_rd), ("res_rd", res_rd), ("act_wr", act_wr),
-                           ("res_wr", res_wr), ("act_pk", act_pk), ("st_pk8", st_pk8),
-                           ("st_pk16", st_pk16), ("ld_up8", ld_up8), ("ld_up16", ld_up16),
-                           ("ser", ser), ("int8", i8), ("i8_pk", i8_pk), ("i8_ser", i8_ser),
-                           ("smax", smax), ("kvf", kvf), ("wstore", ws)):
-            c.submodules[name] = unit
-
-        # Memory ports (addresses {bank, row, col}).
-        act_rp = act_mem.read_port(domain="sync")
-        act_wp = act_mem.write_port()
-        res_rp = res_mem.read_port(domain="sync")
-        wide_rp = res_mem.read_port(domain="sync")
-        res_wp = res_mem.write_port()
-        prog_rp = prog_mem.read_port(domain="sync")
-        const_rp = const_mem.read_port(domain="sync")
-        kv_rp = kv_mem.read_port(domain="sync")
-        kv_wp = kv_mem.write_port(granularity=8)
-
-        d = Signal(DESCRIPTOR, name="desc")
-        busy, done, error = Signal(), Signal(), Signal()
-        code = Signal(ErrorCode)
-        pc = Signal(range(p["prog_depth"]))
-        m.d.comb += [status.busy.eq(busy), status.done.eq(done), status.error.eq(error),
-                     status.code.eq(code), status.pc.eq(pc)]
-        unit_flags = Signal(len(status.unit))
-
-        src_bank = d.src_bank[:bank_bits] if bank_bits else Const(0, 1)
-        dst_bank = d.dst_bank[:bank_bits] if bank_bits else Const(0, 1)
-
-        def addr(bank, row, col, with_bank=True):
-            parts = [col[:cb]] if cb else []
-            parts.append(row[:rb])
-            if with_bank and bank_bits:
-                parts.append(bank)
-            return Cat(*parts)
-
-        c.d.comb += [
-            act_rp.addr.eq(addr(src_bank, act_rd.row_addr, act_rd.col_addr)),
-            res_rp.addr.eq(addr(None, res_rd.row_addr, res_rd.col_addr, False)),
-            wide_rp.addr.eq(addr(None, wide_rd.row_addr, wide_rd.col_addr, False)),
-            act_wp.addr.eq(addr(dst_bank, act_wr.row_addr, act_wr.col_addr)),
-            act_wp.data.eq(act_wr.wdata), 
-            res_wp.addr.eq(addr(None, res_wr.row_addr, res_wr.col_addr, False)),
-            res_wp.data.eq(res_wr.wdata), res_wp.en.eq(res_wr.we),
-            prog_rp.addr.eq(pc),
-        ]
-
-        op = d.opcode
-        # Decoded descriptor flags, registered in CHECK (the descriptor is
-        # stable from LATCH to the end of the pass) so that the datapath's
-        # routing multiplexers start from flip-flops, not from a decode.
-        dec = {
-            "is_end": op == Opcode.END, "is_load": op == Opcode.LOAD,
-            "is_store": op == Opcode.STORE, "is_linear": op == Opcode.LINEAR,
-            "is_norm": op == Opcode.NORM,
-            "is_attn": (op == Opcode.ATTN_QK) | (op == Opcode.ATTN_AV),
-            "is_qk": op == Opcode.ATTN_QK,
-            "epi_res": d.epilogue == Epilogue.RESIDUAL,
-            "epi_gelu": d.epilogue == Epilogue.REQUANT_GELU,
-            "src_res": d.src_bank == RESIDUAL_BANK, "dst_res": d.dst_bank == RESIDUAL_BANK,
-            "src_kv": (d.src_bank == KEY_BANK) | (d.src_bank == VALUE_BANK),
-            "src_v": d.src_bank == VALUE_BANK,
-            "dst_kv": (d.dst_bank == KEY_BANK) | (d.dst_bank == VALUE_BANK),
-            "dst_v": d.dst_bank == VALUE_BANK,
-            "eng_i8": d.engine == EngineKind.INT8,
-        }
-        flags = {name: Signal(name=f"dec_{name}") for name in dec}
-        (is_end, is_load, is_store, is_linear, is_norm, is_attn, is_qk, epi_res, epi_gelu,
-         src_res, dst_res, src_kv, src_v, dst_kv, dst_v, eng_i8) = flags.values()
-        # Passes that run through the epilogue, and those whose source rows
-        # come from the int16 bank through DynQuant (per-token quantization:
-        # a LINEAR reading RESIDUAL_BANK).
-        compute = is_linear | is_norm | is_attn
-        row_q = is_linear & src_res
-        # KV region: written through the act writer's (row, col) when the
-        # destination is KEY_BANK / VALUE_BANK, read by the KV fetcher during
-        # ATTN passes and through the act reader's (row, col) by STORE.
-        kv_byte_bits = _bits(aL) + _bits(aK)
-        wr_word, wr_byte = kv_address(dst_v, act_wr.row_addr, act_wr.col_addr, lanes=aL,
-                                      kpc=aK, row_bits=rb, col_bits=cb)
-        rd_word, rd_byte = kv_address(src_v, act_rd.row_addr, act_rd.col_addr, lanes=aL,
-                                      kpc=aK, row_bits=rb, col_bits=cb)
-        # The bank readers see their memory's data through an output register
-        # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5, too
-        # much to go on into the KV / activation select and a FIFO write.
-        rd_byte_d = delay(c, rd_byte, 2, name="rd_byte")
-        kv_q, act_q = Signal.like(kv_rp.data), Signal.like(act_rp.data)
-        res_q, wide_q = Signal.like(res_rp.data), Signal.like(wide_rp.data)
-        c.d.sync += [kv_q.eq(kv_rp.data), act_q.eq(act_rp.data), res_q.eq(res_rp.data),
-                     wide_q.eq(wide_rp.data)]
-        c.d.comb += [
-            kv_wp.addr.eq(wr_word), kv_wp.data.eq(act_wr.wdata.as_unsigned().replicate(aL * aK)),
-            kv_wp.en.eq(Mux(act_wr.we & dst_kv, 1 << wr_byte, 0)),
-            kv_rp.addr.eq(Mux(is_attn, kvf.addr, rd_word)),
-            kvf.rdata.eq(kv_rp.data), act_wp.en.eq(act_wr.we & ~dst_kv),
-            act_rd.rdata.eq(Mux(src_kv, kv_q.word_select(rd_byte_d, 8), act_q)),
-            res_rd.rdata.eq(res_q), wide_rd.rdata.eq(wide_q),
-        ]
-        rq_wide = Signal()       # the requantizer's results are int16 (else int8)
-        gelu_wide = int(GELU_IN_BITS[p["gelu_mode"]] == 16)
-        run = Signal()           # a pass's data phase is under way
-        go = Signal()            # one-cycle start of a pass's data phase
-
-        # Per-pass values computed in CHECK (registered): attention row
-        # lengths (heads x per-head K / N), the int8 engine's loop bounds and
-        # the number of constant entries to copy.
-        cnt_w = isa.ROW_BITS + 8
-        hk, hn = Signal(cnt_w), Signal(cnt_w)
-        i8_nbs, i8_kbs, i8_hstep = (Signal(isa.ROW_BITS + 1, name=n)
-                                    for n in ("i8_nbs", "i8_kbs", "i8_hstep"))
-        pcount = Signal(isa.ROW_BITS + 1)
-        lbits, kbits = _bits(aL), _bits(aK)
-
-        # Unit configuration from the descriptor.
-        # Only the units a pass uses start (a reader left running would fill
-        # its FIFO with rows nobody takes).
-        c.d.comb += [
-            act_rd.go.eq(go & ~src_res & (is_linear | is_store | is_attn)),
-            wide_rd.go.eq(go & src_res & (is_linear | is_attn)),
-            res_rd.go.eq(go & (is_linear & epi_res | is_store & src_res | is_norm)),
-            act_wr.go.eq(go & ~dst_res & (compute | is_load)),
-            kvf.go.eq(go & is_attn),
-            res_wr.go.eq(go & dst_res & (compute | is_load)),
-            ld_up8.go.eq(go & is_load & ~dst_res), ld_up16.go.eq(go & is_load & dst_res),
-        ]
-        # The engines' source readers (int8 and int16 banks) and the two
-        # writers are configured alike; only the started ones run. (The
-        # wide reader only runs for LINEAR and ATTN: always padded.)
-        for rd, pad in ((act_rd, is_linear | is_attn), (wide_rd, 1)):
-            c.d.comb += [
-                rd.base.eq(d.src_row), rd.rows.eq(d.rows), rd.length.eq(d.k),
-                rd.pad.eq(pad), rd.segs.eq(Mux(is_attn, d.heads, 1)),
-                rd.blk_last.eq(Mux(is_attn | eng_i8, aK - 1, e.k_block - 1)),
-            ]
-        c.d.comb += [res_rd.base.eq(Mux(is_linear, d.dst_row, d.src_row)),
-                     res_rd.rows.eq(d.rows), res_rd.length.eq(Mux(is_linear, d.n, d.k))]
-        for wr in (act_wr, res_wr):
-            c.d.comb += [wr.base.eq(d.dst_row), wr.rows.eq(d.rows),
-                         wr.length.eq(Mux(is_attn, hn, Mux(is_linear, d.n, d.k)))]
-        c.d.comb += [
-            ld_up8.length.eq(d.k), ld_up16.length.eq(d.k),
-            ld_up8.rows.eq(d.rows), ld_up16.rows.eq(d.rows),
-            requant.num_channels.eq(Mux(is_attn, 1, d.n)), resadd.num_channels.eq(d.n),
-            kvf.qk.eq(is_qk), kvf.rows.eq(d.rows), kvf.heads.eq(d.heads),
-            kvf.nbs.eq(i8_nbs), kvf.kbs.eq(i8_kbs), kvf.hstep.eq(i8_hstep),
-            i8_ser.keep.eq(Mux(d.n[:lbits] == 0, aL, d.n[:lbits]) if lbits else 1),
-        ]
-
-        def join(src, dst, when):
-            """Route stream ``src`` into ``dst`` while ``when`` (else idle)."""
-            with c.If(when):
-                c.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
-                             dst.payload.eq(src.payload)]
-
-        # LOAD: s_axis -> unpacker -> writer.
-        axis_in, axis_out = self.s_axis, self.m_axis
-        ld = run & is_load
-        for up, wide in ((ld_up8, False), (ld_up16, True)):
-            sel = ld & (dst_res if wide else ~dst_res)
-            with c.If(sel):
-                c.d.comb += [up.inp.valid.eq(axis_in.tvalid), axis_in.tready.eq(up.inp.ready)]
-            c.d.comb += up.inp.payload.data.eq(axis_in.tdata)
-        join(ld_up8.out, act_wr.inp, ld & ~dst_res)
-        join(ld_up16.out, res_wr.inp, ld & dst_res)
-
-        # STORE: reader -> packer -> m_axis.
-        st = run & is_store
-        join(act_rd.out, st_pk8.inp, st & ~src_res)
-        join(res_rd.out, st_pk16.inp, st & src_res)
-        stored = Signal.like(d.rows)
-        for pk, wide in ((st_pk8, False), (st_pk16, True)):
-            with c.If(st & (src_res if wide else ~src_res)):
-                c.d.comb += [axis_out.tvalid.eq(pk.out.valid), pk.out.ready.eq(axis_out.tready),
-                             axis_out.tdata.eq(pk.out.payload.data),
-                             axis_out.tlast.eq(pk.out.payload.last)]
-        with c.If(axis_out.tvalid & axis_out.tready & axis_out.tlast):
-            c.d.sync += stored.eq(stored + 1)
-        with c.If(go):
-            c.d.sync += stored.eq(0)
-
-        def join_fields(src, dst, when):
-            """``join`` for element streams of different widths (data
-            sign-extended or truncated field by field)."""
-            with c.If(when):
-                c.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
-                             dst.payload.data.eq(src.payload.data),
-                             dst.payload.last.eq(src.payload.last)]
-
-        def stage(src, data, name, bits=16):
-            """A register stage: ``src`` with its data replaced by ``data`` (a
-            function of src's payload), one element per cycle, ready passed
-            through, so that what computes ``data`` ends in flip-flops."""
-            dst = _elem_stream(bits).create(path=(name,))
-            c.d.comb += src.ready.eq(dst.ready | ~dst.valid)
-            with c.If(src.ready):
-                c.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(data),
-                             dst.payload.last.eq(src.payload.last)]
-            return dst
-
-        li, at, nm = run & is_linear, run & is_attn, run & is_norm
-        on_i8 = li & eng_i8 | at            # passes on the int8 engine
-
-        # Sources. The act reader (int8 bank, KV region), or the wide reader
-        # (int16 bank): through DynQuant for a LINEAR (per-token
-        # quantization; the row's absmax goes into amax_q with its last
-        # element), as they are for ATTN_AV (16-bit probabilities). Then the
-        # packer of the pass's engine: k-blocks for TLMM, attn_kpc for INT8.
-        a_src = _elem_stream().create(path=("a_src",))
-        join(act_rd.out, a_src, (li | at) & ~src_res)
-        join(wide_rd.out, a_src, at & src_res)
-        join(wide_rd.out, dynq.inp, li & src_res)
-        with c.If(row_q):
-            c.d.comb += [a_src.valid.eq(dynq.out.valid & amax_q.w_rdy),
-                         dynq.out.ready.eq(a_src.ready & amax_q.w_rdy),
-                         a_src.payload.data.eq(dynq.out.payload.data),
-                         a_src.payload.last.eq(dynq.out.payload.last)]
-        c.d.comb += [amax_q.w_data.eq(dynq.out.payload.absmax),
-                     amax_q.w_en.eq(row_q & dynq.out.valid & dynq.out.ready &
-                                    dynq.out.payload.last)]
-        join_fields(a_src, act_pk.inp, li & ~eng_i8)
-        join_fields(a_src, i8_pk.inp, on_i8)
-        join(act_pk.out, e.act, li & ~eng_i8)
-        join(i8_pk.out, i8.act, on_i8)
-
-        # Weights: s_axis_wgt -> weight store (one frame per LINEAR, loaded
-        # into the free buffer whenever one is free, also during other
-        # passes) -> the pass's engine (TLMM codes, or int8 weight bytes in
-        # the low bits of the store word). The store replays a pass's beats
-        # once per activation row after its play command {k-blocks, output
-        # blocks, M} of that engine, issued in DISPATCH (held in play_v until
-        # taken). ATTN: the KV fetcher feeds the int8 engine.
-        wgt_in = self.s_axis_wgt
-        kb_count = Signal(range(e.k_blocks + 1))
-        nb_count = Signal(range(width_max // e.lanes + 1))
-        play_v = Signal()
-        wgt_take = Signal()
-        i8_wgt_bits = self._i8_beat_bits
-        c.d.comb += [
-            ws.load.valid.eq(wgt_in.tvalid & ~in_reset),
-            wgt_in.tready.eq(ws.load.ready & ~in_reset),
-            ws.load.payload.codes.eq(wgt_in.tdata[:ws.code_bits]),
-            ws.load.payload.last.eq(wgt_in.tlast),
-            ws.play.valid.eq(play_v),
-            ws.play.payload.k_blocks.eq(Mux(eng_i8, i8_kbs, kb_count)),
-            ws.play.payload.n_blocks.eq(Mux(eng_i8, i8_nbs, nb_count)),
-            ws.play.payload.rows.eq(d.rows), ws.play.payload.cont.eq(0),
-            wgt_take.eq(Mux(eng_i8, i8.wgt.valid & i8.wgt.ready, e.wgt.valid & e.wgt.ready)),
-        ]
-        # A small FIFO between the store and the engines: the engines' ready
-        # (and the sequencer's routing) must not reach into the store's
-        # replay pipeline in the same cycle (it was the critical path).
-        wq = fifo.SyncFIFOBuffered(width=ws.code_bits + 2, depth=3)
-        c.submodules.wgt_q = wq
-        w_codes, w_last_k, w_last_n = wq.r_data[:-2], wq.r_data[-2], wq.r_data[-1]
-        c.d.comb += [
-            wq.w_en.eq(ws.wgt.valid), ws.wgt.ready.eq(wq.w_rdy),
-            wq.w_data.eq(Cat(ws.wgt.payload.codes, ws.wgt.payload.last_k,
-                             ws.wgt.payload.last_n)),
-            e.wgt.payload.codes.as_value().eq(w_codes),
-            e.wgt.payload.last_k.eq(w_last_k), e.wgt.payload.last_n.eq(w_last_n),
-        ]
-        with c.If(li & ~eng_i8):
-            c.d.comb += [e.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(e.wgt.ready)]
-        with c.If(li & eng_i8):
-            c.d.comb += [i8.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(i8.wgt.ready),
-                         i8.wgt.payload.data.as_value().eq(w_codes[:i8_wgt_bits]),
-                         i8.wgt.payload.last_k.eq(w_last_k),
-                         i8.wgt.payload.last_n.eq(w_last_n)]
-        with c.If(ws.play.ready):
-            c.d.sync += play_v.eq(0)
-        join(kvf.out, i8.wgt, at)       # same bits: data (lane-major bytes), last_k, last_n
-
-        # Accumulators (int32) into RowScale: an engine's results through its
-        # serializer, or LayerNorm's z (NORM: residual reader -> LayerNorm).
-        # The absmax is the row's from amax_q (popped with the row's last
-        # result) for a row-quantized LINEAR, else 1.
-        join(e.out, ser.inp, li & ~eng_i8)
-        join(i8.out, i8_ser.inp, on_i8)
-        acc = _elem_stream(_ACC_BITS).create(path=("acc",))
-        join_fields(ser.out, acc, li & ~eng_i8)
-        join_fields(i8_ser.out, acc, on_i8)
-        join_fields(res_rd.out, lnorm.inp, nm)
-        join_fields(lnorm.out, acc, nm)
-        # registered: the source select (16 serializer lanes, LayerNorm) must
-        # not run on into RowScale's multipliers in the same cycle
-        acc_r = stage(acc, acc.payload.data, "acc_r", _ACC_BITS)
-        amax_ok = ~row_q | amax_q.r_rdy
-        c.d.comb += [rscale.inp.valid.eq(acc_r.valid & amax_ok),
-                     acc_r.ready.eq(rscale.inp.ready & amax_ok),
-                     rscale.inp.payload.data.eq(acc_r.payload.data),
-                     rscale.inp.payload.last.eq(acc_r.payload.last),
-                     rscale.inp.payload.absmax.eq(Mux(row_q, amax_q.r_data, 1)),
-                     amax_q.r_en.eq(row_q & acc_r.valid & acc_r.ready & acc_r.payload.last)]
-
-        # Epilogue. rscale -> requant (per channel; per tensor for ATTN) ->
-        # clamp to the pass's output range [-> negate (NORM, per channel)]
-        # = rq_out; then QK: -> Shiftmax; REQUANT_GELU: -> ShiftGELU ->
-        # gelu_rq -> clamp. RESIDUAL: rscale -> + bias -> ResidualAdd (+ the
-        # residual reader on the destination rows). The result goes to the
-        # act writer (int8 bank, KV region) or the res writer (int16 bank).
-        join_fields(rscale.out, requant.inp, run & compute & ~(is_linear & epi_res))
-
-        def clamp(v, wide, sym=0):
-            lo = Mux(wide, Mux(sym, -INT16_MAX, INT16_MIN), INT8_MIN)
-            hi = Mux(wide, INT16_MAX, INT8_MAX)
-            return Mux(v < lo, lo, Mux(v > hi, hi, v))
-
-        nch = Signal(range(width_max))
-        neg_mem = memory.Memory(shape=1, depth=width_max, init=[])
-        c.submodules.neg_mem = neg_mem
-        neg_rp = neg_mem.read_port(domain="comb")
-        neg_wp = neg_mem.write_port()
-        rq_v = Signal(signed(17))
-        c.d.comb += [neg_rp.addr.eq(nch),
-                     rq_v.eq(clamp(requant.out.payload.data, rq_wide, is_norm))]
-        rq_out = stage(requant.out, Mux(is_norm & neg_rp.data, -rq_v, rq_v), "rq_out")
-        with c.If(requant.out.valid & requant.out.ready):
-            c.d.sync += nch.eq(Mux(requant.out.payload.last, 0, nch + 1))
-        with c.If(go):
-            c.d.sync += nch.eq(0)
-        g_out = stage(gelu_rq.out, clamp(gelu_rq.out.payload.data, dst_res), "g_out")
-        join_fields(rq_out, smax.inp, at & is_qk)
-        join_fields(rq_out, gelu.inp, li & epi_gelu)
-        join_fields(gelu.out, gelu_rq.inp, li & epi_gelu)
-        epi_out = _elem_stream().create(path=("epi_out",))
-        join_fields(rq_out, epi_out, li & ~epi_res & ~epi_gelu | nm | at & ~is_qk)
-        join_fields(smax.out, epi_out, at & is_qk)
-        join_fields(g_out, epi_out, li & epi_gelu)
-        join_fields(resadd.out, epi_out, li & epi_res)
-        join(epi_out, act_wr.inp, run & compute & ~dst_res)
-        join(epi_out, res_wr.inp, run & compute & dst_res)
-
-        # Bias add in front of the residual adder: acc * absmax + bias[channel].
-        # The biases are copied into a distributed-RAM table during the
-        # constant copy (the constant memory is block RAM, ~5.6 ns
-        # clock-to-out on ECP5 and placed far away), read asynchronously by
-        # channel here.
-        bias_v, bias_last = Signal(), Signal()
-        bias_sum = Signal(signed(_ACC_BITS + WIDE_BITS))
-        bch = Signal(range(width_max))
-        bias_take = Signal()
-        bias_mem = memory.Memory(shape=signed(32), depth=width_max, init=[])
-        c.submodules.bias_mem = bias_mem
-        bias_rp = bias_mem.read_port(domain="comb")
-        bias_wp = bias_mem.write_port()
-        c.d.comb += bias_rp.addr.eq(bch)
-        with c.If(li & epi_res):
-            c.d.comb += [rscale.out.ready.eq(~bias_v | resadd.x.ready),
-                         resadd.x.valid.eq(bias_v)]
-        c.d.comb += [bias_take.eq(rscale.out.valid & rscale.out.ready & li & epi_res),
-                     resadd.x.payload.data.eq(bias_sum),
-                     resadd.x.payload.last.eq(bias_last)]
-        with c.If(bias_take):
-            c.d.sync += [bias_sum.eq(rscale.out.payload.data + bias_rp.data), bias_v.eq(1),
-                         bias_last.eq(rscale.out.payload.last),
-                         bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))]
-        with c.Elif(resadd.x.ready):
-            c.d.sync += bias_v.eq(0)
-        with c.If(go):
-            c.d.sync += [bch.eq(0), bias_v.eq(0)]
-        join(res_rd.out, resadd.y, li & epi_res)
-
-        # Constant copy (PARAM phase) into the epilogue's per-channel table.
-        pch = Signal(range(width_max + 1))
-        p_issue = Signal()
-        pv, plast = Signal(), Signal()
-        c.d.sync += [pv.eq(p_issue), plast.eq(p_issue & (pch + 1 == pcount))]
-        rq_c = data.View(REQUANT_CONST, const_rp.data)
-        rs_c = data.View(RESIDUAL_CONST, const_rp.data)
-        c.d.comb += [
-            requant.param.payload.m.eq(rq_c.m), requant.param.payload.e.eq(rq_c.e),
-            requant.param.payload.bias.eq(rq_c.bias), requant.param.payload.last.eq(plast),
-            requant.param.valid.eq(pv & ~epi_res),
-            resadd.param.payload.mx.eq(rs_c.mx), resadd.param.payload.ex.eq(rs_c.ex),
-            resadd.param.payload.my.eq(rs_c.my), resadd.param.payload.ey.eq(rs_c.ey),
-            resadd.param.payload.last.eq(plast),
-            resadd.param.valid.eq(pv & epi_res),
-        ]
-        set_part = [d.const[:self._set_bits]] if self._set_bits else []
-        # Per-tensor GELU constants: latched from entry 0 of the set (held for the pass).
-        pfirst = Signal()
-        g_c = data.View(GELU_CONST, const_rp.data)
-        gm, ge, gx0 = Signal.like(g_c.gm), Signal.like(g_c.ge), Signal(signed(16))
-        c.d.sync += pfirst.eq(p_issue & (pch == 0))
-        pch_d = Signal.like(pch)
-        c.d.sync += pch_d.eq(pch)
-        c.d.comb += [bias_wp.addr.eq(pch_d), bias_wp.data.eq(rs_c.bias),
-                     bias_wp.en.eq(pv & epi_res),
-                     neg_wp.addr.eq(pch_d), neg_wp.data.eq(rq_c.neg),
-                     neg_wp.en.eq(pv & ~epi_res)]
-        with c.If(pfirst):
-            c.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
-        c.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
-                     smax.x0.eq(gx0)]
-
-        # ---------------- descriptor checks --------------------------------
-        err = Signal(ErrorCode)
-        err_r = Signal(ErrorCode)
-        k_ok = (d.k >= 1) & (d.k <= width_max)
-        lanes = e.lanes
-
-        def n_ok_for(lanes):
-            """lanes <= N <= max_width, N a multiple of an engine's lanes."""
-            if lanes & (lanes - 1) == 0:
-                n_mult = d.n[:_bits(lanes)] == 0 if lanes > 1 else Const(1)
-            else:
-                n_mult = Const(0)
-                for j in range(1, width_max // lanes + 1):
-                    n_mult = n_mult | (d.n == j * lanes)
-            return (d.n >= lanes) & (d.n <= width_max) & n_mult
-
-        n_ok, n_ok_i8 = n_ok_for(lanes), n_ok_for(aL)
-        probs16 = p["probs_bits"] == 16
-
-        def bank_ok(bank, int8=True, res=True, kv=False):
-            ok = Const(0)
-            if int8:
-                ok = ok | (bank < p["banks"])
-            if res:
-                ok = ok | (bank == RESIDUAL_BANK)
-            if kv is not False:     # True, or a condition
-                ok = ok | (kv & ((bank == KEY_BANK) | (bank == VALUE_BANK)))
-            return ok
-
-        # base + rows, registered in CHECK (the adders are half of the check's
-        # path); the error code itself is registered one state later.
-        src_end = Signal(isa.ROW_BITS + 1)
-        dst_end = Signal(isa.ROW_BITS + 1)
-
-        def rows_ok(which):
-            end = {"src": src_end, "dst": dst_end}[which]
-            return (d.rows >= 1) & (end <= p["max_rows"])
-
-        with c.Switch(op):
-            with c.Case(Opcode.END):
-                c.d.comb += err.eq(ErrorCode.NONE)
-            with c.Case(Opcode.LOAD):
-                with c.If(~bank_ok(d.dst_bank, kv=True)):
-                    c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok("dst")):
-                    c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif(~k_ok):
-                    c.d.comb += err.eq(ErrorCode.SHAPE)
-            with c.Case(Opcode.STORE):
-                with c.If(~bank_ok(d.src_bank, kv=True)):
-                    c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok("src")):
-                    c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif(~k_ok):
-                    c.d.comb += err.eq(ErrorCode.SHAPE)
-            with c.Case(Opcode.LINEAR):
-                with c.If((d.head != Head.NONE) |
-                          ((d.epilogue != Epilogue.REQUANT) & ~dec["epi_res"] & ~dec["epi_gelu"])):
-                    c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                with c.Elif(~bank_ok(d.src_bank) |
-                            Mux(dec["epi_res"], ~dec["dst_res"],
-                                ~bank_ok(d.dst_bank, kv=d.epilogue == Epilogue.REQUANT))):
-                    c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
-                    c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif(~k_ok | ~Mux(dec["eng_i8"], n_ok_i8, n_ok)):
-                    c.d.comb += err.eq(ErrorCode.SHAPE)
-                with c.Elif(d.const >= p["const_sets"]):
-                    c.d.comb += err.eq(ErrorCode.CONST)
-                # Rows are written after they are read (row-stationary), so a
-                # destination may start at or before its source; a RESIDUAL
-                # pass also reads its destination rows, so those must be
-                # disjoint from the source.
-                with c.Elif((d.src_bank == d.dst_bank) & (d.dst_row < src_end) &
-                            Mux(dec["epi_res"], d.src_row < dst_end, d.dst_row > d.src_row)):
-                    c.d.comb += err.eq(ErrorCode.OVERLAP)
-            with c.Case(Opcode.NORM):
-                with c.If((d.head != Head.LAYERNORM) | (d.epilogue != Epilogue.REQUANT)):
-                    c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                with c.Elif(~dec["src_res"] | ~bank_ok(d.dst_bank)):
-                    c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
-                    c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif(~k_ok | (d.n != d.k)):
-                    c.d.comb += err.eq(ErrorCode.SHAPE)
-                with c.Elif(d.const >= p["const_sets"]):
-                    c.d.comb += err.eq(ErrorCode.CONST)
-            with c.Case(Opcode.ATTN_QK, Opcode.ATTN_AV):
-                qk = dec["is_qk"]
-                keys = Mux(qk, d.n, d.k)        # key rows read from the KV region
-                hdim = Mux(qk, d.k, d.n)        # head dim: whole k-blocks / lane blocks
-                hdim_ok = Mux(qk, d.k[:kbits] == 0 if kbits else Const(1),
-                              d.n[:lbits] == 0 if lbits else Const(1))
-                # QK: any number of keys (the last lane block is cut by the
-                # serializer); AV: N is the head dim, whole lane blocks.
-                n_lanes = (qk | (d.n[:lbits] == 0)) if lbits else Const(1)
-                with c.If((d.head != Head.NONE) | (d.engine != EngineKind.INT8) |
-                          (d.epilogue != Mux(qk, Epilogue.REQUANT_SOFTMAX, Epilogue.REQUANT))):
-                    c.d.comb += err.eq(ErrorCode.UNSUPPORTED)
-                # Probabilities live in an int8 bank (8 bits) or the int16
-                # bank (16 bits): QK writes them, AV reads them.
-                with c.Elif(Mux(qk, ~bank_ok(d.src_bank, res=False) |
-                                ~bank_ok(d.dst_bank, int8=not probs16, res=probs16),
-                                ~bank_ok(d.src_bank, int8=not probs16, res=probs16) |
-                                ~bank_ok(d.dst_bank))):
-                    c.d.comb += err.eq(ErrorCode.BANK)
-                with c.Elif(~rows_ok("src") | ~rows_ok("dst")):
-                    c.d.comb += err.eq(ErrorCode.ROWS)
-                with c.Elif((d.heads == 0) | (d.k == 0) | (d.n == 0) | ~n_lanes | ~hdim_ok |
-                            (hdim == 0) | (keys > p["max_rows"]) | (hk > width_max) |
-                            (hn > width_max)):
-                    c.d.comb += err.eq(ErrorCode.SHAPE)
-                with c.Elif(d.const >= p["const_sets"]):
-                    c.d.comb += err.eq(ErrorCode.CONST)
-                with c.Elif((d.src_bank == d.dst_bank) & (d.src_row < dst_end) &
-                            (d.dst_row < src_end)):
-                    c.d.comb += err.eq(ErrorCode.OVERLAP)
-            with c.Default():
-                c.d.comb += err.eq(ErrorCode.OPCODE)
-        kb_comb = sum((d.k > j * e.k_block) for j in range(e.k_blocks))
-        if lanes & (lanes - 1) == 0:
-            nb_comb = d.n >> _bits(lanes)
-        else:
-            nb_comb = sum((d.n >= j * lanes) for j in range(1, width_max // lanes + 1))
-
-        # ---------------- sequencer ----------------------------------------
-        unit_err = Signal()
-        # In the order of isa.UNIT_FLAGS.
-        c.d.comb += [unit_flags.eq(Cat(e.error, requant.error, resadd.error, lnorm.error,
-                                       gelu.error, gelu_rq.error, i8.error, smax.error,
-                                       ws.overflow, ws.mismatch)),
-                     unit_err.eq(unit_flags.any())]
-        m.d.comb += status.unit.eq(unit_flags)
-        pass_done = Signal()
-        c.d.comb += pass_done.eq(
-            ((is_load | compute) & Mux(dst_res, res_wr.done, act_wr.done)) |
-            (is_store & (stored == d.rows)))
-        pass_timer = Signal(32)
-
-        def stop(with_code):
-            c.d.sync += [error.eq(1), code.eq(with_code), busy.eq(0)]
-
-        with c.FSM(name="seq") as fsm:
-            with c.State("IDLE"):
-                with c.If(start):
-                    c.d.sync += [pc.eq(0), busy.eq(1), done.eq(0), error.eq(0),
-                                 code.eq(ErrorCode.NONE)]
-                    c.d.sync += [cnt.eq(0) for cnt in counters.values()]
-                    c.next = "FETCH"
-            with c.State("FETCH"):
-                c.next = "LATCH"
-            with c.State("LATCH"):
-                c.d.sync += d.eq(prog_rp.data)
-                c.next = "CHECK"
-            with c.State("CHECK"):
-                # The check takes two registered steps (two cycles per
-                # descriptor): row sums and decoded flags, then the error code.
-                c.d.sync += [src_end.eq(d.src_row + d.rows), dst_end.eq(d.dst_row + d.rows),
-                             kb_count.eq(kb_comb), nb_count.eq(nb_comb), pch.eq(0),
-                             hk.eq(d.heads * d.k), hn.eq(d.heads * d.n),
-                             i8_nbs.eq((d.n + aL - 1) >> lbits),
-                             i8_kbs.eq((d.k + aK - 1) >> kbits),
-                             i8_hstep.eq(Mux(op == Opcode.ATTN_QK, d.k >> kbits, d.n >> lbits)),
-                             pcount.eq(Mux(dec["is_attn"], 1, d.n))]
-                c.d.sync += [flags[name].eq(v) for name, v in dec.items()]
-                # The requantizer's output range: int16 into the int16 bank
-                # (QK: int8 logits; REQUANT_GELU: the GELU input width).
-                c.d.sync += rq_wide.eq(Mux(dec["epi_gelu"], gelu_wide,
-                                           dec["dst_res"] & ~dec["is_qk"]))
-                c.next = "CHECK2"
-            with c.State("CHECK2"):
-                c.d.sync += err_r.eq(err)
-                c.next = "DISPATCH"
-            with c.State("DISPATCH"):
-                c.d.sync += pass_timer.eq(1)
-                with c.If(err_r != ErrorCode.NONE):
-                    stop(err_r)
-                    c.next = "IDLE"
-                with c.Elif(is_end):
-                    c.d.sync += [done.eq(1), busy.eq(0)]
-                    c.next = "IDLE"
-                with c.Elif(is_linear | is_norm | is_attn):
-                    c.d.sync += play_v.eq(is_linear)
-                    c.next = "PARAM"
-                with c.Else():
-                    c.d.comb += go.eq(1)
-                    c.next = "RUN"
-            with c.State("PARAM"):
-                c.d.sync += pass_timer.eq(pass_timer + 1)
-                c.d.comb += [p_issue.eq(pch < pcount),
-                             const_rp.addr.eq(Cat(pch[:cb], *set_part) if cb else
-                                              Cat(*set_part))]
-                with c.If(p_issue):
-                    c.d.sync += pch.eq(pch + 1)
-                with c.If(pv & plast):
-                    c.d.comb += go.eq(1)
-                    c.next = "RUN"
-            with c.State("RUN"):
-                c.d.comb += run.eq(1)
-                c.d.sync += pass_timer.eq(pass_timer + 1)
-                with c.If(unit_err):
-                    stop(ErrorCode.UNIT)
-                    c.next = "IDLE"
-                with c.Elif(pass_done):
-                    c.d.sync += counters["pass_cycles"].eq(pass_timer)
-                    with c.If(pc == p["prog_depth"] - 1):
-                        stop(ErrorCode.PC)
-                        c.next = "IDLE"
-                    with c.Else():
-                        c.d.sync += pc.eq(pc + 1)
-                        c.next = "FETCH"
-        in_param = fsm.ongoing("PARAM")
-        c.d.comb += const_rp.en.eq(in_param)
-
-        # ---------------- counters -------------------------------------------
-        def count(name, cond):
-            with c.If(cond):
-                c.d.sync += counters[name].eq(counters[name] + 1)
-
-        ax_in = axis_in.tvalid & axis_in.tready
-        ax_out = axis_out.tvalid & axis_out.tready
-        epi_w = Mux(epi_res, res_wr.we, act_wr.we)
-        count("cycles", busy)
-        count("load_busy", ld & ax_in)
-        count("load_stall", ld & ~ax_in)
-        count("engine_busy", li & wgt_take)
-        count("engine_stall", li & ~wgt_take)
-        count("epilogue_busy", li & epi_w)
-        count("epilogue_stall", li & ~epi_w)
-        i8_take = i8.wgt.valid & i8.wgt.ready
-        count("int8_busy", at & i8_take)
-        count("int8_stall", at & ~i8_take)
-        count("store_busy", st & ax_out)
-        count("store_stall", st & ~ax_out)
-        wgt_in_take = wgt_in.tvalid & wgt_in.tready
-        count("wgt_load", busy & wgt_in_take)
-        count("wgt_overlap", (run | in_param) & (is_linear | is_norm | is_attn) & wgt_in_take)
-        count("wgt_wait", li & Mux(eng_i8, i8.wgt.ready, e.wgt.ready) & ~wq.r_rdy)
         return m

@@ -23,7 +23,7 @@ from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, 
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was checked
-CHECKED = {"outputs": 0, "rows": 0, "full_rate": None}
+CHECKED = {"outputs": 0, "rows": 0, "full_rate": None, "shapes": []}
 
 
 def _record(**kw):
@@ -64,16 +64,18 @@ class MatmulBench:
 
     async def run_rows(self, a, w):
         """Stream every row of ``a`` (M, K) against ``w`` (K, N) and compare.
-        Returns the cycles from the first weight beat taken to the last result."""
+        Returns the cycles from the first weight beat taken to the last result
+        (and sets ``span``: the cycles from the first activation beat taken)."""
         e = self.engine
         act_beats = [b for row in a for b in e.act_beats(row)]
         wgt_beats = e.wgt_beats(w) * len(a)
         blocks = len(a) * (w.shape[1] // e.lanes)
-        self.wgt.first_accept = None
+        self.wgt.first_accept = self.act.first_accept = None
         cocotb.start_soon(self.act.send(act_beats))
         cocotb.start_soon(self.wgt.send(wgt_beats))
         beats = await self.out.receive(blocks)
         cycles = (get_sim_time("ns") - self.wgt.first_accept) / 10
+        self.span = (get_sim_time("ns") - self.act.first_accept) / 10
         got = np.array([[int(v) for v in b.data] for b in beats]).reshape(len(a), -1)
         lasts = [int(b.last) for b in beats]
         want = self.model(a, w)
@@ -163,8 +165,8 @@ async def full_rate(dut):
     await tb.reset()
     e = tb.engine
     k = e.max_k
-    entries = getattr(e, "entries", 1)
-    blocks = max(entries + 2, 16)        # enough output blocks to hide the next build
+    build = getattr(e, "build_words", 1)
+    blocks = max(build + 2, 16)          # enough output blocks to hide the next build
     a, w = tb.random_case(8, k, _n(e, blocks))
     cycles = await tb.run_rows(a, w)
     beats = len(a) * blocks * e.k_blocks
@@ -179,6 +181,28 @@ async def full_rate(dut):
 
 
 @cocotb.test()
+async def shapes(dut):
+    """Without gaps or backpressure, matmuls of the shapes in the config
+    (``shapes``: [rows, K, N] each; default 8 rows of K = max_k against one
+    output block, where the table build, not the reads, is the bound) take
+    the analytic ``cycles()`` to within 2%, counted from the first
+    activation beat to the last result (what a pass sees)."""
+    tb = MatmulBench(dut, idle=0.0, stall=0.0)
+    await tb.reset()
+    e = tb.engine
+    for rows, k, n in CONFIG.get("shapes") or [(8, e.max_k, e.lanes)]:
+        a, w = tb.random_case(rows, k, n)
+        await tb.run_rows(a, w)
+        expected = e.cycles(rows, k, n)
+        dut._log.info("shapes: %d x %d x %d in %d cycles (estimate %d), %.2f MACs/cycle",
+                      rows, k, n, tb.span, expected, rows * k * n / tb.span)
+        _record(shapes=CHECKED["shapes"] + [{"rows": rows, "k": k, "n": n,
+                                              "cycles": tb.span, "estimate": expected}])
+        assert abs(tb.span - expected) <= 0.02 * expected + 4, \
+            f"{rows}x{k}x{n}: {tb.span:.0f} cycles measured, analytic estimate {expected}"
+
+
+@cocotb.test()
 async def error_flag(dut):
     """A row longer than max_k, or a weight block with the wrong number of
     k-blocks, raises the sticky error flag."""
@@ -187,15 +211,16 @@ async def error_flag(dut):
     await tb.check_overlong_row()
 
 
-def run(engine, params, *, seed=1, broken=False, testcase=None, report=None):
+def run(engine, params, *, seed=1, broken=False, testcase=None, report=None, shapes=None):
     """Host side: build (cached) and run this testbench on Verilator for
     ``engine`` with ``params``. ``report`` names a JSON file that receives what
-    was checked. Raises ``SimFailure`` on any mismatch; returns tests passed."""
+    was checked; ``shapes`` ([rows, K, N] each) replaces the ``shapes`` test's
+    default. Raises ``SimFailure`` on any mismatch; returns tests passed."""
     from ..gen.verilog import generate_verilog
     from .runner import run_cocotb
     dut = make_engine(engine, **params)
     env = {"TRILUT_TB": json.dumps({"engine": engine, "params": params, "seed": seed,
-                                    "break": broken})}
+                                    "break": broken, "shapes": shapes})}
     if report:
         env["TRILUT_TB_REPORT"] = str(Path(report).resolve())   # the simulator runs elsewhere
     name = engine + "-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))

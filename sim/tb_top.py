@@ -32,6 +32,7 @@ import numpy as np
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
+from cocotb.utils import get_sim_time
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
@@ -47,6 +48,10 @@ from trilut.hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epil
 from trilut.hw.top import Accelerator
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
+CLOCK_NS = 10
+#: Cycles a soft reset's CTRL write may take beyond the core's reset hold:
+#: the AXI4-Lite handshakes under random pauses.
+SOFT_RESET_SLACK = 40
 REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was measured
 MEASURED = {}
 
@@ -73,7 +78,7 @@ class TopBench:
         self.rng = random.Random(CONFIG.get("seed", 1))
         self.np_rng = np.random.default_rng(CONFIG.get("seed", 1))
         pause = CONFIG.get("pause", 0.3) if pause is None else pause
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
         self.wsrc = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_wgt"), dut.clk,
@@ -124,7 +129,15 @@ class TopBench:
         await self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
 
     async def soft_reset(self):
+        """CTRL.soft_reset. Its write response comes when the core is out of
+        reset: within ``soft_reset_cycles`` plus the AXI handshakes (the
+        units' valid bits have a reset; the core no longer needs hundreds of
+        cycles to drain)."""
+        t0 = get_sim_time(unit="ns")
         await self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
+        cycles = (get_sim_time(unit="ns") - t0) / CLOCK_NS
+        limit = self.acc.soft_reset_cycles + SOFT_RESET_SLACK
+        assert cycles <= limit, f"soft reset took {cycles:.0f} cycles (limit {limit})"
 
     async def wait_idle(self, timeout=200_000):
         """Poll STATUS until not busy (the bus must stay responsive)."""

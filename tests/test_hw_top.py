@@ -9,12 +9,16 @@ import json
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const, Module, ResetInserter, Signal
 from amaranth.lib import data
+from amaranth.sim import Simulator
 
 from trilut.hw import isa
 from trilut.hw.isa import (DESCRIPTOR, RESIDUAL_CONST, REQUANT_CONST, Opcode, RegisterMap,
                            descriptor_words, pack_descriptor, pack_requant_const,
                            pack_residual_const, unpack_descriptor)
+from trilut.hw.arith import const_div, delay, valid_delay
+from trilut.hw.sequencer import FLAGS, rules
 from trilut.hw.top import Accelerator, flat_ports
 from trilut.sim import tb_top
 from trilut.sim.runner import SimFailure
@@ -168,3 +172,98 @@ def test_register_map():
     assert regs.offset("ctrl") == 0 and regs.offset("status") == 4
     assert regs["prog"].offset % (16 * 16) == 0 and regs["const"].offset % (128 * 16) == 0
     assert (1 << regs.addr_bits) >= regs["const"].offset + 128 * 16
+
+
+# --- the parts: check table, constant division, resettable valid bits ----------
+
+class _AnyFacts(dict):
+    """Every fact and flag a 1-bit constant (the table only builds conditions)."""
+    def __getitem__(self, name):
+        return dict.get(self, name, Const(1))
+    __getattr__ = __getitem__
+
+
+def test_every_opcode_has_a_table_row():
+    """An opcode in isa without a row in the sequencer's table would be
+    refused as OPCODE by the hardware: adding one means adding its row."""
+    for probs16 in (False, True):
+        table = rules(probs16)
+        assert set(table) == set(Opcode)
+        for op, rule in table.items():
+            assert rule.consts in ("n", "one", None), op
+            if rule.ends:
+                continue
+            # every condition names only error codes the check stage ranks
+            codes = set(rule.checks(_AnyFacts(d=Signal(DESCRIPTOR))))
+            assert codes and codes <= set(isa.ErrorCode) - {isa.ErrorCode.NONE,
+                                                            isa.ErrorCode.OPCODE,
+                                                            isa.ErrorCode.UNIT,
+                                                            isa.ErrorCode.PC}, op
+    assert {f"is_{op.name.lower()}" for op in Opcode} <= set(FLAGS)
+
+
+def _div_errors(divide, divisor, max_value):
+    """Values x in [0, max_value] for which the simulated ``divide(x)`` is
+    not floor(x / divisor)."""
+    x = Signal(range(max_value + 1))
+    q = Signal(16)
+    m = Module()
+    m.d.comb += q.eq(divide(x))
+    sim = Simulator(m)
+    wrong = []
+
+    async def bench(ctx):
+        for v in range(max_value + 1):
+            ctx.set(x, v)
+            if ctx.get(q) != v // divisor:
+                wrong.append(v)
+    sim.add_testbench(bench)
+    sim.run()
+    return wrong
+
+
+@pytest.mark.parametrize("divisor,max_value", [(6, 4095 + 5), (12, 4095), (5, 300), (16, 4095),
+                                               (1, 9)])
+def test_const_div_matches_floor(divisor, max_value):
+    """The hardware expression, simulated, equals floor(x / divisor) for
+    every x in range."""
+    assert not _div_errors(lambda x: const_div(x, divisor, max_value), divisor, max_value)
+    with pytest.raises(ValueError, match="divisor"):
+        const_div(Signal(4), 0, 10)
+
+
+def test_const_div_check_can_fail():
+    """The same check catches a multiplier one too small (ceil -> floor)."""
+    s = (4100).bit_length() + (6).bit_length()
+    wrong = _div_errors(lambda x: (x * ((1 << s) // 6)) >> s, 6, 4100)
+    assert wrong
+
+
+def test_valid_delay_resets_and_delay_does_not():
+    """A reset clears a valid_delay line in one cycle; a data delay keeps
+    its contents (so the test could tell them apart)."""
+    m = Module()
+    v = Signal()
+    rst = Signal()
+    inner = Module()
+    out_v = valid_delay(inner, v, 6, name="v")
+    out_d = delay(inner, v, 6, name="d")
+    m.submodules.inner = ResetInserter(rst)(inner)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(v, 1)
+        await ctx.tick().repeat(3)
+        ctx.set(v, 0)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        for _ in range(8):
+            seen.append((ctx.get(out_v), ctx.get(out_d)))
+            await ctx.tick()
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(a == 0 for a, _ in seen), seen
+    assert any(b == 1 for _, b in seen), seen

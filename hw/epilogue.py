@@ -1,0 +1,175 @@
+"""The accelerator's epilogue: accumulators -> the values written back.
+
+Every engine result and LayerNorm output (``acc``, int32, with its row's
+absmax: 1 unless the LINEAR's source rows were row-quantized) is first
+multiplied by the absmax (:class:`~trilut.hw.dynquant.RowScale`, 48 bits).
+Then, by pass (the sequencer's ``cfg`` flags):
+
+* LINEAR REQUANT, NORM, ATTN_AV: the per-channel Requantizer (per tensor
+  for ATTN), clamped to the destination (int8, or int16 into the int16
+  bank; symmetric +-32767 for NORM) [NORM: negated per channel by the
+  entry's ``neg`` bit] = ``rq_out``;
+* ATTN_QK: ``rq_out`` (int8 logits) -> Shiftmax (``probs_bits``);
+* LINEAR REQUANT_GELU: ``rq_out`` (the GELU input width) -> ShiftGELU ->
+  per-tensor Requantizer -> clamp;
+* LINEAR RESIDUAL: + bias[channel] -> ResidualAdd with the residual row
+  (``res``: the destination rows read back), int16.
+
+The constants arrive in the PARAM phase as the sequencer's ``param``
+entries: the requantizer's and the residual adder's per-channel tables
+(written through their ``param`` streams), the biases and ``neg`` bits into
+small distributed RAMs (the constant memory is block RAM, slow to read
+from), and the per-tensor GELU / Shiftmax constants from entry 0.
+
+Handshake: ``acc``, ``res`` and ``out`` are streams that honour
+backpressure; only the units of the running pass move. Latency: the units'
+own (RowScale, Requantizer, one register stage, and ShiftGELU's or
+Shiftmax's row capture when used). Unit error flags: ``error``.
+"""
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.encoder import GELU_IN_BITS, SOFTMAX_N, WIDE_BITS
+from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
+from .dynquant import RowScale
+from .isa import GELU_CONST, REQUANT_CONST, RESIDUAL_CONST
+from .requant import Requantizer, ResidualAdd
+from .rowio import elem_stream, join, join_fields, stage
+from .sequencer import PARAM
+from .shiftgelu import ShiftGELU
+from .shiftmax import Shiftmax
+
+__all__ = ["ACC_BITS", "ERRORS", "Epilogue"]
+
+#: Width of the accumulators entering the epilogue (engine results and
+#: LayerNorm's z): int32, as golden checks every accumulator to fit.
+ACC_BITS = 32
+#: The epilogue's units with an error flag (names of isa.UNIT_FLAGS).
+ERRORS = ("requant", "resadd", "gelu", "gelu_rq", "smax")
+
+
+def clamp(v, wide, sym=0):
+    """``v`` clamped to int16 (``wide``; ``sym``: +-32767) or int8."""
+    lo = Mux(wide, Mux(sym, -INT16_MAX, INT16_MIN), INT8_MIN)
+    hi = Mux(wide, INT16_MAX, INT8_MAX)
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+class Epilogue(wiring.Component):
+    """See the module docstring. ``cfg_shape``: the sequencer's ``cfg``
+    layout; ``max_width`` channels; ``max_rows`` (Shiftmax row length);
+    ``gelu_mode``, ``probs_bits``: the build's."""
+
+    def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits):
+        self._w = max_width
+        self._gelu_wide = int(GELU_IN_BITS[gelu_mode] == 16)
+        self.rscale = RowScale(acc_bits=ACC_BITS, scale_bits=WIDE_BITS)
+        self.requant = Requantizer(acc_bits=ACC_BITS + WIDE_BITS, out_bits=16,
+                                   channels=max_width, bias_bits=32)
+        self.gelu = ShiftGELU(mode=gelu_mode, max_len=max_width)
+        self.gelu_rq = Requantizer(acc_bits=self.gelu.out_bits, out_bits=16, channels=1,
+                                   bias_bits=2)
+        self.resadd = ResidualAdd(x_bits=ACC_BITS + WIDE_BITS, y_bits=16, out_bits=16,
+                                  channels=max_width)
+        self.smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=probs_bits, max_len=max_rows)
+        super().__init__({
+            "cfg": In(cfg_shape), "run": In(1), "go": In(1), "param": In(PARAM),
+            "acc": In(stream.Signature(self.rscale.inp.payload.shape())), "res": In(elem_stream()),
+            "out": Out(elem_stream()),
+            "error": Out(data.StructLayout({name: 1 for name in ERRORS})),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rscale, requant, resadd = self.rscale, self.requant, self.resadd
+        gelu, gelu_rq, smax = self.gelu, self.gelu_rq, self.smax
+        for name in ("rscale", "requant", "resadd", "gelu", "gelu_rq", "smax"):
+            m.submodules[name] = getattr(self, name)
+        m.d.comb += [self.error[name].eq(getattr(self, name).error) for name in ERRORS]
+        d, f = self.cfg.desc, self.cfg.flags
+        run, go, par = self.run, self.go, self.param
+        li, at, nm = run & f.is_linear, run & f.is_attn, run & f.is_norm
+        wiring.connect(m, wiring.flipped(self.acc), rscale.inp)
+        m.d.comb += [requant.num_channels.eq(Mux(f.is_attn, 1, d.n)),
+                     resadd.num_channels.eq(d.n)]
+        # The requantizer's output range: int16 into the int16 bank (QK: int8
+        # logits; REQUANT_GELU: the GELU input width). Registered: the flags
+        # are stable long before the pass starts.
+        rq_wide = Signal()
+        m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, f.dst_res & ~f.is_attn_qk))
+
+        # rscale -> requant -> clamp [-> negate] = rq_out.
+        join_fields(m, rscale.out, requant.inp, (li & ~f.epi_res) | at | nm)
+        nch = Signal(range(self._w))
+        neg_mem = memory.Memory(shape=1, depth=self._w, init=[])
+        m.submodules.neg_mem = neg_mem
+        neg_rp = neg_mem.read_port(domain="comb")
+        neg_wp = neg_mem.write_port()
+        rq_v = Signal(signed(17))
+        m.d.comb += [neg_rp.addr.eq(nch),
+                     rq_v.eq(clamp(requant.out.payload.data, rq_wide, f.is_norm))]
+        rq_out = stage(m, requant.out, Mux(f.is_norm & neg_rp.data, -rq_v, rq_v), "rq_out")
+        with m.If(requant.out.valid & requant.out.ready):
+            m.d.sync += nch.eq(Mux(requant.out.payload.last, 0, nch + 1))
+        with m.If(go):
+            m.d.sync += nch.eq(0)
+        g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
+        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk)
+        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu)
+        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu)
+        join_fields(m, rq_out, self.out, li & ~f.epi_res & ~f.epi_gelu | nm | at & ~f.is_attn_qk)
+        join_fields(m, smax.out, self.out, at & f.is_attn_qk)
+        join_fields(m, g_out, self.out, li & f.epi_gelu)
+        join_fields(m, resadd.out, self.out, li & f.epi_res)
+
+        # RESIDUAL: acc * absmax + bias[channel], then ResidualAdd.
+        bias_v, bias_last = Signal(), Signal()
+        bias_sum = Signal(signed(ACC_BITS + WIDE_BITS))
+        bch = Signal(range(self._w))
+        bias_take = Signal()
+        bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[])
+        m.submodules.bias_mem = bias_mem
+        bias_rp = bias_mem.read_port(domain="comb")
+        bias_wp = bias_mem.write_port()
+        m.d.comb += bias_rp.addr.eq(bch)
+        with m.If(li & f.epi_res):
+            m.d.comb += [rscale.out.ready.eq(~bias_v | resadd.x.ready),
+                         resadd.x.valid.eq(bias_v)]
+        m.d.comb += [bias_take.eq(rscale.out.valid & rscale.out.ready & li & f.epi_res),
+                     resadd.x.payload.data.eq(bias_sum),
+                     resadd.x.payload.last.eq(bias_last)]
+        with m.If(bias_take):
+            m.d.sync += [bias_sum.eq(rscale.out.payload.data + bias_rp.data), bias_v.eq(1),
+                         bias_last.eq(rscale.out.payload.last),
+                         bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))]
+        with m.Elif(resadd.x.ready):
+            m.d.sync += bias_v.eq(0)
+        with m.If(go):
+            m.d.sync += [bch.eq(0), bias_v.eq(0)]
+        join(m, self.res, resadd.y, li & f.epi_res)
+
+        # PARAM: the pass's constant entries into the tables.
+        rq_c = data.View(REQUANT_CONST, par.data)
+        rs_c = data.View(RESIDUAL_CONST, par.data)
+        g_c = data.View(GELU_CONST, par.data)
+        m.d.comb += [
+            requant.param.payload.m.eq(rq_c.m), requant.param.payload.e.eq(rq_c.e),
+            requant.param.payload.bias.eq(rq_c.bias), requant.param.payload.last.eq(par.last),
+            requant.param.valid.eq(par.valid & ~f.epi_res),
+            resadd.param.payload.mx.eq(rs_c.mx), resadd.param.payload.ex.eq(rs_c.ex),
+            resadd.param.payload.my.eq(rs_c.my), resadd.param.payload.ey.eq(rs_c.ey),
+            resadd.param.payload.last.eq(par.last),
+            resadd.param.valid.eq(par.valid & f.epi_res),
+            bias_wp.addr.eq(par.index), bias_wp.data.eq(rs_c.bias),
+            bias_wp.en.eq(par.valid & f.epi_res),
+            neg_wp.addr.eq(par.index), neg_wp.data.eq(rq_c.neg),
+            neg_wp.en.eq(par.valid & ~f.epi_res),
+        ]
+        # Per-tensor GELU / Shiftmax constants: entry 0 of the set, held.
+        gm, ge, gx0 = Signal.like(g_c.gm), Signal.like(g_c.ge), Signal(signed(16))
+        with m.If(par.first):
+            m.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
+        m.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
+                     smax.x0.eq(gx0)]
+        return m

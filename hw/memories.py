@@ -1,0 +1,81 @@
+"""The accelerator's memories, with one port interface per user.
+
+* ``act``: the int8 banks, ``banks x max_rows x max_width`` bytes, addressed
+  {bank, row, column} (each field rounded up to a power of two);
+* ``res``: the int16 residual bank, {row, column};
+* ``kv``: the KV region, K half then V half, one int8-engine weight beat
+  (``lanes x kpc`` bytes) per word, written a byte at a time
+  (:func:`~trilut.hw.rowio.kv_address`);
+* ``prog``: the descriptors; ``const``: the constant entries (both written
+  32 bits at a time through the register front, read by the sequencer).
+
+Read ports are synchronous (data one cycle after the address; ``en``
+defaults to 1); the contents are not reset (a soft reset keeps them).
+"""
+from amaranth.hdl import Module, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import Out
+
+from .isa import CONST_BITS, DESCRIPTOR_BITS
+from .regfront import window_port
+from .rowio import bits_for
+
+__all__ = ["Memories"]
+
+
+def _rd(depth, shape):
+    return memory.ReadPort.Signature(addr_width=bits_for(depth), shape=shape)
+
+
+def _wr(depth, shape, granularity=None):
+    return memory.WritePort.Signature(addr_width=bits_for(depth), shape=shape,
+                                      granularity=granularity)
+
+
+class Memories(wiring.Component):
+    """Every memory of the accelerator top. Ports (memory side; the users
+    take them flipped): ``act_r``, ``act_w``; ``res_r``, ``wide_r`` (a
+    second read port of the int16 bank), ``res_w``; ``kv_r``, ``kv_w``
+    (byte enables); ``prog_r``, ``prog_w``; ``const_r``, ``const_w``.
+
+    ``banks``, ``row_bits``, ``col_bits``: the bank geometry;
+    ``kv_bytes``: bytes per KV word (a power of two <= one bank row block);
+    ``prog_depth``, ``const_entries``: the window sizes."""
+
+    def __init__(self, *, banks, row_bits, col_bits, kv_bytes, prog_depth, const_entries):
+        bank = 1 << (row_bits + col_bits)
+        kv_depth = 2 * bank // kv_bytes
+        self._geom = dict(act=(banks * bank, signed(8)), res=(bank, signed(16)),
+                          kv=(kv_depth, unsigned(8 * kv_bytes)),
+                          prog=(prog_depth, unsigned(DESCRIPTOR_BITS)),
+                          const=(const_entries, unsigned(CONST_BITS)))
+        g = self._geom
+        super().__init__({
+            "act_r": Out(_rd(*g["act"])), "act_w": Out(_wr(*g["act"])),
+            "res_r": Out(_rd(*g["res"])), "wide_r": Out(_rd(*g["res"])),
+            "res_w": Out(_wr(*g["res"])),
+            "kv_r": Out(_rd(*g["kv"])), "kv_w": Out(_wr(*g["kv"], granularity=8)),
+            "prog_r": Out(_rd(*g["prog"])), "prog_w": Out(window_port(prog_depth,
+                                                                      DESCRIPTOR_BITS)),
+            "const_r": Out(_rd(*g["const"])), "const_w": Out(window_port(const_entries,
+                                                                         CONST_BITS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ports = {"act": ("act_r", "act_w"), "res": ("res_r", "wide_r", "res_w"),
+                 "kv": ("kv_r", "kv_w"), "prog": ("prog_r", "prog_w"),
+                 "const": ("const_r", "const_w")}
+        for name, (depth, shape) in self._geom.items():
+            mem = memory.Memory(shape=shape, depth=depth, init=[])
+            m.submodules[f"{name}_mem"] = mem
+            for pname in ports[name]:
+                iface = getattr(self, pname)
+                if pname.endswith("_w"):
+                    port = mem.write_port(granularity=iface.signature.granularity)
+                    m.d.comb += port.data.eq(iface.data)
+                else:
+                    port = mem.read_port(domain="sync")
+                    m.d.comb += iface.data.eq(port.data)
+                m.d.comb += [port.addr.eq(iface.addr), port.en.eq(iface.en)]
+        return m

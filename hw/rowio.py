@@ -1,0 +1,392 @@
+"""Row movers of the accelerator's pass datapath: the small components
+between the memories and the units.
+
+* :class:`Reader` / :class:`Writer`: rows of a bank memory <-> an element
+  stream (``{data, last}``, :func:`elem_stream`).
+* :class:`Packer` / :class:`Unpacker`: element stream <-> words of several
+  elements (engine activation blocks, AXI4-Stream transfers).
+* :class:`Serializer`: an engine's result beats (``lanes`` results) -> one
+  result per cycle.
+* :class:`KVFetcher`: the int8 engine's weight beats out of the KV region
+  (:func:`kv_address` is the region's one address map).
+
+Every component here is started by a one-cycle ``go`` with its
+configuration inputs held stable until it is done, honours backpressure on
+its output stream and never waits for ``ready`` before asserting ``valid``.
+"""
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .arith import delay
+
+__all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
+           "elem_stream", "join", "join_fields", "kv_address", "stage"]
+
+
+def bits_for(n):
+    """Address bits for n entries (0 for n == 1)."""
+    return (n - 1).bit_length()
+
+
+def elem_stream(bits=16):
+    """One element per beat: ``{data: signed(bits), last}`` (``last``: a
+    row's final element)."""
+    return stream.Signature(data.StructLayout({"data": signed(bits), "last": 1}))
+
+
+def join(m, src, dst, when):
+    """Route stream ``src`` into ``dst`` while ``when`` (else both idle)."""
+    with m.If(when):
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                     dst.payload.eq(src.payload)]
+
+
+def join_fields(m, src, dst, when):
+    """:func:`join` for element streams of different widths (data
+    sign-extended or truncated, ``last`` passed)."""
+    with m.If(when):
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                     dst.payload.data.eq(src.payload.data),
+                     dst.payload.last.eq(src.payload.last)]
+
+
+def stage(m, src, value, name, bits=16):
+    """A register stage: ``src`` with its data replaced by ``value`` (a
+    function of src's payload), one element per cycle, ready passed
+    through, so that what computes ``value`` ends in flip-flops."""
+    dst = elem_stream(bits).create(path=(name,))
+    m.d.comb += src.ready.eq(dst.ready | ~dst.valid)
+    with m.If(src.ready):
+        m.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(value),
+                     dst.payload.last.eq(src.payload.last)]
+    return dst
+
+
+class Reader(wiring.Component):
+    """Reads ``rows`` rows from a memory whose data arrives ``latency``
+    cycles after the address (a synchronous read port, plus an output
+    register when 2) into a small FIFO. A row is ``segs`` segments of ``length`` elements
+    (consecutive columns; ``segs`` = 1 except for the attention passes, whose
+    segments are heads); with ``pad``, each segment is extended with zeros to
+    a multiple of ``blk_last + 1`` (<= ``block``) elements. ``out.last`` marks
+    each segment's final element. Starts on ``go``; config held while
+    running. One element per cycle; the first leaves ``latency + 1`` cycles
+    after ``go``; ``row_addr`` / ``col_addr``: the element being read;
+    backpressure on ``out`` pauses the reads (the FIFO keeps room for the
+    elements in flight)."""
+
+    def __init__(self, *, elem_bits, row_bits, col_bits, block=1, latency=2):
+        # room for the elements in flight, and enough to stream one per cycle
+        self._elem_bits, self._block, self._depth = elem_bits, block, 3 + latency
+        self._latency = latency
+        self._col_bits = col_bits
+        super().__init__({
+            "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
+            "length": In(col_bits + 1), "segs": In(8), "pad": In(1),
+            "blk_last": In(range(block)),
+            "row_addr": Out(row_bits + 1), "col_addr": Out(col_bits + 1),
+            "rdata": In(signed(elem_bits)),
+            "out": Out(elem_stream()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        q = fifo.SyncFIFOBuffered(width=17, depth=depth)
+        m.submodules.fifo = q
+        active = Signal()
+        r = Signal.like(self.rows)
+        col = Signal(self._col_bits + bits_for(self._block) + 2)
+        sbase = Signal(self._col_bits + 1)
+        s = Signal.like(self.segs)
+        j = Signal(range(self._block))
+        row_end = Signal()
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(active & (q.level < depth - self._latency)),
+            row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
+            self.row_addr.eq(self.base + r),
+            self.col_addr.eq(sbase + col),
+        ]
+        with m.If(issue):
+            m.d.sync += j.eq(Mux(j == self.blk_last, 0, j + 1))
+            with m.If(row_end):
+                m.d.sync += [col.eq(0), j.eq(0)]
+                with m.If(s + 1 >= self.segs):
+                    m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1)]
+                    with m.If(r + 1 == self.rows):
+                        m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [s.eq(s + 1), sbase.eq(sbase + self.length)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
+        lat = self._latency
+        v_d = issue
+        for i in range(lat):            # valid bits with reset (soft reset drops them)
+            v_d, prev = Signal(name=f"v_{i}"), v_d
+            m.d.sync += v_d.eq(prev)
+        pad_d = delay(m, col >= self.length, lat, name="pad")
+        last_d = delay(m, row_end, lat, name="last")
+        value = Signal(signed(16))
+        m.d.comb += [
+            value.eq(Mux(pad_d, 0, self.rdata)),
+            q.w_en.eq(v_d), q.w_data.eq(Cat(value, last_d)),
+            self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
+            q.r_en.eq(self.out.ready),
+        ]
+        return m
+
+
+def kv_address(is_v, row, col, *, lanes, kpc, row_bits, col_bits):
+    """(word, byte) of KV-region element (``row``, ``col``): key/token row,
+    channel column. K rows are stored as the int8 engine's QK^T weight beats
+    (word = key block x channel block, byte = key % lanes, channel % kpc),
+    V rows as its AV beats (word = channel block x token block, byte =
+    channel % lanes, token % kpc), each half of the region in one memory
+    word per beat (lane-major bytes, as ``Int8Engine.wgt``). ``is_v`` selects
+    the V half (top address bit)."""
+    lb, kb = bits_for(lanes), bits_for(kpc)
+    r, c = row[:row_bits], col[:col_bits]
+    k_word = Cat(c[kb:], r[lb:])
+    v_word = Cat(r[kb:], c[lb:])
+    word = Cat(Mux(is_v, v_word, k_word), is_v)
+    byte = Mux(is_v, Cat(r[:kb], c[:lb]), Cat(c[:kb], r[:lb]))
+    return word, byte
+
+
+class KVFetcher(wiring.Component):
+    """Weight beats of an attention pass from the KV region, one memory word
+    per beat, into a small FIFO (one beat per cycle at full rate).
+
+    Loop: ``rows`` activation rows, ``heads`` heads, ``nbs`` output blocks,
+    ``kbs`` k-blocks (innermost), with ``last_k`` / ``last_n`` as the int8
+    engine wants them. ATTN_QK (``qk``): word = key block ``nb`` x channel
+    block ``h * hstep + kb`` of the K half; ATTN_AV: word = channel block
+    ``h * hstep + nb`` x token block ``kb`` of the V half (see
+    :func:`kv_address`)."""
+
+    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4):
+        self._depth, self._lanes, self._kpc = depth, lanes, kpc
+        self._row_bits, self._col_bits = row_bits, col_bits
+        cnt = isa.ROW_BITS + 1
+        super().__init__({
+            "go": In(1), "qk": In(1), "rows": In(cnt), "heads": In(8),
+            "nbs": In(cnt), "kbs": In(cnt), "hstep": In(cnt),
+            "addr": Out(addr_bits), "rdata": In(beat_bits),
+            "out": Out(stream.Signature(data.StructLayout({
+                "data": unsigned(beat_bits), "last_k": 1, "last_n": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        bits = len(self.rdata)
+        q = fifo.SyncFIFOBuffered(width=bits + 2, depth=depth)
+        m.submodules.fifo = q
+        lb, kb = bits_for(self._lanes), bits_for(self._kpc)
+        rb, cb = self._row_bits, self._col_bits
+        active = Signal()
+        t = Signal.like(self.rows)
+        h = Signal(8)
+        hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
+        issue = Signal()
+        last_k, last_n = Signal(), Signal()
+        m.d.comb += [
+            issue.eq(active & (q.level < depth - 1)),
+            last_k.eq(kbi + 1 == self.kbs),
+            last_n.eq(last_k & (nb + 1 == self.nbs)),
+        ]
+        k_word = Cat((hb + kbi)[:cb - kb], nb[:rb - lb])
+        v_word = Cat(kbi[:rb - kb], (hb + nb)[:cb - lb])
+        m.d.comb += self.addr.eq(Cat(Mux(self.qk, k_word, v_word), ~self.qk))
+        with m.If(issue):
+            with m.If(last_k):
+                m.d.sync += kbi.eq(0)
+                with m.If(last_n):
+                    m.d.sync += nb.eq(0)
+                    with m.If(h + 1 >= self.heads):
+                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1)]
+                        with m.If(t + 1 == self.rows):
+                            m.d.sync += active.eq(0)
+                    with m.Else():
+                        m.d.sync += [h.eq(h + 1), hb.eq(hb + self.hstep)]
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
+            with m.Else():
+                m.d.sync += kbi.eq(kbi + 1)
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0)]
+        v_d, flags_d = Signal(), Signal(2)
+        m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
+        m.d.comb += [
+            q.w_en.eq(v_d), q.w_data.eq(Cat(self.rdata, flags_d)),
+            self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
+            q.r_en.eq(self.out.ready),
+        ]
+        return m
+
+
+class Writer(wiring.Component):
+    """Writes ``rows`` rows of ``length`` elements from ``inp`` (always ready
+    while running) at rows ``base``...; ``done`` rises after the last write
+    and stays until the next ``go``. Zero latency: ``we`` / ``wdata`` /
+    the addresses are combinational from the accepted beat."""
+
+    def __init__(self, *, elem_bits, row_bits, col_bits):
+        self._elem_bits = elem_bits
+        super().__init__({
+            "go": In(1), "base": In(row_bits), "rows": In(row_bits + 1),
+            "length": In(col_bits + 1),
+            "inp": In(elem_stream()),
+            "row_addr": Out(row_bits + 1), "col_addr": Out(col_bits + 1),
+            "wdata": Out(signed(elem_bits)), "we": Out(1), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        active = Signal()
+        done = Signal()
+        r = Signal.like(self.rows)
+        col = Signal.like(self.length)
+        accept = Signal()
+        m.d.comb += [
+            self.inp.ready.eq(active), accept.eq(self.inp.valid & active),
+            self.row_addr.eq(self.base + r), self.col_addr.eq(col),
+            self.wdata.eq(self.inp.payload.data), self.we.eq(accept), self.done.eq(done),
+        ]
+        with m.If(accept):
+            with m.If(col + 1 == self.length):
+                m.d.sync += [col.eq(0), r.eq(r + 1)]
+                with m.If(r + 1 == self.rows):
+                    m.d.sync += [active.eq(0), done.eq(1)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), done.eq(0), r.eq(0), col.eq(0)]
+        return m
+
+
+class Packer(wiring.Component):
+    """Element stream -> words of ``per_word`` elements (zero-filled), a word
+    sent when full or at ``last`` (which it carries). A word leaves the
+    cycle after its last element; ``inp.ready`` is low while a word waits
+    on ``out`` (one element per cycle otherwise)."""
+
+    def __init__(self, elem_shape, per_word):
+        self._elem_shape, self._per_word = elem_shape, per_word
+        super().__init__({
+            "inp": In(elem_stream()),
+            "out": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(elem_shape, per_word), "last": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self._per_word
+        buf = Signal(data.ArrayLayout(self._elem_shape, P))
+        idx = Signal(range(P))
+        full, last = Signal(), Signal()
+        m.d.comb += [self.inp.ready.eq(~full), self.out.valid.eq(full),
+                     self.out.payload.data.eq(buf), self.out.payload.last.eq(last)]
+        with m.If(self.inp.valid & ~full):
+            m.d.sync += buf[idx].eq(self.inp.payload.data)
+            with m.If((idx == P - 1) | self.inp.payload.last):
+                m.d.sync += [full.eq(1), idx.eq(0), last.eq(self.inp.payload.last)]
+            with m.Else():
+                m.d.sync += idx.eq(idx + 1)
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += [full.eq(0), buf.eq(0)]
+        return m
+
+
+class Unpacker(wiring.Component):
+    """Words of ``per_word`` elements -> element stream, ``rows`` rows of
+    ``length`` elements, each row starting on a new word (the rest of a row's
+    last word is dropped); ``last`` on each row's final element. Takes words
+    only between ``go`` and the end of the last row. An element leaves the
+    cycle after its word arrives, then one per cycle; a word is taken when
+    the previous one is done (one idle cycle per word)."""
+
+    def __init__(self, elem_shape, per_word, *, col_bits):
+        self._elem_shape, self._per_word = elem_shape, per_word
+        super().__init__({
+            "go": In(1), "rows": In(isa.ROW_BITS), "length": In(col_bits + 1),
+            "inp": In(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(elem_shape, per_word)}))),
+            "out": Out(elem_stream()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self._per_word
+        word = Signal(data.ArrayLayout(self._elem_shape, P))
+        idx = Signal(range(P))
+        col = Signal.like(self.length)
+        hold = Signal()
+        active = Signal()
+        r = Signal.like(self.rows)
+        row_end = Signal()
+        m.d.comb += [
+            self.inp.ready.eq(~hold & active),
+            self.out.valid.eq(hold), self.out.payload.data.eq(word[idx]),
+            row_end.eq(col + 1 == self.length), self.out.payload.last.eq(row_end),
+        ]
+        with m.If(self.inp.valid & self.inp.ready):
+            m.d.sync += [word.eq(self.inp.payload.data), hold.eq(1), idx.eq(0)]
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(row_end):
+                m.d.sync += [col.eq(0), hold.eq(0), r.eq(r + 1)]
+                with m.If(r + 1 == self.rows):
+                    m.d.sync += active.eq(0)
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+                with m.If(idx == P - 1):
+                    m.d.sync += hold.eq(0)
+        with m.If(self.go):
+            m.d.sync += [col.eq(0), hold.eq(0), r.eq(0), active.eq(1)]
+        return m
+
+
+class Serializer(wiring.Component):
+    """Engine ``out`` beats (``lanes`` results) -> one result per cycle;
+    ``last`` on the final result of a row. The last beat of a row gives only
+    its first ``keep`` results (1..lanes; the rest are padding lanes of an
+    N that is not a multiple of lanes). No bubble between beats; results
+    leave from the cycle after their beat arrives, honouring ``out.ready``."""
+
+    def __init__(self, in_layout, lanes, acc_bits):
+        self._lanes = lanes
+        super().__init__({
+            "inp": In(stream.Signature(in_layout)),
+            "out": Out(elem_stream(acc_bits)),
+            "keep": In(range(1, lanes + 1), init=lanes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self._lanes
+        beat = Signal(self.inp.payload.shape())
+        idx = Signal(range(L))
+        hold = Signal()
+        end = Signal()
+        final = Signal()
+        m.d.comb += [
+            final.eq(idx == Mux(beat.last, self.keep - 1, L - 1)),
+            end.eq(self.out.ready & final),
+            self.inp.ready.eq(~hold | end),
+            self.out.valid.eq(hold),
+            self.out.payload.data.eq(beat.data[idx]),
+            self.out.payload.last.eq(beat.last & final),
+        ]
+        with m.If(hold & self.out.ready):
+            m.d.sync += idx.eq(Mux(final, 0, idx + 1))
+            with m.If(end):
+                m.d.sync += hold.eq(0)
+        with m.If(self.inp.valid & self.inp.ready):
+            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0)]
+        return m
