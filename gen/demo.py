@@ -159,7 +159,7 @@ def _recorded_pnr(accel):
 def run_demo(args):
     from ..golden.encoder import encoder_stack
     from ..host.models.digits.pipeline import DigitsPipeline
-    from .cli import _progress, synth_unit
+    from .sweep import DEFAULT_CACHE, ResultCache, progress_printer, synth_unit
 
     settings = {**UNITS["top"].defaults, **parse_settings(args.set)}
     accel = UNITS["top"].cls(**settings)
@@ -215,7 +215,8 @@ def run_demo(args):
             _step(5, n_steps, "Yosys + nextpnr-ecp5 for LFE5U-85F (out of context, classic "
                               "ABC mapping; 15-25 minutes)")
             synth = synth_unit("top", settings, "ecp5-85f", work_root=DEMO_DIR / "synth",
-                               reuse=True, mapper="abc", progress=_progress("      "))
+                               cache=ResultCache(DEFAULT_CACHE), mapper="abc",
+                               progress=progress_printer("      "))
         fmax = synth["fmax_mhz"]
         print(f"      {synth['lut4']} LUT4, {synth['ff']} FF, {synth['mult18']} MULT18X18D, "
               f"{synth['dp16kd']} DP16KD; Fmax {fmax} MHz")

@@ -27,18 +27,22 @@ Outputs: ``OUT/report.md``, ``OUT/report.json`` and ``OUT/breakdown.png``
 Sweep (``trilut report --sweep --out OUT``): the TLMM engine (the unit the
 accelerator's MACs come from; full encoding, tables in block RAM: the
 registered default) over G x tables x lanes, each placed and routed out of
-context on ECP5-85F with ``trilut.gen.cli.synth_unit`` (reports cached in
-``build/bench``, shared with ``trilut bench``, reused when the Verilog is
-identical), marking the Pareto front of MACs per cycle
-against LUT4: ``OUT/sweep.md``, ``OUT/sweep.json``, ``OUT/sweep.png``.
+context on ECP5-85F through :mod:`trilut.gen.sweep` (local jobs or a Dask
+scheduler, the shared result cache, ``--seeds`` for min / median / max
+Fmax), marking the Pareto front of MACs per cycle
+against LUT4: ``OUT/sweep.md``, ``OUT/sweep.json`` (one row per
+configuration), ``OUT/sweep_records.json`` (every build's full record),
+``OUT/sweep.png``. Failed builds are rows with ``status: failed`` and their
+log; the command then exits non-zero.
 """
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import os
 from pathlib import Path
 
-from .synth import SynthError, ecp5_abc_script, format_table, run_tool, xilinx_counts
+from .sweep import cache_from_args, failure_summary, parse_ints, progress_printer, synth_many
+from .synth import ecp5_abc_script, format_table, run_tool, xilinx_counts
 
 __all__ = ["unit_breakdown", "collect", "pareto_front", "run_sweep", "run_report"]
 
@@ -208,37 +212,43 @@ def pareto_front(rows, gain="macs_per_cycle", cost="lut4"):
     return rows
 
 
-def _sweep_one(params):
-    from .cli import synth_unit
-    try:
-        rep = synth_unit("tlmm", params, "ecp5-85f", work_root="build/bench", reuse=True)
-    except SynthError as exc:
-        return {**params, "error": str(exc).splitlines()[0]}
-    return {**params, "macs_per_cycle": rep["macs_per_cycle"], "lut4": rep["lut4"],
-            "ff": rep["ff"], "dp16kd": rep["dp16kd"], "fmax_mhz": rep["fmax_mhz"],
-            "lut4_per_mac": round(rep["lut4"] / rep["macs_per_cycle"], 2)}
-
-
-def run_sweep(groups, tables, lanes, out, *, jobs=1, progress=print):
-    """Synthesize the TLMM engine over the grid; write sweep.{md,json,png}."""
+def run_sweep(groups, tables, lanes, out, *, seeds=(1,), cache=None, jobs=None,
+              scheduler=None):
+    """Synthesize the TLMM engine over the grid (each configuration once per
+    seed, through :func:`trilut.gen.sweep.synth_many`); write
+    sweep.{md,json,png} and the individual build records
+    (``sweep_records.json``). Raises :class:`~trilut.gen.sweep.SweepFailure`
+    after writing them when a build failed."""
     configs = [dict(group=g, tables=t, lanes=n) for g in groups for t in tables for n in lanes]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futs = {pool.submit(_sweep_one, c): c for c in configs}
-        for i, f in enumerate(as_completed(futs), 1):
-            rows.append(f.result())
-            progress(f"[{i}/{len(configs)}] {futs[f]}: "
-                     f"{rows[-1].get('lut4', rows[-1].get('error'))} LUT4")
-    rows.sort(key=lambda r: (r["group"], r["tables"], r["lanes"]))
+    merged, tasks, records = synth_many(
+        [(f"G{c['group']} T{c['tables']} L{c['lanes']}", "tlmm", c) for c in configs],
+        seeds=seeds, cache=cache, jobs=jobs, scheduler=scheduler, desc="sweep")
+    rows = [_sweep_row(c, r) for c, r in zip(configs, merged)]
     pareto_front(rows)
-    table = format_table(rows, SWEEP_COLUMNS)
+    columns = SWEEP_COLUMNS if len(seeds) == 1 else SWEEP_COLUMNS[:-3] + [
+        "fmax_min", "fmax_max"] + SWEEP_COLUMNS[-2:]
+    table = format_table(rows, columns)
     (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "sweep_records.json").write_text(json.dumps(records, indent=2) + "\n")
     (out / "sweep.md").write_text("```\n" + table + "\n```\n")
     _plot_sweep(rows, out / "sweep.png")
     print(table)
+    failure = failure_summary(tasks, records)
+    if failure:
+        raise failure
     return rows
+
+
+def _sweep_row(config, rec):
+    if rec["status"] == "failed":
+        return {**config, "status": "failed", "error": rec["error"], "log": rec["log"]}
+    row = {**config, "status": "done", "mapper": rec["mapper"],
+           **{k: rec[k] for k in ("macs_per_cycle", "lut4", "ff", "dp16kd", "fmax_mhz")},
+           "lut4_per_mac": round(rec["lut4"] / rec["macs_per_cycle"], 2)}
+    row.update({k: rec[k] for k in ("fmax_min", "fmax_median", "fmax_max", "seeds") if k in rec})
+    return row
 
 
 def _plot_sweep(rows, path):
@@ -254,8 +264,9 @@ def _plot_sweep(rows, path):
     front = sorted((r for r in good if r["pareto"]), key=lambda r: r["lut4"])
     ax.plot([r["lut4"] for r in front], [r["macs_per_cycle"] for r in front], "k--", lw=1,
             label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if good:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel("LUT4 (ECP5-85F, placed and routed out of context)")
     ax.set_ylabel("ternary MACs per cycle")
     ax.set_title("TLMM engine: G x tables x lanes", fontsize=10)
@@ -265,23 +276,21 @@ def _plot_sweep(rows, path):
     plt.close(fig)
 
 
-def _ints(text, name):
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--{name} expects comma-separated integers, not {text!r}") from None
-
-
 def run_report(args):
     """``trilut report`` (arguments from :mod:`trilut.gen.cli`)."""
-    from .cli import _progress
     if args.sweep:
-        grid = [_ints(args.groups, "groups"), _ints(args.tables, "tables"), _ints(args.lanes, "lanes")]
+        grid = [parse_ints(args.groups, "groups"), parse_ints(args.tables, "tables"),
+                parse_ints(args.lanes, "lanes")]
+        seeds = parse_ints(args.seeds, "seeds")
+        cache = cache_from_args(args)
         n = len(grid[0]) * len(grid[1]) * len(grid[2])
-        print(f"trilut report --sweep: {n} TLMM configurations on ECP5-85F -> {args.out}", flush=True)
-        run_sweep(*grid, args.out, jobs=args.jobs)
+        where = args.scheduler or f"{args.jobs or os.cpu_count()} local jobs"
+        print(f"trilut report --sweep: {n} TLMM configurations x {len(seeds)} seed(s) on "
+              f"ECP5-85F ({where}, cache {cache.root}) -> {args.out}", flush=True)
+        run_sweep(*grid, args.out, seeds=seeds, cache=cache, jobs=args.jobs,
+                  scheduler=args.scheduler)
     if args.builds:
-        payload = collect(args.builds, args.out, progress=_progress(""))
+        payload = collect(args.builds, args.out, progress=progress_printer(""))
         for p in payload:
             print(f"{p['report']['board']}:")
             print(format_table(p["units"], UNIT_COLUMNS))

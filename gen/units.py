@@ -21,6 +21,10 @@ class Unit:
     cls: type
     defaults: dict = field(default_factory=dict)
     doc: str = ""
+    #: ECP5 LUT mapper when ``--mapper`` is not given: ABC9 (timing-driven)
+    #: where it maps in seconds; classic ABC for the accelerator tops, where
+    #: ABC9 in WebAssembly runs 15-30+ minutes and may exhaust its stack.
+    mapper: str = "abc9"
 
 
 UNITS = {
@@ -53,7 +57,8 @@ UNITS = {
     "top": Unit(Accelerator, dict(group=3, tables=2, lanes=16, encoding="full",
                                   table_ram="block", banks=2, max_rows=16, max_width=256,
                                   prog_depth=32, const_sets=20),
-                "the whole accelerator: sequencer, TLMM + int8 engines, row units, AXI"),
+                "the whole accelerator: sequencer, TLMM + int8 engines, row units, AXI",
+                mapper="abc"),
     # all-MiniLM-L6-v2 (hidden 384, 12 heads, FFN 1536; int8 weights on a
     # 64-MAC int8 engine, post-LN, per-token quantization, accurate GELU,
     # 16-bit probabilities) for up to 8 tokens: rows of 1536, three int16
@@ -65,7 +70,8 @@ UNITS = {
                                          max_width=1536, prog_depth=128, const_sets=60,
                                          attn_lanes=8, attn_kpc=8, gelu_mode="accurate",
                                          probs_bits=16, wstore_depth=9216),
-                       "the accelerator sized for one all-MiniLM-L6-v2 layer (simulation)"),
+                       "the accelerator sized for one all-MiniLM-L6-v2 layer (simulation)",
+                       mapper="abc"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
 }

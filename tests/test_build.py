@@ -107,7 +107,7 @@ def _check_fields(report, counted=True):
 def test_ulx3s_bitstream_and_report(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["build", "--board", "ulx3s-12f", "--core", "loopback", "--out", str(out),
-                 "--freq", "65"]) == 0
+                 "--freq", "65", "--no-cache"]) == 0        # the tools run: their progress lines
     printed = capsys.readouterr().out
     for step in ("yosys: abc (technology mapping)", "nextpnr: route", "ecppack: bitstream"):
         assert step in printed
@@ -165,6 +165,33 @@ def test_abc9_mapper(tmp_path):
 def test_build_timeout(tmp_path):
     with pytest.raises(BuildError, match="build timed out after 1 s"):
         build_board("ulx3s-12f", tmp_path, core="loopback", timeout_s=1)
+
+
+@pytest.mark.pnr
+@pytest.mark.xdist_group("board_build")
+def test_build_seeds_and_cache(tmp_path, capsys):
+    """--seeds: one bitstream per seed through the sweep executor and the Fmax
+    spread in seeds.json; a rerun takes every build from the result cache,
+    bitstreams included, with identical reports."""
+    out = tmp_path / "b"
+    argv = ["build", "--board", "ulx3s-12f", "--core", "loopback", "--seeds", "1,2",
+            "--jobs", "2", "--cache", str(tmp_path / "c"), "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "seeds.json").read_text())
+    fmax = [b["fmax_mhz"] for b in summary["builds"]]
+    assert summary["seeds"] == [1, 2] and all(f > 50 for f in fmax)
+    assert (summary["fmax_min"], summary["fmax_max"]) == (min(fmax), max(fmax))
+    dirs = [out / f"seed-{s}" for s in (1, 2)]
+    reports = [json.loads((d / "report.json").read_text()) for d in dirs]
+    assert [r["seed"] for r in reports] == [1, 2]
+    bits = [(d / "trilut_ulx3s_12f.bit").read_bytes() for d in dirs]
+    for d in dirs:
+        (d / "trilut_ulx3s_12f.bit").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "cached 2" in capsys.readouterr().err
+    assert [(d / "trilut_ulx3s_12f.bit").read_bytes() for d in dirs] == bits
+    assert [json.loads((d / "report.json").read_text()) for d in dirs] == reports
 
 
 class _BigMemory(wiring.Component):
