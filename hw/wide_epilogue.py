@@ -26,9 +26,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import INT8_MAX, M_BITS_DEFAULT
-from .arith import delay
+from .arith import delay, valid_delay
 from .iexp import OutputQueue
-from .requant import _RequantPath, _valid_delay, dyadic_floor, dyadic_latency, mult18_count
+from .requant import _RequantPath, dyadic_floor, dyadic_latency, mult18_count
 
 __all__ = ["LinearEpilogue"]
 
@@ -131,7 +131,7 @@ class LinearEpilogue(wiring.Component):
                                       no_shift, name=f"sc{lane}")
             assert slat == self._scale_latency
             scaled.append(prod)
-        advance = _valid_delay(m, accept, self._scale_latency, "sc_valid")
+        advance = valid_delay(m, accept, self._scale_latency, name="sc_valid")
         last = delay(m, self.inp.payload.last, self._scale_latency, name="sc_last")
 
         valid, ys, last_out, overflow = self._path.elaborate(m, self, advance, scaled, last)
