@@ -8,9 +8,9 @@ needs the ``train`` extra: torch). Everything here is NumPy only.
 Weight matrices are stored as (in_features, out_features): ``y = x @ W + b``.
 """
 
-import json
 from pathlib import Path
 
+from .. import checkpoint
 from .data import load_digits_split, patchify, unpatchify
 
 MODEL_DIR = Path(__file__).resolve().parent
@@ -49,8 +49,7 @@ def weight_shapes(config):
 
 def load_config(path=CONFIG_PATH):
     """The model's config.json as a dict."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return checkpoint.load_config(path)
 
 
 def load_weights(path=WEIGHTS_PATH, config=None):
@@ -60,20 +59,5 @@ def load_weights(path=WEIGHTS_PATH, config=None):
     :func:`weight_shapes` and that every value is finite; raises
     ``ValueError`` naming the first mismatch.
     """
-    import numpy as np
-    from safetensors.numpy import load_file
-
     config = load_config() if config is None else config
-    tensors = load_file(str(path))
-    expected = weight_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(f"{path}: missing tensors {missing}, unexpected tensors {extra}")
-    for name, shape in expected.items():
-        t = tensors[name]
-        if t.shape != shape or t.dtype != np.float32:
-            raise ValueError(f"{path}: {name} is {t.dtype}{t.shape}, expected float32{shape}")
-        if not np.all(np.isfinite(t)):
-            raise ValueError(f"{path}: {name} has non-finite values")
-    return {name: tensors[name] for name in expected}
+    return checkpoint.load_checked(path, weight_shapes(config), "float32")

@@ -10,11 +10,11 @@ here is NumPy only. Matrices are stored as in torch's ``nn.Linear``:
 ``(out_features, in_features)``, ``y = x @ W.T``.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from .. import checkpoint
 from . import tokenizer
 from .corpus import HELDOUT_SEED, stories
 
@@ -62,8 +62,7 @@ def weight_shapes(config):
 
 def load_config(path=CONFIG_PATH):
     """The model's config.json as a dict."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return checkpoint.load_config(path)
 
 
 def load_weights(path=WEIGHTS_PATH, config=None):
@@ -73,24 +72,9 @@ def load_weights(path=WEIGHTS_PATH, config=None):
     :func:`weight_shapes` and that every value is finite; raises
     ``ValueError`` naming the first mismatch.
     """
-    from safetensors.numpy import load_file
-
     config = load_config() if config is None else config
-    tensors = load_file(str(path))
-    expected = weight_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(f"{path}: missing tensors {missing}, unexpected tensors {extra}")
-    out = {}
-    for name, shape in expected.items():
-        t = tensors[name]
-        if t.shape != shape or t.dtype != np.float16:
-            raise ValueError(f"{path}: {name} is {t.dtype}{t.shape}, expected float16{shape}")
-        if not np.all(np.isfinite(t)):
-            raise ValueError(f"{path}: {name} has non-finite values")
-        out[name] = t.astype(np.float32)
-    return out
+    tensors = checkpoint.load_checked(path, weight_shapes(config), "float16")
+    return {name: t.astype(np.float32) for name, t in tensors.items()}
 
 
 def token_stream(texts):

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..qat import fake_quant_int8_per_token, fake_quant_ternary
+
 from . import ATTN_LINEARS, MLP_LINEARS, MODEL_DIR, TRAIN_LOG_PATH, heldout_windows, token_stream, tokenizer, weight_shapes
 from .corpus import TRAIN_SEED, stories
 
@@ -62,27 +64,6 @@ QUANT_NOTE = {"method": "bitnet-b1.58",
               "high_precision": "embed_tokens, RMSNorms, attention, lm_head"}
 
 TRAIN_STORIES = 60000          # ~24 M tokens; the run sees each window-start a few times at most
-TERNARY_EPS = 1e-5
-
-
-def _round_half_up(x):
-    return torch.floor(x + 0.5)
-
-
-def fake_quant_ternary(w):
-    """BitNet b1.58 absmean ternary fake-quant with a straight-through gradient."""
-    gamma = w.abs().mean()
-    w_q = torch.clamp(_round_half_up(w / (gamma + TERNARY_EPS)), -1, 1) * gamma
-    return w + (w_q - w).detach()
-
-
-def fake_quant_int8_per_token(x):
-    """Per-token (last axis) absmax int8 fake-quant with a straight-through gradient."""
-    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127.0
-    x_q = torch.clamp(_round_half_up(x / scale), -128, 127) * scale
-    return x + (x_q - x).detach()
-
-
 class BitLinear(nn.Linear):
     """``nn.Linear`` without bias; ``mode`` picks the forward:
     "qat" ternary weights and int8 inputs, "ternary" ternary weights and float
