@@ -35,20 +35,15 @@ from ..host.hf import CALIBRATION_SENTENCES, _load_npy, calibration_ids
 from ..host.llama import load_llama, quantize
 from ..host.models.lm import MODEL_DIR
 from ..host.models.lm.tokenizer import ByteTokenizer
+from .sweep import progress_printer
 
 __all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
-
-
-def _progress():
-    t0 = time.monotonic()
-    return lambda msg: print(f"  [{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr,
-                             flush=True)
 
 
 def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", calib=None,
                 temperature=0.0, top_k=0, seed=0, log=None):
     """The hf-generate command; returns a summary dict."""
-    log = log or _progress()
+    log = log or progress_printer(file=sys.stderr)
     check_device(device)
     ckpt = load_llama(checkpoint)
     ids = ckpt.check_ids(_load_npy("--input-ids", input_ids), max_new_tokens)
@@ -71,7 +66,7 @@ def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", cal
 def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model_dir=None,
                   temperature=0.0, top_k=0, seed=0, echo=print):
     """The generate command: text from the built-in LM, printed as it comes."""
-    log = _progress()
+    log = progress_printer(file=sys.stderr)
     check_device(device)
     model_dir = Path(model_dir) if model_dir else MODEL_DIR
     if not (model_dir / "model.safetensors").is_file():

@@ -70,12 +70,14 @@ class SweepFailure(RuntimeError):
     the outputs were written. The message lists each failure and its log."""
 
 
-def progress_printer(prefix=""):
-    """A progress callback printing ``[  12.3s] <prefix><step>`` lines."""
+def progress_printer(prefix="", file=None):
+    """A progress callback printing ``[  12.3s] <prefix><step>`` lines to ``file``
+    (default standard output)."""
     t0 = time.monotonic()
 
     def report(step):
-        print(f"  [{time.monotonic() - t0:6.1f}s] {prefix}{step}", flush=True)
+        print(f"  [{time.monotonic() - t0:6.1f}s] {prefix}{step}", file=file or sys.stdout,
+              flush=True)
     return report
 
 
