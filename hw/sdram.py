@@ -18,7 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["LiteDRAMCore", "SDRAMInit", "SDRAM", "INIT_WAIT_S", "COMMAND_WAIT_S",
+__all__ = ["LiteDRAMCore", "SDRAMInit", "SDRAM", "INIT_WAIT_S", "COMMAND_WAIT_S", "WB_TIMEOUT",
            "init_program"]
 
 #: Power-up wait with CKE high before the first command (SDR SDRAM data

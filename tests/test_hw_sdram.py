@@ -2,30 +2,21 @@
 """The ULX3S SDRAM subsystem: generation, construction checks, and Verilator
 regressions (sim/tb_sdram.py) through the real LiteDRAM controller and its
 SDRAM model."""
-import json
+import random
 
 import pytest
+from amaranth.sim import Simulator
 
-from trilut.gen.litedram import core_params, generate, verilog_with_core
-from trilut.hw.sdram import SDRAM
-from trilut.sim import tb_sdram
-from trilut.sim.runner import SimFailure, run_cocotb
+from trilut.gen import litedram
+from trilut.gen.litedram import LiteDRAMError, generate, litedram_config
+from trilut.gen.sdrambench import simulate
+from trilut.hw.sdram import SDRAM, WB_TIMEOUT, SDRAMInit, init_program
+from trilut.sim.runner import SimFailure
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-# One Verilator build (the --sim core at 50 MHz, the wrapper's defaults but a
-# 64-cycle power-up wait: the SDRAM model needs none).
-SIM = dict(init_wait=64, max_burst=256, fifo_depth=32)
-
-
-def simulate(*, seed=1, broken=False, testcase=None, results=None, **params):
-    params = {**SIM, **params, "core": core_params(generate(sim=True))}
-    top = tb_sdram.build(params)
-    env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "break": broken,
-                                    "results": str(results) if results else None})}
-    name = "sdram" + ("-broken" if broken else "") + (f"-{testcase}" if testcase else "")
-    return run_cocotb(verilog_with_core(top, "sdram"), "sdram", "trilut.sim.tb_sdram",
-                      name=name, env=env, testcase=testcase, seed=seed)
+# One Verilator build (~2 minutes, cached): the --sim core at 50 MHz behind the
+# wrapper of trilut.gen.sdrambench.SIM_PARAMS.
 
 
 @pytest.mark.sim
@@ -41,3 +32,127 @@ def test_wrong_model_is_caught():
     address further on must be reported as mismatching."""
     with pytest.raises(SimFailure, match="mismatches"):
         simulate(broken=True, testcase="random_traffic")
+
+
+# --- generation, construction and the init sequencer (no Verilator) ---------
+
+@pytest.fixture(scope="module")
+def board_core():
+    return generate(sim=False)
+
+
+def test_generated_cores(board_core):
+    sim = generate(sim=True)
+    assert (board_core.addr_bits, board_core.data_bits, board_core.words) == (24, 16, 1 << 24)
+    assert board_core.words * board_core.data_bits // 8 == 32 << 20          # 32 MB
+    assert (sim.sim, board_core.sim) == (True, False)
+    assert sim.verilog.is_file() and sim.verilog != board_core.verilog
+    assert generate(sim=True) == sim                                      # cached
+    assert "sdram_dq" in board_core.verilog.read_text()[:4000]
+    assert "sdram_dq" not in sim.verilog.read_text()[:4000]
+
+
+def test_init_program_is_the_measured_recipe(board_core):
+    """../shared/TOOLCHAIN.md's sequence, in byte addresses on wb_ctrl."""
+    issue = [(0x80C, None), (0x810, 0), (0x804, None), (0x808, 1)]
+    recipe = [(0x800, 0xE)]
+    for address, command in ((0x400, 0xB), (0, 0xD), (0, 0xD), (0x20, 0xF)):
+        recipe += [(a, {0x80C: address, 0x804: command}.get(a, v)) for a, v in issue]
+    recipe += [(0x800, 0xF), (0x000, 1)]
+    prog = init_program(board_core, 10_000)
+    assert [(a << 2, v) for a, v, _ in prog] == recipe
+    assert prog[0][2] == 10_000 and all(w == 10 for a, v, w in prog if a << 2 == 0x808)
+
+
+def test_wrapper_parameters(board_core):
+    s = SDRAM(board_core)
+    assert s.init_wait_cycles == 10_000                  # 200 us at 50 MHz
+    assert SDRAM(board_core, init_wait_cycles=16).init_wait_cycles == 16
+    assert s.command(5, 3) == {"addr": 5, "len": 2}
+    assert s.command(board_core.words - 256, 256) == {"addr": board_core.words - 256,
+                                                       "len": 255}
+    assert "sdram_dq" in s.signature.members and "sdram_a" in s.signature.members
+    assert "sdram_dq" not in SDRAM(generate(sim=True)).signature.members
+    for args, match in [((0, 0), "words"), ((0, 257), "words"), ((-1, 1), "outside"),
+                        ((board_core.words - 1, 2), "outside")]:
+        with pytest.raises(ValueError, match=match):
+            s.command(*args)
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(max_burst=100), ValueError, "power of two"),
+    (dict(max_burst=0), ValueError, "max_burst"),
+    (dict(max_burst=8192), ValueError, "max_burst"),
+    (dict(fifo_depth=1), ValueError, "fifo_depth"),
+    (dict(fifo_depth=8.0), TypeError, "fifo_depth"),
+    (dict(init_wait_cycles=-1), ValueError, "init_wait_cycles"),
+    (dict(init_wait_cycles=True), TypeError, "init_wait_cycles"),
+])
+def test_bad_parameters_rejected(board_core, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        SDRAM(board_core, **kw)
+    with pytest.raises(TypeError, match="LiteDRAMCore"):
+        SDRAM("litedram_core.v")
+
+
+def test_bad_clock_rejected():
+    with pytest.raises(ValueError, match="10-200 MHz"):
+        litedram_config(300e6)
+    with pytest.raises(TypeError, match="sys_clk_hz"):
+        litedram_config("50e6")
+    assert litedram_config()["sys_clk_freq"] == 50e6       # the ulx3s-85f build clock
+
+
+def test_generator_failure_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setitem(litedram.SDRAM_CONFIG, "sdram_module", "NoSuchModule")
+    with pytest.raises(LiteDRAMError, match="(?s)litedram_gen exited 1.*NoSuchModule"):
+        generate(sim=True, build_root=tmp_path, progress=lambda _: None)
+
+
+def _run_init(program, slave, limit=2_000, seed=0):
+    """Run SDRAMInit against a Wishbone slave that answers ``slave`` ("ack",
+    "err" or "none") after random delays; returns (writes, done, error),
+    writes as (word address, value, cycle)."""
+    dut = SDRAMInit(program)
+    rng, writes, out = random.Random(seed), [], {}
+
+    async def bench(ctx):
+        t = 0
+        while t < limit and not ctx.get(dut.done) and not ctx.get(dut.error):
+            answer = ctx.get(dut.bus.cyc) and ctx.get(dut.bus.stb) and rng.random() < 0.5
+            if answer and slave != "none":
+                assert ctx.get(dut.bus.we) and ctx.get(dut.bus.sel) == 0xF
+                writes.append((ctx.get(dut.bus.adr), ctx.get(dut.bus.dat_w), t))
+                strobe = dut.bus.ack if slave == "ack" else dut.bus.err
+                ctx.set(strobe, 1)
+                await ctx.tick()
+                ctx.set(strobe, 0)
+            else:
+                await ctx.tick()
+            t += 1
+        out.update(done=ctx.get(dut.done), error=ctx.get(dut.error), cycles=t)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return writes, out
+
+
+def test_init_sequencer_writes_and_waits():
+    program = [(0x200, 0xE, 40), (0x203, 0x400, 0), (0x202, 1, 7), (0x000, 1, 0)]
+    writes, out = _run_init(program, "ack")
+    assert out["done"] and not out["error"]
+    assert [(a, v) for a, v, _ in writes] == [(a, v) for a, v, _ in program]
+    gaps = [b[2] - a[2] for a, b in zip(writes, writes[1:])]
+    assert all(g > w for g, (_, _, w) in zip(gaps, program)), (gaps, program)
+
+
+@pytest.mark.parametrize("slave", ["err", "none"])
+def test_init_sequencer_stops_on_a_bus_error(slave):
+    """An error response or no acknowledge within WB_TIMEOUT cycles sets
+    error; done stays low and nothing hangs."""
+    writes, out = _run_init([(0x200, 0xE, 3), (0x000, 1, 0)], slave)
+    assert out["error"] and not out["done"]
+    assert len(writes) == (1 if slave == "err" else 0)
+    assert out["cycles"] <= WB_TIMEOUT + 10
