@@ -1,8 +1,12 @@
 # amaranth: UnusedElaboratable=no
-"""The ULX3S SDRAM subsystem: generation, construction checks, and Verilator
-regressions (sim/tb_sdram.py) through the real LiteDRAM controller and its
-SDRAM model."""
+"""The ULX3S SDRAM subsystem: generation, construction checks, the init
+sequencer, the board's SDRAM clock pin, and Verilator regressions
+(sim/tb_sdram.py) through the real LiteDRAM controller and its SDRAM model."""
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
@@ -10,6 +14,7 @@ from amaranth.sim import Simulator
 from trilut.gen import litedram
 from trilut.gen.litedram import LiteDRAMError, generate, litedram_config
 from trilut.gen.sdrambench import simulate
+from trilut.hw.board import ULX3STop, UartLoopback, ecp5_pll_params, pll_phase_params
 from trilut.hw.sdram import SDRAM, WB_TIMEOUT, SDRAMInit, init_program
 from trilut.sim.runner import SimFailure
 
@@ -156,3 +161,51 @@ def test_init_sequencer_stops_on_a_bus_error(slave):
     assert out["error"] and not out["done"]
     assert len(writes) == (1 if slave == "err" else 0)
     assert out["cycles"] <= WB_TIMEOUT + 10
+
+
+# --- the SDRAM clock pin on the ULX3S (hw/board.py) ---------------------------
+
+def _board_rtlil(**kw):
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    top = ULX3STop(UartLoopback(), freq_mhz=50, **kw)
+    files = ULX3S_85F_Platform().prepare(top, name="top").files
+    return top, files["top.il"], files["top.lpf"]
+
+
+def test_sdram_clock_pin():
+    top, il, lpf = _board_rtlil(sdram_clock=True)
+    oddr = il[il.index("cell \\ODDRX1F"):]
+    oddr = oddr[:oddr.index("end")]
+    for conn in ("\\SCLK \\clk_sdram", "\\D0 1'1", "\\D1 1'0", "\\Q \\sdram_0__clk__io"):
+        assert conn in oddr, conn
+    for param in ("CLKOS_DIV 12", "CLKOS_CPHASE 8", "CLKOS_FPHASE 0", "CLKOS \\clk_sdram"):
+        assert param in il, param                  # 90 degrees of 20 ns = 3 of 12 VCO cycles
+    assert 'LOCATE COMP "sdram_0__clk__io" SITE "F19";' in lpf
+    assert top.sdram_pins is not None and len(top.sdram_pins.dq.io) == 16
+    _, il_off, lpf_off = _board_rtlil()
+    assert "ODDRX1F" not in il_off and "CLKOS" not in il_off and "F19" not in lpf_off
+    with pytest.raises(TypeError, match="sdram_clock"):
+        ULX3STop(UartLoopback(), freq_mhz=50, sdram_clock=1)
+
+
+def test_pll_phase_checks():
+    pll = ecp5_pll_params(25e6, 50e6)
+    assert pll_phase_params(pll, 0) == {"div": 12, "cphase": pll["clkop_cphase"], "fphase": 0}
+    with pytest.raises(ValueError, match="phase_deg"):
+        pll_phase_params(pll, 360)
+    with pytest.raises(TypeError, match="phase_deg"):
+        pll_phase_params(pll, "90")
+
+
+@pytest.mark.pnr
+@pytest.mark.parametrize("mhz,phase", [(50, 90), (50, 45), (65, 90), (100, 90), (50, 180)])
+def test_pll_phase_matches_ecppll(mhz, phase, tmp_path):
+    """The secondary output's settings are what Project Trellis' ecppll picks."""
+    tool = Path(sys.executable).parent / "yowasp-ecppll"
+    subprocess.run([str(tool), "-i", "25", "-o", str(mhz), "--clkout1", str(mhz),
+                    "--phase1", str(phase), "-f", "pll.v"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    ref = {k: int(v) for k, v in re.findall(r"\.CLKOS_(DIV|CPHASE|FPHASE)\((\d+)\)",
+                                            (tmp_path / "pll.v").read_text())}
+    got = pll_phase_params(ecp5_pll_params(25e6, mhz * 1e6), phase)
+    assert ref == {"DIV": got["div"], "CPHASE": got["cphase"], "FPHASE": got["fphase"]}
