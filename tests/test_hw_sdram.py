@@ -86,7 +86,7 @@ def test_wrapper_parameters(board_core):
 
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(max_burst=100), ValueError, "power of two"),
-    (dict(max_burst=0), ValueError, "max_burst"),
+    (dict(max_burst=1), ValueError, "max_burst"),
     (dict(max_burst=8192), ValueError, "max_burst"),
     (dict(fifo_depth=1), ValueError, "fifo_depth"),
     (dict(fifo_depth=8.0), TypeError, "fifo_depth"),
