@@ -27,6 +27,14 @@ flow puts on a board; the board top knows nothing else about it.
   out of it, 3.3 V LVCMOS), wired straight to the core; RTS/DTR are not
   used (no buffers: the pins stay unconfigured inputs).
 * LEDs: ``led`` 0..7 (B2 ... H3) show the core's ``leds`` directly.
+* SDRAM clock (``sdram_clock=True``; off by default, the build is then
+  unchanged): the PLL's second output CLKOS runs at the core clock shifted
+  by :data:`SDRAM_CLOCK_PHASE_DEG`, and an ``ODDRX1F`` clocked by it (D0 = 1,
+  D1 = 0) drives the SDRAM's clock pin (``sdram`` 0 ``clk``, F19), as
+  LiteX's ULX3S target does for the SDR SDRAM; LiteDRAM's core
+  (:mod:`trilut.hw.sdram`) does not drive that pin. The top requests the
+  ``sdram`` resource and keeps the other pins in :attr:`ULX3STop.sdram_pins`
+  for the SDRAM subsystem.
 
 Nothing in the top is combinational between pins and core other than the
 LED and TX wires; the core is the only logic in ``sync``.
@@ -40,8 +48,8 @@ from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["UART_CORE_PORTS", "check_uart_core", "ecp5_pll_params", "ULX3STop",
-           "UartLoopback"]
+__all__ = ["UART_CORE_PORTS", "SDRAM_CLOCK_PHASE_DEG", "check_uart_core", "ecp5_pll_params",
+           "pll_phase_params", "ULX3STop", "UartLoopback"]
 
 #: The board-top contract: port name -> (flow, width) of a UART core.
 UART_CORE_PORTS = {"uart_rx": (wiring.Flow.In, 1), "uart_tx": (wiring.Flow.Out, 1),
@@ -52,6 +60,9 @@ _PFD_MIN_HZ, _PFD_MAX_HZ = 3.125e6, 400e6
 _VCO_MIN_HZ, _VCO_MAX_HZ = 400e6, 800e6
 _OUT_MIN_HZ, _OUT_MAX_HZ = 3.125e6, 400e6
 _VCO_MID_HZ = 600e6
+
+#: Phase of the SDRAM clock pin against the core clock (../shared/TOOLCHAIN.md).
+SDRAM_CLOCK_PHASE_DEG = 90
 
 
 def check_uart_core(core):
@@ -114,16 +125,35 @@ def ecp5_pll_params(f_in_hz, f_out_hz):
                 f_pfd_hz=float(f_pfd))
 
 
+def pll_phase_params(pll, phase_deg):
+    """EHXPLLL settings of a secondary output at CLKOP's frequency, shifted by
+    ``phase_deg`` (0-360) against it: ``dict(div, cphase, fphase)``. The
+    phase steps are eighths of a VCO cycle: ``phase_deg / 360 * div * 8`` of
+    them, counted from CLKOP's own ``clkop_cphase``."""
+    if not isinstance(phase_deg, (int, float)) or isinstance(phase_deg, bool):
+        raise TypeError(f"phase_deg must be a number, not {phase_deg!r}")
+    if not 0 <= phase_deg < 360:
+        raise ValueError(f"phase_deg must be within 0..360, not {phase_deg}")
+    div = pll["clkop_div"]
+    eighths = round(phase_deg * div * 8 / 360)
+    return dict(div=div, cphase=pll["clkop_cphase"] + (eighths >> 3), fphase=eighths & 7)
+
+
 class ULX3STop(Elaboratable):
     """ULX3S board top around a UART ``core`` (see the module docstring).
 
     ``core``: a component with the :data:`UART_CORE_PORTS` contract (checked
     here). ``freq_mhz``: the requested core clock (3.125-400 MHz; the PLL's
-    nearest achievable frequency is used, :attr:`freq_hz`).
+    nearest achievable frequency is used, :attr:`freq_hz`). ``sdram_clock``:
+    drive the SDRAM clock pin (module docstring; default off).
     """
 
-    def __init__(self, core, *, freq_mhz):
+    def __init__(self, core, *, freq_mhz, sdram_clock=False):
         check_uart_core(core)
+        if not isinstance(sdram_clock, bool):
+            raise TypeError(f"sdram_clock must be a bool, not {sdram_clock!r}")
+        self._sdram_clock = sdram_clock
+        self.sdram_pins = None
         if not isinstance(freq_mhz, (int, float)) or isinstance(freq_mhz, bool):
             raise TypeError(f"freq_mhz must be a number, not {freq_mhz!r}")
         self._core = core
@@ -141,6 +171,16 @@ class ULX3STop(Elaboratable):
 
         clk_pll = Signal()
         locked = Signal()
+        sdram = {}
+        if self._sdram_clock:
+            ps = pll_phase_params(p, SDRAM_CLOCK_PHASE_DEG)
+            clk_sdram = Signal()
+            sdram = dict(p_CLKOS_ENABLE="ENABLED", p_CLKOS_DIV=ps["div"],
+                         p_CLKOS_CPHASE=ps["cphase"], p_CLKOS_FPHASE=ps["fphase"],
+                         a_FREQUENCY_PIN_CLKOS=f"{p['f_out_hz'] / 1e6:g}", o_CLKOS=clk_sdram)
+            self.sdram_pins = platform.request("sdram", 0, dir="-")
+            m.submodules.sdram_clk = Instance("ODDRX1F", i_SCLK=clk_sdram, i_RST=0, i_D0=1,
+                                              i_D1=0, o_Q=self.sdram_pins.clk.io)
         m.submodules.pll = Instance(
             "EHXPLLL",
             # Loop-filter settings every ecppll-generated EHXPLLL carries.
@@ -155,7 +195,7 @@ class ULX3STop(Elaboratable):
             p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p["clkfb_div"],
             i_RST=0, i_STDBY=0, i_CLKI=clk25_buf.i, o_CLKOP=clk_pll, i_CLKFB=clk_pll,
             i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-            i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked, **sdram,
         )
         m.domains.sync = ClockDomain("sync")
         m.d.comb += ClockSignal("sync").eq(clk_pll)
