@@ -28,10 +28,10 @@ stream (``{"cos", "sin", "last"}``, position-major: entry ``pos * h + j``,
 accelerator stays model independent (an imported checkpoint brings its own
 theta, head dim and length, e.g. 5e5 for Llama 3), the compiler already has
 the exact integers (golden ``LlamaParams.rope_cos/rope_sin``), and one load
-of ``max_pos * h`` beats at boot is negligible (16,384 beats for the
+of ``max_pos * h`` beats at boot is negligible (8,192 beats for the
 built-in LM). :meth:`table_beats` packs golden's tables. The memory is
-``max_pos * h`` x 32 bits (the built-in LM, d = 64 and max_pos = 512:
-16,384 words, 32 DP16KD; a smaller ``max_pos`` shrinks it proportionally).
+``max_pos * h`` x 32 bits (the built-in LM, d = 64:
+8,192 words at max_pos = 256, 16 DP16KD; the memory scales with ``max_pos``).
 
 Ports: ``inp`` ``{"data": signed(16), "pos": unsigned, "last": 1}``;
 ``out`` ``{"data": signed(out_bits), "last": 1}``, elements in input order;
