@@ -127,10 +127,10 @@ def _consts(tb):
 @cocotb.test()
 async def random_rows(dut):
     """Rows of 1, 2, 17 and 64 elements, full-range and activation-like values,
-    several x0 (silu)."""
+    several x0 (silu; -64 is the importer's SILU_X0)."""
     tb = GateMulBench(dut)
     await tb.reset()
-    for x0 in (-5, -300, -1):
+    for x0 in (-64, -5, -300, -1):
         await tb.set_consts(**_consts(tb), x0=x0)
         await tb.run_rows([tb.pair(n, narrow=bool(k % 2)) for k, n in enumerate((1, 2, 17, 64))])
 
