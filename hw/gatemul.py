@@ -40,7 +40,7 @@ adds ShiftGELU's 3 and drops the squarer.
 
 Tested (Verilator, against golden gate_product): both modes; random and
 extreme gate/up (-32768, 32767, 0, all-equal, one-hot), x0 in {-1, -5,
--300, -32767}, act/hid constants from m = 0 to 2^16 - 1 and e in [1, 62].
+-64, -300, -32767}, act/hid constants from m = 0 to 2^16 - 1 and e in [1, 62].
 """
 from types import SimpleNamespace
 

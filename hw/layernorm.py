@@ -110,7 +110,8 @@ Tested (Verilator, cocotb, against golden): in_bits 8 with max_len 64 and
 in_bits 16 with max_len 768; row lengths 1, 2, random, max_len and over-long;
 random full-range rows, constant rows (zero variance), one-hot rows, all
 minimum, all maximum, alternating extremes (the largest variance), ties in
-the mean, int16 rows with outliers.
+the mean, int16 rows with outliers. The rms mode: inside
+:class:`~trilut.hw.rmsnorm.RMSNorm` (sim/tb_rmsnorm.py), in_bits 16 at max_len 64.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring

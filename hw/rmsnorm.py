@@ -59,7 +59,7 @@ class RMSNorm(wiring.Component):
     element accepted to its first result valid (idle unit, no backpressure).
     DSP: 3 (LayerNorm) + 2 (requantizer) MULT18X18D.
 
-    Tested (Verilator, against golden): in_bits 16 with max_len 64 and 256,
+    Tested (Verilator, against golden): in_bits 16 with max_len 64,
     rows of C = 1, 2, 3, odd, max_len and over-long; full-range random rows,
     all -32768, all 32767, all zero, constant, one-hot, alternating extremes;
     m over [0, 2^16), e over [1, 62] including saturation at both clamps, and
