@@ -120,8 +120,9 @@ class GateMulBench:
 
 def _consts(tb):
     """Constants that keep act and h mostly inside int16 (some saturate)."""
-    return dict(act_m=int(tb.np_rng.integers(1 << 15, 1 << 16)), act_e=31,
-                hid_m=int(tb.np_rng.integers(1 << 15, 1 << 16)), hid_e=int(tb.np_rng.integers(29, 33)))
+    r = tb.np_rng
+    return dict(act_m=int(r.integers(1 << 15, 1 << 16)), act_e=31,
+                hid_m=int(r.integers(1 << 15, 1 << 16)), hid_e=int(r.integers(29, 33)))
 
 
 @cocotb.test()

@@ -21,7 +21,6 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from cocotb.utils import get_sim_time
 
 from trilut.golden.encoder import Dyadic, NormParams, _norm
 from trilut.golden.llm import int_rmsnorm
