@@ -4,11 +4,14 @@ class and default parameters."""
 from dataclasses import dataclass, field
 
 from ..hw.dynquant import DynQuant, RowScaleRequantizer
+from ..hw.gatemul import GateMul
 from ..hw.int8mm import Int8Engine
 from ..hw.layernorm import LayerNorm
 from ..hw.matmul import DirectEngine, TLMMEngine
 from ..hw.shiftgelu import ShiftGELU
 from ..hw.requant import Requantizer, ResidualAdd
+from ..hw.rmsnorm import RMSNorm
+from ..hw.rope import RoPE
 from ..hw.shiftmax import Shiftmax
 from ..hw.top import Accelerator
 from ..hw.wstore import WeightStore
@@ -74,6 +77,14 @@ UNITS = {
                        mapper="abc"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
+    # The decoder's units, sized for the built-in LM (host/models/lm: hidden
+    # 256, head_dim 64, FFN 688, SiLU, 256 positions).
+    "rmsnorm": Unit(RMSNorm, dict(in_bits=16, max_len=256),
+                    "decoder RMSNorm: LayerNorm rms mode + per-channel gamma requantizer, sign"),
+    "rope": Unit(RoPE, dict(head_dim=64, max_pos=256, out_bits=8),
+                 "RoPE (rotate_half, loaded int16 cos/sin table) + requantizer"),
+    "gatemul": Unit(GateMul, dict(act="silu", max_len=688),
+                    "gated MLP elementwise: SiLU (ShiftGELU accurate) or ReLU^2, * up, requant"),
 }
 
 

@@ -85,7 +85,8 @@ from .quant import INT8_MAX, INT16_MAX, M_BITS_DEFAULT, _round_half_up, requanti
 __all__ = [
     "ACTS", "ATTN_SCALES", "ROPE_FRAC", "LOGIT_BITS", "SOFTMAX_N", "EMULATE_STEPS",
     "LlamaConfig", "LayerParams", "LlamaParams", "KVCache", "float_weight_shapes",
-    "int_rmsnorm", "rope_tables", "kv_head_of", "prefill", "decode_step", "float_forward",
+    "int_rmsnorm", "rope_tables", "rope_requant", "gate_product", "kv_head_of", "prefill",
+    "decode_step", "float_forward",
 ]
 
 ACTS = ("silu", "relu2")
@@ -346,20 +347,30 @@ def _sub_norm(norm, src, name, t, mb):
     return name
 
 
+def rope_requant(x, cos, sin, d, bits, m_bits=M_BITS_DEFAULT, name="rope", t=None):
+    """RoPE then the dyadic requantizer (q_rope, k_rope: ``bits`` 8; k_rope16: 16).
+
+    ``x`` int (P, heads, head_dim), ``cos``/``sin`` int16 rows (P, head_dim / 2)
+    of the tokens' positions, Dyadic ``d``; returns (P, heads, head_dim) int8
+    or int16, traced as ``name`` in ``t``.
+    """
+    r = _rope(np.asarray(x, dtype=np.int64), np.asarray(cos, dtype=np.int64),
+              np.asarray(sin, dtype=np.int64))
+    return _requant(name, r, d, {} if t is None else t, m_bits, bits=bits)
+
+
 def _attention(p, lp, li, cache, pos0, t):
     cfg, mb = p.cfg, p.cfg.m_bits
     n_new, d, hk = t["q"].shape[0], cfg.head_dim, cfg.kv_heads
     end = pos0 + n_new
     cos, sin = p.rope_cos[pos0:end], p.rope_sin[pos0:end]
-    cos, sin = cos.astype(np.int64), sin.astype(np.int64)
-    q = _rope(t["q"].astype(np.int64).reshape(n_new, cfg.heads, d), cos, sin)
-    k = _rope(t["k"].astype(np.int64).reshape(n_new, hk, d), cos, sin)
-    t["q_rope"] = _requant("q_rope", q, lp.q_rope, t, mb, bits=8)
+    q, k = t["q"].reshape(n_new, cfg.heads, d), t["k"].reshape(n_new, hk, d)
+    rope_requant(q, cos, sin, lp.q_rope, 8, mb, "q_rope", t)
     if cfg.attn_scale == "static":
-        t["k_rope"] = _requant("k_rope", k, lp.k_rope, t, mb, bits=8)
+        rope_requant(k, cos, sin, lp.k_rope, 8, mb, "k_rope", t)
         kq, kamax = t["k_rope"], np.ones((n_new, hk), np.int64)
     else:
-        k16 = _requant("k_rope16", k, lp.k_rope, t, mb)
+        k16 = rope_requant(k, cos, sin, lp.k_rope, WIDE, mb, "k_rope16", t)
         kq, kamax = row_quantize(k16, in_bits=WIDE)
         t["k_rope"], kamax = kq, kamax[..., 0]
     cache.k[li, :, pos0:end] = np.swapaxes(kq, 0, 1)
@@ -390,20 +401,34 @@ def _attention(p, lp, li, cache, pos0, t):
     return _linear(lp.o, _sub_norm(lp.attn_sub_norm, "attn", "attn_sub", t, mb), t)
 
 
+def gate_product(act, gate, up, act_x0, act_out, hid, m_bits=M_BITS_DEFAULT, t=None):
+    """The gated MLP's elementwise part (module docstring): int16 ``gate`` and
+    ``up`` -> int16 ``h``; trace tensors act_prod, act, h_prod, h go into ``t``.
+
+    ``act`` "silu": act_prod = shiftgelu(gate) "accurate" with the constant
+    ``act_x0``; "relu2": max(gate, 0)^2. ``act_out``/``hid``: Dyadics of
+    act_prod -> act and act * up -> h.
+    """
+    t = {} if t is None else t
+    if act == "silu":
+        prod = shiftgelu(gate, _scale_for_x0(act_x0, GELU_SLOPE), mode="accurate")
+    elif act == "relu2":
+        prod = np.maximum(np.asarray(gate, dtype=np.int64), 0) ** 2
+    else:
+        raise ValueError(f"act must be one of {ACTS}, got {act!r}")
+    t["act_prod"] = _narrow("act_prod", prod, np.int32)
+    a = _requant("act", prod, act_out, t, m_bits)
+    t["h_prod"] = _narrow("h_prod", a.astype(np.int64) * up, np.int32)
+    return _requant("h", t["h_prod"], hid, t, m_bits)
+
+
 def _mlp(p, lp, t):
     cfg, mb = p.cfg, p.cfg.m_bits
     t["gate_acc"] = _linear(lp.gate, "mlp_norm", t)
     t["up_acc"] = lp.up.accumulate(t["mlp_norm_q8"], t["mlp_norm_amax"])
     gate = _requant("gate", t["gate_acc"], lp.gate.requant, t, mb)
     up = _requant("up", t["up_acc"], lp.up.requant, t, mb)
-    if cfg.act == "silu":
-        prod = shiftgelu(gate, _scale_for_x0(lp.act_x0, GELU_SLOPE), mode="accurate")
-    else:
-        prod = np.maximum(gate.astype(np.int64), 0) ** 2
-    t["act_prod"] = _narrow("act_prod", prod, np.int32)
-    act = _requant("act", prod, lp.act_out, t, mb)
-    t["h_prod"] = _narrow("h_prod", act.astype(np.int64) * up, np.int32)
-    _requant("h", t["h_prod"], lp.hid, t, mb)
+    gate_product(cfg.act, gate, up, lp.act_x0, lp.act_out, lp.hid, mb, t)
     return _linear(lp.down, _sub_norm(lp.ffn_sub_norm, "h", "ffn_sub", t, mb), t)
 
 

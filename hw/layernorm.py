@@ -1,5 +1,6 @@
 """Streaming integer LayerNorm (SPEC 4.4 steps 1-4), bit-exact with
-:func:`trilut.golden.nonlinear.int_layernorm`.
+:func:`trilut.golden.nonlinear.int_layernorm`, and its RMS form (``rms=True``),
+bit-exact with :func:`trilut.golden.llm.int_rmsnorm`.
 
 For a row ``x`` of C channels (C is the number of elements up to ``last``)::
 
@@ -93,6 +94,13 @@ element per cycle: measured 1.000 elements/cycle sustained for C = 64 (int8),
 row's last element accepted to its first result valid (104 for int8 and
 136 for int16 at L = 768).
 
+RMS mode (``rms=True``, the decoder's RMSNorm): ``mu = 0`` and ``var = S2 =
+sum(x^2)``, so the MEAN/VAR stage is a pass-through (no mean divider, no
+shift-add multiplier; :attr:`mean_cycles` = 1) and :attr:`var_bits` =
+``bit_length(L * 2^(2n-2))`` (40 for int16 at L = 768). ``|x| <= isqrt(S2) =
+std`` keeps ``z`` in the same 31 bits. The default (``rms=False``) elaborates
+exactly the LayerNorm above.
+
 Resources on ECP5 (LFE5U-85F, nextpnr, out of context): see
 :attr:`resources` for the DSP/block-RAM estimate. Measured at L = 768:
 int8 1,246 LUT4, 843 FF, 3 MULT18X18D, 2 DP16KD, 130.6 MHz; int16 1,683
@@ -102,7 +110,8 @@ Tested (Verilator, cocotb, against golden): in_bits 8 with max_len 64 and
 in_bits 16 with max_len 768; row lengths 1, 2, random, max_len and over-long;
 random full-range rows, constant rows (zero variance), one-hot rows, all
 minimum, all maximum, alternating extremes (the largest variance), ties in
-the mean, int16 rows with outliers.
+the mean, int16 rows with outliers. The rms mode: inside
+:class:`~trilut.hw.rmsnorm.RMSNorm` (sim/tb_rmsnorm.py), in_bits 16 at max_len 64.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -132,18 +141,21 @@ class LayerNorm(wiring.Component):
     Parameters: ``in_bits`` input width (8 for int8 activations, 16 for the
     int16 residual stream; any value in [2, 16] is accepted); ``max_len``
     the largest row length C (1 .. 65536; C itself is set at run time by
-    ``last``). Ports: ``inp``, ``out`` (streams), ``error`` (sticky flag).
+    ``last``); ``rms``: RMSNorm instead (no mean, ``var = sum(x^2)``; module
+    docstring). Ports: ``inp``, ``out`` (streams), ``error`` (sticky flag).
     """
 
-    def __init__(self, in_bits=8, max_len=768):
+    def __init__(self, in_bits=8, max_len=768, *, rms=False):
         check_int("in_bits", in_bits, *IN_BITS_RANGE)
         check_int("max_len", max_len, 1, MAX_LEN_LIMIT)
+        if not isinstance(rms, bool):
+            raise TypeError(f"rms must be a bool, got {rms!r}")
         n = in_bits
-        self._in_bits, self._max_len = in_bits, max_len
+        self._in_bits, self._max_len, self._rms = in_bits, max_len, rms
         self._c_bits = max_len.bit_length()
         self._s1_bits = (max_len * ((1 << n) - 1)).bit_length()
         self._s2_bits = (max_len << (2 * n - 2)).bit_length()
-        self._var_bits = (max_len * ((1 << n) - 1) ** 2).bit_length()
+        self._var_bits = self._s2_bits if rms else (max_len * ((1 << n) - 1) ** 2).bit_length()
         self._std_bits = isqrt_root_bits(self._var_bits)
         self._addr_bits = (max_len - 1).bit_length()
         super().__init__({
@@ -154,13 +166,15 @@ class LayerNorm(wiring.Component):
         })
 
     in_bits = property(lambda self: self._in_bits)
+    rms = property(lambda self: self._rms, doc="RMSNorm (mu = 0, var = sum(x^2))")
     max_len = property(lambda self: self._max_len, doc="largest row length C")
     out_bits = property(lambda self: OUT_BITS)
     buffers = property(lambda self: BUFFERS, doc="row buffers in the block RAM")
     c_bits = property(lambda self: self._c_bits, doc="width of the row length C")
     s1_bits = property(lambda self: self._s1_bits, doc="width of the offset sum S1'")
     var_bits = property(lambda self: self._var_bits,
-                        doc="variance width: bit_length(max_len * (2^in_bits - 1)^2)")
+                        doc="variance width: bit_length(max_len * (2^in_bits - 1)^2), "
+                            "or of max_len * 2^(2 in_bits - 2) with rms")
     std_bits = property(lambda self: self._std_bits, doc="isqrt result width")
     buffer_depth = property(lambda self: 1 << self._addr_bits,
                             doc="elements per row buffer (max_len rounded up to a power of 2)")
@@ -169,7 +183,10 @@ class LayerNorm(wiring.Component):
     def mean_cycles(self):
         """Cycles the MEAN/VAR stage spends per row (one row at a time): take
         (1), divide (s1_bits + 1), two shift-add multiplies (in_bits + 2 each,
-        the second ending with the variance), rounding (4), push (1)."""
+        the second ending with the variance), rounding (4), push (1). With
+        rms: 1 (S2 is the variance, passed through in the cycle it is read)."""
+        if self._rms:
+            return 1
         return 1 + (self._s1_bits + 1) + 2 * (self._in_bits + 2) + 4 + 1
 
     @property
@@ -208,7 +225,9 @@ class LayerNorm(wiring.Component):
 
     def _layouts(self):
         n, c_bits = self._in_bits, self._c_bits
-        sums = data.StructLayout({"c": unsigned(c_bits), "s1": unsigned(self._s1_bits),
+        sums = data.StructLayout({"c": unsigned(c_bits), "s2": unsigned(self._s2_bits)}
+                                 if self._rms else
+                                 {"c": unsigned(c_bits), "s1": unsigned(self._s1_bits),
                                   "s2": unsigned(self._s2_bits)})
         var = data.StructLayout({"c": unsigned(c_bits), "mu": signed(n),
                                  "var": unsigned(self._var_bits)})
@@ -229,7 +248,8 @@ class LayerNorm(wiring.Component):
         m.submodules.fifo_recip = fifo_b = fifo.SyncFIFO(width=recip_l.size, depth=2)
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=OUT_BITS + 1,
                                                                 depth=OUT_FIFO_DEPTH)
-        m.submodules.mean_div = mean_div = SeqDivider(self._s1_bits, c_bits)
+        if not self._rms:
+            m.submodules.mean_div = mean_div = SeqDivider(self._s1_bits, c_bits)
         m.submodules.isqrt = isqrt = SeqIsqrt(W)
         m.submodules.recip_div = recip_div = SeqDivider(RECIP_BITS, self._std_bits)
 
@@ -278,19 +298,32 @@ class LayerNorm(wiring.Component):
         cnt = Signal(c_bits)
         s1 = Signal(self._s1_bits)
         s2 = Signal(self._s2_bits)
+        sums = [s1.eq(Mux(f2, 0, s1) + ux2)] if not self._rms else []
         with m.If(v2):
-            m.d.sync += [cnt.eq(Mux(f2, 1, cnt + 1)),
-                         s1.eq(Mux(f2, 0, s1) + ux2),
-                         s2.eq(Mux(f2, 0, s2) + sq2)]
+            m.d.sync += [cnt.eq(Mux(f2, 1, cnt + 1)), *sums, s2.eq(Mux(f2, 0, s2) + sq2)]
         done3 = Signal()
         m.d.sync += done3.eq(v2 & l2)
         wa = Signal(sums_l)
-        m.d.comb += [wa.c.eq(cnt), wa.s1.eq(s1), wa.s2.eq(s2),
+        m.d.comb += [wa.c.eq(cnt), *([wa.s1.eq(s1)] if not self._rms else []), wa.s2.eq(s2),
                      fifo_a.w_data.eq(wa), fifo_a.w_en.eq(done3)]
         # FIFO A cannot overflow: each entry is a row holding a buffer.
 
         # ---------------- MEAN/VAR ----------------
         ra = data.View(sums_l, fifo_a.r_data)
+        if self._rms:          # mu = 0, var = S2: passed through as it is read
+            wv = Signal(var_l)
+            m.d.comb += [wv.c.eq(ra.c), wv.mu.eq(0), wv.var.eq(ra.s2), fifo_v.w_data.eq(wv),
+                         fifo_v.w_en.eq(fifo_a.r_rdy), fifo_a.r_en.eq(fifo_v.w_rdy)]
+        else:
+            self._mean_var(m, ra, fifo_a, fifo_v, mean_div)
+
+        self._std_out(m, fifo_v, fifo_b, isqrt, recip_div, out_fifo, mem, release)
+        return m
+
+    def _mean_var(self, m, ra, fifo_a, fifo_v, mean_div):
+        """MEAN/VAR stage of LayerNorm: mu (ties to even) and the one-pass variance."""
+        n, W, c_bits = self._in_bits, self._var_bits, self._c_bits
+        sums_l, var_l, recip_l = self._layouts()
         mc = Signal(c_bits)
         ms1 = Signal(self._s1_bits)
         ms2 = Signal(self._s2_bits)
@@ -356,6 +389,12 @@ class LayerNorm(wiring.Component):
                 m.d.comb += fifo_v.w_en.eq(1)
                 with m.If(fifo_v.w_rdy):
                     m.next = "IDLE"
+
+    def _std_out(self, m, fifo_v, fifo_b, isqrt, recip_div, out_fifo, mem, release):
+        """STD (isqrt, reciprocal) and OUT (z = (x - mu) * f >> 1) stages."""
+        n, L = self._in_bits, self._max_len
+        c_bits = self._c_bits
+        sums_l, var_l, recip_l = self._layouts()
 
         # ---------------- STD ----------------
         rv = data.View(var_l, fifo_v.r_data)
@@ -439,4 +478,3 @@ class LayerNorm(wiring.Component):
         m.d.comb += [self.out.valid.eq(out_fifo.r_rdy),
                      self.out.payload.eq(out_fifo.r_data),
                      out_fifo.r_en.eq(self.out.ready)]
-        return m
