@@ -1,0 +1,90 @@
+"""``trilut stress`` in short: each part on a small budget, and each part's
+wrong model (a perturbed golden, an injector whose faults go unnoticed) shown
+to fail. The full campaign is ``trilut stress --full`` (docs/reliability.md)."""
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from trilut.gen import stress
+from trilut.gen.stress_programs import run_programs, run_resets
+from trilut.gen.stress_units import UNIT_CASES, run_unit
+from trilut.host.faults import FaultyDevice
+from trilut.hw.requant import Requantizer
+from trilut.sim.stress import FlatWrap, pack, unpack
+
+
+def test_pack_unpack_round_trip():
+    layout = data.StructLayout({"a": data.ArrayLayout(signed(13), 7), "b": unsigned(40),
+                                "c": signed(3), "last": 1})
+    rng = np.random.default_rng(0)
+    vals = {"a": rng.integers(-4096, 4096, size=(50, 7)), "b": rng.integers(0, 1 << 40, 50),
+            "c": rng.integers(-4, 4, 50), "last": rng.integers(0, 2, 50)}
+    words = pack(layout, vals, 50)
+    assert words.shape == (50, 4)
+    # the same bits as the layout's own packing
+    one = layout.const({"a": vals["a"][3].tolist(), "b": int(vals["b"][3]),
+                        "c": int(vals["c"][3]), "last": int(vals["last"][3])}).as_value().value
+    assert sum(int(w) << (32 * i) for i, w in enumerate(words[3])) == one
+    back = unpack(layout, words)
+    for k, v in vals.items():
+        assert np.array_equal(back[k], v)
+    with pytest.raises(ValueError, match="field c"):
+        pack(layout, dict(vals, c=np.full(50, 4)), 50)
+
+
+def test_flatwrap_rejects_bad_streams():
+    with pytest.raises(ValueError, match="no stream 'nope'"):
+        FlatWrap(Requantizer(channels=1), ["nope"])
+
+
+def test_units_short_and_wrong_model(tmp_path):
+    for name in ("requant", "residual"):
+        row = run_unit(name, vectors=20_000, seed=3, fail_dir=tmp_path)
+        assert row["vectors"] >= 20_000 and row["mismatches"] == 0, row
+        assert row["vectors_per_s"] > 0
+    bad = run_unit("requant", vectors=5_000, seed=3, broken=True, fail_dir=tmp_path)
+    assert bad["mismatches"] >= 1
+    first = bad["first_mismatch"]
+    assert first["vector"].startswith("acc ") and (tmp_path / "requant-mismatch.json").exists()
+
+
+def test_every_unit_is_registered():
+    assert set(UNIT_CASES) >= {"tlmm", "direct", "int8mm", "requant", "residual", "shiftmax",
+                               "shiftgelu-ivit", "shiftgelu-accurate", "layernorm", "dynquant"}
+
+
+def test_programs_short_and_wrong_model():
+    rep = run_programs(24, seed=5)
+    assert rep["run"] == 24 and rep["hangs"] == 0 and rep["wrong"] == 0, rep
+    assert sum(rep["outcomes"].values()) == 24
+    bad = run_programs(12, seed=5, broken=True)
+    assert bad["wrong"] >= 1, bad
+
+
+def test_resets_short():
+    rep = run_resets(4, seed=2)
+    assert rep["trials"] == 4 and rep["failures"] == 0, rep
+    assert all(v == 1 for v in rep["per_pass"].values())
+
+
+def test_link_faults_and_undetecting_injector():
+    rep = stress.run_link(1, rate=3e-3, seed=4)
+    assert rep["faults_injected"] > 0 and rep["undetected"] == 0, rep
+    assert rep["wrong_answers"] == 0
+    blind = stress.run_link(1, rate=3e-3, seed=4, detect=False)
+    assert blind["undetected"] == blind["faults_injected"] > 0
+
+
+def test_faulty_device_checks_arguments():
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        FaultyDevice(None, kinds=["gremlins"])
+    with pytest.raises(ValueError, match="rate"):
+        FaultyDevice(None, rate=1.5)
+
+
+def test_cli_rejects_bad_options(capsys):
+    from trilut.gen.cli import main
+    assert main(["stress", "--only", "units", "--unit", "nope"]) == 2
+    assert "unknown unit 'nope'" in capsys.readouterr().err
+    assert main(["stress", "--only", "units", "--vectors", "-1"]) == 2
