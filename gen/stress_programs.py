@@ -237,16 +237,18 @@ class _Fuzzer:
         return "ok", True, ""
 
 
-def _campaign(count, seed, body, progress, name):
-    """Run ``body(spec)`` on ``count`` hypothesis examples."""
+def _campaign(count, seed, body, progress, name, seconds=None):
+    """Run ``body(spec)`` on ``count`` hypothesis examples (fewer if
+    ``seconds`` run out first)."""
     from hypothesis import HealthCheck, Phase, given, settings
     done = [0]
+    t0 = time.monotonic()
 
     @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck), derandomize=True)
     @given(program_specs())
     def each(spec):
-        if done[0] >= count:
+        if done[0] >= count or (seconds and time.monotonic() - t0 > seconds):
             return
         spec["seed"] ^= seed
         body(spec)
@@ -266,8 +268,9 @@ def _open(broken=False):
     return dev, Driver(dev, params, timeout=60)
 
 
-def run_programs(count, *, seed=1, broken=False, progress=None):
-    """``count`` fuzzed programs; returns ``{run, hangs, wrong, outcomes, ...}``."""
+def run_programs(count, *, seed=1, broken=False, progress=None, seconds=None):
+    """``count`` fuzzed programs (fewer if ``seconds`` run out); returns
+    ``{run, hangs, wrong, outcomes, ...}``."""
     dev, drv = _open()
     fz = _Fuzzer(drv, dev, broken)
     outcomes, kinds, failures = {}, {}, []
@@ -283,7 +286,7 @@ def run_programs(count, *, seed=1, broken=False, progress=None):
             wrong += (not ok) and outcome != "hang"
             if not ok and len(failures) < 10:
                 failures.append(detail)
-        run = _campaign(count, seed, body, progress, "programs")
+        run = _campaign(count, seed, body, progress, "programs", seconds)
     finally:
         dev.close()
     wall = time.monotonic() - t0
@@ -292,7 +295,7 @@ def run_programs(count, *, seed=1, broken=False, progress=None):
             "cycle_limit": CYCLE_LIMIT, "failures": failures}
 
 
-def run_resets(trials, *, seed=1, broken=False, progress=None):
+def run_resets(trials, *, seed=1, broken=False, progress=None, seconds=None):
     """``trials`` soft resets at random points inside LOAD / LINEAR / STORE /
     NORM passes; after each, a valid program must equal golden."""
     rng = np.random.default_rng(seed)
@@ -304,6 +307,9 @@ def run_resets(trials, *, seed=1, broken=False, progress=None):
     t0 = time.monotonic()
     try:
         for t in range(trials):
+            if seconds and time.monotonic() - t0 > seconds:
+                trials = t
+                break
             kind = passes[t % len(passes)]
             spec = _fit(acc, {"kind": "valid", "seed": int(rng.integers(2**32)), "rows": 16,
                               "k": 256, "bank": 0, "row": 0, "row2": 0, "const": 0,

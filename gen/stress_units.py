@@ -313,8 +313,10 @@ def _compare(batch, res, broken):
 
 
 def run_unit(name, *, vectors, seconds=None, seed=1, broken=False, fail_dir=None,
-             progress=None):
-    """Run ``name`` for ``vectors`` vectors (or until ``seconds`` pass).
+             progress=None, hold=0):
+    """Run ``name`` for ``vectors`` vectors (or until ``seconds`` pass); the
+    first batch's output is stalled for ``hold`` cycles at the start (nothing
+    may be lost or duplicated).
     Returns ``{"unit", "vectors", "mismatches", "vectors_per_s", ...}``; the
     first mismatch is described in ``first_mismatch`` and saved under
     ``fail_dir``."""
@@ -332,7 +334,8 @@ def run_unit(name, *, vectors, seconds=None, seed=1, broken=False, fail_dir=None
         idle, stall = PRESSURE[batches % len(PRESSURE)]
         t = time.monotonic()
         res = run_batch(exe, wrap, batch.inputs, batch.expect, cfg=batch.cfg,
-                        seed=seed * 7919 + batches, idle=idle, stall=stall)
+                        seed=seed * 7919 + batches, idle=idle, stall=stall,
+                        hold=hold if batches == 0 else 0)
         sim_time += time.monotonic() - t
         n, m, i = _compare(batch, res, broken)
         done, mism, batches = done + n, mism + m, batches + 1
@@ -357,4 +360,5 @@ def run_unit(name, *, vectors, seconds=None, seed=1, broken=False, fail_dir=None
     return {"unit": name, "vectors": done, "mismatches": mism,
             "vectors_per_s": round(done / wall, 1) if wall else None,
             "sim_vectors_per_s": round(done / sim_time, 1) if sim_time else None,
-            "batches": batches, "seconds": round(wall, 1), "first_mismatch": first}
+            "batches": batches, "seconds": round(wall, 1), "hold_cycles": hold,
+            "first_mismatch": first}

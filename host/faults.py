@@ -7,9 +7,13 @@ bytes, truncated and duplicated frames (host to device) and long stalls
 timeout in between). The protocol is unchanged: the wrapper only sees bytes.
 
 Each fault is tracked until the link shows it noticed: the damaged request
-was sent again (a retry after a NAK, a timeout or a bad reply), or the
-host's parser discarded bytes / a stale reply (a duplicated request's second
-reply). A fault the link never noticed is *undetected*. ``detect=False``
+was sent again (a retry after a NAK, a timeout or a bad reply), the host's
+parser discarded bytes or a stale reply, or (a duplicated request) the
+bridge answered the copy by re-sending its stored reply, byte for byte, as it
+does for a retry instead of executing the request again (the wrapper parses
+the raw reply bytes, before any reply fault, to see this). A fault the link never noticed is *undetected*, except a stall: a pause
+shorter than the bridge's inter-byte timeout (in simulated cycles) damages
+nothing and is counted as *tolerated* when no retry followed. ``detect=False``
 (the deliberately wrong injector of the test suite) counts every fault as
 undetected, so that a report which must show 0 undetected is shown to fail.
 """
@@ -17,6 +21,7 @@ import random
 import time
 
 from .device import Device
+from .protocol import FrameParser
 
 __all__ = ["FaultyDevice", "FAULT_KINDS"]
 
@@ -47,15 +52,18 @@ class FaultyDevice(Device):
         self.evidence = lambda: 0
         self.byte_time = device.byte_time
         self._last_frame = None
+        self._replies = FrameParser(any_type=True)
+        self._last_reply, self._repeats = None, 0
         self._pending = []        # [kind, writes since, evidence at injection]
         self.counts = {"frames": 0, "injected": 0, "detected": 0, "undetected": 0,
+                       "tolerated": 0,
                        **{k: 0 for k in FAULT_KINDS}}
         #: fault kind -> faults of that kind the link never noticed
         self.undetected_by_kind = {k: 0 for k in FAULT_KINDS}
 
     def attach(self, link):
         """Take the link's own damage counters as evidence of detection."""
-        self.evidence = lambda: link.stats["stale"] + link._parser.discarded
+        self.evidence = lambda: link.stats["stale"] + link._parser.discarded + self._repeats
         return self
 
     @property
@@ -102,6 +110,9 @@ class FaultyDevice(Device):
         self._pending = []
 
     def _missed(self, kind):
+        if kind == "stall" and self.detect:
+            self.counts["tolerated"] += 1
+            return
         self.counts["undetected"] += 1
         self.undetected_by_kind[kind] += 1
 
@@ -120,6 +131,10 @@ class FaultyDevice(Device):
                 i += 1
                 continue
             kind = self.rng.choice(self._write_kinds)
+            if kind == "stall" and not out:     # between frames: a pause, not a fault
+                out.append(data[i])
+                i += 1
+                continue
             self._fault(kind)
             if kind == "flip":
                 out.append(data[i] ^ (1 << self.rng.randrange(8)))
@@ -141,6 +156,9 @@ class FaultyDevice(Device):
 
     def read(self, timeout):
         data = self.device.read(timeout)
+        for f in self._replies.feed(data):
+            self._repeats += f == self._last_reply
+            self._last_reply = f
         if not (self._read_kinds and self.rate and data):
             return data
         out = bytearray()

@@ -21,7 +21,7 @@ def test_pack_unpack_round_trip():
     vals = {"a": rng.integers(-4096, 4096, size=(50, 7)), "b": rng.integers(0, 1 << 40, 50),
             "c": rng.integers(-4, 4, 50), "last": rng.integers(0, 2, 50)}
     words = pack(layout, vals, 50)
-    assert words.shape == (50, 4)
+    assert words.shape == (50, 5)      # 135 bits
     # the same bits as the layout's own packing
     one = layout.const({"a": vals["a"][3].tolist(), "b": int(vals["b"][3]),
                         "c": int(vals["c"][3]), "last": int(vals["last"][3])}).as_value().value
@@ -40,7 +40,7 @@ def test_flatwrap_rejects_bad_streams():
 
 def test_units_short_and_wrong_model(tmp_path):
     for name in ("requant", "residual"):
-        row = run_unit(name, vectors=20_000, seed=3, fail_dir=tmp_path)
+        row = run_unit(name, vectors=20_000, seed=3, fail_dir=tmp_path, hold=100_000)
         assert row["vectors"] >= 20_000 and row["mismatches"] == 0, row
         assert row["vectors_per_s"] > 0
     bad = run_unit("requant", vectors=5_000, seed=3, broken=True, fail_dir=tmp_path)

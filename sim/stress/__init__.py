@@ -227,10 +227,11 @@ class BatchResult(NamedTuple):
 
 
 def run_batch(exe, wrap, inputs, expect, *, cfg=None, seed=1, idle=0.3, stall=0.3,
-              max_cycles=None):
+              max_cycles=None, hold=0):
     """Run one batch: ``inputs`` a list (one per input stream) of
     ``(values, beats)`` for :func:`pack`; ``cfg`` dict constant -> int;
-    ``expect`` output beats. Returns :class:`BatchResult`."""
+    ``expect`` output beats; ``hold``: cycles ``out`` is stalled at the start.
+    Returns :class:`BatchResult`."""
     header = [len(inputs)]
     body = []
     for c, ((values, beats), layout) in enumerate(zip(inputs, wrap.in_layouts)):
@@ -249,7 +250,7 @@ def run_batch(exe, wrap, inputs, expect, *, cfg=None, seed=1, idle=0.3, stall=0.
     header += [wrap.cfg_words, *cfg_words.tolist(), wrap.out_words, expect]
     if max_cycles is None:
         total = sum(b for _, b in inputs) + expect
-        max_cycles = 200 * total + 100_000
+        max_cycles = 200 * total + 100_000 + hold
     with tempfile.TemporaryDirectory(prefix="trilut-stress-") as tmp:
         fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         with open(fin, "wb") as f:
@@ -257,7 +258,8 @@ def run_batch(exe, wrap, inputs, expect, *, cfg=None, seed=1, idle=0.3, stall=0.
             for b in body:
                 b.astype(np.uint32).tofile(f)
         done = subprocess.run([str(exe), str(fin), str(fout), str(seed),
-                               str(int(idle * 1000)), str(int(stall * 1000)), str(max_cycles)],
+                               str(int(idle * 1000)), str(int(stall * 1000)), str(max_cycles),
+                               str(hold)],
                               capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"stress harness failed ({done.returncode}): {done.stderr}")

@@ -2,7 +2,7 @@
 // trilut.sim.stress.FlatWrap (ports in_valid[K], in_ready[K], in_bits,
 // out_valid, out_ready, out_bits, cfg, error; clk; reset generated inside).
 //
-// argv: IN_FILE OUT_FILE SEED IDLE_PERMILLE STALL_PERMILLE MAX_CYCLES
+// argv: IN_FILE OUT_FILE SEED IDLE_PERMILLE STALL_PERMILLE MAX_CYCLES [HOLD]
 // IN_FILE (little-endian u32 words):
 //   K; per channel: word offset in in_bits, words per beat, beats;
 //   cfg word count, cfg words; out words per beat, expected out beats;
@@ -15,7 +15,9 @@
 // out_ready is low with probability stall, and a stall burst of up to 256
 // cycles starts with probability 1/4096. After the expected beats, 64 more
 // cycles with out_ready high count any extra (duplicated) beats. A run
-// longer than MAX_CYCLES is a hang.
+// longer than MAX_CYCLES is a hang. HOLD (default 0): out_ready is held low
+// for the first HOLD cycles (inputs offered meanwhile), then released: a long
+// stalled output must neither lose nor duplicate data.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,8 +53,8 @@ static uint32_t rnd() {     // xorshift64*
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s IN OUT SEED IDLE STALL MAX_CYCLES\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s IN OUT SEED IDLE STALL MAX_CYCLES [HOLD]\n", argv[0]);
         return 2;
     }
     FILE *f = fopen(argv[1], "rb");
@@ -64,6 +66,7 @@ int main(int argc, char **argv) {
     rng_state = strtoull(argv[3], nullptr, 0) * 0x9E3779B97F4A7C15ULL + 1;
     const uint32_t idle = atoi(argv[4]), stall = atoi(argv[5]);
     const uint64_t max_cycles = strtoull(argv[6], nullptr, 0);
+    const uint64_t hold = argc == 8 ? strtoull(argv[7], nullptr, 0) : 0;
 
     size_t p = 0;
     const uint32_t k = file[p++];
@@ -103,7 +106,8 @@ int main(int argc, char **argv) {
         }
         if (inputs_done && out >= expect && ++tail > 64) break;
         bool ready;
-        if (out >= expect) ready = true;
+        if (cycles < hold) ready = false;
+        else if (out >= expect) ready = true;
         else if (burst) { burst--; ready = false; }
         else if (stall && rnd() % 4096 == 0) { burst = rnd() % 256; ready = false; }
         else ready = rnd() % 1000 >= stall;
