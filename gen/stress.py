@@ -29,10 +29,10 @@ from .synth import format_table
 __all__ = ["PARTS", "run_stress", "add_stress_parser", "run_block", "run_link"]
 
 PARTS = ("units", "block", "programs", "link", "resets")
-SHORT = {"vectors": 20_000, "images": 2, "programs": 200, "link_images": 2, "resets": 20,
-         "hold": 10_000}
+SHORT = {"vectors": 20_000, "images": 2, "programs": 200, "link_images": 2,
+         "uart_programs": 2, "resets": 20, "hold": 10_000}
 FULL = {"vectors": 1_000_000, "images": 1000, "programs": 10_000, "link_images": 20,
-        "resets": 1000, "hold": 1_000_000}
+        "uart_programs": 20, "resets": 1000, "hold": 1_000_000}
 FAIL_DIR = Path("build/stress")
 #: Link retries in the fault runs: at 1e-3 faults per byte a 1 KB request
 #: gets through with probability ~e^-1 per attempt.
@@ -146,6 +146,57 @@ def run_link(images, *, rate=1e-3, seed=1, detect=True, progress=None, baseline=
                 "wall_ratio": round(bad["wall_s"] / clean["wall_s"], 3)}}
 
 
+#: The pin-level link run: a small accelerator (the host tests' build) behind
+#: the UART PHY at 8 clock cycles per bit, served on a pty.
+UART_PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
+                   max_width=32, prog_depth=16, const_sets=4)
+UART_LINK = dict(clk_hz=1_000_000, baud=125_000)
+
+
+def run_link_uart(programs, *, rate=1e-3, seed=1, detect=True, progress=None):
+    """``programs`` valid LOAD -> LINEAR -> STORE programs (exact against
+    golden) through SerialDevice -> pty -> the pin-level harness (UART PHY ->
+    bridge), with :class:`~trilut.host.faults.FaultyDevice` on the host's
+    byte path; returns the ``link.uart`` report."""
+    from ..host.device import UartSim
+    from ..host.driver import Driver
+    from ..host.faults import FaultyDevice
+    from ..host.protocol import LinkError
+    from .stress_programs import _Fuzzer
+    rng = np.random.default_rng(seed)
+    wrong = gave_up = 0
+    t0 = time.monotonic()
+    with UartSim(UART_PARAMS, **UART_LINK) as uart:
+        with FaultyDevice(uart.serial_device(), rate=0, seed=seed, detect=detect) as faulty:
+            drv = Driver(faulty, UART_PARAMS, link_timeout=1.0, retries=LINK_RETRIES)
+            faulty.attach(drv.link)
+            fz = _Fuzzer(drv, None)
+            acc = drv.accel
+            faulty.rate = rate
+            for i in range(programs):
+                spec = {"kind": "valid", "seed": int(rng.integers(2**32)),
+                        "rows": int(rng.integers(1, acc.max_rows + 1)),
+                        "k": int(rng.integers(1, acc.max_width + 1)), "bank": 0, "row": 0,
+                        "row2": 0, "const": int(rng.integers(acc.const_sets)),
+                        "linears": [int(rng.integers(1, acc.max_width // acc.lanes + 1))],
+                        "extreme": bool(rng.random() < 0.2)}
+                try:
+                    wrong += not fz.run(spec)[1]
+                except LinkError:
+                    gave_up += 1
+                if progress:
+                    progress("link (pin-level UART)", i + 1, programs, wrong)
+            faulty.rate = 0
+            faulty.finish()
+            c = dict(faulty.counts)
+    return {"programs": programs, "rate_per_byte": rate, "frames_sent": c["frames"],
+            "faults_injected": c["injected"], "detected": c["detected"],
+            "tolerated": c["tolerated"], "undetected": c["undetected"],
+            "wrong_answers": wrong, "runs_given_up": gave_up,
+            "seconds": round(time.monotonic() - t0, 1), "accelerator": UART_PARAMS,
+            **UART_LINK}
+
+
 def _bar(prefix):
     say = progress_printer(prefix, None)
     last = {}
@@ -182,6 +233,8 @@ def run_stress(*, parts=PARTS, sizes=None, seconds=None, seed=1, units=None,
                                           seconds=seconds)
     if "link" in parts:
         report["link"] = run_link(sizes["link_images"], seed=seed, progress=bar)
+        report["link"]["uart"] = run_link_uart(sizes["uart_programs"], seed=seed,
+                                               progress=bar)
     if "resets" in parts:
         from .stress_programs import run_resets
         report["resets"] = run_resets(sizes["resets"], seed=seed, progress=bar, seconds=seconds)
@@ -199,9 +252,9 @@ def _ok(report):
     ok = all(u["mismatches"] == 0 for u in report.get("units", []))
     if "programs" in report:
         ok &= report["programs"]["hangs"] == 0 and report["programs"]["wrong"] == 0
-    if "link" in report:
-        ok &= (report["link"]["undetected"] == 0 and report["link"]["wrong_answers"] == 0
-               and report["link"]["runs_given_up"] == 0)
+    for lk in ([report["link"], report["link"].get("uart")] if "link" in report else []):
+        ok &= lk is None or (lk["undetected"] == 0 and lk["wrong_answers"] == 0
+                             and lk["runs_given_up"] == 0)
     if "resets" in report:
         ok &= report["resets"]["failures"] == 0
     return bool(ok)
@@ -224,6 +277,11 @@ def format_report(report):
             "images", "rate_per_byte", "frames_sent", "faults_injected", "detected",
             "tolerated", "recovered", "undetected", "wrong_answers", "runs_given_up")))
         lines.append("  throughput cost: " + json.dumps(lk["throughput_cost"]))
+        if lk.get("uart"):
+            u = lk["uart"]
+            lines.append("  pin-level UART: " + ", ".join(f"{k} {u[k]}" for k in (
+                "programs", "faults_injected", "detected", "tolerated", "undetected",
+                "wrong_answers", "runs_given_up")))
     if "resets" in report:
         lines.append("resets: " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()
                                             if not isinstance(v, (dict, list))))
@@ -243,6 +301,8 @@ def add_stress_parser(sub):
     p.add_argument("--images", type=int, help="digits images for the whole block")
     p.add_argument("--programs", type=int, help="fuzzed programs")
     p.add_argument("--link-images", type=int, help="images over the damaged link")
+    p.add_argument("--uart-programs", type=int, help="programs over the damaged pin-level "
+                                                     "UART link")
     p.add_argument("--resets", type=int, help="reset trials")
     p.add_argument("--hold", type=int, help="cycles each unit's output is stalled at the "
                                             "start of its first batch")

@@ -84,6 +84,12 @@ def test_link_faults_and_undetecting_injector():
     assert blind["undetected"] == blind["faults_injected"] > 0
 
 
+def test_pin_level_uart_link_faults():
+    rep = stress.run_link_uart(2, rate=3e-3, seed=2)
+    assert rep["faults_injected"] > 0 and rep["undetected"] == 0, rep
+    assert rep["wrong_answers"] == 0 and rep["runs_given_up"] == 0
+
+
 def test_faulty_device_checks_arguments():
     with pytest.raises(ValueError, match="unknown fault kinds"):
         FaultyDevice(None, kinds=["gremlins"])
