@@ -237,9 +237,9 @@ class _Fuzzer:
         return "ok", True, ""
 
 
-def _campaign(count, seed, body, progress, name, seconds=None):
+def _campaign(count, seed, body, progress, name, seconds=None, failed=lambda: 0):
     """Run ``body(spec)`` on ``count`` hypothesis examples (fewer if
-    ``seconds`` run out first)."""
+    ``seconds`` run out first); ``failed()`` counts failures for progress."""
     from hypothesis import HealthCheck, Phase, given, settings
     done = [0]
     t0 = time.monotonic()
@@ -254,7 +254,7 @@ def _campaign(count, seed, body, progress, name, seconds=None):
         body(spec)
         done[0] += 1
         if progress:
-            progress(name, done[0], count, 0)
+            progress(name, done[0], count, failed())
     each()
     return done[0]
 
@@ -286,7 +286,8 @@ def run_programs(count, *, seed=1, broken=False, progress=None, seconds=None):
             wrong += (not ok) and outcome != "hang"
             if not ok and len(failures) < 10:
                 failures.append(detail)
-        run = _campaign(count, seed, body, progress, "programs", seconds)
+        run = _campaign(count, seed, body, progress, "programs", seconds,
+                        lambda: hangs + wrong)
     finally:
         dev.close()
     wall = time.monotonic() - t0
