@@ -241,16 +241,17 @@ def _campaign(count, seed, body, progress, name, seconds=None, failed=lambda: 0)
     """Run ``body(spec)`` on ``count`` hypothesis examples (fewer if
     ``seconds`` run out first); ``failed()`` counts failures for progress."""
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
     done = [0]
     t0 = time.monotonic()
 
     @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck), derandomize=True)
+              suppress_health_check=list(HealthCheck))
+    @hypothesis_seed(seed)
     @given(program_specs())
     def each(spec):
         if done[0] >= count or (seconds and time.monotonic() - t0 > seconds):
             return
-        spec["seed"] ^= seed
         body(spec)
         done[0] += 1
         if progress:
