@@ -30,7 +30,7 @@ import numpy as np
 
 from ..golden import requantize, tlmm_matmul
 from ..hw.isa import (ErrorCode, Epilogue, Head, Opcode, RESIDUAL_BANK, KEY_BANK, pack_descriptor,
-                      pack_requant_const, FIELD_LIMITS)
+                      pack_requant_const, unpack_descriptor)
 
 __all__ = ["program_specs", "run_programs", "run_resets", "CYCLE_LIMIT", "KINDS"]
 
@@ -96,7 +96,6 @@ def _chain(acc, spec):
 def _mutate(acc, descs, spec):
     """Make one field of descriptor ``spec['at']`` invalid; returns the
     descriptors, the index and the expected code."""
-    from ..hw.isa import unpack_descriptor
     i = spec["at"] % len(descs)
     d = unpack_descriptor(descs[i][0])
     op, W, R, L = d["opcode"], acc.max_width, acc.max_rows, acc.lanes

@@ -10,8 +10,10 @@ maximum K, all -1 / +1 weights, the smallest and largest scales, every x0
 edge, m = 0 and 2^m_bits - 1, e = 1 and E_MAX, extreme biases), with random
 idle gaps and backpressure drawn per batch (none, light, heavy).
 """
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -348,8 +350,6 @@ def run_unit(name, *, vectors, seconds=None, seed=1, broken=False, fail_dir=None
                      "got": {k: np.asarray(v[i]).tolist() for k, v in res.out.items()}
                      if i is not None and i < len(res.out["last"]) else None}
             if fail_dir:
-                import json
-                from pathlib import Path
                 Path(fail_dir).mkdir(parents=True, exist_ok=True)
                 path = Path(fail_dir) / f"{name}-mismatch.json"
                 path.write_text(json.dumps(first, indent=1))

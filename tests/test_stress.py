@@ -102,3 +102,39 @@ def test_cli_rejects_bad_options(capsys):
     assert main(["stress", "--only", "units", "--unit", "nope"]) == 2
     assert "unknown unit 'nope'" in capsys.readouterr().err
     assert main(["stress", "--only", "units", "--vectors", "-1"]) == 2
+
+
+class _LengthFlipDevice:
+    """Answers every request with an OK reply; the first reply's length
+    field is damaged (claims 1,000 bytes), as a reply bit flip can do."""
+    byte_time = 0.0
+
+    def __init__(self):
+        self.replies, self.first = [], True
+
+    def open(self):
+        return self
+
+    def write(self, frame):
+        from trilut.hw.link import REPLY
+        from trilut.host.protocol import encode
+        reply = bytearray(encode(frame[1] | REPLY, frame[2], b"\x00"))
+        if self.first:
+            reply[3:5] = (1000).to_bytes(2, "little")
+            self.first = False
+        self.replies.append(bytes(reply))
+
+    def read(self, timeout):
+        return self.replies.pop(0) if self.replies else b""
+
+
+def test_damaged_reply_length_does_not_stall_the_link():
+    """Found by the link campaign: a reply whose length field was damaged
+    made the host parser wait for bytes that never came and swallow every
+    later reply, so all retries timed out (the host gave up, and the soft
+    reset after it failed the same way). The parser now drops a partial
+    frame when a reply times out."""
+    from trilut.host.protocol import Link
+    link = Link(_LengthFlipDevice(), ([4], [4]), timeout=0.05, retries=2)
+    link.reg_write(0x10, [1])
+    assert link.stats["retries"] == 1 and link.stats["timeouts"] == 1

@@ -15,7 +15,6 @@ minute instead of thousands through per-cycle Python.
   by the Verilog and the harness source) and runs one batch.
 """
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 from amaranth.back import verilog as _verilog
-from amaranth.hdl import Cat, Module, Shape, Signal
+from amaranth.hdl import Module, Shape
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
