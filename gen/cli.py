@@ -11,6 +11,7 @@
     trilut generate --prompt TEXT    text from the built-in ternary LM (golden decoder)
     trilut build --board ulx3s-85f   board bitstream (ULX3S) or RTL package (KV260)
     trilut report DIR ... --out OUT  per-unit utilization, Fmax, critical path; --sweep
+    trilut stress --json PATH        reliability campaign (units vs golden, fuzzing, link faults)
 """
 import argparse
 import sys
@@ -18,6 +19,7 @@ import sys
 from ..sim.runner import SimFailure
 from .demo import DemoFailure
 from .llm import add_llm_parsers
+from .stress import add_stress_parser
 from .hflayer import ACCEL_UNITS, DEFAULT_UNIT, LayerMismatch, cmd_hf_layer
 from .sweep import (DEFAULT_CACHE, SweepFailure, cache_from_args, progress_printer, synth_unit,
                     write_json)
@@ -220,12 +222,13 @@ def main(argv=None):
     p.set_defaults(func=cmd_hf_layer)
 
     add_llm_parsers(sub)     # hf-generate, generate
+    add_stress_parser(sub)
 
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, TypeError, FileNotFoundError, SynthError, SweepFailure, SimFailure,
             DemoFailure, LayerMismatch) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -88,6 +88,13 @@ class FrameParser:
             del self._buf[:end]
         return frames
 
+    def flush(self):
+        """Drop a partial frame (counted in :attr:`discarded`): after a
+        damaged length field the parser would otherwise wait for up to
+        MAX_PAYLOAD bytes that never come, swallowing the replies meanwhile."""
+        self.discarded += len(self._buf)
+        self._buf.clear()
+
 
 class Link:
     """Stop-and-wait requests over ``device``.
@@ -158,6 +165,8 @@ class Link:
             outcome = self._await_reply(name, ftype, seq, deadline, reply_len)
             if isinstance(outcome, bytes):
                 return outcome
+            if outcome.startswith("timeout"):
+                self._parser.flush()
             history.append(outcome)
         raise LinkError(f"{name} (seq {seq}, {len(payload)} payload bytes): no valid "
                         f"reply after {self.retries + 1} attempts ({'; '.join(history)})")

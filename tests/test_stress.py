@@ -1,0 +1,140 @@
+# amaranth: UnusedElaboratable=no
+"""``trilut stress`` in short: each part on a small budget, and each part's
+wrong model (a perturbed golden, an injector whose faults go unnoticed) shown
+to fail. The full campaign is ``trilut stress --full`` (docs/reliability.md)."""
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from trilut.gen import stress
+from trilut.gen.stress_programs import run_programs, run_resets
+from trilut.gen.stress_units import UNIT_CASES, run_unit
+from trilut.host.faults import FaultyDevice
+from trilut.hw.requant import Requantizer
+from trilut.sim.stress import FlatWrap, pack, unpack
+
+
+def test_pack_unpack_round_trip():
+    layout = data.StructLayout({"a": data.ArrayLayout(signed(13), 7), "b": unsigned(40),
+                                "c": signed(3), "last": 1})
+    rng = np.random.default_rng(0)
+    vals = {"a": rng.integers(-4096, 4096, size=(50, 7)), "b": rng.integers(0, 1 << 40, 50),
+            "c": rng.integers(-4, 4, 50), "last": rng.integers(0, 2, 50)}
+    words = pack(layout, vals, 50)
+    assert words.shape == (50, 5)      # 135 bits
+    # the same bits as the layout's own packing
+    one = layout.const({"a": vals["a"][3].tolist(), "b": int(vals["b"][3]),
+                        "c": int(vals["c"][3]), "last": int(vals["last"][3])}).as_value().value
+    assert sum(int(w) << (32 * i) for i, w in enumerate(words[3])) == one
+    back = unpack(layout, words)
+    for k, v in vals.items():
+        assert np.array_equal(back[k], v)
+    with pytest.raises(ValueError, match="field c"):
+        pack(layout, dict(vals, c=np.full(50, 4)), 50)
+
+
+def test_flatwrap_rejects_bad_streams():
+    with pytest.raises(ValueError, match="no stream 'nope'"):
+        FlatWrap(Requantizer(channels=1), ["nope"])
+
+
+def test_units_short_and_wrong_model(tmp_path):
+    row = run_unit("requant", vectors=20_000, seed=3, fail_dir=tmp_path, hold=100_000)
+    assert row["vectors"] >= 20_000 and row["mismatches"] == 0, row
+    assert row["vectors_per_s"] > 0
+    bad = run_unit("requant", vectors=5_000, seed=3, broken=True, fail_dir=tmp_path)
+    assert bad["mismatches"] >= 1
+    first = bad["first_mismatch"]
+    assert first["vector"].startswith("acc ") and (tmp_path / "requant-mismatch.json").exists()
+
+
+def test_every_unit_is_registered():
+    assert set(UNIT_CASES) >= {"tlmm", "direct", "int8mm", "requant", "residual", "shiftmax",
+                               "shiftgelu-ivit", "shiftgelu-accurate", "layernorm", "dynquant"}
+
+
+def test_programs_short_and_wrong_model():
+    rep = run_programs(12, seed=5)
+    assert rep["run"] == 12 and rep["hangs"] == 0 and rep["wrong"] == 0, rep
+    assert sum(rep["outcomes"].values()) == 12
+    bad = run_programs(6, seed=5, broken=True)
+    assert bad["wrong"] >= 1, bad
+
+
+def test_resets_short_and_wrong_model():
+    rep = run_resets(4, seed=2)
+    assert rep["trials"] == 4 and rep["failures"] == 0, rep
+    assert all(v == 1 for v in rep["per_pass"].values())
+    assert run_resets(1, seed=2, broken=True)["failures"] == 1
+
+
+def test_block_short_and_wrong_model():
+    row = stress.run_block(1)
+    assert row["vectors"] == 1024 and row["mismatches"] == 0, row
+    bad = stress.run_block(1, broken=True)
+    assert bad["mismatches"] == 1 and bad["first_mismatch"]["image"] == 0
+
+
+def test_link_faults_and_undetecting_injector():
+    rep = stress.run_link(1, rate=2e-3, seed=4)
+    assert rep["faults_injected"] > 0 and rep["undetected"] == 0, rep
+    assert rep["wrong_answers"] == 0 and rep["throughput_cost"]["cycles_ratio"] > 1
+    blind = stress.run_link(1, rate=2e-3, seed=4, detect=False, baseline=False)
+    assert blind["undetected"] == blind["faults_injected"] > 0
+
+
+def test_pin_level_uart_link_faults():
+    rep = stress.run_link_uart(2, rate=3e-3, seed=2)
+    assert rep["faults_injected"] > 0 and rep["undetected"] == 0, rep
+    assert rep["wrong_answers"] == 0 and rep["runs_given_up"] == 0
+
+
+def test_faulty_device_checks_arguments():
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        FaultyDevice(None, kinds=["gremlins"])
+    with pytest.raises(ValueError, match="rate"):
+        FaultyDevice(None, rate=1.5)
+
+
+def test_cli_rejects_bad_options(capsys):
+    from trilut.gen.cli import main
+    assert main(["stress", "--only", "units", "--unit", "nope"]) == 2
+    assert "unknown unit 'nope'" in capsys.readouterr().err
+    assert main(["stress", "--only", "units", "--vectors", "-1"]) == 2
+
+
+class _LengthFlipDevice:
+    """Answers every request with an OK reply; the first reply's length
+    field is damaged (claims 1,000 bytes), as a reply bit flip can do."""
+    byte_time = 0.0
+
+    def __init__(self):
+        self.replies, self.first = [], True
+
+    def open(self):
+        return self
+
+    def write(self, frame):
+        from trilut.hw.link import REPLY
+        from trilut.host.protocol import encode
+        reply = bytearray(encode(frame[1] | REPLY, frame[2], b"\x00"))
+        if self.first:
+            reply[3:5] = (1000).to_bytes(2, "little")
+            self.first = False
+        self.replies.append(bytes(reply))
+
+    def read(self, timeout):
+        return self.replies.pop(0) if self.replies else b""
+
+
+def test_damaged_reply_length_does_not_stall_the_link():
+    """Found by the link campaign: a reply whose length field was damaged
+    made the host parser wait for bytes that never came and swallow every
+    later reply, so all retries timed out (the host gave up, and the soft
+    reset after it failed the same way). The parser now drops a partial
+    frame when a reply times out."""
+    from trilut.host.protocol import Link
+    link = Link(_LengthFlipDevice(), ([4], [4]), timeout=0.05, retries=2)
+    link.reg_write(0x10, [1])
+    assert link.stats["retries"] == 1 and link.stats["timeouts"] == 1
