@@ -1,0 +1,469 @@
+"""cocotb testbench for the AXI4 read and write masters (hw/axi_read.py,
+hw/axi_write.py) against cocotbext-axi's AXI4 slave model.
+
+The DUT (:class:`AxiPair`) puts both masters on one AXI4 port ``m_axi``;
+:class:`TbMemory` answers it with cocotbext-axi's ``AxiSlave`` (the model
+``AxiRam`` is built on) over a bytearray, with random pauses on all five
+channels, a pipelined response latency, and regions that answer SLVERR or
+DECERR. Read words are compared byte for byte with the memory, written bytes
+are read back from it, and every byte outside the commands is checked
+untouched.
+
+The configuration arrives as JSON in ``TRILUT_TB``: ``params`` (the masters'
+parameters), ``seed``, ``break`` (the reference data off by one in one
+byte, so that the suite shows this testbench fails when the model is wrong)
+and, for the ``throughput`` test, ``bench`` (``{"beats", "latency"}``); what
+was measured goes to the JSON file ``TRILUT_TB_REPORT``.
+"""
+import json
+import os
+import random
+from collections import deque
+
+import cocotb
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from cocotb.triggers import ReadOnly, RisingEdge
+from cocotbext.axi import AxiBus, AxiResp, AxiSlave
+
+from trilut.hw.axi import command_layout, read_signature, write_signature
+from trilut.hw.axi_read import AxiReadMaster
+from trilut.hw.axi_write import AxiWriteMaster
+from trilut.hw.isa import ErrorCode
+from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, reset, start_clock,
+                                unpack)
+
+CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
+REPORT = os.environ.get("TRILUT_TB_REPORT")
+MEM_BYTES = 1 << 16
+
+
+class AxiPair(wiring.Component):
+    """The DUT: a read and a write master sharing one AXI4 port ``m_axi``.
+    Streams ``rd_cmd``, ``rd_data``, ``wr_cmd``, ``wr_data``; ``rd_code`` /
+    ``wr_code`` and ``rd_busy`` / ``wr_busy`` are the masters' outputs."""
+
+    def __init__(self, **params):
+        write_params = {k: v for k, v in params.items() if k != "buffer_beats"}
+        self.rd, self.wr = AxiReadMaster(**params), AxiWriteMaster(**write_params)
+        axi = {**read_signature(self.rd.addr_bits, self.rd.data_bits, self.rd.id_bits).members,
+               **write_signature(self.rd.addr_bits, self.rd.data_bits, self.rd.id_bits).members}
+        members = {"m_axi": Out(wiring.Signature(dict(axi)))}
+        for name, master in (("rd", self.rd), ("wr", self.wr)):
+            for port in ("cmd", "data", "code", "busy"):
+                members[f"{name}_{port}"] = master.signature.members[port]
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rd, m.submodules.wr = self.rd, self.wr
+        for name, master in (("rd", self.rd), ("wr", self.wr)):
+            for port in ("cmd", "data"):
+                outer = getattr(self, f"{name}_{port}")
+                inner = getattr(master, port)
+                if master.signature.members[port].flow == Out:
+                    wiring.connect(m, inner, wiring.flipped(outer))
+                else:
+                    wiring.connect(m, wiring.flipped(outer), inner)
+            m.d.comb += [getattr(self, f"{name}_code").eq(master.code),
+                         getattr(self, f"{name}_busy").eq(master.busy)]
+            for sig_name, member in master.signature.members["m_axi"].signature.members.items():
+                mine, theirs = getattr(self.m_axi, sig_name), getattr(master.m_axi, sig_name)
+                m.d.comb += (mine.eq(theirs) if member.flow == Out else theirs.eq(mine))
+        return m
+
+
+def build(params):
+    return AxiPair(**params)
+
+
+class TbMemory:
+    """cocotbext-axi's AXI4 slave over a bytearray of ``size`` bytes.
+
+    ``latency``: cycles from an AR handshake until the slave starts on that
+    burst (pipelined: later bursts overlap). ``regions``: ``[(lo, hi, resp)]``
+    byte ranges that answer ``resp`` (SLVERR or DECERR) on reads and writes."""
+
+    def __init__(self, dut, size, *, latency=0, regions=()):
+        self.dut, self.mem, self.latency = dut, bytearray(size), latency
+        self.regions = list(regions)
+        self.slave = AxiSlave(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, target=self)
+        self.failed = {"read": AxiResp.OKAY, "write": AxiResp.OKAY}
+        rd, wr = self.slave.read_if, self.slave.write_if
+        self.channels = {"ar": rd.ar_channel, "r": rd.r_channel, "aw": wr.aw_channel,
+                         "w": wr.w_channel, "b": wr.b_channel}
+        self._remap(rd.r_channel, "rresp", "read")
+        self._remap(wr.b_channel, "bresp", "write")
+        self.cycle, self.ar_times = 0, deque()
+        cocotb.start_soon(self._count())
+        if latency:
+            self._delay(rd.ar_channel)
+
+    def _region(self, address, length):
+        for lo, hi, resp in self.regions:
+            if address < hi and lo < address + length:
+                return resp
+        return AxiResp.OKAY
+
+    async def read(self, address, length):
+        self.failed["read"] = self._region(address, length)
+        if self.failed["read"] != AxiResp.OKAY or address + length > len(self.mem):
+            raise IndexError(f"read at {address:#x}")
+        return bytes(self.mem[address:address + length])
+
+    async def write(self, address, data):
+        resp = self._region(address, len(data))
+        if resp != AxiResp.OKAY or address + len(data) > len(self.mem):
+            self.failed["write"] = resp
+            raise IndexError(f"write at {address:#x}")
+        self.mem[address:address + len(data)] = data
+
+    def _remap(self, channel, field, kind):
+        """The slave answers SLVERR when ``read``/``write`` raises; turn it
+        into the failing region's response (DECERR where that is the one)."""
+        send = channel.send
+
+        async def send_remapped(tr):
+            if getattr(tr, field) == AxiResp.SLVERR and self.failed[kind] != AxiResp.OKAY:
+                setattr(tr, field, self.failed[kind])
+            self.failed[kind] = AxiResp.OKAY
+            await send(tr)
+        channel.send = send_remapped
+
+    async def _count(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk)
+            self.cycle += 1
+            if dut.m_axi__arvalid.value == 1 and dut.m_axi__arready.value == 1:
+                self.ar_times.append(self.cycle)
+
+    def _delay(self, channel):
+        recv = channel.recv
+
+        async def recv_delayed():
+            tr = await recv()
+            await ReadOnly()
+            due = self.ar_times.popleft() + self.latency
+            while self.cycle < due:
+                await RisingEdge(self.dut.clk)
+            return tr
+        channel.recv = recv_delayed
+
+    def pause(self, rng, channels="ar r aw w b", p=0.3):
+        for name in channels.split():
+            self.channels[name].set_pause_generator(_random_bits(rng, p))
+
+    def stop(self, name):
+        """Channel ``name`` never moves again (a memory that does not answer)."""
+        self.channels[name].set_pause_generator(_random_bits(random.Random(0), 1.0))
+
+
+def _random_bits(rng, p):
+    while True:
+        yield int(rng.random() < p)
+
+
+def _record(**kw):
+    if REPORT:
+        with open(REPORT, "w") as f:
+            json.dump(kw, f)
+
+
+class AxiBench:
+    """Owns clock, reset, the memory, the two command sources, the write data
+    source and the read data sink (random idle gaps and backpressure)."""
+
+    def __init__(self, dut, *, latency=0, regions=(), pause=0.3, idle=0.3, stall=0.3):
+        self.dut, self.params = dut, CONFIG["params"]
+        self.nb = self.params["data_bits"] // 8
+        self.rng = random.Random(CONFIG.get("seed", 1))
+        self.mem = TbMemory(dut, MEM_BYTES, latency=latency, regions=regions)
+        self.mem.mem[:] = self.rng.randbytes(MEM_BYTES)
+        if pause:
+            self.mem.pause(self.rng, p=pause)
+        pair = build(self.params)
+        self.rd_cmd, self.wr_cmd = (StreamSource(dut, n, dut.clk, payload_layout(pair, n),
+                                                 rng=self.rng, idle=idle)
+                                    for n in ("rd_cmd", "wr_cmd"))
+        self.wr_data = StreamSource(dut, "wr_data", dut.clk, payload_layout(pair, "wr_data"),
+                                    rng=self.rng, idle=idle)
+        self.rd_data = StreamSink(dut, "rd_data", dut.clk, payload_layout(pair, "rd_data"),
+                                  rng=self.rng, stall=stall)
+        start_clock(dut)
+
+    async def reset(self):
+        await reset(self.dut)
+
+    def commands(self, count, max_beats):
+        """(addr, beats): lengths 1, 255, 256, 257 and ``count`` random ones up
+        to ``max_beats``, in random order, each starting anywhere on a page or
+        a few beats before its end (4 KB crossings)."""
+        lengths = [1, 255, 256, 257] + [self.rng.randint(1, max_beats) for _ in range(count)]
+        self.rng.shuffle(lengths)
+        out = []
+        for n in lengths:
+            span = n * self.nb
+            page = self.rng.randrange((MEM_BYTES - span) // 4096)
+            offset = self.rng.choice([self.rng.randrange(4096 // self.nb) * self.nb,
+                                      4096 - self.nb * self.rng.randint(1, 4)])
+            out.append((min(page * 4096 + offset, MEM_BYTES - span) // self.nb * self.nb, n))
+        return out
+
+    def words(self, addr, beats, mem=None):
+        """The words ``beats`` words from ``addr`` hold, as ints (the reference)."""
+        mem = self.mem.mem if mem is None else mem
+        return [int.from_bytes(mem[a:a + self.nb], "little")
+                for a in range(addr, addr + beats * self.nb, self.nb)]
+
+    def expected_reads(self, cmds):
+        want = [(w, int(i == n - 1)) for a, n in cmds for i, w in enumerate(self.words(a, n))]
+        if CONFIG.get("break"):     # wrong on purpose: one byte off by one
+            want[len(want) // 2] = (want[len(want) // 2][0] ^ 1, want[len(want) // 2][1])
+        return want
+
+    async def read(self, cmds):
+        """Read ``cmds`` and compare every word and every ``last``."""
+        cocotb.start_soon(self.rd_cmd.send([{"addr": a, "beats": n} for a, n in cmds]))
+        beats = await self.rd_data.receive(sum(n for _, n in cmds))
+        got = [(int(b.data), int(b.last)) for b in beats]
+        _compare(got, self.expected_reads(cmds))
+        assert int(self.dut.rd_code.value) == 0, f"read error {ErrorCode(int(self.dut.rd_code.value))!r}"
+
+    async def write(self, cmds):
+        """Write random words for ``cmds``; the whole memory must then equal
+        the reference (written bytes, and every other byte untouched)."""
+        ref = bytearray(self.mem.mem)
+        beats = []
+        for a, n in cmds:
+            payload = self.rng.randbytes(n * self.nb)
+            ref[a:a + len(payload)] = payload
+            beats += self.words(0, n, payload)
+        if CONFIG.get("break"):
+            ref[cmds[0][0]] ^= 1
+        cocotb.start_soon(self.wr_cmd.send([{"addr": a, "beats": n} for a, n in cmds]))
+        await self.wr_data.send([{"data": w} for w in beats])
+        await self.wait_for(lambda: not int(self.dut.wr_busy.value), "write responses")
+        assert int(self.dut.wr_code.value) == 0, f"write error {ErrorCode(int(self.dut.wr_code.value))!r}"
+        bad = [i for i in range(MEM_BYTES) if self.mem.mem[i] != ref[i]]
+        assert not bad, (f"{len(bad)} memory byte mismatches; first at {bad[0]:#x}: "
+                         f"memory {self.mem.mem[bad[0]]:#04x}, reference {ref[bad[0]]:#04x}")
+
+    async def wait_for(self, cond, what, limit=20_000):
+        for _ in range(limit):
+            if cond():
+                return self.mem.cycle
+            await RisingEdge(self.dut.clk)
+        raise AssertionError(f"{what}: not within {limit} cycles")
+
+    async def collect(self, beats, cycles):
+        """Take ``rd_data`` words (random backpressure) for ``cycles`` cycles."""
+        dut = self.dut
+        for _ in range(cycles):
+            ready = int(self.rng.random() >= 0.3)
+            dut.rd_data__ready.value = ready
+            await RisingEdge(dut.clk)
+            if ready and dut.rd_data__valid.value:
+                b = unpack(self.rd_data.layout, dut.rd_data__payload.value.to_unsigned())
+                beats.append((int(b.data), int(b.last)))
+        dut.rd_data__ready.value = 0
+
+    def watch_valid_rises(self, name):
+        """Count rising edges of ``m_axi__<name>valid`` (new bursts) from now on."""
+        sig, count = getattr(self.dut, f"m_axi__{name}valid"), [0]
+
+        async def watch():
+            prev = int(sig.value)
+            while True:
+                await RisingEdge(self.dut.clk)
+                now = int(sig.value)
+                count[0] += now and not prev
+                prev = now
+        cocotb.start_soon(watch())
+        return count
+
+
+def _compare(got, want):
+    bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+    assert len(got) == len(want), f"{len(got)} words read, {len(want)} expected"
+    assert not bad, (f"{len(bad)} word mismatches; first at word {bad[0]}: hardware "
+                     f"{got[bad[0]][0]:#x} last={got[bad[0]][1]}, memory {want[bad[0]][0]:#x} "
+                     f"last={want[bad[0]][1]}")
+
+
+@cocotb.test()
+async def random_reads(dut):
+    """Random commands (1..600 beats, 4 KB crossings) with pauses on AR and R
+    and backpressure on rd_data; every word and every last compared."""
+    tb = AxiBench(dut)
+    await tb.reset()
+    cmds = tb.commands(6, 600)
+    await tb.read(cmds)
+    await tb.read(tb.commands(2, 8))         # short ones back to back
+    _record(read_words=sum(n for _, n in cmds))
+
+
+@cocotb.test()
+async def random_writes(dut):
+    """Random commands with pauses on AW, W and B and idle gaps on wr_data;
+    the memory is then compared byte for byte with the reference."""
+    tb = AxiBench(dut)
+    await tb.reset()
+    await tb.write(tb.commands(6, 600))
+    await tb.write(tb.commands(2, 8))
+
+
+@cocotb.test()
+async def write_then_read(dut):
+    """Both masters at once on one port: write a block, read it back."""
+    tb = AxiBench(dut)
+    await tb.reset()
+    cmds = tb.commands(2, 300)
+    await tb.write(cmds)
+    await tb.read(cmds)
+
+
+@cocotb.test()
+async def bad_commands(dut):
+    """Zero beats or an unaligned address: MEM_COMMAND, and the master stops."""
+    tb = AxiBench(dut)
+    for port in ("rd", "wr"):
+        for addr, beats in ((0, 0), (tb.nb // 2, 4)):
+            await tb.reset()
+            source = tb.rd_cmd if port == "rd" else tb.wr_cmd
+            await source.send([{"addr": addr, "beats": beats}])
+            code = getattr(dut, f"{port}_code")
+            await tb.wait_for(lambda: int(code.value) != 0, "MEM_COMMAND", 10)
+            assert int(code.value) == ErrorCode.MEM_COMMAND, repr(ErrorCode(int(code.value)))
+            await RisingEdge(dut.clk)
+            assert int(getattr(dut, f"{port}_cmd__ready").value) == 0, "takes commands after error"
+            assert not int(getattr(dut, f"{port}_busy").value), "issued a burst for a bad command"
+
+
+async def _error_case(tb, port, resp):
+    """Commands A (fine), B (through an error region), C (after it): the
+    error code, a clean stop (bursts in flight drained, no new burst, no
+    command taken, nothing past the error delivered or written), then a
+    reset and the same commands without the region."""
+    dut, nb = tb.dut, tb.nb
+    region = (0x3000, 0x3000 + 4 * nb, resp)
+    tb.mem.regions[:] = [region]
+    await tb.reset()
+    cmds = [(0x1000, 64), (0x3000 - 40 * nb, 80), (0x8000, 100)]
+    code, busy = getattr(dut, f"{port}_code"), getattr(dut, f"{port}_busy")
+    want_code = ErrorCode.MEM_SLVERR if resp == AxiResp.SLVERR else ErrorCode.MEM_DECERR
+    ref = bytearray(tb.mem.mem)
+    new_words = [tb.rng.getrandbits(8 * nb) for _ in range(sum(n for _, n in cmds))]
+    source = tb.rd_cmd if port == "rd" else tb.wr_cmd
+    tasks = [cocotb.start_soon(source.send([{"addr": a, "beats": n} for a, n in cmds],
+                                           timeout=10**9))]
+    got = []
+    if port == "rd":
+        reader = cocotb.start_soon(tb.collect(got, 4000))
+    else:
+        tasks.append(cocotb.start_soon(tb.wr_data.send([{"data": w} for w in new_words],
+                                                       timeout=10**9)))
+    await tb.wait_for(lambda: int(code.value) != 0, "error code")
+    assert int(code.value) == want_code, f"{ErrorCode(int(code.value))!r}, want {want_code!r}"
+    rises = tb.watch_valid_rises("ar" if port == "rd" else "aw")
+    await tb.wait_for(lambda: not int(busy.value), "drain after the error", 3000)
+    if port == "rd":
+        await reader
+        assert len(got) <= cmds[0][1] + 40, f"{len(got)} words delivered past the error"
+        _compare(got, tb.expected_reads(cmds)[:len(got)])
+    else:
+        _check_partial_writes(tb, ref, cmds, new_words, region)
+    assert rises[0] == 0, f"{rises[0]} new bursts issued after the error"
+    assert int(getattr(dut, f"{port}_cmd__ready").value) == 0, "takes commands after error"
+    assert int(code.value) == want_code, "error code changed"
+    for task in tasks:
+        task.cancel()
+    for name in ("rd_cmd", "wr_cmd", "wr_data"):
+        getattr(dut, f"{name}__valid").value = 0
+    tb.mem.regions.clear()
+    await tb.reset()
+    assert int(code.value) == 0, "reset did not clear the error"
+    if port == "rd":
+        await tb.read(cmds)
+    else:
+        await tb.write(cmds)
+
+
+def _check_partial_writes(tb, ref, cmds, words, region):
+    """After a write error: the first command written in full, the region
+    untouched, every other byte of the commands either old or new, every byte
+    outside them untouched."""
+    new = bytearray(ref)
+    offset = 0
+    for a, n in cmds:
+        new[a:a + n * tb.nb] = b"".join(w.to_bytes(tb.nb, "little")
+                                        for w in words[offset:offset + n])
+        offset += n
+    first = range(cmds[0][0], cmds[0][0] + cmds[0][1] * tb.nb)
+    mem = tb.mem.mem
+    for i in range(MEM_BYTES):
+        allowed = ({new[i]} if i in first else {ref[i]} if region[0] <= i < region[1]
+                   else {ref[i], new[i]})
+        assert mem[i] in allowed, (f"memory byte {i:#x} = {mem[i]:#04x}, expected one of "
+                                   f"{sorted(allowed)}")
+
+
+@cocotb.test()
+async def error_responses(dut):
+    """SLVERR and DECERR regions, on reads and on writes."""
+    tb = AxiBench(dut)
+    for port in ("rd", "wr"):
+        for resp in (AxiResp.SLVERR, AxiResp.DECERR):
+            await _error_case(tb, port, resp)
+
+
+@cocotb.test()
+async def memory_never_answers(dut):
+    """A channel that never moves again (AR, R; AW, W, B): MEM_TIMEOUT after
+    ``timeout`` cycles without progress, nothing hangs, a reset recovers."""
+    tb = AxiBench(dut, pause=0)
+    timeout = CONFIG["params"]["timeout"]
+    for port, channel in (("rd", "ar"), ("rd", "r"), ("wr", "aw"), ("wr", "w"), ("wr", "b")):
+        await tb.reset()
+        tb.mem.stop(channel)
+        code = getattr(dut, f"{port}_code")
+        cmd = {"addr": 0x2000, "beats": 20}
+        if port == "rd":
+            await tb.rd_cmd.send([cmd])
+            task = None
+        else:
+            await tb.wr_cmd.send([cmd])
+            task = cocotb.start_soon(tb.wr_data.send([{"data": i} for i in range(20)],
+                                                     timeout=10**9))
+        start = tb.mem.cycle
+        end = await tb.wait_for(lambda: int(code.value) != 0, f"timeout on {channel}",
+                                timeout + 200)
+        assert int(code.value) == ErrorCode.MEM_TIMEOUT, repr(ErrorCode(int(code.value)))
+        assert end - start >= timeout, f"timed out after {end - start} < {timeout} cycles"
+        if task:
+            task.cancel()
+            dut.wr_data__valid.value = 0
+        tb.mem.channels[channel].set_pause_generator(None)
+        tb.mem.channels[channel].pause = False
+    await tb.reset()
+    await tb.read([(0x2000, 20)])
+
+
+@cocotb.test()
+async def throughput(dut):
+    """One long sequential read, no pauses, rd_data always ready, memory
+    latency ``bench.latency``: words delivered per cycle (recorded)."""
+    bench = CONFIG.get("bench", {"beats": 2048, "latency": 30})
+    tb = AxiBench(dut, latency=bench["latency"], pause=0, idle=0, stall=0)
+    await tb.reset()
+    beats = bench["beats"]
+    start = tb.mem.cycle
+    await tb.read([(0, beats)])
+    cycles = tb.mem.cycle - start
+    util = beats / cycles
+    dut._log.info(f"{beats} words in {cycles} cycles: {util:.3f} words/cycle "
+                  f"(latency {bench['latency']}, outstanding {CONFIG['params']['outstanding']})")
+    _record(beats=beats, cycles=cycles, utilisation=util, latency=bench["latency"])
+    floor = CONFIG.get("min_utilisation")
+    assert floor is None or util >= floor, f"utilisation {util:.3f} < {floor}"
