@@ -3,6 +3,8 @@ used on the command line (``trilut synth --unit NAME``) to its component
 class and default parameters."""
 from dataclasses import dataclass, field
 
+from ..hw.axi_read import AxiReadMaster
+from ..hw.axi_write import AxiWriteMaster
 from ..hw.dynquant import DynQuant, RowScaleRequantizer
 from ..hw.int8mm import Int8Engine
 from ..hw.layernorm import LayerNorm
@@ -74,6 +76,11 @@ UNITS = {
                        mapper="abc"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
+    # The KV260's HP port width (128 bits), 4 bursts of 256 beats in flight.
+    "axi_read": Unit(AxiReadMaster, dict(data_bits=128, outstanding=4),
+                     "AXI4 read master: INCR bursts within 4 KB, credit-bounded buffer"),
+    "axi_write": Unit(AxiWriteMaster, dict(data_bits=128, outstanding=4),
+                      "AXI4 write master: AW/W/B, INCR bursts within 4 KB"),
 }
 
 
