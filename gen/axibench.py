@@ -6,8 +6,10 @@ command of ``beats`` words from address 0, against cocotbext-axi's AXI4 slave
 with a pipelined response latency (cycles from the AR handshake to the
 slave starting that burst), no pauses, ``data`` always ready. Every word is
 checked against the memory; utilisation is words delivered per cycle from the
-command to the last word (1.0 is the port's peak: one full-width beat per
-cycle). Run::
+command's handshake to the last word's (1.0 is the port's peak: one
+full-width beat per cycle). ``first_word``: cycles from the command to the
+first word, ``memory_latency`` the part of them from the AR handshake to the
+first R handshake. Run::
 
     python -m trilut.gen.axibench --json docs/bench/axi_master.json
 
@@ -24,7 +26,8 @@ from .synth import format_table
 
 __all__ = ["run_axi_bench"]
 
-COLUMNS = ["data_bits", "outstanding", "latency", "beats", "cycles", "utilisation"]
+COLUMNS = ["data_bits", "outstanding", "latency", "beats", "cycles", "utilisation",
+           "first_word", "memory_latency"]
 #: (data_bits, outstanding): 128 bits is the KV260's HP port.
 CONFIGS = [(128, 1), (128, 2), (128, 4), (64, 1), (64, 4)]
 LATENCIES = (20, 40)
@@ -47,7 +50,8 @@ def run_axi_bench(configs=CONFIGS, latencies=LATENCIES, beats=BEATS, progress=pr
             progress(f"  {r['utilisation']:.3f} words/cycle ({time.monotonic() - t0:.0f} s)")
             rows.append({"data_bits": data_bits, "outstanding": outstanding,
                          "latency": latency, "beats": r["beats"], "cycles": r["cycles"],
-                         "utilisation": round(r["utilisation"], 4)})
+                         "utilisation": round(r["utilisation"], 4),
+                         "first_word": r["first_word"], "memory_latency": r["memory_latency"]})
     return rows
 
 

@@ -25,7 +25,7 @@ from .isa import ErrorCode
 from .rowio import bits_for
 
 __all__ = ["Burst", "Resp", "PAGE_BYTES", "MAX_BURST", "CACHE", "read_signature",
-           "write_signature", "command_layout", "BurstPlanner", "MasterParams",
+           "write_signature", "command_layout", "BurstPlanner", "MasterParams", "burst_limit",
            "stall_timer", "resp_code"]
 
 #: An INCR burst never crosses a 4 KB boundary (AXI4 A3.4.1).
@@ -115,6 +115,12 @@ class MasterParams:
     timeout = property(lambda self: self._params["timeout"])
 
 
+def burst_limit(data_bits, max_burst):
+    """Longest burst in beats: ``max_burst``, or fewer when a 4 KB page holds
+    fewer beats (512-bit words: 64)."""
+    return min(max_burst, PAGE_BYTES * 8 // data_bits)
+
+
 def address_shift(data_bits):
     """log2 of the bytes per beat (AxSIZE)."""
     return bits_for(data_bits // 8)
@@ -142,15 +148,17 @@ class BurstPlanner(wiring.Component):
     """Splits commands into AXI4 INCR bursts.
 
     ``cmd`` (in, :func:`command_layout`): ``beats`` words from byte address
-    ``addr``. ``burst`` (out): ``{addr, len, last}``, the byte address and
-    AxLEN (beats - 1) of each burst, ``last`` on the command's final burst.
+    ``addr``. ``burst`` (out): ``{addr, len, beats, last}``, the byte address,
+    AxLEN and length (``beats = len + 1``, registered so that users need no
+    adder) of each burst, ``last`` on the command's final burst.
     Each burst is as long as it can be: the command's remaining beats, at most
     ``max_burst``, and never past a :data:`PAGE_BYTES` boundary (so a command
     starting on a page gives ``max_burst``-beat bursts).
 
     A command with ``beats == 0`` or an address that is not a multiple of the
-    beat size is dropped and sets ``error`` (sticky, cleared by reset).
-    ``halt`` high: ``cmd.ready`` stays low (the pending burst stays valid).
+    beat size is dropped and sets ``error`` (sticky, cleared by reset); from
+    then on, and while ``halt`` is high, ``cmd.ready`` stays low (a pending
+    burst stays valid).
 
     Latency: the first burst is valid 1 cycle after its command is accepted;
     then one burst per cycle while ``burst.ready`` is high; ``cmd.ready`` is
@@ -161,12 +169,12 @@ class BurstPlanner(wiring.Component):
     def __init__(self, *, addr_bits=32, data_bits=128, len_bits=20, max_burst=MAX_BURST):
         _check_params(addr_bits, data_bits, 1, len_bits, max_burst, 1, 2)
         self._addr_bits, self._data_bits, self._len_bits = addr_bits, data_bits, len_bits
-        page_beats = PAGE_BYTES * 8 // data_bits
-        self._max_len = min(max_burst, page_beats)
+        self._max_len = burst_limit(data_bits, max_burst)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(addr_bits, len_bits))),
             "burst": Out(stream.Signature(data.StructLayout({
-                "addr": unsigned(addr_bits), "len": unsigned(8), "last": 1}))),
+                "addr": unsigned(addr_bits), "len": unsigned(8), "beats": unsigned(9),
+                "last": 1}))),
             "halt": In(1),
             "error": Out(1),
         })
@@ -184,7 +192,7 @@ class BurstPlanner(wiring.Component):
         left = Signal(self._len_bits)                   # beats still to plan
         busy = Signal()
         cmd, burst = self.cmd, self.burst
-        m.d.comb += cmd.ready.eq(~busy & ~self.halt)
+        m.d.comb += cmd.ready.eq(~busy & ~self.halt & ~self.error)
 
         with m.If(cmd.valid & cmd.ready):
             bad = (cmd.payload.beats == 0) | (cmd.payload.addr[:shift] != 0)
@@ -204,7 +212,8 @@ class BurstPlanner(wiring.Component):
         with m.If(busy & (~burst.valid | burst.ready)):
             last = left == length
             m.d.sync += [burst.valid.eq(1), burst.payload.addr.eq(addr << shift),
-                         burst.payload.len.eq(length - 1), burst.payload.last.eq(last),
+                         burst.payload.len.eq(length - 1), burst.payload.beats.eq(length),
+                         burst.payload.last.eq(last),
                          addr.eq(addr + length), left.eq(left - length)]
             with m.If(last):
                 m.d.sync += busy.eq(0)

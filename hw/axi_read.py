@@ -1,11 +1,11 @@
 """AXI4 (full) read master: weights and KV rows from external memory."""
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from .axi import (CACHE, MAX_BURST, Burst, BurstPlanner, MasterParams, address_shift,
-                  command_layout, read_signature, resp_code, stall_timer)
+                  burst_limit, command_layout, read_signature, resp_code, stall_timer)
 from .isa import ErrorCode
 
 __all__ = ["AxiReadMaster"]
@@ -56,9 +56,7 @@ class AxiReadMaster(MasterParams, wiring.Component):
         self._set_params(addr_bits=addr_bits, data_bits=data_bits, id_bits=id_bits,
                          len_bits=len_bits, max_burst=max_burst, outstanding=outstanding,
                          timeout=timeout)
-        self._planner = BurstPlanner(addr_bits=addr_bits, data_bits=data_bits,
-                                     len_bits=len_bits, max_burst=max_burst)
-        max_len = self._planner.max_len
+        max_len = burst_limit(data_bits, max_burst)
         if buffer_beats is None:
             buffer_beats = 2 * max_len
         check_int("buffer_beats", buffer_beats, max_len, 1 << 16)
@@ -80,7 +78,9 @@ class AxiReadMaster(MasterParams, wiring.Component):
         m = Module()
         p = self._params
         axi = self.m_axi
-        m.submodules.planner = planner = self._planner
+        m.submodules.planner = planner = BurstPlanner(
+            addr_bits=p["addr_bits"], data_bits=p["data_bits"], len_bits=p["len_bits"],
+            max_burst=p["max_burst"])
         wiring.connect(m, wiring.flipped(self.cmd), planner.cmd)
         burst = planner.burst
         # (len, last) of each burst in flight, oldest first
@@ -99,10 +99,12 @@ class AxiReadMaster(MasterParams, wiring.Component):
                      axi.arburst.eq(Burst.INCR), axi.arcache.eq(CACHE), axi.arprot.eq(0)]
         with m.If(axi.arready):
             m.d.sync += axi.arvalid.eq(0)
-        need = burst.payload.len + 1
+        # credits left if this burst is issued (negative: no room for it yet)
+        after = Signal(signed(len(credits) + 1))
         issue = Signal()
         m.d.comb += [
-            issue.eq(burst.valid & ~stopped & (~axi.arvalid | axi.arready) & (credits >= need)
+            after.eq(credits - burst.payload.beats),
+            issue.eq(burst.valid & ~stopped & (~axi.arvalid | axi.arready) & (after >= 0)
                      & (inflight != p["outstanding"])),
             burst.ready.eq(issue),
             info.w_en.eq(issue),
@@ -130,7 +132,7 @@ class AxiReadMaster(MasterParams, wiring.Component):
         out = self.data
         m.d.comb += [out.valid.eq(buf.r_rdy), out.payload.data.eq(buf.r_data[:-1]),
                      out.payload.last.eq(buf.r_data[-1]), buf.r_en.eq(out.ready)]
-        m.d.sync += [credits.eq(credits - Mux(issue, need, 0) + (out.valid & out.ready)),
+        m.d.sync += [credits.eq(Mux(issue, after, credits) + (out.valid & out.ready)),
                      inflight.eq(inflight + issue - end)]
 
         # Errors (first wins).

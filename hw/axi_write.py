@@ -44,7 +44,7 @@ class AxiWriteMaster(MasterParams, wiring.Component):
     was issued with beats of ``wstrb = 0`` (which write nothing), and takes
     their responses.
 
-    Latency: a command's address is on AW 2 cycles after the command is
+    Latency: a command's first address is on AW 3 cycles after the command is
     accepted; a word on W 1 cycle after ``data`` delivered it.
     Throughput: one word per cycle while ``data`` and the memory keep up.
     """
@@ -54,8 +54,6 @@ class AxiWriteMaster(MasterParams, wiring.Component):
         self._set_params(addr_bits=addr_bits, data_bits=data_bits, id_bits=id_bits,
                          len_bits=len_bits, max_burst=max_burst, outstanding=outstanding,
                          timeout=timeout)
-        self._planner = BurstPlanner(addr_bits=addr_bits, data_bits=data_bits,
-                                     len_bits=len_bits, max_burst=max_burst)
         super().__init__({
             "cmd": In(stream.Signature(command_layout(addr_bits, len_bits))),
             "data": In(stream.Signature(data.StructLayout({"data": unsigned(data_bits)}))),
@@ -67,7 +65,9 @@ class AxiWriteMaster(MasterParams, wiring.Component):
         m = Module()
         p = self._params
         axi = self.m_axi
-        m.submodules.planner = planner = self._planner
+        m.submodules.planner = planner = BurstPlanner(
+            addr_bits=p["addr_bits"], data_bits=p["data_bits"], len_bits=p["len_bits"],
+            max_burst=p["max_burst"])
         wiring.connect(m, wiring.flipped(self.cmd), planner.cmd)
         burst = planner.burst
         # AxLEN of each burst whose words are not all on W yet, oldest first

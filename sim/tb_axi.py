@@ -32,8 +32,8 @@ from trilut.hw.axi import command_layout, read_signature, write_signature
 from trilut.hw.axi_read import AxiReadMaster
 from trilut.hw.axi_write import AxiWriteMaster
 from trilut.hw.isa import ErrorCode
-from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, reset, start_clock,
-                                unpack)
+from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
+                                reset, start_clock, unpack)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 REPORT = os.environ.get("TRILUT_TB_REPORT")
@@ -97,6 +97,7 @@ class TbMemory:
         self._remap(rd.r_channel, "rresp", "read")
         self._remap(wr.b_channel, "bresp", "write")
         self.cycle, self.ar_times = 0, deque()
+        self.first = {}        # channel -> cycle of its first handshake ("ar", "r")
         cocotb.start_soon(self._count())
         if latency:
             self._delay(rd.ar_channel)
@@ -139,6 +140,9 @@ class TbMemory:
             self.cycle += 1
             if dut.m_axi__arvalid.value == 1 and dut.m_axi__arready.value == 1:
                 self.ar_times.append(self.cycle)
+                self.first.setdefault("ar", self.cycle)
+            if dut.m_axi__rvalid.value == 1 and dut.m_axi__rready.value == 1:
+                self.first.setdefault("r", self.cycle)
 
     def _delay(self, channel):
         recv = channel.recv
@@ -231,7 +235,7 @@ class AxiBench:
         beats = await self.rd_data.receive(sum(n for _, n in cmds))
         got = [(int(b.data), int(b.last)) for b in beats]
         _compare(got, self.expected_reads(cmds))
-        assert int(self.dut.rd_code.value) == 0, f"read error {ErrorCode(int(self.dut.rd_code.value))!r}"
+        assert int(self.dut.rd_code.value) == 0, f"read error {_code(self.dut.rd_code)!r}"
 
     async def write(self, cmds):
         """Write random words for ``cmds``; the whole memory must then equal
@@ -247,8 +251,8 @@ class AxiBench:
         cocotb.start_soon(self.wr_cmd.send([{"addr": a, "beats": n} for a, n in cmds]))
         await self.wr_data.send([{"data": w} for w in beats])
         await self.wait_for(lambda: not int(self.dut.wr_busy.value), "write responses")
-        assert int(self.dut.wr_code.value) == 0, f"write error {ErrorCode(int(self.dut.wr_code.value))!r}"
-        bad = [i for i in range(MEM_BYTES) if self.mem.mem[i] != ref[i]]
+        assert int(self.dut.wr_code.value) == 0, f"write error {_code(self.dut.wr_code)!r}"
+        bad = [i for i in range(len(ref)) if self.mem.mem[i] != ref[i]]
         assert not bad, (f"{len(bad)} memory byte mismatches; first at {bad[0]:#x}: "
                          f"memory {self.mem.mem[bad[0]]:#04x}, reference {ref[bad[0]]:#04x}")
 
@@ -284,6 +288,10 @@ class AxiBench:
                 prev = now
         cocotb.start_soon(watch())
         return count
+
+
+def _code(signal):
+    return ErrorCode(int(signal.value))
 
 
 def _compare(got, want):
@@ -337,7 +345,7 @@ async def bad_commands(dut):
             await source.send([{"addr": addr, "beats": beats}])
             code = getattr(dut, f"{port}_code")
             await tb.wait_for(lambda: int(code.value) != 0, "MEM_COMMAND", 10)
-            assert int(code.value) == ErrorCode.MEM_COMMAND, repr(ErrorCode(int(code.value)))
+            assert int(code.value) == ErrorCode.MEM_COMMAND, repr(_code(code))
             await RisingEdge(dut.clk)
             assert int(getattr(dut, f"{port}_cmd__ready").value) == 0, "takes commands after error"
             assert not int(getattr(dut, f"{port}_busy").value), "issued a burst for a bad command"
@@ -367,7 +375,7 @@ async def _error_case(tb, port, resp):
         tasks.append(cocotb.start_soon(tb.wr_data.send([{"data": w} for w in new_words],
                                                        timeout=10**9)))
     await tb.wait_for(lambda: int(code.value) != 0, "error code")
-    assert int(code.value) == want_code, f"{ErrorCode(int(code.value))!r}, want {want_code!r}"
+    assert int(code.value) == want_code, f"{_code(code)!r}, want {want_code!r}"
     rises = tb.watch_valid_rises("ar" if port == "rd" else "aw")
     await tb.wait_for(lambda: not int(busy.value), "drain after the error", 3000)
     if port == "rd":
@@ -441,7 +449,7 @@ async def memory_never_answers(dut):
         start = tb.mem.cycle
         end = await tb.wait_for(lambda: int(code.value) != 0, f"timeout on {channel}",
                                 timeout + 200)
-        assert int(code.value) == ErrorCode.MEM_TIMEOUT, repr(ErrorCode(int(code.value)))
+        assert int(code.value) == ErrorCode.MEM_TIMEOUT, repr(_code(code))
         assert end - start >= timeout, f"timed out after {end - start} < {timeout} cycles"
         if task:
             task.cancel()
@@ -461,13 +469,17 @@ async def throughput(dut):
     tb = AxiBench(dut, latency=bench["latency"], pause=0, idle=0, stall=0,
                   size=max(MEM_BYTES, beats * nb))
     await tb.reset()
-    start = tb.mem.cycle
+    times = record_handshakes(dut, ["rd_cmd", "rd_data"], 10)
     await tb.read([(0, beats)])
-    cycles = tb.mem.cycle - start
+    cycles = times["rd_data"][-1] - times["rd_cmd"][0]
     util = beats / cycles
+    # first word: from the command's handshake; the memory's share: AR to R handshakes
+    first, memory = times["rd_data"][0] - times["rd_cmd"][0], tb.mem.first["r"] - tb.mem.first["ar"]
     dut._log.info(f"{beats} words in {cycles} cycles: {util:.3f} words/cycle "
-                  f"(latency {bench['latency']}, outstanding {CONFIG['params']['outstanding']})")
-    _record(beats=beats, cycles=cycles, utilisation=util, latency=bench["latency"])
+                  f"(latency {bench['latency']}, outstanding {CONFIG['params']['outstanding']}); "
+                  f"first word after {first} cycles, {memory} of them in the memory")
+    _record(beats=beats, cycles=cycles, utilisation=util, latency=bench["latency"],
+            first_word=first, memory_latency=memory)
 
 
 def run(params, *, seed=1, testcase=None, report=None, bench=None):
