@@ -30,6 +30,10 @@ class AxiReadMaster(MasterParams, wiring.Component):
       :class:`~trilut.hw.isa.ErrorCode` (the first error wins).
     * ``busy``: bursts are in flight (issued and not fully returned).
 
+    Parameters: those of :class:`~trilut.hw.axi.MasterParams`, and
+    ``buffer_beats``, the words of output buffer (at least the longest burst;
+    default two of them).
+
     Flow control: ``rready`` is always high. A burst is issued only when the
     output buffer (``buffer_beats`` words, block RAM) has room for all of it
     beyond what earlier bursts will bring (a credit counter), and at most
@@ -44,8 +48,10 @@ class AxiReadMaster(MasterParams, wiring.Component):
     drains the bursts in flight and drops their words (from the failing beat
     on); words that arrived before the error are still delivered on ``data``.
 
-    Latency: the first word leaves ``data`` 4 cycles plus the memory's latency
-    (``arvalid`` to the first ``rvalid``) after its command is accepted.
+    Latency: the first word is on ``data`` 5 cycles plus the memory's latency
+    (AR handshake to the first R handshake) after its command is accepted
+    (``arvalid`` rises 3 cycles after it; an R beat is on ``data`` 2 cycles
+    after its handshake), measured by ``python -m trilut.gen.axibench``.
     Throughput: one word per cycle when the memory keeps up; commands are
     planned one burst per cycle, so back-to-back commands do not leave gaps
     when bursts overlap (``outstanding`` > 1 and ``buffer_beats`` >= two bursts).

@@ -28,6 +28,8 @@ class AxiWriteMaster(MasterParams, wiring.Component):
       the first error wins).
     * ``busy``: bursts are in flight (issued, their B not yet received).
 
+    Parameters: those of :class:`~trilut.hw.axi.MasterParams`.
+
     Flow control: a burst's address goes out as soon as it is planned (at most
     ``outstanding`` bursts between AW and B); its words follow on W, in burst
     order, as ``data`` delivers them (W may run ahead of AW's handshake, as

@@ -91,3 +91,11 @@ def test_parameters_are_properties():
 def test_error_codes_keep_the_sequencer_numbers():
     """The memory codes were added after the sequencer's, none renumbered."""
     assert ErrorCode.PC == 9 and ErrorCode.MEM_SLVERR == 10 and ErrorCode.MEM_COMMAND == 13
+
+
+def test_registered_units_are_the_kv260_port():
+    """gen/units.py's axi_read / axi_write: 128 bits (the HP port), 4 bursts."""
+    from trilut.gen.units import UNITS
+    for name in ("axi_read", "axi_write"):
+        master = UNITS[name].cls(**UNITS[name].defaults)
+        assert (master.data_bits, master.outstanding, master.max_burst) == (128, 4, 256)
