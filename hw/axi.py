@@ -155,8 +155,9 @@ class BurstPlanner(wiring.Component):
     ``max_burst``, and never past a :data:`PAGE_BYTES` boundary (so a command
     starting on a page gives ``max_burst``-beat bursts).
 
-    A command with ``beats == 0`` or an address that is not a multiple of the
-    beat size is dropped and sets ``error`` (sticky, cleared by reset); from
+    A command with ``beats == 0``, an address that is not a multiple of the
+    beat size, or words past the top of the address space is dropped and sets
+    ``error`` (sticky, cleared by reset); from
     then on, and while ``halt`` is high, ``cmd.ready`` stays low (a pending
     burst stays valid).
 
@@ -195,7 +196,8 @@ class BurstPlanner(wiring.Component):
         m.d.comb += cmd.ready.eq(~busy & ~self.halt & ~self.error)
 
         with m.If(cmd.valid & cmd.ready):
-            bad = (cmd.payload.beats == 0) | (cmd.payload.addr[:shift] != 0)
+            past_top = (cmd.payload.addr[shift:] + cmd.payload.beats) > (1 << len(addr))
+            bad = (cmd.payload.beats == 0) | (cmd.payload.addr[:shift] != 0) | past_top
             with m.If(bad):
                 m.d.sync += self.error.eq(1)
             with m.Else():

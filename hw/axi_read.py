@@ -42,8 +42,8 @@ class AxiReadMaster(MasterParams, wiring.Component):
 
     Errors: an RRESP of SLVERR or DECERR (``MEM_SLVERR`` / ``MEM_DECERR``), no
     progress on AR or R for ``timeout`` consecutive cycles while a read is
-    waited for (``MEM_TIMEOUT``), or a command of zero beats or an unaligned
-    address (``MEM_COMMAND``). Then the master issues nothing new (a pending
+    waited for (``MEM_TIMEOUT``), or a command of zero beats, an unaligned
+    address or words past the top of the address space (``MEM_COMMAND``). Then the master issues nothing new (a pending
     ``arvalid`` stays up until taken, as AXI requires), takes ``cmd`` no more,
     drains the bursts in flight and drops their words (from the failing beat
     on); words that arrived before the error are still delivered on ``data``.

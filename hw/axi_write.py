@@ -41,7 +41,8 @@ class AxiWriteMaster(MasterParams, wiring.Component):
     progress on AW, W or B for ``timeout`` consecutive cycles while the memory
     is waited for (an AW or W not taken, or a burst's B not received;
     ``data`` running dry is not the memory's fault and does not count), or a
-    bad command (``MEM_COMMAND``). Then the master issues no new burst, takes
+    bad command (zero beats, unaligned, or past the top of the address space:
+    ``MEM_COMMAND``). Then the master issues no new burst, takes
     neither ``cmd`` nor ``data`` any more, completes the bursts whose address
     was issued with beats of ``wstrb = 0`` (which write nothing), and takes
     their responses.

@@ -119,7 +119,8 @@ class ErrorCode(enum.IntEnum, shape=4):
     MEM_SLVERR = 10   #: a memory read or write answered SLVERR
     MEM_DECERR = 11   #: a memory read or write answered DECERR (no slave at the address)
     MEM_TIMEOUT = 12  #: the memory made no progress for the master's ``timeout`` cycles
-    MEM_COMMAND = 13  #: a memory command of zero beats or at an address not beat-aligned
+    MEM_COMMAND = 13  #: a memory command of zero beats, at an address not beat-aligned,
+                      #: or running past the top of the address space
 
 
 #: Bank number of the int16 residual bank (int8 banks are 0 .. banks - 1).

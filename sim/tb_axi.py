@@ -174,7 +174,7 @@ async def random_reads(dut):
     await tb.reset()
     cmds = tb.commands(6, 600)
     await tb.read(cmds)
-    await tb.read(tb.commands(2, 8))         # short ones back to back
+    await tb.read(tb.commands(2, 8))         # a second batch, back to back
     _record(read_words=sum(n for _, n in cmds))
 
 
@@ -200,10 +200,12 @@ async def write_then_read(dut):
 
 @cocotb.test()
 async def bad_commands(dut):
-    """Zero beats or an unaligned address: MEM_COMMAND, and the master stops."""
+    """Zero beats, an unaligned address, or words past the top of the address
+    space: MEM_COMMAND, and the master stops."""
     tb = AxiBench(dut)
+    top = 1 << CONFIG["params"].get("addr_bits", 32)
     for port in ("rd", "wr"):
-        for addr, beats in ((0, 0), (tb.nb // 2, 4)):
+        for addr, beats in ((0, 0), (tb.nb // 2, 4), (top - tb.nb, 2)):
             await tb.reset()
             source = tb.rd_cmd if port == "rd" else tb.wr_cmd
             await source.send([{"addr": addr, "beats": beats}])
