@@ -3,6 +3,8 @@ used on the command line (``trilut synth --unit NAME``) to its component
 class and default parameters."""
 from dataclasses import dataclass, field
 
+from ..hw.axi_read import AxiReadMaster
+from ..hw.axi_write import AxiWriteMaster
 from ..hw.dynquant import DynQuant, RowScaleRequantizer
 from ..hw.gatemul import GateMul
 from ..hw.int8mm import Int8Engine
@@ -85,6 +87,11 @@ UNITS = {
                  "RoPE (rotate_half, loaded int16 cos/sin table) + requantizer"),
     "gatemul": Unit(GateMul, dict(act="silu", max_len=688),
                     "gated MLP elementwise: SiLU (ShiftGELU accurate) or ReLU^2, * up, requant"),
+    # The KV260's HP port width (128 bits), 4 bursts of 256 beats in flight.
+    "axi_read": Unit(AxiReadMaster, dict(data_bits=128, outstanding=4),
+                     "AXI4 read master: INCR bursts within 4 KB, credit-bounded buffer"),
+    "axi_write": Unit(AxiWriteMaster, dict(data_bits=128, outstanding=4),
+                      "AXI4 write master: AW/W/B, INCR bursts within 4 KB"),
 }
 
 

@@ -114,6 +114,13 @@ class ErrorCode(enum.IntEnum, shape=4):
                       #: ATTN source and destination rows intersect in one bank
     UNIT = 8          #: a datapath unit raised its error flag
     PC = 9            #: program ran off the end of program memory without END
+    # External memory (the AXI4 masters, :mod:`trilut.hw.axi`); each stops the
+    # master that reports it until reset.
+    MEM_SLVERR = 10   #: a memory read or write answered SLVERR
+    MEM_DECERR = 11   #: a memory read or write answered DECERR (no slave at the address)
+    MEM_TIMEOUT = 12  #: the memory made no progress for the master's ``timeout`` cycles
+    MEM_COMMAND = 13  #: a memory command of zero beats, at an address not beat-aligned,
+                      #: or running past the top of the address space
 
 
 #: Bank number of the int16 residual bank (int8 banks are 0 .. banks - 1).
