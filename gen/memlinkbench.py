@@ -126,8 +126,8 @@ def main(argv=None):
     if args.kb < 1:
         ap.error("--kb must be >= 1")
     rec = measure(kb=args.kb, full=args.full)
-    units = {"bytes": "bytes", "cycles": "cycles", "_s": "s", "per_s": "bytes/s",
-             "hz": "Hz", "baud": "baud"}
+    units = {"per_s": "bytes/s", "bytes": "bytes", "cycles": "cycles", "_s": "s", "hz": "Hz",
+             "baud": "baud"}
     rows = [{"figure": k, "value": v,
              "unit": next((u for s, u in units.items() if k.endswith(s)), "")}
             for k, v in rec.items() if not isinstance(v, str)]
