@@ -23,7 +23,7 @@ from .top import Accelerator
 from .uart import UartRx, UartTx
 
 __all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS",
-           "QUIET_WAIT"]
+           "QUIET_WAIT", "MEMORY_PORTS", "SIM_INIT_WAIT"]
 
 #: ``leds`` bits of both tops, lowest first.
 LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")

@@ -264,3 +264,44 @@ def test_bridge_memory_path_with_gaps_and_backpressure():
 
 def test_bridge_memory_path_wrong_model_is_caught():
     assert _bridge_with_ideal_memory(_ops(random.Random(5)), 5, broken=True) > 500
+
+
+def test_bridge_without_memory_refuses_mem_requests():
+    """The default bridge (no memory) answers MEM_* as unknown types."""
+    import struct
+    from amaranth.sim import Simulator
+    from trilut.host.protocol import FrameParser, encode
+    from trilut.hw.bridge import Bridge
+    from trilut.hw.top import Accelerator
+
+    br = Bridge(Accelerator(**PARAMS))
+    assert br.memory is None and br.memory_bytes == 0
+    assert not any(name.startswith("mem_") for name in br.signature.members)
+    replies = []
+
+    async def bench(ctx):
+        ctx.set(br.s_axil.arready, 1)
+        ctx.set(br.s_axil.rvalid, 1)
+        ctx.set(br.tx.ready, 1)
+        parser = FrameParser()
+        for seq, (ftype, payload) in enumerate(((FrameType.MEM_WRITE, bytes(6)),
+                                                (FrameType.MEM_READ, struct.pack("<IH", 0, 2)))):
+            for b in encode(ftype, seq, payload):
+                ctx.set(br.rx.valid, 1)
+                ctx.set(br.rx.payload, b)
+                await ctx.tick().until(br.rx.ready)
+            ctx.set(br.rx.valid, 0)
+            for _ in range(200):
+                _, _, valid, byte = await ctx.tick().sample(br.tx.valid, br.tx.payload)
+                got = parser.feed(bytes([byte])) if valid else []
+                if got:
+                    replies.append((ftype, got[0]))
+                    break
+
+    sim = Simulator(br)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [(f.type, f.payload) for _, f in replies] == [
+        (t | link.REPLY, bytes([Status.BAD_TYPE])) for t in (FrameType.MEM_WRITE,
+                                                            FrameType.MEM_READ)]
