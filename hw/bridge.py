@@ -32,7 +32,7 @@ LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")
 QUIET_WAIT = 256
 #: The :class:`~trilut.hw.sdram.SDRAM` members a bridge with memory drives
 #: (as ``mem_<name>``, flipped).
-MEMORY_PORTS = ("read_cmd", "read_data", "write_cmd", "write_data", "init_done", "init_error")
+MEMORY_PORTS = ("read_cmd", "read_data", "write_cmd", "write_data", "init_error")
 #: Power-up wait of the ``--sim`` core's wrapper: LiteDRAM's SDRAM model
 #: needs none (a board's core keeps the 200 us default).
 SIM_INIT_WAIT = 64
@@ -84,8 +84,8 @@ class Bridge(wiring.Component):
 
     With ``memory`` (an :class:`~trilut.hw.sdram.SDRAM`, instantiated by
     the top) the bridge also has ``mem_read_cmd``, ``mem_read_data``,
-    ``mem_write_cmd``, ``mem_write_data``, ``mem_init_done`` and
-    ``mem_init_error`` (the SDRAM's members, flipped) and serves MEM_WRITE
+    ``mem_write_cmd``, ``mem_write_data`` and ``mem_init_error`` (the
+    SDRAM's members, flipped) and serves MEM_WRITE
     (one burst command, then 2 cycles per 16-bit word from the request
     buffer into the SDRAM's write buffer; the reply does not wait for the
     controller, whose ordering makes a later read see the data) and
@@ -693,7 +693,7 @@ class ByteAccelerator(wiring.Component):
             m.submodules.sdram = sdram = self._sdram
             for name in MEMORY_PORTS:
                 ours, theirs = getattr(bridge, f"mem_{name}"), getattr(sdram, name)
-                if isinstance(ours, Signal):          # init_done, init_error
+                if isinstance(ours, Signal):          # init_error
                     m.d.comb += ours.eq(theirs)
                 else:
                     wiring.connect(m, ours, theirs)

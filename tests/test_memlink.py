@@ -188,7 +188,6 @@ def _bridge_with_ideal_memory(ops, seed, *, broken=False):
     words, ref, bad = {}, {}, [0]
 
     async def bench(ctx):
-        ctx.set(br.mem_init_done, 1)
         ctx.set(br.s_axil.arready, 1)       # STATUS polls: answered at once (0)
         ctx.set(br.s_axil.rvalid, 1)
         parser = FrameParser()
