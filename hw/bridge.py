@@ -629,8 +629,8 @@ class Bridge(wiring.Component):
                 with m.State("MEM_RDATA"):     # take a word
                     m.d.comb += rdata.ready.eq(1)
                     with m.If(rdata.valid):
-                        m.d.sync += [mem_word.eq(rdata.payload.data), mem_last.eq(rdata.payload.last),
-                                     bidx.eq(0)]
+                        m.d.sync += [mem_word.eq(rdata.payload.data),
+                                     mem_last.eq(rdata.payload.last), bidx.eq(0)]
                         m.next = "MEM_RBYTES"
                 with m.State("MEM_RBYTES"):    # its bytes into the reply, low first
                     reply_byte(cnt, mem_word.word_select(bidx[:max(1, align)], 8))
