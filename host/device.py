@@ -38,6 +38,8 @@ class Device:
 
     byte_time = 0.0
     cycles = None
+    #: Bytes of external memory behind the bridge (MEM_WRITE / MEM_READ); 0: none.
+    memory_bytes = 0
 
     def open(self):
         return self
@@ -76,10 +78,13 @@ class SimDevice(Device):
     is the bridge's inter-byte timeout in cycles (default 4096, or 4 byte
     times if that is longer). ``clk_hz`` and ``baud`` (both or neither):
     throttle the link to a board's UART, :attr:`cycles_per_byte` =
-    ``10 * clk_hz / baud`` cycles per byte each way. The executable is built
+    ``10 * clk_hz / baud`` cycles per byte each way. ``sdram``: put the
+    ULX3S SDRAM (LiteDRAM's controller and SDRAM model, 32 MB) behind the
+    bridge (see :class:`~trilut.hw.bridge.ByteAccelerator`); then
+    :attr:`memory_bytes` says its size. The executable is built
     on first use and cached (:func:`trilut.sim.harness.build_harness`)."""
 
-    def __init__(self, accel=None, *, timeout=None, clk_hz=None, baud=None):
+    def __init__(self, accel=None, *, timeout=None, clk_hz=None, baud=None, sdram=False):
         from ..hw.bridge import ByteAccelerator
         from ..golden.checks import check_int
         if (clk_hz is None) != (baud is None):
@@ -91,8 +96,9 @@ class SimDevice(Device):
         self.cycles_per_byte = 1.0 if baud is None else 10 * clk_hz / baud
         if timeout is None:
             timeout = max(4096, 1 << (4 * int(self.cycles_per_byte)).bit_length())
-        self.top = ByteAccelerator(timeout=timeout, **_accel_params(accel))
+        self.top = ByteAccelerator(timeout=timeout, sdram=sdram, **_accel_params(accel))
         self.accel = self.top.accel
+        self.memory_bytes = self.top.bridge.memory_bytes
         self.byte_time = self.cycles_per_byte / _SIM_MIN_CYCLES_PER_S if baud else 0.0
         self._proc = None
         self._buf = bytearray()

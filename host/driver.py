@@ -8,6 +8,7 @@ constant layouts, ``STATUS``/``BUILD``); stream numbers and widths come from
 accelerator that stops with an error raises :class:`AcceleratorError` naming
 the :class:`~trilut.hw.isa.ErrorCode`.
 """
+import sys
 import time
 from dataclasses import dataclass
 
@@ -16,14 +17,49 @@ from amaranth.lib import data
 from ..hw import isa
 from ..hw.bridge import stream_ports
 from ..hw.isa import ErrorCode, const_words, descriptor_words
-from ..hw.link import MAX_PAYLOAD
+from ..hw.link import MAX_PAYLOAD, MEM_ALIGN
 from ..hw.top import Accelerator
 from .protocol import Link, LinkError
 
-__all__ = ["Driver", "Status", "AcceleratorError", "BuildMismatch", "LinkError"]
+__all__ = ["Driver", "Status", "AcceleratorError", "BuildMismatch", "LinkError", "MemoryMismatch",
+           "BLOB_ALIGN", "weight_blobs"]
 
 #: :meth:`Driver.run` reads STATUS after this many polls without progress.
 STATUS_EVERY = 8
+#: :meth:`Driver.load_weights` starts every blob on a multiple of this many
+#: bytes (32 SDRAM words: whole bursts for a reader).
+BLOB_ALIGN = 64
+#: Bytes per progress step of the memory transfers (and the size from which
+#: :meth:`Driver.load_weights` reports progress by default).
+PROGRESS_BYTES = 64 << 10
+
+
+class MemoryMismatch(RuntimeError):
+    """Memory read back differs from what was written."""
+
+
+def weight_blobs(model):
+    """``{name: bytes}`` of a compiled model's weights: a
+    :class:`~trilut.host.compiler.Program` (one blob per LINEAR pass, the
+    ``s_axis_wgt`` frames it streams) or a mapping name -> bytes-like or
+    NumPy array (its bytes as stored)."""
+    import numpy as np
+    if hasattr(model, "weight_frames"):
+        return {f"linear{i}": bytes(f) for i, f in enumerate(model.weight_frames())}
+    if not hasattr(model, "items"):
+        raise TypeError(f"model must be a compiled Program or a mapping name -> bytes, "
+                        f"not {type(model).__name__}")
+    out = {}
+    for name, blob in model.items():
+        if isinstance(blob, np.ndarray):
+            blob = np.ascontiguousarray(blob).tobytes()
+        elif not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise TypeError(f"blob {name!r} must be bytes or a NumPy array, "
+                            f"not {type(blob).__name__}")
+        if not len(blob):
+            raise ValueError(f"blob {name!r} is empty")
+        out[str(name)] = bytes(blob)
+    return out
 
 
 class AcceleratorError(RuntimeError):
@@ -64,11 +100,13 @@ class Driver:
     dict) the device was built from; ``timeout`` (seconds) bounds every wait
     for the accelerator, ``link_timeout``/``retries`` the link's. The
     device is opened here; :meth:`check_build` compares ``BUILD`` with
-    ``accel``.
+    ``accel``. ``memory_bytes``: the external memory behind the bridge
+    (default: the device's ``memory_bytes``; 0: none), for
+    :meth:`write_memory`, :meth:`read_memory` and :meth:`load_weights`.
     """
 
     def __init__(self, device, accel, *, timeout=30.0, link_timeout=2.0, retries=4,
-                 check=True):
+                 check=True, memory_bytes=None):
         if isinstance(accel, dict):
             accel = Accelerator(**accel)
         if not isinstance(accel, Accelerator):
@@ -80,6 +118,8 @@ class Driver:
         self.link = Link(self.device, ([b for _, b in ins], [b for _, b in outs]),
                          timeout=link_timeout, retries=retries)
         self.timeout = timeout
+        self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
+                             else memory_bytes)
         self._loaded = None             # the program whose memories are on the device
         if check:
             self.check_build()
@@ -163,6 +203,105 @@ class Driver:
                 return st
             if time.monotonic() > deadline:
                 raise TimeoutError(f"accelerator still busy after {timeout} s: {st}")
+
+    # --- external memory ------------------------------------------------------------
+
+    def _check_span(self, addr, n):
+        for name, v in (("addr", addr), ("length", n)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"memory {name} must be an integer, not {v!r}")
+        if not self.memory_bytes:
+            raise ValueError("the device has no external memory (SimDevice(sdram=True), or a "
+                             "board build with the SDRAM)")
+        if addr < 0 or n < 1 or addr + n > self.memory_bytes:
+            raise ValueError(f"memory bytes {addr:#x}..{addr + n - 1:#x} ({n} bytes) are "
+                             f"outside the memory (0..{self.memory_bytes - 1:#x})")
+
+    @staticmethod
+    def _progress(what, total, progress):
+        """A callable(done) printing ``what``'s progress to standard error
+        every :data:`PROGRESS_BYTES` (``progress``: True, False, a callable
+        taking (done, total), or None: print for loads of PROGRESS_BYTES or
+        more)."""
+        if callable(progress):
+            return lambda done: progress(done, total)
+        if progress is False or (progress is None and total < PROGRESS_BYTES):
+            return lambda done: None
+        t0 = time.monotonic()
+
+        def say(done):
+            dt = time.monotonic() - t0
+            print(f"{what}: {done:,} / {total:,} bytes ({100 * done / total:.0f} %, "
+                  f"{dt:.1f} s)", file=sys.stderr, flush=True)
+        return say
+
+    def write_memory(self, addr, data, *, progress=False):
+        """Write ``data`` (bytes or a NumPy array's bytes) to the external
+        memory from byte address ``addr``. The link moves whole
+        :data:`~trilut.hw.link.MEM_ALIGN`-byte words: an unaligned start or
+        end is merged with the memory's word read first. ``ValueError``
+        before anything is sent for a span outside the memory."""
+        data = _as_bytes(data)
+        self._check_span(addr, len(data))
+        lo, end = addr - addr % MEM_ALIGN, addr + len(data)
+        hi = -(-end // MEM_ALIGN) * MEM_ALIGN
+        if (lo, hi) != (addr, end):
+            buf = bytearray(hi - lo)
+            buf[:MEM_ALIGN] = self.link.mem_read(lo, MEM_ALIGN)
+            buf[-MEM_ALIGN:] = self.link.mem_read(hi - MEM_ALIGN, MEM_ALIGN)
+            buf[addr - lo:end - lo] = data
+            data = bytes(buf)
+        say = self._progress(f"memory write at {addr:#x}", end - addr, progress)
+        for i in range(0, len(data), PROGRESS_BYTES):
+            self.link.mem_write(lo + i, data[i:i + PROGRESS_BYTES])
+            say(max(0, min(lo + i + PROGRESS_BYTES, end) - addr))     # the caller's bytes
+
+    def read_memory(self, addr, n, *, progress=False):
+        """``n`` bytes of the external memory from byte address ``addr``
+        (checked like :meth:`write_memory`)."""
+        self._check_span(addr, n)
+        lo = addr - addr % MEM_ALIGN
+        hi = -(-(addr + n) // MEM_ALIGN) * MEM_ALIGN
+        say = self._progress(f"memory read at {addr:#x}", n, progress)
+        out = bytearray()
+        for i in range(lo, hi, PROGRESS_BYTES):
+            out += self.link.mem_read(i, min(PROGRESS_BYTES, hi - i))
+            say(max(0, min(i + PROGRESS_BYTES, addr + n) - addr))
+        return bytes(out[addr - lo:addr - lo + n])
+
+    def load_weights(self, model, *, base=0, verify=False, progress=None):
+        """Write a compiled model's weight blobs (:func:`weight_blobs`) into
+        the external memory one after the other from ``base``, each on a
+        :data:`BLOB_ALIGN` boundary, and return the layout ``{name: (addr,
+        bytes)}``. Every frame is CRC-checked by the link; ``verify``: read
+        everything back and raise :class:`MemoryMismatch` naming the blob
+        and the first differing byte. The whole span is checked against the
+        memory before anything is sent. ``progress``: see
+        :meth:`write_memory` (default: printed for loads of 64 KB or more)."""
+        blobs = weight_blobs(model)
+        layout, addr = {}, base
+        for name, blob in blobs.items():
+            addr = -(-addr // BLOB_ALIGN) * BLOB_ALIGN
+            layout[name] = (addr, len(blob))
+            addr += len(blob)
+        if not blobs:
+            raise ValueError("the model has no weights to load")
+        self._check_span(base, addr - base)
+        image = bytearray(addr - base)
+        for name, (a, n) in layout.items():
+            image[a - base:a - base + n] = blobs[name]
+        say = self._progress(f"loading {len(blobs)} weight blobs", len(image), progress)
+        self.write_memory(base, image, progress=lambda done, total: say(done))
+        if verify:
+            say = self._progress("verifying", len(image), progress)
+            back = self.read_memory(base, len(image), progress=lambda done, total: say(done))
+            for name, (a, n) in layout.items():
+                got = back[a - base:a - base + n]
+                if got != blobs[name]:
+                    k = next(i for i in range(n) if got[i] != blobs[name][i])
+                    raise MemoryMismatch(f"weight blob {name!r} at {a:#x}: byte {k} reads "
+                                         f"{got[k]:#04x}, written {blobs[name][k]:#04x}")
+        return layout
 
     # --- streams ---------------------------------------------------------------
 
@@ -290,3 +429,12 @@ class Driver:
                                                   f"{len(frames)} of {n_out} frames received")
         self.wait(timeout)
         return program.decode(frames)
+
+
+def _as_bytes(data):
+    import numpy as np
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).tobytes()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be bytes or a NumPy array, not {type(data).__name__}")

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 
 from ..hw.link import (CRC_BYTES, HEADER_BYTES, MAX_PAYLOAD, REPLY, SYNC, FrameType, Status,
-                       crc16, max_read_words, max_record_beats, record_bytes)
+                       crc16, max_mem_read_bytes, max_mem_write_bytes, max_read_words,
+                       max_record_beats, record_bytes)
 
 __all__ = ["LinkError", "Frame", "encode", "FrameParser", "Link"]
 
@@ -284,3 +285,31 @@ class Link:
         body = reply[1:]
         self._count("STREAM_READ", "payload", len(body) // rec * nb)
         return [(body[k:k + nb], bool(body[k + nb] & 1)) for k in range(0, len(body), rec)]
+
+    def mem_write(self, addr, data):
+        """Write ``data`` (bytes) to the external memory from byte address
+        ``addr`` in MEM_WRITE frames (no checks here: the bridge refuses
+        an unaligned or out-of-range request with BAD_ADDRESS, raised as a
+        :class:`LinkError`; :meth:`trilut.host.driver.Driver.write_memory`
+        checks first)."""
+        data = bytes(data)
+        per = max_mem_write_bytes()
+        for i in range(0, len(data), per):
+            chunk = data[i:i + per]
+            reply = self.transact(FrameType.MEM_WRITE, struct.pack("<I", addr + i) + chunk, 1)
+            self._check(reply, f"memory write of {len(chunk)} bytes at 0x{addr + i:x}")
+            self._count("MEM_WRITE", "payload", len(chunk))
+
+    def mem_read(self, addr, n):
+        """``n`` bytes of the external memory from byte address ``addr``, in
+        MEM_READ frames (refusals as for :meth:`mem_write`)."""
+        out = bytearray()
+        per = max_mem_read_bytes()
+        for i in range(0, n, per):
+            k = min(per, n - i)
+            reply = self.transact(FrameType.MEM_READ, struct.pack("<IH", addr + i, k),
+                                  lambda p, k=k: len(p) in (1, 1 + k))
+            self._check(reply, f"memory read of {k} bytes at 0x{addr + i:x}")
+            self._count("MEM_READ", "payload", k)
+            out += reply[1:]
+        return bytes(out)

@@ -18,17 +18,24 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from . import isa, link
 from .link import MAX_PAYLOAD, REPLY, SYNC, FrameType, Status, crc16_byte
+from .sdram import SDRAM, SDRAM_PINS, LiteDRAMCore
 from .top import Accelerator
 from .uart import UartRx, UartTx
 
 __all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS",
-           "QUIET_WAIT"]
+           "QUIET_WAIT", "MEMORY_PORTS", "SIM_INIT_WAIT"]
 
 #: ``leds`` bits of both tops, lowest first.
 LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")
 #: Cycles the accelerator must wait on a stream (input empty or output full)
 #: before ``quiet`` says that only the host can make it progress.
 QUIET_WAIT = 256
+#: The :class:`~trilut.hw.sdram.SDRAM` members a bridge with memory drives
+#: (as ``mem_<name>``, flipped).
+MEMORY_PORTS = ("read_cmd", "read_data", "write_cmd", "write_data", "init_error")
+#: Power-up wait of the ``--sim`` core's wrapper: LiteDRAM's SDRAM model
+#: needs none (a board's core keeps the 200 us default).
+SIM_INIT_WAIT = 64
 
 
 def stream_ports(accel):
@@ -74,26 +81,58 @@ class Bridge(wiring.Component):
     accelerator is stalled only when it is full). When idle, the bridge
     reads ``STATUS`` every ``poll_interval`` cycles and after every frame.
     Reply latency after the last CRC byte: execution + 5 header cycles.
+
+    With ``memory`` (an :class:`~trilut.hw.sdram.SDRAM`, instantiated by
+    the top) the bridge also has ``mem_read_cmd``, ``mem_read_data``,
+    ``mem_write_cmd``, ``mem_write_data`` and ``mem_init_error`` (the
+    SDRAM's members, flipped) and serves MEM_WRITE
+    (one burst command, then 2 cycles per 16-bit word from the request
+    buffer into the SDRAM's write buffer; the reply does not wait for the
+    controller, whose ordering makes a later read see the data) and
+    MEM_READ (one burst command, then 3 cycles per word into the reply
+    buffer). A command waits for the SDRAM's initialisation; a failed one
+    is answered MEM_ERROR. Without ``memory`` the bridge is unchanged
+    (MEM_* are unknown types).
     """
 
-    def __init__(self, accel, *, timeout=1 << 16, poll_interval=256):
+    def __init__(self, accel, *, memory=None, timeout=1 << 16, poll_interval=256):
         if not isinstance(accel, Accelerator):
             raise TypeError(f"accel must be an Accelerator, not {accel!r}")
+        if memory is not None and not isinstance(memory, SDRAM):
+            raise TypeError(f"memory must be an SDRAM or None, not {memory!r}")
+        if memory is not None and memory.core.data_bits != 8 * link.MEM_ALIGN:
+            raise ValueError(f"the memory's words must be {8 * link.MEM_ALIGN} bits "
+                             f"(link.MEM_ALIGN), not {memory.core.data_bits}")
+        burst = link.max_mem_read_bytes() // link.MEM_ALIGN
+        if memory is not None and memory.max_burst < burst:
+            raise ValueError(f"the memory's max_burst must be >= {burst} words (a whole "
+                             f"MEM_READ), not {memory.max_burst}")
         self._timeout = check_int("timeout", timeout, 16)
         self._poll = check_int("poll_interval", poll_interval, 4)
         self._regs = accel.regs
         self._inputs, self._outputs = stream_ports(accel)
+        self._memory = memory
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                    "busy": Out(1), "done": Out(1), "error": Out(1), "link_error": Out(1),
                    "activity": Out(1), "quiet": Out(1)}
         for name, member in accel.signature.members.items():
             if name == "s_axil" or name.startswith(("s_axis", "m_axis")):
                 members[name] = member.flip()
+        if memory is not None:
+            for name in MEMORY_PORTS:
+                members[f"mem_{name}"] = memory.signature.members[name].flip()
         super().__init__(members)
 
     inputs = property(lambda self: list(self._inputs), doc="input streams (name, bytes)")
     outputs = property(lambda self: list(self._outputs), doc="output streams (name, bytes)")
     timeout = property(lambda self: self._timeout, doc="inter-byte timeout in cycles")
+    memory = property(lambda self: self._memory, doc="the SDRAM served by MEM_* (or None)")
+
+    @property
+    def memory_bytes(self):
+        """Bytes MEM_WRITE / MEM_READ can reach (0: no memory)."""
+        m = self._memory
+        return 0 if m is None else m.core.words * m.core.data_bits // 8
 
     def elaborate(self, platform):
         m = Module()
@@ -298,6 +337,17 @@ class Bridge(wiring.Component):
                                     fail(Status.BAD_LENGTH)
                                 with m.Else():
                                     m.next = "STREAM_HDR"
+                            if self._memory is not None:
+                                with m.Case(FrameType.MEM_WRITE):
+                                    with m.If(length < 4 + link.MEM_ALIGN):
+                                        fail(Status.BAD_LENGTH)
+                                    with m.Else():
+                                        m.next = "MEM_ADDR"
+                                with m.Case(FrameType.MEM_READ):
+                                    with m.If(length != 6):
+                                        fail(Status.BAD_LENGTH)
+                                    with m.Else():
+                                        m.next = "MEM_ADDR"
                             with m.Default():
                                 fail(Status.BAD_TYPE)
 
@@ -512,6 +562,84 @@ class Bridge(wiring.Component):
                     m.d.sync += cnt.eq(1)
                     with m.If(cnt == 1):
                         m.next = "POLL"
+
+            # --- external memory (only with memory) --------------------------------------
+            if self._memory is not None:
+                mem_len = Signal(16)          # data bytes of the request
+                mem_word = Signal(8 * link.MEM_ALIGN)
+                mem_last = Signal()
+                wcmd, wdata = self.mem_write_cmd, self.mem_write_data
+                rcmd, rdata = self.mem_read_cmd, self.mem_read_data
+                with m.State("MEM_ADDR"):      # addr u32 (MEM_READ: then count u16)
+                    take()
+                    m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
+                    with m.If(cnt == 3):
+                        m.d.sync += [addr.eq(Cat(field[8:], byte)), cnt.eq(0),
+                                     mem_len.eq(length - 4)]
+                        with m.If(ftype == FrameType.MEM_READ):
+                            m.next = "MEM_COUNT"
+                        with m.Else():
+                            m.next = "MEM_CHECK"
+                with m.State("MEM_COUNT"):
+                    take()
+                    m.d.sync += [mem_len.eq(Cat(mem_len[8:], byte)), cnt.eq(cnt + 1)]
+                    with m.If(cnt == 1):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "MEM_CHECK"
+                with m.State("MEM_CHECK"):
+                    align = (link.MEM_ALIGN - 1).bit_length()
+                    with m.If(self.mem_init_error):
+                        fail(Status.MEM_ERROR)
+                    with m.Elif((ftype == FrameType.MEM_READ) &
+                                ((mem_len == 0) | (mem_len > link.max_mem_read_bytes()))):
+                        fail(Status.BAD_LENGTH)
+                    with m.Elif((addr[:align] != 0) | (mem_len[:align] != 0) |
+                                (addr + mem_len > self.memory_bytes)):
+                        fail(Status.BAD_ADDRESS)
+                    with m.Else():
+                        m.next = "MEM_CMD"
+                with m.State("MEM_CMD"):       # one burst command (waits for init_done)
+                    words = (mem_len >> align) - 1
+                    with m.If(ftype == FrameType.MEM_WRITE):
+                        m.d.comb += [wcmd.valid.eq(1), wcmd.payload.addr.eq(addr >> align),
+                                     wcmd.payload.len.eq(words)]
+                    with m.Else():
+                        m.d.comb += [rcmd.valid.eq(1), rcmd.payload.addr.eq(addr >> align),
+                                     rcmd.payload.len.eq(words)]
+                    go = Mux(ftype == FrameType.MEM_WRITE, wcmd.ready, rcmd.ready)
+                    m.d.sync += [bidx.eq(0), cnt.eq(1)]        # reply bytes after status
+                    with m.If(self.mem_init_error):
+                        fail(Status.MEM_ERROR)
+                    with m.Elif(go):
+                        with m.If(ftype == FrameType.MEM_WRITE):
+                            m.next = "MEM_WDATA"
+                        with m.Else():
+                            m.next = "MEM_RDATA"
+                with m.State("MEM_WDATA"):     # bytes of a word, then hand it over
+                    last_byte = bidx == link.MEM_ALIGN - 1
+                    m.d.comb += [wdata.valid.eq(last_byte),
+                                 wdata.payload.data.eq(Cat(mem_word[8:], byte))]
+                    with m.If(~last_byte | wdata.ready):
+                        take()
+                        m.d.sync += [mem_word.eq(Cat(mem_word[8:], byte)), bidx.eq(bidx + 1)]
+                        with m.If(last_byte):
+                            m.d.sync += [bidx.eq(0), cnt.eq(0)]
+                            with m.If(rptr + 1 == length):
+                                m.next = "REPLY_STATUS"
+                with m.State("MEM_RDATA"):     # take a word
+                    m.d.comb += rdata.ready.eq(1)
+                    with m.If(rdata.valid):
+                        m.d.sync += [mem_word.eq(rdata.payload.data),
+                                     mem_last.eq(rdata.payload.last), bidx.eq(0)]
+                        m.next = "MEM_RBYTES"
+                with m.State("MEM_RBYTES"):    # its bytes into the reply, low first
+                    reply_byte(cnt, mem_word.word_select(bidx[:max(1, align)], 8))
+                    m.d.sync += [cnt.eq(cnt + 1), bidx.eq(bidx + 1)]
+                    with m.If(bidx == link.MEM_ALIGN - 1):
+                        with m.If(mem_last):
+                            m.next = "REPLY_STATUS"
+                        with m.Else():
+                            m.next = "MEM_RDATA"
         return m
 
 
@@ -521,23 +649,58 @@ class ByteAccelerator(wiring.Component):
     byte streams (one byte per cycle at most), ``quiet`` is the bridge's
     (the Verilator harness stops clocking while it is high and no byte is
     pending), ``leds`` as :data:`LEDS`. ``timeout``: the bridge's
-    inter-byte timeout in cycles."""
+    inter-byte timeout in cycles.
 
-    def __init__(self, *, timeout=4096, **accel_params):
+    ``sdram``: False (default: no external memory, MEM_* refused as unknown
+    types), True (the ULX3S SDRAM's ``--sim`` LiteDRAM core at the board
+    clock, generated by :func:`trilut.gen.litedram.generate`: LiteDRAM's
+    SDRAM model inside, no extra ports), or a
+    :class:`~trilut.hw.sdram.LiteDRAMCore` (a board core adds the SDRAM
+    pins ``sdram_a`` ... ``sdram_dq`` of :data:`~trilut.hw.sdram.SDRAM_PINS`).
+    The SDRAM (burst streams of up to 512 words) sits behind the bridge,
+    which serves MEM_WRITE / MEM_READ from it; the accelerator is
+    unchanged."""
+
+    def __init__(self, *, timeout=4096, sdram=False, **accel_params):
+        if sdram is True:
+            from ..gen.litedram import generate       # gen imports hw: import at use
+            sdram = generate(sim=True)
+        if sdram is not False and not isinstance(sdram, LiteDRAMCore):
+            raise TypeError(f"sdram must be False, True or a LiteDRAMCore, not {sdram!r}")
         self._accel = Accelerator(**accel_params)
         self._timeout = timeout
-        self._bridge = Bridge(self._accel, timeout=timeout)
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "quiet": Out(1), "leds": Out(8)})
+        self._sdram = None if sdram is False else SDRAM(
+            sdram, max_burst=1 << (link.max_mem_read_bytes() // link.MEM_ALIGN - 1).bit_length(),
+            init_wait_cycles=SIM_INIT_WAIT if sdram.sim else None)
+        self._bridge = Bridge(self._accel, memory=self._sdram, timeout=timeout)
+        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                   "quiet": Out(1), "leds": Out(8)}
+        if self._sdram is not None and not sdram.sim:
+            members.update({f"sdram_{name}": (Out if d == "o" else In)(width)
+                            for name, (width, d) in SDRAM_PINS.items()})
+        super().__init__(members)
 
     accel = property(lambda self: self._accel, doc="the accelerator (params, regs, host helpers)")
     bridge = property(lambda self: self._bridge)
+    sdram = property(lambda self: self._sdram, doc="the SDRAM behind the bridge (or None)")
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.accel = accel = self._accel
         m.submodules.bridge = bridge = self._bridge
         _connect_accel(m, bridge, accel)
+        if self._sdram is not None:
+            m.submodules.sdram = sdram = self._sdram
+            for name in MEMORY_PORTS:
+                ours, theirs = getattr(bridge, f"mem_{name}"), getattr(sdram, name)
+                if isinstance(ours, Signal):          # init_error
+                    m.d.comb += ours.eq(theirs)
+                else:
+                    wiring.connect(m, ours, theirs)
+            if not sdram.core.sim:
+                for name, (_, d) in SDRAM_PINS.items():
+                    outer, inner = getattr(self, f"sdram_{name}"), getattr(sdram, f"sdram_{name}")
+                    m.d.comb += outer.eq(inner) if d == "o" else inner.eq(outer)
         wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
         wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
         m.d.comb += [self.quiet.eq(bridge.quiet), self.leds.eq(_leds(bridge, bridge.quiet))]

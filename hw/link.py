@@ -30,6 +30,9 @@ request             payload                                    reply payload
 ``STREAM_WRITE``    stream u8, beats u16, beats x record        status, free u16 (beats the
                                                                 stream's buffer can take)
 ``STREAM_READ``     stream u8, max_beats u16                    status, up to max_beats records
+``MEM_WRITE``       addr u32, then n bytes (n even, >= 2)       status
+``MEM_READ``        addr u32, count u16 (even,                  status, count bytes
+                    2 .. :func:`max_mem_read_bytes`)
 ==================  =========================================  ==========================
 
 A *record* is one AXI4-Stream transfer of stream i: its ``tdata`` as
@@ -37,6 +40,15 @@ A *record* is one AXI4-Stream transfer of stream i: its ``tdata`` as
 (bit 0 = ``tlast``). Input streams are numbered in the accelerator's
 signature order over its ``s_axis*`` members, output streams over its
 ``m_axis*`` members (:func:`trilut.hw.bridge.stream_ports`).
+
+MEM_WRITE / MEM_READ reach the external memory behind a bridge built with
+one (:class:`trilut.hw.bridge.ByteAccelerator` ``sdram=...``; a bridge
+without memory answers :attr:`Status.BAD_TYPE`). ``addr`` is a byte
+address; address and length must be multiples of :data:`MEM_ALIGN` (the
+memory's word; the host merges unaligned edges itself) and the bytes must
+lie inside the memory, else the reply is :attr:`Status.BAD_ADDRESS`
+(nothing written). A MEM_READ issued after a MEM_WRITE sees its data. If
+the memory's initialisation failed the reply is :attr:`Status.MEM_ERROR`.
 
 A STREAM_WRITE is taken whole or not at all: with fewer than ``beats`` free
 places in the stream's buffer the reply is :attr:`Status.FULL` (nothing
@@ -52,8 +64,9 @@ import binascii
 from amaranth.hdl import Cat, Const, Value
 from amaranth.lib import enum
 
-__all__ = ["SYNC", "REPLY", "MAX_PAYLOAD", "HEADER_BYTES", "CRC_BYTES", "FrameType", "Status",
-           "crc16", "crc16_byte", "record_bytes", "max_read_words", "max_record_beats"]
+__all__ = ["SYNC", "REPLY", "MAX_PAYLOAD", "HEADER_BYTES", "CRC_BYTES", "MEM_ALIGN", "FrameType",
+           "Status", "crc16", "crc16_byte", "record_bytes", "max_read_words", "max_record_beats",
+           "max_mem_write_bytes", "max_mem_read_bytes"]
 
 SYNC = 0xA5
 REPLY = 0x80
@@ -63,6 +76,9 @@ HEADER_BYTES = 5      # SYNC, type, seq, len_lo, len_hi
 CRC_BYTES = 2
 CRC_INIT = 0xFFFF
 CRC_POLY = 0x1021
+#: MEM_WRITE / MEM_READ address and length granule: the external memory's
+#: word (the ULX3S SDRAM is 16 bits wide and written whole words at a time).
+MEM_ALIGN = 2
 
 
 class FrameType(enum.IntEnum, shape=8):
@@ -70,6 +86,8 @@ class FrameType(enum.IntEnum, shape=8):
     REG_READ = 0x02
     STREAM_WRITE = 0x03
     STREAM_READ = 0x04
+    MEM_WRITE = 0x05
+    MEM_READ = 0x06
     NAK = 0x7F
 
 
@@ -82,6 +100,8 @@ class Status(enum.IntEnum, shape=8):
     FULL = 4          #: STREAM_WRITE: not enough room, nothing written
     BAD_CRC = 5       #: NAK: CRC mismatch
     TRUNCATED = 6     #: NAK: inter-byte timeout inside a frame
+    BAD_ADDRESS = 7   #: MEM_*: unaligned, or outside the memory
+    MEM_ERROR = 8     #: MEM_*: the memory failed to initialise
 
 
 def crc16(data, crc=CRC_INIT):
@@ -115,3 +135,13 @@ def max_record_beats(stream_bytes):
 def max_read_words():
     """Most words one REG_READ reply can carry."""
     return (MAX_PAYLOAD - 1) // 4
+
+
+def max_mem_write_bytes():
+    """Most data bytes one MEM_WRITE request can carry."""
+    return (MAX_PAYLOAD - 4) // MEM_ALIGN * MEM_ALIGN
+
+
+def max_mem_read_bytes():
+    """Most data bytes one MEM_READ reply can carry."""
+    return (MAX_PAYLOAD - 1) // MEM_ALIGN * MEM_ALIGN

@@ -75,8 +75,10 @@ def build_harness(top):
     The design is wrapped in :class:`PowerOnReset` (no ``rst`` port)."""
     if not isinstance(top, (ByteAccelerator, UartAccelerator)):
         raise TypeError(f"top must be a ByteAccelerator or UartAccelerator, not {top!r}")
+    memory = top.bridge.memory
     memo_key = (type(top).__name__, tuple(sorted(top.accel.params.items())),
-                top.bridge.timeout, getattr(top, "divisor", None))
+                top.bridge.timeout, getattr(top, "divisor", None),
+                None if memory is None else str(memory.core.verilog))
     exe = _BUILT.get(memo_key)
     if exe is not None and exe.exists():
         return exe
@@ -93,7 +95,15 @@ def _build_harness(top):
         name, defines = "bridged", []
     else:
         name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
+    memory = top.bridge.memory
+    if memory is not None:
+        name += "_sdram"
     verilog = _verilog_text(top, name)
+    if memory is not None:
+        # The LiteDRAM core behind the bridge: its generated Verilog follows
+        # ours, as trilut.gen.litedram.verilog_with_core assembles it.
+        verilog = ("`timescale 1ns / 1ps\n" + verilog + "\n"
+                   + memory.core.verilog.read_text())
     source = HARNESS_SOURCE.read_text()
     # The directory is keyed by the design; a changed harness source only
     # recompiles the harness (make is incremental within the directory).
