@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from ..golden.llm import LlamaConfig, float_weight_shapes
-from ..hw.sdram import SDRAM
+from ..hw.sdram import SDRAM, SIM_INIT_WAIT
 from ..sim import tb_sdram
 from ..sim.runner import BUILD_ROOT, run_cocotb
 from .litedram import core_params, generate, verilog_with_core
@@ -44,7 +44,7 @@ __all__ = ["SIM_PARAMS", "MODELS", "simulate", "bytes_per_token", "roofline", "f
 
 #: The testbench's wrapper: defaults, but a 64-cycle power-up wait (the
 #: SDRAM model needs none; the board build keeps the 200 us).
-SIM_PARAMS = dict(init_wait=64, max_burst=256, fifo_depth=32)
+SIM_PARAMS = dict(init_wait=SIM_INIT_WAIT, max_burst=256, fifo_depth=32)
 
 #: Decoders for the roofline: the built-in LM's shape and BitNet b1.58 0.73B
 #: (hidden 1536, 24 layers, 16 heads, FFN 4096, vocabulary 32002, untied head).

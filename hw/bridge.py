@@ -18,12 +18,12 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from . import isa, link
 from .link import MAX_PAYLOAD, REPLY, SYNC, FrameType, Status, crc16_byte
-from .sdram import SDRAM, SDRAM_PINS, LiteDRAMCore
+from .sdram import SDRAM, SDRAM_PINS, SIM_INIT_WAIT, LiteDRAMCore
 from .top import Accelerator
 from .uart import UartRx, UartTx
 
 __all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS",
-           "QUIET_WAIT", "MEMORY_PORTS", "SIM_INIT_WAIT"]
+           "QUIET_WAIT", "MEMORY_PORTS"]
 
 #: ``leds`` bits of both tops, lowest first.
 LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")
@@ -33,9 +33,6 @@ QUIET_WAIT = 256
 #: The :class:`~trilut.hw.sdram.SDRAM` members a bridge with memory drives
 #: (as ``mem_<name>``, flipped).
 MEMORY_PORTS = ("read_cmd", "read_data", "write_cmd", "write_data", "init_error")
-#: Power-up wait of the ``--sim`` core's wrapper: LiteDRAM's SDRAM model
-#: needs none (a board's core keeps the 200 us default).
-SIM_INIT_WAIT = 64
 
 
 def stream_ports(accel):

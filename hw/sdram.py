@@ -29,6 +29,9 @@ INIT_WAIT_S = 200e-6
 COMMAND_WAIT_S = 200e-9
 #: Cycles without an acknowledge before a ``wb_ctrl`` write counts as failed.
 WB_TIMEOUT = 255
+#: Power-up wait of the ``--sim`` core's wrapper (cycles): LiteDRAM's SDRAM
+#: model needs none; a board's core keeps the 200 us of ``INIT_WAIT_S``.
+SIM_INIT_WAIT = 64
 #: Pins of the board variant: name -> (width, direction seen by the core).
 SDRAM_PINS = {"a": (13, "o"), "ba": (2, "o"), "cs_n": (1, "o"), "cke": (1, "o"),
               "ras_n": (1, "o"), "cas_n": (1, "o"), "we_n": (1, "o"), "dm": (2, "o"),
