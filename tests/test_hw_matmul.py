@@ -16,8 +16,6 @@ CONFIGS = [
     ("tlmm", dict(group=3, tables=4, lanes=4, max_k=36, encoding="folded")),
     ("tlmm", dict(group=4, tables=2, lanes=2, max_k=16, encoding="folded")),
     ("tlmm", dict(group=3, tables=1, lanes=3, max_k=9, encoding="full")),
-    ("tlmm", dict(group=4, tables=2, lanes=2, max_k=8, encoding="full")),
-    ("tlmm", dict(group=2, tables=3, lanes=2, max_k=6, encoding="folded")),
     ("tlmm", dict(group=3, tables=4, lanes=16, max_k=48, encoding="full", table_ram="block")),
     ("tlmm", dict(group=3, tables=2, lanes=4, max_k=60, encoding="full", table_ram="block",
                   build_rate=9)),
@@ -25,7 +23,6 @@ CONFIGS = [
     ("tlmm", dict(group=2, tables=2, lanes=2, max_k=16, encoding="full", build_rate=5)),
     ("tlmm", dict(group=4, tables=1, lanes=3, max_k=12, encoding="folded", build_rate=41)),
     ("direct", dict(group=3, tables=4, lanes=4, max_k=36)),
-    ("direct", dict(group=2, tables=3, lanes=2, max_k=6)),
 ]
 
 
@@ -41,7 +38,7 @@ def test_engine_matches_golden(cfg):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[7]], ids=_id)
+@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[5]], ids=_id)
 def test_wrong_model_is_caught(cfg):
     """The scoreboard is not vacuous: a reference that drops the last
     k-block of every row must be reported as mismatching (one table word per
