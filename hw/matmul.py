@@ -56,7 +56,7 @@ from amaranth.lib import data, memory
 
 from ..golden import tlmm as gt
 from ..golden.checks import check_int
-from .arith import adder_tree, delay, signed_term
+from .arith import adder_tree, delay, signed_term, valid_delay
 from .rowengine import NO_COLLISION, Results, RowEngine, accumulate
 
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
@@ -136,9 +136,9 @@ class _TernaryEngine(RowEngine):
         sums, lat = self._lane_sums(m, store, rbuf, rkb)
         assert lat == self._lane_latency
         last_k, last_n = self.wgt.payload.last_k, self.wgt.payload.last_n
-        v = delay(m, accept, lat, name="v")
-        vk = delay(m, accept & last_k, lat, name="vk")
-        vn = delay(m, accept & last_k & last_n, lat, name="vn")
+        v = valid_delay(m, accept, lat, name="v")
+        vk = valid_delay(m, accept & last_k, lat, name="vk")
+        vn = valid_delay(m, accept & last_k & last_n, lat, name="vn")
         # Accumulate; a block's result enters the FIFO on its last beat.
         totals = [accumulate(m, s, v, vk, bits=self._acc_bits, name=lane)
                   for lane, s in enumerate(sums)]
@@ -297,7 +297,7 @@ class TLMMEngine(_TernaryEngine):
                                 neg[i].eq(sum(1 << g for g, d in enumerate(digits) if d < 0)),
                                 nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0))]
         addr = delay(m, self._table_addr(wbuf, wkb, j), self._build_lat, name="build_addr")
-        we = delay(m, busy, self._build_lat, name="build_we")
+        we = valid_delay(m, busy, self._build_lat, name="build_we")
         for t in range(T):
             word = []
             for i in range(P):

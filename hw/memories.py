@@ -10,17 +10,29 @@
   32 bits at a time through the register front, read by the sequencer).
 
 Read ports are synchronous (data one cycle after the address; ``en``
-defaults to 1); the contents are not reset (a soft reset keeps them).
+defaults to 1), except ``const_r``: :data:`CONST_READ_LATENCY` cycles (the
+constant memory spans many block RAMs across the chip; each block's read
+has a register next to it, then the block select). The contents are not
+reset (a soft reset keeps them).
 """
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
+from .arith import delay
 from .isa import CONST_BITS, DESCRIPTOR_BITS
 from .regfront import window_port
 from .rowio import bits_for
 
-__all__ = ["Memories"]
+__all__ = ["BLOCK_DEPTH", "CONST_READ_LATENCY", "Memories"]
+
+#: Entries of one ECP5 DP16KD at its widest (512 x 36): the block size of
+#: the constant memory.
+BLOCK_DEPTH = 512
+#: Cycles from ``const_r.addr`` to ``const_r.data``: the block read, its
+#: output register (block RAM clock-to-out is ~5.8 ns on ECP5), then the
+#: block select (combinational, from registers).
+CONST_READ_LATENCY = 2
 
 
 def _rd(depth, shape):
@@ -67,6 +79,9 @@ class Memories(wiring.Component):
                  "kv": ("kv_r", "kv_w"), "prog": ("prog_r", "prog_w"),
                  "const": ("const_r", "const_w")}
         for name, (depth, shape) in self._geom.items():
+            if name == "const":
+                self._blocked(m, name, depth, shape, self.const_r, self.const_w)
+                continue
             mem = memory.Memory(shape=shape, depth=depth, init=[])
             m.submodules[f"{name}_mem"] = mem
             for pname in ports[name]:
@@ -79,3 +94,22 @@ class Memories(wiring.Component):
                     m.d.comb += iface.data.eq(port.data)
                 m.d.comb += [port.addr.eq(iface.addr), port.en.eq(iface.en)]
         return m
+
+    @staticmethod
+    def _blocked(m, name, depth, shape, rd, wr):
+        """Memory ``name`` as blocks of :data:`BLOCK_DEPTH` entries, each
+        read into its own register, the block selected after those registers
+        (read latency :data:`CONST_READ_LATENCY`)."""
+        lo = bits_for(BLOCK_DEPTH)
+        sel = delay(m, rd.addr[lo:], CONST_READ_LATENCY, name=f"{name}_sel")
+        outs = []
+        for i, base in enumerate(range(0, depth, BLOCK_DEPTH)):
+            mem = memory.Memory(shape=shape, depth=min(BLOCK_DEPTH, depth - base), init=[])
+            m.submodules[f"{name}_mem{i}"] = mem
+            wp = mem.write_port(granularity=wr.signature.granularity)
+            rp = mem.read_port(domain="sync")
+            m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data),
+                         wp.en.eq(Mux(wr.addr[lo:] == i, wr.en, 0)),
+                         rp.addr.eq(rd.addr), rp.en.eq(rd.en)]
+            outs.append(delay(m, rp.data, 1, name=f"{name}_q{i}"))
+        m.d.comb += rd.data.eq(Array(outs)[sel] if len(outs) > 1 else outs[0])

@@ -32,7 +32,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from .arith import delay
+from .arith import delay, valid_delay
 
 __all__ = ["RowEngine", "Results", "accumulate", "NO_COLLISION"]
 
@@ -242,7 +242,7 @@ class RowEngine(wiring.Component):
                 m.d.sync += wkb.eq(wkb + 1)
         with m.If(overflow):
             m.d.sync += error.eq(1)
-        done = delay(m, issue & issue_last, lat_fill, name="fill_done")
+        done = valid_delay(m, issue & issue_last, lat_fill, name="fill_done")
         done_buf = delay(m, wbuf, lat_fill, name="fill_buf")
 
         # Compute side: one wgt beat per cycle while the row is stored and

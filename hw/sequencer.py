@@ -16,7 +16,9 @@ sits in one cycle:
   :class:`~trilut.hw.isa.ErrorCode`), ends the program on END, or starts the
   pass: PARAM first copies the pass's constant entries (the rule's
   ``consts``: one per output channel, or one per tensor) out of the
-  constant memory as the ``param`` stream, then RUN until ``pass_done``.
+  constant memory as the ``param`` stream (one entry per cycle, registered:
+  the first :data:`~trilut.hw.memories.CONST_READ_LATENCY` + 1 cycles after
+  PARAM starts), then RUN until ``pass_done``.
 
 A descriptor costs six cycles (FETCH to DISPATCH) before its pass starts.
 ``cfg`` (the descriptor, its flags and the per-pass values) is held stable
@@ -36,9 +38,10 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .arith import const_div
+from .arith import const_div, delay, valid_delay
 from .isa import (CONST_BITS, DESCRIPTOR, DESCRIPTOR_BITS, KEY_BANK, RESIDUAL_BANK, VALUE_BANK,
                   EngineKind, Epilogue, ErrorCode, Head, Opcode)
+from .memories import CONST_READ_LATENCY
 from .rowio import bits_for
 
 __all__ = ["FLAGS", "PARAM", "Rule", "Sequencer", "cfg_layout", "rules"]
@@ -265,10 +268,17 @@ class Sequencer(wiring.Component):
         cb = p["col_bits"]
         set_bits = bits_for(p["const_sets"])
         set_part = [d.const[:set_bits]] if set_bits else []
+        # The param stream: the entry read (CONST_READ_LATENCY) and registered
+        # here (the constants fan out across the chip), its tags alongside.
         par = self.param
-        m.d.sync += [par.valid.eq(p_issue), par.last.eq(p_issue & (pch + 1 == pcount)),
-                     par.first.eq(p_issue & (pch == 0)), par.index.eq(pch)]
-        m.d.comb += [par.data.eq(self.const_r.data), self.const_r.en.eq(self.in_param),
+        lat = CONST_READ_LATENCY
+        m.d.sync += [par.valid.eq(valid_delay(m, p_issue, lat, name="p_valid")),
+                     par.last.eq(valid_delay(m, p_issue & (pch + 1 == pcount), lat,
+                                             name="p_last")),
+                     par.first.eq(valid_delay(m, p_issue & (pch == 0), lat, name="p_first")),
+                     par.index.eq(delay(m, pch, lat, name="p_index")),
+                     par.data.eq(self.const_r.data)]
+        m.d.comb += [self.const_r.en.eq(self.in_param),
                      self.const_r.addr.eq(Cat(pch[:cb], *set_part))]
 
         def stop(code):

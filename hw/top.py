@@ -101,7 +101,8 @@ Sequencer (:mod:`trilut.hw.sequencer`): FETCH -> LATCH (descriptor
 register) -> CHECK1 -> CHECK2 -> CHECK3 (a registered check pipeline driven
 by one table row per opcode) -> DISPATCH (stop with the error code, END, or
 start the pass) -> [PARAM] -> RUN, so a descriptor costs six cycles before
-its pass starts.
+its pass starts (plus, with PARAM, one per constant entry and three for the
+registered constant read).
 
 The parts (one file each, composed here): :mod:`~trilut.hw.regfront`
 (AXI4-Lite registers, soft-reset timer, counters), :mod:`~trilut.hw.memories`,
@@ -114,9 +115,9 @@ stalled indefinitely; ``s_axis.tready`` and ``s_axis_wgt.tready`` never
 depend on ``tvalid``. A LINEAR whose weights have not arrived waits for
 them (counter ``wgt_wait``), as a LOAD waits for its rows.
 Soft reset (``CTRL.soft_reset``) holds the sequencer and every datapath
-unit in reset for :attr:`Accelerator.soft_reset_cycles` cycles (the units'
-valid bits have a reset; what is left reset-less, the engines' pipelines,
-drains within that) and gives the CTRL write's response only after that,
+unit in reset for :attr:`Accelerator.soft_reset_cycles` cycles (every
+unit's valid bits have a reset, so what is in flight is dropped at once;
+data registers are reset-less) and gives the CTRL write's response only after that,
 so the host's next access finds the core idle; the AXI4-Lite slave and the
 memories' contents are not reset (the weight store's buffers are emptied:
 weights sent before the reset are dropped).
@@ -184,8 +185,8 @@ class Accelerator(wiring.Component):
     latency. ATTN: one constant copy cycle, then ``rows * heads * (N /
     attn_lanes) * ceil(K / attn_kpc)`` weight beats at one per cycle, except
     that ATTN_QK is bounded by Shiftmax's single divider for rows shorter
-    than 33 keys (33 cycles per row). Each descriptor costs five sequencer
-    cycles before its pass.
+    than 33 keys (33 cycles per row). Each descriptor costs six sequencer
+    cycles before its pass, plus three with a constant copy.
     """
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
@@ -335,10 +336,9 @@ class Accelerator(wiring.Component):
 
     @property
     def soft_reset_cycles(self):
-        """Cycles a soft reset holds the core in reset: every unit's valid
-        bits have a reset except the engines' pipelines (``hw/matmul.py``,
-        ``hw/rowengine.py``), which drain within the engines' latency."""
-        return max(self._engine.latency, self._int8.latency)
+        """Cycles a soft reset holds the core in reset: one, as every unit's
+        valid bits (the engines' pipelines included) have a reset."""
+        return 1
 
     # --- gateware ------------------------------------------------------------
 
