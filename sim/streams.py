@@ -8,6 +8,7 @@ backpressure; both take a ``random.Random`` so a failing seed reproduces.
 """
 import random
 
+import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 import cocotb
@@ -16,7 +17,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 __all__ = ["start_clock", "reset", "payload_layout", "pack", "unpack", "StreamSource", "StreamSink",
-           "StreamTimeout", "record_handshakes"]
+           "StreamTimeout", "record_handshakes", "UnitBench"]
 
 
 class StreamTimeout(AssertionError):
@@ -160,3 +161,23 @@ async def reset(dut, cycles=3):
     await ClockCycles(dut.clk, cycles)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+
+
+class UnitBench:
+    """What every unit testbench sets up from the runner's config (``TRILUT_TB``).
+
+    ``unit`` is ``cls(**config["params"])``; ``seed`` (default 1) seeds
+    ``rng`` (``random.Random``, for gaps and stalls) and ``np_rng`` (numpy,
+    for stimulus); ``broken`` is the requested wrong-model mode or None, and
+    must be one of ``breaks``.
+    """
+
+    def __init__(self, dut, cls, config, breaks):
+        self.dut = dut
+        self.unit = cls(**config["params"])
+        self.seed = config.get("seed", 1)
+        self.rng = random.Random(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
+        self.broken = config.get("break") or None
+        if self.broken is not None and self.broken not in breaks:
+            raise ValueError(f"unknown break mode {self.broken!r}")

@@ -23,8 +23,8 @@ from trilut.golden.encoder import Dyadic
 from trilut.golden.llm import gate_product
 from trilut.golden.quant import requantize
 from trilut.hw.gatemul import GateMul
-from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
-                                reset, start_clock)
+from trilut.sim.streams import (StreamSink, StreamSource, UnitBench, payload_layout,
+                                record_handshakes, reset, start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 BREAKS = ("relu", "swap")
@@ -32,18 +32,11 @@ PERIOD_NS = 10
 LO, HI = -32768, 32767
 
 
-class GateMulBench:
+class GateMulBench(UnitBench):
     """Clock, reset, sources (gate, up), sink (out) and scoreboard of one GateMul."""
 
     def __init__(self, dut, *, idle=0.3, stall=0.3):
-        self.dut = dut
-        self.unit = GateMul(**CONFIG["params"])
-        self.seed = CONFIG.get("seed", 1)
-        self.rng = random.Random(self.seed)
-        self.np_rng = np.random.default_rng(self.seed)
-        self.broken = CONFIG.get("break") or None
-        if self.broken is not None and self.broken not in BREAKS:
-            raise ValueError(f"unknown break mode {self.broken!r}")
+        super().__init__(dut, GateMul, CONFIG, BREAKS)
         u = self.unit
         self.gate = StreamSource(dut, "gate", dut.clk, payload_layout(u, "gate"),
                                  rng=random.Random(self.seed + 1), idle=idle)

@@ -17,7 +17,6 @@ a scoreboard compares every output element and every ``last`` flag with
 """
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
@@ -26,7 +25,8 @@ from cocotb.utils import get_sim_time
 
 from trilut.golden.nonlinear import int_layernorm, isqrt, ivit_newton_sqrt
 from trilut.hw.layernorm import LayerNorm
-from trilut.sim.streams import StreamSink, StreamSource, payload_layout, reset, start_clock
+from trilut.sim.streams import (StreamSink, StreamSource, UnitBench, payload_layout, reset,
+                                start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 BREAKS = ("half_up", "newton")
@@ -58,18 +58,11 @@ class _StampedSource(StreamSource):
         self.last_accept = get_sim_time("ns")      # same convention as first_accept
 
 
-class LayerNormBench:
+class LayerNormBench(UnitBench):
     """Owns clock, reset, the source, the sink and the scoreboard of one LayerNorm."""
 
     def __init__(self, dut, *, idle=0.3, stall=0.3):
-        self.dut = dut
-        self.unit = LayerNorm(**CONFIG["params"])
-        self.seed = CONFIG.get("seed", 1)
-        self.rng = random.Random(self.seed)
-        self.np_rng = np.random.default_rng(self.seed)
-        self.broken = CONFIG.get("break") or None
-        if self.broken is not None and self.broken not in BREAKS:
-            raise ValueError(f"unknown break mode {self.broken!r}")
+        super().__init__(dut, LayerNorm, CONFIG, BREAKS)
         self.inp = _StampedSource(dut, "inp", dut.clk, payload_layout(self.unit, "inp"),
                                   rng=self.rng, idle=idle)
         self.out = StreamSink(dut, "out", dut.clk, payload_layout(self.unit, "out"),

@@ -16,7 +16,6 @@ signed_out=True)), integer for integer.
 """
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
@@ -26,8 +25,8 @@ from trilut.golden.encoder import Dyadic, NormParams, _norm
 from trilut.golden.llm import int_rmsnorm
 from trilut.golden.nonlinear import int_layernorm
 from trilut.hw.rmsnorm import RMSNorm
-from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
-                                reset, start_clock)
+from trilut.sim.streams import (StreamSink, StreamSource, UnitBench, payload_layout,
+                                record_handshakes, reset, start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 BREAKS = ("layernorm", "asym_clamp")
@@ -35,18 +34,11 @@ PERIOD_NS = 10
 LO, HI = -32768, 32767
 
 
-class RMSNormBench:
+class RMSNormBench(UnitBench):
     """Clock, reset, sources (inp, param), sink (out) and scoreboard of one RMSNorm."""
 
     def __init__(self, dut, *, idle=0.3, stall=0.3):
-        self.dut = dut
-        self.unit = RMSNorm(**CONFIG["params"])
-        self.seed = CONFIG.get("seed", 1)
-        self.rng = random.Random(self.seed)
-        self.np_rng = np.random.default_rng(self.seed)
-        self.broken = CONFIG.get("break") or None
-        if self.broken is not None and self.broken not in BREAKS:
-            raise ValueError(f"unknown break mode {self.broken!r}")
+        super().__init__(dut, RMSNorm, CONFIG, BREAKS)
         u = self.unit
         self.inp = StreamSource(dut, "inp", dut.clk, payload_layout(u, "inp"), rng=self.rng,
                                 idle=idle)

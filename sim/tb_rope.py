@@ -13,7 +13,6 @@ backpressure on ``out`` (except the zero-stall test); every element and
 """
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
@@ -22,8 +21,8 @@ from cocotb.triggers import RisingEdge
 from trilut.golden.encoder import Dyadic
 from trilut.golden.llm import rope_requant, rope_tables
 from trilut.hw.rope import RoPE
-from trilut.sim.streams import (StreamSink, StreamSource, payload_layout, record_handshakes,
-                                reset, start_clock)
+from trilut.sim.streams import (StreamSink, StreamSource, UnitBench, payload_layout,
+                                record_handshakes, reset, start_clock)
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 BREAKS = ("interleaved", "plus")
@@ -31,18 +30,11 @@ PERIOD_NS = 10
 LO, HI = -32768, 32767
 
 
-class RoPEBench:
+class RoPEBench(UnitBench):
     """Clock, reset, sources (inp, table), sink (out) and scoreboard of one RoPE."""
 
     def __init__(self, dut, *, idle=0.3, stall=0.3):
-        self.dut = dut
-        self.unit = RoPE(**CONFIG["params"])
-        self.seed = CONFIG.get("seed", 1)
-        self.rng = random.Random(self.seed)
-        self.np_rng = np.random.default_rng(self.seed)
-        self.broken = CONFIG.get("break") or None
-        if self.broken is not None and self.broken not in BREAKS:
-            raise ValueError(f"unknown break mode {self.broken!r}")
+        super().__init__(dut, RoPE, CONFIG, BREAKS)
         u = self.unit
         self.inp = StreamSource(dut, "inp", dut.clk, payload_layout(u, "inp"), rng=self.rng,
                                 idle=idle)
