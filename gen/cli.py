@@ -231,4 +231,6 @@ def main(argv=None):
             DemoFailure, LayerMismatch) as exc:
         print(f"trilut: error: {exc}", file=sys.stderr)
         return 2
-    return status or 0
+    # a command returns its exit status (trilut stress: 1 when anything
+    # failed) or its result for callers from Python (generate: the tokens)
+    return status if isinstance(status, int) else 0
