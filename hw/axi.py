@@ -24,7 +24,7 @@ from ..golden.checks import check_int
 from .isa import ErrorCode
 from .rowio import bits_for
 
-__all__ = ["Burst", "Resp", "PAGE_BYTES", "MAX_BURST", "CACHE", "read_signature",
+__all__ = ["add_planner", "Burst", "Resp", "PAGE_BYTES", "MAX_BURST", "CACHE", "read_signature",
            "write_signature", "command_layout", "BurstPlanner", "MasterParams", "burst_limit",
            "stall_timer", "resp_code"]
 
@@ -220,3 +220,13 @@ class BurstPlanner(wiring.Component):
             with m.If(last):
                 m.d.sync += busy.eq(0)
         return m
+
+
+def add_planner(m, params, cmd):
+    """A :class:`BurstPlanner` for a master with ``params`` (its checked
+    parameters), fed from the master's ``cmd`` stream; returns the planner."""
+    m.submodules.planner = planner = BurstPlanner(
+        addr_bits=params["addr_bits"], data_bits=params["data_bits"],
+        len_bits=params["len_bits"], max_burst=params["max_burst"])
+    wiring.connect(m, wiring.flipped(cmd), planner.cmd)
+    return planner

@@ -4,7 +4,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from .axi import (CACHE, MAX_BURST, Burst, BurstPlanner, MasterParams, address_shift,
+from .axi import (CACHE, MAX_BURST, Burst, MasterParams, add_planner, address_shift,
                   burst_limit, command_layout, read_signature, resp_code, stall_timer)
 from .isa import ErrorCode
 
@@ -84,10 +84,7 @@ class AxiReadMaster(MasterParams, wiring.Component):
         m = Module()
         p = self._params
         axi = self.m_axi
-        m.submodules.planner = planner = BurstPlanner(
-            addr_bits=p["addr_bits"], data_bits=p["data_bits"], len_bits=p["len_bits"],
-            max_burst=p["max_burst"])
-        wiring.connect(m, wiring.flipped(self.cmd), planner.cmd)
+        planner = add_planner(m, p, self.cmd)
         burst = planner.burst
         # (len, last) of each burst in flight, oldest first
         info_layout = data.StructLayout({"len": 8, "last": 1})

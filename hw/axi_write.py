@@ -3,7 +3,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import (CACHE, MAX_BURST, Burst, BurstPlanner, MasterParams, address_shift,
+from .axi import (CACHE, MAX_BURST, Burst, MasterParams, add_planner, address_shift,
                   command_layout, resp_code, stall_timer, write_signature)
 from .isa import ErrorCode
 
@@ -68,10 +68,7 @@ class AxiWriteMaster(MasterParams, wiring.Component):
         m = Module()
         p = self._params
         axi = self.m_axi
-        m.submodules.planner = planner = BurstPlanner(
-            addr_bits=p["addr_bits"], data_bits=p["data_bits"], len_bits=p["len_bits"],
-            max_burst=p["max_burst"])
-        wiring.connect(m, wiring.flipped(self.cmd), planner.cmd)
+        planner = add_planner(m, p, self.cmd)
         burst = planner.burst
         # AxLEN of each burst whose words are not all on W yet, oldest first
         m.submodules.wq = wq = fifo.SyncFIFO(width=8, depth=p["outstanding"])
