@@ -23,7 +23,6 @@
    nextpnr-ecp5 now;
 6. print (and with ``--json`` write) the summary.
 """
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -142,10 +141,11 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
 
 
 def verilog_sha256(accel):
-    """SHA-256 of the Verilog ``trilut synth --unit top`` generates for ``accel``."""
-    from .verilog import generate_verilog
+    """:func:`~trilut.gen.verilog.netlist_sha256` of the Verilog ``trilut synth
+    --unit top`` generates for ``accel``."""
+    from .verilog import generate_verilog, netlist_sha256
     fresh = type(accel)(**accel.params)         # a component elaborates once
-    return hashlib.sha256(generate_verilog(fresh, "top").encode()).hexdigest()
+    return netlist_sha256(generate_verilog(fresh, "top"))
 
 
 def _recorded_pnr(accel):

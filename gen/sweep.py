@@ -49,7 +49,7 @@ from typing import Callable
 
 from .synth import TARGETS, synthesize
 from .units import UNITS, build_unit
-from .verilog import generate_verilog
+from .verilog import generate_verilog, netlist_sha256
 
 __all__ = ["TIMING_FIELDS", "ResultCache", "Task", "SweepFailure", "cache_from_args",
            "default_mapper", "failure_summary", "fmax_spread", "parse_ints", "progress_printer",
@@ -126,7 +126,7 @@ class ResultCache:
     def key(self, design, options):
         """The key of a build of ``design`` (the Verilog text, or any text that
         identifies the design exactly) with the flow ``options`` (a dict)."""
-        blob = json.dumps({"design_sha256": hashlib.sha256(design.encode()).hexdigest(),
+        blob = json.dumps({"design_sha256": netlist_sha256(design),
                            "tools": tool_versions(), "options": options}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -201,7 +201,7 @@ def synth_unit(unit, settings, target="ecp5-85f", *, cache=None, work_root="buil
                         freq_mhz=freq_mhz, seed=seed, out_of_context=out_of_context,
                         synth_args=synth_args, timeout_s=timeout_s)
     report.update(unit=unit, params=params, cache_key=key,
-                  verilog_sha256=hashlib.sha256(verilog.encode()).hexdigest())
+                  verilog_sha256=netlist_sha256(verilog))
     if hasattr(dut, "macs_per_cycle"):
         report["macs_per_cycle"] = dut.macs_per_cycle
     cache.put(key, report)
