@@ -8,7 +8,7 @@ __all__ = ["generate_verilog", "netlist_sha256"]
 
 # Amaranth names an enum-shaped signal's values in attributes; they are for
 # waveform viewers and leave the netlist unchanged.
-_ENUM_NAMES = re.compile(r"^\s*\(\* enum_(?:value_[01]+|base_type) = \"\w*\" \*\)\n", re.M)
+_ENUM_NAMES = re.compile(r'^\s*\(\* enum_(?:value_[01]+|base_type) = "[^"\n]*" \*\)\n', re.M)
 
 
 def generate_verilog(component, name):
