@@ -222,6 +222,35 @@ class BurstPlanner(wiring.Component):
         return m
 
 
+def address_stage(m, params, axi, prefix, burst, issue):
+    """Drive AR or AW (``prefix`` "ar" / "aw" of ``axi``): ID 0, full-width
+    INCR bursts, :data:`CACHE`, no protection; one register stage loaded
+    from the planner's ``burst`` when ``issue`` is high (the caller has made
+    sure the stage is free), ``valid`` cleared when the slave takes it."""
+    def chan(name):
+        return getattr(axi, prefix + name)
+    m.d.comb += [chan("id").eq(0), chan("size").eq(address_shift(params["data_bits"])),
+                 chan("burst").eq(Burst.INCR), chan("cache").eq(CACHE), chan("prot").eq(0)]
+    with m.If(chan("ready")):
+        m.d.sync += chan("valid").eq(0)
+    with m.If(issue):
+        m.d.sync += [chan("valid").eq(1), chan("addr").eq(burst.payload.addr),
+                     chan("len").eq(burst.payload.len)]
+
+
+def latch_error(m, code, planner, resp_taken, resp, expired):
+    """Set a master's sticky ``code`` from the first error: a refused command
+    (``planner.error``: MEM_COMMAND), an error response taken (``resp_taken``
+    with ``resp`` not OKAY) or the stall timer's ``expired`` (MEM_TIMEOUT)."""
+    with m.If(code == ErrorCode.NONE):
+        with m.If(planner.error):
+            m.d.sync += code.eq(ErrorCode.MEM_COMMAND)
+        with m.Elif(resp_taken & (resp_code(resp) != ErrorCode.NONE)):
+            m.d.sync += code.eq(resp_code(resp))
+        with m.Elif(expired):
+            m.d.sync += code.eq(ErrorCode.MEM_TIMEOUT)
+
+
 def add_planner(m, params, cmd):
     """A :class:`BurstPlanner` for a master with ``params`` (its checked
     parameters), fed from the master's ``cmd`` stream; returns the planner."""

@@ -4,8 +4,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from .axi import (CACHE, MAX_BURST, Burst, MasterParams, add_planner, address_shift,
-                  burst_limit, command_layout, read_signature, resp_code, stall_timer)
+from .axi import (MAX_BURST, MasterParams, add_planner, address_stage, burst_limit,
+                  command_layout, latch_error, read_signature, resp_code, stall_timer)
 from .isa import ErrorCode
 
 __all__ = ["AxiReadMaster"]
@@ -98,10 +98,6 @@ class AxiReadMaster(MasterParams, wiring.Component):
                      planner.halt.eq(stopped), self.busy.eq(inflight != 0)]
 
         # AR: one register stage, loaded from the planner.
-        m.d.comb += [axi.arid.eq(0), axi.arsize.eq(address_shift(p["data_bits"])),
-                     axi.arburst.eq(Burst.INCR), axi.arcache.eq(CACHE), axi.arprot.eq(0)]
-        with m.If(axi.arready):
-            m.d.sync += axi.arvalid.eq(0)
         # credits left if this burst is issued (negative: no room for it yet)
         after = Signal(signed(len(credits) + 1))
         issue = Signal()
@@ -114,9 +110,7 @@ class AxiReadMaster(MasterParams, wiring.Component):
         ]
         pushed = data.View(info_layout, info.w_data)
         m.d.comb += [pushed.len.eq(burst.payload.len), pushed.last.eq(burst.payload.last)]
-        with m.If(issue):
-            m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(burst.payload.addr),
-                         axi.arlen.eq(burst.payload.len)]
+        address_stage(m, p, axi, "ar", burst, issue)
 
         # R: always ready; count each burst's beats against its AxLEN.
         head = data.View(info_layout, info.r_data)
@@ -141,12 +135,6 @@ class AxiReadMaster(MasterParams, wiring.Component):
         # Errors (first wins).
         expired = stall_timer(m, axi.arvalid | (inflight != 0),
                               (axi.arvalid & axi.arready) | took, p["timeout"])
-        with m.If(self.code == ErrorCode.NONE):
-            with m.If(planner.error):
-                m.d.sync += self.code.eq(ErrorCode.MEM_COMMAND)
-            with m.Elif(took & (resp_code(axi.rresp) != ErrorCode.NONE)):
-                m.d.sync += self.code.eq(resp_code(axi.rresp))
-            with m.Elif(expired):
-                m.d.sync += self.code.eq(ErrorCode.MEM_TIMEOUT)
+        latch_error(m, self.code, planner, took, axi.rresp, expired)
         return m
 

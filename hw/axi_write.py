@@ -3,8 +3,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import (CACHE, MAX_BURST, Burst, MasterParams, add_planner, address_shift,
-                  command_layout, resp_code, stall_timer, write_signature)
+from .axi import (MAX_BURST, MasterParams, add_planner, address_stage, command_layout,
+                  latch_error, stall_timer, write_signature)
 from .isa import ErrorCode
 
 __all__ = ["AxiWriteMaster"]
@@ -79,10 +79,6 @@ class AxiWriteMaster(MasterParams, wiring.Component):
                      planner.halt.eq(stopped), self.busy.eq(inflight != 0)]
 
         # AW: one register stage, loaded from the planner.
-        m.d.comb += [axi.awid.eq(0), axi.awsize.eq(address_shift(p["data_bits"])),
-                     axi.awburst.eq(Burst.INCR), axi.awcache.eq(CACHE), axi.awprot.eq(0)]
-        with m.If(axi.awready):
-            m.d.sync += axi.awvalid.eq(0)
         issue = Signal()
         m.d.comb += [
             issue.eq(burst.valid & ~stopped & (~axi.awvalid | axi.awready)
@@ -90,9 +86,7 @@ class AxiWriteMaster(MasterParams, wiring.Component):
             burst.ready.eq(issue),
             wq.w_en.eq(issue), wq.w_data.eq(burst.payload.len),
         ]
-        with m.If(issue):
-            m.d.sync += [axi.awvalid.eq(1), axi.awaddr.eq(burst.payload.addr),
-                         axi.awlen.eq(burst.payload.len)]
+        address_stage(m, p, axi, "aw", burst, issue)
 
         # W: one register stage; words from data, or strobe-less ones when stopped.
         beat = Signal(8)
@@ -122,11 +116,5 @@ class AxiWriteMaster(MasterParams, wiring.Component):
         waiting = axi.awvalid | axi.wvalid | (awaiting_b != 0)
         progress = (axi.awvalid & axi.awready) | (axi.wvalid & axi.wready) | took_b
         expired = stall_timer(m, waiting, progress, p["timeout"])
-        with m.If(self.code == ErrorCode.NONE):
-            with m.If(planner.error):
-                m.d.sync += self.code.eq(ErrorCode.MEM_COMMAND)
-            with m.Elif(took_b & (resp_code(axi.bresp) != ErrorCode.NONE)):
-                m.d.sync += self.code.eq(resp_code(axi.bresp))
-            with m.Elif(expired):
-                m.d.sync += self.code.eq(ErrorCode.MEM_TIMEOUT)
+        latch_error(m, self.code, planner, took_b, axi.bresp, expired)
         return m
