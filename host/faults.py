@@ -138,6 +138,8 @@ class FaultyDevice(Device):
         self.counts["frames"] += 1
         request = (data[1], data[2]) if len(data) > 2 else None      # (type, seq)
         copy = request if retry else None
+        if not retry:           # a new request: its seq's counts start again (seq wraps)
+            self._intact[request] = self._answers[request] = 0
         injected = self.counts["injected"]
         if not (self._write_kinds and self.rate):
             self._intact[request] += 1
