@@ -32,7 +32,8 @@ scheduler, the shared result cache, ``--seeds`` for min / median / max
 Fmax), marking the Pareto front of MACs per cycle
 against LUT4: ``OUT/sweep.md``, ``OUT/sweep.json`` (one row per
 configuration), ``OUT/sweep_records.json`` (every build's full record),
-``OUT/sweep.png``. Failed builds are rows with ``status: failed`` and their
+``OUT/report.json`` (both: ``{"sweep": rows, "records": records}``, the file
+to compare between executors), ``OUT/sweep.png``. Failed builds are rows with ``status: failed`` and their
 log; the command then exits non-zero.
 """
 from __future__ import annotations
@@ -217,7 +218,7 @@ def run_sweep(groups, tables, lanes, out, *, seeds=(1,), cache=None, jobs=None,
     """Synthesize the TLMM engine over the grid (each configuration once per
     seed, through :func:`trilut.gen.sweep.synth_many`); write
     sweep.{md,json,png} and the individual build records
-    (``sweep_records.json``). Raises :class:`~trilut.gen.sweep.SweepFailure`
+    (``sweep_records.json``), both in ``report.json``. Raises :class:`~trilut.gen.sweep.SweepFailure`
     after writing them when a build failed."""
     configs = [dict(group=g, tables=t, lanes=n) for g in groups for t in tables for n in lanes]
     out = Path(out)
@@ -232,6 +233,8 @@ def run_sweep(groups, tables, lanes, out, *, seeds=(1,), cache=None, jobs=None,
     table = format_table(rows, columns)
     (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "sweep_records.json").write_text(json.dumps(records, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps({"sweep": rows, "records": records},
+                                                indent=2) + "\n")
     (out / "sweep.md").write_text("```\n" + table + "\n```\n")
     _plot_sweep(rows, out / "sweep.png")
     print(table)
@@ -278,6 +281,9 @@ def _plot_sweep(rows, path):
 
 def run_report(args):
     """``trilut report`` (arguments from :mod:`trilut.gen.cli`)."""
+    if args.sweep and args.builds:
+        raise ValueError("trilut report: give build directories or --sweep, not both "
+                         "(each writes OUT/report.json)")
     if args.sweep:
         grid = [parse_ints(args.groups, "groups"), parse_ints(args.tables, "tables"),
                 parse_ints(args.lanes, "lanes")]

@@ -130,14 +130,15 @@ def run_link(images, *, rate=1e-3, seed=1, detect=True, progress=None, baseline=
     c = bad["counts"]
     return {"images": images, "rate_per_byte": rate, "frames_sent": c["frames"],
             "faults_injected": c["injected"], "detected": c["detected"],
-            "tolerated": c["tolerated"],
+            "tolerated": c["tolerated"], "superseded": c["superseded"],
             "recovered": c["detected"] if bad["wrong"] + bad["gave_up"] == 0 else None,
             "undetected": c["undetected"],
             "wrong_answers": bad["wrong"] + (clean["wrong"] if clean else 0),
             "runs_given_up": bad["gave_up"], "retries": LINK_RETRIES,
             "undetected_by_kind": bad["undetected_by_kind"],
             "by_kind": {k: c[k] for k in c if k not in ("frames", "injected", "detected",
-                                                         "undetected", "tolerated")},
+                                                         "undetected", "tolerated",
+                                                         "superseded")},
             "link_stats": bad["stats"],
             "throughput_cost": clean and {
                 "cycles_clean": clean["cycles"], "cycles_faulty": bad["cycles"],
@@ -191,8 +192,8 @@ def run_link_uart(programs, *, rate=1e-3, seed=1, detect=True, progress=None):
             c = dict(faulty.counts)
     return {"programs": programs, "rate_per_byte": rate, "frames_sent": c["frames"],
             "faults_injected": c["injected"], "detected": c["detected"],
-            "tolerated": c["tolerated"], "undetected": c["undetected"],
-            "wrong_answers": wrong, "runs_given_up": gave_up,
+            "tolerated": c["tolerated"], "superseded": c["superseded"],
+            "undetected": c["undetected"], "wrong_answers": wrong, "runs_given_up": gave_up,
             "seconds": round(time.monotonic() - t0, 1), "accelerator": UART_PARAMS,
             **UART_LINK}
 
@@ -275,13 +276,14 @@ def format_report(report):
         lk = report["link"]
         lines.append("link: " + ", ".join(f"{k} {lk[k]}" for k in (
             "images", "rate_per_byte", "frames_sent", "faults_injected", "detected",
-            "tolerated", "recovered", "undetected", "wrong_answers", "runs_given_up")))
+            "tolerated", "superseded", "recovered", "undetected", "wrong_answers",
+            "runs_given_up")))
         lines.append("  throughput cost: " + json.dumps(lk["throughput_cost"]))
         if lk.get("uart"):
             u = lk["uart"]
             lines.append("  pin-level UART: " + ", ".join(f"{k} {u[k]}" for k in (
-                "programs", "faults_injected", "detected", "tolerated", "undetected",
-                "wrong_answers", "runs_given_up")))
+                "programs", "faults_injected", "detected", "tolerated", "superseded",
+                "undetected", "wrong_answers", "runs_given_up")))
     if "resets" in report:
         lines.append("resets: " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()
                                             if not isinstance(v, (dict, list))))

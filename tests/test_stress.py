@@ -138,3 +138,77 @@ def test_damaged_reply_length_does_not_stall_the_link():
     link = Link(_LengthFlipDevice(), ([4], [4]), timeout=0.05, retries=2)
     link.reg_write(0x10, [1])
     assert link.stats["retries"] == 1 and link.stats["timeouts"] == 1
+
+
+class _LateReplyBridge:
+    """The bridge's side of the link, for the accounting of a damaged retry:
+    requests are parsed as the hardware does (bytes that make no frame with
+    a good CRC are dropped unanswered, every whole copy is answered), but the
+    reply to the first request is held back until the host has sent its
+    second copy, as a slow simulator does: the host times out on an intact
+    request whose reply comes late."""
+    byte_time = 0.0
+
+    def __init__(self):
+        from trilut.host.protocol import FrameParser
+        self.parser, self.held, self.out, self.writes = FrameParser(), [], [], 0
+
+    def open(self):
+        return self
+
+    def write(self, data):
+        from trilut.hw.link import REPLY
+        from trilut.host.protocol import encode
+        self.writes += 1
+        for f in self.parser.feed(data):
+            (self.held if self.writes == 1 else self.out).append(
+                encode(f.type | REPLY, f.seq, b"\x00"))
+        if self.writes == 2:
+            self.out, self.held = self.held + self.out, []
+
+    def read(self, timeout):
+        return self.out.pop(0) if self.out else b""
+
+
+class _FlipSecondSync:
+    """Stands in for FaultyDevice's random source: one bit flip, in the SYNC
+    byte of the second frame written (the host's retry), nothing else."""
+
+    def __init__(self, faulty):
+        self.faulty, self.fired = faulty, False
+
+    def random(self):
+        if not self.fired and self.faulty.counts["frames"] == 2:
+            self.fired = True
+            return 0.0
+        return 1.0
+
+    def choice(self, kinds):
+        return kinds[0]
+
+    def randrange(self, n):
+        return 0
+
+
+@pytest.mark.parametrize("detect", [True, False])
+def test_damaged_retry_answered_late_is_superseded_not_undetected(detect):
+    """Issue 15's one undetected fault (a request bit flip, every answer
+    exact), reproduced: the host timed out on an intact request whose reply
+    was late and sent it again; a flip in the copy's SYNC byte made the
+    bridge drop that copy unanswered, and the host took the late reply to
+    the first copy. Nothing the host used was damaged and nothing noticed
+    the flip, so the injector counted it undetected. It is now *superseded*
+    (no more replies to that request than intact copies of it); the blind
+    injector (``detect=False``) still counts it undetected."""
+    from trilut.host.protocol import Link
+    faulty = FaultyDevice(_LateReplyBridge(), rate=0.5, kinds=["flip"], detect=detect)
+    faulty.rng = rng = _FlipSecondSync(faulty)
+    link = Link(faulty, ([4], [4]), timeout=0.05, retries=2, seed=3)
+    faulty.attach(link)
+    for i in range(6):
+        link.reg_write(0x10, [i])
+    faulty.finish()
+    assert rng.fired and link.stats["timeouts"] == 1 and link.stats["retries"] == 1
+    c = faulty.counts
+    assert c["injected"] == c["flip"] == 1 and c["detected"] == 0
+    assert (c["superseded"], c["undetected"]) == ((1, 0) if detect else (0, 1)), c

@@ -155,6 +155,8 @@ def test_failed_configurations_are_reported_not_dropped(tmp_path, capsys):
     rows = json.loads((out / "sweep.json").read_text())
     assert [(r["group"], r["status"]) for r in rows] == [(7, "failed"), (9, "failed")]
     assert "group must be in [2, 4], got 7" in rows[0]["error"]
+    assert json.loads((out / "report.json").read_text()) == {
+        "sweep": rows, "records": json.loads((out / "sweep_records.json").read_text())}
 
 
 # --- real builds -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path
+from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path, shared_runtime
 from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
 from ...hw.top import flat_ports
 
@@ -126,7 +126,8 @@ def _build_harness(top):
                "-o", str(exe), *[a for d in defines for a in ("-CFLAGS", d)],
                str(HARNESS_SOURCE), str(build_dir / f"{name}.v")]
         log = build_dir / "build.log"
-        with open(log, "w") as f:
+        with open(log, "w") as f, shared_runtime(build_dir / "obj",
+                                                 ["harness", *VERILATOR_ARGS, *defines]):
             done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
         if done.returncode or not exe.exists():
             raise HarnessBuildError(f"Verilator build of {name} failed; see {log}")

@@ -28,7 +28,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..harness import PowerOnReset
-from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path
+from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path, shared_runtime
 from ...hw.regfront import flat_ports
 
 __all__ = ["FlatWrap", "pack", "unpack", "build", "run_batch", "BatchResult", "HARNESS_SOURCE"]
@@ -209,7 +209,8 @@ def build(wrap, name):
                    "--top-module", name, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
                    "-o", str(exe), str(HARNESS_SOURCE), str(build_dir / f"{name}.v")]
             log = build_dir / "build.log"
-            with open(log, "w") as f:
+            with open(log, "w") as f, shared_runtime(build_dir / "obj",
+                                                     ["harness", *VERILATOR_ARGS]):
                 done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
             if done.returncode or not exe.exists():
                 raise RuntimeError(f"Verilator build of {name} failed; see {log}")
