@@ -98,7 +98,7 @@ class Datapath(wiring.Component):
         ser = Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
         i8_pk = Packer(signed(i8.act_bits), aK)
         i8_ser = Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
-        lnorm = LayerNorm(in_bits=16, max_len=W)
+        lnorm = LayerNorm(in_bits=16, max_len=W, rms=p["llm"])  # llm: the decoder's RMSNorm
         kvf = KVFetcher(beat_bits=8 * aL * aK, addr_bits=len(self.kv_r.addr), lanes=aL,
                         kpc=aK, row_bits=rb, col_bits=cb)
         for name, unit in (("engine", e), ("wide_rd", wide_rd), ("dynq", dynq),

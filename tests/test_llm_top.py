@@ -1,0 +1,80 @@
+# amaranth: UnusedElaboratable=no
+"""The ternary decoder on a decoder build of the accelerator top
+(``Accelerator(llm=True)``, unit ``top-llm-small``): prefill and >= 8
+decode steps against golden, integer for integer, with random AXI pauses,
+for an MHA and a GQA checkpoint; a wrong model caught; bad inputs refused
+before anything runs. One Verilator build for every simulation test."""
+import numpy as np
+import pytest
+
+from trilut.gen.llmfidelity import write_random_checkpoint
+from trilut.gen.units import UNITS
+from trilut.golden.llm import KVCache
+from trilut.host.compiler import CompileError
+from trilut.host.llama import load_llama, quantize
+from trilut.host.llm_compiler import compile_layer, forward
+from trilut.hw.isa import Head, Opcode, unpack_descriptor
+from trilut.sim import tb_llm_top
+from trilut.sim.runner import SimFailure
+
+PARAMS = UNITS["top-llm-small"].defaults
+MODEL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=256, max_pos=64)
+# 10 prompt tokens: two chunks (8 + 2) of the build's 24 int16 rows.
+RUN = dict(prefill_tokens=10, decode=8)
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    path = write_random_checkpoint(tmp_path_factory.mktemp("ckpt"), **MODEL, kv_heads=2)
+    return quantize(load_llama(path))
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_prefill_and_decode_match_golden(kv_heads):
+    assert tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=kv_heads), **RUN) == 1
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+def test_wrong_model_is_caught():
+    """A reference whose RMSNorm drops gamma's sign fails the comparison."""
+    with pytest.raises(SimFailure, match="mismatches"):
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=0,
+                       broken="norm_sign")
+
+
+def test_segments_use_rmsnorm_and_kv_rows(params):
+    a, b, c = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
+    descs = [unpack_descriptor(d) for d in a.descriptors]
+    norms = [d for p in (a, b, c) for d in map(unpack_descriptor, p.descriptors)
+             if d["opcode"] == Opcode.NORM]
+    assert norms and all(d["head"] == Head.RMSNORM for d in norms)
+    v = descs[a.passes.index("v")]
+    assert (v["dst_row"], v["rows"]) == (5, 3)            # V appended at kv_pos
+    assert [o.name for o in c.outputs] == ["norm"]
+
+
+def test_bad_inputs_are_refused(params):
+    cap = PARAMS["max_rows"]
+    with pytest.raises(ValueError, match="token id 256 outside the vocabulary"):
+        next(forward(params, [1, 256], KVCache(params), PARAMS))
+    with pytest.raises(ValueError, match=f"exceed the KV capacity of {cap} positions"):
+        next(forward(params, np.zeros(cap + 1, np.int64), KVCache(params), PARAMS))
+    cache = KVCache(params)
+    cache.kv_pos = cap
+    with pytest.raises(ValueError, match="at kv_pos 24 exceed the KV capacity"):
+        next(forward(params, [3], cache, PARAMS))
+    with pytest.raises(CompileError, match=r"Accelerator\(llm=True\)"):
+        next(forward(params, [3], KVCache(params), dict(PARAMS, llm=False)))
+    with pytest.raises(CompileError, match="ffn = 128 exceeds max_width = 64"):
+        compile_layer(params, 0, dict(PARAMS, max_width=64), rows=1, kv_pos=0)
+
+
+def test_rmsnorm_head_needs_the_decoder_build():
+    from trilut.hw.sequencer import rules
+    from trilut.hw.top import Accelerator
+    with pytest.raises(TypeError, match="llm must be a bool"):
+        Accelerator(**dict(PARAMS, llm=1))
+    assert rules(False)[Opcode.NORM] is not None and rules(False, rms=True)[Opcode.NORM]
