@@ -269,11 +269,16 @@ def forward(params, ids, cache, accel, *, trace=False):
 
 def run_on_driver(driver, params, ids, cache, *, trace=False):
     """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
-    accelerator build): ``(logits, stored)``."""
+    accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
+    the accelerator's ``cycles`` counter over the segments (on-chip passes
+    only: the host's parts take none)."""
     gen = forward(params, ids, cache, driver.accel, trace=trace)
+    cycles = 0
     try:
         req = next(gen)
         while True:
-            req = gen.send(driver.run(*req))
+            got = driver.run(*req)
+            cycles += driver.counters()["cycles"]
+            req = gen.send(got)
     except StopIteration as stop:
-        return stop.value
+        return (*stop.value, cycles)
