@@ -21,6 +21,7 @@ the same text.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -62,10 +63,10 @@ class SimDecoder:
     :meth:`close` (or use ``with``) to stop the simulator."""
 
     def __init__(self, params, accel):
+        from .compiler import _accelerator
         from .device import SimDevice
         from .driver import Driver
         from .llm_compiler import _check
-        from .compiler import _accelerator
         self.golden = GoldenDecoder(params)
         self.params, self.cache = params, KVCache(params)
         acc = _accelerator(accel)
@@ -81,7 +82,6 @@ class SimDecoder:
 
     def run(self, ids):
         from .llm_compiler import run_on_driver
-        import time
         want = self.golden.run(ids)
         t0 = time.monotonic()
         got, _, cycles = run_on_driver(self.driver, self.params, ids, self.cache)

@@ -29,6 +29,7 @@ from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import forward
+from trilut.hw.isa import RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, pack_descriptor
 from trilut.sim.tb_top import TopBench, run_compiled
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -97,6 +98,25 @@ async def prefill_and_decode(dut):
     dut._log.info(f"{checked} tensors compared over 1 prefill + {CONFIG['decode']} decode "
                   f"steps, {len(mismatches)} mismatched")
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:20])
+
+
+@cocotb.test()
+async def layernorm_head_refused(dut):
+    """The decoder build's NORM unit is RMSNorm: a LAYERNORM NORM stops the
+    program with UNSUPPORTED at its descriptor, before any pass runs."""
+    tb = TopBench(dut)
+    await tb.reset()
+    c = CONFIG["model"]["hidden"]
+    await tb.write_program([pack_descriptor(Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=1, k=c),
+                            pack_descriptor(Opcode.NORM, head=Head.LAYERNORM,
+                                            epilogue=Epilogue.REQUANT, src_bank=RESIDUAL_BANK,
+                                            dst_bank=RESIDUAL_BANK, dst_row=1, rows=1, k=c,
+                                            n=c),
+                            pack_descriptor(Opcode.END)])
+    tb.send(tb.acc.row_frames(np.ones((1, c), np.int64), wide=True))
+    await tb.start()
+    st = await tb.wait_idle()
+    assert st.error and st.code == ErrorCode.UNSUPPORTED and int(st.pc) == 1, f"{st}"
 
 
 def run(params, *, model, prefill_tokens, decode, seed=1, pause=0.3, broken=None):

@@ -3,7 +3,10 @@
 (``Accelerator(llm=True)``, unit ``top-llm-small``): prefill and >= 8
 decode steps against golden, integer for integer, with random AXI pauses,
 for an MHA and a GQA checkpoint; a wrong model caught; bad inputs refused
-before anything runs. One Verilator build for every simulation test."""
+before anything runs; the decoder build refuses a LayerNorm NORM
+(UNSUPPORTED, tb_llm_top.layernorm_head_refused, run with every
+configuration). One Verilator build of the top for the cocotb tests, one of
+the byte-protocol bridge around it for hf-generate."""
 import numpy as np
 import pytest
 
@@ -72,9 +75,27 @@ def test_bad_inputs_are_refused(params):
         compile_layer(params, 0, dict(PARAMS, max_width=64), rows=1, kv_pos=0)
 
 
-def test_rmsnorm_head_needs_the_decoder_build():
-    from trilut.hw.sequencer import rules
+def test_llm_parameter_is_checked():
     from trilut.hw.top import Accelerator
     with pytest.raises(TypeError, match="llm must be a bool"):
         Accelerator(**dict(PARAMS, llm=1))
-    assert rules(False)[Opcode.NORM] is not None and rules(False, rms=True)[Opcode.NORM]
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm-bridge")
+def test_hf_generate_on_the_simulated_device(tmp_path):
+    """``trilut hf-generate --device sim``: the host driver and the byte
+    protocol (SimDevice) run a prefill and 8 greedy steps; tokens and logits
+    equal the golden run's, every step checked."""
+    from trilut.gen.llm import hf_generate
+    path = write_random_checkpoint(tmp_path / "ckpt", **MODEL, kv_heads=2, seed=3)
+    np.save(tmp_path / "ids.npy", np.random.default_rng(4).integers(0, 256, 6))
+    runs = {dev: hf_generate(path, tmp_path / "ids.npy", 8, tmp_path / f"{dev}.npz", dev,
+                             log=lambda *a: None, unit="top-llm-small")
+            for dev in ("golden", "sim")}
+    assert runs["sim"]["hw_matches_golden"] is True
+    assert runs["sim"]["tokens"] == runs["golden"]["tokens"]
+    z = {dev: np.load(tmp_path / f"{dev}.npz") for dev in runs}
+    np.testing.assert_array_equal(z["sim"]["logits"], z["golden"]["logits"])
+    assert runs["sim"]["ttft_cycles"] > 0 and runs["sim"]["decode_cycles_per_token"] > 0
+    assert runs["sim"]["sim_cycles_per_s"] > 0 and runs["sim"]["fmax_mhz"] is None
