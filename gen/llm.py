@@ -21,8 +21,8 @@ device and seconds.
 
 ``--device sim``: the decoder build ``--unit`` (default ``top-llm``,
 gen/units.py) simulated by Verilator behind the byte protocol
-(host.generate.SimDecoder: norms and ternary linears on the accelerator;
-RoPE, attention, the gate product and the LM head on the host, see
+(host.generate.SimDecoder: norms, ternary linears and the gate product on
+the accelerator; RoPE, attention and the LM head on the host, see
 docs/llm.md "On the top"), every step compared with golden. The JSON's
 cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
@@ -49,9 +49,9 @@ __all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
 
 
 #: What the cycle fields of a ``--device sim`` run count.
-CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms and "
-                "ternary linears with their requantizers and residual adds; RoPE, attention, "
-                "the gate product and the LM head run on the host and are not counted")
+CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
+                "ternary linears with their requantizers and residual adds, the gate product; "
+                "RoPE, attention and the LM head run on the host and are not counted")
 
 
 def _decoder(params, device, unit, log, positions):

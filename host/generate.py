@@ -6,8 +6,8 @@ calling ``on_token(token)`` as each token is chosen (so a command can print
 text as it comes). The device that runs the steps is named by ``device``:
 "golden", or "sim": :class:`SimDecoder`, a decoder build of the accelerator
 simulated by Verilator behind the byte protocol (SimDevice + Driver), its
-segments from :mod:`trilut.host.llm_compiler` (norms and ternary linears on
-chip; RoPE, attention, the gate product and the LM head on the host), every
+segments from :mod:`trilut.host.llm_compiler` (norms, ternary linears and
+the gate product on chip; RoPE, attention and the LM head on the host), every
 step compared with the golden model.
 
 Sampling (:func:`choose`): greedy is the argmax of the integer logits (one

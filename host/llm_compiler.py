@@ -4,14 +4,13 @@
 on a decoder build of the accelerator (``Accelerator(llm=True)``), prefill
 and decode steps integer for integer with :func:`trilut.golden.llm.prefill`.
 
-What runs where (issue 13, first wiring step; docs/llm.md "On the top"):
-every RMSNorm and every ternary linear of a layer, with the row
-quantization, the requantizers and the residual adds, runs on the
-accelerator; RoPE with causal GQA attention, the gate product (SiLU /
-ReLU^2 times up) and the LM head run on the host with the golden model's
-own functions, on the tensors the accelerator stored. A layer is three
-programs (segments), the residual stream staying on chip (int16 bank
-rows ``R0``) between them and between layers::
+What runs where (issue 13, first wiring steps; docs/llm.md "On the top"):
+every RMSNorm, every ternary linear with its row quantization,
+requantizers and residual adds, and the gated MLP's gate product run on the
+accelerator; RoPE with causal GQA attention and the LM head run on the
+host with the golden model's own functions, on the tensors the accelerator
+stored. A layer is two programs (segments), the residual stream staying on
+chip (int16 bank rows ``R0``) between them and between layers::
 
     A  [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
        NORM RMSNORM R0 -> R1 attn_norm               [STORE attn_norm]
@@ -22,10 +21,10 @@ rows ``R0``) between them and between layers::
     B  LOAD attn -> R1;  [NORM RMSNORM R1 -> R2 attn_sub]
        LINEAR (R1|R2) -> R0  o (RESIDUAL: res1)      [STORE res1]
        NORM RMSNORM R0 -> R1 mlp_norm                [STORE mlp_norm]
-       LINEAR R1 -> R2  gate (int16)   STORE gate;  LINEAR R1 -> R2  up   STORE up
-    host: gate_product(gate, up) -> h (int16)
-    C  LOAD h -> R1;  [NORM RMSNORM R1 -> R2 ffn_sub]
-       LINEAR (R1|R2) -> R0  down (RESIDUAL: res2)   [STORE res2]
+       LINEAR R1 -> R2  gate (REQUANT, int16)        [STORE gate]
+       LINEAR R1 -> R2  up (REQUANT_GATEMUL: h = gate product, in place)  [STORE h]
+       [NORM RMSNORM R2 -> R1 ffn_sub]
+       LINEAR (R2|R1) -> R0  down (RESIDUAL: res2)   [STORE res2]
        last layer: NORM RMSNORM R0 -> R1 norm        STORE norm
     host: int8 LM head on norm -> int32 logits
 
@@ -46,9 +45,10 @@ import numpy as np
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
-from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, gate_product
+from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_requant_const
+from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_gatemul_const,
+                      pack_requant_const)
 from .compiler import CompileError, Program, _accelerator, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
@@ -93,6 +93,9 @@ def _check(params, acc, rows):
     problems = []
     if not p["llm"]:
         problems.append("the build has no RMSNorm: a decoder needs Accelerator(llm=True)")
+    elif cfg.act != p["llm_act"]:
+        problems.append(f"act {cfg.act!r}: this build's GateMul runs {p['llm_act']!r} "
+                        f"(Accelerator llm_act)")
     if not 1 <= rows * REGIONS <= p["max_rows"]:
         problems.append(f"{rows} tokens per chunk need {REGIONS} x {rows} rows of the int16 "
                         f"bank; max_rows = {p['max_rows']}")
@@ -132,11 +135,11 @@ def _requant_entries(lin):
 
 def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
                   trace=False):
-    """The three segments (:class:`SegmentProgram`, module docstring) of layer
+    """The two segments (:class:`SegmentProgram`, module docstring) of layer
     ``layer`` for a chunk of ``rows`` tokens at positions ``kv_pos ..``.
-    ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment C
+    ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment B
     ends with the final RMSNorm. ``trace``: also STORE attn_norm, res1,
-    mlp_norm, res2 (and the sub-norms)."""
+    mlp_norm, gate, h, res2 (and the sub-norms)."""
     acc = _accelerator(accel)
     _check(params, acc, rows)
     cfg, lp = params.cfg, params.layers[layer]
@@ -164,12 +167,12 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         segs.append(SegmentProgram(acc, bld.descs, bld.consts, bld.outputs, bld.weights, rows,
                                    c, bld.passes, loads=[(n, w) for n, w, _ in loads]))
 
-    def sub_norm(bld, norm, name, width):
+    def sub_norm(bld, norm, name, width, src, dst):
         if norm is None:
-            return R1
-        bld.norm(name, norm, width, R1, R2, head=rms)
-        bld.store(name, R2, width)
-        return R2
+            return src
+        bld.norm(name, norm, width, src, dst, head=rms)
+        bld.store(name, dst, width)
+        return dst
 
     def seg_a(bld):
         bld.norm("attn_norm", lp.attn_norm, c, R0, R1, head=rms)
@@ -182,19 +185,21 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
             bld.store(n, dst, width, always=True)
 
     def seg_b(bld):
-        src = sub_norm(bld, lp.attn_sub_norm, "attn_sub", cfg.heads * cfg.head_dim)
+        src = sub_norm(bld, lp.attn_sub_norm, "attn_sub", cfg.heads * cfg.head_dim, R1, R2)
         bld.residual("o", lp.o, lp.res1_x, src, R0, c, f"layers.{layer}.")
         bld.store("res1", R0, c)
         bld.norm("mlp_norm", lp.mlp_norm, c, R0, R1, head=rms)
         bld.store("mlp_norm", R1, c)
-        for n in ("gate", "up"):
-            lin = getattr(lp, n)
-            bld.linear(n, lin, R1, R2, Epilogue.REQUANT, _requant_entries(lin),
-                       f"layers.{layer}.")
-            bld.store(n, R2, cfg.ffn, always=True)
-
-    def seg_c(bld):
-        src = sub_norm(bld, lp.ffn_sub_norm, "ffn_sub", cfg.ffn)
+        bld.linear("gate", lp.gate, R1, R2, Epilogue.REQUANT, _requant_entries(lp.gate),
+                   f"layers.{layer}.")
+        bld.store("gate", R2, cfg.ffn)
+        up, a, hid = lp.up, lp.act_out, lp.hid
+        bld.linear("up", up, R1, R2, Epilogue.REQUANT_GATEMUL,
+                   [pack_gatemul_const(m, e, 0, a.m, a.e, hid.m, hid.e, lp.act_x0 or 0)
+                    for m, e in zip(_vec(up.requant.m, cfg.ffn), _vec(up.requant.e, cfg.ffn))],
+                   f"layers.{layer}.")
+        bld.store("h", R2, cfg.ffn)
+        src = sub_norm(bld, lp.ffn_sub_norm, "ffn_sub", cfg.ffn, R2, R1)
         bld.residual("down", lp.down, lp.res2_x, src, R0, c, f"layers.{layer}.")
         bld.store("res2", R0, c)
         if final:
@@ -203,7 +208,6 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
 
     segment(seg_a, [("x", c, R0)] if load_x else [])
     segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
-    segment(seg_c, [("h", cfg.ffn, R1)])
     return segs
 
 
@@ -247,20 +251,17 @@ def forward(params, ids, cache, accel, *, trace=False):
         piece = ids[start:start + chunk]
         pos0, m = cache.kv_pos, piece.size
         for li, lp in enumerate(params.layers):
-            a, b, c = compile_layer(params, li, acc, m, pos0, load_x=li == 0,
-                                    final=li == cfg.layers - 1, trace=trace)
+            a, b = compile_layer(params, li, acc, m, pos0, load_x=li == 0,
+                                 final=li == cfg.layers - 1, trace=trace)
             got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
             t = dict(got_a)
             _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
             got_b = yield b, {"attn": t["attn"]}
-            t.update(got_b)
-            h = gate_product(cfg.act, t["gate"], t["up"], lp.act_x0, lp.act_out, lp.hid, mb)
-            got_c = yield c, {"h": h}
-            for k, v in {**got_a, **got_b, **got_c}.items():
+            for k, v in {**got_a, **got_b}.items():
                 name = k if k == "norm" else f"layers.{li}.{k}"
                 stored[name] = np.concatenate([stored[name], v]) if name in stored else v
         cache.kv_pos += m
-        q, amax = row_quantize(got_c["norm"], in_bits=WIDE_BITS)
+        q, amax = row_quantize(got_b["norm"], in_bits=WIDE_BITS)
         lim = (1 << (LOGIT_BITS - 1)) - 1
         logits.append(requantize(params.head.accumulate(q, amax), params.head.requant.m,
                                  params.head.requant.e, lo=-lim, hi=lim, m_bits=mb))

@@ -59,7 +59,8 @@ class Datapath(wiring.Component):
         self._rb, self._cb = row_bits, col_bits
         self.epi = Epilogue(cfg_shape=cfg_shape, max_width=p["max_width"],
                             max_rows=p["max_rows"], gelu_mode=p["gelu_mode"],
-                            probs_bits=p["probs_bits"])
+                            probs_bits=p["probs_bits"],
+                            gatemul=p["llm_act"] if p["llm"] else None)
         self.ws = WeightStore(unsigned(wgt_bits), depth=wstore_depth, max_rows=p["max_rows"])
         axis = axi_stream_signature(8 * p["axis_bytes"])
         super().__init__({
@@ -155,7 +156,8 @@ class Datapath(wiring.Component):
         m.d.comb += [
             act_rd.go.eq(go & ~f.src_res & (f.is_linear | f.is_store | f.is_attn)),
             wide_rd.go.eq(go & f.src_res & (f.is_linear | f.is_attn)),
-            res_rd.go.eq(go & (f.is_linear & f.epi_res | f.is_store & f.src_res | f.is_norm)),
+            res_rd.go.eq(go & (f.is_linear & epi.reads_dst(self.cfg) | f.is_store & f.src_res |
+                               f.is_norm)),
             act_wr.go.eq(go & ~f.dst_res & (compute | f.is_load)),
             res_wr.go.eq(go & f.dst_res & (compute | f.is_load)),
             kvf.go.eq(go & f.is_attn),
@@ -292,7 +294,7 @@ class Datapath(wiring.Component):
         # Epilogue (residual rows from the residual reader) -> the writers.
         m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(run), epi.go.eq(go),
                      epi.param.eq(self.param)]
-        join(m, res_rd.out, epi.res, li & f.epi_res)
+        join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
         join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)
         join(m, epi.out, res_wr.inp, run & compute & f.dst_res)
 

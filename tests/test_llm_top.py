@@ -16,7 +16,7 @@ from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import compile_layer, forward
-from trilut.hw.isa import Head, Opcode, unpack_descriptor
+from trilut.hw.isa import Epilogue, Head, Opcode, unpack_descriptor
 from trilut.sim import tb_llm_top
 from trilut.sim.runner import SimFailure
 
@@ -36,7 +36,7 @@ def params(tmp_path_factory):
 @pytest.mark.xdist_group("accel-llm")
 @pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
 def test_prefill_and_decode_match_golden(kv_heads):
-    assert tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=kv_heads), **RUN) == 1
+    assert tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=kv_heads), **RUN) == 2
 
 
 @pytest.mark.sim
@@ -49,14 +49,16 @@ def test_wrong_model_is_caught():
 
 
 def test_segments_use_rmsnorm_and_kv_rows(params):
-    a, b, c = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
+    a, b = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
     descs = [unpack_descriptor(d) for d in a.descriptors]
-    norms = [d for p in (a, b, c) for d in map(unpack_descriptor, p.descriptors)
+    norms = [d for p in (a, b) for d in map(unpack_descriptor, p.descriptors)
              if d["opcode"] == Opcode.NORM]
     assert norms and all(d["head"] == Head.RMSNORM for d in norms)
     v = descs[a.passes.index("v")]
     assert (v["dst_row"], v["rows"]) == (5, 3)            # V appended at kv_pos
-    assert [o.name for o in c.outputs] == ["norm"]
+    gate, up = (unpack_descriptor(b.descriptors[b.passes.index(n)]) for n in ("gate", "up"))
+    assert up["epilogue"] == Epilogue.REQUANT_GATEMUL and up["dst_row"] == gate["dst_row"]
+    assert [o.name for o in b.outputs] == ["norm"]
 
 
 def test_bad_inputs_are_refused(params):
@@ -73,12 +75,16 @@ def test_bad_inputs_are_refused(params):
         next(forward(params, [3], KVCache(params), dict(PARAMS, llm=False)))
     with pytest.raises(CompileError, match="ffn = 128 exceeds max_width = 64"):
         compile_layer(params, 0, dict(PARAMS, max_width=64), rows=1, kv_pos=0)
+    with pytest.raises(CompileError, match="act 'silu': this build's GateMul runs 'relu2'"):
+        compile_layer(params, 0, dict(PARAMS, llm_act="relu2"), rows=1, kv_pos=0)
 
 
 def test_llm_parameter_is_checked():
     from trilut.hw.top import Accelerator
     with pytest.raises(TypeError, match="llm must be a bool"):
         Accelerator(**dict(PARAMS, llm=1))
+    with pytest.raises(ValueError, match="llm_act must be one of"):
+        Accelerator(**dict(PARAMS, llm_act="gelu"))
 
 
 @pytest.mark.sim
