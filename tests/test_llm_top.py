@@ -41,6 +41,15 @@ def test_prefill_and_decode_match_golden(kv_heads):
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("accel-llm")
+def test_bitnet_sub_norms_match_golden():
+    """The bitnet_b1_58-large layout: the extra RMSNorms before o and down
+    (attn_sub, ffn_sub) on chip as well."""
+    model = dict(MODEL, kv_heads=2, layout="bitnet-large")
+    assert tb_llm_top.run(PARAMS, model=model, prefill_tokens=6, decode=3) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
 def test_wrong_model_is_caught():
     """A reference whose RMSNorm drops gamma's sign fails the comparison."""
     with pytest.raises(SimFailure, match="mismatches"):
