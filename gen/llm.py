@@ -1,7 +1,8 @@
 """``trilut hf-generate`` and ``trilut generate``: the integer decoder from the command line.
 
-    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz [--device golden]
-    trilut generate --prompt TEXT --max-new-tokens N [--device golden] [--json OUT.json]
+    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz \
+        [--device golden|sim]
+    trilut generate --prompt TEXT --max-new-tokens N [--device golden|sim] [--json OUT.json]
 
 hf-generate: a Hugging Face Llama/BitNet checkpoint (host/llama.py),
 calibrated on ``--calib`` ids (.npy, rows or one sequence) or, by default, on

@@ -11,8 +11,9 @@ testbenches need to agree on is defined here once, as Python objects:
   / :func:`unpack_descriptor` / :func:`descriptor_words`, which use that same
   layout (no bit position is written twice);
 * :data:`REQUANT_CONST`, :data:`RESIDUAL_CONST`, :data:`GELU_CONST`,
-  :data:`SOFTMAX_CONST` and :data:`GATEMUL_CONST`: the views of a 128-bit constant-memory entry (one
-  entry per output channel; one per tensor for the attention passes);
+  :data:`SOFTMAX_CONST` and :data:`GATEMUL_CONST`: the views of a 128-bit
+  constant-memory entry (one per output channel; one per tensor for the
+  attention passes);
 * the bank numbers: int8 banks 0 .. ``banks - 1`` (at most
   :data:`MAX_BANKS`), the KV region :data:`KEY_BANK` / :data:`VALUE_BANK`
   and the int16 :data:`RESIDUAL_BANK`;
