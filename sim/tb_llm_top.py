@@ -101,22 +101,30 @@ async def prefill_and_decode(dut):
 
 
 @cocotb.test()
-async def layernorm_head_refused(dut):
-    """The decoder build's NORM unit is RMSNorm: a LAYERNORM NORM stops the
-    program with UNSUPPORTED at its descriptor, before any pass runs."""
+async def malformed_decoder_passes(dut):
+    """The decoder build's checks, each stopping its program at descriptor 0
+    before any pass runs: a LAYERNORM NORM (its NORM unit is RMSNorm), an
+    unknown LINEAR epilogue, REQUANT_GATEMUL into an int8 bank (it reads
+    and writes int16 rows) and REQUANT_GATEMUL whose destination rows
+    intersect its source rows (it reads them back, as RESIDUAL does)."""
     tb = TopBench(dut)
     await tb.reset()
-    c = CONFIG["model"]["hidden"]
-    await tb.write_program([pack_descriptor(Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=1, k=c),
-                            pack_descriptor(Opcode.NORM, head=Head.LAYERNORM,
-                                            epilogue=Epilogue.REQUANT, src_bank=RESIDUAL_BANK,
-                                            dst_bank=RESIDUAL_BANK, dst_row=1, rows=1, k=c,
-                                            n=c),
-                            pack_descriptor(Opcode.END)])
-    tb.send(tb.acc.row_frames(np.ones((1, c), np.int64), wide=True))
-    await tb.start()
-    st = await tb.wait_idle()
-    assert st.error and st.code == ErrorCode.UNSUPPORTED and int(st.pc) == 1, f"{st}"
+    c, res = CONFIG["model"]["hidden"], RESIDUAL_BANK
+    lin = dict(src_bank=res, dst_bank=res, dst_row=8, rows=2, k=c, n=c)
+    cases = [
+        (dict(opcode=Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT, **lin),
+         ErrorCode.UNSUPPORTED),
+        (dict(opcode=Opcode.LINEAR, epilogue=7, **lin), ErrorCode.UNSUPPORTED),
+        (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_GATEMUL, **dict(lin, dst_bank=0)),
+         ErrorCode.BANK),
+        (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_GATEMUL, **dict(lin, dst_row=1)),
+         ErrorCode.OVERLAP),
+    ]
+    for fields, code in cases:
+        await tb.write_program([pack_descriptor(**fields), pack_descriptor(Opcode.END)])
+        await tb.start()
+        st = await tb.wait_idle()
+        assert st.error and st.code == code and int(st.pc) == 0, f"{fields}: {st}"
 
 
 def run(params, *, model, prefill_tokens, decode, seed=1, pause=0.3, broken=None):

@@ -3,10 +3,11 @@
 (``Accelerator(llm=True)``, unit ``top-llm-small``): prefill and >= 8
 decode steps against golden, integer for integer, with random AXI pauses,
 for an MHA and a GQA checkpoint; a wrong model caught; bad inputs refused
-before anything runs; the decoder build refuses a LayerNorm NORM
-(UNSUPPORTED, tb_llm_top.layernorm_head_refused, run with every
-configuration). One Verilator build of the top for the cocotb tests, one of
-the byte-protocol bridge around it for hf-generate."""
+before anything runs; the decoder build's descriptor checks
+(tb_llm_top.malformed_decoder_passes, run with every configuration); the
+bitnet-large (sub-norms) and bitnet-2b (ReLU^2, on a relu2 build) layouts.
+Verilator builds: the silu top and its relu2 variant for the cocotb tests,
+the byte-protocol bridge around the silu top for hf-generate."""
 import numpy as np
 import pytest
 
@@ -46,6 +47,16 @@ def test_bitnet_sub_norms_match_golden():
     (attn_sub, ffn_sub) on chip as well."""
     model = dict(MODEL, kv_heads=2, layout="bitnet-large")
     assert tb_llm_top.run(PARAMS, model=model, prefill_tokens=6, decode=3) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm-relu2")
+def test_bitnet_2b_relu2_matches_golden():
+    """The bitnet-b1.58-2B-4T layout (packed weights, ReLU^2, sub-norms, tied
+    head) on a build whose GateMul squares (llm_act "relu2")."""
+    model = dict(MODEL, kv_heads=2, layout="bitnet-2b")
+    assert tb_llm_top.run(dict(PARAMS, llm_act="relu2"), model=model, prefill_tokens=4,
+                          decode=2) == 2
 
 
 @pytest.mark.sim
