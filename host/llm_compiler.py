@@ -49,7 +49,7 @@ from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
 from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_gatemul_const,
                       pack_requant_const)
-from .compiler import CompileError, Program, _accelerator, _Builder, _vec
+from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
            "REGIONS"]
@@ -130,7 +130,7 @@ def _check(params, acc, rows):
 def _requant_entries(lin):
     n = lin.out_features
     return [pack_requant_const(m, e, b) for m, e, b in
-            zip(_vec(lin.requant.m, n), _vec(lin.requant.e, n), _vec(0, n))]
+            zip(_vec(lin.requant.m, n), _vec(lin.requant.e, n), _bias(lin, n))]
 
 
 def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
@@ -195,8 +195,9 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         bld.store("gate", R2, cfg.ffn)
         up, a, hid = lp.up, lp.act_out, lp.hid
         bld.linear("up", up, R1, R2, Epilogue.REQUANT_GATEMUL,
-                   [pack_gatemul_const(m, e, 0, a.m, a.e, hid.m, hid.e, lp.act_x0 or 0)
-                    for m, e in zip(_vec(up.requant.m, cfg.ffn), _vec(up.requant.e, cfg.ffn))],
+                   [pack_gatemul_const(m, e, b, a.m, a.e, hid.m, hid.e, lp.act_x0 or 0)
+                    for m, e, b in zip(_vec(up.requant.m, cfg.ffn), _vec(up.requant.e, cfg.ffn),
+                                       _bias(up, cfg.ffn))],
                    f"layers.{layer}.")
         bld.store("h", R2, cfg.ffn)
         src = sub_norm(bld, lp.ffn_sub_norm, "ffn_sub", cfg.ffn, R2, R1)
