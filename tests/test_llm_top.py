@@ -5,7 +5,7 @@ decode steps against golden, integer for integer, with random AXI pauses,
 for an MHA and a GQA checkpoint; a wrong model caught; bad inputs refused
 before anything runs; the decoder build's descriptor checks
 (tb_llm_top.malformed_decoder_passes, run with every configuration); the
-bitnet-large (sub-norms) and bitnet-2b (ReLU^2, on a relu2 build) layouts.
+bitnet-2b layout (packed weights, sub-norms, ReLU^2 on a relu2 build).
 Verilator builds: the silu top and its relu2 variant for the cocotb tests,
 the byte-protocol bridge around the silu top for hf-generate."""
 import numpy as np
@@ -38,15 +38,6 @@ def params(tmp_path_factory):
 @pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
 def test_prefill_and_decode_match_golden(kv_heads):
     assert tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=kv_heads), **RUN) == 2
-
-
-@pytest.mark.sim
-@pytest.mark.xdist_group("accel-llm")
-def test_bitnet_sub_norms_match_golden():
-    """The bitnet_b1_58-large layout: the extra RMSNorms before o and down
-    (attn_sub, ffn_sub) on chip as well."""
-    model = dict(MODEL, kv_heads=2, layout="bitnet-large")
-    assert tb_llm_top.run(PARAMS, model=model, prefill_tokens=6, decode=3) == 2
 
 
 @pytest.mark.sim
