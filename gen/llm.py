@@ -1,7 +1,8 @@
 """``trilut hf-generate`` and ``trilut generate``: the integer decoder from the command line.
 
-    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz [--device golden]
-    trilut generate --prompt TEXT --max-new-tokens N [--device golden] [--json OUT.json]
+    trilut hf-generate CKPT --input-ids IDS.npy --max-new-tokens N --out OUT.npz \
+        [--device golden|sim]
+    trilut generate --prompt TEXT --max-new-tokens N [--device golden|sim] [--json OUT.json]
 
 hf-generate: a Hugging Face Llama/BitNet checkpoint (host/llama.py),
 calibrated on ``--calib`` ids (.npy, rows or one sequence) or, by default, on
@@ -19,7 +20,14 @@ hardware ran), ttft_cycles, decode_cycles_per_token, fmax_mhz,
 tokens_per_s_at_fmax, sim_cycles_per_s (null on golden), plus prompt,
 device and seconds.
 
-``--device sim`` is refused until the decoder hardware exists.
+``--device sim``: the decoder build ``--unit`` (default ``top-llm``,
+gen/units.py) simulated by Verilator behind the byte protocol
+(host.generate.SimDecoder: norms, ternary linears and the gate product on
+the accelerator; RoPE, attention and the LM head on the host, see
+docs/llm.md "On the top"), every step compared with golden. The JSON's
+cycle fields then count the accelerator's cycles (on-chip passes only:
+``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
+null (no place and route of a decoder build exists).
 """
 from __future__ import annotations
 
@@ -36,12 +44,54 @@ from ..host.llama import load_llama, quantize
 from ..host.models.lm import MODEL_DIR
 from ..host.models.lm.tokenizer import ByteTokenizer
 from .sweep import progress_printer
+from .units import UNITS
 
 __all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
 
 
+#: What the cycle fields of a ``--device sim`` run count.
+CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
+                "ternary linears with their requantizers and residual adds, the gate product; "
+                "RoPE, attention and the LM head run on the host and are not counted")
+
+
+def _decoder(params, device, unit, log, positions):
+    """The decoder for ``device``; for sim, the build ``unit`` is checked
+    (a decoder build holding ``positions`` KV rows) before Verilator runs."""
+    if device != "sim":
+        return make_decoder(params, device)
+    if unit not in UNITS or not UNITS[unit].defaults.get("llm"):
+        raise ValueError(f"--unit {unit!r}: not a decoder build (llm=True units: "
+                         f"{', '.join(n for n, u in UNITS.items() if u.defaults.get('llm'))})")
+    rows = UNITS[unit].defaults["max_rows"]
+    if positions > rows:
+        raise ValueError(f"{positions} positions (prompt + new tokens) exceed the KV capacity "
+                         f"of {rows} positions of the build {unit} (max_rows)")
+    log(f"--device sim: {unit} in Verilator (built on first use, cached)")
+    return make_decoder(params, device, UNITS[unit].defaults)
+
+
+def _close(decoder):
+    if hasattr(decoder, "close"):
+        decoder.close()
+
+
+def _sim_fields(decoder):
+    """The JSON's hardware fields: null on golden (no hardware ran)."""
+    fields = dict.fromkeys(("hw_matches_golden", "ttft_cycles", "decode_cycles_per_token",
+                            "fmax_mhz", "tokens_per_s_at_fmax", "sim_cycles_per_s"))
+    if hasattr(decoder, "step_cycles"):
+        steps = decoder.step_cycles
+        fields.update(hw_matches_golden=decoder.matches, ttft_cycles=steps[0],
+                      decode_cycles_per_token=(float(np.mean(steps[1:])) if len(steps) > 1
+                                               else None),
+                      sim_cycles_per_s=decoder.sim_cycles / max(decoder.seconds, 1e-9),
+                      cycles_scope=CYCLES_SCOPE)
+    return fields
+
+
 def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", calib=None,
-                temperature=0.0, top_k=0, seed=0, log=None):
+                temperature=0.0, top_k=0, seed=0, log=None, unit="top-llm"):
     """The hf-generate command; returns a summary dict."""
     log = log or progress_printer(file=sys.stderr)
     check_device(device)
@@ -54,17 +104,22 @@ def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", cal
         f"{'random token sequences' if calib is None else calib}")
     params = quantize(ckpt, calib_ids)
     log(f"prefill of {ids.size} tokens, then {max_new_tokens} steps on {device}")
-    tokens, logits = generate(make_decoder(params, device), ids, max_new_tokens,
-                              temperature, top_k, seed)
+    decoder = _decoder(params, device, unit, log, ids.size + max_new_tokens)
+    try:
+        tokens, logits = generate(decoder, ids, max_new_tokens, temperature, top_k, seed)
+    finally:
+        _close(decoder)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, tokens=tokens, logits=logits.astype(np.float32))
-    log(f"wrote {out}: tokens {tokens.tolist()}")
-    return {"tokens": tokens.tolist(), "out": str(out)}
+    summary = {"tokens": tokens.tolist(), "out": str(out), **_sim_fields(decoder)}
+    log(f"wrote {out}: tokens {tokens.tolist()}" + (
+        f"; hardware matches golden: {summary['hw_matches_golden']}" if device == "sim" else ""))
+    return summary
 
 
 def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model_dir=None,
-                  temperature=0.0, top_k=0, seed=0, echo=print):
+                  temperature=0.0, top_k=0, seed=0, echo=print, unit="top-llm"):
     """The generate command: text from the built-in LM, printed as it comes."""
     log = progress_printer(file=sys.stderr)
     check_device(device)
@@ -87,14 +142,16 @@ def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model
             echo(text[len(shown[0]):], end="", flush=True)
             shown[0] = text
 
+    decoder = _decoder(params, device, unit, log, len(ids) + max_new_tokens)
     echo(prompt, end="", flush=True)
-    tokens, _ = generate(make_decoder(params, device), ids, max_new_tokens, temperature,
-                         top_k, seed, on_token=show, stop=tok.eos)
+    try:
+        tokens, _ = generate(decoder, ids, max_new_tokens, temperature, top_k, seed,
+                             on_token=show, stop=tok.eos)
+    finally:
+        _close(decoder)
     echo(tok.decode(tokens)[len(shown[0]):])
     summary = {"prompt": prompt, "text": tok.decode(tokens), "tokens": tokens.tolist(),
-               "device": device, "hw_matches_golden": None, "ttft_cycles": None,
-               "decode_cycles_per_token": None, "fmax_mhz": None, "tokens_per_s_at_fmax": None,
-               "sim_cycles_per_s": None, "seconds": time.monotonic() - t0}
+               "device": device, **_sim_fields(decoder), "seconds": time.monotonic() - t0}
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
@@ -104,7 +161,10 @@ def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model
 
 def _sampling(p):
     p.add_argument("--device", choices=DEVICES, default="golden",
-                   help="golden (integer model); sim needs the decoder hardware (not yet)")
+                   help="golden (integer model) or sim (a decoder build in Verilator, every "
+                        "step checked against golden)")
+    p.add_argument("--unit", default="top-llm",
+                   help="decoder build for --device sim (gen/units.py; default top-llm)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -122,7 +182,7 @@ def add_llm_parsers(sub):
     _sampling(p)
     p.set_defaults(func=lambda a: hf_generate(
         a.checkpoint, a.input_ids, a.max_new_tokens, a.out, a.device, a.calib, a.temperature,
-        a.top_k, a.seed))
+        a.top_k, a.seed, unit=a.unit))
     p = sub.add_parser("generate", help="text from the built-in ternary LM")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -131,4 +191,5 @@ def add_llm_parsers(sub):
                                    "(default: the built-in LM)")
     _sampling(p)
     p.set_defaults(func=lambda a: generate_text(
-        a.prompt, a.max_new_tokens, a.device, a.json, a.model, a.temperature, a.top_k, a.seed))
+        a.prompt, a.max_new_tokens, a.device, a.json, a.model, a.temperature, a.top_k, a.seed,
+        unit=a.unit))

@@ -77,6 +77,23 @@ UNITS = {
                                          probs_bits=16, wstore_depth=9216),
                        "the accelerator sized for one all-MiniLM-L6-v2 layer (simulation)",
                        mapper="abc"),
+    # The decoder builds (llm=True: RMSNorm as the NORM unit, GateMul behind
+    # the up projection; host/llm_compiler runs every norm, ternary linear and
+    # gate product of a layer on them). top-llm: the built-in LM (hidden 256,
+    # FFN 688) in chunks of 32 tokens, 96 KV positions, the default top's
+    # TLMM engine (96 MACs/cycle); top-llm-small: the random checkpoints of
+    # tests/test_llm_top.py (hidden 64, FFN 128, chunks of 8, 24 positions).
+    # Simulation builds.
+    "top-llm": Unit(Accelerator, dict(group=3, tables=2, lanes=16, encoding="full",
+                                      table_ram="block", banks=1, max_rows=96,
+                                      max_width=688, prog_depth=16, const_sets=8, llm=True,
+                                      llm_act="silu"),
+                    "the decoder build for the built-in LM (simulation)"),
+    "top-llm-small": Unit(Accelerator, dict(group=3, tables=2, lanes=4, encoding="folded",
+                                            table_ram="distributed", banks=1, max_rows=24,
+                                            max_width=128, prog_depth=24, const_sets=8,
+                                            llm=True, llm_act="silu"),
+                          "a small decoder build for the tests (simulation)"),
     "rowscale": Unit(RowScaleRequantizer, dict(channels=64),
                      "requantizer of a row-scaled accumulator (acc * absmax, then m, e)"),
     # The decoder's units, sized for the built-in LM (host/models/lm: hidden

@@ -279,12 +279,12 @@ class _Builder:
                   k=lin.in_features, n=lin.out_features, const=s)
         self.weights.append((prefix + name, np.asarray(lin.weights, dtype=np.int64), lin.kind))
 
-    def norm(self, name, norm, c, src, dst):
+    def norm(self, name, norm, c, src, dst, head=Head.LAYERNORM):
         neg = _vec(np.asarray(norm.sign) < 0, c) if norm.signed_out else [0] * c
         s = self.const_set([pack_requant_const(m, e, bias, ng) for m, e, bias, ng in
                             zip(_vec(norm.requant.m, c), _vec(norm.requant.e, c),
                                 _vec(norm.bias, c), neg)])
-        self.emit(name, Opcode.NORM, head=Head.LAYERNORM, epilogue=Epilogue.REQUANT,
+        self.emit(name, Opcode.NORM, head=head, epilogue=Epilogue.REQUANT,
                   src_bank=src[0], src_row=src[1], dst_bank=dst[0], dst_row=dst[1],
                   rows=self.seq, k=c, n=c, const=s)
 

@@ -4,8 +4,11 @@
 :func:`generate` runs prefill once and then one decode step per new token,
 calling ``on_token(token)`` as each token is chosen (so a command can print
 text as it comes). The device that runs the steps is named by ``device``:
-"golden" today; "sim" (the simulated accelerator) needs the decoder
-hardware and is refused with a clear error until it exists.
+"golden", or "sim": :class:`SimDecoder`, a decoder build of the accelerator
+simulated by Verilator behind the byte protocol (SimDevice + Driver), its
+segments from :mod:`trilut.host.llm_compiler` (norms, ternary linears and
+the gate product on chip; RoPE, attention and the LM head on the host), every
+step compared with the golden model.
 
 Sampling (:func:`choose`): greedy is the argmax of the integer logits (one
 logit scale for the whole vocabulary, so this is the argmax of the
@@ -18,12 +21,14 @@ the same text.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
 from ..golden.llm import KVCache, LlamaParams, prefill
 
-__all__ = ["DEVICES", "GoldenDecoder", "check_device", "make_decoder", "choose", "generate"]
+__all__ = ["DEVICES", "GoldenDecoder", "SimDecoder", "check_device", "make_decoder", "choose",
+           "generate"]
 
 DEVICES = ("golden", "sim")
 
@@ -46,18 +51,71 @@ class GoldenDecoder:
         return prefill(self.params, np.asarray(ids, np.int64), self.cache)
 
 
+class SimDecoder:
+    """``params`` on the simulated accelerator ``accel`` (a decoder build's
+    parameter dict, ``llm=True``), through the host driver and the byte
+    protocol. Each :meth:`run` is compared with the golden model integer for
+    integer: ``matches`` stays True while every step agreed (the hardware's
+    logits are returned either way). ``step_cycles``: the accelerator's
+    cycles of each run (on-chip passes only); ``sim_cycles``/``seconds``:
+    the simulator's cycles and the wall time spent in runs. The capacity is
+    the smaller of the build's KV rows and the model's positions. Call
+    :meth:`close` (or use ``with``) to stop the simulator."""
+
+    def __init__(self, params, accel):
+        from .compiler import _accelerator
+        from .device import SimDevice
+        from .driver import Driver
+        from .llm_compiler import _check
+        self.golden = GoldenDecoder(params)
+        self.params, self.cache = params, KVCache(params)
+        acc = _accelerator(accel)
+        _check(params, acc, 1)          # the build's problems before the simulator starts
+        self.capacity = min(self.cache.capacity, acc.max_rows)
+        self.device = SimDevice(acc.params)
+        self.driver = Driver(self.device, acc.params, timeout=600.0)
+        self.matches, self.step_cycles, self.seconds = True, [], 0.0
+
+    @property
+    def sim_cycles(self):
+        return self.device.cycles
+
+    def run(self, ids):
+        from .llm_compiler import run_on_driver
+        want = self.golden.run(ids)
+        t0 = time.monotonic()
+        got, _, cycles = run_on_driver(self.driver, self.params, ids, self.cache)
+        self.device.sync()
+        self.seconds += time.monotonic() - t0
+        self.step_cycles.append(cycles)
+        self.matches &= bool(np.array_equal(got, want))
+        return got
+
+    def close(self):
+        self.device.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def check_device(device):
-    """ValueError unless ``device`` can run the decoder today (before any slow work)."""
+    """ValueError unless ``device`` is one this module runs (before any slow work)."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if device == "sim":
-        raise ValueError("--device sim: not yet: needs the decoder hardware (issue 13); "
-                         "use --device golden")
 
 
-def make_decoder(params, device="golden"):
-    """The decoder that runs ``params`` on ``device``."""
+def make_decoder(params, device="golden", accel=None):
+    """The decoder that runs ``params`` on ``device`` ("sim": on the decoder
+    build ``accel``, an Accelerator parameter dict)."""
     check_device(device)
+    if device == "sim":
+        if accel is None:
+            raise ValueError("device 'sim' needs accel: a decoder build's parameters "
+                             "(gen/units.py top-llm)")
+        return SimDecoder(params, accel)
     return GoldenDecoder(params)
 
 

@@ -59,7 +59,8 @@ class Datapath(wiring.Component):
         self._rb, self._cb = row_bits, col_bits
         self.epi = Epilogue(cfg_shape=cfg_shape, max_width=p["max_width"],
                             max_rows=p["max_rows"], gelu_mode=p["gelu_mode"],
-                            probs_bits=p["probs_bits"])
+                            probs_bits=p["probs_bits"],
+                            gatemul=p["llm_act"] if p["llm"] else None)
         self.ws = WeightStore(unsigned(wgt_bits), depth=wstore_depth, max_rows=p["max_rows"])
         axis = axi_stream_signature(8 * p["axis_bytes"])
         super().__init__({
@@ -98,7 +99,7 @@ class Datapath(wiring.Component):
         ser = Serializer(e.out.payload.shape(), e.lanes, e.acc_bits)
         i8_pk = Packer(signed(i8.act_bits), aK)
         i8_ser = Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
-        lnorm = LayerNorm(in_bits=16, max_len=W)
+        lnorm = LayerNorm(in_bits=16, max_len=W, rms=p["llm"])  # llm: the decoder's RMSNorm
         kvf = KVFetcher(beat_bits=8 * aL * aK, addr_bits=len(self.kv_r.addr), lanes=aL,
                         kpc=aK, row_bits=rb, col_bits=cb)
         for name, unit in (("engine", e), ("wide_rd", wide_rd), ("dynq", dynq),
@@ -155,7 +156,8 @@ class Datapath(wiring.Component):
         m.d.comb += [
             act_rd.go.eq(go & ~f.src_res & (f.is_linear | f.is_store | f.is_attn)),
             wide_rd.go.eq(go & f.src_res & (f.is_linear | f.is_attn)),
-            res_rd.go.eq(go & (f.is_linear & f.epi_res | f.is_store & f.src_res | f.is_norm)),
+            res_rd.go.eq(go & (f.is_linear & epi.reads_dst(self.cfg) | f.is_store & f.src_res |
+                               f.is_norm)),
             act_wr.go.eq(go & ~f.dst_res & (compute | f.is_load)),
             res_wr.go.eq(go & f.dst_res & (compute | f.is_load)),
             kvf.go.eq(go & f.is_attn),
@@ -292,7 +294,7 @@ class Datapath(wiring.Component):
         # Epilogue (residual rows from the residual reader) -> the writers.
         m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(run), epi.go.eq(go),
                      epi.param.eq(self.param)]
-        join(m, res_rd.out, epi.res, li & f.epi_res)
+        join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
         join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)
         join(m, epi.out, res_wr.inp, run & compute & f.dst_res)
 

@@ -13,7 +13,10 @@ Then, by pass (the sequencer's ``cfg`` flags):
 * LINEAR REQUANT_GELU: ``rq_out`` (the GELU input width) -> ShiftGELU ->
   per-tensor Requantizer -> clamp;
 * LINEAR RESIDUAL: + bias[channel] -> ResidualAdd with the residual row
-  (``res``: the destination rows read back), int16.
+  (``res``: the destination rows read back), int16;
+* LINEAR REQUANT_GATEMUL (decoder builds, ``gatemul``): ``rq_out`` (int16
+  up) -> :class:`~trilut.hw.gatemul.GateMul` with the gate row (``res``:
+  the destination rows read back) -> int16 h.
 
 The constants arrive in the PARAM phase as the sequencer's ``param``
 entries: the requantizer's and the residual adder's per-channel tables
@@ -33,7 +36,9 @@ from amaranth.lib.wiring import In, Out
 from ..golden.encoder import GELU_IN_BITS, SOFTMAX_N, WIDE_BITS
 from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
 from .dynquant import RowScale
-from .isa import GELU_CONST, REQUANT_CONST, RESIDUAL_CONST
+from .gatemul import GateMul
+from .isa import GATEMUL_CONST, GELU_CONST, REQUANT_CONST, RESIDUAL_CONST
+from .isa import Epilogue as EpilogueKind
 from .requant import Requantizer, ResidualAdd
 from .rowio import elem_stream, join, join_fields, stage
 from .sequencer import PARAM
@@ -59,10 +64,13 @@ def clamp(v, wide, sym=0):
 class Epilogue(wiring.Component):
     """See the module docstring. ``cfg_shape``: the sequencer's ``cfg``
     layout; ``max_width`` channels; ``max_rows`` (Shiftmax row length);
-    ``gelu_mode``, ``probs_bits``: the build's."""
+    ``gelu_mode``, ``probs_bits``: the build's; ``gatemul``: None, or the
+    decoder build's gate activation ("silu", "relu2"): a GateMul unit and the
+    REQUANT_GATEMUL route (its error flag shares the ``gelu`` bit)."""
 
-    def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits):
+    def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits, gatemul=None):
         self._w = max_width
+        self.gmul = None if gatemul is None else GateMul(act=gatemul, max_len=max_width)
         self._gelu_wide = int(GELU_IN_BITS[gelu_mode] == 16)
         self.rscale = RowScale(acc_bits=ACC_BITS, scale_bits=WIDE_BITS)
         self.requant = Requantizer(acc_bits=ACC_BITS + WIDE_BITS, out_bits=16,
@@ -79,6 +87,14 @@ class Epilogue(wiring.Component):
             "out": Out(elem_stream()),
             "error": Out(data.StructLayout({name: 1 for name in ERRORS})),
         })
+
+    def reads_dst(self, cfg):
+        """The running LINEAR reads its destination rows into ``res``
+        (RESIDUAL; REQUANT_GATEMUL: the gate rows)."""
+        f = cfg.flags
+        if self.gmul is None:
+            return f.epi_res
+        return f.epi_res | (cfg.desc.epilogue == EpilogueKind.REQUANT_GATEMUL)
 
     def elaborate(self, platform):
         m = Module()
@@ -118,7 +134,10 @@ class Epilogue(wiring.Component):
         join_fields(m, rq_out, smax.inp, at & f.is_attn_qk)
         join_fields(m, rq_out, gelu.inp, li & f.epi_gelu)
         join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu)
-        join_fields(m, rq_out, self.out, li & ~f.epi_res & ~f.epi_gelu | nm | at & ~f.is_attn_qk)
+        rq_direct = li & ~f.epi_res & ~f.epi_gelu
+        if self.gmul is not None:
+            rq_direct = rq_direct & ~self._gatemul(m, li, rq_out)
+        join_fields(m, rq_out, self.out, rq_direct | nm | at & ~f.is_attn_qk)
         join_fields(m, smax.out, self.out, at & f.is_attn_qk)
         join_fields(m, g_out, self.out, li & f.epi_gelu)
         join_fields(m, resadd.out, self.out, li & f.epi_res)
@@ -172,4 +191,25 @@ class Epilogue(wiring.Component):
             m.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
         m.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
                      smax.x0.eq(gx0)]
+        if self.gmul is not None:     # act_m, act_e, x0 share GELU's latches
+            gmul, gc = self.gmul, data.View(GATEMUL_CONST, par.data)
+            hm, he = Signal.like(gc.hm), Signal.like(gc.he)
+            with m.If(par.first):
+                m.d.sync += [hm.eq(gc.hm), he.eq(gc.he)]
+            m.d.comb += [gmul.act_m.eq(gm), gmul.act_e.eq(ge), gmul.hid_m.eq(hm),
+                         gmul.hid_e.eq(he)]
+            if gmul.act == "silu":
+                m.d.comb += gmul.x0.eq(gx0)
         return m
+
+    def _gatemul(self, m, li, rq_out):
+        """REQUANT_GATEMUL: int16 up (``rq_out``) and the gate row (``res``)
+        into GateMul, its h out. Returns the route's condition."""
+        gmul, f = self.gmul, self.cfg.flags
+        m.submodules.gatemul = gmul
+        on = li & (self.cfg.desc.epilogue == EpilogueKind.REQUANT_GATEMUL)
+        join_fields(m, rq_out, gmul.up, on)
+        join_fields(m, self.res, gmul.gate, on)
+        join_fields(m, gmul.out, self.out, on)
+        m.d.comb += self.error.gelu.eq(self.gelu.error | gmul.error)
+        return on

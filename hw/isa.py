@@ -10,9 +10,10 @@ testbenches need to agree on is defined here once, as Python objects:
   (little-endian fields, the first field at bit 0), and :func:`pack_descriptor`
   / :func:`unpack_descriptor` / :func:`descriptor_words`, which use that same
   layout (no bit position is written twice);
-* :data:`REQUANT_CONST`, :data:`RESIDUAL_CONST`, :data:`GELU_CONST` and
-  :data:`SOFTMAX_CONST`: the views of a 128-bit constant-memory entry (one
-  entry per output channel; one per tensor for the attention passes);
+* :data:`REQUANT_CONST`, :data:`RESIDUAL_CONST`, :data:`GELU_CONST`,
+  :data:`SOFTMAX_CONST` and :data:`GATEMUL_CONST`: the views of a 128-bit
+  constant-memory entry (one per output channel; one per tensor for the
+  attention passes);
 * the bank numbers: int8 banks 0 .. ``banks - 1`` (at most
   :data:`MAX_BANKS`), the KV region :data:`KEY_BANK` / :data:`VALUE_BANK`
   and the int16 :data:`RESIDUAL_BANK`;
@@ -38,7 +39,8 @@ __all__ = [
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
     "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "SOFTMAX_CONST",
-    "pack_requant_const", "pack_residual_const", "pack_gelu_const", "pack_softmax_const",
+    "GATEMUL_CONST", "pack_requant_const", "pack_residual_const", "pack_gelu_const",
+    "pack_softmax_const", "pack_gatemul_const",
     "const_words",
     "CTRL", "STATUS", "UNIT_FLAGS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
 ]
@@ -92,11 +94,18 @@ class Epilogue(enum.IntEnum, shape=3):
     REQUANT_SOFTMAX (ATTN_QK only): per-tensor requantization of the int8
     engine's dot products to int8 logits, Shiftmax (n = 15, x0 from the
     constants) to the build's ``probs_bits`` probabilities, into an int8
-    bank (8 bits) or the int16 bank (16 bits) (:data:`SOFTMAX_CONST`)."""
+    bank (8 bits) or the int16 bank (16 bits) (:data:`SOFTMAX_CONST`).
+    REQUANT_GATEMUL (decoder builds, ``Accelerator(llm=True)``; the MLP's
+    up projection): per-channel requantization to int16 ``up``, then the
+    gate product with the gate row read back from the destination rows
+    (int16 bank, read-modify-write as RESIDUAL): SiLU or ReLU^2 (the build's
+    ``llm_act``), times up, two per-tensor requantizers
+    (:data:`GATEMUL_CONST`), int16 ``h`` into the same rows."""
     REQUANT = 0
     REQUANT_GELU = 1
     REQUANT_SOFTMAX = 2
     RESIDUAL = 3
+    REQUANT_GATEMUL = 4
 
 
 class ErrorCode(enum.IntEnum, shape=4):
@@ -233,11 +242,25 @@ SOFTMAX_CONST = data.StructLayout({
     "_r1": unsigned(32),
     "x0": signed(16), "_r2": unsigned(16),
 })
+#: Constant entry of a LINEAR pass with the REQUANT_GATEMUL epilogue: channel
+#: c's ``(m, e, bias)`` take ``acc`` to int16 ``up`` as REQUANT_CONST; ``am``,
+#: ``ae`` (act_prod -> act), ``hm``, ``he`` (act * up -> h) and ``x0`` (the SiLU's
+#: IEXP constant ``act_x0``; unused for ReLU^2) are per tensor, from entry 0;
+#: ``am``/``ae``/``x0`` sit where GELU_CONST has ``gm``/``ge``/``x0``.
+GATEMUL_CONST = data.StructLayout({
+    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "am": M_FIELD, "ae": E_FIELD_ISA, "he": E_FIELD_ISA, "_r1": unsigned(4),
+    "x0": signed(16), "hm": M_FIELD,
+})
 assert (REQUANT_CONST.size == RESIDUAL_CONST.size == GELU_CONST.size == SOFTMAX_CONST.size
-        == CONST_BITS)
+        == GATEMUL_CONST.size == CONST_BITS)
+assert (GATEMUL_CONST["am"].offset, GATEMUL_CONST["ae"].offset, GATEMUL_CONST["x0"].offset) \
+    == (GELU_CONST["gm"].offset, GELU_CONST["ge"].offset, GELU_CONST["x0"].offset)
 assert REQUANT_CONST["bias"].offset == RESIDUAL_CONST["bias"].offset
 for _f in ("m", "e", "bias"):
-    assert REQUANT_CONST[_f].offset == GELU_CONST[_f].offset == SOFTMAX_CONST[_f].offset
+    assert (REQUANT_CONST[_f].offset == GELU_CONST[_f].offset == SOFTMAX_CONST[_f].offset
+            == GATEMUL_CONST[_f].offset)
 assert GELU_CONST["x0"].offset == SOFTMAX_CONST["x0"].offset
 
 
@@ -258,6 +281,12 @@ def pack_gelu_const(m, e, bias, gm, ge, x0):
 
 def pack_softmax_const(m, e, x0):
     return SOFTMAX_CONST.const({"m": int(m), "e": int(e), "x0": int(x0)}).as_value().value
+
+
+def pack_gatemul_const(m, e, bias, am, ae, hm, he, x0=0):
+    return GATEMUL_CONST.const({"m": int(m), "e": int(e), "bias": int(bias), "am": int(am),
+                                "ae": int(ae), "hm": int(hm), "he": int(he),
+                                "x0": int(x0)}).as_value().value
 
 
 def const_words(value):

@@ -76,14 +76,26 @@ class Rule:
     ends: bool = False
 
 
-def rules(probs16):
+def rules(probs16, llm=False):
     """The check/issue table: ``{Opcode: Rule}``. ``probs16``: the build's
-    probabilities are int16 (the int16 bank holds them) rather than int8."""
+    probabilities are int16 (the int16 bank holds them) rather than int8.
+    ``llm``: the decoder build (``Accelerator(llm=True)``): NORM takes head
+    RMSNORM and refuses LAYERNORM (UNSUPPORTED; the other way round without
+    it), and LINEAR takes the REQUANT_GATEMUL epilogue, which reads and
+    writes its destination rows in the int16 bank as RESIDUAL does."""
     E = ErrorCode
     rows_bad = lambda f: ~f.src_rows_ok | ~f.dst_rows_ok               # noqa: E731
     probs_bank = (lambda f, s: f[f"{s}_res"]) if probs16 else (lambda f, s: f[f"{s}_i8"])
     attn_shape = lambda f: (f.heads_zero | f.k_zero | f.n_zero | ~f.hk_ok | ~f.hn_ok)  # noqa
     attn_overlap = lambda f: f.same_bank & f.src_lt_dst_end & f.dst_lt_src_end     # noqa
+    norm_head = Head.RMSNORM if llm else Head.LAYERNORM
+    # LINEAR epilogues that read their destination rows (read-modify-write).
+    rmw = ((lambda f: f.epi_res | (f.d.epilogue == Epilogue.REQUANT_GATEMUL)) if llm else
+           (lambda f: f.epi_res))
+
+    def bad_epi(f):                     # a LINEAR epilogue this build does not run
+        bad = (f.d.epilogue != Epilogue.REQUANT) & ~f.epi_res & ~f.epi_gelu
+        return bad & (f.d.epilogue != Epilogue.REQUANT_GATEMUL) if llm else bad
     return {
         Opcode.END: Rule(lambda f: {}, ends=True),
         Opcode.LOAD: Rule(lambda f: {
@@ -93,21 +105,21 @@ def rules(probs16):
             E.BANK: ~(f.src_i8 | f.src_res | f.src_kv), E.ROWS: ~f.src_rows_ok,
             E.SHAPE: ~f.k_ok}),
         Opcode.LINEAR: Rule(lambda f: {
-            E.UNSUPPORTED: (f.d.head != Head.NONE) |
-                           ((f.d.epilogue != Epilogue.REQUANT) & ~f.epi_res & ~f.epi_gelu),
+            E.UNSUPPORTED: (f.d.head != Head.NONE) | bad_epi(f),
             E.BANK: ~(f.src_i8 | f.src_res) |
-                    Mux(f.epi_res, ~f.dst_res,
+                    Mux(rmw(f), ~f.dst_res,
                         ~(f.dst_i8 | f.dst_res | f.dst_kv & (f.d.epilogue == Epilogue.REQUANT))),
             E.ROWS: rows_bad(f),
             E.SHAPE: ~f.k_ok | ~Mux(f.eng_i8, f.n_ok_i8, f.n_ok),
             E.CONST: ~f.const_ok,
             # Rows are written after they are read (row-stationary), so a
             # destination may start at or before its source; a RESIDUAL pass
-            # also reads its destination rows: those must be disjoint.
+            # (and REQUANT_GATEMUL) also reads its destination rows: those
+            # must be disjoint.
             E.OVERLAP: f.same_bank & f.dst_lt_src_end &
-                       Mux(f.epi_res, f.src_lt_dst_end, f.dst_gt_src)}, consts="n"),
+                       Mux(rmw(f), f.src_lt_dst_end, f.dst_gt_src)}, consts="n"),
         Opcode.NORM: Rule(lambda f: {
-            E.UNSUPPORTED: (f.d.head != Head.LAYERNORM) | (f.d.epilogue != Epilogue.REQUANT),
+            E.UNSUPPORTED: (f.d.head != norm_head) | (f.d.epilogue != Epilogue.REQUANT),
             E.BANK: ~f.src_res | ~(f.dst_i8 | f.dst_res),
             E.ROWS: rows_bad(f),
             E.SHAPE: ~f.k_ok | ~f.n_eq_k,
@@ -160,15 +172,16 @@ class Sequencer(wiring.Component):
     """See the module docstring. Parameters: the build's limits (``banks``,
     ``max_rows``, ``max_width``, ``prog_depth``, ``const_sets``,
     ``col_bits``), the TLMM engine's ``k_block`` and ``lanes``, the int8
-    engine's ``attn_lanes`` / ``attn_kpc`` and ``probs16``."""
+    engine's ``attn_lanes`` / ``attn_kpc``, ``probs16`` and ``llm`` (see
+    :func:`rules`)."""
 
     def __init__(self, *, banks, max_rows, max_width, prog_depth, const_sets, col_bits,
-                 k_block, lanes, attn_lanes, attn_kpc, probs16):
+                 k_block, lanes, attn_lanes, attn_kpc, probs16, llm=False):
         self._p = dict(banks=banks, max_rows=max_rows, max_width=max_width,
                        prog_depth=prog_depth, const_sets=const_sets, col_bits=col_bits,
                        k_block=k_block, lanes=lanes, attn_lanes=attn_lanes,
                        attn_kpc=attn_kpc)
-        self._rules = rules(probs16)
+        self._rules = rules(probs16, llm)
         self._k_blocks = -(-max_width // k_block)
         const_depth = const_sets << col_bits
         super().__init__({

@@ -128,6 +128,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.encoder import GELU_IN_BITS, PROBS_BITS, PROBS_BITS_CHOICES, WIDE_BITS
+from ..golden.llm import ACTS
 from . import isa
 from .datapath import Datapath
 from .int8mm import Int8Engine
@@ -164,6 +165,11 @@ class Accelerator(wiring.Component):
     ``wstore_depth``: beats per weight-store buffer (default: a ternary
     max_width x max_width matrix; int8 weights need ``ceil(K / attn_kpc) *
     N / attn_lanes`` beats, :meth:`weight_beats`).
+    ``llm``: the decoder build (``docs/llm.md``, "On the top"): the NORM unit
+    is RMSNorm (``LayerNorm(rms=True)``, head RMSNORM; LAYERNORM is then
+    UNSUPPORTED), and LINEAR has the REQUANT_GATEMUL epilogue (GateMul with
+    activation ``llm_act``, "silu" or "relu2"; ignored without ``llm``).
+    The default (False) elaborates the encoder top unchanged.
 
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
     1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes
@@ -192,8 +198,13 @@ class Accelerator(wiring.Component):
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",
                  table_ram="distributed", banks=2, max_rows=16, max_width=24,
                  prog_depth=16, const_sets=4, axis_bytes=None, attn_lanes=4, attn_kpc=4,
-                 gelu_mode="ivit", probs_bits=PROBS_BITS, wstore_depth=None):
+                 gelu_mode="ivit", probs_bits=PROBS_BITS, wstore_depth=None, llm=False,
+                 llm_act="silu"):
         check_int("banks", banks, 1, isa.MAX_BANKS)
+        if not isinstance(llm, bool):
+            raise TypeError(f"llm must be a bool, got {llm!r}")
+        if llm_act not in ACTS:
+            raise ValueError(f"llm_act must be one of {ACTS}, not {llm_act!r}")
         if gelu_mode not in GELU_IN_BITS:
             raise ValueError(f"gelu_mode must be one of {sorted(GELU_IN_BITS)}, not {gelu_mode!r}")
         if probs_bits not in PROBS_BITS_CHOICES:
@@ -234,7 +245,8 @@ class Accelerator(wiring.Component):
                             max_width=max_width, prog_depth=prog_depth,
                             const_sets=const_sets, axis_bytes=axis_bytes,
                             attn_lanes=attn_lanes, attn_kpc=attn_kpc, gelu_mode=gelu_mode,
-                            probs_bits=probs_bits, wstore_depth=wstore_depth)
+                            probs_bits=probs_bits, wstore_depth=wstore_depth, llm=llm,
+                            llm_act=llm_act)
         self._wgt_bits = wgt_bits
         if wstore_depth is not None:
             check_int("wstore_depth", wstore_depth, 1, 1 << 16)
@@ -359,7 +371,8 @@ class Accelerator(wiring.Component):
                         prog_depth=p["prog_depth"], const_sets=p["const_sets"],
                         col_bits=self._col_bits, k_block=self._engine.k_block,
                         lanes=self._engine.lanes, attn_lanes=p["attn_lanes"],
-                        attn_kpc=p["attn_kpc"], probs16=p["probs_bits"] == 16)
+                        attn_kpc=p["attn_kpc"], probs16=p["probs_bits"] == 16,
+                        llm=p["llm"])
         dp = Datapath(engine=self._engine, int8=self._int8, mem_signature=mems.signature,
                       cfg_shape=seq.cfg.shape(), p=p, row_bits=self._row_bits,
                       col_bits=self._col_bits, wgt_bits=self._wgt_bits,

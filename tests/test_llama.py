@@ -217,7 +217,7 @@ def test_generate_errors(small):
     _, ckpt, params = small
     with pytest.raises(ValueError, match="exceed the KV capacity of 48"):
         generate(GoldenDecoder(params), np.arange(40), 9)
-    with pytest.raises(ValueError, match="not yet: needs the decoder hardware"):
+    with pytest.raises(ValueError, match="device 'sim' needs accel"):
         make_decoder(params, "sim")
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(GoldenDecoder(params), np.arange(4), 0)
@@ -235,7 +235,9 @@ def test_hf_generate_command(small, tmp_path):
     assert z["tokens"].dtype == np.int64 and z["tokens"].shape == (5,)
     assert z["logits"].dtype == np.float32 and z["logits"].shape == (12, ckpt.cfg.vocab)
     np.testing.assert_array_equal(z["tokens"], np.argmax(z["logits"][7:], axis=-1))
-    assert cli_main(argv + ["--device", "sim"]) == 2
+    assert cli_main(argv + ["--device", "sim", "--unit", "top"]) == 2     # not a decoder build
+    long = argv[:-3] + ["20", "--out", str(out), "--device", "sim", "--unit", "top-llm-small"]
+    assert cli_main(long) == 2           # 8 + 20 positions > the build's 24 KV rows
     np.save(tmp_path / "bad.npy", np.array([0, ckpt.cfg.vocab]))
     assert cli_main(argv[:3] + [str(tmp_path / "bad.npy")] + argv[4:]) == 2
     np.save(tmp_path / "long.npy", np.zeros(45, np.int64))

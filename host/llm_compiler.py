@@ -1,0 +1,286 @@
+# amaranth: UnusedElaboratable=no
+# (an Accelerator built from a parameter dict is a host-side helper here)
+"""The decoder compiler and runner: golden :class:`~trilut.golden.llm.LlamaParams`
+on a decoder build of the accelerator (``Accelerator(llm=True)``), prefill
+and decode steps integer for integer with :func:`trilut.golden.llm.prefill`.
+
+What runs where (issue 13, first wiring steps; docs/llm.md "On the top"):
+every RMSNorm, every ternary linear with its row quantization,
+requantizers and residual adds, and the gated MLP's gate product run on the
+accelerator; RoPE with causal GQA attention and the LM head run on the
+host with the golden model's own functions, on the tensors the accelerator
+stored. A layer is two programs (segments), the residual stream staying on
+chip (int16 bank rows ``R0``) between them and between layers::
+
+    A  [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
+       NORM RMSNORM R0 -> R1 attn_norm               [STORE attn_norm]
+       LINEAR R1 -> R2  q (REQUANT, int16)           STORE q
+       LINEAR R1 -> R2  k (REQUANT, int16)           STORE k
+       LINEAR R1 -> V   v (REQUANT, int8; KV rows kv_pos ..)   STORE v
+    host: RoPE, K/V into the KV cache, causal GQA attention -> attn (int16)
+    B  LOAD attn -> R1;  [NORM RMSNORM R1 -> R2 attn_sub]
+       LINEAR (R1|R2) -> R0  o (RESIDUAL: res1)      [STORE res1]
+       NORM RMSNORM R0 -> R1 mlp_norm                [STORE mlp_norm]
+       LINEAR R1 -> R2  gate (REQUANT, int16)        [STORE gate]
+       LINEAR R1 -> R2  up (REQUANT_GATEMUL: h = gate product, in place)  [STORE h]
+       [NORM RMSNORM R2 -> R1 ffn_sub]
+       LINEAR (R2|R1) -> R0  down (RESIDUAL: res2)   [STORE res2]
+       last layer: NORM RMSNORM R0 -> R1 norm        STORE norm
+    host: int8 LM head on norm -> int32 logits
+
+``R0``, ``R1``, ``R2``: rows 0.., M.., 2M.. of the int16 bank for a chunk
+of M tokens, so a chunk holds at most ``max_rows // 3`` tokens; a longer
+prompt is prefilled in chunks (prefill of a sequence equals prefill of its
+pieces, golden). V rows go to the KV region at ``kv_pos``, so the build
+holds ``max_rows`` positions: the KV capacity checked before anything runs.
+Square brackets: only with ``trace=True`` (or a sub-norm checkpoint).
+
+:func:`forward` is a generator that yields ``(program, inputs)`` per
+segment and takes back the decoded outputs, so a synchronous host driver
+(:func:`run_on_driver`) and an asynchronous cocotb testbench drive it alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..golden.dynquant import row_quantize
+from ..golden.encoder import WIDE_BITS
+from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
+from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
+from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_gatemul_const,
+                      pack_requant_const)
+from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
+
+__all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
+           "REGIONS"]
+
+#: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
+REGIONS = 3
+_LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+class SegmentProgram(Program):
+    """A :class:`~trilut.host.compiler.Program` whose LOADs take named int16
+    tensors: ``loads`` is ``[(name, width)]`` in program order and
+    :meth:`input_frames` takes a dict ``{name: (rows, width) ints}``."""
+
+    def __init__(self, *args, loads=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loads = list(loads)
+
+    def input_frames(self, inputs):
+        frames = []
+        for name, width in self.loads:
+            if name not in inputs:
+                raise CompileError(f"{name}: this segment LOADs it; inputs give "
+                                   f"{sorted(inputs)}")
+            a = np.asarray(inputs[name])
+            if a.dtype.kind not in "iu" or a.shape != (self.seq, width):
+                raise CompileError(f"{name}: expected integers of shape ({self.seq}, {width}), "
+                                   f"got {a.dtype} {a.shape}")
+            if a.size and (a.min() < INT16_MIN or a.max() > INT16_MAX):
+                raise CompileError(f"{name}: values must fit int16")
+            frames += self._accel.row_frames(a, wide=True)
+        return frames
+
+
+def _check(params, acc, rows):
+    """Everything the build must hold for ``params`` at chunks of ``rows``
+    tokens: one CompileError listing every problem."""
+    if not isinstance(params, LlamaParams):
+        raise TypeError(f"params must be LlamaParams, got {type(params).__name__}")
+    p, cfg, e = acc.params, params.cfg, acc.engine
+    problems = []
+    if not p["llm"]:
+        problems.append("the build has no RMSNorm: a decoder needs Accelerator(llm=True)")
+    elif cfg.act != p["llm_act"]:
+        problems.append(f"act {cfg.act!r}: this build's GateMul runs {p['llm_act']!r} "
+                        f"(Accelerator llm_act)")
+    if not 1 <= rows * REGIONS <= p["max_rows"]:
+        problems.append(f"{rows} tokens per chunk need {REGIONS} x {rows} rows of the int16 "
+                        f"bank; max_rows = {p['max_rows']}")
+    widths = {"hidden": cfg.hidden, "q (heads x head_dim)": cfg.heads * cfg.head_dim,
+              "ffn": cfg.ffn}
+    for what, w in widths.items():
+        if w > p["max_width"]:
+            problems.append(f"{what} = {w} exceeds max_width = {p['max_width']}")
+    if cfg.m_bits != M_BITS_DEFAULT:
+        problems.append(f"m_bits = {cfg.m_bits}; constant entries hold {M_BITS_DEFAULT}-bit "
+                        f"multipliers")
+    for i, lp in enumerate(params.layers):
+        for n in _LINEARS:
+            lin = getattr(lp, n)
+            k, nn = lin.in_features, lin.out_features
+            where = f"layers.{i}.{n}"
+            if lin.kind != "ternary":
+                problems.append(f"{where}: {lin.kind} weights; the decoder runs ternary "
+                                f"linears on the TLMM engine")
+                continue
+            if nn % e.lanes:
+                problems.append(f"{where}: N = {nn} must be a multiple of the TLMM lanes = "
+                                f"{e.lanes}")
+            if acc.weight_beats(k, nn) > acc.wstore_depth:
+                problems.append(f"{where}: {k} x {nn} weights exceed wstore_depth = "
+                                f"{acc.wstore_depth}")
+    if problems:
+        raise CompileError(f"the decoder does not fit this build ({len(problems)} problem"
+                           f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems))
+
+
+def _requant_entries(lin):
+    n = lin.out_features
+    return [pack_requant_const(m, e, b) for m, e, b in
+            zip(_vec(lin.requant.m, n), _vec(lin.requant.e, n), _bias(lin, n))]
+
+
+def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
+                  trace=False):
+    """The two segments (:class:`SegmentProgram`, module docstring) of layer
+    ``layer`` for a chunk of ``rows`` tokens at positions ``kv_pos ..``.
+    ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment B
+    ends with the final RMSNorm. ``trace``: also STORE attn_norm, res1,
+    mlp_norm, gate, h, res2 (and the sub-norms)."""
+    acc = _accelerator(accel)
+    _check(params, acc, rows)
+    cfg, lp = params.cfg, params.layers[layer]
+    if kv_pos + rows > acc.max_rows:
+        raise CompileError(f"KV rows {kv_pos} .. {kv_pos + rows - 1} beyond the build's "
+                           f"max_rows = {acc.max_rows}")
+    c, kvw = cfg.hidden, cfg.kv_heads * cfg.head_dim
+    R0, R1, R2 = ((RESIDUAL_BANK, i * rows) for i in range(REGIONS))
+    rms = Head.RMSNORM
+    segs = []
+
+    def segment(build, loads):
+        bld = _Builder(acc, rows, trace)
+        for name, width, dst in loads:
+            bld.emit(f"load_{name}", Opcode.LOAD, dst_bank=dst[0], dst_row=dst[1], rows=rows,
+                     k=width)
+        build(bld)
+        bld.emit("end", Opcode.END)
+        if len(bld.descs) > acc.prog_depth:
+            raise CompileError(f"layers.{layer}: {len(bld.descs)} descriptors exceed "
+                               f"prog_depth = {acc.prog_depth}")
+        if len(bld.consts) > acc.const_sets:
+            raise CompileError(f"layers.{layer}: {len(bld.consts)} constant sets exceed "
+                               f"const_sets = {acc.const_sets}")
+        segs.append(SegmentProgram(acc, bld.descs, bld.consts, bld.outputs, bld.weights, rows,
+                                   c, bld.passes, loads=[(n, w) for n, w, _ in loads]))
+
+    def sub_norm(bld, norm, name, width, src, dst):
+        if norm is None:
+            return src
+        bld.norm(name, norm, width, src, dst, head=rms)
+        bld.store(name, dst, width)
+        return dst
+
+    def seg_a(bld):
+        bld.norm("attn_norm", lp.attn_norm, c, R0, R1, head=rms)
+        bld.store("attn_norm", R1, c)
+        for n, dst, width in (("q", R2, cfg.heads * cfg.head_dim), ("k", R2, kvw),
+                              ("v", (VALUE_BANK, kv_pos), kvw)):
+            lin = getattr(lp, n)
+            bld.linear(n, lin, R1, dst, Epilogue.REQUANT, _requant_entries(lin),
+                       f"layers.{layer}.")
+            bld.store(n, dst, width, always=True)
+
+    def seg_b(bld):
+        src = sub_norm(bld, lp.attn_sub_norm, "attn_sub", cfg.heads * cfg.head_dim, R1, R2)
+        bld.residual("o", lp.o, lp.res1_x, src, R0, c, f"layers.{layer}.")
+        bld.store("res1", R0, c)
+        bld.norm("mlp_norm", lp.mlp_norm, c, R0, R1, head=rms)
+        bld.store("mlp_norm", R1, c)
+        bld.linear("gate", lp.gate, R1, R2, Epilogue.REQUANT, _requant_entries(lp.gate),
+                   f"layers.{layer}.")
+        bld.store("gate", R2, cfg.ffn)
+        up, a, hid = lp.up, lp.act_out, lp.hid
+        bld.linear("up", up, R1, R2, Epilogue.REQUANT_GATEMUL,
+                   [pack_gatemul_const(m, e, b, a.m, a.e, hid.m, hid.e, lp.act_x0 or 0)
+                    for m, e, b in zip(_vec(up.requant.m, cfg.ffn), _vec(up.requant.e, cfg.ffn),
+                                       _bias(up, cfg.ffn))],
+                   f"layers.{layer}.")
+        bld.store("h", R2, cfg.ffn)
+        src = sub_norm(bld, lp.ffn_sub_norm, "ffn_sub", cfg.ffn, R2, R1)
+        bld.residual("down", lp.down, lp.res2_x, src, R0, c, f"layers.{layer}.")
+        bld.store("res2", R0, c)
+        if final:
+            bld.norm("norm", params.norm, c, R0, R1, head=rms)
+            bld.store("norm", R1, c, always=True)
+
+    segment(seg_a, [("x", c, R0)] if load_x else [])
+    segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
+    return segs
+
+
+def check_tokens(params, ids, cache, accel):
+    """``ids`` as int64 after the checks a run needs before anything is sent:
+    integer ids inside the vocabulary, a cache made for ``params``, and
+    kv_pos + len(ids) within the build's KV rows (``max_rows``) and the
+    cache's capacity."""
+    a = np.asarray(ids)
+    cfg, acc = params.cfg, _accelerator(accel)
+    if a.dtype.kind not in "iu" or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"ids: expected a non-empty 1-D sequence of integer token ids, got "
+                         f"{a.dtype} {a.shape}")
+    if a.min() < 0 or a.max() >= cfg.vocab:
+        bad = int(a.min()) if a.min() < 0 else int(a.max())
+        raise ValueError(f"ids: token id {bad} outside the vocabulary [0, {cfg.vocab})")
+    if not isinstance(cache, KVCache) or cache.cfg != cfg:
+        raise TypeError("cache: expected a KVCache made for these params")
+    cap = min(acc.max_rows, cache.capacity)
+    if cache.kv_pos + a.size > cap:
+        raise ValueError(f"ids: {a.size} tokens at kv_pos {cache.kv_pos} exceed the KV "
+                         f"capacity of {cap} positions (the build's KV region holds "
+                         f"max_rows = {acc.max_rows}, the cache {cache.capacity})")
+    return a.astype(np.int64)
+
+
+def forward(params, ids, cache, accel, *, trace=False):
+    """Generator: run tokens ``ids`` at positions ``cache.kv_pos ..`` (prefill,
+    or a decode step with one id). Yields ``(program, inputs)`` for each
+    segment and expects the decoded outputs back (``gen.send``); returns
+    ``(logits, stored)``: int32 logits (P, vocab) as golden ``prefill``,
+    and every tensor the accelerator stored, golden trace names
+    (``layers.{i}.q``, ...; rows of all chunks). ``cache`` advances as in golden."""
+    acc = _accelerator(accel)
+    ids = check_tokens(params, ids, cache, acc)
+    cfg, mb = params.cfg, params.cfg.m_bits
+    chunk = acc.max_rows // REGIONS
+    _check(params, acc, min(chunk, ids.size))
+    logits, stored = [], {}
+    for start in range(0, ids.size, chunk):
+        piece = ids[start:start + chunk]
+        pos0, m = cache.kv_pos, piece.size
+        for li, lp in enumerate(params.layers):
+            a, b = compile_layer(params, li, acc, m, pos0, load_x=li == 0,
+                                 final=li == cfg.layers - 1, trace=trace)
+            got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
+            t = dict(got_a)
+            _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
+            got_b = yield b, {"attn": t["attn"]}
+            for k, v in {**got_a, **got_b}.items():
+                name = k if k == "norm" else f"layers.{li}.{k}"
+                stored[name] = np.concatenate([stored[name], v]) if name in stored else v
+        cache.kv_pos += m
+        q, amax = row_quantize(got_b["norm"], in_bits=WIDE_BITS)
+        lim = (1 << (LOGIT_BITS - 1)) - 1
+        logits.append(requantize(params.head.accumulate(q, amax), params.head.requant.m,
+                                 params.head.requant.e, lo=-lim, hi=lim, m_bits=mb))
+    return np.concatenate(logits).astype(np.int32), stored
+
+
+def run_on_driver(driver, params, ids, cache, *, trace=False):
+    """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
+    accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
+    the accelerator's ``cycles`` counter over the segments (on-chip passes
+    only: the host's parts take none)."""
+    gen = forward(params, ids, cache, driver.accel, trace=trace)
+    cycles = 0
+    try:
+        req = next(gen)
+        while True:
+            got = driver.run(*req)
+            cycles += driver.counters()["cycles"]
+            req = gen.send(got)
+    except StopIteration as stop:
+        return (*stop.value, cycles)

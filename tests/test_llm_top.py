@@ -1,0 +1,118 @@
+# amaranth: UnusedElaboratable=no
+"""The ternary decoder on a decoder build of the accelerator top
+(``Accelerator(llm=True)``, unit ``top-llm-small``): prefill and >= 8
+decode steps against golden, integer for integer, with random AXI pauses,
+for an MHA and a GQA checkpoint; a wrong model caught; bad inputs refused
+before anything runs; the decoder build's descriptor checks
+(tb_llm_top.malformed_decoder_passes, run with every configuration); the
+bitnet-2b layout (packed weights, sub-norms, ReLU^2 on a relu2 build).
+Verilator builds: the silu top and its relu2 variant for the cocotb tests,
+the byte-protocol bridge around the silu top for hf-generate."""
+import numpy as np
+import pytest
+
+from trilut.gen.llmfidelity import write_random_checkpoint
+from trilut.gen.units import UNITS
+from trilut.golden.llm import KVCache
+from trilut.host.compiler import CompileError
+from trilut.host.llama import load_llama, quantize
+from trilut.host.llm_compiler import compile_layer, forward
+from trilut.hw.isa import Epilogue, Head, Opcode, unpack_descriptor
+from trilut.sim import tb_llm_top
+from trilut.sim.runner import SimFailure
+
+PARAMS = UNITS["top-llm-small"].defaults
+MODEL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=256, max_pos=64)
+# 10 prompt tokens: two chunks (8 + 2) of the build's 24 int16 rows.
+RUN = dict(prefill_tokens=10, decode=8)
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    path = write_random_checkpoint(tmp_path_factory.mktemp("ckpt"), **MODEL, kv_heads=2)
+    return quantize(load_llama(path))
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_prefill_and_decode_match_golden(kv_heads):
+    assert tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=kv_heads), **RUN) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm-relu2")
+def test_bitnet_2b_relu2_matches_golden():
+    """The bitnet-b1.58-2B-4T layout (packed weights, ReLU^2, sub-norms, tied
+    head) on a build whose GateMul squares (llm_act "relu2")."""
+    model = dict(MODEL, kv_heads=2, layout="bitnet-2b")
+    assert tb_llm_top.run(dict(PARAMS, llm_act="relu2"), model=model, prefill_tokens=4,
+                          decode=2) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+def test_wrong_model_is_caught():
+    """A reference whose RMSNorm drops gamma's sign fails the comparison."""
+    with pytest.raises(SimFailure, match="mismatches"):
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=0,
+                       broken="norm_sign")
+
+
+def test_segments_use_rmsnorm_and_kv_rows(params):
+    a, b = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
+    descs = [unpack_descriptor(d) for d in a.descriptors]
+    norms = [d for p in (a, b) for d in map(unpack_descriptor, p.descriptors)
+             if d["opcode"] == Opcode.NORM]
+    assert norms and all(d["head"] == Head.RMSNORM for d in norms)
+    v = descs[a.passes.index("v")]
+    assert (v["dst_row"], v["rows"]) == (5, 3)            # V appended at kv_pos
+    gate, up = (unpack_descriptor(b.descriptors[b.passes.index(n)]) for n in ("gate", "up"))
+    assert up["epilogue"] == Epilogue.REQUANT_GATEMUL and up["dst_row"] == gate["dst_row"]
+    assert [o.name for o in b.outputs] == ["norm"]
+
+
+def test_bad_inputs_are_refused(params):
+    cap = PARAMS["max_rows"]
+    with pytest.raises(ValueError, match="token id 256 outside the vocabulary"):
+        next(forward(params, [1, 256], KVCache(params), PARAMS))
+    with pytest.raises(ValueError, match=f"exceed the KV capacity of {cap} positions"):
+        next(forward(params, np.zeros(cap + 1, np.int64), KVCache(params), PARAMS))
+    cache = KVCache(params)
+    cache.kv_pos = cap
+    with pytest.raises(ValueError, match="at kv_pos 24 exceed the KV capacity"):
+        next(forward(params, [3], cache, PARAMS))
+    with pytest.raises(CompileError, match=r"Accelerator\(llm=True\)"):
+        next(forward(params, [3], KVCache(params), dict(PARAMS, llm=False)))
+    with pytest.raises(CompileError, match="ffn = 128 exceeds max_width = 64"):
+        compile_layer(params, 0, dict(PARAMS, max_width=64), rows=1, kv_pos=0)
+    with pytest.raises(CompileError, match="act 'silu': this build's GateMul runs 'relu2'"):
+        compile_layer(params, 0, dict(PARAMS, llm_act="relu2"), rows=1, kv_pos=0)
+
+
+def test_llm_parameter_is_checked():
+    from trilut.hw.top import Accelerator
+    with pytest.raises(TypeError, match="llm must be a bool"):
+        Accelerator(**dict(PARAMS, llm=1))
+    with pytest.raises(ValueError, match="llm_act must be one of"):
+        Accelerator(**dict(PARAMS, llm_act="gelu"))
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm-bridge")
+def test_hf_generate_on_the_simulated_device(tmp_path):
+    """``trilut hf-generate --device sim``: the host driver and the byte
+    protocol (SimDevice) run a prefill and 8 greedy steps; tokens and logits
+    equal the golden run's, every step checked."""
+    from trilut.gen.llm import hf_generate
+    path = write_random_checkpoint(tmp_path / "ckpt", **MODEL, kv_heads=2, seed=3)
+    np.save(tmp_path / "ids.npy", np.random.default_rng(4).integers(0, 256, 6))
+    runs = {dev: hf_generate(path, tmp_path / "ids.npy", 8, tmp_path / f"{dev}.npz", dev,
+                             log=lambda *a: None, unit="top-llm-small")
+            for dev in ("golden", "sim")}
+    assert runs["sim"]["hw_matches_golden"] is True
+    assert runs["sim"]["tokens"] == runs["golden"]["tokens"]
+    z = {dev: np.load(tmp_path / f"{dev}.npz") for dev in runs}
+    np.testing.assert_array_equal(z["sim"]["logits"], z["golden"]["logits"])
+    assert runs["sim"]["ttft_cycles"] > 0 and runs["sim"]["decode_cycles_per_token"] > 0
+    assert runs["sim"]["sim_cycles_per_s"] > 0 and runs["sim"]["fmax_mhz"] is None
