@@ -15,10 +15,13 @@ LONGEST_FIRST = [
     "top-minilm",                       # test_hf_layer: the MiniLM-width top
     "bridge-uart",                      # test_device: four pin-level pty runs
     "accel-top",                        # test_hw_top: the whole-top cocotb cases
+    "accel-llm",                        # test_llm_top: decoder build, prefill + decode
+    "accel-llm-bridge",                 # test_llm_top: hf-generate through SimDevice
     "demo",                             # test_demo: few images through the host
     "bridge-sim",                       # test_device: the harness build and runs
     "bridge-cocotb",                    # test_bridge: the UART top in cocotb
     "accel-top-token",
+    "accel-llm-relu2",
     "tests/test_hw_layernorm.py::test_ecp5_timing_and_resources",   # place and route
     "tests/test_hw_matmul.py",
     "tests/test_hw_dynquant.py",
