@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (bench block --model wide builds an Accelerator only to size its weight store)
 """Benchmarks: ``trilut bench tlmm`` (TLMM against the direct adder tree, in
 one run), ``trilut bench units`` (the row units' cost) and ``trilut bench
 block`` (cycles of a whole encoder block on the simulated accelerator).
