@@ -397,7 +397,8 @@ def xilinx_counts(cells: Mapping[str, int]) -> dict:
     }
 
 
-_CELL_SUFFIX = re.compile(r"(_TRELLIS_|\$|_DO[AB]?\d|_D[IO]\d).*$|(\.\d+)+$")
+_CELL_SUFFIX = re.compile(r"(_TRELLIS_|\$|_DO[AB]?\d|_D[IO]\d).*$")
+_BLOCK_INDEX = re.compile(r"(\.\d+)+$")
 
 
 def worst_endpoints(nextpnr_report: Mapping, n: int = 20) -> list[dict]:
@@ -411,7 +412,7 @@ def worst_endpoints(nextpnr_report: Mapping, n: int = 20) -> list[dict]:
     groups: dict[str, list[float]] = {}
     for net in nextpnr_report.get("detailed_net_timings", []):
         for e in net.get("endpoints", []):
-            name = _CELL_SUFFIX.sub("", e["cell"]) or e["cell"]
+            name = _BLOCK_INDEX.sub("", _CELL_SUFFIX.sub("", e["cell"])) or e["cell"]
             groups.setdefault(name, []).append(float(e["delay"][1]))
     rows = [{"endpoint": k, "ns": round(max(v), 2),
              "count": sum(x >= max(v) - 1 for x in v)} for k, v in groups.items()]
