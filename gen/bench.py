@@ -117,11 +117,13 @@ BLOCK_MODELS = {"digits": ("top", [1.0, 0.25, 0.1, 0.05]), "minilm": ("top-minil
 
 
 def _wide_build(params):
-    """The default engines with the banks, weight store and constant copy
-    sized for :data:`~trilut.sim.tb_top.WIDE`: rows of ``ffn`` columns,
-    one ``hidden x ffn`` ternary matrix per weight-store buffer."""
+    """The default engines with the banks and weight store sized for
+    :data:`~trilut.sim.tb_top.WIDE`: rows of ``ffn`` columns, three regions
+    of ``seq`` rows (a per-token quantized block's int16 tensors, see
+    ``host.compiler``), one ``hidden x ffn`` ternary matrix per weight-store
+    buffer."""
     from ..sim.tb_top import WIDE
-    params = {**params, "max_width": WIDE["ffn"], "max_rows": WIDE["seq"]}
+    params = {**params, "max_width": WIDE["ffn"], "max_rows": 3 * WIDE["seq"]}
     params["wstore_depth"] = UNITS["top"].cls(**params).weight_beats(WIDE["hidden"], WIDE["ffn"])
     return params
 
