@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (bench block --model wide builds an Accelerator only to size its weight store)
 """Benchmarks: ``trilut bench tlmm`` (TLMM against the direct adder tree, in
 one run), ``trilut bench units`` (the row units' cost) and ``trilut bench
 block`` (cycles of a whole encoder block on the simulated accelerator).
@@ -108,14 +110,31 @@ def _raise_failures(tasks, records):
 BLOCK_COLUMNS = ["pass", "m", "k", "n", "macs", "cycles", "macs_per_cycle", "of_peak"]
 
 
-#: bench block --model: the accelerator build and the weight-stream rates tried.
-BLOCK_MODELS = {"digits": ("top", [1.0, 0.25, 0.1, 0.05]), "minilm": ("top-minilm", [1.0])}
+#: bench block --model: the accelerator build (a unit, with "wide" its
+#: buffers sized for the block) and the weight-stream rates tried.
+BLOCK_MODELS = {"digits": ("top", [1.0, 0.25, 0.1, 0.05]), "minilm": ("top-minilm", [1.0]),
+                "wide": ("top", [1.0])}
+
+
+def _wide_build(params):
+    """The default engines with the banks and weight store sized for
+    :data:`~trilut.sim.tb_top.WIDE`: rows of ``ffn`` columns, three regions
+    of ``seq`` rows (a per-token quantized block's int16 tensors, see
+    ``host.compiler``), one ``hidden x ffn`` ternary matrix per weight-store
+    buffer."""
+    from ..sim.tb_top import WIDE
+    params = {**params, "max_width": WIDE["ffn"], "max_rows": 3 * WIDE["seq"]}
+    params["wstore_depth"] = UNITS["top"].cls(**params).weight_beats(WIDE["hidden"], WIDE["ffn"])
+    return params
 
 
 def run_block_bench(args):
     """The digits model's block 0 on the default accelerator (``trilut units``:
-    ``top``), or with ``--model minilm`` all-MiniLM-L6-v2's layer 0 (8
-    tokens) on ``top-minilm`` (``--set`` overrides), in Verilator (cocotb
+    ``top``); with ``--model minilm`` all-MiniLM-L6-v2's layer 0 (8 tokens)
+    on ``top-minilm``; with ``--model wide`` a random ternary block of
+    MiniLM's shape (hidden 384, 12 heads, FFN 1536, 16 tokens, per-token
+    activation quantization) on the default engines with buffers sized for
+    it (``--set`` overrides either build), in Verilator (cocotb
     ``block_cycles`` of :mod:`trilut.sim.tb_top`, results checked exactly
     against golden): cycles per pass, achieved MACs per cycle of the LINEAR
     passes against their engine's peak, and the share of weight-loading
@@ -123,7 +142,10 @@ def run_block_bench(args):
     from ..sim import tb_top
     model = getattr(args, "model", "digits")
     unit, rates = BLOCK_MODELS[model]
-    params = {**UNITS[unit].defaults, **parse_settings(args.set)}
+    params = dict(UNITS[unit].defaults)
+    if model == "wide":
+        params = _wide_build(params)
+    params.update(parse_settings(args.set))
     report = Path("build/bench/block_report.json").resolve()
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)

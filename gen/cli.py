@@ -122,9 +122,10 @@ def main(argv=None):
                         "block: an encoder block's cycles on the simulated accelerator")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="block: override an accelerator parameter (repeatable)")
-    p.add_argument("--model", default="digits", choices=["digits", "minilm"],
-                   help="block: the digits block on 'top' (default) or all-MiniLM-L6-v2 "
-                        "layer 0 on 'top-minilm'")
+    p.add_argument("--model", default="digits", choices=["digits", "minilm", "wide"],
+                   help="block: the digits block on 'top' (default), all-MiniLM-L6-v2 "
+                        "layer 0 on 'top-minilm', or a ternary MiniLM-shaped block "
+                        "(per-token quantized) on 'top' with buffers sized for it")
     p.add_argument("--sizes", default="64,256,1024", help="target MACs per cycle")
     p.add_argument("--groups", default="2,3,4", help="TLMM group sizes G")
     p.add_argument("--lanes", type=int, default=16, help="output lanes L")

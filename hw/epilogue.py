@@ -26,10 +26,10 @@ from), and the per-tensor GELU / Shiftmax constants from entry 0.
 
 Handshake: ``acc``, ``res`` and ``out`` are streams that honour
 backpressure; only the units of the running pass move. Latency: the units'
-own (RowScale, Requantizer, one register stage, and ShiftGELU's or
+own (RowScale, Requantizer, two register stages, and ShiftGELU's or
 Shiftmax's row capture when used). Unit error flags: ``error``.
 """
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -125,15 +125,20 @@ class Epilogue(wiring.Component):
         rq_v = Signal(signed(17))
         m.d.comb += [neg_rp.addr.eq(nch),
                      rq_v.eq(clamp(requant.out.payload.data, rq_wide, f.is_norm))]
-        rq_out = stage(m, requant.out, Mux(f.is_norm & neg_rp.data, -rq_v, rq_v), "rq_out")
+        # Clamp, then (NORM) negate, a register stage each: the clamped
+        # int16 with the negate bit above it, then rq_out.
+        rq_c = stage(m, requant.out, Cat(rq_v[:16], f.is_norm & neg_rp.data).as_signed(),
+                     "rq_c", 17)
+        c_v, c_neg = rq_c.payload.data[:16].as_signed(), rq_c.payload.data[16]
+        rq_out = stage(m, rq_c, Mux(c_neg, -c_v, c_v), "rq_out")
         with m.If(requant.out.valid & requant.out.ready):
             m.d.sync += nch.eq(Mux(requant.out.payload.last, 0, nch + 1))
         with m.If(go):
             m.d.sync += nch.eq(0)
         g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
-        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk)
-        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu)
-        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu)
+        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu, only_source=True)
+        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu, only_source=True)
         rq_direct = li & ~f.epi_res & ~f.epi_gelu
         if self.gmul is not None:
             rq_direct = rq_direct & ~self._gatemul(m, li, rq_out)
@@ -149,9 +154,13 @@ class Epilogue(wiring.Component):
         bias_take = Signal()
         bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[])
         m.submodules.bias_mem = bias_mem
-        bias_rp = bias_mem.read_port(domain="comb")
+        # Read a cycle ahead (the channel after a take, or the held one)
+        # into a register, so that the RAM read and the 48-bit add are not
+        # one path.
+        bias_rp = bias_mem.read_port(domain="sync")
         bias_wp = bias_mem.write_port()
-        m.d.comb += bias_rp.addr.eq(bch)
+        bch_next = Mux(bch + 1 == d.n, 0, bch + 1)
+        m.d.comb += bias_rp.addr.eq(Mux(go, 0, Mux(bias_take, bch_next, bch)))
         with m.If(li & f.epi_res):
             m.d.comb += [rscale.out.ready.eq(~bias_v | resadd.x.ready),
                          resadd.x.valid.eq(bias_v)]
@@ -161,7 +170,7 @@ class Epilogue(wiring.Component):
         with m.If(bias_take):
             m.d.sync += [bias_sum.eq(rscale.out.payload.data + bias_rp.data), bias_v.eq(1),
                          bias_last.eq(rscale.out.payload.last),
-                         bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))]
+                         bch.eq(bch_next)]
         with m.Elif(resadd.x.ready):
             m.d.sync += bias_v.eq(0)
         with m.If(go):

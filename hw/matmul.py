@@ -273,29 +273,33 @@ class TLMMEngine(_TernaryEngine):
         m.d.comb += self.act.ready.eq(~wbuf_full & (~busy | (issue & ~last_reg)))
         overflow = Signal()
         at_max = Mux(busy, wkb == self._k_blocks - 2, wkb == self._k_blocks - 1)
+        j_next = Signal.like(j, name="build_j_next")
+        m.d.comb += j_next.eq(j)
+        m.d.sync += j.eq(j_next)
         with m.If(busy):
-            m.d.sync += j.eq(j + 1)
+            m.d.comb += j_next.eq(Mux(issue, 0, j + 1))
             with m.If(issue):
-                m.d.sync += [busy.eq(0), j.eq(0)]
+                m.d.sync += busy.eq(0)
         with m.If(self.act.valid & self.act.ready):
-            m.d.sync += [act.eq(self.act.payload.data), busy.eq(1), j.eq(0),
+            m.d.comb += j_next.eq(0)
+            m.d.sync += [act.eq(self.act.payload.data), busy.eq(1),
                          last_reg.eq(self.act.payload.last | at_max)]
             m.d.comb += overflow.eq(~self.act.payload.last & at_max)
 
         # Digit ROMs: the sign patterns of word j's entries, shared by every
         # table slot (entries past the table's end are never read: zero).
+        # Registered: looked up with j's next value, the cycle before.
         neg = [Signal(G, name=f"digit_neg{i}") for i in range(P)]
         nz = [Signal(G, name=f"digit_nz{i}") for i in range(P)]
-        with m.Switch(j):
+        with m.Switch(j_next):
             for word in range(W):
                 with m.Case(word):
                     for i in range(P):
                         e = word * P + i
-                        if e < self._entries:
-                            digits = self._digits[e]
-                            m.d.comb += [
-                                neg[i].eq(sum(1 << g for g, d in enumerate(digits) if d < 0)),
-                                nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0))]
+                        digits = self._digits[e] if e < self._entries else ()
+                        m.d.sync += [
+                            neg[i].eq(sum(1 << g for g, d in enumerate(digits) if d < 0)),
+                            nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0))]
         addr = delay(m, self._table_addr(wbuf, wkb, j), self._build_lat, name="build_addr")
         we = valid_delay(m, busy, self._build_lat, name="build_we")
         for t in range(T):

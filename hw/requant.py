@@ -151,10 +151,15 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     sh_f = delay(m, sh[:3], 1, name=f"{name}_shf")
     latency += 1
     if sat_bits is not None and len(coarse) > sat_bits + 1:
+        # floor(sat(c) / 2^f) with the compares beside the shift, not before
+        # it: the saturated bounds shifted, or c shifted (in range: its low
+        # sat_bits + 1 bits after the shift are the whole value).
         hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
-        sat = Signal(signed(sat_bits + 1), name=f"{name}_sat")
-        m.d.comb += sat.eq(Mux(coarse > hi, hi, Mux(coarse < lo, lo, coarse)))
-        coarse = sat
+        q = Signal(signed(sat_bits + 1), name=f"{name}_q")
+        fine = (coarse >> sh_f)[:sat_bits + 1].as_signed()
+        bound = [Const(b, signed(sat_bits + 1)) >> sh_f for b in (hi, lo)]
+        m.d.sync += q.eq(Mux(coarse > hi, bound[0], Mux(coarse < lo, bound[1], fine)))
+        return q, latency + 1
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)
     return q, latency + 1
@@ -305,11 +310,11 @@ class _RequantPath:
             q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
                                   name=f"rq{lane}")
             assert lat == self.dyadic_latency
-            qc = Signal(signed(self.out_bits + 2), name=f"rq_qc{lane}")
+            # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
+            # rounding add: hi, lo or (q + 1) >> 1.
             qlo, qhi = 2 * self.lo - 1, 2 * self.hi
-            m.d.comb += qc.eq(Mux(q > qhi, qhi, Mux(q < qlo, qlo, q)))
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
-            m.d.sync += y.eq((qc + 1) >> 1)
+            m.d.sync += y.eq(Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1)))
             ys.append(y)
         valid = valid_delay(m, advance, self.latency, name="rq_valid")
         last_out = delay(m, last, self.latency, name="rq_last")

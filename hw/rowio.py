@@ -22,7 +22,7 @@ from . import isa
 from .arith import delay
 
 __all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
-           "elem_stream", "join", "join_fields", "kv_address", "stage"]
+           "elem_stream", "held_config", "join", "join_fields", "kv_address", "stage"]
 
 
 def bits_for(n):
@@ -43,13 +43,19 @@ def join(m, src, dst, when):
                      dst.payload.eq(src.payload)]
 
 
-def join_fields(m, src, dst, when):
+def join_fields(m, src, dst, when, *, only_source=False):
     """:func:`join` for element streams of different widths (data
-    sign-extended or truncated, ``last`` passed)."""
+    sign-extended or truncated, ``last`` passed). ``only_source``: ``src``
+    is the only stream ever joined into ``dst``, so its payload is passed
+    unconditionally (``when`` then gates only the handshake and stays off
+    the data path)."""
+    payload = [dst.payload.data.eq(src.payload.data), dst.payload.last.eq(src.payload.last)]
+    if only_source:
+        m.d.comb += payload
     with m.If(when):
-        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
-                     dst.payload.data.eq(src.payload.data),
-                     dst.payload.last.eq(src.payload.last)]
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+        if not only_source:
+            m.d.comb += payload
 
 
 def stage(m, src, value, name, bits=16):
@@ -62,6 +68,17 @@ def stage(m, src, value, name, bits=16):
         m.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(value),
                      dst.payload.last.eq(src.payload.last)]
     return dst
+
+
+def held_config(m, owner, go, *names):
+    """Registers holding ``owner``'s config inputs ``names``, loaded on
+    ``go`` (the config is held while a unit runs): the loop logic reads
+    these, so whatever decodes the config stays off its paths. Returns a
+    dict name -> register."""
+    held = {name: Signal.like(getattr(owner, name), name=f"held_{name}") for name in names}
+    with m.If(go):
+        m.d.sync += [reg.eq(getattr(owner, name)) for name, reg in held.items()]
+    return held
 
 
 class Reader(wiring.Component):
@@ -104,32 +121,44 @@ class Reader(wiring.Component):
         j = Signal(range(self._block))
         row_end = Signal()
         issue = Signal()
+        # col + 1 >= length, kept in a register (the compare's carry chain
+        # must not run on into the issue logic): set for the next column.
+        col_end = Signal()
+        c = held_config(m, self, self.go, "rows", "length", "segs", "pad", "blk_last")
+        length = c["length"]
+        # The addresses (base + r, sbase + col) are registers of their own,
+        # stepped with r and col: no adder between them and the memory.
+        row_addr, col_addr = Signal.like(self.row_addr), Signal.like(self.col_addr)
         m.d.comb += [
             issue.eq(active & (q.level < depth - self._latency)),
-            row_end.eq((col + 1 >= self.length) & (~self.pad | (j == self.blk_last))),
-            self.row_addr.eq(self.base + r),
-            self.col_addr.eq(sbase + col),
+            row_end.eq(col_end & (~c["pad"] | (j == c["blk_last"]))),
+            self.row_addr.eq(row_addr),
+            self.col_addr.eq(col_addr),
         ]
         with m.If(issue):
-            m.d.sync += j.eq(Mux(j == self.blk_last, 0, j + 1))
+            m.d.sync += j.eq(Mux(j == c["blk_last"], 0, j + 1))
             with m.If(row_end):
-                m.d.sync += [col.eq(0), j.eq(0)]
-                with m.If(s + 1 >= self.segs):
-                    m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1)]
-                    with m.If(r + 1 == self.rows):
+                m.d.sync += [col.eq(0), j.eq(0), col_end.eq(length <= 1)]
+                with m.If(s + 1 >= c["segs"]):
+                    m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1), row_addr.eq(row_addr + 1),
+                                 col_addr.eq(0)]
+                    with m.If(r + 1 == c["rows"]):
                         m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [s.eq(s + 1), sbase.eq(sbase + self.length)]
+                    m.d.sync += [s.eq(s + 1), sbase.eq(sbase + length),
+                                 col_addr.eq(sbase + length)]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 >= length),
+                             col_addr.eq(col_addr + 1)]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0)]
+            m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0),
+                         col_end.eq(self.length <= 1), row_addr.eq(self.base), col_addr.eq(0)]
         lat = self._latency
         v_d = issue
         for i in range(lat):            # valid bits with reset (soft reset drops them)
             v_d, prev = Signal(name=f"v_{i}"), v_d
             m.d.sync += v_d.eq(prev)
-        pad_d = delay(m, col >= self.length, lat, name="pad")
+        pad_d = delay(m, col >= length, lat, name="pad")
         last_d = delay(m, row_end, lat, name="last")
         value = Signal(signed(16))
         m.d.comb += [
@@ -195,31 +224,40 @@ class KVFetcher(wiring.Component):
         hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
         issue = Signal()
         last_k, last_n = Signal(), Signal()
+        # kbi + 1 == kbs and nb + 1 == nbs, kept in registers (set for the
+        # next kbi / nb) so that no carry chain runs into the loop's enables.
+        k_end, n_end = Signal(), Signal()
+        c = held_config(m, self, self.go, "qk", "rows", "heads", "nbs", "kbs", "hstep")
+        k_first, n_first = c["kbs"] == 1, c["nbs"] == 1
         m.d.comb += [
             issue.eq(active & (q.level < depth - 1)),
-            last_k.eq(kbi + 1 == self.kbs),
-            last_n.eq(last_k & (nb + 1 == self.nbs)),
+            last_k.eq(k_end),
+            last_n.eq(last_k & n_end),
         ]
-        k_word = Cat((hb + kbi)[:cb - kb], nb[:rb - lb])
-        v_word = Cat(kbi[:rb - kb], (hb + nb)[:cb - lb])
-        m.d.comb += self.addr.eq(Cat(Mux(self.qk, k_word, v_word), ~self.qk))
+        # hb + kbi and hb + nb are registers too, stepped with the loop.
+        hk, hn = (Signal(max(len(hb) + 1, cb), name=n) for n in ("hk", "hn"))
+        k_word = Cat(hk[:cb - kb], nb[:rb - lb])
+        v_word = Cat(kbi[:rb - kb], hn[:cb - lb])
+        m.d.comb += self.addr.eq(Cat(Mux(c["qk"], k_word, v_word), ~c["qk"]))
         with m.If(issue):
             with m.If(last_k):
-                m.d.sync += kbi.eq(0)
+                m.d.sync += [kbi.eq(0), k_end.eq(k_first), hk.eq(hb)]
                 with m.If(last_n):
-                    m.d.sync += nb.eq(0)
-                    with m.If(h + 1 >= self.heads):
-                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1)]
-                        with m.If(t + 1 == self.rows):
+                    m.d.sync += [nb.eq(0), n_end.eq(n_first)]
+                    with m.If(h + 1 >= c["heads"]):
+                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1), hk.eq(0), hn.eq(0)]
+                        with m.If(t + 1 == c["rows"]):
                             m.d.sync += active.eq(0)
                     with m.Else():
-                        m.d.sync += [h.eq(h + 1), hb.eq(hb + self.hstep)]
+                        m.d.sync += [h.eq(h + 1), hb.eq(hb + c["hstep"]),
+                                     hk.eq(hb + c["hstep"]), hn.eq(hb + c["hstep"])]
                 with m.Else():
-                    m.d.sync += nb.eq(nb + 1)
+                    m.d.sync += [nb.eq(nb + 1), n_end.eq(nb + 2 == c["nbs"]), hn.eq(hn + 1)]
             with m.Else():
-                m.d.sync += kbi.eq(kbi + 1)
+                m.d.sync += [kbi.eq(kbi + 1), k_end.eq(kbi + 2 == c["kbs"]), hk.eq(hk + 1)]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0)]
+            m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0),
+                         k_end.eq(self.kbs == 1), n_end.eq(self.nbs == 1), hk.eq(0), hn.eq(0)]
         v_d, flags_d = Signal(), Signal(2)
         m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
         m.d.comb += [
@@ -253,20 +291,25 @@ class Writer(wiring.Component):
         r = Signal.like(self.rows)
         col = Signal.like(self.length)
         accept = Signal()
+        # As in the Reader: base + r and col + 1 == length kept in registers.
+        row_addr, col_end = Signal.like(self.row_addr), Signal()
+        c = held_config(m, self, self.go, "rows", "length")
         m.d.comb += [
             self.inp.ready.eq(active), accept.eq(self.inp.valid & active),
-            self.row_addr.eq(self.base + r), self.col_addr.eq(col),
+            self.row_addr.eq(row_addr), self.col_addr.eq(col),
             self.wdata.eq(self.inp.payload.data), self.we.eq(accept), self.done.eq(done),
         ]
         with m.If(accept):
-            with m.If(col + 1 == self.length):
-                m.d.sync += [col.eq(0), r.eq(r + 1)]
-                with m.If(r + 1 == self.rows):
+            with m.If(col_end):
+                m.d.sync += [col.eq(0), r.eq(r + 1), row_addr.eq(row_addr + 1),
+                             col_end.eq(c["length"] == 1)]
+                with m.If(r + 1 == c["rows"]):
                     m.d.sync += [active.eq(0), done.eq(1)]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 == c["length"])]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), done.eq(0), r.eq(0), col.eq(0)]
+            m.d.sync += [active.eq(1), done.eq(0), r.eq(0), col.eq(0), row_addr.eq(self.base),
+                         col_end.eq(self.length == 1)]
         return m
 
 

@@ -192,7 +192,8 @@ class Accelerator(wiring.Component):
     attn_lanes) * ceil(K / attn_kpc)`` weight beats at one per cycle, except
     that ATTN_QK is bounded by Shiftmax's single divider for rows shorter
     than 33 keys (33 cycles per row). Each descriptor costs six sequencer
-    cycles before its pass, plus three with a constant copy.
+    cycles before its pass, plus three with a constant copy, plus one: the
+    datapath registers the sequencer's ``go`` and ``run``.
     """
 
     def __init__(self, *, group=3, tables=2, lanes=4, encoding="folded",

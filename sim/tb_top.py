@@ -624,6 +624,9 @@ async def block_run(tb, block, x, label, *, trace=True, stall=0):
 # seq 7: neither a multiple of attn_lanes (the last key block of QK^T is cut)
 # nor of attn_kpc (AV's probability rows are zero-padded).
 SMALL = dict(hidden=32, heads=4, ffn=64, seq=7)
+#: bench block --model wide: a ternary block of all-MiniLM-L6-v2's shape,
+#: per-token activation quantization, 16 tokens.
+WIDE = dict(hidden=384, heads=12, ffn=1536, seq=16, act_quant="token")
 
 
 @cocotb.test()
@@ -777,7 +780,8 @@ async def reset_mid_block(dut):
 @cocotb.test()
 async def block_cycles(dut):
     """Without pauses, the digits block (CONFIG ``model`` "digits"; "minilm":
-    layer 0 of all-MiniLM-L6-v2 on 8 tokens) as an untraced program:
+    layer 0 of all-MiniLM-L6-v2 on 8 tokens; "wide": a random ternary block
+    of shape :data:`WIDE`) as an untraced program:
 
     1. the whole program in one run, its weight frames queued on s_axis_wgt
        only when CTRL.start has been written (nothing preloaded), s_axis_wgt
@@ -801,6 +805,8 @@ async def block_cycles(dut):
         from trilut.gen.hflayer import layer_input
         _, enc, x, _ = layer_input()
         block = enc.blocks[0]
+    elif model == "wide":
+        block, x = random_block(CONFIG.get("seed", 1), **WIDE)
     else:
         block, x = digits_block(1)
     engines = {EngineKind.TLMM: tb.acc.engine, EngineKind.INT8: tb.acc.int8_engine}

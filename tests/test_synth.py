@@ -239,3 +239,18 @@ def test_netlist_hash_ignores_enum_names_only():
     assert two != three and "enum_value" in three
     assert netlist_sha256(two) == netlist_sha256(three)
     assert netlist_sha256(two) != netlist_sha256(design(Two, width=4))
+
+
+def test_worst_endpoints_groups_bits_and_ranks():
+    """nextpnr's per-endpoint arrival times grouped by signal (bit and
+    primitive suffixes dropped), slowest first."""
+    from trilut.gen.synth import worst_endpoints
+    ends = [{"cell": "a.b_TRELLIS_FF_Q_3", "delay": [1.0, 9.5]},
+            {"cell": "a.b_TRELLIS_FF_Q", "delay": [1.0, 8.0]},
+            {"cell": "a.b_TRELLIS_FF_Q_7", "delay": [1.0, 9.1]},
+            {"cell": "x.mem.0.1$DPRAM_COMB0", "delay": [0.5, 9.9]}]
+    rep = {"detailed_net_timings": [{"net": "n", "endpoints": ends}]}
+    assert worst_endpoints(rep) == [{"endpoint": "x.mem", "ns": 9.9, "count": 1},
+                                    {"endpoint": "a.b", "ns": 9.5, "count": 2}]
+    assert worst_endpoints(rep, 1) == [{"endpoint": "x.mem", "ns": 9.9, "count": 1}]
+    assert worst_endpoints({}) == []
