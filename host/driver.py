@@ -8,6 +8,7 @@ constant layouts, ``STATUS``/``BUILD``); stream numbers and widths come from
 accelerator that stops with an error raises :class:`AcceleratorError` naming
 the :class:`~trilut.hw.isa.ErrorCode`.
 """
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from dataclasses import dataclass
 from amaranth.lib import data
 
 from ..hw import isa
-from ..hw.bridge import stream_ports
+from ..hw.bridge import FEED_QUEUE, stream_ports
 from ..hw.isa import ErrorCode, const_words, descriptor_words
 from ..hw.link import MAX_PAYLOAD, MEM_ALIGN
 from ..hw.top import Accelerator
 from .protocol import Link, LinkError
 
 __all__ = ["Driver", "Status", "AcceleratorError", "BuildMismatch", "LinkError", "MemoryMismatch",
-           "BLOB_ALIGN", "weight_blobs"]
+           "WeightsNotResident", "BLOB_ALIGN", "weight_blobs"]
 
 #: :meth:`Driver.run` reads STATUS after this many polls without progress.
 STATUS_EVERY = 8
@@ -36,6 +37,11 @@ PROGRESS_BYTES = 64 << 10
 
 class MemoryMismatch(RuntimeError):
     """Memory read back differs from what was written."""
+
+
+class WeightsNotResident(RuntimeError):
+    """:meth:`Driver.run` was given a weight layout the external memory does
+    not hold (never loaded, or overwritten since)."""
 
 
 def weight_blobs(model):
@@ -121,6 +127,8 @@ class Driver:
         self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
                              else memory_bytes)
         self._loaded = None             # the program whose memories are on the device
+        self._written = {}              # (addr, bytes) -> SHA-256 of a blob load_weights wrote
+        self._feed_plan = None          # (program, layout, frames) checked by _feed_frames
         if check:
             self.check_build()
 
@@ -187,6 +195,10 @@ class Driver:
         self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
 
     def soft_reset(self):
+        """Soft-reset the accelerator; with external memory, first drop
+        whatever the weight feeder still holds (a run stopped midway)."""
+        if self.memory_bytes:
+            self.link.feed([], abort=True)
         self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
 
     def wait(self, timeout=None):
@@ -243,6 +255,7 @@ class Driver:
         before anything is sent for a span outside the memory."""
         data = _as_bytes(data)
         self._check_span(addr, len(data))
+        self._forget(addr, len(data))
         lo, end = addr - addr % MEM_ALIGN, addr + len(data)
         hi = -(-end // MEM_ALIGN) * MEM_ALIGN
         if (lo, hi) != (addr, end):
@@ -268,6 +281,12 @@ class Driver:
             out += self.link.mem_read(i, min(PROGRESS_BYTES, hi - i))
             say(max(0, min(i + PROGRESS_BYTES, addr + n) - addr))
         return bytes(out[addr - lo:addr - lo + n])
+
+    def _forget(self, addr, n):
+        """Drop the records of loaded blobs that bytes addr..addr+n-1 overlap."""
+        self._written = {(a, k): d for (a, k), d in self._written.items()
+                         if a + k <= addr or addr + n <= a}
+        self._feed_plan = None
 
     def load_weights(self, model, *, base=0, verify=False, progress=None):
         """Write a compiled model's weight blobs (:func:`weight_blobs`) into
@@ -301,7 +320,46 @@ class Driver:
                     k = next(i for i in range(n) if got[i] != blobs[name][i])
                     raise MemoryMismatch(f"weight blob {name!r} at {a:#x}: byte {k} reads "
                                          f"{got[k]:#04x}, written {blobs[name][k]:#04x}")
+        self._written.update({span: _digest(blobs[name]) for name, span in layout.items()})
         return layout
+
+    def _feed_frames(self, program, layout):
+        """The FEED frames ``(addr, bytes)`` of ``program``'s weights at
+        ``layout`` (from :meth:`load_weights`), in stream order, once the
+        memory is known to hold them: blobs this driver loaded there and has
+        not overwritten since, or else read back and compared once.
+        :class:`WeightsNotResident` names the first blob that is not there."""
+        plan = self._feed_plan
+        if plan is not None and plan[0] is program and plan[1] == layout:
+            return plan[2]
+        if not self.memory_bytes:
+            raise WeightsNotResident("the device has no external memory to hold weights "
+                                     "(SimDevice(sdram=True), or a board build with the SDRAM)")
+        if not hasattr(layout, "items"):
+            raise TypeError(f"weights must be the layout load_weights returned, "
+                            f"not {type(layout).__name__}")
+        frames = []
+        for name, blob in weight_blobs(program).items():
+            if name not in layout:
+                raise WeightsNotResident(f"weight blob {name!r} of the program is not in the "
+                                         f"layout ({', '.join(layout) or 'empty'})")
+            addr, n = layout[name]
+            if n != len(blob):
+                raise WeightsNotResident(f"weight blob {name!r} is {len(blob)} bytes, the "
+                                         f"layout's {n}: loaded for another program")
+            if self._written.get((addr, n)) != _digest(blob):
+                self._check_span(addr, n)
+                if self.read_memory(addr, n) != blob:
+                    raise WeightsNotResident(
+                        f"the memory at {addr:#x} does not hold weight blob {name!r} of this "
+                        f"program (never loaded there, or overwritten since): "
+                        f"load_weights(program) first")
+                self._written[(addr, n)] = _digest(blob)
+            frames.append((addr, n))
+        if not frames:
+            raise ValueError("the program has no LINEAR weights to feed")
+        self._feed_plan = (program, dict(layout), frames)
+        return frames
 
     # --- streams ---------------------------------------------------------------
 
@@ -331,7 +389,7 @@ class Driver:
         frames, cur = [], bytearray()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while len(frames) < n_frames:
-            got = self.link.stream_read(stream, 1 << 16)
+            got = self.link.stream_read(stream, 1 << 16, wait=True)
             for data_, last in got:
                 cur += data_
                 if last:
@@ -361,7 +419,7 @@ class Driver:
 
     # --- a whole run ---------------------------------------------------------------
 
-    def run(self, program, x, timeout=None):
+    def run(self, program, x, timeout=None, *, weights=None):
         """Run a compiled program (duck-typed like
         :class:`trilut.host.compiler.Program`: ``descriptors``, ``consts``,
         ``input_frames(x)`` for ``s_axis``, ``weight_frames()`` for
@@ -372,32 +430,60 @@ class Driver:
         output are served together, so a program that stores while it still
         loads cannot deadlock on a full buffer: the output is read whenever no
         input transfer was taken (all sent, or the bridge's buffers full), so
-        there is no empty read per written frame."""
+        there is no empty read per written frame.
+
+        ``weights``: the layout :meth:`load_weights` returned for this
+        program: its weights are then read from the external memory by the
+        bridge's weight feeder instead of being sent (one FEED request, which
+        also starts the accelerator); :class:`WeightsNotResident` before
+        anything runs if the memory does not hold them there. If the run
+        fails, the feeder is told to drop what it still holds."""
         params = getattr(program, "accel_params", None)
         if params is not None and dict(params) != self.accel.params:
             raise BuildMismatch(f"program compiled for {dict(params)}, driver configured "
                                 f"for {self.accel.params}")
+        feed = [] if weights is None else self._feed_frames(program, weights)
         if hasattr(program, "stream_frames"):
             per_stream = program.stream_frames(x)
         else:
             per_stream = {self.inputs[0]: program.input_frames(x)}
-            if hasattr(program, "weight_frames"):
+            if hasattr(program, "weight_frames") and weights is None:
                 per_stream["s_axis_wgt"] = program.weight_frames()
+        if feed and "s_axis_wgt" in per_stream:
+            raise ValueError("the program streams s_axis_wgt itself; weights= does not apply")
         pending = {}
         for name, frames in per_stream.items():
             i = self._index(name, self.inputs)
             pending[i] = self._beats(i, frames)
-        n_out = sum(o.rows for o in program.outputs)
         if self._loaded is not program:
             self.load(program)
-        self.start()
+        if not feed:
+            self.start()
+            return self._serve(program, pending, timeout)
+        # The first FEED also drops anything an earlier run left in the feeder.
+        if not self.link.feed(feed[:FEED_QUEUE], start=True, abort=True):
+            raise LinkError("the weight feeder refused the first frames")
+        try:
+            return self._serve(program, pending, timeout, feed[FEED_QUEUE:])
+        except BaseException:
+            self.link.feed([], abort=True)
+            raise
+
+    def _serve(self, program, pending, timeout, feed=()):
+        """The input, output and (``feed``: weight frames still to queue)
+        feeder traffic of a started run; returns the decoded output."""
+        n_out = sum(o.rows for o in program.outputs)
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         frames, cur = [], bytearray()
         pos = dict.fromkeys(pending, 0)
         idle = 0
-        while any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out:
+        while (any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out
+               or feed):
             progress = written = 0
+            if feed and self.link.feed(feed[:FEED_QUEUE // 4]):
+                feed = feed[FEED_QUEUE // 4:]
+                written += 1
             for i, beats in pending.items():
                 if pos[i] < len(beats):
                     # A frame takes at most MAX_PAYLOAD bytes: never more than this.
@@ -409,7 +495,9 @@ class Driver:
             # (an accelerator that stores while it loads fills the output
             # buffer first): no round trip per frame for an empty read.
             if len(frames) < n_out and not written:
-                got = self.link.stream_read(0, 1 << 16)
+                # With everything sent the bridge waits for the output itself.
+                sent = not feed and all(pos[i] == len(b) for i, b in pending.items())
+                got = self.link.stream_read(0, 1 << 16, wait=sent)
                 progress += len(got)
                 for data_, last in got:
                     cur += data_
@@ -438,3 +526,7 @@ def _as_bytes(data):
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"data must be bytes or a NumPy array, not {type(data).__name__}")
+
+
+def _digest(blob):
+    return hashlib.sha256(blob).digest()

@@ -15,8 +15,9 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..hw.link import (CRC_BYTES, HEADER_BYTES, MAX_PAYLOAD, REPLY, SYNC, FrameType, Status,
-                       crc16, max_mem_read_bytes, max_mem_write_bytes, max_read_words,
+from ..hw.link import (CRC_BYTES, FEED_ABORT, FEED_START, HEADER_BYTES, MAX_PAYLOAD, REPLY,
+                       STREAM_WAIT, SYNC, FrameType, Status, crc16, max_feed_frames,
+                       max_mem_read_bytes, max_mem_write_bytes, max_read_words,
                        max_record_beats, record_bytes)
 
 __all__ = ["LinkError", "Frame", "encode", "FrameParser", "Link"]
@@ -272,13 +273,15 @@ class Link:
                 raise LinkError(f"input stream {stream}: no room in the bridge's buffer for "
                                 f"{wait:g} s (is the accelerator consuming it?)")
 
-    def stream_read(self, stream, max_beats):
+    def stream_read(self, stream, max_beats, *, wait=False):
         """Up to ``max_beats`` transfers from output stream ``stream``: a list
-        of ``(data bytes, last)``, possibly empty."""
+        of ``(data bytes, last)``, possibly empty. ``wait``: the bridge first
+        waits for output (:data:`~trilut.hw.link.STREAM_WAIT`)."""
         nb = self._width(self.outputs, stream, "output")
         rec = record_bytes(nb)
         max_beats = min(max_beats, max_record_beats(nb))
-        reply = self.transact(FrameType.STREAM_READ, struct.pack("<BH", stream, max_beats),
+        head = struct.pack("<BH", stream | (STREAM_WAIT if wait else 0), max_beats)
+        reply = self.transact(FrameType.STREAM_READ, head,
                               lambda p: (len(p) - 1) % rec == 0 and
                               (len(p) - 1) // rec <= max_beats)
         self._check(reply, f"stream read from output {stream}")
@@ -313,3 +316,22 @@ class Link:
             self._count("MEM_READ", "payload", k)
             out += reply[1:]
         return bytes(out)
+
+    def feed(self, frames, *, start=False, abort=False):
+        """One FEED request: queue ``frames`` (``(byte address, bytes)``
+        pairs, at most :func:`~trilut.hw.link.max_feed_frames`) for the
+        weight feeder; ``start``: then start the accelerator; ``abort``: drop
+        what the feeder holds first. Returns False when the feeder's queue
+        has no room for all of them (nothing queued, nothing started), True
+        otherwise; other refusals raise :class:`LinkError`."""
+        frames = [(int(a), int(n)) for a, n in frames]
+        if len(frames) > max_feed_frames():
+            raise ValueError(f"{len(frames)} frames exceed a FEED's {max_feed_frames()}")
+        flags = (FEED_START if start else 0) | (FEED_ABORT if abort else 0)
+        payload = bytes([flags]) + b"".join(struct.pack("<II", a, n) for a, n in frames)
+        reply = self.transact(FrameType.FEED, payload, 1)
+        if reply[0] == Status.FULL:
+            return False
+        self._check(reply, f"feed of {len(frames)} weight frames")
+        self._count("FEED", "payload", len(payload) - 1)
+        return True

@@ -34,7 +34,9 @@ flow puts on a board; the board top knows nothing else about it.
   LiteX's ULX3S target does for the SDR SDRAM; LiteDRAM's core
   (:mod:`trilut.hw.sdram`) does not drive that pin. The top requests the
   ``sdram`` resource and keeps the other pins in :attr:`ULX3STop.sdram_pins`
-  for the SDRAM subsystem.
+  for the SDRAM subsystem; a core with an ``attach_sdram(pins)`` method
+  (:class:`trilut.hw.bridge.UartAccelerator` built with a board SDRAM core)
+  is handed them before it is elaborated.
 
 Nothing in the top is combinational between pins and core other than the
 LED and TX wires; the core is the only logic in ``sync``.
@@ -179,6 +181,9 @@ class ULX3STop(Elaboratable):
                          p_CLKOS_CPHASE=ps["cphase"], p_CLKOS_FPHASE=ps["fphase"],
                          a_FREQUENCY_PIN_CLKOS=f"{p['f_out_hz'] / 1e6:g}", o_CLKOS=clk_sdram)
             self.sdram_pins = platform.request("sdram", 0, dir="-")
+            attach = getattr(self._core, "attach_sdram", None)
+            if attach is not None:
+                attach(self.sdram_pins)
             m.submodules.sdram_clk = Instance("ODDRX1F", i_SCLK=clk_sdram, i_RST=0, i_D0=1,
                                               i_D1=0, o_Q=self.sdram_pins.clk.io)
         m.submodules.pll = Instance(

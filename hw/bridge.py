@@ -21,9 +21,10 @@ from .link import MAX_PAYLOAD, REPLY, SYNC, FrameType, Status, crc16_byte
 from .sdram import SDRAM, SDRAM_PINS, SIM_INIT_WAIT, LiteDRAMCore
 from .top import Accelerator
 from .uart import UartRx, UartTx
+from .weightfeed import WeightFeeder
 
 __all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS",
-           "QUIET_WAIT", "MEMORY_PORTS"]
+           "QUIET_WAIT", "MEMORY_PORTS", "FEED_QUEUE"]
 
 #: ``leds`` bits of both tops, lowest first.
 LEDS = ("busy", "done", "error", "activity", "link_error", "quiet")
@@ -33,6 +34,8 @@ QUIET_WAIT = 256
 #: The :class:`~trilut.hw.sdram.SDRAM` members a bridge with memory drives
 #: (as ``mem_<name>``, flipped).
 MEMORY_PORTS = ("read_cmd", "read_data", "write_cmd", "write_data", "init_error")
+#: Frames the weight feeder of a bridge with memory queues (FEED).
+FEED_QUEUE = 32
 
 
 def stream_ports(accel):
@@ -75,7 +78,9 @@ class Bridge(wiring.Component):
     accelerator (so a write never waits on the accelerator);
     STREAM_READ ``bytes + 2`` cycles per record from a FIFO of the same
     depth filled from the accelerator's ``m_axis*`` (buffered: the
-    accelerator is stalled only when it is full). When idle, the bridge
+    accelerator is stalled only when it is full; with
+    :data:`~trilut.hw.link.STREAM_WAIT`, first up to ``read_wait`` cycles
+    waiting for output). When idle, the bridge
     reads ``STATUS`` every ``poll_interval`` cycles and after every frame.
     Reply latency after the last CRC byte: execution + 5 header cycles.
 
@@ -90,9 +95,21 @@ class Bridge(wiring.Component):
     buffer). A command waits for the SDRAM's initialisation; a failed one
     is answered MEM_ERROR. Without ``memory`` the bridge is unchanged
     (MEM_* are unknown types).
+
+    With ``memory`` the bridge also holds a
+    :class:`~trilut.hw.weightfeed.WeightFeeder` (queue of
+    :data:`FEED_QUEUE` frames) on the memory's read port, serving FEED:
+    the request is parsed twice from the request buffer (8 cycles per frame
+    to check all of them, 8 more to queue them), then with
+    :data:`~trilut.hw.link.FEED_START` ``CTRL.start`` is written as a
+    REG_WRITE would. The accelerator's ``s_axis_wgt`` takes whole frames
+    from either the feeder or the link's STREAM_WRITE buffer (the feeder
+    first when both have one waiting; a frame is never interleaved).
+    MEM_WRITE / MEM_READ are answered BUSY while the feeder is busy.
     """
 
-    def __init__(self, accel, *, memory=None, timeout=1 << 16, poll_interval=256):
+    def __init__(self, accel, *, memory=None, timeout=1 << 16, poll_interval=256,
+                 read_wait=1 << 17):
         if not isinstance(accel, Accelerator):
             raise TypeError(f"accel must be an Accelerator, not {accel!r}")
         if memory is not None and not isinstance(memory, SDRAM):
@@ -106,9 +123,18 @@ class Bridge(wiring.Component):
                              f"MEM_READ), not {memory.max_burst}")
         self._timeout = check_int("timeout", timeout, 16)
         self._poll = check_int("poll_interval", poll_interval, 4)
+        self._read_wait = check_int("read_wait", read_wait, 1)
         self._regs = accel.regs
         self._inputs, self._outputs = stream_ports(accel)
         self._memory = memory
+        self._feeder = None
+        if memory is not None:
+            wgt = dict(self._inputs).get("s_axis_wgt")
+            if wgt is None:
+                raise ValueError("a bridge with memory feeds s_axis_wgt; the accelerator has none")
+            self._feeder = WeightFeeder(addr_bits=memory.core.addr_bits, out_bytes=wgt,
+                                        word_bits=memory.core.data_bits,
+                                        max_burst=memory.max_burst, queue=FEED_QUEUE)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                    "busy": Out(1), "done": Out(1), "error": Out(1), "link_error": Out(1),
                    "activity": Out(1), "quiet": Out(1)}
@@ -124,6 +150,7 @@ class Bridge(wiring.Component):
     outputs = property(lambda self: list(self._outputs), doc="output streams (name, bytes)")
     timeout = property(lambda self: self._timeout, doc="inter-byte timeout in cycles")
     memory = property(lambda self: self._memory, doc="the SDRAM served by MEM_* (or None)")
+    feeder = property(lambda self: self._feeder, doc="the weight feeder (with memory) or None")
 
     @property
     def memory_bytes(self):
@@ -154,12 +181,19 @@ class Bridge(wiring.Component):
         max_bytes = max(b for _, b in self._inputs + self._outputs)
         in_fifos, out_fifos = [], []
         waiting = []
+        feeder = self._feeder
+        if feeder is not None:
+            m.submodules.feeder = feeder
         for i, (name, nb) in enumerate(self._inputs):
             q = fifo.SyncFIFOBuffered(width=8 * nb + 1, depth=link.max_record_beats(nb))
             m.submodules[f"in{i}"] = q
             port = getattr(self, name)
-            m.d.comb += [port.tvalid.eq(q.r_rdy), port.tdata.eq(q.r_data[:8 * nb]),
-                         port.tlast.eq(q.r_data[8 * nb]), q.r_en.eq(port.tready)]
+            if feeder is not None and name == "s_axis_wgt":
+                _merge_frames(m, port, feeder.out, q, nb, feeder.abort)
+                waiting.append(feeder.out.tvalid & ~feeder.out.tready)
+            else:
+                m.d.comb += [port.tvalid.eq(q.r_rdy), port.tdata.eq(q.r_data[:8 * nb]),
+                             port.tlast.eq(q.r_data[8 * nb]), q.r_en.eq(port.tready)]
             waiting.append(port.tready & ~port.tvalid)
             in_fifos.append((q, nb))
         for j, (name, nb) in enumerate(self._outputs):
@@ -185,7 +219,10 @@ class Bridge(wiring.Component):
         field = Signal(32)                # little-endian field assembly
         addr = Signal(32)
         words = Signal(16)
-        sel = Signal(range(max(len(self._inputs), len(self._outputs), 1) + 1))
+        sel = Signal(8)                   # stream number (STREAM_WAIT stripped)
+        read_wait = Signal()
+        waited = Signal(range(self._read_wait + 1))
+        gap_cnt = Signal(range(link.READ_GAP + 1))
         beat = Signal(8 * max_bytes)
         beat_last = Signal()
         bidx = Signal(range(max_bytes + 1))
@@ -206,7 +243,12 @@ class Bridge(wiring.Component):
             m.d.sync += act.eq(act - 1)
         any_wait = Signal()
         m.d.comb += any_wait.eq(Cat(*waiting).any() if waiting else 0)
-        with m.If(~any_wait):
+        feeding = Signal()                # the feeder is busy / moved a word this cycle
+        feed_moved = Signal()
+        if feeder is not None:
+            m.d.comb += [feeding.eq(feeder.busy),
+                         feed_moved.eq(feeder.read_data.valid & feeder.read_data.ready)]
+        with m.If(~any_wait | feed_moved):
             m.d.sync += wait_cnt.eq(0)
         with m.Elif(wait_cnt != QUIET_WAIT):
             m.d.sync += wait_cnt.eq(wait_cnt + 1)
@@ -237,7 +279,17 @@ class Bridge(wiring.Component):
             m.d.sync += gap.eq(gap + 1)
         timed_out = in_frame & (gap == self._timeout)
 
-        with m.FSM() as fsm:
+        # The memory's read port: the feeder's, but in the MEM_READ states.
+        bridge_reads = Signal()
+        if feeder is not None:
+            m.d.comb += [self.mem_read_cmd.valid.eq(feeder.read_cmd.valid),
+                         self.mem_read_cmd.payload.eq(feeder.read_cmd.payload),
+                         feeder.read_cmd.ready.eq(self.mem_read_cmd.ready & ~bridge_reads),
+                         feeder.read_data.valid.eq(self.mem_read_data.valid & ~bridge_reads),
+                         feeder.read_data.payload.eq(self.mem_read_data.payload),
+                         self.mem_read_data.ready.eq(feeder.read_data.ready & ~bridge_reads)]
+
+        with m.FSM():
             with m.State("HUNT"):
                 m.d.comb += [self.rx.ready.eq(1), rptr_next.eq(0)]
                 with m.If(rx_take):
@@ -249,7 +301,7 @@ class Bridge(wiring.Component):
                 with m.Else():
                     m.d.sync += poll_timer.eq(poll_timer + 1)
                 m.d.comb += self.quiet.eq(polled & ~self.rx.valid &
-                                          (~st.busy | (wait_cnt == QUIET_WAIT)))
+                                          (~(st.busy | feeding) | (wait_cnt == QUIET_WAIT)))
 
             with m.State("POLL"):
                 m.d.comb += [axil.araddr.eq(self._regs.offset("status")), axil.arvalid.eq(1)]
@@ -345,6 +397,11 @@ class Bridge(wiring.Component):
                                         fail(Status.BAD_LENGTH)
                                     with m.Else():
                                         m.next = "MEM_ADDR"
+                                with m.Case(FrameType.FEED):
+                                    with m.If(length[:3] != 1):     # 1 + 8n bytes
+                                        fail(Status.BAD_LENGTH)
+                                    with m.Else():
+                                        m.next = "FEED_FLAGS"
                             with m.Default():
                                 fail(Status.BAD_TYPE)
 
@@ -415,7 +472,10 @@ class Bridge(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.Switch(cnt):
                     with m.Case(0):
-                        m.d.sync += sel.eq(byte)
+                        is_read = ftype == FrameType.STREAM_READ
+                        m.d.sync += [sel.eq(Mux(is_read, byte & ~link.STREAM_WAIT, byte)),
+                                     read_wait.eq(is_read & (byte & link.STREAM_WAIT).any()),
+                                     waited.eq(0)]
                     with m.Case(1):
                         m.d.sync += words[:8].eq(byte)
                     with m.Case(2):
@@ -453,6 +513,9 @@ class Bridge(wiring.Component):
                     with m.If(sel < len(out_fifos)):
                         with m.If(~ok_len):
                             fail(Status.BAD_LENGTH)
+                        with m.Elif(read_wait):
+                            m.d.sync += gap_cnt.eq(0)
+                            m.next = "READ_WAIT"
                         with m.Else():
                             m.next = "RBEAT"
             with m.State("WBEAT"):
@@ -484,6 +547,17 @@ class Bridge(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == 2):
                     m.next = "REPLY_STATUS"
+            with m.State("READ_WAIT"):          # STREAM_WAIT: until the output pauses
+                level, arrived = Signal(16), Signal()
+                with m.Switch(sel):
+                    for j, (q, nb) in enumerate(out_fifos):
+                        with m.Case(j):
+                            m.d.comb += [level.eq(q.level), arrived.eq(q.w_en & q.w_rdy)]
+                m.d.sync += [waited.eq(waited + (waited != self._read_wait)),
+                             gap_cnt.eq(Mux(arrived, 0, gap_cnt + (gap_cnt != link.READ_GAP)))]
+                with m.If((level >= words) | ((level != 0) & (gap_cnt == link.READ_GAP)) |
+                          ((level == 0) & (waited == self._read_wait))):
+                    m.next = "RBEAT"
             with m.State("RBEAT"):              # take one transfer, if any is left
                 rdy = Signal()
                 with m.Switch(sel):
@@ -587,6 +661,8 @@ class Bridge(wiring.Component):
                     align = (link.MEM_ALIGN - 1).bit_length()
                     with m.If(self.mem_init_error):
                         fail(Status.MEM_ERROR)
+                    with m.Elif(feeder.busy):
+                        fail(Status.BUSY)
                     with m.Elif((ftype == FrameType.MEM_READ) &
                                 ((mem_len == 0) | (mem_len > link.max_mem_read_bytes()))):
                         fail(Status.BAD_LENGTH)
@@ -596,13 +672,14 @@ class Bridge(wiring.Component):
                     with m.Else():
                         m.next = "MEM_CMD"
                 with m.State("MEM_CMD"):       # one burst command (waits for init_done)
-                    words = (mem_len >> align) - 1
+                    m.d.comb += bridge_reads.eq(1)
+                    n_words = (mem_len >> align) - 1
                     with m.If(ftype == FrameType.MEM_WRITE):
                         m.d.comb += [wcmd.valid.eq(1), wcmd.payload.addr.eq(addr >> align),
-                                     wcmd.payload.len.eq(words)]
+                                     wcmd.payload.len.eq(n_words)]
                     with m.Else():
                         m.d.comb += [rcmd.valid.eq(1), rcmd.payload.addr.eq(addr >> align),
-                                     rcmd.payload.len.eq(words)]
+                                     rcmd.payload.len.eq(n_words)]
                     go = Mux(ftype == FrameType.MEM_WRITE, wcmd.ready, rcmd.ready)
                     m.d.sync += [bidx.eq(0), cnt.eq(1)]        # reply bytes after status
                     with m.If(self.mem_init_error):
@@ -624,12 +701,13 @@ class Bridge(wiring.Component):
                             with m.If(rptr + 1 == length):
                                 m.next = "REPLY_STATUS"
                 with m.State("MEM_RDATA"):     # take a word
-                    m.d.comb += rdata.ready.eq(1)
+                    m.d.comb += [rdata.ready.eq(1), bridge_reads.eq(1)]
                     with m.If(rdata.valid):
                         m.d.sync += [mem_word.eq(rdata.payload.data),
                                      mem_last.eq(rdata.payload.last), bidx.eq(0)]
                         m.next = "MEM_RBYTES"
                 with m.State("MEM_RBYTES"):    # its bytes into the reply, low first
+                    m.d.comb += bridge_reads.eq(1)
                     reply_byte(cnt, mem_word.word_select(bidx[:max(1, align)], 8))
                     m.d.sync += [cnt.eq(cnt + 1), bidx.eq(bidx + 1)]
                     with m.If(bidx == link.MEM_ALIGN - 1):
@@ -637,7 +715,78 @@ class Bridge(wiring.Component):
                             m.next = "REPLY_STATUS"
                         with m.Else():
                             m.next = "MEM_RDATA"
+                self._feed_states(m, feeder, take, fail, byte, length, rptr_next, cnt, words,
+                                  addr, field, aw_done, w_done, status)
         return m
+
+    def _feed_states(self, m, feeder, take, fail, byte, length, rptr_next, cnt, frames, addr,
+                     field, aw_done, w_done, status):
+        """FEED (inside the bridge's FSM): flags, an optional abort, then the
+        frame descriptors read twice, checked and then queued; CTRL.start
+        through the register-write states."""
+        nb = dict(self._inputs)["s_axis_wgt"]
+        align = (link.MEM_ALIGN - 1).bit_length()
+        flags, desc, pushing = Signal(8), Signal(8 * link.FEED_FRAME_BYTES), Signal()
+        n_frames = (length - 1) >> (link.FEED_FRAME_BYTES - 1).bit_length()
+        with m.State("FEED_FLAGS"):
+            take()
+            m.d.sync += [flags.eq(byte), cnt.eq(0), pushing.eq(0), frames.eq(n_frames)]
+            with m.If(self.mem_init_error):
+                fail(Status.MEM_ERROR)
+            with m.Elif(byte & link.FEED_ABORT):
+                m.d.comb += feeder.abort.eq(1)
+                m.next = "FEED_DRAIN"
+            with m.Else():
+                m.next = "FEED_ROOM"
+        with m.State("FEED_DRAIN"):            # the abort's words in flight
+            with m.If(~feeder.busy):
+                m.next = "FEED_ROOM"
+        with m.State("FEED_ROOM"):
+            with m.If(frames > feeder.free):
+                m.d.sync += status.eq(Status.FULL)
+                m.next = "REPLY_STATUS"
+            with m.Elif(frames == 0):
+                m.next = "FEED_GO"
+            with m.Else():
+                m.next = "FEED_READ"
+        with m.State("FEED_READ"):             # one descriptor, byte by byte
+            take()
+            m.d.sync += [desc.eq(Cat(desc[8:], byte)), cnt.eq(cnt + 1)]
+            with m.If(cnt == link.FEED_FRAME_BYTES - 1):
+                m.d.sync += cnt.eq(0)
+                m.next = "FEED_TEST"
+        with m.State("FEED_TEST"):             # first pass: check; second: queue
+            f_addr, f_len = desc[:32], desc[32:]
+            with m.If(~pushing):
+                with m.If((f_len == 0) | (f_len[:(nb - 1).bit_length()] != 0)):
+                    fail(Status.BAD_LENGTH)
+                with m.Elif((f_addr[:align] != 0) | (f_addr + f_len > self.memory_bytes)):
+                    fail(Status.BAD_ADDRESS)
+                with m.Elif(frames == 1):      # all good: read them again and queue them
+                    m.d.comb += rptr_next.eq(1)
+                    m.d.sync += [pushing.eq(1), frames.eq(n_frames)]
+                    m.next = "FEED_READ"
+                with m.Else():
+                    m.d.sync += frames.eq(frames - 1)
+                    m.next = "FEED_READ"
+            with m.Else():
+                m.d.comb += [feeder.cmd.valid.eq(1),
+                             feeder.cmd.payload.addr.eq(f_addr >> align),
+                             feeder.cmd.payload.len.eq((f_len >> (nb - 1).bit_length()) - 1)]
+                with m.If(feeder.cmd.ready):
+                    m.d.sync += frames.eq(frames - 1)
+                    with m.If(frames == 1):
+                        m.next = "FEED_GO"
+                    with m.Else():
+                        m.next = "FEED_READ"
+        with m.State("FEED_GO"):
+            m.d.sync += cnt.eq(0)
+            with m.If(flags & link.FEED_START):
+                m.d.sync += [addr.eq(self._regs.offset("ctrl")), aw_done.eq(0), w_done.eq(0),
+                             field.eq(isa.CTRL.const({"start": 1}).as_value().value)]
+                m.next = "AXI_W"
+            with m.Else():
+                m.next = "REPLY_STATUS"
 
 
 class ByteAccelerator(wiring.Component):
@@ -659,20 +808,13 @@ class ByteAccelerator(wiring.Component):
     unchanged."""
 
     def __init__(self, *, timeout=4096, sdram=False, **accel_params):
-        if sdram is True:
-            from ..gen.litedram import generate       # gen imports hw: import at use
-            sdram = generate(sim=True)
-        if sdram is not False and not isinstance(sdram, LiteDRAMCore):
-            raise TypeError(f"sdram must be False, True or a LiteDRAMCore, not {sdram!r}")
         self._accel = Accelerator(**accel_params)
         self._timeout = timeout
-        self._sdram = None if sdram is False else SDRAM(
-            sdram, max_burst=1 << (link.max_mem_read_bytes() // link.MEM_ALIGN - 1).bit_length(),
-            init_wait_cycles=SIM_INIT_WAIT if sdram.sim else None)
+        self._sdram = _bridge_sdram(sdram)
         self._bridge = Bridge(self._accel, memory=self._sdram, timeout=timeout)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                    "quiet": Out(1), "leds": Out(8)}
-        if self._sdram is not None and not sdram.sim:
+        if self._sdram is not None and not self._sdram.core.sim:
             members.update({f"sdram_{name}": (Out if d == "o" else In)(width)
                             for name, (width, d) in SDRAM_PINS.items()})
         super().__init__(members)
@@ -688,12 +830,7 @@ class ByteAccelerator(wiring.Component):
         _connect_accel(m, bridge, accel)
         if self._sdram is not None:
             m.submodules.sdram = sdram = self._sdram
-            for name in MEMORY_PORTS:
-                ours, theirs = getattr(bridge, f"mem_{name}"), getattr(sdram, name)
-                if isinstance(ours, Signal):          # init_error
-                    m.d.comb += ours.eq(theirs)
-                else:
-                    wiring.connect(m, ours, theirs)
+            _connect_memory(m, bridge, sdram)
             if not sdram.core.sim:
                 for name, (_, d) in SDRAM_PINS.items():
                     outer, inner = getattr(self, f"sdram_{name}"), getattr(sdram, f"sdram_{name}")
@@ -715,20 +852,35 @@ class UartAccelerator(wiring.Component):
     the link's CRC detects). The bridge's inter-byte timeout is
     ``timeout`` cycles (default: 10 ms of ``clk_hz``, at least 40 bit
     periods). Throughput: one byte per 10 bit periods each way.
+
+    ``sdram``: as :class:`ByteAccelerator`'s (False, True or a
+    :class:`~trilut.hw.sdram.LiteDRAMCore`); a board core's SDRAM pins are
+    not ports of this component (its contract stays the board top's UART
+    one): the board top hands its requested ``sdram`` resource to
+    :meth:`attach_sdram` before elaboration.
     """
 
-    def __init__(self, clk_hz, baud, *, timeout=None, **accel_params):
+    def __init__(self, clk_hz, baud, *, timeout=None, sdram=False, **accel_params):
         self._rx = UartRx(clk_hz, baud)
         self._tx = UartTx(clk_hz, baud)
         if timeout is None:
             timeout = max(clk_hz // 100, 40 * self._rx.divisor)
         self._accel = Accelerator(**accel_params)
-        self._bridge = Bridge(self._accel, timeout=timeout)
+        self._sdram = _bridge_sdram(sdram)
+        self._bridge = Bridge(self._accel, memory=self._sdram, timeout=timeout)
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1),
                           "leds": Out(8)})
 
     accel = property(lambda self: self._accel)
     bridge = property(lambda self: self._bridge)
+    sdram = property(lambda self: self._sdram, doc="the SDRAM behind the bridge (or None)")
+
+    def attach_sdram(self, pins):
+        """Connect the board core's SDRAM to ``pins`` (an amaranth-boards
+        ``sdram`` resource requested with ``dir="-"``)."""
+        if self._sdram is None or self._sdram.core.sim:
+            raise ValueError("this UartAccelerator has no board SDRAM core to attach")
+        self._sdram.pins = pins
     divisor = property(lambda self: self._rx.divisor, doc="clock cycles per UART bit")
 
     def elaborate(self, platform):
@@ -739,6 +891,9 @@ class UartAccelerator(wiring.Component):
         m.submodules.uart_tx = tx = self._tx
         m.submodules.rx_fifo = q = fifo.SyncFIFOBuffered(width=8, depth=16)
         _connect_accel(m, bridge, accel)
+        if self._sdram is not None:
+            m.submodules.sdram = sdram = self._sdram
+            _connect_memory(m, bridge, sdram)
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx),
                      q.w_data.eq(rx.out.payload), q.w_en.eq(rx.out.valid),
                      rx.out.ready.eq(1),
@@ -748,6 +903,47 @@ class UartAccelerator(wiring.Component):
         quiet = bridge.quiet & ~rx.busy & ~q.r_rdy & ~tx.busy & ~rx.out.valid
         m.d.comb += self.leds.eq(_leds(bridge, quiet))
         return m
+
+
+def _bridge_sdram(sdram):
+    """The SDRAM behind a bridge for a top's ``sdram`` argument (see
+    :class:`ByteAccelerator`), or None."""
+    if sdram is True:
+        from ..gen.litedram import generate       # gen imports hw: import at use
+        sdram = generate(sim=True)
+    if sdram is False:
+        return None
+    if not isinstance(sdram, LiteDRAMCore):
+        raise TypeError(f"sdram must be False, True or a LiteDRAMCore, not {sdram!r}")
+    return SDRAM(sdram, init_wait_cycles=SIM_INIT_WAIT if sdram.sim else None,
+                 max_burst=1 << (link.max_mem_read_bytes() // link.MEM_ALIGN - 1).bit_length())
+
+
+def _connect_memory(m, bridge, sdram):
+    for name in MEMORY_PORTS:
+        ours, theirs = getattr(bridge, f"mem_{name}"), getattr(sdram, name)
+        if isinstance(ours, Signal):          # init_error
+            m.d.comb += ours.eq(theirs)
+        else:
+            wiring.connect(m, ours, theirs)
+
+
+def _merge_frames(m, port, feed, q, nb, abort):
+    """``port`` (an accelerator's AXI4-Stream input) takes whole frames from
+    the feeder's ``feed`` or the link FIFO ``q`` (``nb``-byte transfers plus
+    tlast): the feeder's when both have a frame waiting; a frame in progress
+    keeps its source until ``tlast`` (or the feeder's abort)."""
+    locked, from_feed = Signal(), Signal()
+    use_feed = Signal()
+    m.d.comb += use_feed.eq(Mux(locked, from_feed, feed.tvalid))
+    m.d.comb += [port.tvalid.eq(Mux(use_feed, feed.tvalid, q.r_rdy)),
+                 port.tdata.eq(Mux(use_feed, feed.tdata, q.r_data[:8 * nb])),
+                 port.tlast.eq(Mux(use_feed, feed.tlast, q.r_data[8 * nb])),
+                 feed.tready.eq(port.tready & use_feed), q.r_en.eq(port.tready & ~use_feed)]
+    with m.If(port.tvalid & port.tready):
+        m.d.sync += [locked.eq(~port.tlast), from_feed.eq(use_feed)]
+    with m.If(abort):
+        m.d.sync += locked.eq(0)
 
 
 def _connect_accel(m, bridge, accel):

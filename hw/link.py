@@ -29,10 +29,14 @@ request             payload                                    reply payload
 ``REG_READ``        addr u32, count u16 (1 .. :func:`max_read_words`)   status, count words u32
 ``STREAM_WRITE``    stream u8, beats u16, beats x record        status, free u16 (beats the
                                                                 stream's buffer can take)
-``STREAM_READ``     stream u8, max_beats u16                    status, up to max_beats records
+``STREAM_READ``     stream u8 (| :data:`STREAM_WAIT`),          status, up to max_beats records
+                    max_beats u16
 ``MEM_WRITE``       addr u32, then n bytes (n even, >= 2)       status
 ``MEM_READ``        addr u32, count u16 (even,                  status, count bytes
                     2 .. :func:`max_mem_read_bytes`)
+``FEED``            flags u8 (:data:`FEED_START`,               status
+                    :data:`FEED_ABORT`), then n >= 0 frames
+                    of addr u32, bytes u32
 ==================  =========================================  ==========================
 
 A *record* is one AXI4-Stream transfer of stream i: its ``tdata`` as
@@ -50,11 +54,31 @@ lie inside the memory, else the reply is :attr:`Status.BAD_ADDRESS`
 (nothing written). A MEM_READ issued after a MEM_WRITE sees its data. If
 the memory's initialisation failed the reply is :attr:`Status.MEM_ERROR`.
 
+FEED (a bridge with memory only) queues frames of LINEAR weights that the
+bridge's :class:`~trilut.hw.weightfeed.WeightFeeder` reads from the memory
+and streams into ``s_axis_wgt``, in order, between the host's own
+``s_axis_wgt`` frames (never inside one); a frame is ``bytes`` from byte
+address ``addr``. With :data:`FEED_ABORT` the bridge first drops every
+queued frame and the words in flight (use it with the accelerator stopped);
+with :data:`FEED_START` it then writes ``CTRL.start``, saving a REG_WRITE
+per run. The request is checked whole before anything is queued: an
+unaligned address or a span outside the memory is BAD_ADDRESS, a length
+that is 0 or not a multiple of the stream's transfer is BAD_LENGTH, more
+frames than the queue has room for is FULL (nothing queued). While frames
+are queued or being read, MEM_WRITE and MEM_READ are answered
+:attr:`Status.BUSY` (the port is the feeder's; a write could change weights
+being read).
+
 A STREAM_WRITE is taken whole or not at all: with fewer than ``beats`` free
 places in the stream's buffer the reply is :attr:`Status.FULL` (nothing
 written; ``free`` says how much room there is, and a STREAM_WRITE of 0 beats
 asks just that). A STREAM_READ returns what the output buffer holds, up to
-``max_beats`` (possibly none). A frame with a bad CRC, a length beyond
+``max_beats`` (possibly none). With :data:`STREAM_WAIT` set in its stream
+byte, the bridge first waits for the output: until the buffer holds
+``max_beats`` records, or holds some and no record has arrived for
+:data:`READ_GAP` cycles, or (empty) for the bridge's ``read_wait`` cycles;
+one request then replaces the empty polls a host would send while the
+accelerator computes. A frame with a bad CRC, a length beyond
 :data:`MAX_PAYLOAD` or a gap of more than the bridge's timeout between two
 of its bytes is discarded and answered with a NAK whose payload is the
 :class:`Status` (BAD_CRC, BAD_LENGTH or TRUNCATED); the host retries.
@@ -66,7 +90,9 @@ from amaranth.lib import enum
 
 __all__ = ["SYNC", "REPLY", "MAX_PAYLOAD", "HEADER_BYTES", "CRC_BYTES", "MEM_ALIGN", "FrameType",
            "Status", "crc16", "crc16_byte", "record_bytes", "max_read_words", "max_record_beats",
-           "max_mem_write_bytes", "max_mem_read_bytes"]
+           "max_mem_write_bytes", "max_mem_read_bytes", "FEED_START", "FEED_ABORT",
+           "STREAM_WAIT", "READ_GAP",
+           "FEED_FRAME_BYTES", "max_feed_frames"]
 
 SYNC = 0xA5
 REPLY = 0x80
@@ -79,6 +105,16 @@ CRC_POLY = 0x1021
 #: MEM_WRITE / MEM_READ address and length granule: the external memory's
 #: word (the ULX3S SDRAM is 16 bits wide and written whole words at a time).
 MEM_ALIGN = 2
+#: STREAM_READ: set in the stream byte to wait for the output (see above).
+STREAM_WAIT = 0x80
+#: STREAM_READ with STREAM_WAIT: cycles without a new record that end the wait.
+READ_GAP = 256
+#: FEED flags: write CTRL.start once the frames are queued.
+FEED_START = 0x01
+#: FEED flags: drop all queued frames (and words in flight) first.
+FEED_ABORT = 0x02
+#: FEED: bytes per frame descriptor (addr u32, bytes u32).
+FEED_FRAME_BYTES = 8
 
 
 class FrameType(enum.IntEnum, shape=8):
@@ -88,6 +124,7 @@ class FrameType(enum.IntEnum, shape=8):
     STREAM_READ = 0x04
     MEM_WRITE = 0x05
     MEM_READ = 0x06
+    FEED = 0x07
     NAK = 0x7F
 
 
@@ -101,7 +138,8 @@ class Status(enum.IntEnum, shape=8):
     BAD_CRC = 5       #: NAK: CRC mismatch
     TRUNCATED = 6     #: NAK: inter-byte timeout inside a frame
     BAD_ADDRESS = 7   #: MEM_*: unaligned, or outside the memory
-    MEM_ERROR = 8     #: MEM_*: the memory failed to initialise
+    MEM_ERROR = 8     #: MEM_* / FEED: the memory failed to initialise
+    BUSY = 9          #: MEM_*: the weight feeder is using the memory
 
 
 def crc16(data, crc=CRC_INIT):
@@ -145,3 +183,8 @@ def max_mem_write_bytes():
 def max_mem_read_bytes():
     """Most data bytes one MEM_READ reply can carry."""
     return (MAX_PAYLOAD - 1) // MEM_ALIGN * MEM_ALIGN
+
+
+def max_feed_frames():
+    """Most frame descriptors one FEED request can carry."""
+    return (MAX_PAYLOAD - 1) // FEED_FRAME_BYTES

@@ -19,7 +19,7 @@ from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["LiteDRAMCore", "SDRAMInit", "SDRAM", "INIT_WAIT_S", "COMMAND_WAIT_S", "WB_TIMEOUT",
-           "init_program"]
+           "init_program", "RESOURCE_PINS"]
 
 #: Power-up wait with CKE high before the first command (SDR SDRAM data
 #: sheets: >= 100-200 us; MT48LC16M16 asks 100 us, LiteX waits ~200 us).
@@ -36,6 +36,9 @@ SIM_INIT_WAIT = 64
 SDRAM_PINS = {"a": (13, "o"), "ba": (2, "o"), "cs_n": (1, "o"), "cke": (1, "o"),
               "ras_n": (1, "o"), "cas_n": (1, "o"), "we_n": (1, "o"), "dm": (2, "o"),
               "dq": (16, "i")}
+#: :data:`SDRAM_PINS` name -> subsignal of amaranth-boards' ``SDRAMResource``.
+RESOURCE_PINS = {"a": "a", "ba": "ba", "cs_n": "cs", "cke": "clk_en", "ras_n": "ras",
+                 "cas_n": "cas", "we_n": "we", "dm": "dqm", "dq": "dq"}
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,10 @@ class SDRAM(wiring.Component):
     * board variant only: the SDRAM pins ``sdram_a`` ... ``sdram_dq``
       (:data:`SDRAM_PINS`; ``sdram_dq`` is an input because LiteDRAM
       declares it so, its tristate buffers being inside the core).
+      Alternatively a board top sets :attr:`pins` (an amaranth-boards
+      ``sdram`` resource requested with ``dir="-"``) before elaboration:
+      the core then drives the pins' ``io`` directly (names by
+      :data:`RESOURCE_PINS`) and the ``sdram_*`` members stay unconnected.
 
     Commands are executed one at a time in acceptance order, alternating
     between ``read_cmd`` and ``write_cmd`` when both wait; a read issued after
@@ -209,6 +216,8 @@ class SDRAM(wiring.Component):
         if max_burst & (max_burst - 1):
             raise ValueError(f"max_burst must be a power of two, not {max_burst}")
         self._core, self._max_burst, self._fifo_depth = core, max_burst, fifo_depth
+        #: Board pins the core drives directly (set by a board top), or None.
+        self.pins = None
         self._program = init_program(core, init_wait_cycles)
         cmd = data.StructLayout({"addr": core.addr_bits, "len": (max_burst - 1).bit_length()})
         members = {
@@ -269,8 +278,11 @@ class SDRAM(wiring.Component):
             ports["i_sim_trace"] = 0
         else:
             ports["i_rst"] = ResetSignal()
-            ports.update({f"{d}_sdram_{name}": getattr(self, f"sdram_{name}")
-                          for name, (_, d) in SDRAM_PINS.items()})
+            if self.pins is None:
+                pins = {name: getattr(self, f"sdram_{name}") for name in SDRAM_PINS}
+            else:
+                pins = {name: getattr(self.pins, RESOURCE_PINS[name]).io for name in SDRAM_PINS}
+            ports.update({f"{d}_sdram_{name}": pins[name] for name, (_, d) in SDRAM_PINS.items()})
         m.submodules.core = Instance(core.name, **ports)
         ready = Signal()
         m.d.comb += [ready.eq(init.done & ~self.init_error), self.init_done.eq(init.done),

@@ -250,3 +250,32 @@ def test_kv260_package(tmp_path, capsys):
     assert f"{acc.regs.addr_bits}-bit address" in note and "active high" in note
     assert f"{8 * acc.axis_bytes}-bit `tdata`" in note and "`s_axil_rdata` | 32 |" in note
     assert "| `clk` | 1 |" in note and "| `rst` | 1 |" in note
+
+
+def test_ulx3s_85f_carries_the_sdram():
+    """The default ulx3s-85f core has the SDRAM controller (generated for the
+    build's clock) and the weight feeder behind its bridge; the board top
+    hands it the SDRAM pins, the build plan carries the controller's
+    Verilog, and report.json's memory fields name it (a build without
+    memory reports None)."""
+    import amaranth_boards.ulx3s as ulx3s
+
+    from trilut.gen.build import accel_params, dram_report, make_core
+    assert BOARDS["ulx3s-85f"].dram == "sdram-32MB-litedram" and not BOARDS["ulx3s-12f"].dram
+    core = make_core("accelerator", 50e6, 2_000_000, accel_params("ulx3s-85f"),
+                     BOARDS["ulx3s-85f"].dram)
+    assert core.sdram.core.sys_clk_hz == 50e6 and not core.sdram.core.sim
+    assert core.bridge.feeder is not None and core.bridge.feeder.ratio == 16
+    assert dram_report(core) == {"dram": "sdram-32MB-litedram", "dram_peak_mb_s": 100.0}
+    assert dram_report(UartLoopback()) == {"dram": None, "dram_peak_mb_s": None}
+    top = ULX3STop(core, freq_mhz=50, sdram_clock=True)
+    platform = ulx3s.ULX3S_85F_Platform(toolchain="Trellis")
+    platform.add_file(core.sdram.core.verilog.name, core.sdram.core.verilog.read_text())
+    plan = platform.prepare(top, name="t")
+    assert core.sdram.pins is top.sdram_pins
+    assert "read_verilog  litedram_core.v" in plan.files["t.ys"]
+    lpf = plan.files["t.lpf"]
+    for pin in ("F19", "J16", "M20", "U19", "P20"):        # clk, dq0, a0, dqm0, cs
+        assert f'"{pin}"' in lpf, pin
+    with pytest.raises(ValueError, match="no board SDRAM"):
+        make_core("accelerator", 50e6, 2_000_000, accel_params("ulx3s-12f")).attach_sdram(None)

@@ -266,7 +266,7 @@ def test_bridge_memory_path_wrong_model_is_caught():
 
 
 def test_bridge_without_memory_refuses_mem_requests():
-    """The default bridge (no memory) answers MEM_* as unknown types."""
+    """The default bridge (no memory) answers MEM_* and FEED as unknown types."""
     import struct
     from amaranth.sim import Simulator
     from trilut.host.protocol import FrameParser, encode
@@ -284,7 +284,8 @@ def test_bridge_without_memory_refuses_mem_requests():
         ctx.set(br.tx.ready, 1)
         parser = FrameParser()
         for seq, (ftype, payload) in enumerate(((FrameType.MEM_WRITE, bytes(6)),
-                                                (FrameType.MEM_READ, struct.pack("<IH", 0, 2)))):
+                                                (FrameType.MEM_READ, struct.pack("<IH", 0, 2)),
+                                                (FrameType.FEED, bytes(9)))):
             for b in encode(ftype, seq, payload):
                 ctx.set(br.rx.valid, 1)
                 ctx.set(br.rx.payload, b)
@@ -303,4 +304,115 @@ def test_bridge_without_memory_refuses_mem_requests():
     sim.run()
     assert [(f.type, f.payload) for _, f in replies] == [
         (t | link.REPLY, bytes([Status.BAD_TYPE])) for t in (FrameType.MEM_WRITE,
-                                                            FrameType.MEM_READ)]
+                                                            FrameType.MEM_READ,
+                                                            FrameType.FEED)]
+    assert br.feeder is None
+
+
+# --- weights resident in the SDRAM: the feeder (FEED) -------------------------------
+
+def _resident_run(drv, prog, rng, layout):
+    m_rows, k = prog.shape
+    x = rng.integers(-128, 128, size=(m_rows, k))
+    x[0, :] = -128
+    x[-1, :] = 127
+    got = drv.run(prog, x, weights=layout)["y"]
+    want = prog.golden(x)
+    mism = np.argwhere(got != want)
+    assert got.shape == want.shape and not len(mism), (
+        f"{len(mism)} mismatches; first at {tuple(mism[0])}")
+    return x
+
+
+def test_resident_weights_bit_exact(drv):
+    """load_weights once; then each run sends the input and one FEED (which
+    also starts the accelerator) and reads the result: equal to golden,
+    with no weight byte and no CTRL write on the link."""
+    from test_device import LinearProgram
+    rng = np.random.default_rng(7)
+    for i, shape in enumerate(((16, 32, 32), (3, 7, 8))):
+        prog = LinearProgram(drv.accel, rng, *shape)
+        layout = drv.load_weights(prog, base=0x10_0000 + i * 0x1_0000 + 2 * i)
+        _resident_run(drv, prog, rng, layout)
+        drv.link.traffic.clear()
+        x = _resident_run(drv, prog, rng, layout)
+        t = drv.link.efficiency()
+        assert t["FEED"]["requests"] == 1 and "REG_WRITE" not in t, t
+        assert t["STREAM_WRITE"]["payload"] == len(b"".join(prog.input_frames(x))), t
+
+
+def test_resident_wrong_model_is_caught(drv):
+    from test_device import LinearProgram
+    rng = np.random.default_rng(8)
+    prog = LinearProgram(drv.accel, rng, 4, 32, 8, broken=True)
+    layout = drv.load_weights(prog, base=0x30_0000)
+    with pytest.raises(AssertionError, match="mismatches"):
+        _resident_run(drv, prog, rng, layout)
+
+
+def test_resident_weights_not_there_is_a_clear_error(drv):
+    """A layout the memory does not hold (moved, overwritten, another
+    program's, missing a blob) stops before anything runs; a new driver
+    checks the memory once by reading it back."""
+    from test_device import LinearProgram
+    from trilut.host.driver import WeightsNotResident
+    rng = np.random.default_rng(9)
+    prog = LinearProgram(drv.accel, rng, 4, 32, 8)
+    other = LinearProgram(drv.accel, rng, 4, 32, 8)
+    layout = drv.load_weights(prog, base=0x50_0000)
+    (addr, n), = layout.values()
+    started = drv.counters()["cycles"]
+    for bad, match in (({"linear0": (addr + 64, n)}, "does not hold weight blob 'linear0'"),
+                       ({"w": (addr, n)}, "'linear0' of the program is not in the layout"),
+                       ({"linear0": (addr, n - 2)}, "loaded for another program")):
+        with pytest.raises(WeightsNotResident, match=match):
+            drv.run(prog, np.zeros(prog.shape, dtype=int), weights=bad)
+    with pytest.raises(WeightsNotResident, match="does not hold"):
+        drv.run(other, np.zeros(other.shape, dtype=int), weights=layout)
+    assert drv.counters()["cycles"] == started, "the accelerator ran"
+    fresh = Driver(drv.device, PARAMS)              # knows nothing: reads back once
+    _resident_run(fresh, prog, rng, layout)
+    drv.write_memory(addr + 10, b"\x00\x01")        # overwrites a byte of the blob
+    with pytest.raises(WeightsNotResident, match="overwritten"):
+        drv.run(prog, np.zeros(prog.shape, dtype=int), weights=layout)
+    no_mem = Driver(drv.device, PARAMS, check=False, memory_bytes=0)
+    with pytest.raises(WeightsNotResident, match="no external memory"):
+        no_mem.run(prog, np.zeros(prog.shape, dtype=int), weights=layout)
+
+
+def test_feed_refusals_and_busy_memory(drv):
+    """FEED checks every frame first (nothing queued on a refusal); with a
+    frame queued that the idle accelerator does not take, MEM_* are BUSY
+    until an abort."""
+    nb = drv.link.inputs[1]
+    for frames, match in (([(1, nb)], "BAD_ADDRESS"), ([(MEM - nb, 2 * nb)], "BAD_ADDRESS"),
+                          ([(0, nb), (0, nb + 2)], "BAD_LENGTH"), ([(0, 0)], "BAD_LENGTH")):
+        with pytest.raises(LinkError, match=match):
+            drv.link.feed(frames)
+    reply = drv.link.transact(FrameType.FEED, b"\x00" + bytes(7), 1)
+    assert reply == bytes([Status.BAD_LENGTH])                    # not 1 + 8n bytes
+    from trilut.hw.bridge import FEED_QUEUE
+    assert not drv.link.feed([(0, nb)] * (FEED_QUEUE + 1))         # FULL: nothing queued
+    assert drv.read_memory(0, 2) is not None                       # and so not busy
+    assert drv.link.feed([(0, 1 << 16)])                           # more than the store takes
+    with pytest.raises(LinkError, match="BUSY"):
+        drv.read_memory(0, 2)
+    drv.soft_reset()                                              # aborts the feeder first
+    assert len(drv.read_memory(0, 2)) == 2
+    assert not drv.status().busy
+
+
+def test_waiting_read_and_stream_numbers(drv):
+    """A STREAM_WAIT read with no output coming answers empty after the
+    bridge's read_wait (2^17 cycles), not never; a stream byte naming no
+    stream is BAD_STREAM (the wait bit is no stream number on a write)."""
+    import struct
+    c0 = drv.device.sync()
+    assert drv.link.stream_read(0, 4, wait=True) == []
+    waited = drv.device.sync() - c0
+    assert 1 << 17 <= waited < (1 << 17) + 1000, waited
+    for ftype, stream in ((FrameType.STREAM_WRITE, link.STREAM_WAIT),
+                          (FrameType.STREAM_WRITE, 2), (FrameType.STREAM_READ, 1),
+                          (FrameType.STREAM_READ, link.STREAM_WAIT | 1)):
+        reply = drv.link.transact(ftype, struct.pack("<BH", stream, 0))
+        assert reply == bytes([Status.BAD_STREAM]), (ftype, stream, reply)
