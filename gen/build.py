@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..hw.board import ULX3S_85F_MHZ
 from .sweep import (ResultCache, Task, cache_from_args, failure_summary, fmax_spread,
                     parse_ints, progress_printer, run_tasks)
 from .synth import SynthError, ecp5_abc_script, format_table
@@ -93,7 +94,7 @@ class Board:
 BOARDS = {
     "ulx3s-85f": Board(
         "ulx3s-85f", "ecp5", "Radiona ULX3S, Lattice LFE5U-85F (CABGA381, speed 6)",
-        freq_mhz=50.0,
+        freq_mhz=ULX3S_85F_MHZ,
         accel=dict(group=3, tables=2, lanes=16, encoding="full", table_ram="block", banks=2,
                    max_rows=16, max_width=256, prog_depth=32, const_sets=12),
         platform="ULX3S_85F_Platform", device="LFE5U-85F", dram="sdram-32MB-litedram"),

@@ -67,8 +67,8 @@ class LiteDRAMError(RuntimeError):
 
 def default_clock_hz():
     """The ULX3S-85F build clock (``trilut build``'s default for the board)."""
-    from .build import BOARDS       # here: the board flow may import this module
-    return BOARDS["ulx3s-85f"].freq_mhz * 1e6
+    from ..hw.board import ULX3S_85F_MHZ
+    return ULX3S_85F_MHZ * 1e6
 
 
 def litedram_config(sys_clk_hz=None):

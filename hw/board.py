@@ -53,6 +53,10 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UART_CORE_PORTS", "SDRAM_CLOCK_PHASE_DEG", "check_uart_core", "ecp5_pll_params",
            "pll_phase_params", "ULX3STop", "UartLoopback"]
 
+#: The ULX3S-85F build's default core clock (MHz): ``trilut build``'s board
+#: default, and the clock LiteDRAM's controller is generated for unless told.
+ULX3S_85F_MHZ = 50.0
+
 #: The board-top contract: port name -> (flow, width) of a UART core.
 UART_CORE_PORTS = {"uart_rx": (wiring.Flow.In, 1), "uart_tx": (wiring.Flow.Out, 1),
                    "leds": (wiring.Flow.Out, 8)}
