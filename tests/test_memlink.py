@@ -25,6 +25,9 @@ PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=1
 BOARD_LINK = dict(clk_hz=50_000_000, baud=2_000_000)      # the ULX3S-85F build's link
 MEM = 32 << 20
 
+# One worker runs the file: the module's SimDevice (a simulated LiteDRAM run) starts once.
+pytestmark = pytest.mark.xdist_group("memlink")
+
 
 @pytest.fixture(scope="module")
 def drv():
