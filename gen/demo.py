@@ -165,8 +165,8 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
         round(load["cycles"] / clk_hz, 3)]))
     print(f"      weights: {load['bytes']} bytes into the SDRAM once, "
           f"{fig['weights_load_s']} s over the link")
-    print(f"      every output equal to golden; per image: {h2d} bytes host -> device, "
-          f"{d2h} device -> host in {total['requests']} requests (payload efficiency "
+    print(f"      every image's logits equal to golden; per image: {h2d} bytes host -> "
+          f"device, {d2h} device -> host in {total['requests']} requests (payload efficiency "
           f"{total['efficiency']:.1%}); {cyc} cycles = {fig['images_per_s_board']} images/s")
     return fig
 

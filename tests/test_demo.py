@@ -3,7 +3,9 @@ model (embedding, encoder and head) compiled for the default accelerator,
 run on its Verilator simulation through the host driver and the byte
 protocol, every image's logits compared with golden."""
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from trilut.gen.cli import main
@@ -65,3 +67,26 @@ def test_demo_rejects_bad_setting(capsys):
     assert "max_width" in capsys.readouterr().err
     assert main(["demo", "--images", "1", "--skip-synth", "--board-images", "-1"]) == 2
     assert "--board-images must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("demo")
+def test_hw_logits_equal_golden_and_a_wrong_model_is_caught():
+    """The demo's hardware path on the ideal link: two images' logits equal
+    to golden; the same logits against a slightly wrong golden head (one
+    class's requantization multiplier 1% low) differ."""
+    from trilut.gen.demo import run_hw
+    from trilut.gen.units import UNITS
+    from trilut.golden.classifier import classifier
+    from trilut.host.models.digits.pipeline import DigitsPipeline
+
+    pipe = DigitsPipeline()
+    accel = UNITS["top"].cls(**UNITS["top"].defaults)
+    images = pipe.x_test[5:7]
+    res = run_hw(pipe, accel, images, progress=False)
+    assert res["out"].shape == (2, 16, 11) and np.array_equal(res["out"], pipe.logits(images))
+    emb, enc, head = pipe.classifier_params
+    m = head.linear.requant.m.copy()
+    m[4] -= m[4] // 100
+    wrong = replace(head, linear=replace(head.linear, requant=replace(head.linear.requant, m=m)))
+    assert not np.array_equal(res["out"], classifier(pipe.features(images), emb, enc, wrong))
