@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The main job, ``trilut demo``, end to end on a few images: the built-in
 model (embedding, encoder and head) compiled for the default accelerator,
 run on its Verilator simulation through the host driver and the byte
