@@ -7,6 +7,13 @@ gamma/beta) and a float multiply; prints a Markdown table (unit, setting, max
 and mean absolute error, in float units of the output), writes
 ``<out>/accuracy.json`` and error plots to ``<out>/img/``. Deterministic
 (fixed seed); docs/nonlinear.md quotes its output.
+
+It also measures the built-in digits model on its 359 held-out images
+(``digits`` in the JSON; ``--no-digits`` skips it): float activations with
+the ternary weights (the reference), the encoder-only integer path (the
+host embeds and applies the head in float) and the all-integer path the
+accelerator runs (int8 features in, int16 logits out), with how often the
+integer predictions agree with the float ones; docs/encoder.md quotes it.
 """
 
 import argparse
@@ -207,8 +214,23 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def run(out_dir):
-    """Measure every unit, write accuracy.json and img/*.png under out_dir; return the results."""
+def measure_digits():
+    """The digits model's test accuracy three ways (see the module docstring)."""
+    from trilut.host.models.digits.pipeline import DigitsPipeline
+    p = DigitsPipeline()
+    x, y = p.x_test, p.y_test
+    pred = {"float": p.classify_float(x), "integer_encoder": p.classify_golden(x),
+            "integer_all": p.classify_integer(x)}
+    out = {"images": int(len(y))}
+    out.update({f"accuracy_{k}": round(float(np.mean(v == y)), 4) for k, v in pred.items()})
+    out.update({f"agree_{k}_float": round(float(np.mean(pred[k] == pred["float"])), 4)
+                for k in ("integer_encoder", "integer_all")})
+    return out
+
+
+def run(out_dir, digits=False):
+    """Measure every unit (and with ``digits`` the digits model), write
+    accuracy.json and img/*.png under out_dir; return the results."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
@@ -220,6 +242,8 @@ def run(out_dir):
                  + measure_requantize(rng)),
         "gelu_accurate_n_sweep": n_sweep,
     }
+    if digits:
+        results["digits"] = measure_digits()
     results["plots"] = _plot(plots, out / "img")
     (out / "accuracy.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
@@ -228,8 +252,14 @@ def run(out_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs", help="output directory (default: docs)")
-    results = run(parser.parse_args(argv).out)
+    parser.add_argument("--no-digits", action="store_true",
+                        help="skip the digits model's accuracy (about 30 s)")
+    args = parser.parse_args(argv)
+    results = run(args.out, digits=not args.no_digits)
     print(format_table(results["rows"]))
+    if "digits" in results:
+        d = results["digits"]
+        print("\ndigits model, " + ", ".join(f"{k} {v}" for k, v in d.items()))
     print("\nShiftGELU accurate mode, n sweep:")
     print(format_table(results["gelu_accurate_n_sweep"]))
 

@@ -4,12 +4,15 @@
 1. build the default accelerator (``trilut units``: ``top``) and its
    Verilator simulation behind the byte-level host bridge
    (:class:`~trilut.host.device.SimDevice`);
-2. compile the shipped digits classifier (two ternary encoder blocks) into
-   one accelerator program (:func:`~trilut.host.compiler.compile_stack`);
+2. compile the shipped digits classifier (the int8 patch embedding, two
+   ternary encoder blocks and the int8 classifier head) into one
+   accelerator program (:func:`~trilut.host.compiler.compile_stack` with
+   ``embed`` and ``head``): an image goes in as 16 int8 feature rows, its
+   per-token int16 logits come back, the host sums them and takes the argmax;
 3. classify the held-out digits three ways: float activations, the golden
    integer model, and the simulated accelerator driven through the host
    driver over the same framed byte protocol a board's UART carries;
-   every hardware output must equal the golden output integer for integer;
+   every image's logits must equal the golden ones integer for integer;
 4. the first ``--board-images`` images again on the ULX3S-85F build's
    configuration: the simulated link throttled to its UART (its clock and
    the baud rate ``trilut build`` picks for it) and its SDRAM (LiteDRAM's
@@ -65,13 +68,13 @@ def _accuracy(pred, labels):
 
 
 def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sdram=False):
-    """Run ``images`` through the encoder on the simulated ``accel`` via the
-    host driver, the link ideal (a byte per cycle) or, with ``clk_hz`` and
+    """Run ``images`` through the whole classifier (embedding, encoder,
+    head) on the simulated ``accel`` via the host driver, the link ideal (a byte per cycle) or, with ``clk_hz`` and
     ``baud``, a board's UART (:class:`~trilut.host.device.SimDevice`'s
     throttle). ``sdram``: the ULX3S SDRAM behind the bridge, the weights
     loaded into it once before the images (:meth:`~trilut.host.driver.
-    Driver.load_weights`) and fed from there. Returns a dict: ``out`` (int16
-    encoder outputs), per run ``accel_cycles`` (the accelerator's counter),
+    Driver.load_weights`) and fed from there. Returns a dict: ``out`` (the
+    int16 per-token logits), per run ``accel_cycles`` (the accelerator's counter),
     ``sim_cycles`` (everything the run took, link included) and ``traffic``
     (the link's bytes by request type,
     :meth:`trilut.host.protocol.Link.efficiency`); ``seconds``; with
@@ -81,8 +84,10 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sd
     from ..host.device import SimDevice
     from ..host.driver import Driver
 
-    program = compile_stack(pipeline.params, accel, seq=pipeline.config["tokens"])
-    inputs = pipeline.encoder_input(images)
+    embed, encoder, head = pipeline.classifier_params
+    program = compile_stack(encoder, accel, seq=pipeline.config["tokens"], embed=embed,
+                            head=head)
+    inputs = pipeline.features(images)
     res = {"out": [], "accel_cycles": [], "sim_cycles": [], "traffic": []}
     with SimDevice(accel, clk_hz=clk_hz, baud=baud, sdram=sdram) as dev:
         driver = Driver(dev, accel)
@@ -99,7 +104,7 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sd
                       leave=False):
             start = dev.sync()
             driver.link.traffic.clear()
-            res["out"].append(driver.run(program, x, weights=layout)["out"])
+            res["out"].append(driver.run(program, x, weights=layout)["logits"])
             res["sim_cycles"].append(dev.sync() - start)
             res["traffic"].append(driver.link.efficiency())
             res["accel_cycles"].append(driver.counters()["cycles"])
@@ -145,7 +150,7 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
     run = run_hw(pipe, accel, images, clk_hz=clk_hz, baud=baud, sdram=True)
     bad = [i for i in range(len(images)) if not np.array_equal(run["out"][i], golden[i])]
     if bad:
-        raise DemoFailure(f"on the throttled link the accelerator output differs from golden "
+        raise DemoFailure(f"on the throttled link the accelerator's logits differ from golden "
                           f"(image {bad[0]})")
     t = run["traffic"][-1]
     total = t.pop("total")
@@ -160,8 +165,8 @@ def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
         round(load["cycles"] / clk_hz, 3)]))
     print(f"      weights: {load['bytes']} bytes into the SDRAM once, "
           f"{fig['weights_load_s']} s over the link")
-    print(f"      every output equal to golden; per image: {h2d} bytes host -> device, "
-          f"{d2h} device -> host in {total['requests']} requests (payload efficiency "
+    print(f"      every image's logits equal to golden; per image: {h2d} bytes host -> "
+          f"device, {d2h} device -> host in {total['requests']} requests (payload efficiency "
           f"{total['efficiency']:.1%}); {cyc} cycles = {fig['images_per_s_board']} images/s")
     return fig
 
@@ -183,7 +188,6 @@ def _recorded_pnr(accel):
 
 
 def run_demo(args):
-    from ..golden.encoder import encoder_stack
     from ..host.models.digits.pipeline import DigitsPipeline
     from .sweep import DEFAULT_CACHE, ResultCache, progress_printer, synth_unit
 
@@ -197,7 +201,8 @@ def run_demo(args):
     print("trilut demo: the digits classifier on the simulated accelerator\n  accelerator: " +
           " ".join(f"{k}={v}" for k, v in accel.params.items()))
 
-    _step(1, n_steps, "compile the built-in model (2 ternary encoder blocks, 16 tokens)")
+    _step(1, n_steps, "compile the built-in model (int8 embedding, 2 ternary encoder blocks, "
+                      "int8 head; 16 tokens)")
     pipe = DigitsPipeline()
     images, labels = pipe.x_test, pipe.y_test
     if args.images:
@@ -208,8 +213,8 @@ def run_demo(args):
 
     _step(2, n_steps, "float and golden integer reference")
     acc_float = _accuracy(pipe.classify_float(images), labels)
-    golden = encoder_stack(pipe.encoder_input(images), pipe.params)
-    acc_golden = _accuracy(pipe.classify_from_encoder_output(golden), labels)
+    golden = pipe.logits(images)
+    acc_golden = _accuracy(pipe.classify_logits(golden), labels)
     print(f"      float {100 * acc_float:.2f}%, golden integer {100 * acc_golden:.2f}%")
 
     _step(3, n_steps, "simulated accelerator through the host driver (Verilator; the first "
@@ -217,13 +222,13 @@ def run_demo(args):
     ideal = run_hw(pipe, accel, images)
     hw = ideal["out"]
     bad = [i for i in range(n) if not np.array_equal(hw[i], golden[i])]
-    acc_hw = _accuracy(pipe.classify_from_encoder_output(hw), labels)
+    acc_hw = _accuracy(pipe.classify_logits(hw), labels)
     if bad:
-        raise DemoFailure(f"accelerator output differs from golden on {len(bad)} of {n} "
+        raise DemoFailure(f"the accelerator's logits differ from golden on {len(bad)} of {n} "
                           f"images (first: image {bad[0]})")
     cycles = int(np.median(ideal["accel_cycles"]))
     sim_rate = sum(ideal["sim_cycles"]) / ideal["seconds"]
-    print(f"      {n} images, every encoder output equal to golden (0 mismatches); "
+    print(f"      {n} images, every image's logits equal to golden (0 mismatches); "
           f"accuracy {100 * acc_hw:.2f}%; {cycles} accelerator cycles per image; "
           f"simulation {sim_rate / 1e3:.0f}k cycles/s")
 

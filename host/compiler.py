@@ -50,6 +50,25 @@ gamma's sign, ``neg`` bits)::
 
 A block's input and output are R0, so blocks chain on chip.
 
+A classifier (``compile_stack(..., embed=, head=)``,
+:mod:`trilut.golden.classifier`) adds an int8 LINEAR in front and the head
+behind, so the host sends int8 feature rows and reads int16 logits::
+
+    LOAD f -> A;  LINEAR A -> R0  embed (int8 engine, REQUANT to int16)  [STORE x]
+    ... the blocks ...
+    NORM R0 -> A  head_ln  [STORE head_ln];  LINEAR A -> R0  head (int8 engine, REQUANT
+    to int16; N padded with zero columns to the engine's lanes);  STORE R0  logits;  END
+
+Constant sets: one per pass with constants, except that a pass whose
+entries are read as REQUANT_CONST (LINEAR REQUANT, NORM) and whose entry 0
+equals, in those fields, the single entry of an attention pass's set (the
+attention passes read entry 0 only) shares that set: entry 0 stays the
+attention pass's, entries 1.. are the other pass's. The classifier
+quantizer makes channel 0 of the embedding, the head NORM and the head
+LINEAR spare channels with exactly those constants
+(:func:`trilut.host.quantize.quantize_classifier`), so the whole digits
+classifier fits the 20 sets of the default build.
+
 Stored tensors come back in the golden trace's layout: ``probs`` as
 (H, T, T) (on chip it is T rows of H * T: head h in columns h*T ..), the
 others as (T, width).
@@ -61,8 +80,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..golden.classifier import EmbedParams, HeadParams
 from ..golden.encoder import BlockParams, EncoderParams
-from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT
+from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT
 from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
                       Opcode, pack_descriptor, pack_gelu_const, pack_requant_const,
                       pack_residual_const, pack_softmax_const)
@@ -82,12 +102,14 @@ class CompileError(ValueError):
 class Output:
     """One STORE: ``rows`` frames of ``length`` elements (int16 if ``wide``).
     ``heads`` > 0: an attention-probability tensor stored as T rows of
-    heads * T, decoded to (heads, T, T)."""
+    heads * T, decoded to (heads, T, T). ``columns`` > 0: only the first
+    ``columns`` elements of a row are decoded (the rest is lane padding)."""
     name: str
     rows: int
     length: int
     wide: bool = False
     heads: int = 0
+    columns: int = 0
 
 
 class Program:
@@ -101,7 +123,8 @@ class Program:
     (``s_axis_wgt``) and :meth:`decode`.
     """
 
-    def __init__(self, accel, descriptors, consts, outputs, weights, seq, hidden, passes):
+    def __init__(self, accel, descriptors, consts, outputs, weights, seq, hidden, passes, *,
+                 in_width=None, in_wide=True):
         self._accel = accel
         self.accel_params = accel.params
         self.descriptors = list(descriptors)
@@ -111,18 +134,24 @@ class Program:
         self._weights = list(weights)
         self._weight_frames = None       # (name, weights (K, N), kind) in LINEAR order
         self.seq, self.hidden = seq, hidden
+        self.in_width = hidden if in_width is None else in_width
+        self.in_wide = in_wide
 
     def input_frames(self, x):
-        """``s_axis`` frames: the int16 rows of ``x`` (T, C) for the LOAD.
-        ``x`` is checked first."""
+        """``s_axis`` frames: the rows of ``x`` for the LOAD: int16 (T, C),
+        or for a classifier the int8 feature rows (T, K). ``x`` is checked
+        first."""
         x = np.asarray(x)
+        what, lo, hi = ("int16", INT16_MIN, INT16_MAX) if self.in_wide else \
+            ("int8", INT8_MIN, INT8_MAX)
         if x.dtype.kind not in "iu":
             raise CompileError(f"x: expected an integer array, got dtype {x.dtype}")
-        if x.shape != (self.seq, self.hidden):
-            raise CompileError(f"x: expected shape ({self.seq}, {self.hidden}), got {x.shape}")
-        if x.size and (x.min() < INT16_MIN or x.max() > INT16_MAX):
-            raise CompileError("x: values must fit int16")
-        return self._accel.row_frames(x, wide=True)
+        if x.shape != (self.seq, self.in_width):
+            raise CompileError(f"x: expected shape ({self.seq}, {self.in_width}), got "
+                               f"{x.shape}")
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise CompileError(f"x: values must fit {what}")
+        return self._accel.row_frames(x, wide=self.in_wide)
 
     def weight_frames(self):
         """``s_axis_wgt`` frames: one per LINEAR pass, in program order (the
@@ -151,7 +180,7 @@ class Program:
             if o.heads:
                 t = o.rows
                 rows = rows.reshape(t, o.heads, o.length // o.heads).transpose(1, 0, 2)
-            out[o.name] = rows
+            out[o.name] = rows[:, :o.columns] if o.columns else rows
         return out
 
 
@@ -182,12 +211,40 @@ def _token_rows(b):
     return 2 if b.probs_bits == 16 else 1
 
 
+def _linear_problems(name, lp, acc, n=None):
+    """What keeps LINEAR ``lp`` (N = ``n``, default its out_features) off
+    this build: a list of messages naming ``name``."""
+    e, i8 = acc.engine, acc.int8_engine
+    k, n = lp.in_features, lp.out_features if n is None else n
+    problems = []
+    if lp.kind == "ternary":
+        if n % e.lanes:
+            problems.append(f"{name}: N = {n} must be a multiple of the TLMM lanes = "
+                            f"{e.lanes}")
+        if (k * 128).bit_length() + 1 > e.acc_bits:
+            problems.append(f"{name}: K = {k} overflows the TLMM accumulator "
+                            f"({e.acc_bits} bits)")
+    elif n % i8.lanes:
+        problems.append(f"{name}: N = {n} must be a multiple of attn_lanes = {i8.lanes} "
+                        f"(int8 weights run on the int8 engine)")
+    beats = acc.weight_beats(k, n, lp.kind)
+    if beats > acc.wstore_depth:
+        problems.append(f"{name}: {lp.kind} weights ({k} x {n}) are {beats} weight-store "
+                        f"beats; a buffer holds wstore_depth = {acc.wstore_depth}")
+    if lp.bias is not None:
+        bias = np.asarray(lp.bias, dtype=np.int64)
+        if bias.size and (bias.min() < -(1 << 31) or bias.max() >= 1 << 31):
+            problems.append(f"{name}.bias: {int(np.abs(bias).max())} does not fit the "
+                            f"constant entry's 32-bit bias")
+    return problems
+
+
 def _check_block(name, b, acc, seq):
     """Everything the build must hold for block ``b`` at sequence ``seq``:
     one CompileError listing every problem (each naming the tensor)."""
     p = acc.params
     c, f, h, d = b.hidden, b.ffn, b.heads, b.head_dim
-    e, i8 = acc.engine, acc.int8_engine
+    i8 = acc.int8_engine
     if not isinstance(b, BlockParams):
         raise TypeError(f"{name}: expected BlockParams, got {type(b).__name__}")
     problems = []
@@ -219,28 +276,7 @@ def _check_block(name, b, acc, seq):
         problems.append(f"{name}: m_bits = {b.m_bits}; the constant entries hold "
                         f"{M_BITS_DEFAULT}-bit multipliers")
     for lin in ("q", "k", "v", "o", "fc1", "fc2"):
-        lp = getattr(b, lin)
-        k, n = lp.in_features, lp.out_features
-        if lp.kind == "ternary":
-            if n % e.lanes:
-                problems.append(f"{name}.{lin}: N = {n} must be a multiple of the TLMM "
-                                f"lanes = {e.lanes}")
-            if (k * 128).bit_length() + 1 > e.acc_bits:
-                problems.append(f"{name}.{lin}: K = {k} overflows the TLMM accumulator "
-                                f"({e.acc_bits} bits)")
-        elif n % i8.lanes:
-            problems.append(f"{name}.{lin}: N = {n} must be a multiple of attn_lanes = "
-                            f"{i8.lanes} (int8 weights run on the int8 engine)")
-        beats = acc.weight_beats(k, n, lp.kind)
-        if beats > acc.wstore_depth:
-            problems.append(f"{name}.{lin}: {lp.kind} weights ({k} x {n}) are {beats} "
-                            f"weight-store beats; a buffer holds wstore_depth = "
-                            f"{acc.wstore_depth}")
-        if lp.bias is not None:
-            bias = np.asarray(lp.bias, dtype=np.int64)
-            if bias.size and (bias.min() < -(1 << 31) or bias.max() >= 1 << 31):
-                problems.append(f"{name}.{lin}.bias: {int(np.abs(bias).max())} does not "
-                                f"fit the constant entry's 32-bit bias")
+        problems += _linear_problems(f"{name}.{lin}", getattr(b, lin), acc)
     if (max(d, seq) << 14).bit_length() + 1 > i8.acc_bits:
         problems.append(f"{name}.qk_acc: dot products of {max(d, seq)} int8 pairs "
                         f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
@@ -250,19 +286,58 @@ def _check_block(name, b, acc, seq):
                            + "\n  ".join(problems))
 
 
+#: The fields of a constant entry a REQUANT reader (LINEAR REQUANT, NORM) uses.
+_REQUANT_FIELDS = pack_requant_const((1 << M_BITS_DEFAULT) - 1, 63, -1, 1)
+
+
+def _pack_const_sets(sets):
+    """Physical constant sets for the logical ``sets`` ``(entries, kind)``,
+    kind "attn" (the reader uses entry 0 only), "requant" (entries read as
+    REQUANT_CONST) or "other": returns ``(consts, index)``, ``consts`` the
+    ``(set, entries)`` to write and ``index[i]`` logical set i's physical set.
+    A "requant" set whose entry 0 equals an unused "attn" set's entry in the
+    REQUANT fields shares it (the module docstring, "Constant sets")."""
+    hosts = {i: e[0] & _REQUANT_FIELDS for i, (e, kind) in enumerate(sets) if kind == "attn"}
+    share = {}                       # logical set -> the attention set it shares
+    for i, (entries, kind) in enumerate(sets):
+        if kind == "requant" and len(entries) > 1:
+            h = next((h for h, v in hosts.items() if v == entries[0]), None)
+            if h is not None:
+                share[i] = h
+                del hosts[h]
+    guest = {h: i for i, h in share.items()}
+    consts, index = [], {}
+    for i, (entries, _) in enumerate(sets):
+        if i in share:
+            continue
+        if i in guest:               # entry 0 the attention pass's, the rest the guest's
+            entries = entries[:1] + sets[guest[i]][0][1:]
+        index[i] = len(consts)
+        consts.append((len(consts), list(entries)))
+    index.update({i: index[h] for i, h in share.items()})
+    return consts, index
+
+
 class _Builder:
     def __init__(self, acc, seq, trace):
         self.acc, self.seq, self.trace = acc, seq, trace
-        self.descs, self.passes, self.consts, self.outputs, self.weights = [], [], [], [], []
+        self.descs, self.passes, self.sets, self.outputs, self.weights = [], [], [], [], []
 
     def emit(self, name, opcode, **fields):
-        self.descs.append(pack_descriptor(opcode, **fields))
+        self.descs.append((opcode, fields))
         self.passes.append(name)
 
-    def const_set(self, entries):
-        s = len(self.consts)
-        self.consts.append((s, entries))
-        return s
+    def const_set(self, entries, kind="other"):
+        self.sets.append((list(entries), kind))
+        return len(self.sets) - 1
+
+    def finish(self):
+        """(descriptors, consts): the constant sets packed
+        (:func:`_pack_const_sets`), the descriptors pointing at them."""
+        consts, index = _pack_const_sets(self.sets)
+        descs = [pack_descriptor(op, **(dict(f, const=index[f["const"]]) if "const" in f
+                                        else f)) for op, f in self.descs]
+        return descs, consts
 
     def store(self, name, place, length, *, heads=0, always=False):
         bank, row = place
@@ -271,19 +346,35 @@ class _Builder:
                       k=length)
             self.outputs.append(Output(name, self.seq, length, bank == RESIDUAL_BANK, heads))
 
-    def linear(self, name, lin, src, dst, epilogue, entries, prefix):
-        s = self.const_set(entries)
+    def linear(self, name, lin, src, dst, epilogue, entries, prefix, n=None):
+        """LINEAR ``lin``; ``n`` > out_features pads it with zero weight
+        columns (``entries`` must cover all ``n``)."""
+        n = lin.out_features if n is None else n
+        kind = "requant" if epilogue == Epilogue.REQUANT else "other"
+        s = self.const_set(entries, kind)
         engine = EngineKind.INT8 if lin.kind == "int8" else EngineKind.TLMM
         self.emit(name, Opcode.LINEAR, engine=engine, epilogue=epilogue, src_bank=src[0],
                   src_row=src[1], dst_bank=dst[0], dst_row=dst[1], rows=self.seq,
-                  k=lin.in_features, n=lin.out_features, const=s)
-        self.weights.append((prefix + name, np.asarray(lin.weights, dtype=np.int64), lin.kind))
+                  k=lin.in_features, n=n, const=s)
+        w = np.zeros((lin.in_features, n), dtype=np.int64)
+        w[:, :lin.out_features] = lin.weights
+        self.weights.append((prefix + name, w, lin.kind))
+
+    def requant_linear(self, name, lin, src, dst, prefix, n=None):
+        """LINEAR with the REQUANT epilogue (per-channel (m, e, bias));
+        padding columns get (0, 1, 0)."""
+        c = lin.out_features
+        n = c if n is None else n
+        entries = [pack_requant_const(m, e, bias) for m, e, bias in
+                   zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _bias(lin, c))]
+        self.linear(name, lin, src, dst, Epilogue.REQUANT,
+                    entries + [pack_requant_const(0, 1, 0)] * (n - c), prefix, n)
 
     def norm(self, name, norm, c, src, dst, head=Head.LAYERNORM):
         neg = _vec(np.asarray(norm.sign) < 0, c) if norm.signed_out else [0] * c
         s = self.const_set([pack_requant_const(m, e, bias, ng) for m, e, bias, ng in
                             zip(_vec(norm.requant.m, c), _vec(norm.requant.e, c),
-                                _vec(norm.bias, c), neg)])
+                                _vec(norm.bias, c), neg)], "requant")
         self.emit(name, Opcode.NORM, head=head, epilogue=Epilogue.REQUANT,
                   src_bank=src[0], src_row=src[1], dst_bank=dst[0], dst_row=dst[1],
                   rows=self.seq, k=c, n=c, const=s)
@@ -311,19 +402,15 @@ class _Builder:
             self.store(prefix + "ln1", ln1, c)
         qkv_src = R0 if post else ln1
         for name, dst in (("k", (KEY_BANK, 0)), ("v", (VALUE_BANK, 0)), ("q", B)):
-            lin = getattr(b, name)
-            self.linear(name, lin, qkv_src, dst, Epilogue.REQUANT,
-                        [pack_requant_const(m, e, bias) for m, e, bias in
-                         zip(_vec(lin.requant.m, c), _vec(lin.requant.e, c), _bias(lin, c))],
-                        prefix)
+            self.requant_linear(name, getattr(b, name), qkv_src, dst, prefix)
         for name, place in (("q", B), ("k", (KEY_BANK, 0)), ("v", (VALUE_BANK, 0))):
             self.store(prefix + name, place, c)
-        s = self.const_set([pack_softmax_const(b.logits.m, b.logits.e, b.softmax_x0)])
+        s = self.const_set([pack_softmax_const(b.logits.m, b.logits.e, b.softmax_x0)], "attn")
         self.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
                   epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=B[0], dst_bank=probs[0],
                   dst_row=probs[1], rows=t, k=d, n=t, heads=h, const=s)
         self.store(prefix + "probs", probs, h * t, heads=h)
-        s = self.const_set([pack_requant_const(b.attn.m, b.attn.e, 0)])
+        s = self.const_set([pack_requant_const(b.attn.m, b.attn.e, 0)], "attn")
         self.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
                   src_bank=probs[0], src_row=probs[1], dst_bank=attn[0], dst_row=attn[1],
                   rows=t, k=t, n=d, heads=h, const=s)
@@ -354,12 +441,51 @@ class _Builder:
         self.linear(name, lin, src, dst, Epilogue.RESIDUAL, entries, prefix)
 
 
-def compile_stack(blocks, accel, seq, *, trace=False):
+def _check_classifier(embed, head, acc, c):
+    problems = []
+    w = acc.params["max_width"]
+    for name, lp in (("embed", getattr(embed, "linear", None)),
+                     ("head", getattr(head, "linear", None))):
+        if lp is not None and max(lp.in_features, lp.out_features) > w:
+            problems.append(f"{name}: weights {lp.in_features} x {lp.out_features} exceed "
+                            f"max_width = {w}")
+    if embed is not None:
+        if not isinstance(embed, EmbedParams):
+            raise TypeError(f"embed: expected EmbedParams, got {type(embed).__name__}")
+        if embed.hidden != c:
+            problems.append(f"embed: output width {embed.hidden} differs from the blocks' "
+                            f"hidden {c}")
+        problems += _linear_problems("embed", embed.linear, acc)
+    if head is not None:
+        if not isinstance(head, HeadParams):
+            raise TypeError(f"head: expected HeadParams, got {type(head).__name__}")
+        if head.hidden != c:
+            problems.append(f"head: input width {head.hidden} differs from the blocks' "
+                            f"hidden {c}")
+        problems += _linear_problems("head", head.linear, acc, _head_width(head, acc))
+    if problems:
+        raise CompileError("the classifier does not fit this build:\n  " +
+                           "\n  ".join(problems))
+
+
+def _head_width(head, acc):
+    """The head LINEAR's N on chip: its columns padded to the int8 engine's lanes."""
+    lanes = acc.int8_engine.lanes
+    return -(-head.columns // lanes) * lanes
+
+
+def compile_stack(blocks, accel, seq, *, trace=False, embed=None, head=None):
     """Compile ``blocks`` (EncoderParams, or a sequence of BlockParams) for
     sequence length ``seq`` on ``accel`` (an Accelerator or its parameter
     dict). ``trace``: also STORE every on-chip tensor of the golden trace
     (names ``blocks.{i}.{name}``: ln1, q, k, v, probs, attn, res1, ln2,
-    gelu); the final residual is always stored as ``out``."""
+    gelu); the final residual is always stored as ``out``.
+
+    A classifier (:mod:`trilut.golden.classifier`): ``embed``
+    (EmbedParams) makes the input the int8 feature rows (seq, K) and runs
+    the embedding on chip (traced as ``x``); ``head`` (HeadParams) runs the
+    head on chip (traced ``head_ln``) and stores ``logits`` (seq, N) instead
+    of ``out``."""
     acc = _accelerator(accel)
     if isinstance(blocks, EncoderParams):
         blocks = blocks.blocks
@@ -371,21 +497,41 @@ def compile_stack(blocks, accel, seq, *, trace=False):
         if b.hidden != blocks[0].hidden:
             raise CompileError(f"blocks.{i}: hidden {b.hidden} differs from blocks.0")
     p = acc.params
-    need = CONST_SETS_PER_BLOCK * len(blocks)
-    if need > p["const_sets"]:
-        raise CompileError(f"constants: {len(blocks)} block(s) need {need} constant sets, the "
-                           f"build has const_sets = {p['const_sets']}")
     c = blocks[0].hidden
+    _check_classifier(embed, head, acc, c)
     bld = _Builder(acc, seq, trace)
-    bld.emit("load_x", Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=seq, k=c)
+    R0, A = (RESIDUAL_BANK, 0), (BANK_A, 0)
+    if embed is None:
+        bld.emit("load_x", Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=seq, k=c)
+    else:
+        bld.emit("load_f", Opcode.LOAD, dst_bank=BANK_A, rows=seq, k=embed.in_features)
+        bld.requant_linear("embed", embed.linear, A, R0, "")
+        bld.store("x", R0, c)
     for i, b in enumerate(blocks):
         bld.block(b, f"blocks.{i}.")
-    bld.store("out", (RESIDUAL_BANK, 0), c, always=True)
+    if head is None:
+        bld.store("out", R0, c, always=True)
+    else:
+        bld.norm("head_ln", head.norm, c, R0, A)
+        bld.store("head_ln", A, c)
+        n = _head_width(head, acc)
+        bld.requant_linear("head", head.linear, A, R0, "", n)
+        bld.store("logits", R0, n, always=True)
+        bld.outputs[-1] = Output("logits", seq, n, True, columns=head.columns)
     bld.emit("end", Opcode.END)
     if len(bld.descs) > p["prog_depth"]:
         raise CompileError(f"program: {len(bld.descs)} descriptors exceed prog_depth = "
                            f"{p['prog_depth']}")
-    return Program(acc, bld.descs, bld.consts, bld.outputs, bld.weights, seq, c, bld.passes)
+    descs, consts = bld.finish()
+    if len(consts) > p["const_sets"]:
+        raise CompileError(f"constants: the program needs {len(consts)} constant sets "
+                           f"({len(blocks)} block(s) of {CONST_SETS_PER_BLOCK}"
+                           f"{', the embedding and the head' if embed or head else ''}; "
+                           f"shared: {len(bld.sets) - len(consts)}), the build has "
+                           f"const_sets = {p['const_sets']}")
+    return Program(acc, descs, consts, bld.outputs, bld.weights, seq, c, bld.passes,
+                   in_width=c if embed is None else embed.in_features,
+                   in_wide=embed is None)
 
 
 def compile_block(block_params, accel, seq=None, *, trace=False):
@@ -398,5 +544,6 @@ def compile_block(block_params, accel, seq=None, *, trace=False):
     prog = compile_stack([block_params], acc, seq, trace=trace)
     last = "ln2" if block_params.norm == "post" else "res2"
     prog.outputs = [Output(last if o.name == "out" else o.name.removeprefix("blocks.0."),
-                           o.rows, o.length, o.wide, o.heads) for o in prog.outputs]
+                           o.rows, o.length, o.wide, o.heads, o.columns)
+                    for o in prog.outputs]
     return prog

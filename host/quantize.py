@@ -58,18 +58,20 @@ import math
 
 import numpy as np
 
+from ..golden.classifier import EmbedParams, HeadParams
 from ..golden.encoder import (GELU_IN_BITS, LINEARS, ROW_ACC_BITS, SOFTMAX_N, BlockParams,
                               Dyadic, EncoderConfig, EncoderParams, LinearParams, NormParams,
                               check_float_weights, encoder_stack, float_encoder_stack,
-                              float_weight_shapes)
+                              float_layernorm, float_weight_shapes)
 from ..golden.nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, iexp_x0, int_layernorm_scale
-from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, _round_half_up, quantize_int8, \
-    quantize_ternary, requant_params
+from ..golden.quant import INT8_MAX, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, _round_half_up, \
+    quantize_int8, quantize_ternary, requant_params
 
 __all__ = [
     "EncoderConfig", "float_weight_shapes", "quantize_weight", "dequantized_weights",
     "calibrate", "quantize_encoder", "quantize_input", "dequantize_output",
-    "accumulator_widths", "check_widths",
+    "accumulator_widths", "check_widths", "spare_constants", "quantize_embedding", "pinned",
+    "quantize_head", "quantize_classifier",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -381,3 +383,141 @@ def quantize_input(x, params):
 def dequantize_output(y, params):
     """int16 stack output -> float at params.out_scale."""
     return np.asarray(y, dtype=np.float64) * params.out_scale
+
+
+# --------------------------------------------------------------------------- classifier
+
+def spare_constants(params):
+    """The attention passes' per-tensor multipliers of ``params`` (EncoderParams),
+    (logits, attn) per block: each is the only entry of its constant set, whose
+    other entries a pass with a spare channel 0 can use (host/compiler.py,
+    "Constant sets"), if its channel-0 constant is this one."""
+    return [d for b in params.blocks for d in (b.logits, b.attn)]
+
+
+def _int8_linear(name, w, b, in_scale, out_scale, m_bits, spare=None):
+    """int8 LinearParams of float ``w`` (K, N), ``b`` (N,), per-channel requant
+    to ``out_scale``. Spare columns (all-zero weights and bias: their output is
+    0 whatever the multiplier) get ``spare``'s (m, e), else (0, 1)."""
+    w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    w_int, w_scale = quantize_weight(w, "int8")
+    dead = ~np.any(w != 0, axis=0) & (b == 0)
+    acc_scale = in_scale * w_scale
+    bias = _int_bias(f"{name}.bias", b, acc_scale)
+    ratio = np.where(dead, 1.0, acc_scale / out_scale)
+    d = _dyadic(ratio, m_bits, f"{name}.requant")
+    m, e = np.array(d.m), np.array(d.e)
+    m[dead], e[dead] = (spare.m, spare.e) if spare is not None else (0, 1)
+    return LinearParams(name=name, kind="int8", weights=w_int, bias=bias,
+                        requant=Dyadic(m, e, ratio), w_scale=w_scale, in_scale=in_scale,
+                        out_scale=out_scale)
+
+
+def quantize_embedding(weight, bias, in_scale, out_scale, *, pin_channel=None, spare=None,
+                       m_bits=M_BITS_DEFAULT):
+    """EmbedParams of ``x = f @ weight + bias`` (weight (K, C) float, f the
+    float features = int8 features * ``in_scale``) into the int16 encoder
+    input at ``out_scale`` (the encoder's in_scale): int8 weights per output
+    channel, int32 bias, per-channel multipliers.
+
+    ``pin_channel`` c: subtract channel c's output from every channel, so
+    channel c is 0 (a spare channel: weight column and bias zero). Exact for a
+    pre-LN encoder: every reader of the residual stream is a LayerNorm, which
+    ignores a per-token constant added to all channels, or a residual add,
+    which carries it along to the next LayerNorm; calibrate the encoder on
+    the pinned embedding. ``spare``: the Dyadic for spare channels
+    (:func:`spare_constants`)."""
+    w, b = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+    if w.ndim != 2 or b.shape != (w.shape[1],):
+        raise ValueError(f"embedding: weight (K, C) and bias (C,) expected, got {w.shape} "
+                         f"and {b.shape}")
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise ValueError("embedding: weight or bias has non-finite values")
+    if pin_channel is not None:
+        c = int(pin_channel)
+        if not 0 <= c < w.shape[1]:
+            raise ValueError(f"pin_channel {pin_channel} outside 0..{w.shape[1] - 1}")
+        w, b = w - w[:, c:c + 1], b - b[c]
+        w[:, c], b[c] = 0.0, 0.0
+    lin = _int8_linear("embed", w, b, in_scale, out_scale, m_bits, spare)
+    return EmbedParams(lin, in_scale, out_scale, m_bits)
+
+
+def pinned(x, channel=0):
+    """``x`` with channel ``channel`` subtracted from every channel (float,
+    last axis): the embedding quantize_embedding(pin_channel=...) computes."""
+    x = np.asarray(x, dtype=np.float64)
+    return x - x[..., channel:channel + 1]
+
+
+def quantize_head(ln_weight, ln_bias, weight, bias, calib, *, eps, spare_norm=None,
+                  spare_linear=None, percentile=100.0, headroom=2.0, m_bits=M_BITS_DEFAULT):
+    """HeadParams of ``LayerNorm(y) @ weight + bias`` (weight (C, classes))
+    on the encoder output, calibrated on float encoder outputs ``calib``
+    (..., T, C).
+
+    Folded, exactly in float: gamma and beta into the linear layer (the NORM
+    gives plain xhat, one int8 scale for every channel; weight rows times
+    gamma, bias + beta @ weight), and xhat's channel 0 into the others: the
+    channels of xhat sum to zero, so ``xhat @ W == xhat[1:] @ (W[1:] - W[0])``
+    and channel 0 is spare (its weight row zero; its NORM multiplier
+    ``spare_norm``). Classes are logit columns 1.. (column 0 spare, zero, its
+    multiplier ``spare_linear``), all at one int16 logit scale, ``headroom``
+    times the calibrated range."""
+    g, be = np.asarray(ln_weight, dtype=np.float64), np.asarray(ln_bias, dtype=np.float64)
+    w, b = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+    c = g.shape[0] if g.ndim == 1 else -1
+    if g.shape != (c,) or be.shape != (c,) or w.ndim != 2 or w.shape[0] != c or \
+            b.shape != (w.shape[1],) or c < 2:
+        raise ValueError(f"head: expected ln weight/bias (C,), weight (C, N), bias (N,) with "
+                         f"C >= 2, got {g.shape}, {be.shape}, {w.shape}, {b.shape}")
+    y = np.asarray(calib, dtype=np.float64)
+    if y.ndim < 2 or y.shape[-1] != c or y.size == 0 or not np.isfinite(y).all():
+        raise ValueError(f"head calib: expected finite float (..., T, {c}), got {y.shape}")
+    wf, bf = g[:, None] * w, b + be @ w
+    wf = wf - wf[0]
+    wf[0] = 0.0
+    xhat = float_layernorm(y, 1.0, 0.0, eps)[0]
+    s_u = _range(xhat[..., 1:], percentile) / INT8_MAX
+    s_z = int_layernorm_scale(c)
+    d = _dyadic(np.full(c, s_z / s_u), m_bits, "head.norm.requant")
+    m, e = np.array(d.m), np.array(d.e)
+    if spare_norm is not None:
+        m[0], e[0] = spare_norm.m, spare_norm.e
+    norm = NormParams(Dyadic(m, e, d.ratio), np.zeros(c, np.int32), np.ones(c, np.int8), s_u,
+                      gamma=np.ones(c), beta=np.zeros(c), clamped=np.zeros(c, bool))
+    s_logit = headroom * _range(xhat @ wf + bf, percentile) / INT16_MAX
+    n = w.shape[1]
+    w_pad, b_pad = np.zeros((c, n + 1)), np.zeros(n + 1)
+    w_pad[:, 1:], b_pad[1:] = wf, bf
+    lin = _int8_linear("head", w_pad, b_pad, s_u, s_logit, m_bits, spare_linear)
+    return HeadParams(norm, lin, tuple(range(1, n + 1)), s_logit, m_bits)
+
+
+def quantize_classifier(float_weights, cfg, embed_weight, embed_bias, feature_scale,
+                        calib_features, head_weights, *, eps, **encoder_options):
+    """(EmbedParams, EncoderParams, HeadParams) of a pre-LN encoder classifier:
+    ``x = features * feature_scale @ embed_weight + embed_bias`` (pinned:
+    channel 0 subtracted, :func:`quantize_embedding`), the encoder blocks
+    (``float_weights``, ``cfg``; :func:`quantize_encoder` with
+    ``encoder_options``, calibrated on the pinned embedding of
+    ``calib_features``), then ``head_weights`` = (ln weight, ln bias, weight,
+    bias) (:func:`quantize_head`, calibrated on the float stack's outputs with
+    the dequantized weights). Spare channels take the attention passes'
+    multipliers (:func:`spare_constants`): the embedding block 0's logits,
+    the head NORM the last attn, the head linear the one before, so the
+    compiler can place all three in the attention passes' constant sets."""
+    cfg = EncoderConfig.coerce(cfg)
+    if cfg.norm != "pre":
+        raise ValueError("quantize_classifier: pinning the embedding needs a pre-LN encoder")
+    wt, bt = np.asarray(embed_weight, np.float64), np.asarray(embed_bias, np.float64)
+    f = np.asarray(calib_features, dtype=np.float64) * feature_scale
+    x = pinned(f @ wt + bt)
+    encoder = quantize_encoder(float_weights, cfg, x, **encoder_options)
+    spare = spare_constants(encoder)
+    emb = quantize_embedding(wt, bt, feature_scale, encoder.in_scale, pin_channel=0,
+                             spare=spare[0], m_bits=cfg.m_bits)
+    out = float_encoder_stack(x, dequantized_weights(float_weights, cfg), cfg)
+    hd = quantize_head(*head_weights, out, eps=eps, spare_norm=spare[-1],
+                       spare_linear=spare[-2] if len(spare) > 2 else None, m_bits=cfg.m_bits)
+    return emb, encoder, hd
