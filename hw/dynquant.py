@@ -266,8 +266,9 @@ class RowScale(wiring.Component):
 
     acc_bits = property(lambda self: self._acc_bits)
     scale_bits = property(lambda self: self._scale_bits)
-    latency = property(lambda self: dyadic_latency(self._acc_bits, self._scale_bits),
-                       doc="cycles from inp accepted to the FIFO write")
+    latency = property(lambda self: 1 + dyadic_latency(self._acc_bits, self._scale_bits),
+                       doc="cycles from inp accepted to the FIFO write (an input register, "
+                           "then the multiplier)")
     mult18 = property(lambda self: mult18_count(self._acc_bits, self._scale_bits))
 
     def elaborate(self, platform):
@@ -278,9 +279,12 @@ class RowScale(wiring.Component):
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
                      oq.issue.eq(accept)]
         zero = Signal(6, name="no_shift")
-        prod, plat = dyadic_floor(m, self.inp.payload.data, self.inp.payload.absmax, zero,
-                                  name="scale")
-        assert plat == lat
+        # The operands are registered before the multipliers: they arrive
+        # from a source select and the absmax queue.
+        x, amax = Signal.like(self.inp.payload.data), Signal.like(self.inp.payload.absmax)
+        m.d.sync += [x.eq(self.inp.payload.data), amax.eq(self.inp.payload.absmax)]
+        prod, plat = dyadic_floor(m, x, amax, zero, name="scale")
+        assert plat + 1 == lat
         valid = valid_delay(m, accept, lat, name="scale_v")
         last = delay(m, self.inp.payload.last, lat, name="scale_last")
         oq.push(valid, data=prod, last=last)
