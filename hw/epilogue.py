@@ -155,7 +155,11 @@ class Epilogue(wiring.Component):
         res_in = elem_stream(ACC_BITS + WIDE_BITS).create(path=("res_in",))
         join_fields(m, rscale.out, res_in, li & f.epi_res)
         bch = Signal(range(self._w))
-        bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[])
+        # Distributed RAM forced: Yosys would merge the register after the
+        # asynchronous read into a block RAM's read port (clock-to-out ~5.6
+        # ns, then the add).
+        bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[],
+                                 attrs={"ram_style": "distributed"})
         m.submodules.bias_mem = bias_mem
         bias_rp = bias_mem.read_port(domain="comb")
         bias_wp = bias_mem.write_port()
