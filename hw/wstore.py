@@ -96,10 +96,17 @@ to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
 
 Cost (ECP5-85F, out of context, seed 1; ``trilut synth --unit wstore --set
 depth=D``): 320-bit codes (the default engine, G 3, T 4, L 16) at depth 352
-(max_width 256): 308 LUT4, 470 FF, 18 DP16KD, 144.7 MHz; depth 88 (128):
-272 LUT4, 450 FF, 9 DP16KD, 140.0 MHz; depth 3072 (768): 1,090 LUT4, 502 FF,
-108 DP16KD, 103.3 MHz (block RAM clock-to-out, then the read mux over six
-rows of RAMs; :meth:`resources` gives the DP16KD count exactly in all three).
+(max_width 256): 1,158 LUT4, 1,124 FF, 18 DP16KD, 130.2 MHz (block RAM
+clock-to-out into the register beside it, 7.7 ns); depth 88 (128): 1,086
+LUT4, 1,104 FF, 18 DP16KD, 133.3 MHz; depth 3072 (768): 2,459 LUT4, 1,156
+FF, 108 DP16KD, 93.0 MHz (the read mux over six rows of RAMs per buffer
+before that register). :meth:`resources` gives the DP16KD count exactly in
+all three. Against the single stalling memory before (308 / 272 / 1,090
+LUT4, 470 / 450 / 502 FF, 18 / 9 / 108 DP16KD, 144.7 / 140.0 / 103.3 MHz):
+the output queue (81 LUT-RAM slices), the buffer select and the registers
+beside the memories; a buffer no longer shares its block RAMs with the
+other (depth 88: 9 more); in the accelerator top it replaces the datapath's
+3-deep weight FIFO.
 """
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
