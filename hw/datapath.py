@@ -135,12 +135,11 @@ class Datapath(wiring.Component):
         wr_word, wr_byte = kv_address(f.dst_v, act_wr.row_addr, act_wr.col_addr, **kv_geom)
         rd_word, rd_byte = kv_address(f.src_v, act_rd.row_addr, act_rd.col_addr, **kv_geom)
         # The readers see their memory's data through an output register
-        # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5.
+        # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5. The
+        # int16 bank's ports have theirs per block (Memories).
         rd_byte_d = delay(m, rd_byte, 2, name="rd_byte")
         kv_q, act_q = Signal.like(self.kv_r.data), Signal.like(self.act_r.data)
-        res_q, wide_q = Signal.like(self.res_r.data), Signal.like(self.wide_r.data)
-        m.d.sync += [kv_q.eq(self.kv_r.data), act_q.eq(self.act_r.data),
-                     res_q.eq(self.res_r.data), wide_q.eq(self.wide_r.data)]
+        m.d.sync += [kv_q.eq(self.kv_r.data), act_q.eq(self.act_r.data)]
         m.d.comb += [
             self.act_r.addr.eq(addr(act_rd.row_addr, act_rd.col_addr, d.src_bank)),
             self.res_r.addr.eq(addr(res_rd.row_addr, res_rd.col_addr)),
@@ -154,7 +153,7 @@ class Datapath(wiring.Component):
             self.kv_w.en.eq(Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0)),
             self.kv_r.addr.eq(Mux(f.is_attn, kvf.addr, rd_word)), kvf.rdata.eq(self.kv_r.data),
             act_rd.rdata.eq(Mux(f.src_kv, kv_q.word_select(rd_byte_d, 8), act_q)),
-            res_rd.rdata.eq(res_q), wide_rd.rdata.eq(wide_q),
+            res_rd.rdata.eq(self.res_r.data), wide_rd.rdata.eq(self.wide_r.data),
         ]
 
         # Unit configuration; only the units a pass uses start (a reader
@@ -236,9 +235,8 @@ class Datapath(wiring.Component):
         join(m, i8_pk.out, i8.act, on_i8)
 
         # Weights: s_axis_wgt -> weight store (loaded whenever a buffer is
-        # free, also during other passes) -> a small FIFO (the engines' ready
-        # must not reach into the store's replay pipeline) -> the pass's
-        # engine. The play command {k-blocks, output blocks, M} is issued
+        # free, also during other passes; its output queue keeps the
+        # engines' ready out of its replay pipeline) -> the pass's engine. The play command {k-blocks, output blocks, M} is issued
         # with a LINEAR (held in play_v until taken). ATTN: the KV fetcher.
         wgt_in = self.s_axis_wgt
         play_v, wgt_take = Signal(), Signal()
@@ -257,21 +255,17 @@ class Datapath(wiring.Component):
             m.d.sync += play_v.eq(0)
         with m.If(self.issue & f.is_linear):
             m.d.sync += play_v.eq(1)
-        wq = fifo.SyncFIFOBuffered(width=ws.code_bits + 2, depth=3)
-        m.submodules.wgt_q = wq
-        w_codes, w_last_k, w_last_n = wq.r_data[:-2], wq.r_data[-2], wq.r_data[-1]
+        w_codes = ws.wgt.payload.codes
+        w_last_k, w_last_n = ws.wgt.payload.last_k, ws.wgt.payload.last_n
         m.d.comb += [
-            wq.w_en.eq(ws.wgt.valid), ws.wgt.ready.eq(wq.w_rdy),
-            wq.w_data.eq(Cat(ws.wgt.payload.codes, ws.wgt.payload.last_k,
-                             ws.wgt.payload.last_n)),
             e.wgt.payload.codes.as_value().eq(w_codes),
             e.wgt.payload.last_k.eq(w_last_k), e.wgt.payload.last_n.eq(w_last_n),
         ]
         with m.If(li & ~f.eng_i8):
-            m.d.comb += [e.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(e.wgt.ready)]
+            m.d.comb += [e.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(e.wgt.ready)]
         with m.If(li & f.eng_i8):
             i8_bits = i8.wgt.payload.shape()["data"].shape.size
-            m.d.comb += [i8.wgt.valid.eq(wq.r_rdy), wq.r_en.eq(i8.wgt.ready),
+            m.d.comb += [i8.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(i8.wgt.ready),
                          i8.wgt.payload.data.as_value().eq(w_codes[:i8_bits]),
                          i8.wgt.payload.last_k.eq(w_last_k),
                          i8.wgt.payload.last_n.eq(w_last_n)]
@@ -327,6 +321,6 @@ class Datapath(wiring.Component):
             ev.store_busy.eq(st & ax_out), ev.store_stall.eq(st & ~ax_out),
             ev.wgt_load.eq(self.busy & wgt_in_take),
             ev.wgt_overlap.eq((run | self.in_param) & compute & wgt_in_take),
-            ev.wgt_wait.eq(li & Mux(f.eng_i8, i8.wgt.ready, e.wgt.ready) & ~wq.r_rdy),
+            ev.wgt_wait.eq(li & Mux(f.eng_i8, i8.wgt.ready, e.wgt.ready) & ~ws.wgt.valid),
         ]
         return m

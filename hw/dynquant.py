@@ -80,7 +80,7 @@ from .iexp import OutputQueue, RowCapture, RowReader
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
 from .rowio import stage
 
-__all__ = ["DynQuant", "RowScale", "RowScaleRequantizer"]
+__all__ = ["DynQuant", "RowScale", "RowScaleRequantizer", "scaled_latency", "scaled_product"]
 
 _SLOTS = 4          # row slots: capture, wait for the divide (x2), output
 _READ = 2           # issue -> x registered (sync read port + one register)
@@ -234,11 +234,29 @@ class DynQuant(wiring.Component):
         return m
 
 
+def scaled_latency(acc_bits, scale_bits):
+    """Latency of :func:`scaled_product` for these operand widths."""
+    return 1 + dyadic_latency(acc_bits, scale_bits)
+
+
+def scaled_product(m, value, scale, *, name):
+    """``value * scale`` (signed x unsigned, exact), pipelined; returns
+    ``(product, latency)``. The operands are registered before the
+    multipliers (they arrive from a source select and a queue), then
+    :func:`~trilut.hw.requant.dyadic_floor` without a shift."""
+    v, s = Signal.like(value, name=f"{name}_x"), Signal.like(scale, name=f"{name}_s")
+    m.d.sync += [v.eq(value), s.eq(scale)]
+    prod, lat = dyadic_floor(m, v, s, Signal(6, name=f"{name}_no_shift"), name=name)
+    assert 1 + lat == scaled_latency(len(value), len(scale))
+    return prod, 1 + lat
+
+
 class RowScale(wiring.Component):
     """``acc * absmax``: a row-quantized linear layer's accumulator brought
     to its static scale (golden :func:`~trilut.golden.dynquant.scale_rows`),
-    pipelined on :attr:`mult18` MULT18X18D
-    (:func:`~trilut.hw.requant.dyadic_floor` with no shift).
+    pipelined on :attr:`mult18` MULT18X18D (:func:`scaled_product`: the
+    operands registered, then :func:`~trilut.hw.requant.dyadic_floor` with
+    no shift).
 
     Parameters: ``acc_bits`` (2..47, default 32) and ``scale_bits`` (the
     DynQuant's ``in_bits``, default 16; acc_bits + scale_bits <= 48).
@@ -266,7 +284,7 @@ class RowScale(wiring.Component):
 
     acc_bits = property(lambda self: self._acc_bits)
     scale_bits = property(lambda self: self._scale_bits)
-    latency = property(lambda self: dyadic_latency(self._acc_bits, self._scale_bits),
+    latency = property(lambda self: scaled_latency(self._acc_bits, self._scale_bits),
                        doc="cycles from inp accepted to the FIFO write")
     mult18 = property(lambda self: mult18_count(self._acc_bits, self._scale_bits))
 
@@ -277,9 +295,8 @@ class RowScale(wiring.Component):
         accept = Signal(name="accept")
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
                      oq.issue.eq(accept)]
-        zero = Signal(6, name="no_shift")
-        prod, plat = dyadic_floor(m, self.inp.payload.data, self.inp.payload.absmax, zero,
-                                  name="scale")
+        prod, plat = scaled_product(m, self.inp.payload.data, self.inp.payload.absmax,
+                                    name="scale")
         assert plat == lat
         valid = valid_delay(m, accept, lat, name="scale_v")
         last = delay(m, self.inp.payload.last, lat, name="scale_last")

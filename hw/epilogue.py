@@ -27,7 +27,9 @@ from), and the per-tensor GELU / Shiftmax constants from entry 0.
 Handshake: ``acc``, ``res`` and ``out`` are streams that honour
 backpressure; only the units of the running pass move. Latency: the units'
 own (RowScale, Requantizer, two register stages, and ShiftGELU's or
-Shiftmax's row capture when used). Unit error flags: ``error``.
+Shiftmax's row capture when used; RESIDUAL: RowScale, two register stages
+(the scaled value with its bias read asynchronously from the bias table,
+then their sum), ResidualAdd). Unit error flags: ``error``.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
@@ -147,34 +149,31 @@ class Epilogue(wiring.Component):
         join_fields(m, g_out, self.out, li & f.epi_gelu)
         join_fields(m, resadd.out, self.out, li & f.epi_res)
 
-        # RESIDUAL: acc * absmax + bias[channel], then ResidualAdd.
-        bias_v, bias_last = Signal(), Signal()
-        bias_sum = Signal(signed(ACC_BITS + WIDE_BITS))
+        # RESIDUAL: acc * absmax + bias[channel], then ResidualAdd. The bias
+        # table is distributed RAM read asynchronously at the channel count;
+        # the scaled value and its bias are registered, then their sum.
+        res_in = elem_stream(ACC_BITS + WIDE_BITS).create(path=("res_in",))
+        join_fields(m, rscale.out, res_in, li & f.epi_res)
         bch = Signal(range(self._w))
-        bias_take = Signal()
-        bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[])
+        # Distributed RAM forced: Yosys would merge the register after the
+        # asynchronous read into a block RAM's read port (clock-to-out ~5.6
+        # ns, then the add).
+        bias_mem = memory.Memory(shape=signed(32), depth=self._w, init=[],
+                                 attrs={"ram_style": "distributed"})
         m.submodules.bias_mem = bias_mem
-        # Read a cycle ahead (the channel after a take, or the held one)
-        # into a register, so that the RAM read and the 48-bit add are not
-        # one path.
-        bias_rp = bias_mem.read_port(domain="sync")
+        bias_rp = bias_mem.read_port(domain="comb")
         bias_wp = bias_mem.write_port()
-        bch_next = Mux(bch + 1 == d.n, 0, bch + 1)
-        m.d.comb += bias_rp.addr.eq(Mux(go, 0, Mux(bias_take, bch_next, bch)))
-        with m.If(li & f.epi_res):
-            m.d.comb += [rscale.out.ready.eq(~bias_v | resadd.x.ready),
-                         resadd.x.valid.eq(bias_v)]
-        m.d.comb += [bias_take.eq(rscale.out.valid & rscale.out.ready & li & f.epi_res),
-                     resadd.x.payload.data.eq(bias_sum),
-                     resadd.x.payload.last.eq(bias_last)]
-        with m.If(bias_take):
-            m.d.sync += [bias_sum.eq(rscale.out.payload.data + bias_rp.data), bias_v.eq(1),
-                         bias_last.eq(rscale.out.payload.last),
-                         bch.eq(bch_next)]
-        with m.Elif(resadd.x.ready):
-            m.d.sync += bias_v.eq(0)
+        m.d.comb += bias_rp.addr.eq(bch)
+        with m.If(res_in.valid & res_in.ready):
+            m.d.sync += bch.eq(Mux(bch + 1 == d.n, 0, bch + 1))
         with m.If(go):
-            m.d.sync += [bch.eq(0), bias_v.eq(0)]
+            m.d.sync += bch.eq(0)
+        bias_in = stage(m, res_in, Cat(res_in.payload.data, bias_rp.data), "bias_in",
+                        ACC_BITS + WIDE_BITS + 32)
+        bias_sum = stage(m, bias_in, bias_in.payload.data[:ACC_BITS + WIDE_BITS].as_signed()
+                         + bias_in.payload.data[ACC_BITS + WIDE_BITS:].as_signed(), "bias_sum",
+                         ACC_BITS + WIDE_BITS)
+        join_fields(m, bias_sum, resadd.x, li & f.epi_res, only_source=True)
         join(m, self.res, resadd.y, li & f.epi_res)
 
         # PARAM: the pass's constant entries into the tables.

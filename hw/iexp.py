@@ -16,7 +16,7 @@ How the division is done: with ``A = -x0 > 0`` and ``a = -p`` the clamp is
 division with ``quotient_bits = bit_length(n)`` compare-subtract stages (one
 per cycle, comparing against ``A << j``) gives ``q`` and the remainder
 ``rem = a mod A``; then ``t = 2A - rem``. The multiples ``n * A`` and ``A << j``
-are recomputed from the ``x0`` port by registers, ``x0_settle`` = 2 cycles
+are recomputed from the ``x0`` port by registers, ``x0_settle`` = 3 cycles
 after ``x0`` changes. Every compare is only as wide as ``|a|`` (about
 ``d_bits + 1`` bits): the constants are saturated to that width once per x0.
 
@@ -149,7 +149,7 @@ class IExp(wiring.Component):
     a_max = property(lambda self: self._a_max, doc="largest valid |x0|")
     a_bits = property(lambda self: self._a_bits, doc="width of |x0| inside")
     shift_bits = property(lambda self: self._shift_bits)
-    x0_settle = property(lambda self: 2, doc="cycles from an x0 change to valid constants")
+    x0_settle = property(lambda self: 3, doc="cycles from an x0 change to valid constants")
 
     @property
     def latency(self):
@@ -161,7 +161,7 @@ class IExp(wiring.Component):
         n, w, Q, ab = self._n, self._w, self._q_bits, self._a_bits
         cap = (1 << w) - 1
 
-        # --- per-x0 constants (registered twice: x0_settle = 2) ------------
+        # --- per-x0 constants (registered up to three times: x0_settle = 3) -
         neg_x0 = Signal(signed(self._x0_bits + 1))
         m.d.comb += neg_x0.eq(-self.x0)
         A = Signal(ab, name="A")
@@ -175,8 +175,16 @@ class IExp(wiring.Component):
             m.d.sync += reg.eq(Mux(value > limit, limit, value))
             return reg
 
-        lim_pos = saturated(const_mul(A, n), cap, "lim_pos")        # min(n A, 2^w - 1)
-        lim_neg = saturated((A << 5) - A, cap, "lim_neg") if self._signed else None
+        def multiple(value, name):
+            """A constant multiple of A registered before it is saturated
+            (the adders and the compare are a register stage each)."""
+            reg = Signal(value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        lim_pos = saturated(multiple(const_mul(A, n), "nA"), cap, "lim_pos")  # min(n A, 2^w - 1)
+        lim_neg = (saturated(multiple((A << 5) - A, "a31"), cap, "lim_neg") if self._signed
+                   else None)
         dsat = [saturated(A << j, cap + 1, f"dsat{j}") for j in range(Q)]  # min(A << j, 2^w)
 
         # --- stage 1: a = -p -------------------------------------------------

@@ -10,9 +10,10 @@
   32 bits at a time through the register front, read by the sequencer).
 
 Read ports are synchronous (data one cycle after the address; ``en``
-defaults to 1), except ``const_r``: :data:`CONST_READ_LATENCY` cycles (the
-constant memory spans many block RAMs across the chip; each block's read
-has a register next to it, then the block select). The contents are not
+defaults to 1), except those of the blocked memories, ``const_r``,
+``res_r`` and ``wide_r``: :data:`BLOCKED_READ_LATENCY` cycles (they span
+several block RAMs across the chip; each block's read has a register next
+to it, then the block select). The contents are not
 reset (a soft reset keeps them).
 """
 from amaranth.hdl import Array, Module, Mux, signed, unsigned
@@ -29,10 +30,16 @@ __all__ = ["BLOCK_DEPTH", "CONST_READ_LATENCY", "Memories"]
 #: Entries of one ECP5 DP16KD at its widest (512 x 36): the block size of
 #: the constant memory.
 BLOCK_DEPTH = 512
-#: Cycles from ``const_r.addr`` to ``const_r.data``: the block read, its
-#: output register (block RAM clock-to-out is ~5.8 ns on ECP5), then the
-#: block select (combinational, from registers).
-CONST_READ_LATENCY = 2
+#: Cycles from a blocked memory's read address to its data (``const_r``,
+#: ``res_r``, ``wide_r``): the block read, its output register (block RAM
+#: clock-to-out is ~5.8 ns on ECP5), then the block select (combinational,
+#: from registers).
+BLOCKED_READ_LATENCY = 2
+#: The constant memory's (the sequencer's ``param`` reads).
+CONST_READ_LATENCY = BLOCKED_READ_LATENCY
+#: The memories built of blocks, and their block depth (one DP16KD: 512 x 36
+#: for the constants, 1024 x 18 for the int16 bank).
+_BLOCKED = {"const": BLOCK_DEPTH, "res": 1024}
 
 
 def _rd(depth, shape):
@@ -79,8 +86,10 @@ class Memories(wiring.Component):
                  "kv": ("kv_r", "kv_w"), "prog": ("prog_r", "prog_w"),
                  "const": ("const_r", "const_w")}
         for name, (depth, shape) in self._geom.items():
-            if name == "const":
-                self._blocked(m, name, depth, shape, self.const_r, self.const_w)
+            if name in _BLOCKED:
+                self._blocked(m, name, depth, shape, _BLOCKED[name],
+                              [getattr(self, p) for p in ports[name][:-1]],
+                              getattr(self, ports[name][-1]))
                 continue
             mem = memory.Memory(shape=shape, depth=depth, init=[])
             m.submodules[f"{name}_mem"] = mem
@@ -96,20 +105,26 @@ class Memories(wiring.Component):
         return m
 
     @staticmethod
-    def _blocked(m, name, depth, shape, rd, wr):
-        """Memory ``name`` as blocks of :data:`BLOCK_DEPTH` entries, each
-        read into its own register, the block selected after those registers
-        (read latency :data:`CONST_READ_LATENCY`)."""
-        lo = bits_for(BLOCK_DEPTH)
-        sel = delay(m, rd.addr[lo:], CONST_READ_LATENCY, name=f"{name}_sel")
-        outs = []
-        for i, base in enumerate(range(0, depth, BLOCK_DEPTH)):
-            mem = memory.Memory(shape=shape, depth=min(BLOCK_DEPTH, depth - base), init=[])
+    def _blocked(m, name, depth, shape, block, rds, wr):
+        """Memory ``name`` as blocks of ``block`` entries (one DP16KD at its
+        width), each read port's data of each block read into its own
+        register, the block selected after those registers (read latency
+        :data:`BLOCKED_READ_LATENCY`)."""
+        lo = bits_for(block)
+        mems = []
+        for i, base in enumerate(range(0, depth, block)):
+            mem = memory.Memory(shape=shape, depth=min(block, depth - base), init=[])
             m.submodules[f"{name}_mem{i}"] = mem
             wp = mem.write_port(granularity=wr.signature.granularity)
-            rp = mem.read_port(domain="sync")
             m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data),
-                         wp.en.eq(Mux(wr.addr[lo:] == i, wr.en, 0)),
-                         rp.addr.eq(rd.addr), rp.en.eq(rd.en)]
-            outs.append(delay(m, rp.data, 1, name=f"{name}_q{i}"))
-        m.d.comb += rd.data.eq(Array(outs)[sel] if len(outs) > 1 else outs[0])
+                         wp.en.eq(Mux(wr.addr[lo:] == i, wr.en, 0))]
+            mems.append(mem)
+        for j, rd in enumerate(rds):
+            tag = f"{name}{j}" if j else name
+            sel = delay(m, rd.addr[lo:], BLOCKED_READ_LATENCY, name=f"{tag}_sel")
+            outs = []
+            for i, mem in enumerate(mems):
+                rp = mem.read_port(domain="sync")
+                m.d.comb += [rp.addr.eq(rd.addr), rp.en.eq(rd.en)]
+                outs.append(delay(m, rp.data, 1, name=f"{tag}_q{i}"))
+            m.d.comb += rd.data.eq(Array(outs)[sel] if len(outs) > 1 else outs[0])

@@ -155,8 +155,9 @@ class Counters(wiring.Component):
     """The 32-bit counters of :data:`~trilut.hw.isa.COUNTERS`, in that order
     (``values``): each counter of :data:`EVENTS` counts the cycles in which
     its ``events`` bit is high; ``pass_cycles`` takes ``pass_cycles`` when
-    ``pass_end`` pulses. ``clear`` (a program start) zeroes all of them; a
-    value is visible the cycle after its event."""
+    ``pass_end`` pulses. ``clear`` (a program start) zeroes all of them.
+    The inputs are registered first (they come from all over the core): a
+    value is visible two cycles after its event."""
 
     def __init__(self):
         super().__init__({
@@ -168,14 +169,18 @@ class Counters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        clear, events = Signal(name="clear_r"), Signal.like(self.events, name="events_r")
+        pass_end, pass_cycles = Signal(name="pass_end_r"), Signal(32, name="pass_cycles_r")
+        m.d.sync += [clear.eq(self.clear), events.eq(self.events),
+                     pass_end.eq(self.pass_end), pass_cycles.eq(self.pass_cycles)]
         for i, (name, _) in enumerate(isa.COUNTERS):
             cnt = self.values[i]
             if name == "pass_cycles":
-                with m.If(self.pass_end):
-                    m.d.sync += cnt.eq(self.pass_cycles)
+                with m.If(pass_end):
+                    m.d.sync += cnt.eq(pass_cycles)
             else:
-                with m.If(self.events[name]):
+                with m.If(events[name]):
                     m.d.sync += cnt.eq(cnt + 1)
-            with m.If(self.clear):
+            with m.If(clear):
                 m.d.sync += cnt.eq(0)
         return m

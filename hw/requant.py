@@ -127,7 +127,8 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     (partial products registered, their sum registered, two registered shift
     stages). With ``sat_bits`` = W, the value is saturated to
     [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
-    range within +-2**(W - 8)).
+    range within +-2**(W - 8)); the saturation is then a select after the
+    last registers (its compares registered beside the fine shift).
     """
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
@@ -152,13 +153,18 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     latency += 1
     if sat_bits is not None and len(coarse) > sat_bits + 1:
         # floor(sat(c) / 2^f) with the compares beside the shift, not before
-        # it: the saturated bounds shifted, or c shifted (in range: its low
-        # sat_bits + 1 bits after the shift are the whole value).
+        # it: c shifted (in range: its low sat_bits + 1 bits after the shift
+        # are the whole value) and the two compares are registered, then
+        # select (after the register) that or a saturated bound shifted.
         hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
+        fine = Signal(signed(sat_bits + 1), name=f"{name}_fine")
+        over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+        sh_q = Signal(3, name=f"{name}_shq")
+        m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
+                     under.eq(coarse < lo), sh_q.eq(sh_f)]
+        bound = [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)]
         q = Signal(signed(sat_bits + 1), name=f"{name}_q")
-        fine = (coarse >> sh_f)[:sat_bits + 1].as_signed()
-        bound = [Const(b, signed(sat_bits + 1)) >> sh_f for b in (hi, lo)]
-        m.d.sync += q.eq(Mux(coarse > hi, bound[0], Mux(coarse < lo, bound[1], fine)))
+        m.d.comb += q.eq(Mux(over, bound[0], Mux(under, bound[1], fine)))
         return q, latency + 1
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)

@@ -224,9 +224,10 @@ class KVFetcher(wiring.Component):
         hb, nb, kbi = (Signal.like(self.nbs, name=n) for n in ("hb", "nb", "kbi"))
         issue = Signal()
         last_k, last_n = Signal(), Signal()
-        # kbi + 1 == kbs and nb + 1 == nbs, kept in registers (set for the
-        # next kbi / nb) so that no carry chain runs into the loop's enables.
-        k_end, n_end = Signal(), Signal()
+        # kbi + 1 == kbs, nb + 1 == nbs, h + 1 >= heads and t + 1 == rows,
+        # kept in registers (set for the next kbi / nb / h / t) so that no
+        # carry chain runs into the loop's enables.
+        k_end, n_end, h_end, t_end = Signal(), Signal(), Signal(), Signal()
         c = held_config(m, self, self.go, "qk", "rows", "heads", "nbs", "kbs", "hstep")
         k_first, n_first = c["kbs"] == 1, c["nbs"] == 1
         m.d.comb += [
@@ -244,12 +245,14 @@ class KVFetcher(wiring.Component):
                 m.d.sync += [kbi.eq(0), k_end.eq(k_first), hk.eq(hb)]
                 with m.If(last_n):
                     m.d.sync += [nb.eq(0), n_end.eq(n_first)]
-                    with m.If(h + 1 >= c["heads"]):
-                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1), hk.eq(0), hn.eq(0)]
-                        with m.If(t + 1 == c["rows"]):
+                    with m.If(h_end):
+                        m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1), hk.eq(0), hn.eq(0),
+                                     h_end.eq(c["heads"] <= 1), t_end.eq(t + 2 == c["rows"])]
+                        with m.If(t_end):
                             m.d.sync += active.eq(0)
                     with m.Else():
-                        m.d.sync += [h.eq(h + 1), hb.eq(hb + c["hstep"]),
+                        m.d.sync += [h.eq(h + 1), h_end.eq(h + 2 >= c["heads"]),
+                                     hb.eq(hb + c["hstep"]),
                                      hk.eq(hb + c["hstep"]), hn.eq(hb + c["hstep"])]
                 with m.Else():
                     m.d.sync += [nb.eq(nb + 1), n_end.eq(nb + 2 == c["nbs"]), hn.eq(hn + 1)]
@@ -257,7 +260,8 @@ class KVFetcher(wiring.Component):
                 m.d.sync += [kbi.eq(kbi + 1), k_end.eq(kbi + 2 == c["kbs"]), hk.eq(hk + 1)]
         with m.If(self.go):
             m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0),
-                         k_end.eq(self.kbs == 1), n_end.eq(self.nbs == 1), hk.eq(0), hn.eq(0)]
+                         k_end.eq(self.kbs == 1), n_end.eq(self.nbs == 1),
+                         h_end.eq(self.heads <= 1), t_end.eq(self.rows == 1), hk.eq(0), hn.eq(0)]
         v_d, flags_d = Signal(), Signal(2)
         m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
         m.d.comb += [

@@ -14,7 +14,7 @@ with the row's ``absmax`` (1 for a statically quantized row), per-channel
 runtime input ``narrow`` is high (an int8 destination).
 
 It is built from the existing pieces, not a copy of them: per lane the row
-scale is :func:`~trilut.hw.requant.dyadic_floor` with no shift (as
+scale is :func:`~trilut.hw.dynquant.scaled_product` (as in
 :class:`~trilut.hw.dynquant.RowScale`), then the requantizer's datapath and
 per-channel table (:class:`~trilut.hw.requant._RequantPath` with ``lanes``
 lanes, as inside :class:`~trilut.hw.int8mm.Int8Engine`), then the output
@@ -28,7 +28,8 @@ from ..golden.checks import check_int
 from ..golden.quant import INT8_MAX, M_BITS_DEFAULT
 from .arith import delay, valid_delay
 from .iexp import OutputQueue
-from .requant import _RequantPath, dyadic_floor, dyadic_latency, mult18_count
+from .dynquant import scaled_latency, scaled_product
+from .requant import _RequantPath, mult18_count
 
 __all__ = ["LinearEpilogue"]
 
@@ -76,7 +77,7 @@ class LinearEpilogue(wiring.Component):
         self._path = _RequantPath(lanes=lanes, acc_bits=acc_bits + scale_bits, m_bits=m_bits,
                                   out_bits=out_bits, bias_bits=bias_bits, channels=channels)
         self._acc_bits = acc_bits
-        self._scale_latency = dyadic_latency(acc_bits, scale_bits)
+        self._scale_latency = scaled_latency(acc_bits, scale_bits)
         super().__init__({
             "inp": In(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(signed(acc_bits), lanes),
@@ -123,12 +124,11 @@ class LinearEpilogue(wiring.Component):
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
                      oq.issue.eq(accept)]
 
-        # Row scale per lane: acc * absmax (no shift).
-        no_shift = Signal(6, name="no_shift")
+        # Row scale per lane: acc * absmax (as RowScale).
         scaled = []
         for lane in range(self.lanes):
-            prod, slat = dyadic_floor(m, self.inp.payload.data[lane], self.inp.payload.absmax,
-                                      no_shift, name=f"sc{lane}")
+            prod, slat = scaled_product(m, self.inp.payload.data[lane], self.inp.payload.absmax,
+                                        name=f"sc{lane}")
             assert slat == self._scale_latency
             scaled.append(prod)
         advance = valid_delay(m, accept, self._scale_latency, name="sc_valid")

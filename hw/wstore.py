@@ -23,8 +23,8 @@ Streams (Amaranth ``lib.stream``; payloads are struct layouts):
   beat (unless ``cont``). Connect with ``wiring.connect(m, store.wgt,
   engine.wgt)``.
 
-Buffers: two of ``depth`` beats in one simple dual-port memory of ``2 *
-depth`` words x ``len(codes)`` bits (buffer b at words ``b * depth ..``).
+Buffers: two of ``depth`` beats, each a simple dual-port memory of
+``depth`` words x ``len(codes)`` bits.
 The accelerator sizes ``depth`` with :meth:`WeightStore.depth_for` (``ceil(
 max_k / k_block) * ceil(max_n / lanes)``). A pass fills the free buffer
 (``load.ready`` is high while one is free, so the next pass loads during the
@@ -38,19 +38,20 @@ it). With ``rows = 1`` a pass of P beats loads in P cycles while the
 previous one replays in P cycles, so even then the stream does not stall
 when ``load`` delivers one beat per cycle.
 
-Latency (no stalls): the first ``wgt`` beat of a pass is valid 3 cycles
+Latency (no stalls): the first ``wgt`` beat of a pass is valid 5 cycles
 after its final ``load`` beat is accepted (when its ``play`` beat came
-earlier), 3 cycles after its ``play`` beat is accepted when the store was
+earlier), 5 cycles after its ``play`` beat is accepted when the store was
 idle, or right behind the previous pass's last beat.
 
 Handshake: every stream honours backpressure. ``load.ready`` and
 ``play.ready`` depend on registers only (a free buffer; an empty command
-register), and the whole ``wgt`` stream (valid and payload) comes from
-registers: no ready depends combinationally on ``wgt.ready``. The replay
-pipeline (memory read, memory output, output register) advances as one
-unless ``wgt`` is stalled, so ``wgt.ready`` drives the memory's read enable
-and the replay counters. Both memory addresses and the write enable come
-straight from registers.
+register), and the whole ``wgt`` stream (valid and payload) comes from an
+output queue (a FIFO of 8 beats): no ready depends combinationally on
+``wgt.ready``. The replay pipeline (memory read, memory output, a register)
+never stalls: a beat is issued only against a free queue entry (credits),
+so ``wgt.ready`` reaches neither the memory (read enable always on) nor the
+replay counters. Both memory addresses and the write enable come straight
+from registers.
 
 Errors (sticky, cleared by reset; ``error`` is their OR):
 
@@ -95,22 +96,34 @@ to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
 
 Cost (ECP5-85F, out of context, seed 1; ``trilut synth --unit wstore --set
 depth=D``): 320-bit codes (the default engine, G 3, T 4, L 16) at depth 352
-(max_width 256): 308 LUT4, 470 FF, 18 DP16KD, 144.7 MHz; depth 88 (128):
-272 LUT4, 450 FF, 9 DP16KD, 140.0 MHz; depth 3072 (768): 1,090 LUT4, 502 FF,
-108 DP16KD, 103.3 MHz (block RAM clock-to-out, then the read mux over six
-rows of RAMs; :meth:`resources` gives the DP16KD count exactly in all three).
+(max_width 256): 1,158 LUT4, 1,124 FF, 18 DP16KD, 130.2 MHz (block RAM
+clock-to-out into the register beside it, 7.7 ns); depth 88 (128): 1,086
+LUT4, 1,104 FF, 18 DP16KD, 133.3 MHz; depth 3072 (768): 2,459 LUT4, 1,156
+FF, 108 DP16KD, 93.0 MHz (the read mux over six rows of RAMs per buffer
+before that register). :meth:`resources` gives the DP16KD count exactly in
+all three. Against the single stalling memory before (308 / 272 / 1,090
+LUT4, 470 / 450 / 502 FF, 18 / 9 / 108 DP16KD, 144.7 / 140.0 / 103.3 MHz):
+the output queue (81 LUT-RAM slices), the buffer select and the registers
+beside the memories; a buffer no longer shares its block RAMs with the
+other (depth 88: 9 more); in the accelerator top it replaces the datapath's
+3-deep weight FIFO.
 """
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
+from .arith import delay
+from .iexp import OutputQueue
 from .matmul import NO_COLLISION
 
 __all__ = ["WeightStore"]
 
 MAX_DEPTH = 1 << 16
 MAX_ROWS = 1 << 16
+#: Entries of the output queue: the beats issued (read, registered, queued)
+#: but not yet taken; enough for one beat per cycle.
+_QUEUE_DEPTH = 8
 
 # DP16KD (18 Kbit) aspect ratios in simple dual-port mode: (words, bits).
 _DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -138,7 +151,7 @@ class WeightStore(wiring.Component):
     ``depth`` beats per buffer (1..65536); ``max_rows`` sets the width of
     the ``rows`` field (1..65536).
 
-    Memory: ``2 * depth`` words of ``code_bits`` bits (:meth:`resources`).
+    Memory: two of ``depth`` words of ``code_bits`` bits (:meth:`resources`).
     """
 
     def __init__(self, codes, *, depth, max_rows=4096):
@@ -163,7 +176,7 @@ class WeightStore(wiring.Component):
     max_rows = property(lambda self: self._max_rows)
     code_bits = property(lambda self: Shape.cast(self._codes).width,
                          doc="bits of one beat's codes")
-    latency = property(lambda self: 3, doc="cycles from a pass's final load beat (its play "
+    latency = property(lambda self: 5, doc="cycles from a pass's final load beat (its play "
                                             "command waiting) to its first wgt beat")
 
     @staticmethod
@@ -175,11 +188,10 @@ class WeightStore(wiring.Component):
         return -(-max_k // engine.k_block) * -(-max_n // engine.lanes)
 
     def resources(self):
-        """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling the
-        ``2 * depth`` x ``code_bits`` memory."""
-        words = 2 * self._depth
-        return {"dp16kd": min(-(-words // d) * -(-self.code_bits // w)
-                              for d, w in _DP16KD_SHAPES)}
+        """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling each
+        buffer's ``depth`` x ``code_bits`` memory, twice."""
+        return {"dp16kd": 2 * min(-(-self._depth // d) * -(-self.code_bits // w)
+                                  for d, w in _DP16KD_SHAPES)}
 
     # --- host side ---------------------------------------------------------
 
@@ -232,18 +244,20 @@ class WeightStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         D = self._depth
-        mem = memory.Memory(shape=self._codes, depth=2 * D, init=[], attrs=NO_COLLISION)
-        m.submodules.mem = mem
-        wp = mem.write_port()
-        rp = mem.read_port(domain="sync")
-
-        def base(buf):
-            return Mux(buf, D, 0)
+        # One memory per buffer, addressed within the buffer; each is read
+        # every cycle into a register beside it, the buffer selected after.
+        mems = [memory.Memory(shape=self._codes, depth=D, init=[], attrs=NO_COLLISION)
+                for _ in range(2)]
+        wps, rps = [], []
+        for b, mem in enumerate(mems):
+            m.submodules[f"mem{b}"] = mem
+            wps.append(mem.write_port())
+            rps.append(mem.read_port(domain="sync"))
 
         # Both memory addresses and the write enable come from registers (at
         # large depths they fan out to a hundred block RAMs).
         full = [Signal(name=f"full{b}") for b in range(2)]
-        last_addr = [Signal(range(2 * D), name=f"last_addr{b}") for b in range(2)]
+        last_addr = [Signal(range(D), name=f"last_addr{b}") for b in range(2)]
         overflow = Signal()
         mismatch = Signal()
         m.d.comb += [self.overflow.eq(overflow), self.mismatch.eq(mismatch),
@@ -252,25 +266,25 @@ class WeightStore(wiring.Component):
         # Load side: fill buffer wbuf at waddr; once its last word is written
         # (room low) further beats are dropped.
         wbuf = Signal()
-        waddr = Signal(range(2 * D))
+        waddr = Signal(range(D))
         room = Signal(init=1)
         take = Signal()
         m.d.comb += [
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
-            wp.addr.eq(waddr),
-            wp.data.eq(self.load.payload.codes),
-            wp.en.eq(take & room),
         ]
+        for b, wp in enumerate(wps):
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(self.load.payload.codes),
+                         wp.en.eq(take & room & (wbuf == b))]
         with m.If(take):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
             with m.If(self.load.payload.last):
-                m.d.sync += [waddr.eq(base(~wbuf)), room.eq(1), wbuf.eq(~wbuf)]
+                m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf)]
                 for b in range(2):
                     with m.If(wbuf == b):
                         m.d.sync += [full[b].eq(1), last_addr[b].eq(waddr)]
-            with m.Elif(waddr == base(wbuf) + D - 1):
+            with m.Elif(waddr == D - 1):
                 m.d.sync += room.eq(0)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
@@ -285,7 +299,7 @@ class WeightStore(wiring.Component):
         # Replay of the active command from buffer rbuf at raddr.
         active = Signal()
         rbuf = Signal()
-        raddr = Signal(range(2 * D))
+        raddr = Signal(range(D))
         count = self.play.payload.k_blocks.shape()
         klast, nlast = Signal(count), Signal(count)
         rlast = Signal(self.play.payload.rows.shape())
@@ -293,19 +307,20 @@ class WeightStore(wiring.Component):
         kb, nb = Signal(count), Signal(count)
         row = Signal.like(rlast)
 
-        stall = Signal()
+        # The replay pipeline never stalls: a beat is issued only against a
+        # free entry of the output queue.
+        oq = OutputQueue(m, self.wgt, depth=_QUEUE_DEPTH, name="out_q")
         issue = Signal()
         at_k, row_end, pass_end, at_last = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
-            stall.eq(self.wgt.valid & ~self.wgt.ready),
-            issue.eq(active & Mux(rbuf, full[1], full[0]) & ~stall),
+            oq.issue.eq(issue),
+            issue.eq(active & Mux(rbuf, full[1], full[0]) & oq.room),
             at_k.eq(kb == klast),
             row_end.eq(at_k & (nb == nlast)),
             pass_end.eq(row_end & (row == rlast)),
             at_last.eq(raddr == Mux(rbuf, last_addr[1], last_addr[0])),
-            rp.addr.eq(raddr),
-            rp.en.eq(~stall),
         ]
+        m.d.comb += [rp.addr.eq(raddr) for rp in rps]
         # Every counter is back at zero after a pass, so a new command only
         # sets the limits.
         with m.If(issue):
@@ -317,12 +332,12 @@ class WeightStore(wiring.Component):
             with m.If(at_last != row_end):
                 m.d.sync += mismatch.eq(1)
             with m.If(pass_end):
-                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(base(~rbuf))]
+                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(0)]
                 for b in range(2):
                     with m.If(rbuf == b):
                         m.d.sync += full[b].eq(0)
             with m.Elif(row_end | at_last):
-                m.d.sync += raddr.eq(base(rbuf))
+                m.d.sync += raddr.eq(0)
             with m.Else():
                 m.d.sync += raddr.eq(raddr + 1)
         with m.If(cmd_valid & (~active | (issue & pass_end))):
@@ -333,11 +348,14 @@ class WeightStore(wiring.Component):
             with m.If((k == 0) | (n == 0) | (r == 0)):
                 m.d.sync += mismatch.eq(1)
 
-        # Two stages, advancing together unless the output is stalled: the
-        # memory's output (read issued last cycle) and the output register.
+        # Two stages: the memories' outputs (read issued last cycle), then
+        # a register beside each (block RAM clock-to-out is slow); the
+        # issuing buffer's into the output queue.
         v1, k1, n1 = Signal(), Signal(), Signal()
-        with m.If(~stall):
-            m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
-                         self.wgt.valid.eq(v1), self.wgt.payload.codes.eq(rp.data),
-                         self.wgt.payload.last_k.eq(k1), self.wgt.payload.last_n.eq(n1)]
+        v2, k2, n2 = Signal(), Signal(), Signal()
+        codes = [delay(m, rp.data, 1, name=f"codes{b}") for b, rp in enumerate(rps)]
+        sel = delay(m, rbuf, 2, name="sel")
+        m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
+                     v2.eq(v1), k2.eq(k1), n2.eq(n1)]
+        oq.push(v2, codes=Mux(sel, codes[1], codes[0]), last_k=k2, last_n=n2)
         return m

@@ -18,7 +18,7 @@ from trilut.hw.isa import (CONST_BITS, DESCRIPTOR, RESIDUAL_CONST, REQUANT_CONST
                            descriptor_words, pack_descriptor, pack_requant_const,
                            pack_residual_const, unpack_descriptor)
 from trilut.hw.arith import const_div, delay, valid_delay
-from trilut.hw.memories import BLOCK_DEPTH, CONST_READ_LATENCY, Memories
+from trilut.hw.memories import BLOCK_DEPTH, BLOCKED_READ_LATENCY, CONST_READ_LATENCY, Memories
 from trilut.hw.sequencer import FLAGS, rules
 from trilut.hw.top import Accelerator, flat_ports
 from trilut.sim import tb_top
@@ -316,3 +316,51 @@ def test_const_memory_blocks():
     one cycle less (so it can catch a wrong latency)."""
     assert _const_read_errors(CONST_READ_LATENCY) == []
     assert _const_read_errors(CONST_READ_LATENCY - 1)
+
+
+def _bank_read_errors(latency):
+    """Addresses whose int16-bank read (``Memories.res_r`` and ``wide_r``,
+    two blocks of 1024 entries) does not give the value last written there
+    ``latency`` cycles after the address, both ports reading one address per
+    cycle in different orders."""
+    rng = np.random.default_rng(13)
+    mems = Memories(banks=1, row_bits=2, col_bits=9, kv_bytes=4, prog_depth=2,
+                    const_entries=2)
+    entries = 1 << 11
+    writes = [0, 1023, 1024, entries - 1] + [int(a) for a in rng.integers(0, entries, 150)]
+    model, wrong = {}, []
+    sim = Simulator(mems)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        w = mems.res_w
+        for a in writes:
+            model[a] = int(rng.integers(-32768, 32768))
+            ctx.set(w.addr, a)
+            ctx.set(w.data, model[a])
+            ctx.set(w.en, 1)
+            await ctx.tick()
+        ctx.set(w.en, 0)
+        orders = [[int(a) for a in rng.permutation(sorted(model))] + [0] * latency
+                  for _ in range(2)]
+        issued = [[], []]
+        for step in range(len(orders[0])):
+            for port, order, seen in zip((mems.res_r, mems.wide_r), orders, issued):
+                ctx.set(port.addr, order[step])
+                seen.append(order[step])
+            await ctx.tick()
+            for port, seen in zip((mems.res_r, mems.wide_r), issued):
+                if len(seen) > latency and ctx.get(port.data) != model[seen[-latency]]:
+                    wrong.append(seen[-latency])
+    sim.add_testbench(bench)
+    sim.run()
+    return wrong
+
+
+def test_int16_bank_blocks():
+    """The int16 bank in blocks (a register per block and port, then the
+    block select) returns every value BLOCKED_READ_LATENCY cycles after its
+    address on both read ports, across the block boundary; the same check
+    fails when it expects one cycle less."""
+    assert _bank_read_errors(BLOCKED_READ_LATENCY) == []
+    assert _bank_read_errors(BLOCKED_READ_LATENCY - 1)
