@@ -95,6 +95,7 @@ class SimDecoder:
         self.step_link = []             # per run: link traffic {request type: bytes/requests}
         self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
         self.counters = []              # (program, counters) of every segment run
+        self._memo = {}                 # compiled segments (llm_compiler.forward's memo)
         if sdram:
             if log:
                 log(f"loading {len(self.image)} weight blobs ({self.weight_bytes:,} bytes) "
@@ -120,7 +121,8 @@ class SimDecoder:
         before = self.driver.link.efficiency()
         t0 = time.monotonic()
         got, _, cycles = run_on_driver(self.driver, self.params, ids, self.cache,
-                                       weights=self.layout, image=self.image, log=self.counters)
+                                       weights=self.layout, image=self.image, log=self.counters,
+                                       memo=self._memo)
         self.seconds += time.monotonic() - t0
         self.sim_cycles_in_runs += self.device.sync() - c0
         self.step_link.append(_traffic_delta(before, self.driver.link.efficiency()))

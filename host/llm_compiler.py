@@ -41,14 +41,16 @@ segment and takes back the decoded outputs, so a synchronous host driver
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
 from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_gatemul_const,
-                      pack_requant_const)
+from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_descriptor,
+                      pack_gatemul_const, pack_requant_const, unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
@@ -86,6 +88,26 @@ class SegmentProgram(Program):
             raise CompileError(f"the weight layout holds no {', '.join(missing)}: load the "
                                f"model's weight_image first")
         return {f"linear{i}": layout[n] for i, n in enumerate(self.linears)}
+
+    def at_kv_pos(self, kv_pos):
+        """This segment with its KV rows (the rows of the KV region the V
+        LINEAR writes and its STORE reads) moved to ``kv_pos``: everything else of a layer's segment
+        (constants, weights, the other descriptors) does not depend on the
+        position, so a decode step reuses the segment compiled for an
+        earlier one instead of packing its constants again."""
+        if self.seq + kv_pos > self._accel.max_rows:
+            raise CompileError(f"KV rows {kv_pos} .. {kv_pos + self.seq - 1} beyond the build's "
+                               f"max_rows = {self._accel.max_rows}")
+        out = copy.copy(self)
+        out.descriptors = []
+        for d in self.descriptors:
+            f = unpack_descriptor(d)
+            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] == VALUE_BANK:
+                d = pack_descriptor(**dict(f, dst_row=kv_pos))
+            elif f["opcode"] == Opcode.STORE and f["src_bank"] == VALUE_BANK:
+                d = pack_descriptor(**dict(f, src_row=kv_pos))
+            out.descriptors.append(d)
+        return out
 
     def input_frames(self, inputs):
         frames = []
@@ -269,14 +291,17 @@ def check_tokens(params, ids, cache, accel):
     return a.astype(np.int64)
 
 
-def forward(params, ids, cache, accel, *, trace=False, image=None):
+def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
     """Generator: run tokens ``ids`` at positions ``cache.kv_pos ..`` (prefill,
     or a decode step with one id). Yields ``(program, inputs)`` for each
     segment and expects the decoded outputs back (``gen.send``); returns
     ``(logits, stored)``: int32 logits (P, vocab) as golden ``prefill``,
     and every tensor the accelerator stored, golden trace names
     (``layers.{i}.q``, ...; rows of all chunks). ``cache`` advances as in golden.
-    ``image``: the model's :func:`weight_image` (packed once, reused)."""
+    ``image``: the model's :func:`weight_image` (packed once, reused).
+    ``memo``: a dict kept across calls for these params and build: a
+    layer's segments for a chunk size are compiled once and moved to each
+    kv_pos (:meth:`SegmentProgram.at_kv_pos`)."""
     acc = _accelerator(accel)
     ids = check_tokens(params, ids, cache, acc)
     cfg, mb = params.cfg, params.cfg.m_bits
@@ -287,8 +312,13 @@ def forward(params, ids, cache, accel, *, trace=False, image=None):
         piece = ids[start:start + chunk]
         pos0, m = cache.kv_pos, piece.size
         for li, lp in enumerate(params.layers):
-            a, b = compile_layer(params, li, acc, m, pos0, load_x=li == 0,
-                                 final=li == cfg.layers - 1, trace=trace, image=image)
+            flags = dict(load_x=li == 0, final=li == cfg.layers - 1, trace=trace)
+            key = (li, m, *flags.values())
+            if memo is None or key not in memo:
+                segs = compile_layer(params, li, acc, m, pos0, image=image, **flags)
+                if memo is not None:
+                    memo[key] = segs
+            a, b = (seg.at_kv_pos(pos0) for seg in memo[key]) if memo is not None else segs
             got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
             t = dict(got_a)
             _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
@@ -305,7 +335,7 @@ def forward(params, ids, cache, accel, *, trace=False, image=None):
 
 
 def run_on_driver(driver, params, ids, cache, *, trace=False, weights=None, image=None,
-                  log=None):
+                  log=None, memo=None):
     """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
     accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
     the accelerator's ``cycles`` counter over the segments (on-chip passes
@@ -314,10 +344,11 @@ def run_on_driver(driver, params, ids, cache, *, trace=False, weights=None, imag
     model's :func:`weight_image` (given as ``image``): every segment's
     weights are then fed from the external memory (FEED), not sent.
     ``log``: a list that gets ``(program, counters)`` per segment run
-    (:meth:`~trilut.host.driver.Driver.counters` after it)."""
+    (:meth:`~trilut.host.driver.Driver.counters` after it); ``memo``: see
+    :func:`forward`."""
     if weights is not None and image is None:
         raise ValueError("weights= needs image=: the weight_image loaded at that layout")
-    gen = forward(params, ids, cache, driver.accel, trace=trace, image=image)
+    gen = forward(params, ids, cache, driver.accel, trace=trace, image=image, memo=memo)
     cycles = 0
     try:
         req = next(gen)

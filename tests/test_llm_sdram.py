@@ -57,6 +57,20 @@ def test_weight_image_and_feed_layout(params):
         a.feed_layout({})
 
 
+def test_segments_move_to_another_kv_pos(params):
+    """A decode step reuses the segments compiled for an earlier position:
+    moved, they equal the segments compiled at the new position."""
+    for flags in (dict(load_x=True), dict(final=True)):
+        old = compile_layer(params, 0, PARAMS, rows=2, kv_pos=3, **flags)
+        new = compile_layer(params, 0, PARAMS, rows=2, kv_pos=11, **flags)
+        for o, n in zip(old, new):
+            moved = o.at_kv_pos(11)
+            assert moved.descriptors == n.descriptors and moved.consts == n.consts
+        assert old[0].descriptors != new[0].descriptors       # V's rows did move
+    with pytest.raises(CompileError, match="KV rows 23 .. 24 beyond"):
+        old[0].at_kv_pos(23)
+
+
 @pytest.mark.sim
 @pytest.mark.xdist_group("accel-llm-sdram")
 def test_prefill_and_decode_from_sdram_match_golden(decoder, params):
