@@ -83,7 +83,9 @@ def _link_model(cost, points):
     fitted to two runs ``[(m, counters)]`` of different chunk sizes (the
     first prefill and the first decode step): per pass, cycles = latency +
     bytes / rate through the two points' mean pass cycles (counters
-    ``load_busy + load_stall``, ``store_busy + store_stall``)."""
+    ``load_busy + load_stall``, ``store_busy + store_stall``); where that
+    line would give a negative latency, latency 0 and the larger passes'
+    rate."""
     fit = {}
     for k in ("load", "store"):
         xy = []
@@ -93,9 +95,12 @@ def _link_model(cost, points):
             assert busy * cost.axis_bytes == nbytes, (k, busy, nbytes)
             xy.append((nbytes / n, sum(c[f"{k}_busy"] + c[f"{k}_stall"]
                                        for _, c in counters) / n))
-        (x0, y0), (x1, y1) = xy
+        (x0, y0), (x1, y1) = sorted(xy)
         slope = (y1 - y0) / (x1 - x0)
-        fit[k] = (y0 - slope * x0, 1 / slope)
+        if y0 - slope * x0 < 0:         # no negative latency: the rate of the larger passes
+            fit[k] = (0.0, x1 / y1)
+        else:
+            fit[k] = (y0 - slope * x0, 1 / slope)
     return fit
 
 

@@ -27,7 +27,10 @@ the accelerator; RoPE, attention and the LM head on the host, see
 docs/llm.md "On the top"), every step compared with golden. The JSON's
 cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
-null (no place and route of a decoder build exists).
+null (no place and route of a decoder build exists). ``--weights sdram``
+(default): the weights are loaded once into the simulated ULX3S SDRAM and
+fed by FEED per segment; ``link``: sent with every segment. The JSON adds
+``build``, ``weights`` and ``weight_bytes_per_token``.
 """
 from __future__ import annotations
 
