@@ -25,9 +25,9 @@ __all__ = ["HARNESS_SOURCE", "HARNESS_MAKEFLAGS", "build_harness", "HarnessBuild
 
 HARNESS_SOURCE = Path(__file__).with_name("harness.cpp")
 #: The model's C++ at -O2 instead of verilated.mk's -Os: the decoder build
-#: with the SDRAM model (top-llm) ran 150k simulated cycles/s against 111k
-#: (decode steps of the built-in LM through the host driver, same machine,
-#: load ~9; docs/llm.md "Simulation speed"), for a longer compile.
+#: with the SDRAM model (top-llm) ran 334k simulated cycles/s against 268k
+#: (decode steps of the built-in LM through the host driver, idle machine;
+#: docs/llm.md "Simulation speed"), for a longer compile.
 HARNESS_MAKEFLAGS = "OPT_FAST=-O2"
 
 
