@@ -175,7 +175,7 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     cost = DecoderCost(params.cfg, accel)
     mem = ulx3s_sdram()
     chunk = accel["max_rows"] // 3
-    macs_tok = sum(k * n for k, n in cost._linears().values()) * params.cfg.layers
+    macs_tok = sum(k * n for k, n in cost.linears().values()) * params.cfg.layers
     peak_macs = cost.tlmm.lanes * cost.tlmm.k_block
     runs, link = [], None
     with SimDecoder(params, accel, sdram=True, log=log, build=unit) as dec:

@@ -192,7 +192,8 @@ class DecoderCost:
         transfer of ``axis_bytes``, as the memory holds them."""
         return (n // self.tlmm.lanes) * -(-k // self.tlmm.k_block) * self.axis_bytes
 
-    def _linears(self):
+    def linears(self):
+        """{name: (K, N)} of the ternary linears of one layer."""
         cfg = self.cfg
         c, f, qd, kd = cfg.hidden, cfg.ffn, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         return {"q": (c, qd), "k": (c, kd), "v": (c, kd), "o": (qd, c), "gate": (c, f),
@@ -200,7 +201,7 @@ class DecoderCost:
 
     def layer_bytes(self):
         """Weight bytes one layer reads from memory (every ternary linear once)."""
-        return sum(self.blob_bytes(k, n) for k, n in self._linears().values())
+        return sum(self.blob_bytes(k, n) for k, n in self.linears().values())
 
     def _rows(self, m, elems, elem_bytes):
         return m * -(-elems * elem_bytes // self.axis_bytes) * self.axis_bytes
@@ -210,7 +211,7 @@ class DecoderCost:
         host/llm_compiler.py builds them: ``[[(kind, name, arg)]]``, kind
         "load"/"store" (arg: bytes over the host link), "norm" (arg: width),
         "linear" (arg: (k, n, epilogue latency))."""
-        cfg, lin = self.cfg, self._linears()
+        cfg, lin = self.cfg, self.linears()
         c, f, qd, kd = cfg.hidden, cfg.ffn, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         a = [("load", "x", self._rows(m, c, 2))] if load_x else []
         a += [("norm", "attn_norm", c)]
@@ -271,7 +272,7 @@ class DecoderCost:
         names = {"q (RoPE)": "q", "k (RoPE, KV append)": "k", "v (KV append)": "v",
                  "o + residual": "o", "gate": "gate", "up + gatemul": "up",
                  "down + residual": "down"}
-        lin = self._linears()
+        lin = self.linears()
         total = 0
         for name, cyc in self.layer(m, pos0):
             if name in names:
