@@ -96,23 +96,23 @@ class SimDecoder:
         self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
         self.counters = []              # (program, counters) of every segment run
         self._memo = {}                 # compiled segments (llm_compiler.forward's memo)
+        self.load_cycles = None         # simulated cycles of the weight load (sdram)
         if sdram:
             if log:
                 log(f"loading {len(self.image)} weight blobs ({self.weight_bytes:,} bytes) "
                     f"into the simulated SDRAM")
-            self.layout = self.driver.load_weights(self.image, progress=False)
-            self.device.sync()
-            self.load_cycles = self.device.cycles
+            try:
+                self.layout = self.driver.load_weights(self.image, progress=False)
+                self.load_cycles = self.device.sync()
+            except BaseException:
+                self.device.close()
+                raise
 
     def reset(self):
         """Empty the KV cache (and the golden one): a new sequence on the
         same simulator, the weights staying where they are."""
         self.cache = KVCache(self.params)
         self.golden.cache = KVCache(self.golden.params)
-
-    @property
-    def sim_cycles(self):
-        return self.device.cycles
 
     def run(self, ids):
         from .llm_compiler import run_on_driver
