@@ -1,8 +1,9 @@
 # amaranth: UnusedElaboratable=no
 # (bench block --model wide builds an Accelerator only to size its weight store)
 """Benchmarks: ``trilut bench tlmm`` (TLMM against the direct adder tree, in
-one run), ``trilut bench units`` (the row units' cost) and ``trilut bench
-block`` (cycles of a whole encoder block on the simulated accelerator).
+one run), ``trilut bench units`` (the row units' cost), ``trilut bench
+block`` (cycles of a whole encoder block on the simulated accelerator) and
+``trilut bench decode`` (the LLM decoder, gen/decodebench.py).
 
 For every target rate S (ternary MACs per cycle) and group size G, the lanes
 L are fixed and the tables per cycle T = round(S / (L * G)), so both engines
@@ -191,6 +192,9 @@ def run_block_bench(args):
 
 
 def run_bench(args):
+    if args.what == "decode":
+        from .decodebench import cmd_decode
+        return cmd_decode(args)
     if args.what == "units":
         return run_unit_bench(args)
     if args.what == "block":

@@ -117,9 +117,11 @@ def main(argv=None):
     p.set_defaults(func=cmd_units)
 
     p = sub.add_parser("bench", help="benchmarks (area/Fmax sweeps)")
-    p.add_argument("what", choices=["tlmm", "units", "block"],
+    p.add_argument("what", choices=["tlmm", "units", "block", "decode"],
                    help="tlmm: TLMM against the direct adder tree; units: the row units; "
-                        "block: an encoder block's cycles on the simulated accelerator")
+                        "block: an encoder block's cycles on the simulated accelerator; "
+                        "decode: the LLM decoder's prefill/decode cycles with its weights "
+                        "in the simulated SDRAM, the cycle model and the KV260 projection")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="block: override an accelerator parameter (repeatable)")
     p.add_argument("--model", default="digits", choices=["digits", "minilm", "wide"],
@@ -132,6 +134,8 @@ def main(argv=None):
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw the LUT4-per-MAC breakdown")
     _sweep_args(p)
+    from .decodebench import add_decode_args
+    add_decode_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job: the digits classifier on the simulated "

