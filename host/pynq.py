@@ -22,7 +22,7 @@ import numpy as np
 from amaranth.lib import data
 
 from ..hw.isa import CTRL, ErrorCode
-from ..hw.kv260 import MEMCTRL, MEMSTATUS, Kv260Map
+from ..hw.kv260 import HP0_DATA_BITS, MEMCTRL, MEMSTATUS, Kv260Map
 from ..hw.link import MAX_PAYLOAD
 from .protocol import LinkError
 
@@ -31,6 +31,9 @@ __all__ = ["PynqDevice", "PynqLink", "MemoryPortError", "DEFAULT_IP", "DEFAULT_D
 #: Names of the top and the DMA in the block design (INTEGRATION.md).
 DEFAULT_IP = "trilut_kv260_0"
 DEFAULT_DMA = "axi_dma_0"
+#: The AXI DMA's S2MM_LENGTH register (PG021): after a simple-mode receive,
+#: the bytes actually received (the transfer ends at ``tlast``).
+S2MM_LENGTH = 0x58
 
 
 class MemoryPortError(LinkError):
@@ -58,15 +61,18 @@ class PynqDevice:
     ``memory_bytes``: the DDR buffer for weights (``pynq.allocate``, default
     16 MB), which the driver addresses from 0 (:meth:`Driver.load_weights
     <trilut.host.driver.Driver.load_weights>`); ``ip`` / ``dma``: the block
-    design's instance names; ``pynq``: the module to use (default: ``import
+    design's instance names; ``data_bits``: the top's HP0 width (the build's
+    ``report.json`` ``mem_port.data_bits``); ``pynq``: the module to use (default: ``import
     pynq``; tests give a simulation stand-in); ``poll``: seconds a waiting
     read polls the DMA before returning empty."""
 
     def __init__(self, bitfile, *, memory_bytes=16 << 20, ip=DEFAULT_IP, dma=DEFAULT_DMA,
-                 pynq=None, poll=0.01):
+                 data_bits=HP0_DATA_BITS, pynq=None, poll=0.01):
         if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) \
                 or memory_bytes < 4096:
             raise ValueError(f"memory_bytes must be an integer >= 4096, not {memory_bytes!r}")
+        if data_bits not in (32, 64, 128):
+            raise ValueError(f"data_bits must be 32, 64 or 128 (S_AXI_HP0_FPD), not {data_bits!r}")
         self.pynq = _import_pynq() if pynq is None else pynq
         self.overlay = self.pynq.Overlay(bitfile)
         if ip not in self.overlay.ip_dict:
@@ -74,8 +80,11 @@ class PynqDevice:
                              f"{', '.join(sorted(self.overlay.ip_dict))})")
         info = self.overlay.ip_dict[ip]
         self.mmio = self.pynq.MMIO(info["phys_addr"], info["addr_range"])
+        if not hasattr(self.overlay, dma):
+            raise ValueError(f"the overlay has no DMA {dma!r} (INTEGRATION.md: axi_dma_0)")
         self.dma = getattr(self.overlay, dma)
         self.memory_bytes = memory_bytes
+        self.beat_bytes = data_bits // 8
         self.weights = self.pynq.allocate(shape=(memory_bytes,), dtype=np.uint8)
         self.poll = poll
 
@@ -181,7 +190,7 @@ class PynqLink:
             if time.monotonic() >= deadline:
                 return []
         self._receiving = False
-        n = ch.transferred
+        n = int(self.device.dma.mmio.read(S2MM_LENGTH))
         self._recv.invalidate()
         raw = bytes(self._recv[:n])
         nb = self._nb
@@ -237,9 +246,15 @@ class PynqLink:
         frames = [(int(a), int(n)) for a, n in frames]
         if len(frames) > st["free"]:
             return False
-        base = self.device.weights.physical_address
+        beat = self.device.beat_bytes
         for a, n in frames:
             self._span(a, n)
+            if a % beat or n <= 0 or n % self._nb:
+                raise ValueError(f"feed frame ({a:#x}, {n}): the address must be a multiple "
+                                 f"of {beat} bytes and the length a positive multiple of "
+                                 f"{self._nb}")
+        base = self.device.weights.physical_address
+        for a, n in frames:
             phys = base + a
             for name, word in (("feed_addr_lo", phys & 0xFFFFFFFF), ("feed_addr_hi", phys >> 32),
                                ("feed_len", n)):      # FEED_LEN last: it queues the frame

@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# (Kv260Top doubles as the host's description of the register map: a host
+# that only reads its map never elaborates the read master and the feeder)
 """The KV260 top: the accelerator, its weights read from DDR through the
 Zynq MPSoC's ``S_AXI_HP0_FPD`` port, one AXI4-Lite register map.
 
@@ -26,7 +29,10 @@ from .rowio import bits_for
 from .top import Accelerator
 from .weightfeed import WeightFeeder
 
-__all__ = ["MEMCTRL", "MEMSTATUS", "Kv260Map", "Kv260Top"]
+__all__ = ["HP0_DATA_BITS", "MEMCTRL", "MEMSTATUS", "Kv260Map", "Kv260Top"]
+
+#: The default width of the HP port (bits; PYNQ's KV260 images set 128).
+HP0_DATA_BITS = 128
 
 #: MEMCTRL (write-only): ``abort`` drops every queued feed frame and the words
 #: in flight (the feeder's abort); ``reset`` resets the feeder and the read
@@ -112,7 +118,7 @@ class Kv260Top(wiring.Component):
     clears it once no burst is in flight.
     """
 
-    def __init__(self, *, accel, data_bits=128, addr_bits=40, outstanding=4, timeout=4096,
+    def __init__(self, *, accel, data_bits=HP0_DATA_BITS, addr_bits=40, outstanding=4, timeout=4096,
                  queue=32):
         if isinstance(accel, dict):
             accel = Accelerator(**accel)

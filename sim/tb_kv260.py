@@ -21,6 +21,7 @@ channels and both streams.
 ``break`` (compare with a wrong golden: q loses its last weight row).
 """
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,13 +38,15 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiReadBus, AxiSlaveRead, 
 from trilut.golden.encoder import encoder_block
 from trilut.host.compiler import compile_block
 from trilut.host.driver import Driver
-from trilut.host.pynq import DEFAULT_DMA, DEFAULT_IP, MemoryPortError, PynqDevice
+from trilut.host.pynq import (DEFAULT_DMA, DEFAULT_IP, S2MM_LENGTH, MemoryPortError,
+                               PynqDevice)
 from trilut.hw.isa import ErrorCode
 from trilut.hw.kv260 import Kv260Top
 from trilut.hw.top import Accelerator
 from trilut.sim.tb_top import SMALL, random_block
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
+REPORT = os.environ.get("TRILUT_TB_REPORT")   # optional JSON file of what was measured
 CLOCK_NS = 5
 #: Where the simulated DDR starts (the KV260's DDR above 4 GB) and its size.
 PHYS_BASE = 0x8_0000_0000
@@ -126,6 +129,19 @@ class _RecvChannel(_Channel):
         self.task = resume(self.bench.spawn)(receive())
 
 
+class _Dma:
+    """``pynq.lib.dma.DMA`` (simple mode): two channels and the S2MM_LENGTH
+    register."""
+
+    def __init__(self, bench):
+        self.sendchannel, self.recvchannel = _SendChannel(bench), _RecvChannel(bench)
+        self.mmio = self
+
+    def read(self, offset):
+        assert offset == S2MM_LENGTH, f"DMA register {offset:#x} is not modelled"
+        return self.recvchannel.transferred
+
+
 class SimPynq:
     """The stand-in for the ``pynq`` module (module docstring)."""
 
@@ -137,9 +153,7 @@ class SimPynq:
             def __init__(self, bitfile):
                 self.ip_dict = {DEFAULT_IP: {"phys_addr": REG_BASE,
                                              "addr_range": 1 << bench_.top.map.addr_bits}}
-                dma = type("DMA", (), {})()
-                dma.sendchannel, dma.recvchannel = _SendChannel(bench_), _RecvChannel(bench_)
-                setattr(self, DEFAULT_DMA, dma)
+                setattr(self, DEFAULT_DMA, _Dma(bench_))
 
         class MMIO:
             def __init__(self, base, length):
@@ -237,11 +251,15 @@ async def resident_block(dut):
         outs = [drv.run(prog, x, weights=layout)]
         x2 = np.clip(x[::-1] * 2, -32768, 32767)
         outs.append(drv.run(prog, x2, weights=layout))
-        return outs, x2, drv.counters()
-    (got1, got2), x2, cnt = await bridge(host)()
+        return outs, x2, drv.counters(), sum(n for _, n in layout.values())
+    (got1, got2), x2, cnt, wbytes = await bridge(host)()
     _check(got1, _golden(block, x), "run 1")
     _check(got2, _golden(block, x2), "run 2")
     dut._log.info("counters of run 2: %s", cnt)
+    if REPORT:
+        with open(REPORT, "w") as f:
+            json.dump({"counters": cnt, "weight_bytes": wbytes,
+                       "hp0_beats": wbytes // tb.top.beat_bytes}, f)
 
 
 async def _memory_error(dut, fault):
@@ -253,9 +271,11 @@ async def _memory_error(dut, fault):
         drv = tb.driver()
         prog = compile_block(block, tb.acc, len(x), trace=True)
         layout = drv.load_weights(prog)
-        phys = drv.link.device.weights.physical_address
+        link = drv.link
+        phys = link.device.weights.physical_address
         addr, n = layout["linear2"]
         if fault == "slverr":
+            _refused_frame(link, phys)
             tb.ddr.regions.append((phys + addr + n // 2, phys + addr + n))
         else:
             tb.ddr.stop()
@@ -274,9 +294,29 @@ async def _memory_error(dut, fault):
     return code, got, block, x
 
 
+def _refused_frame(link, phys):
+    """A frame at an address off the beat, written to the registers directly
+    (the host's own check refuses it first): MEM_COMMAND; an abort clears it."""
+    try:
+        link.feed([(8, 16)])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("PynqLink.feed took a misaligned frame")
+    for name, word in (("feed_addr_lo", (phys + 8) & 0xFFFFFFFF), ("feed_addr_hi", phys >> 32),
+                       ("feed_len", 16)):
+        link.reg_write(link.map.offset(name), [word])
+    st = link.mem_status()
+    assert st["error"] and st["code"] == ErrorCode.MEM_COMMAND, st
+    link.feed([], abort=True)
+    st = link.mem_status()
+    assert not st["error"] and not st["feeding"], st
+
+
 @cocotb.test()
 async def slverr_region(dut):
-    """Half of a LINEAR's weights answer SLVERR: the run raises
+    """A misaligned feed frame gives MEM_COMMAND (cleared by an abort); then
+    half of a LINEAR's weights answer SLVERR: the run raises
     MemoryPortError(MEM_SLVERR); after an abort (which clears the port) and
     a soft reset the same run is exact."""
     code, got, block, x = await _memory_error(dut, "slverr")
@@ -292,16 +332,24 @@ async def memory_never_answers(dut):
     assert code == ErrorCode.MEM_TIMEOUT, code
 
 
-def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, mem_timeout=4096):
-    """Host side: build (cached) and run this testbench for a Kv260Top around
-    an Accelerator with ``params``. Raises ``SimFailure`` on any failure;
-    returns the number of tests passed."""
+@functools.lru_cache(maxsize=4)
+def _verilog(params_json, mem_timeout):
     from ..hw.regfront import generate_verilog
+    return generate_verilog(Kv260Top(accel=json.loads(params_json), timeout=mem_timeout), "kv260")
+
+
+def run(params, *, seed=1, pause=0.3, broken=False, testcase=None, mem_timeout=4096,
+        report=None):
+    """Host side: build (cached) and run this testbench for a Kv260Top around
+    an Accelerator with ``params``; ``report``: a JSON file for what
+    resident_block measured. Raises ``SimFailure`` on any failure; returns
+    the number of tests passed."""
     from .runner import run_cocotb
     env = {"TRILUT_TB": json.dumps({"params": params, "seed": seed, "pause": pause,
                                     "break": broken, "mem_timeout": mem_timeout})}
-    top = Kv260Top(accel=params, timeout=mem_timeout)
+    if report:
+        env["TRILUT_TB_REPORT"] = str(os.path.abspath(report))
     name = "kv260-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
-    name += f"-t{mem_timeout}-{testcase or 'all'}" + ("-broken" if broken else "")
-    return run_cocotb(generate_verilog(top, "kv260"), "kv260", __name__, name=name, env=env,
-                      testcase=testcase, seed=seed)
+    name += f"-t{mem_timeout}-p{pause}-{testcase or 'all'}" + ("-broken" if broken else "")
+    return run_cocotb(_verilog(json.dumps(params, sort_keys=True), mem_timeout), "kv260",
+                      __name__, name=name, env=env, testcase=testcase, seed=seed)

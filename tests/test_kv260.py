@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The KV260 top (hw/kv260.py) and its PYNQ host device (host/pynq.py):
 construction checks, the register map, and the Verilator model driven by
 the real PynqDevice + Driver through a simulated pynq (sim/tb_kv260.py):
@@ -6,15 +7,12 @@ bit-exact with golden; a wrong model caught; SLVERR and a memory that never
 answers stop with their error codes. One build (xdist group)."""
 import pytest
 
+from trilut.gen.kv260bench import PARAMS      # one small build for every simulation test
 from trilut.hw.isa import ErrorCode
 from trilut.hw.kv260 import MEMSTATUS, Kv260Map, Kv260Top
 from trilut.hw.top import Accelerator
 from trilut.sim import tb_kv260
 from trilut.sim.runner import SimFailure
-
-#: One small build for every simulation test (128-bit rows and weight transfers).
-PARAMS = dict(group=3, tables=2, lanes=4, encoding="folded", banks=2, max_rows=16,
-              max_width=64, prog_depth=32, const_sets=12, axis_bytes=16)
 
 
 @pytest.mark.parametrize("kw, exc, match", [
@@ -41,6 +39,14 @@ def test_register_map():
     assert int(st.code) == ErrorCode.MEM_TIMEOUT and int(st.free) == 5
 
 
+@pytest.mark.parametrize("kw, match", [(dict(memory_bytes=100), "memory_bytes"),
+                                       (dict(data_bits=256), "data_bits")])
+def test_pynq_device_bad_arguments(kw, match):
+    from trilut.host.pynq import PynqDevice
+    with pytest.raises(ValueError, match=match):
+        PynqDevice("x.bit", **kw)
+
+
 def test_pynq_missing_is_a_clear_error(monkeypatch):
     import builtins
 
@@ -60,11 +66,11 @@ def test_pynq_missing_is_a_clear_error(monkeypatch):
 @pytest.mark.xdist_group("kv260")
 @pytest.mark.parametrize("testcase", ["resident_block", "slverr_region", "memory_never_answers"])
 def test_kv260_matches_golden(testcase):
-    assert tb_kv260.run(PARAMS, testcase=testcase, mem_timeout=1024) == 1
+    assert tb_kv260.run(PARAMS, testcase=testcase) == 1
 
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("kv260")
 def test_wrong_model_is_caught():
     with pytest.raises(SimFailure, match="mismatches"):
-        tb_kv260.run(PARAMS, testcase="resident_block", broken=True, mem_timeout=1024)
+        tb_kv260.run(PARAMS, testcase="resident_block", broken=True)
