@@ -242,35 +242,24 @@ def _split(m, bus, low, high, bit):
     """Route AXI4-Lite ``bus`` (slave side) to ``low`` / ``high`` by address
     bit ``bit``; one write and one read outstanding in all, each response
     from the slave that took the request."""
-    for kind, chans in (("w", (("aw", "addr"), ("w", None))), ("r", (("ar", "addr"),))):
-        req = "awaddr" if kind == "w" else "araddr"
-        pend, sel = Signal(name=f"{kind}_pend"), Signal(name=f"{kind}_sel")
-        pick = getattr(bus, req)[bit]
+    g = getattr
+    for addr, chans, fwd, (valid, ready, *back) in (
+            ("awaddr", ("aw", "w"), ("awaddr", "awprot", "wdata", "wstrb"),
+             ("bvalid", "bready", "bresp")),
+            ("araddr", ("ar",), ("araddr", "arprot"), ("rvalid", "rready", "rresp", "rdata"))):
+        pend, sel = Signal(name=f"{chans[0]}_pend"), Signal(name=f"{chans[0]}_sel")
+        pick = g(bus, addr)[bit]
         target = Mux(pend, sel, pick)
-        resp = ("bvalid", "bready", "bresp") if kind == "w" else ("rvalid", "rready", "rresp")
         for i, dst in enumerate((low, high)):
-            ok = target == i
-            for ch, _ in chans:
-                m.d.comb += getattr(dst, f"{ch}valid").eq(getattr(bus, f"{ch}valid") & ok
-                                                           & ~pend)
-            if kind == "w":
-                m.d.comb += [dst.awaddr.eq(bus.awaddr), dst.awprot.eq(bus.awprot),
-                             dst.wdata.eq(bus.wdata), dst.wstrb.eq(bus.wstrb)]
-            else:
-                m.d.comb += [dst.araddr.eq(bus.araddr), dst.arprot.eq(bus.arprot)]
-            m.d.comb += getattr(dst, resp[1]).eq(getattr(bus, resp[1]) & pend & (sel == i))
-        for ch, _ in chans:
-            m.d.comb += getattr(bus, f"{ch}ready").eq(
-                Mux(target, getattr(high, f"{ch}ready"), getattr(low, f"{ch}ready")) & ~pend)
-        m.d.comb += [getattr(bus, resp[0]).eq(Mux(sel, getattr(high, resp[0]),
-                                                  getattr(low, resp[0])) & pend),
-                     getattr(bus, resp[2]).eq(Mux(sel, getattr(high, resp[2]),
-                                                  getattr(low, resp[2])))]
-        if kind == "r":
-            m.d.comb += bus.rdata.eq(Mux(sel, high.rdata, low.rdata))
-        first = chans[0][0]
-        taken = getattr(bus, f"{first}valid") & getattr(bus, f"{first}ready")
-        with m.If(taken):
+            m.d.comb += [g(dst, f"{ch}valid").eq(g(bus, f"{ch}valid") & (target == i) & ~pend)
+                         for ch in chans]
+            m.d.comb += [g(dst, ready).eq(g(bus, ready) & pend & (sel == i)),
+                         *(g(dst, name).eq(g(bus, name)) for name in fwd)]
+        m.d.comb += [g(bus, f"{ch}ready").eq(Mux(target, g(high, f"{ch}ready"),
+                                                 g(low, f"{ch}ready")) & ~pend) for ch in chans]
+        m.d.comb += [g(bus, name).eq(Mux(sel, g(high, name), g(low, name))) for name in back]
+        m.d.comb += g(bus, valid).eq(Mux(sel, g(high, valid), g(low, valid)) & pend)
+        with m.If(g(bus, f"{chans[0]}valid") & g(bus, f"{chans[0]}ready")):
             m.d.sync += [pend.eq(1), sel.eq(pick)]
-        with m.Elif(getattr(bus, resp[0]) & getattr(bus, resp[1])):
+        with m.Elif(g(bus, valid) & g(bus, ready)):
             m.d.sync += pend.eq(0)
