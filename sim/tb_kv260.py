@@ -100,7 +100,7 @@ class SimBuffer(np.ndarray):
 
 class _Channel:
     def __init__(self, bench):
-        self.bench, self.task, self.transferred = bench, None, 0
+        self.bench, self.task = bench, None
 
     @property
     def idle(self):
@@ -111,12 +111,13 @@ class _Channel:
 class _SendChannel(_Channel):
     def transfer(self, buf, start=0, nbytes=0):
         data = bytes(buf[start:start + (nbytes or len(buf) - start)])
-        self.transferred = len(data)
         self.task = resume(self.bench.spawn)(self.bench.source.send(AxiStreamFrame(data)),
                                              self.bench.source.wait())
 
 
 class _RecvChannel(_Channel):
+    transferred = 0         # bytes of the last frame (the DMA's S2MM_LENGTH)
+
     def transfer(self, buf, start=0, nbytes=0):
         limit = nbytes or len(buf) - start
 
