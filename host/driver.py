@@ -109,6 +109,8 @@ class Driver:
     ``accel``. ``memory_bytes``: the external memory behind the bridge
     (default: the device's ``memory_bytes``; 0: none), for
     :meth:`write_memory`, :meth:`read_memory` and :meth:`load_weights`.
+    A device with a ``make_link(accel, inputs, outputs, timeout=)`` method
+    gives its own link (:class:`trilut.host.pynq.PynqDevice`).
     """
 
     def __init__(self, device, accel, *, timeout=30.0, link_timeout=2.0, retries=4,
@@ -121,8 +123,10 @@ class Driver:
         self.device = device.open()
         ins, outs = stream_ports(accel)
         self.inputs, self.outputs = [n for n, _ in ins], [n for n, _ in outs]
-        self.link = Link(self.device, ([b for _, b in ins], [b for _, b in outs]),
-                         timeout=link_timeout, retries=retries)
+        widths = ([b for _, b in ins], [b for _, b in outs])
+        make_link = getattr(self.device, "make_link", None)     # a device with its own link
+        self.link = (make_link(accel, *widths, timeout=link_timeout) if make_link else
+                     Link(self.device, widths, timeout=link_timeout, retries=retries))
         self.timeout = timeout
         self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
                              else memory_bytes)

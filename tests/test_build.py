@@ -228,8 +228,10 @@ def test_kv260_package(tmp_path, capsys):
     """The package (no estimate: the xcup synthesis of the whole accelerator
     takes ~3 minutes, a benchmark in docs/boards.md; the flow itself is
     tested in tests/test_synth.py) is complete and its Verilog is exactly the
-    top the AXI regressions run."""
+    KV260 top (the accelerator, its weights from DDR through the HP0 read
+    master) that tests/test_kv260.py runs with the PYNQ host code."""
     from test_hw_top import PARAMS
+    from trilut.hw.kv260 import Kv260Top
     from trilut.hw.top import Accelerator, generate_verilog
     assert BOARDS["kv260"].accel == PARAMS
     assert main(["build", "--board", "kv260", "--out", str(tmp_path), "--freq", "250",
@@ -238,18 +240,26 @@ def test_kv260_package(tmp_path, capsys):
     _check_fields(rep, counted=False)
     assert rep["fmax_mhz"] is None and rep["target_mhz"] == 250
     assert rep["macs_per_cycle"] == PARAMS["group"] * PARAMS["tables"] * PARAMS["lanes"]
-    acc = Accelerator(**PARAMS)
+    kv = Kv260Top(accel=Accelerator(**PARAMS))
+    assert rep["mem_port"]["name"] == "S_AXI_HP0_FPD" and rep["mem_port"]["data_bits"] == 128
+    assert rep["mem_port"]["regs_base"] == kv.map.mem_base
+    assert rep["axil_addr_bits"] == kv.map.addr_bits
     verilog = Path(rep["outputs"]["verilog"]).read_text()
-    assert verilog == generate_verilog(acc, "trilut_accel")
-    for port in ("s_axil_awaddr", "s_axis_tdata", "m_axis_tlast", "clk", "rst"):
+    assert Path(rep["outputs"]["verilog"]).name == "trilut_kv260.v"
+    assert verilog == generate_verilog(kv, "trilut_kv260")
+    for port in ("s_axil_awaddr", "s_axis_tdata", "m_axis_tlast", "m_axi_hp0_araddr",
+                 "m_axi_hp0_rdata", "clk", "rst"):
         assert re.search(rf"\b(input|output)\b[^;]*\b{port}\b", verilog), port
+    assert not re.search(r"\bs_axis_wgt_tdata\b", verilog)    # fed from DDR inside
     xdc = Path(rep["outputs"]["xdc"]).read_text()
     assert "create_clock -name trilut_clk -period 4.000 [get_ports clk]" in xdc
     assert "@PERIOD_NS@" not in xdc and "@FREQ_MHZ@" not in xdc and "250 MHz" in xdc
     note = Path(rep["outputs"]["integration_note"]).read_text()
-    assert f"{acc.regs.addr_bits}-bit address" in note and "active high" in note
-    assert f"{8 * acc.axis_bytes}-bit `tdata`" in note and "`s_axil_rdata` | 32 |" in note
-    assert "| `clk` | 1 |" in note and "| `rst` | 1 |" in note
+    assert f"{kv.map.addr_bits}-bit address" in note and "active high" in note
+    assert f"{8 * kv.accel.axis_bytes}-bit `tdata`" in note and "`s_axil_rdata` | 32 |" in note
+    for text in ("S_AXI_HP0_FPD", "M_AXI_HPM0_FPD", "pl_clk0", "axi_dma_0", "trilut_kv260_0",
+                 f"`0x{kv.map.mem_base + 8:05x}` | w | FEED_LEN", "`m_axi_hp0_araddr` | 40 |"):
+        assert text in note, text
 
 
 def test_ulx3s_85f_carries_the_sdram():
