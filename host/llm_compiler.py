@@ -200,13 +200,14 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
                      k=width)
         build(bld)
         bld.emit("end", Opcode.END)
-        if len(bld.descs) > acc.prog_depth:
-            raise CompileError(f"layers.{layer}: {len(bld.descs)} descriptors exceed "
+        descs, consts = bld.finish()
+        if len(descs) > acc.prog_depth:
+            raise CompileError(f"layers.{layer}: {len(descs)} descriptors exceed "
                                f"prog_depth = {acc.prog_depth}")
-        if len(bld.consts) > acc.const_sets:
-            raise CompileError(f"layers.{layer}: {len(bld.consts)} constant sets exceed "
+        if len(consts) > acc.const_sets:
+            raise CompileError(f"layers.{layer}: {len(consts)} constant sets exceed "
                                f"const_sets = {acc.const_sets}")
-        segs.append(SegmentProgram(acc, bld.descs, bld.consts, bld.outputs, bld.weights, rows,
+        segs.append(SegmentProgram(acc, descs, consts, bld.outputs, bld.weights, rows,
                                    c, bld.passes, loads=[(n, w) for n, w, _ in loads],
                                    image=image))
 
