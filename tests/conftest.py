@@ -35,6 +35,9 @@ LONGEST_FIRST = [
     "tests/test_memlink.py",
     "tests/test_llama.py",
     "tests/test_sweep.py",
+    "tests/test_kv260.py",
+    "tests/test_llm_sdram.py",
+    "tests/test_decodebench.py",
 ]
 
 
