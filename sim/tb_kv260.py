@@ -217,9 +217,23 @@ class Kv260Bench:
                 await c
         return cocotb.start_soon(chain())
 
-    def driver(self):
+    def load(self, block, seq, *, verify=False):
+        """Host side (in a ``bridge`` thread): a Driver on a PynqDevice,
+        ``block`` compiled for ``seq`` tokens with every tensor traced, its
+        weights loaded into the DDR: ``(driver, program, weight layout)``."""
         dev = PynqDevice("trilut_kv260.bit", memory_bytes=WEIGHT_BYTES, pynq=self.pynq)
-        return Driver(dev, self.acc, timeout=120.0, link_timeout=3.0)
+        drv = Driver(dev, self.acc, timeout=120.0, link_timeout=3.0)
+        prog = compile_block(block, self.acc, seq, trace=True)
+        return drv, prog, drv.load_weights(prog, verify=verify)
+
+
+async def _start(dut):
+    """Every testcase's start: a reset bench, the small random block and
+    its input (``seed`` of the configuration): ``(bench, block, x)``."""
+    tb = Kv260Bench(dut)
+    await tb.reset()
+    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    return tb, block, x
 
 
 def _golden(block, x):
@@ -241,14 +255,10 @@ async def resident_block(dut):
     """A small encoder block (4 heads, hidden 32, FFN 64, 7 tokens, random
     weights) through PynqDevice + Driver: weights loaded once into DDR,
     two runs on two inputs, every traced tensor equal to golden."""
-    tb = Kv260Bench(dut)
-    await tb.reset()
-    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    tb, block, x = await _start(dut)
 
     def host():
-        drv = tb.driver()
-        prog = compile_block(block, tb.acc, len(x), trace=True)
-        layout = drv.load_weights(prog, verify=True)
+        drv, prog, layout = tb.load(block, len(x), verify=True)
         outs = [drv.run(prog, x, weights=layout)]
         x2 = np.clip(x[::-1] * 2, -32768, 32767)
         outs.append(drv.run(prog, x2, weights=layout))
@@ -264,14 +274,10 @@ async def resident_block(dut):
 
 
 async def _memory_error(dut, fault):
-    tb = Kv260Bench(dut)
-    await tb.reset()
-    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    tb, block, x = await _start(dut)
 
     def host():
-        drv = tb.driver()
-        prog = compile_block(block, tb.acc, len(x), trace=True)
-        layout = drv.load_weights(prog)
+        drv, prog, layout = tb.load(block, len(x))
         link = drv.link
         phys = link.device.weights.physical_address
         addr, n = layout["linear2"]
