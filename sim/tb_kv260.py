@@ -43,6 +43,7 @@ from trilut.host.pynq import (DEFAULT_DMA, DEFAULT_IP, S2MM_LENGTH, MemoryPortEr
 from trilut.hw.isa import ErrorCode
 from trilut.hw.kv260 import Kv260Top
 from trilut.hw.top import Accelerator
+from trilut.sim.streams import pauses
 from trilut.sim.tb_top import SMALL, random_block
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -59,11 +60,6 @@ REG_BASE = 0xA000_0000
 POLL_CYCLES = 16
 
 
-def _pauses(rng, p):
-    while True:
-        yield int(rng.random() < p)
-
-
 class Ddr:
     """The simulated DDR: an AXI4 read slave over ``DDR_BYTES`` from
     :data:`PHYS_BASE`; ``regions`` [(lo, hi)] answer SLVERR."""
@@ -74,7 +70,7 @@ class Ddr:
         self.slave = AxiSlaveRead(AxiReadBus.from_prefix(dut, "m_axi_hp0"), dut.clk, dut.rst,
                                   target=self)
         for ch in (self.slave.ar_channel, self.slave.r_channel):
-            ch.set_pause_generator(_pauses(rng, pause))
+            ch.set_pause_generator(pauses(rng, pause))
 
     async def read(self, address, length):
         off = address - PHYS_BASE
@@ -85,7 +81,7 @@ class Ddr:
 
     def stop(self):
         """AR never moves again (a memory that does not answer)."""
-        self.slave.ar_channel.set_pause_generator(_pauses(random.Random(0), 1.0))
+        self.slave.ar_channel.set_pause_generator(pauses(random.Random(0), 1.0))
 
 
 class SimBuffer(np.ndarray):
@@ -198,7 +194,7 @@ class Kv260Bench:
         for ch in (self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
                    self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
                    self.axil.read_if.r_channel, self.source, self.sink):
-            ch.set_pause_generator(_pauses(rng, pause))
+            ch.set_pause_generator(pauses(rng, pause))
         self.pynq = SimPynq(self)
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
