@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderParams, LinearParams, NormParams, _int_tensor, _narrow, _norm, \
+from .checks import check_int_array
+from .encoder import EncoderParams, LinearParams, NormParams, _narrow, _norm, \
     encoder_stack
 from .nonlinear import int_layernorm
 from .quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
@@ -125,7 +126,7 @@ def embed(features, params, trace=False):
     ``trace``, a dict with ``emb_acc`` and ``x``)."""
     if not isinstance(params, EmbedParams):
         raise TypeError(f"params must be EmbedParams, got {type(params).__name__}")
-    f = _rows("features", _int_tensor("features", features, INT8_MIN, INT8_MAX),
+    f = _rows("features", check_int_array("features", features, INT8_MIN, INT8_MAX),
               params.in_features)
     lin = params.linear
     acc = lin.accumulate(f)
@@ -141,7 +142,7 @@ def head(y, params, trace=False):
     ``logits``)."""
     if not isinstance(params, HeadParams):
         raise TypeError(f"params must be HeadParams, got {type(params).__name__}")
-    y = _rows("y", _int_tensor("y", y, INT16_MIN, INT16_MAX), params.hidden)
+    y = _rows("y", check_int_array("y", y, INT16_MIN, INT16_MAX), params.hidden)
     t = {"head_z": _narrow("head_z", int_layernorm(y), np.int32)}
     _norm("head_ln", t["head_z"], params.norm, params.m_bits, t)
     lin = params.linear
@@ -173,6 +174,7 @@ def pool_logits(logits, params):
     tokens (int64, (..., classes)); the predicted class is their argmax."""
     if not isinstance(params, HeadParams):
         raise TypeError(f"params must be HeadParams, got {type(params).__name__}")
-    lg = _rows("logits", _int_tensor("logits", logits, INT16_MIN, INT16_MAX), params.columns)
+    lg = _rows("logits", check_int_array("logits", logits, INT16_MIN, INT16_MAX),
+               params.columns)
     return lg[..., list(params.classes)].sum(axis=-2)
 

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_int_array
 from .quant import INT8_MAX, M_BITS_DEFAULT, _round_half_up, requant_params, requantize
 
 __all__ = [
@@ -125,12 +125,7 @@ def row_multiplier(absmax, frac_bits):
     divider in hardware computes exactly this.
     """
     frac_bits = check_int("frac_bits", frac_bits, 1, FRAC_BITS_MAX)
-    a = np.asarray(absmax)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"absmax must have an integer dtype, got {a.dtype}")
-    if a.size and int(a.min()) < 0:
-        raise ValueError(f"absmax must be >= 0, got {int(a.min())}")
-    a = a.astype(np.int64)
+    a = check_int_array("absmax", absmax, 0)
     return np.where(a > 0, (np.int64(QMAX) << frac_bits) // np.maximum(a, 1), 0)
 
 
@@ -162,13 +157,6 @@ def row_scale(absmax, s_x):
     return float(s_x) * np.asarray(absmax, dtype=np.float64) / QMAX
 
 
-def _int64_array(name, v):
-    arr = np.asarray(v)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
-    return arr.astype(np.int64)
-
-
 def scale_rows(acc, absmax):
     """acc * absmax in int64: a linear layer's accumulator brought to the
     static scale S_x * S_w / 127 (absmax broadcasts per row, shape (..., 1)).
@@ -176,7 +164,7 @@ def scale_rows(acc, absmax):
     Raises ``ValueError`` if the product could leave int64 or absmax is
     negative or does not broadcast per row.
     """
-    acc, a = _int64_array("acc", acc), _int64_array("absmax", absmax)
+    acc, a = check_int_array("acc", acc), check_int_array("absmax", absmax)
     try:
         shape = np.broadcast_shapes(acc.shape, a.shape)
     except ValueError:

@@ -99,7 +99,7 @@ from .nonlinear import GELU_DEFAULTS, GELU_SLOPE, INT32_MAX, X0_BITS, iexp_x0, i
     shiftgelu, shiftmax
 from .quant import E_MAX, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT, \
     _round_half_up, requantize, residual_add
-from .checks import check_int
+from .checks import check_int, check_int_array
 from .dynquant import row_quantize, scale_rows
 from .tlmm import tlmm_matmul
 
@@ -138,17 +138,6 @@ TRACE_NAMES = (
 
 # --------------------------------------------------------------------------- helpers
 
-def _int_tensor(name, x, lo, hi):
-    """x as an int64 array; TypeError unless integer dtype, ValueError unless in [lo, hi]."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype}")
-    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
-        raise ValueError(f"{name}: values must lie in [{lo}, {hi}], got "
-                         f"[{int(a.min())}, {int(a.max())}]")
-    return a.astype(np.int64)
-
-
 def _narrow(name, a, dtype):
     """Cast an int64 stage result to its device dtype; a range violation is a bug here."""
     info = np.iinfo(dtype)
@@ -183,8 +172,8 @@ def int8_matmul(a, b, name="a @ b"):
     float64, so each addition is exact in any order and the result equals
     the integer matmul.
     """
-    a = _int_tensor(f"{name}: left operand", a, INT8_MIN, INT8_MAX)
-    b = _int_tensor(f"{name}: right operand", b, INT8_MIN, INT8_MAX)
+    a = check_int_array(f"{name}: left operand", a, INT8_MIN, INT8_MAX)
+    b = check_int_array(f"{name}: right operand", b, INT8_MIN, INT8_MAX)
     if a.ndim == 0 or b.ndim < 2:
         raise ValueError(f"{name}: expected a (..., M, K) @ (..., K, N), got shapes "
                          f"{a.shape} and {b.shape}")
@@ -467,7 +456,7 @@ class NormParams:
         bias = _int_array_param(f"{name}.bias", self.bias)
         if bias.shape != (channels,):
             raise ValueError(f"{name}.bias: expected ({channels},), got {bias.shape}")
-        _int_tensor(f"{name}.bias", bias, INT32_MIN, INT32_MAX)
+        check_int_array(f"{name}.bias", bias, INT32_MIN, INT32_MAX)
         sign = _int_array_param(f"{name}.sign", self.sign)
         if sign.shape != (channels,) or not np.isin(sign, (-1, 1)).all():
             raise ValueError(f"{name}.sign: expected ({channels},) values in {{-1, +1}}")
@@ -547,7 +536,7 @@ class LinearParams:
             b = _int_array_param(f"{name}.bias", self.bias)
             if b.shape != (shape[1],):
                 raise ValueError(f"{name}.bias: expected ({shape[1]},), got {b.shape}")
-            _int_tensor(f"{name}.bias", b, -self.acc_limit - 1, self.acc_limit)
+            check_int_array(f"{name}.bias", b, -self.acc_limit - 1, self.acc_limit)
         if not isinstance(self.requant, Dyadic):
             raise TypeError(f"{name}.requant must be a Dyadic, got {type(self.requant).__name__}")
         self.requant.check(f"{name}.requant", shape[1], m_bits)
@@ -801,7 +790,7 @@ class EncoderParams:
 # --------------------------------------------------------------------------- integer block
 
 def _check_x(name, x, hidden, max_seq):
-    a = _int_tensor(name, x, INT16_MIN, INT16_MAX)
+    a = check_int_array(name, x, INT16_MIN, INT16_MAX)
     if a.ndim < 2 or a.shape[-1] != hidden:
         raise ValueError(f"{name}: expected shape (..., T, {hidden}) (int16 residual), "
                          f"got {a.shape}")
@@ -894,7 +883,7 @@ def _attention(h, p, t, float_ops):
         probs = shiftmax(logits, _scale_for_x0(p.softmax_x0), n=SOFTMAX_N, out_bits=pb)
     t["probs"] = _narrow("probs", probs, np.int8 if pb == 8 else np.int16)
     # sum(probs) <= 2^(pb-1) per row, so |av| <= 2^(pb-1) * 128 <= 2^22 (exact matmul)
-    av = _exact_matmul(probs, _int_tensor("v", vh, INT8_MIN, INT8_MAX))
+    av = _exact_matmul(probs, check_int_array("v", vh, INT8_MIN, INT8_MAX))
     t["av_acc"] = _narrow("av_acc", av, np.int32)
     lo, hi, dt = _act_bounds(p)
     attn = _merge_heads(requantize(av, p.attn.m, p.attn.e, lo=lo, hi=hi, m_bits=mb))

@@ -83,7 +83,7 @@ import numbers
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_int_array
 
 __all__ = [
     "INT32_MAX", "X0_BITS", "GELU_SLOPE", "GELU_DEFAULTS",
@@ -105,22 +105,7 @@ _SHIFT_SAT = 32                # t << 32 >= 2^32 > INT32_MAX for any t >= 1
 
 def _ints(x, name="x"):
     """Return x as an int64 array; TypeError unless integer, ValueError unless int32-ranged."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    if a.size and (a.min() < -2**31 or a.max() > INT32_MAX):
-        raise ValueError(f"{name} must lie in the int32 range, got [{a.min()}, {a.max()}]")
-    return a.astype(np.int64)
-
-
-def _nonneg_int64(v):
-    """Return v as an int64 array; TypeError unless integer, ValueError unless in [0, 2^63)."""
-    a = np.asarray(v)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"expected an integer array, got dtype {a.dtype}")
-    if a.size and (a.min() < 0 or a.max() > np.iinfo(np.int64).max):
-        raise ValueError(f"expected values in [0, 2^63), got [{a.min()}, {a.max()}]")
-    return a.astype(np.int64)
+    return check_int_array(name, x, -INT32_MAX - 1, INT32_MAX)
 
 
 def _rows(x, max_len):
@@ -289,7 +274,7 @@ def ivit_newton_sqrt(var):
 
     k <- (k + var // k) // 2, element-wise on non-negative integers; int64.
     """
-    var = _nonneg_int64(var)
+    var = check_int_array("var", var, 0, np.iinfo(np.int64).max)
     k = np.full_like(var, IVIT_NEWTON_START)
     for _ in range(IVIT_NEWTON_STEPS):
         k = (k + var // k) // 2

@@ -51,7 +51,7 @@ import numbers
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_int_array
 
 __all__ = [
     "GROUPS", "ENCODINGS", "table_entries", "code_bits", "entry_digits",
@@ -168,9 +168,7 @@ def _ternary(w):
 
 def _activations(a):
     """Validate int8-range integer activations of shape (..., K); return int64."""
-    a = np.asarray(a)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"activations must have an integer dtype, got {a.dtype}")
+    a = check_int_array("activations", a)
     if a.ndim == 0:
         raise ValueError("activations must have at least one axis (K)")
     bad = (a < _ACT_MIN) | (a > _ACT_MAX)
@@ -178,7 +176,7 @@ def _activations(a):
         pos = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"activations must lie in [{_ACT_MIN}, {_ACT_MAX}] (int8): "
                          f"a{list(pos)} = {a[pos]}")
-    return a.astype(np.int64)
+    return a
 
 
 def ternary_codes(w, group=3, encoding="full"):
@@ -246,14 +244,11 @@ def tlmm_lookup(tables, codes, group, encoding):
     """
     group = _check(group, encoding)
     codes = _codes_array(codes, group, encoding)
-    tables = np.asarray(tables)
-    if tables.dtype.kind not in "iu":
-        raise TypeError(f"tables must have an integer dtype, got {tables.dtype}")
+    tables = check_int_array("tables", tables)
     expected = (codes.shape[0], table_entries(group, encoding))
     if tables.shape[-2:] != expected:
         raise ValueError(f"tables of shape {tables.shape} do not match codes of shape "
                          f"{codes.shape}: expected (..., {expected[0]}, {expected[1]})")
-    tables = tables.astype(np.int64)
     acc = np.zeros(tables.shape[:-2] + codes.shape[1:], dtype=np.int64)
     if encoding == "full":
         for g, code in enumerate(codes):

@@ -9,11 +9,11 @@ row, the residual stream staying on chip) turn golden
 one build of :class:`~trilut.hw.top.Accelerator`: the descriptors, the
 constant sets, the ``s_axis`` frames (the LOAD rows), the ``s_axis_wgt``
 frames (one per LINEAR, in program order) and the ``m_axis`` frames that
-come back. Everything is checked here, before anything is sent: shapes
-against the build's ``max_rows`` / ``max_width`` / ``banks`` /
-``prog_depth`` / ``const_sets`` and engine blocks, weight kinds, GELU mode,
-multiplier widths, accumulator widths; errors name the tensor
-(``blocks.0.fc1``).
+come back. Everything is checked before anything is sent
+(:mod:`trilut.host.fit`): shapes against the build's ``max_rows`` /
+``max_width`` / ``banks`` / ``prog_depth`` / ``const_sets`` and engine
+blocks, weight kinds, GELU mode, multiplier widths, accumulator widths;
+errors name the tensor (``blocks.0.fc1``).
 
 Program of one block (sequence T, hidden C, FFN F, H heads of d = C / H;
 ``A``/``B`` the two int8 banks, ``R0``/``R1``/``R2`` regions of T rows of
@@ -50,24 +50,15 @@ gamma's sign, ``neg`` bits)::
 
 A block's input and output are R0, so blocks chain on chip.
 
-A classifier (``compile_stack(..., embed=, head=)``,
-:mod:`trilut.golden.classifier`) adds an int8 LINEAR in front and the head
-behind, so the host sends int8 feature rows and reads int16 logits::
-
-    LOAD f -> A;  LINEAR A -> R0  embed (int8 engine, REQUANT to int16)  [STORE x]
-    ... the blocks ...
-    NORM R0 -> A  head_ln  [STORE head_ln];  LINEAR A -> R0  head (int8 engine, REQUANT
-    to int16; N padded with zero columns to the engine's lanes);  STORE R0  logits;  END
+A classifier (``compile_stack(..., embed=, head=)``) adds an int8 LINEAR
+in front and the head behind (:mod:`trilut.host.classifier_compiler`).
 
 Constant sets: one per pass with constants, except that a pass whose
 entries are read as REQUANT_CONST (LINEAR REQUANT, NORM) and whose entry 0
 equals, in those fields, the single entry of an attention pass's set (the
 attention passes read entry 0 only) shares that set: entry 0 stays the
-attention pass's, entries 1.. are the other pass's. The classifier
-quantizer makes channel 0 of the embedding, the head NORM and the head
-LINEAR spare channels with exactly those constants
-(:func:`trilut.host.quantize.quantize_classifier`), so the whole digits
-classifier fits the 20 sets of the default build.
+attention pass's, entries 1.. are the other pass's (the classifier's spare
+channels are made for this: :mod:`trilut.host.classifier_compiler`).
 
 Stored tensors come back in the golden trace's layout: ``probs`` as
 (H, T, T) (on chip it is T rows of H * T: head h in columns h*T ..), the
@@ -80,23 +71,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden.classifier import EmbedParams, HeadParams
-from ..golden.encoder import BlockParams, EncoderParams
+from ..golden.encoder import EncoderParams
 from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT
 from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
                       Opcode, pack_descriptor, pack_gelu_const, pack_requant_const,
                       pack_residual_const, pack_softmax_const)
+from .classifier_compiler import check_classifier, compile_embed, compile_head
+from .fit import BANK_A, BANK_B, CompileError, check_block
 
 __all__ = ["Output", "Program", "CompileError", "compile_block", "compile_stack",
            "CONST_SETS_PER_BLOCK"]
 
 CONST_SETS_PER_BLOCK = 10
-BANK_A, BANK_B = 0, 1            # the two int8 banks a block uses
-
-
-class CompileError(ValueError):
-    """A model that does not fit this build (the message names the tensor)."""
-
 
 @dataclass(frozen=True)
 class Output:
@@ -202,90 +188,6 @@ def _bias(lin, n):
     return _vec(0 if lin.bias is None else lin.bias, n)
 
 
-def _token_rows(b):
-    """Regions of ``seq`` rows of the int16 bank a block uses: 1 (the
-    residual stream), plus the int16 tensors of per-token mode and 16-bit
-    probabilities (see :meth:`_Builder.block`)."""
-    if b.act_quant == "token":
-        return 3
-    return 2 if b.probs_bits == 16 else 1
-
-
-def _linear_problems(name, lp, acc, n=None):
-    """What keeps LINEAR ``lp`` (N = ``n``, default its out_features) off
-    this build: a list of messages naming ``name``."""
-    e, i8 = acc.engine, acc.int8_engine
-    k, n = lp.in_features, lp.out_features if n is None else n
-    problems = []
-    if lp.kind == "ternary":
-        if n % e.lanes:
-            problems.append(f"{name}: N = {n} must be a multiple of the TLMM lanes = "
-                            f"{e.lanes}")
-        if (k * 128).bit_length() + 1 > e.acc_bits:
-            problems.append(f"{name}: K = {k} overflows the TLMM accumulator "
-                            f"({e.acc_bits} bits)")
-    elif n % i8.lanes:
-        problems.append(f"{name}: N = {n} must be a multiple of attn_lanes = {i8.lanes} "
-                        f"(int8 weights run on the int8 engine)")
-    beats = acc.weight_beats(k, n, lp.kind)
-    if beats > acc.wstore_depth:
-        problems.append(f"{name}: {lp.kind} weights ({k} x {n}) are {beats} weight-store "
-                        f"beats; a buffer holds wstore_depth = {acc.wstore_depth}")
-    if lp.bias is not None:
-        bias = np.asarray(lp.bias, dtype=np.int64)
-        if bias.size and (bias.min() < -(1 << 31) or bias.max() >= 1 << 31):
-            problems.append(f"{name}.bias: {int(np.abs(bias).max())} does not fit the "
-                            f"constant entry's 32-bit bias")
-    return problems
-
-
-def _check_block(name, b, acc, seq):
-    """Everything the build must hold for block ``b`` at sequence ``seq``:
-    one CompileError listing every problem (each naming the tensor)."""
-    p = acc.params
-    c, f, h, d = b.hidden, b.ffn, b.heads, b.head_dim
-    i8 = acc.int8_engine
-    if not isinstance(b, BlockParams):
-        raise TypeError(f"{name}: expected BlockParams, got {type(b).__name__}")
-    problems = []
-    regions = _token_rows(b)
-    if not 1 <= seq * regions <= p["max_rows"]:
-        need = f" ({regions} regions of seq rows in the int16 bank)" if regions > 1 else ""
-        problems.append(f"{name}.x: sequence length {seq}{need} needs {seq * regions} rows; "
-                        f"max_rows = {p['max_rows']}")
-    if seq > b.max_seq:
-        problems.append(f"{name}.x: sequence length {seq} exceeds the constants' max_seq "
-                        f"= {b.max_seq}")
-    for what, width in (("hidden", c), ("ffn", f), (f"probs row (heads x seq = {h} x {seq})",
-                                                     h * seq)):
-        if width > p["max_width"]:
-            problems.append(f"{name}: {what} = {width} exceeds max_width = "
-                            f"{p['max_width']} (the row width of every bank)")
-    if d % i8.k_per_cycle or d % i8.lanes:
-        problems.append(f"{name}: head dim {d} must be a multiple of attn_kpc = "
-                        f"{i8.k_per_cycle} and attn_lanes = {i8.lanes}")
-    if p["banks"] < 2:
-        problems.append(f"{name}: a block needs 2 int8 banks, the build has {p['banks']}")
-    if b.gelu_mode != p["gelu_mode"]:
-        problems.append(f"{name}.fc1: gelu_mode {b.gelu_mode!r}; this build's ShiftGELU "
-                        f"runs mode {p['gelu_mode']!r} (Accelerator gelu_mode)")
-    if b.probs_bits != p["probs_bits"]:
-        problems.append(f"{name}.probs: probs_bits {b.probs_bits}; this build's Shiftmax "
-                        f"gives {p['probs_bits']}-bit probabilities (Accelerator probs_bits)")
-    if b.m_bits != M_BITS_DEFAULT:
-        problems.append(f"{name}: m_bits = {b.m_bits}; the constant entries hold "
-                        f"{M_BITS_DEFAULT}-bit multipliers")
-    for lin in ("q", "k", "v", "o", "fc1", "fc2"):
-        problems += _linear_problems(f"{name}.{lin}", getattr(b, lin), acc)
-    if (max(d, seq) << 14).bit_length() + 1 > i8.acc_bits:
-        problems.append(f"{name}.qk_acc: dot products of {max(d, seq)} int8 pairs "
-                        f"overflow the int8 engine's {i8.acc_bits}-bit accumulator")
-    if problems:
-        raise CompileError(f"{name} does not fit this build "
-                           f"({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
-                           + "\n  ".join(problems))
-
-
 #: The fields of a constant entry a REQUANT reader (LINEAR REQUANT, NORM) uses.
 _REQUANT_FIELDS = pack_requant_const((1 << M_BITS_DEFAULT) - 1, 63, -1, 1)
 
@@ -339,12 +241,13 @@ class _Builder:
                                         else f)) for op, f in self.descs]
         return descs, consts
 
-    def store(self, name, place, length, *, heads=0, always=False):
+    def store(self, name, place, length, *, heads=0, always=False, columns=0):
         bank, row = place
         if self.trace or always:
             self.emit(f"store_{name}", Opcode.STORE, src_bank=bank, src_row=row, rows=self.seq,
                       k=length)
-            self.outputs.append(Output(name, self.seq, length, bank == RESIDUAL_BANK, heads))
+            self.outputs.append(Output(name, self.seq, length, bank == RESIDUAL_BANK, heads,
+                                       columns))
 
     def linear(self, name, lin, src, dst, epilogue, entries, prefix, n=None):
         """LINEAR ``lin``; ``n`` > out_features pads it with zero weight
@@ -441,39 +344,6 @@ class _Builder:
         self.linear(name, lin, src, dst, Epilogue.RESIDUAL, entries, prefix)
 
 
-def _check_classifier(embed, head, acc, c):
-    problems = []
-    w = acc.params["max_width"]
-    for name, lp in (("embed", getattr(embed, "linear", None)),
-                     ("head", getattr(head, "linear", None))):
-        if lp is not None and max(lp.in_features, lp.out_features) > w:
-            problems.append(f"{name}: weights {lp.in_features} x {lp.out_features} exceed "
-                            f"max_width = {w}")
-    if embed is not None:
-        if not isinstance(embed, EmbedParams):
-            raise TypeError(f"embed: expected EmbedParams, got {type(embed).__name__}")
-        if embed.hidden != c:
-            problems.append(f"embed: output width {embed.hidden} differs from the blocks' "
-                            f"hidden {c}")
-        problems += _linear_problems("embed", embed.linear, acc)
-    if head is not None:
-        if not isinstance(head, HeadParams):
-            raise TypeError(f"head: expected HeadParams, got {type(head).__name__}")
-        if head.hidden != c:
-            problems.append(f"head: input width {head.hidden} differs from the blocks' "
-                            f"hidden {c}")
-        problems += _linear_problems("head", head.linear, acc, _head_width(head, acc))
-    if problems:
-        raise CompileError("the classifier does not fit this build:\n  " +
-                           "\n  ".join(problems))
-
-
-def _head_width(head, acc):
-    """The head LINEAR's N on chip: its columns padded to the int8 engine's lanes."""
-    lanes = acc.int8_engine.lanes
-    return -(-head.columns // lanes) * lanes
-
-
 def compile_stack(blocks, accel, seq, *, trace=False, embed=None, head=None):
     """Compile ``blocks`` (EncoderParams, or a sequence of BlockParams) for
     sequence length ``seq`` on ``accel`` (an Accelerator or its parameter
@@ -493,31 +363,23 @@ def compile_stack(blocks, accel, seq, *, trace=False, embed=None, head=None):
     if not blocks:
         raise CompileError("blocks: nothing to compile")
     for i, b in enumerate(blocks):
-        _check_block(f"blocks.{i}", b, acc, seq)
+        check_block(f"blocks.{i}", b, acc, seq)
         if b.hidden != blocks[0].hidden:
             raise CompileError(f"blocks.{i}: hidden {b.hidden} differs from blocks.0")
     p = acc.params
     c = blocks[0].hidden
-    _check_classifier(embed, head, acc, c)
+    check_classifier(embed, head, acc, c)
     bld = _Builder(acc, seq, trace)
-    R0, A = (RESIDUAL_BANK, 0), (BANK_A, 0)
     if embed is None:
         bld.emit("load_x", Opcode.LOAD, dst_bank=RESIDUAL_BANK, rows=seq, k=c)
     else:
-        bld.emit("load_f", Opcode.LOAD, dst_bank=BANK_A, rows=seq, k=embed.in_features)
-        bld.requant_linear("embed", embed.linear, A, R0, "")
-        bld.store("x", R0, c)
+        compile_embed(bld, embed, c)
     for i, b in enumerate(blocks):
         bld.block(b, f"blocks.{i}.")
     if head is None:
-        bld.store("out", R0, c, always=True)
+        bld.store("out", (RESIDUAL_BANK, 0), c, always=True)
     else:
-        bld.norm("head_ln", head.norm, c, R0, A)
-        bld.store("head_ln", A, c)
-        n = _head_width(head, acc)
-        bld.requant_linear("head", head.linear, A, R0, "", n)
-        bld.store("logits", R0, n, always=True)
-        bld.outputs[-1] = Output("logits", seq, n, True, columns=head.columns)
+        compile_head(bld, head, c)
     bld.emit("end", Opcode.END)
     if len(bld.descs) > p["prog_depth"]:
         raise CompileError(f"program: {len(bld.descs)} descriptors exceed prog_depth = "

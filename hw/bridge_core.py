@@ -16,6 +16,7 @@ one job each:
 The tops that put a bridge in front of the accelerator are in
 :mod:`trilut.hw.bridge`.
 """
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal
@@ -267,6 +268,18 @@ class Bridge(wiring.Component):
 
         def take():
             m.d.comb += rptr_next.eq(rptr + 1)
+
+        @contextmanager
+        def collect(state, reg, n):
+            """State ``state`` takes ``n`` request bytes, one a cycle, into
+            ``reg`` (shifted in from the top: little-endian), counting in
+            ``cnt``; the body runs in the cycle of the last byte, given the
+            whole field (``reg`` holds it from the next cycle)."""
+            with m.State(state):
+                take()
+                m.d.sync += [reg.eq(Cat(reg[8:], byte)), cnt.eq(cnt + 1)]
+                with m.If(cnt == n - 1):
+                    yield Cat(reg[8:], byte)
 
         def fail(code):
             m.d.sync += status.eq(code)

@@ -151,24 +151,18 @@ def register_states(c):
     """REG_WRITE (ADDR, then per word WDATA, AXI_W, AXI_B) and
     REG_READ (ADDR, COUNT, then per word AXI_AR, AXI_R, RDATA: its four
     bytes into the reply)."""
-    m, addr, aw_done, axil, bidx, byte = c.m, c.addr, c.aw_done, c.axil, c.bidx, c.byte
+    m, addr, aw_done, axil, bidx, collect = c.m, c.addr, c.aw_done, c.axil, c.bidx, c.collect
     cnt, fail, field, ftype, length = c.cnt, c.fail, c.field, c.ftype, c.length
-    reply_byte, rptr, take, w_done, words = c.reply_byte, c.rptr, c.take, c.w_done, c.words
-    with m.State("ADDR"):              # addr u32 (REG_READ: then count u16)
-        take()
-        m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == 3):
-            m.d.sync += [addr.eq(Cat(field[8:], byte)), cnt.eq(0)]
-            with m.If(ftype == FrameType.REG_WRITE):
-                m.next = "WDATA"
-            with m.Else():
-                m.next = "COUNT"
-    with m.State("WDATA"):
-        take()
-        m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == 3):
-            m.d.sync += [cnt.eq(0), aw_done.eq(0), w_done.eq(0)]
-            m.next = "AXI_W"
+    reply_byte, rptr, w_done, words = c.reply_byte, c.rptr, c.w_done, c.words
+    with collect("ADDR", field, 4) as value:       # addr u32 (REG_READ: then count u16)
+        m.d.sync += [addr.eq(value), cnt.eq(0)]
+        with m.If(ftype == FrameType.REG_WRITE):
+            m.next = "WDATA"
+        with m.Else():
+            m.next = "COUNT"
+    with collect("WDATA", field, 4):
+        m.d.sync += [cnt.eq(0), aw_done.eq(0), w_done.eq(0)]
+        m.next = "AXI_W"
     with m.State("AXI_W"):
         m.d.comb += [axil.awaddr.eq(addr), axil.awvalid.eq(~aw_done),
                      axil.wdata.eq(field), axil.wstrb.eq(0xF), axil.wvalid.eq(~w_done)]
@@ -185,16 +179,12 @@ def register_states(c):
                 m.next = "REPLY_STATUS"
             with m.Else():
                 m.next = "WDATA"
-    with m.State("COUNT"):
-        take()
-        m.d.sync += [words.eq(Cat(words[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == 1):
-            m.d.sync += cnt.eq(1)          # reply bytes written (after status)
-            count = Cat(words[8:], byte)
-            with m.If((count == 0) | (count > link.max_read_words())):
-                fail(Status.BAD_LENGTH)
-            with m.Else():
-                m.next = "AXI_AR"
+    with collect("COUNT", words, 2) as count:
+        m.d.sync += cnt.eq(1)              # reply bytes written (after status)
+        with m.If((count == 0) | (count > link.max_read_words())):
+            fail(Status.BAD_LENGTH)
+        with m.Else():
+            m.next = "AXI_AR"
     with m.State("AXI_AR"):
         m.d.comb += [axil.araddr.eq(addr), axil.arvalid.eq(1)]
         with m.If(axil.arready):

@@ -32,28 +32,21 @@ def memory_states(c):
     the reply)."""
     br, m, addr, bidx, bridge_reads = c.bridge, c.m, c.addr, c.bidx, c.bridge_reads
     byte, cnt, fail, feeder, field, ftype = c.byte, c.cnt, c.fail, c.feeder, c.field, c.ftype
-    length, reply_byte, rptr, take = c.length, c.reply_byte, c.rptr, c.take
+    collect, length, reply_byte, rptr, take = c.collect, c.length, c.reply_byte, c.rptr, c.take
     mem_len = Signal(16)          # data bytes of the request
     mem_word = Signal(8 * link.MEM_ALIGN)
     mem_last = Signal()
     wcmd, wdata = br.mem_write_cmd, br.mem_write_data
     rcmd, rdata = br.mem_read_cmd, br.mem_read_data
-    with m.State("MEM_ADDR"):      # addr u32 (MEM_READ: then count u16)
-        take()
-        m.d.sync += [field.eq(Cat(field[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == 3):
-            m.d.sync += [addr.eq(Cat(field[8:], byte)), cnt.eq(0),
-                         mem_len.eq(length - 4)]
-            with m.If(ftype == FrameType.MEM_READ):
-                m.next = "MEM_COUNT"
-            with m.Else():
-                m.next = "MEM_CHECK"
-    with m.State("MEM_COUNT"):
-        take()
-        m.d.sync += [mem_len.eq(Cat(mem_len[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == 1):
-            m.d.sync += cnt.eq(0)
+    with collect("MEM_ADDR", field, 4) as value:   # addr u32 (MEM_READ: then count u16)
+        m.d.sync += [addr.eq(value), cnt.eq(0), mem_len.eq(length - 4)]
+        with m.If(ftype == FrameType.MEM_READ):
+            m.next = "MEM_COUNT"
+        with m.Else():
             m.next = "MEM_CHECK"
+    with collect("MEM_COUNT", mem_len, 2):
+        m.d.sync += cnt.eq(0)
+        m.next = "MEM_CHECK"
     with m.State("MEM_CHECK"):
         align = (link.MEM_ALIGN - 1).bit_length()
         with m.If(br.mem_init_error):
@@ -119,6 +112,7 @@ def feed_states(c):
     frame descriptors read twice, checked and then queued; CTRL.start
     through the register-write states."""
     br, m, feeder, take, fail, byte = c.bridge, c.m, c.feeder, c.take, c.fail, c.byte
+    collect = c.collect
     length, rptr_next, cnt, frames, addr = c.length, c.rptr_next, c.cnt, c.words, c.addr
     field, aw_done, w_done, status = c.field, c.aw_done, c.w_done, c.status
     nb = dict(br._inputs)["s_axis_wgt"]
@@ -146,12 +140,9 @@ def feed_states(c):
             m.next = "FEED_GO"
         with m.Else():
             m.next = "FEED_READ"
-    with m.State("FEED_READ"):             # one descriptor, byte by byte
-        take()
-        m.d.sync += [desc.eq(Cat(desc[8:], byte)), cnt.eq(cnt + 1)]
-        with m.If(cnt == link.FEED_FRAME_BYTES - 1):
-            m.d.sync += cnt.eq(0)
-            m.next = "FEED_TEST"
+    with collect("FEED_READ", desc, link.FEED_FRAME_BYTES):     # one descriptor
+        m.d.sync += cnt.eq(0)
+        m.next = "FEED_TEST"
     with m.State("FEED_TEST"):             # first pass: check; second: queue
         f_addr, f_len = desc[:32], desc[32:]
         with m.If(~pushing):

@@ -17,7 +17,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 __all__ = ["start_clock", "reset", "payload_layout", "pack", "unpack", "StreamSource", "StreamSink",
-           "StreamTimeout", "record_handshakes", "UnitBench"]
+           "StreamTimeout", "record_handshakes", "pauses", "UnitBench"]
 
 
 class StreamTimeout(AssertionError):
@@ -148,6 +148,14 @@ def record_handshakes(dut, names, period_ns):
                     log.append(now)
     cocotb.start_soon(monitor())
     return times
+
+
+def pauses(rng, p):
+    """Endless random pause bits (1 with probability ``p``) for a
+    cocotbext-axi channel's ``set_pause_generator``: idle gaps on a source,
+    backpressure on a sink; ``p`` = 1 stops the channel for good."""
+    while True:
+        yield int(rng.random() < p)
 
 
 def start_clock(dut, period_ns=10):

@@ -19,6 +19,7 @@ from cocotbext.axi import AxiBus, AxiResp, AxiSlave
 from trilut.hw.axi import read_signature, write_signature
 from trilut.hw.axi_read import AxiReadMaster
 from trilut.hw.axi_write import AxiWriteMaster
+from trilut.sim.streams import pauses
 
 __all__ = ["AxiPair", "TbMemory", "build"]
 
@@ -141,13 +142,8 @@ class TbMemory:
 
     def pause(self, rng, channels="ar r aw w b", p=0.3):
         for name in channels.split():
-            self.channels[name].set_pause_generator(_random_bits(rng, p))
+            self.channels[name].set_pause_generator(pauses(rng, p))
 
     def stop(self, name):
         """Channel ``name`` never moves again (a memory that does not answer)."""
-        self.channels[name].set_pause_generator(_random_bits(random.Random(0), 1.0))
-
-
-def _random_bits(rng, p):
-    while True:
-        yield int(rng.random() < p)
+        self.channels[name].set_pause_generator(pauses(random.Random(0), 1.0))

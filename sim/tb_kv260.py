@@ -43,6 +43,7 @@ from trilut.host.pynq import (DEFAULT_DMA, DEFAULT_IP, S2MM_LENGTH, MemoryPortEr
 from trilut.hw.isa import ErrorCode
 from trilut.hw.kv260 import Kv260Top
 from trilut.hw.top import Accelerator
+from trilut.sim.streams import pauses
 from trilut.sim.tb_top import SMALL, random_block
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -59,11 +60,6 @@ REG_BASE = 0xA000_0000
 POLL_CYCLES = 16
 
 
-def _pauses(rng, p):
-    while True:
-        yield int(rng.random() < p)
-
-
 class Ddr:
     """The simulated DDR: an AXI4 read slave over ``DDR_BYTES`` from
     :data:`PHYS_BASE`; ``regions`` [(lo, hi)] answer SLVERR."""
@@ -74,7 +70,7 @@ class Ddr:
         self.slave = AxiSlaveRead(AxiReadBus.from_prefix(dut, "m_axi_hp0"), dut.clk, dut.rst,
                                   target=self)
         for ch in (self.slave.ar_channel, self.slave.r_channel):
-            ch.set_pause_generator(_pauses(rng, pause))
+            ch.set_pause_generator(pauses(rng, pause))
 
     async def read(self, address, length):
         off = address - PHYS_BASE
@@ -85,7 +81,7 @@ class Ddr:
 
     def stop(self):
         """AR never moves again (a memory that does not answer)."""
-        self.slave.ar_channel.set_pause_generator(_pauses(random.Random(0), 1.0))
+        self.slave.ar_channel.set_pause_generator(pauses(random.Random(0), 1.0))
 
 
 class SimBuffer(np.ndarray):
@@ -198,7 +194,7 @@ class Kv260Bench:
         for ch in (self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
                    self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
                    self.axil.read_if.r_channel, self.source, self.sink):
-            ch.set_pause_generator(_pauses(rng, pause))
+            ch.set_pause_generator(pauses(rng, pause))
         self.pynq = SimPynq(self)
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
@@ -217,9 +213,23 @@ class Kv260Bench:
                 await c
         return cocotb.start_soon(chain())
 
-    def driver(self):
+    def load(self, block, seq, *, verify=False):
+        """Host side (in a ``bridge`` thread): a Driver on a PynqDevice,
+        ``block`` compiled for ``seq`` tokens with every tensor traced, its
+        weights loaded into the DDR: ``(driver, program, weight layout)``."""
         dev = PynqDevice("trilut_kv260.bit", memory_bytes=WEIGHT_BYTES, pynq=self.pynq)
-        return Driver(dev, self.acc, timeout=120.0, link_timeout=3.0)
+        drv = Driver(dev, self.acc, timeout=120.0, link_timeout=3.0)
+        prog = compile_block(block, self.acc, seq, trace=True)
+        return drv, prog, drv.load_weights(prog, verify=verify)
+
+
+async def _start(dut):
+    """Every testcase's start: a reset bench, the small random block and
+    its input (``seed`` of the configuration): ``(bench, block, x)``."""
+    tb = Kv260Bench(dut)
+    await tb.reset()
+    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    return tb, block, x
 
 
 def _golden(block, x):
@@ -241,14 +251,10 @@ async def resident_block(dut):
     """A small encoder block (4 heads, hidden 32, FFN 64, 7 tokens, random
     weights) through PynqDevice + Driver: weights loaded once into DDR,
     two runs on two inputs, every traced tensor equal to golden."""
-    tb = Kv260Bench(dut)
-    await tb.reset()
-    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    tb, block, x = await _start(dut)
 
     def host():
-        drv = tb.driver()
-        prog = compile_block(block, tb.acc, len(x), trace=True)
-        layout = drv.load_weights(prog, verify=True)
+        drv, prog, layout = tb.load(block, len(x), verify=True)
         outs = [drv.run(prog, x, weights=layout)]
         x2 = np.clip(x[::-1] * 2, -32768, 32767)
         outs.append(drv.run(prog, x2, weights=layout))
@@ -264,14 +270,10 @@ async def resident_block(dut):
 
 
 async def _memory_error(dut, fault):
-    tb = Kv260Bench(dut)
-    await tb.reset()
-    block, x = random_block(CONFIG.get("seed", 1), **SMALL)
+    tb, block, x = await _start(dut)
 
     def host():
-        drv = tb.driver()
-        prog = compile_block(block, tb.acc, len(x), trace=True)
-        layout = drv.load_weights(prog)
+        drv, prog, layout = tb.load(block, len(x))
         link = drv.link
         phys = link.device.weights.physical_address
         addr, n = layout["linear2"]

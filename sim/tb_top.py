@@ -46,6 +46,7 @@ from trilut.hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epil
                            pack_descriptor, pack_requant_const, pack_residual_const,
                            pack_softmax_const)
 from trilut.hw.top import Accelerator
+from trilut.sim.streams import pauses
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
 CLOCK_NS = 10
@@ -61,11 +62,6 @@ def _record(**kw):
     if REPORT:
         with open(REPORT, "w") as f:
             json.dump(MEASURED, f)
-
-
-def _pauses(rng, p):
-    while True:
-        yield int(rng.random() < p)
 
 
 class TopBench:
@@ -90,7 +86,7 @@ class TopBench:
             w, r = self.axil.write_if, self.axil.read_if
             for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel,
                        self.src, self.wsrc, self.sink):
-                ch.set_pause_generator(_pauses(self.rng, pause))
+                ch.set_pause_generator(pauses(self.rng, pause))
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -593,7 +589,7 @@ async def run_compiled(tb, prog, x, timeout_us=20_000, stall=0):
         first_store = next(i for i, n in enumerate(prog.passes) if n.startswith("store"))
         assert st.busy and not st.error and int(st.pc) == first_store, f"{st}"
         assert tb.sink.empty(), "frames arrived while the sink was paused"
-        tb.sink.set_pause_generator(_pauses(tb.rng, CONFIG.get("pause", 0.3)))
+        tb.sink.set_pause_generator(pauses(tb.rng, CONFIG.get("pause", 0.3)))
     raw = []
     try:
         for _ in range(prog.output_frames):
@@ -820,7 +816,7 @@ async def block_cycles(dut):
     whole = []
     for rate in CONFIG.get("wgt_rates", [1.0, 0.25, 0.1, 0.05]):
         if rate < 1:
-            tb.wsrc.set_pause_generator(_pauses(tb.rng, 1 - rate))
+            tb.wsrc.set_pause_generator(pauses(tb.rng, 1 - rate))
         else:
             tb.wsrc.clear_pause_generator()
             tb.wsrc.pause = False

@@ -105,9 +105,9 @@ def test_bad_parameters_and_inputs_are_refused():
         replace(hd, classes=(1, 1))
     with pytest.raises(ValueError, match=r"features: expected shape \(\.\.\., T, 6\)"):
         embed(feats[..., :4], emb)
-    with pytest.raises(TypeError, match="integer array"):
+    with pytest.raises(TypeError, match="features must have an integer dtype"):
         embed(feats.astype(float), emb)
-    with pytest.raises(ValueError, match="must lie in"):
+    with pytest.raises(ValueError, match=r"features must be in \[-128, 127\], got \[0, 320\]"):
         embed(feats.astype(np.int16) * 20, emb)
     with pytest.raises(ValueError, match="y: expected shape"):
         head(np.zeros((T, C + 1), np.int16), hd)
@@ -171,6 +171,8 @@ def test_compiler_refuses_bad_classifier_input():
         prog.input_frames(feats[0].astype(float))
     with pytest.raises(TypeError, match="EmbedParams"):
         compile_stack(enc, PARAMS, T, embed=hd)
+    with pytest.raises(TypeError, match="head: expected HeadParams, got EmbedParams"):
+        compile_stack(enc, PARAMS, T, head=emb)
     _, _, _, _, _, _, (emb2, enc2, hd2) = model(layers=2)
     # Two blocks: all three classifier passes share attention sets (20, not 23).
     assert len(compile_stack(enc2, dict(PARAMS, const_sets=20), T, embed=emb2,
@@ -180,6 +182,7 @@ def test_compiler_refuses_bad_classifier_input():
     wide = quantize_embedding(np.ones((300, C)), np.zeros(C), SCALE, emb.out_scale)
     with pytest.raises(CompileError, match="embed: weights 300 x 32 exceed max_width"):
         compile_stack(enc, PARAMS, T, embed=wide, head=hd)
-    with pytest.raises(CompileError, match="head: input width 32 differs|embed: output"):
-        compile_stack(enc, PARAMS, T, embed=quantize_embedding(we[:, :16], be[:16], SCALE,
-                                                               1e-3), head=hd)
+    narrow = quantize_embedding(we[:, :16], be[:16], SCALE, 1e-3)
+    with pytest.raises(CompileError, match="classifier .*\n  embed: output width 16 differs "
+                                           "from the blocks' hidden 32"):
+        compile_stack(enc, PARAMS, T, embed=narrow, head=hd)

@@ -233,7 +233,7 @@ def test_int_layernorm_scale():
 def test_errors():
     with pytest.raises(ValueError, match="x <= 0"):
         nl.iexp(np.array([0, 1]), 0.1, 15)
-    with pytest.raises(TypeError, match="integer array"):
+    with pytest.raises(TypeError, match="x must have an integer dtype, got float64"):
         nl.shiftmax(np.array([0.5, 1.0]), 0.1)
     with pytest.raises(TypeError, match="integer array"):
         nl.isqrt(np.array([True]))
@@ -261,7 +261,8 @@ def test_errors():
         nl.shiftgelu(np.zeros(4, dtype=np.int16), 2.0**-10)       # |x0| = 602, n = 23
     with pytest.raises(ValueError, match="mode must be one of"):
         nl.shiftgelu(np.zeros(4, dtype=np.int8), 0.1, mode="tanh")
-    with pytest.raises(ValueError, match="int32 range"):
+    with pytest.raises(ValueError, match=r"x must be in \[-2147483648, 2147483647\], "
+                                         r"got \[1099511627776"):
         nl.shiftmax(np.array([2**40]), 0.1)
     with pytest.raises(ValueError, match="rows along the last axis"):
         nl.int_layernorm(np.zeros((3, 0), dtype=np.int8))
