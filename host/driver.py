@@ -200,10 +200,29 @@ class Driver:
 
     def soft_reset(self):
         """Soft-reset the accelerator; with external memory, first drop
-        whatever the weight feeder still holds (a run stopped midway)."""
+        whatever the weight feeder still holds (a run stopped midway). The
+        bridge empties its stream buffers with it (input not yet taken,
+        output not yet read: the stopped run's)."""
         if self.memory_bytes:
             self.link.feed([], abort=True)
         self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
+
+    def hard_reset(self):
+        """Reset the whole device through its reset pin (a device with a
+        ``hard_reset()``, such as :class:`~trilut.host.device.SimDevice`)
+        and reconnect: the link forgets its partial frame and the bridge's
+        buffer room, nothing is assumed loaded (program, constants, external
+        memory), and BUILD is checked again. Returns the device's answer
+        (SimDevice: the ``leds`` byte just before the reset)."""
+        reset = getattr(self.device, "hard_reset", None)
+        if reset is None:
+            raise TypeError(f"{type(self.device).__name__} has no reset pin to pulse "
+                            f"(SimDevice has)")
+        leds = reset()
+        self.link.reconnect()
+        self._loaded, self._written, self._feed_plan = None, {}, None
+        self.check_build()
+        return leds
 
     def wait(self, timeout=None):
         """Poll STATUS until the accelerator is idle; raise
