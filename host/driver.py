@@ -504,6 +504,7 @@ class Driver:
         while (any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out
                or feed):
             progress = written = 0
+            waited = False
             if feed and self.link.feed(feed[:FEED_QUEUE // 4]):
                 feed = feed[FEED_QUEUE // 4:]
                 written += 1
@@ -521,6 +522,7 @@ class Driver:
                 # With everything sent the bridge waits for the output itself.
                 sent = not feed and all(pos[i] == len(b) for i, b in pending.items())
                 got = self.link.stream_read(0, 1 << 16, wait=sent)
+                waited = sent and not got
                 progress += len(got)
                 for data_, last in got:
                     cur += data_
@@ -532,9 +534,12 @@ class Driver:
                 idle = 0
             else:
                 # STATUS (error, timeout) every STATUS_EVERY idle rounds only:
-                # one round trip per poll while the accelerator computes.
+                # one round trip per poll while the accelerator computes; and
+                # after a waiting read that got nothing (the bridge waited
+                # its read_wait cycles: an accelerator stopped by an error is
+                # found then, not STATUS_EVERY waits later).
                 idle += 1
-                if idle % STATUS_EVERY == 0 or time.monotonic() > deadline:
+                if waited or idle % STATUS_EVERY == 0 or time.monotonic() > deadline:
                     left = sum(len(b) - pos[i] for i, b in pending.items())
                     self._check_stalled(deadline, f"{left} input transfers still to send, "
                                                   f"{len(frames)} of {n_out} frames received")
