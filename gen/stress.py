@@ -236,7 +236,7 @@ def merge_reports(reports, names=None):
     names = list(names or range(len(reports)))
     out = {"units": {}, "sources": {"units": {}}}
     for name, rep in zip(names, reports):
-        origin = {"report": str(name), "commit": rep.get("commit"), "sizes": rep.get("sizes")}
+        origin = {"report": str(name), "commit": rep.get("commit")}
         for row in rep.get("units", []):
             out["units"][row["unit"]] = row
             out["sources"]["units"][row["unit"]] = origin

@@ -162,6 +162,23 @@ def test_pin_level_uart_link_faults():
     assert rep["wrong_answers"] == 0 and rep["runs_given_up"] == 0
 
 
+def test_merge_reports_joins_parts_and_names_their_sources():
+    row = lambda unit, bad=0: {"unit": unit, "vectors": 10, "mismatches": bad,
+                               "vectors_per_s": 1.0}
+    old = {"commit": "aaa", "units": [row("tlmm"), row("block")],
+           "resets": {"trials": 5, "failures": 0}}
+    new = {"commit": "bbb", "units": [row("block")], "programs": {"run": 7, "hangs": 0,
+                                                                  "wrong": 0}}
+    merged = stress.merge_reports([old, new], ["old.json", "new.json"])
+    assert [u["unit"] for u in merged["units"]] == ["tlmm", "block"] and merged["ok"]
+    src = merged["sources"]
+    assert src["units"]["tlmm"]["commit"] == "aaa" and src["units"]["block"]["commit"] == "bbb"
+    assert src["programs"]["report"] == "new.json" and src["resets"]["commit"] == "aaa"
+    assert merged["resets"]["trials"] == 5 and merged["programs"]["run"] == 7
+    # a failure in any joined part makes the whole report fail
+    assert not stress.merge_reports([old, {"units": [row("tlmm", bad=1)]}])["ok"]
+
+
 def test_faulty_device_checks_arguments():
     with pytest.raises(ValueError, match="unknown fault kinds"):
         FaultyDevice(None, kinds=["gremlins"])
