@@ -199,7 +199,7 @@ class Bridge(wiring.Component):
             m.submodules[f"in{i}"] = ResetInserter(flush)(q)
             port = getattr(self, name)
             if feeder is not None and name == "s_axis_wgt":
-                _merge_frames(m, port, feeder.out, q, nb, feeder.abort)
+                _merge_frames(m, port, feeder.out, q, nb, feeder.abort | flush)
                 waiting.append(feeder.out.tvalid & ~feeder.out.tready)
             else:
                 m.d.comb += [port.tvalid.eq(q.r_rdy), port.tdata.eq(q.r_data[:8 * nb]),
@@ -319,7 +319,8 @@ def _merge_frames(m, port, feed, q, nb, abort):
     """``port`` (an accelerator's AXI4-Stream input) takes whole frames from
     the feeder's ``feed`` or the link FIFO ``q`` (``nb``-byte transfers plus
     tlast): the feeder's when both have a frame waiting; a frame in progress
-    keeps its source until ``tlast`` (or the feeder's abort)."""
+    keeps its source until ``tlast`` (or ``abort``: the feeder's abort, or a
+    soft reset, which empties ``q``)."""
     locked, from_feed = Signal(), Signal()
     use_feed = Signal()
     m.d.comb += use_feed.eq(Mux(locked, from_feed, feed.tvalid))
