@@ -16,8 +16,11 @@ Parts (``--only PART``, repeatable):
 
 The defaults are a short run (CI); ``--full`` the campaign of issue 15
 (10^6 vectors per unit, 10^4 programs, 1,000 reset trials, 20 link images).
+Every report names the commit it ran on; ``--merge`` joins reports of parts
+run separately (:func:`merge_reports`).
 """
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +29,8 @@ import numpy as np
 from .sweep import progress_printer, write_json
 from .synth import format_table
 
-__all__ = ["PARTS", "run_stress", "add_stress_parser", "run_block", "run_link"]
+__all__ = ["PARTS", "run_stress", "add_stress_parser", "run_block", "run_link",
+           "merge_reports"]
 
 PARTS = ("units", "block", "programs", "link", "resets")
 SHORT = {"vectors": 20_000, "images": 2, "programs": 200, "link_images": 2,
@@ -211,13 +215,48 @@ def _bar(prefix):
     return report
 
 
+def source_commit():
+    """The commit the code runs from (``+dirty`` with uncommitted changes),
+    or None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def merge_reports(reports, names=None):
+    """One report from reports of parts run separately (later ones win):
+    ``units`` rows by unit name, the other parts whole; ``sources`` says
+    which report (``names``) and commit each unit row and part came from."""
+    names = list(names or range(len(reports)))
+    out = {"units": {}, "sources": {"units": {}}}
+    for name, rep in zip(names, reports):
+        origin = {"report": str(name), "commit": rep.get("commit")}
+        for row in rep.get("units", []):
+            out["units"][row["unit"]] = row
+            out["sources"]["units"][row["unit"]] = origin
+        for part in ("programs", "link", "resets"):
+            if part in rep:
+                out[part] = rep[part]
+                out["sources"][part] = origin
+    out["units"] = list(out["units"].values())
+    out["seconds"] = None
+    out["ok"] = _ok(out)
+    return out
+
+
 def run_stress(*, parts=PARTS, sizes=None, seconds=None, seed=1, units=None,
                progress=True):
     """Run ``parts`` with ``sizes`` (keys of :data:`SHORT`); returns the report."""
     from .stress_units import UNIT_CASES, run_unit
     sizes = {**SHORT, **(sizes or {})}
     bar = _bar("") if progress else None
-    report = {"sizes": sizes, "seed": seed}
+    report = {"sizes": sizes, "seed": seed, "commit": source_commit()}
     t0 = time.monotonic()
     if "units" in parts or "block" in parts:
         report["units"] = []
@@ -287,7 +326,8 @@ def format_report(report):
     if "resets" in report:
         lines.append("resets: " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()
                                             if not isinstance(v, (dict, list))))
-    lines.append(f"all clean: {report['ok']} ({report['seconds']} s)")
+    lines.append(f"all clean: {report['ok']}" + (f" ({report['seconds']} s)"
+                                                   if report.get("seconds") else ""))
     return "\n".join(lines)
 
 
@@ -314,12 +354,24 @@ def add_stress_parser(sub):
                                                                  "(repeatable)")
     p.add_argument("--unit", action="append", help="units part: only this unit (repeatable)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--merge", nargs="+", metavar="REPORT",
+                   help="run nothing: join these reports of parts run separately (later ones "
+                        "win) into --json")
     p.set_defaults(func=cmd_stress)
     return p
 
 
 def cmd_stress(args):
     from .stress_units import UNIT_CASES
+    if args.merge:
+        for path in args.merge:
+            if not Path(path).is_file():
+                raise ValueError(f"--merge: no report {path}")
+        report = merge_reports([json.loads(Path(p).read_text()) for p in args.merge],
+                               args.merge)
+        print(format_report(report))
+        write_json(args.json, report)
+        return 0 if report["ok"] else 1
     for u in args.unit or ():
         if u not in UNIT_CASES:
             raise ValueError(f"unknown unit {u!r}; choose from {', '.join(UNIT_CASES)}")

@@ -21,8 +21,9 @@ Programs (hypothesis, :func:`program_specs`), four kinds:
 After an error the host soft-resets; the accelerator must then be idle
 without error. A run still busy after :data:`CYCLE_LIMIT` cycles is a hang.
 
-Resets (:func:`run_resets`): a soft reset at a random cycle inside each pass
-type (LOAD, LINEAR, STORE, NORM), then a valid program must be bit-exact.
+Resets (:func:`run_resets`): soft and hard resets in turn at a random cycle
+inside each pass type (LOAD, LINEAR, STORE, NORM), then a valid program must
+be bit-exact.
 """
 import time
 
@@ -32,7 +33,8 @@ from ..golden import requantize, tlmm_matmul
 from ..hw.isa import (ErrorCode, Epilogue, Head, Opcode, RESIDUAL_BANK, KEY_BANK, pack_descriptor,
                       pack_requant_const, unpack_descriptor)
 
-__all__ = ["program_specs", "run_programs", "run_resets", "CYCLE_LIMIT", "KINDS"]
+__all__ = ["program_specs", "run_programs", "run_resets", "CYCLE_LIMIT", "KINDS",
+           "RESET_MODES", "RESET_PASSES"]
 
 CYCLE_LIMIT = 2_000_000
 KINDS = ("valid", "truncated", "mutated", "random", "no_end")
@@ -163,14 +165,18 @@ class _Fuzzer:
         self.drv, self.dev, self.acc, self.broken = drv, dev, drv.accel, broken
 
     def _bounded(self):
-        """Wait for the accelerator to stop; ('hang', None) past CYCLE_LIMIT."""
-        c0 = self.dev.sync()
-        while True:
-            st = self.drv.status()
-            if not st.busy:
-                return st
-            if self.dev.sync() - c0 > CYCLE_LIMIT:
+        """Wait for the accelerator to stop: the harness runs it in growing
+        chunks of cycles and reports its ``busy`` LED after each (no STATUS
+        polling over the link meanwhile); the final STATUS, or None if it is
+        still busy after :data:`CYCLE_LIMIT` cycles (a hang)."""
+        from ..hw.bridge import LEDS
+        ran, chunk = 0, 1 << 10
+        while self.dev.pause_after(chunk) & (1 << LEDS.index("busy")):
+            ran += chunk
+            if ran > CYCLE_LIMIT:
                 return None
+            chunk = min(2 * chunk, 1 << 16)
+        return self.drv.status()
 
     def _recover(self):
         self.drv.soft_reset()
@@ -296,63 +302,121 @@ def run_programs(count, *, seed=1, broken=False, progress=None, seconds=None):
             "cycle_limit": CYCLE_LIMIT, "failures": failures}
 
 
-def run_resets(trials, *, seed=1, broken=False, progress=None, seconds=None):
-    """``trials`` soft resets at random points inside LOAD / LINEAR / STORE /
-    NORM passes; after each, a valid program must equal golden."""
+#: Reset trials alternate these; the pass kinds come in turn, each with both.
+RESET_MODES = ("soft", "hard")
+RESET_PASSES = ("load", "linear", "store", "norm")
+
+
+def _reset_spec(acc, rng):
+    """A random valid LOAD -> LINEAR -> STORE program for a reset trial."""
+    return _fit(acc, {"kind": "valid", "seed": int(rng.integers(2**32)),
+                      "rows": int(rng.integers(1, 17)), "k": int(rng.integers(1, 257)),
+                      "bank": 0, "row": 0, "row2": 0, "const": int(rng.integers(256)),
+                      "linears": [int(rng.integers(1, 17))], "extreme": bool(rng.random() < 0.2)})
+
+
+def _start_pass(drv, acc, kind, spec, rng, full=False):
+    """Load and start the program of one ``kind`` pass (the ``spec``
+    program's first descriptors, or a NORM), send the earlier passes' input
+    streams and part of the last one's (at least one transfer fewer than it
+    needs, so that it waits for the host; all of it with ``full``)."""
+    if kind == "norm":
+        words, descs = _no_end(acc)[:1], []
+    else:
+        descs, consts, _, _ = _chain(acc, spec)
+        descs = descs[:{"load": 1, "linear": 2, "store": 3}[kind]]
+        words = [d for d, _ in descs]
+        for s, entries in consts[:len(descs) - 1]:
+            drv.write_consts(s, entries)
+    drv.write_program(words + [pack_descriptor(Opcode.END)])
+    drv.start()
+    for j, (_, frames) in enumerate(descs):
+        for port, fr in frames.items():
+            i = drv._index(port, drv.inputs)
+            beats = drv._beats(i, fr)
+            cut = (len(beats) if full or j < len(descs) - 1
+                   else int(rng.integers(0, len(beats))))
+            if cut:
+                drv.link.stream_write(i, beats[:cut])
+
+
+def _pass_cycles(dev, drv, acc, rng):
+    """Simulated cycles of each pass kind run whole (from its start to idle,
+    its input sent meanwhile): the range the reset cycle is drawn from."""
+    spans = {}
+    for kind in RESET_PASSES:
+        spec = _fit(acc, dict(_reset_spec(acc, rng), rows=acc.max_rows, k=acc.max_width,
+                              linears=[acc.max_width // acc.lanes]))
+        c0 = dev.sync()
+        _start_pass(drv, acc, kind, spec, rng, full=True)
+        if kind == "store":     # its output is read: the pass runs unthrottled
+            drv.receive(0, spec["rows"])
+        drv.wait()
+        spans[kind] = dev.sync() - c0
+        drv.soft_reset()
+    return spans
+
+
+def run_resets(trials, *, seed=1, broken=False, progress=None, seconds=None,
+               modes=RESET_MODES):
+    """``trials`` resets, soft (CTRL over the link) and hard (the reset pin)
+    in turn (``modes``: those of :data:`RESET_MODES` to use), at a random
+    cycle inside LOAD / LINEAR / STORE / NORM passes (each pass kind with
+    every mode); after each, the accelerator must be idle without error and
+    a valid program must equal golden. ``broken``: "golden" (or True)
+    checks against a wrong golden, "recovery" skips the reset (both must be
+    counted as failures)."""
+    from ..hw.bridge import LEDS
+    if broken not in (False, True, "golden", "recovery"):
+        raise ValueError(f"broken must be False, 'golden' or 'recovery', not {broken!r}")
+    modes = tuple(modes)
+    if not modes or not set(modes) <= set(RESET_MODES):
+        raise ValueError(f"modes must be some of {RESET_MODES}, not {modes!r}")
     rng = np.random.default_rng(seed)
     dev, drv = _open()
-    fz = _Fuzzer(drv, dev, broken)
+    fz = _Fuzzer(drv, dev, broken in (True, "golden"))
     acc = drv.accel
-    passes = ("load", "linear", "store", "norm")
-    failures, failed, per_pass = [], 0, {p: 0 for p in passes}
+    busy_bit = 1 << LEDS.index("busy")
+    failures = []
+    per = {m: {"trials": 0, "failures": 0, "busy_at_reset": 0,
+               "per_pass": dict.fromkeys(RESET_PASSES, 0)} for m in RESET_MODES}
     t0 = time.monotonic()
     try:
+        spans = _pass_cycles(dev, drv, acc, rng)
         for t in range(trials):
             if seconds and time.monotonic() - t0 > seconds:
                 trials = t
                 break
-            kind = passes[t % len(passes)]
-            spec = _fit(acc, {"kind": "valid", "seed": int(rng.integers(2**32)), "rows": 16,
-                              "k": 256, "bank": 0, "row": 0, "row2": 0, "const": 0,
-                              "linears": [16], "extreme": False})
-            descs, consts, _, _ = _chain(acc, spec)
-            if kind == "norm":
-                words = _no_end(acc)[:1] + [pack_descriptor(Opcode.END)]
-                frames = {}
-            else:
-                upto = {"load": 1, "linear": 2, "store": 3}[kind]
-                words = [d for d, _ in descs[:upto]] + [pack_descriptor(Opcode.END)]
-                frames = {}
-                for _, f in descs[:upto]:
-                    for port, fr in f.items():
-                        frames.setdefault(port, []).extend(fr)
-            for s, entries in consts:
-                drv.write_consts(s, entries)
-            drv.write_program(words)
-            drv.start()
-            # part of the input streams, then a reset at a random moment
-            for port, fr in frames.items():
-                i = drv._index(port, drv.inputs)
-                beats = drv._beats(i, fr)
-                cut = int(rng.integers(0, len(beats) + 1))
-                if cut:
-                    drv.link.stream_write_some(i, beats[:cut])
-            time.sleep(float(rng.random()) * 0.01)
-            drv.soft_reset()
+            mode = modes[t % len(modes)]
+            kind = RESET_PASSES[(t // len(modes)) % len(RESET_PASSES)]
+            _start_pass(drv, acc, kind, _reset_spec(acc, rng), rng)
+            # the reset at a random cycle of the pass: the clock stops there
+            busy = dev.pause_after(int(rng.integers(0, spans[kind]))) & busy_bit
+            if broken != "recovery":
+                drv.soft_reset() if mode == "soft" else drv.hard_reset()
             st = drv.status()
             ok = not (st.busy or st.error)
             if ok:
-                check = dict(spec, seed=int(rng.integers(2**32)), kind="valid")
-                outcome, ok, detail = fz.run(check)
+                outcome, ok, detail = fz.run(_reset_spec(acc, rng))
             else:
-                detail = f"after a reset in {kind}: {st}"
-            per_pass[kind] += 1
-            failed += not ok
+                detail = f"after a {mode} reset in {kind}: {st}"
+            row = per[mode]
+            row["trials"] += 1
+            row["per_pass"][kind] += 1
+            row["busy_at_reset"] += bool(busy)
+            row["failures"] += not ok
             if not ok and len(failures) < 10:
-                failures.append(f"trial {t} ({kind}): {detail}")
+                failures.append(f"trial {t} ({mode} reset in {kind}): {detail}")
             if progress:
-                progress("resets", t + 1, trials, failed)
+                progress("resets", t + 1, trials, sum(r["failures"] for r in per.values()))
     finally:
         dev.close()
-    return {"trials": trials, "failures": failed, "per_pass": per_pass, "kind": "soft reset over the link",
-            "seconds": round(time.monotonic() - t0, 1), "first_failures": failures}
+    wall = time.monotonic() - t0
+    return {"trials": trials, "failures": sum(r["failures"] for r in per.values()),
+            "soft": per["soft"], "hard": per["hard"], "pass_cycles": spans,
+            "resets_per_s": round(trials / wall, 2) if wall else None,
+            "seconds": round(wall, 1), "first_failures": failures,
+            "note": "soft: CTRL soft_reset over the link; hard: the harness's reset pin "
+                    "(every register to its reset value), the driver reconnecting; the "
+                    "reset cycle is uniform over the pass's whole-run length; "
+                    "busy_at_reset: the accelerator was busy at that cycle"}

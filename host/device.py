@@ -12,7 +12,9 @@ One interface, :class:`Device` (``open``/``close``, ``write(bytes)``,
   count (exact after :meth:`SimDevice.sync`). By default a link byte moves
   every cycle; with ``clk_hz`` and ``baud`` the harness moves them at a
   board's UART rate (``baud / 10`` bytes per second each way), so cycle
-  counts are what the board's link allows.
+  counts are what the board's link allows. :meth:`SimDevice.pause_after`
+  stops the clock at a chosen cycle and :meth:`SimDevice.hard_reset`
+  pulses the design's reset pin (the reliability campaign's reset trials).
 * :class:`SerialDevice`: a serial port (pyserial) to a board's UART, or to
   :class:`UartSim`, which serves the pin-level simulation of
   :class:`~trilut.hw.bridge.UartAccelerator` on a pseudo-terminal (the
@@ -102,6 +104,7 @@ class SimDevice(Device):
         self.byte_time = self.cycles_per_byte / _SIM_MIN_CYCLES_PER_S if baud else 0.0
         self._proc = None
         self._buf = bytearray()
+        self._events = []               # ('B' or 'R', LEDS byte) reports of the harness
         self.cycles = 0
 
     @property
@@ -158,14 +161,17 @@ class SimDevice(Device):
     def _messages(self):
         """Complete harness messages in the buffer: yields their link bytes
         (b"" for a cycle report) and updates :attr:`cycles`."""
-        while len(self._buf) >= 13:        # 'D', u64 cycles, u32 length, bytes
+        while len(self._buf) >= 13:        # kind, u64 cycles, u32 length, bytes
             n = struct.unpack_from("<I", self._buf, 9)[0]
             if len(self._buf) < 13 + n:
                 return
             self.cycles = struct.unpack_from("<Q", self._buf, 1)[0]
-            data = bytes(self._buf[13:13 + n])
+            kind, data = chr(self._buf[0]), bytes(self._buf[13:13 + n])
             del self._buf[:13 + n]
-            yield data
+            if kind == "D":
+                yield data
+            else:                           # 'B' / 'R': the LEDS byte
+                self._events.append((kind, data[0]))
 
     def read(self, timeout):
         deadline = time.monotonic() + timeout
@@ -191,6 +197,40 @@ class SimDevice(Device):
             if time.monotonic() > deadline:
                 raise LinkError("no cycle report from the simulator")
             self._pump(deadline - time.monotonic())
+
+    def _event(self, kind, timeout):
+        """Wait for the harness's ``kind`` report; link bytes meanwhile are
+        dropped (call between requests)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for _ in self._messages():
+                pass
+            for i, (k, leds) in enumerate(self._events):
+                if k == kind:
+                    del self._events[:i + 1]
+                    return leds
+            if time.monotonic() > deadline:
+                raise LinkError(f"no {kind!r} report from the simulator")
+            self._pump(deadline - time.monotonic())
+
+    def pause_after(self, cycles, timeout=10.0):
+        """Let the design run ``cycles`` more cycles (quiet or not), then
+        hold its clock until the next write (or :meth:`hard_reset`, or
+        :meth:`sync`); returns the design's ``leds`` byte at that cycle (bits
+        :data:`~trilut.hw.bridge.LEDS`). Call it only between requests."""
+        if isinstance(cycles, bool) or not isinstance(cycles, int) or not 0 <= cycles < 1 << 32:
+            raise ValueError(f"cycles must be an integer in [0, 2**32), not {cycles!r}")
+        self._send(b"B", struct.pack("<I", cycles))
+        return self._event("B", timeout)
+
+    def hard_reset(self, timeout=10.0):
+        """Pulse the design's reset pin now: every register back to its
+        reset value (memories keep their contents), the link bytes in flight
+        both ways lost, then the power-on reset's cycles. Returns the
+        ``leds`` byte just before the reset. Call it only between requests;
+        :meth:`trilut.host.driver.Driver.hard_reset` reconnects the host."""
+        self._send(b"R")
+        return self._event("R", timeout)
 
 
 def build_baud(build_dir):

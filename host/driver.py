@@ -200,10 +200,29 @@ class Driver:
 
     def soft_reset(self):
         """Soft-reset the accelerator; with external memory, first drop
-        whatever the weight feeder still holds (a run stopped midway)."""
+        whatever the weight feeder still holds (a run stopped midway). The
+        bridge empties its stream buffers with it (input not yet taken,
+        output not yet read: the stopped run's)."""
         if self.memory_bytes:
             self.link.feed([], abort=True)
         self.write("ctrl", isa.CTRL.const({"soft_reset": 1}).as_value().value)
+
+    def hard_reset(self):
+        """Reset the whole device through its reset pin (a device with a
+        ``hard_reset()``, such as :class:`~trilut.host.device.SimDevice`)
+        and reconnect: the link forgets its partial frame and the bridge's
+        buffer room, nothing is assumed loaded (program, constants, external
+        memory), and BUILD is checked again. Returns the device's answer
+        (SimDevice: the ``leds`` byte just before the reset)."""
+        reset = getattr(self.device, "hard_reset", None)
+        if reset is None:
+            raise TypeError(f"{type(self.device).__name__} has no reset pin to pulse "
+                            f"(SimDevice has)")
+        leds = reset()
+        self.link.reconnect()
+        self._loaded, self._written, self._feed_plan = None, {}, None
+        self.check_build()
+        return leds
 
     def wait(self, timeout=None):
         """Poll STATUS until the accelerator is idle; raise
@@ -485,6 +504,7 @@ class Driver:
         while (any(pos[i] < len(b) for i, b in pending.items()) or len(frames) < n_out
                or feed):
             progress = written = 0
+            waited = False
             if feed and self.link.feed(feed[:FEED_QUEUE // 4]):
                 feed = feed[FEED_QUEUE // 4:]
                 written += 1
@@ -502,6 +522,7 @@ class Driver:
                 # With everything sent the bridge waits for the output itself.
                 sent = not feed and all(pos[i] == len(b) for i, b in pending.items())
                 got = self.link.stream_read(0, 1 << 16, wait=sent)
+                waited = sent and not got
                 progress += len(got)
                 for data_, last in got:
                     cur += data_
@@ -513,9 +534,12 @@ class Driver:
                 idle = 0
             else:
                 # STATUS (error, timeout) every STATUS_EVERY idle rounds only:
-                # one round trip per poll while the accelerator computes.
+                # one round trip per poll while the accelerator computes; and
+                # after a waiting read that got nothing (the bridge waited
+                # its read_wait cycles: an accelerator stopped by an error is
+                # found then, not STATUS_EVERY waits later).
                 idle += 1
-                if idle % STATUS_EVERY == 0 or time.monotonic() > deadline:
+                if waited or idle % STATUS_EVERY == 0 or time.monotonic() > deadline:
                     left = sum(len(b) - pos[i] for i, b in pending.items())
                     self._check_stalled(deadline, f"{left} input transfers still to send, "
                                                   f"{len(frames)} of {n_out} frames received")

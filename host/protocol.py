@@ -141,6 +141,12 @@ class Link:
             t["efficiency"] = round(t["payload"] / line, 4) if line else None
         return rows
 
+    def reconnect(self):
+        """After the device was reset: drop a partial reply and the
+        remembered free room of the bridge's input buffers."""
+        self._parser.flush()
+        self._free.clear()
+
     def _next_seq(self):
         self._seq = (self._seq + 1) & 0xFF
         return self._seq

@@ -19,7 +19,7 @@ The tops that put a bridge in front of the accelerator are in
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Shape, Signal
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -86,7 +86,11 @@ class Bridge(wiring.Component):
     depth filled from the accelerator's ``m_axis*`` (buffered: the
     accelerator is stalled only when it is full; with
     :data:`~trilut.hw.link.STREAM_WAIT`, first up to ``read_wait`` cycles
-    waiting for output). When idle, the bridge
+    waiting for output). A REG_WRITE of ``CTRL.soft_reset`` empties every
+    stream FIFO when the accelerator's reset is over (its write response):
+    input the accelerator had not taken and output the host had not read
+    belong to the stopped run, and would otherwise go to the next one.
+    When idle, the bridge
     reads ``STATUS`` every ``poll_interval`` cycles and after every frame.
     Reply latency after the last CRC byte: execution + 5 header cycles.
 
@@ -185,6 +189,7 @@ class Bridge(wiring.Component):
 
         # --- stream FIFOs -----------------------------------------------------------
         max_bytes = max(b for _, b in self._inputs + self._outputs)
+        flush = Signal()                  # a soft reset went through: empty the FIFOs
         in_fifos, out_fifos = [], []
         waiting = []
         feeder = self._feeder
@@ -192,10 +197,10 @@ class Bridge(wiring.Component):
             m.submodules.feeder = feeder
         for i, (name, nb) in enumerate(self._inputs):
             q = fifo.SyncFIFOBuffered(width=8 * nb + 1, depth=link.max_record_beats(nb))
-            m.submodules[f"in{i}"] = q
+            m.submodules[f"in{i}"] = ResetInserter(flush)(q)
             port = getattr(self, name)
             if feeder is not None and name == "s_axis_wgt":
-                _merge_frames(m, port, feeder.out, q, nb, feeder.abort)
+                _merge_frames(m, port, feeder.out, q, nb, feeder.abort | flush)
                 waiting.append(feeder.out.tvalid & ~feeder.out.tready)
             else:
                 m.d.comb += [port.tvalid.eq(q.r_rdy), port.tdata.eq(q.r_data[:8 * nb]),
@@ -204,7 +209,7 @@ class Bridge(wiring.Component):
             in_fifos.append((q, nb))
         for j, (name, nb) in enumerate(self._outputs):
             q = fifo.SyncFIFOBuffered(width=8 * nb + 1, depth=link.max_record_beats(nb))
-            m.submodules[f"out{j}"] = q
+            m.submodules[f"out{j}"] = ResetInserter(flush)(q)
             port = getattr(self, name)
             m.d.comb += [q.w_en.eq(port.tvalid), q.w_data.eq(Cat(port.tdata, port.tlast)),
                          port.tready.eq(q.w_rdy)]
@@ -327,7 +332,8 @@ def _merge_frames(m, port, feed, q, nb, abort):
     """``port`` (an accelerator's AXI4-Stream input) takes whole frames from
     the feeder's ``feed`` or the link FIFO ``q`` (``nb``-byte transfers plus
     tlast): the feeder's when both have a frame waiting; a frame in progress
-    keeps its source until ``tlast`` (or the feeder's abort)."""
+    keeps its source until ``tlast`` (or ``abort``: the feeder's abort, or a
+    soft reset, which empties ``q``)."""
     locked, from_feed = Signal(), Signal()
     use_feed = Signal()
     m.d.comb += use_feed.eq(Mux(locked, from_feed, feed.tvalid))

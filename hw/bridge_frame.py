@@ -18,7 +18,7 @@ one per cycle while ``tx`` is ready.
 """
 from amaranth.hdl import Cat, Mux, Signal
 
-from . import link
+from . import isa, link
 from .link import MAX_PAYLOAD, REPLY, SYNC, FrameType, Status, crc16_byte
 
 __all__ = ["QUIET_WAIT", "REQUESTS", "idle_states", "receive_states", "register_states", "reply_states"]
@@ -148,7 +148,8 @@ def receive_states(c):
 
 
 def register_states(c):
-    """REG_WRITE (ADDR, then per word WDATA, AXI_W, AXI_B) and
+    """REG_WRITE (ADDR, then per word WDATA, AXI_W, AXI_B; a word that sets
+    ``CTRL.soft_reset`` raises ``c.flush`` with its response) and
     REG_READ (ADDR, COUNT, then per word AXI_AR, AXI_R, RDATA: its four
     bytes into the reply)."""
     m, addr, aw_done, axil, bidx, collect = c.m, c.addr, c.aw_done, c.axil, c.bidx, c.collect
@@ -175,6 +176,8 @@ def register_states(c):
         m.d.comb += axil.bready.eq(1)
         with m.If(axil.bvalid):
             m.d.sync += addr.eq(addr + 4)
+            m.d.comb += c.flush.eq((addr == c.bridge._regs.offset("ctrl")) &
+                                   isa.CTRL(field).soft_reset)
             with m.If(rptr == length):
                 m.next = "REPLY_STATUS"
             with m.Else():

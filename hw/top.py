@@ -122,7 +122,7 @@ so the host's next access finds the core idle; the AXI4-Lite slave and the
 memories' contents are not reset (the weight store's buffers are emptied:
 weights sent before the reset are dropped).
 """
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module, ResetInserter, Shape
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -333,9 +333,15 @@ class Accelerator(wiring.Component):
         import numpy as np
         ab = self.axis_bytes
         if kind == "ternary":
+            # The codes ArrayLayout's bits (element i at bits i*width..),
+            # packed by NumPy, little-endian, zero-padded to the transfer.
             layout = self._codes_shape()
-            frame = b"".join(layout.const(b["codes"]).as_value().value.to_bytes(ab, "little")
-                             for b in self._engine.wgt_beats(w))
+            width = Shape.cast(layout.elem_shape).width
+            codes = np.array([b["codes"] for b in self._engine.wgt_beats(w)], dtype=np.uint64)
+            bits = ((codes[:, :, None] >> np.arange(width, dtype=np.uint64)) & 1).astype(np.uint8)
+            bits = bits.reshape(len(codes), -1)
+            bits = np.pad(bits, ((0, 0), (0, 8 * ab - bits.shape[1])))
+            frame = np.packbits(bits, axis=1, bitorder="little").tobytes()
         elif kind == "int8":
             # Lane-major signed bytes, element 0 in the low byte: the int8
             # engine's data layout (ArrayLayout of signed(8)), packed by NumPy

@@ -8,7 +8,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from trilut.gen import stress
-from trilut.gen.stress_programs import run_programs, run_resets
+from trilut.gen.stress_programs import RESET_MODES, run_programs, run_resets
 from trilut.gen.stress_units import UNIT_CASES, run_unit
 from trilut.host.faults import FaultyDevice
 from trilut.hw.requant import Requantizer
@@ -62,11 +62,83 @@ def test_programs_short_and_wrong_model():
     assert bad["wrong"] >= 1, bad
 
 
-def test_resets_short_and_wrong_model():
-    rep = run_resets(4, seed=2)
-    assert rep["trials"] == 4 and rep["failures"] == 0, rep
-    assert all(v == 1 for v in rep["per_pass"].values())
-    assert run_resets(1, seed=2, broken=True)["failures"] == 1
+def test_resets_soft_and_hard_and_wrong_models():
+    """Soft and hard resets in turn at a random cycle of each pass kind; a
+    wrong golden and a recovery that does not reset are both caught."""
+    rep = run_resets(8, seed=2)
+    assert rep["trials"] == 8 and rep["failures"] == 0, rep
+    for mode in RESET_MODES:
+        assert rep[mode]["trials"] == 4 and rep[mode]["failures"] == 0
+        assert all(v == 1 for v in rep[mode]["per_pass"].values()), rep[mode]
+    assert rep["hard"]["busy_at_reset"] >= 1 and rep["soft"]["busy_at_reset"] >= 1
+    assert run_resets(1, seed=2, broken="golden")["failures"] == 1
+    # the first trial resets a LOAD that waits for the rest of its rows
+    for mode in RESET_MODES:
+        skipped = run_resets(1, seed=2, broken="recovery", modes=[mode])
+        assert skipped[mode]["failures"] == 1, skipped
+    with pytest.raises(ValueError, match="broken"):
+        run_resets(1, broken="sometimes")
+    with pytest.raises(ValueError, match="modes"):
+        run_resets(1, modes=["warm"])
+
+
+def test_hard_reset_returns_every_register_and_reconnects():
+    """The reset pin in the middle of a LOAD that waits for its rows: the
+    accelerator is idle without error afterwards, the driver's link works
+    (BUILD read back), and nothing is assumed loaded."""
+    from trilut.gen.stress_programs import _open
+    from trilut.hw.bridge import LEDS
+    from trilut.hw.isa import Opcode, pack_descriptor
+    dev, drv = _open()
+    try:
+        acc = drv.accel
+        drv.write_program([pack_descriptor(Opcode.LOAD, rows=4, k=acc.max_width),
+                           pack_descriptor(Opcode.END)])
+        drv.start()
+        drv.send("s_axis", acc.row_frames(np.ones((1, acc.max_width), dtype=int)))
+        assert dev.pause_after(100) & (1 << LEDS.index("busy"))
+        assert drv.status().busy
+        c0 = dev.cycles
+        leds = drv.hard_reset()
+        assert leds & (1 << LEDS.index("busy")) and dev.cycles > c0
+        st = drv.status()
+        assert not (st.busy or st.error or st.done), st
+        assert drv._loaded is None
+    finally:
+        dev.close()
+    with pytest.raises(TypeError, match="no reset pin"):
+        from trilut.host.driver import Driver
+        Driver(_LengthFlipDevice(), acc, check=False).hard_reset()
+
+
+def test_soft_reset_empties_the_bridge_stream_buffers():
+    """Found by the reset trials: a soft reset in a STORE left the rows
+    already in the bridge's output buffer there, and the next program's
+    output began with them (19 rows instead of 12); input the accelerator
+    had not taken would likewise have gone to the next LOAD. The bridge now
+    empties its stream FIFOs when a soft reset goes through."""
+    from trilut.gen.stress_programs import _open
+    from trilut.hw.isa import Opcode, pack_descriptor
+    from trilut.hw.link import max_record_beats
+    dev, drv = _open()
+    try:
+        acc = drv.accel
+        depth = max_record_beats(drv.link.inputs[0])
+        # output: a STORE of more rows than the buffer holds, never read
+        drv.write_program([pack_descriptor(Opcode.STORE, rows=acc.max_rows, k=acc.max_width),
+                           pack_descriptor(Opcode.END)])
+        drv.start()
+        dev.pause_after(20_000)
+        assert drv.status().busy            # stalled on the full output buffer
+        drv.soft_reset()
+        assert drv.link.stream_read(0, 1 << 10) == []
+        # input: rows sent with no LOAD to take them
+        beats = drv._beats(0, acc.row_frames(np.zeros((2, acc.max_width), dtype=int)))
+        assert drv.link.stream_write_some(0, beats[:10]) == 10
+        drv.soft_reset()
+        assert drv.link.stream_write_some(0, []) == 0 and drv.link._free[0] == depth
+    finally:
+        dev.close()
 
 
 def test_block_short_and_wrong_model():
@@ -88,6 +160,23 @@ def test_pin_level_uart_link_faults():
     rep = stress.run_link_uart(2, rate=3e-3, seed=2)
     assert rep["faults_injected"] > 0 and rep["undetected"] == 0, rep
     assert rep["wrong_answers"] == 0 and rep["runs_given_up"] == 0
+
+
+def test_merge_reports_joins_parts_and_names_their_sources():
+    row = lambda unit, bad=0: {"unit": unit, "vectors": 10, "mismatches": bad,
+                               "vectors_per_s": 1.0}
+    old = {"commit": "aaa", "units": [row("tlmm"), row("block")],
+           "resets": {"trials": 5, "failures": 0}}
+    new = {"commit": "bbb", "units": [row("block")], "programs": {"run": 7, "hangs": 0,
+                                                                  "wrong": 0}}
+    merged = stress.merge_reports([old, new], ["old.json", "new.json"])
+    assert [u["unit"] for u in merged["units"]] == ["tlmm", "block"] and merged["ok"]
+    src = merged["sources"]
+    assert src["units"]["tlmm"]["commit"] == "aaa" and src["units"]["block"]["commit"] == "bbb"
+    assert src["programs"]["report"] == "new.json" and src["resets"]["commit"] == "aaa"
+    assert merged["resets"]["trials"] == 5 and merged["programs"]["run"] == 7
+    # a failure in any joined part makes the whole report fail
+    assert not stress.merge_reports([old, {"units": [row("tlmm", bad=1)]}])["ok"]
 
 
 def test_faulty_device_checks_arguments():

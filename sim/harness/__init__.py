@@ -40,7 +40,8 @@ class HarnessBuildError(RuntimeError):
 
 class PowerOnReset(wiring.Component):
     """``top`` with the same ports, but its ``sync`` reset generated inside
-    (held for the first 7 cycles) instead of a ``rst`` input.
+    (held for the first 7 cycles) instead of a ``rst`` input. The ``rst``
+    pin (:attr:`rst`) restarts that count: a hard reset, the same 7 cycles.
 
     Why: Amaranth's synchronous reset is a multiplexer in front of every
     register, so with ``rst`` a top-level input Verilator re-evaluates all
@@ -52,6 +53,7 @@ class PowerOnReset(wiring.Component):
     def __init__(self, top):
         self._top = top
         self.clk_domain = ClockDomain("sync")
+        self.rst = Signal()
         super().__init__(top.signature)
 
     def elaborate(self, platform):
@@ -60,7 +62,9 @@ class PowerOnReset(wiring.Component):
         m.domains.por = por = ClockDomain("por", reset_less=True, local=True)
         count = Signal(range(self.POR_CYCLES + 1))
         m.d.comb += [por.clk.eq(cd.clk), cd.rst.eq(count != self.POR_CYCLES)]
-        with m.If(count != self.POR_CYCLES):
+        with m.If(self.rst):
+            m.d.por += count.eq(0)
+        with m.Elif(count != self.POR_CYCLES):
             m.d.por += count.eq(count + 1)
         m.submodules.top = top = self._top
         for (_, member, outer), (_, _, inner) in zip(self.signature.flatten(self),
@@ -73,6 +77,7 @@ def _verilog_text(top, name):
     wrapper = PowerOnReset(top)
     ports = flat_ports(wrapper)
     ports["clk"] = (wrapper.clk_domain.clk, None)
+    ports["rst"] = (wrapper.rst, None)
     return _verilog.convert(wrapper, name=name, ports=ports, emit_src=False)
 
 

@@ -2,7 +2,12 @@
 //
 // Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, quiet):
 //   stdin  <- host messages  [u8 cmd][u32 len][len bytes]  (little-endian)
-//             cmd 'D': link bytes for rx, 'C': report cycles now, 'Q': quit
+//             cmd 'D': link bytes for rx, 'C': report cycles now, 'Q': quit,
+//             'B' [u32 n]: run n more cycles (quiet or not), then report
+//             ('B', cycles, 1 byte: leds) and hold the clock until the next
+//             message; 'R': pulse the reset pin (every register to its reset
+//             value), drop the link bytes in flight both ways, report ('R',
+//             cycles after the power-on reset, leds just before it)
 //   stdout -> harness messages [u8 'D'][u64 cycles][u32 len][len bytes]
 //             (bytes the design sent on tx; len may be 0: a cycle report)
 //   Bytes of one message go in back to back (one per cycle the bridge is
@@ -73,7 +78,8 @@ static bool readable(int fd, int timeout_ms) {
     return r > 0;
 }
 
-// The design resets itself (trilut.sim.harness.PowerOnReset, 7 cycles).
+// The design resets itself (trilut.sim.harness.PowerOnReset, 7 cycles;
+// the rst pin restarts the count).
 static void reset() {
     for (int i = 0; i < 8; i++) tick();
 }
@@ -82,6 +88,8 @@ static void reset() {
 // ---------------------------------------------------------------- byte mode
 static std::vector<uint8_t> in, out;
 static size_t in_pos = 0;
+static bool breaking = false;     // a 'B' is pending: stop at break_at
+static uint64_t break_at = 0;
 
 static void flush() {
     uint8_t hdr[13];
@@ -92,6 +100,20 @@ static void flush() {
     if (!write_full(1, hdr, 13) || !write_full(1, out.data(), n)) exit(0);
     out.clear();
 }
+
+// A report of a 'B' or 'R' message: [kind][u64 cycles][u32 1][leds].
+static void event(uint8_t kind, uint8_t leds) {
+    if (!out.empty()) flush();
+    uint8_t msg[14];
+    msg[0] = kind;
+    memcpy(msg + 1, &cycles, 8);
+    uint32_t n = 1;
+    memcpy(msg + 9, &n, 4);
+    msg[13] = leds;
+    if (!write_full(1, msg, 14)) exit(0);
+}
+
+static void throttle_reset();
 
 // Reads one host message; false on quit or end of input.
 static bool read_message() {
@@ -104,6 +126,27 @@ static bool read_message() {
     if (hdr[0] == 'Q') return false;
     if (hdr[0] == 'C') {
         flush();
+        return true;
+    }
+    if (hdr[0] == 'B') {
+        uint32_t d = 0;
+        memcpy(&d, buf.data(), n < 4 ? n : 4);
+        breaking = true;
+        break_at = cycles + d;
+        return true;
+    }
+    if (hdr[0] == 'R') {
+        uint8_t leds = top->leds;
+        top->rx_valid = 0;
+        top->rst = 1;
+        tick();
+        top->rst = 0;
+        reset();
+        in.clear();
+        out.clear();
+        in_pos = 0;
+        throttle_reset();
+        event('R', leds);
         return true;
     }
     if (in_pos == in.size()) {
@@ -129,8 +172,13 @@ struct Throttle {
     }
 };
 
+static Throttle rx_link, tx_link;
+
+static void throttle_reset() {
+    rx_link.credit = tx_link.credit = 0;
+}
+
 int main(int argc, char **argv) {
-    Throttle rx_link, tx_link;
     if (argc > 2) {
         uint64_t num = strtoull(argv[1], nullptr, 10), den = strtoull(argv[2], nullptr, 10);
         if (!num || !den || num > den) {
@@ -147,15 +195,22 @@ int main(int argc, char **argv) {
     top = new Vtop;
     top->rx_valid = 0;
     top->tx_ready = 1;
+    top->rst = 0;
     reset();
     uint32_t since_tx = 0, since_poll = 0;
     for (;;) {
+        if (breaking && cycles >= break_at) {
+            breaking = false;
+            event('B', top->leds);
+            if (!read_message()) break;     // the clock holds until then
+            continue;
+        }
         if (in_pos == in.size()) {
             if (top->rx_valid) {          // quiet depends on rx_valid: settle it
                 top->rx_valid = 0;
                 top->eval();
             }
-            if (top->quiet) {
+            if (top->quiet && !breaking) {
                 if (!out.empty()) flush();
                 if (!read_message()) break;
                 continue;
@@ -214,6 +269,7 @@ int main(int argc, char **argv) {
     Verilated::commandArgs(argc, argv);
     top = new Vtop;
     top->uart_rx = 1;
+    top->rst = 0;
     reset();
     std::vector<uint8_t> in, out;
     size_t in_pos = 0;
