@@ -126,9 +126,9 @@ def shared_runtime(obj_dir, flags):
 
 #: Replaces cocotb's ``--public-flat-rw`` (every signal of every module
 #: VPI-visible, which keeps Verilator from inlining or removing any of
-#: them): the testbenches reach only the top module's ports. The whole-top
-#: cocotb build of tests/test_hw_top.py on the loaded machine: 109 s -> 84 s
-#: of CPU for the build and two testcases (docs/conventions.md).
+#: them): the testbenches reach only the top module's ports. About a fifth
+#: less CPU for a large build and its run (docs/conventions.md, "Test suite
+#: time").
 PUBLIC_ARGS = ["--public-depth", "1"]
 
 
