@@ -124,12 +124,36 @@ def shared_runtime(obj_dir, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: Replaces cocotb's ``--public-flat-rw`` (every signal of every module
+#: VPI-visible, which keeps Verilator from inlining or removing any of
+#: them): the testbenches reach only the top module's ports. About a fifth
+#: less CPU for a large build and its run (docs/conventions.md, "Test suite
+#: time").
+PUBLIC_ARGS = ["--public-depth", "1"]
+
+
+def _runner():
+    """cocotb's Verilator runner, with :data:`PUBLIC_ARGS` for its
+    ``--public-flat-rw``."""
+    from cocotb_tools.runner import Verilator
+
+    class _Verilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            verilator = cmds[0]
+            i = verilator.index("--public-flat-rw")
+            cmds[0] = verilator[:i] + PUBLIC_ARGS + verilator[i + 1:]
+            return cmds
+
+    return _Verilator()
+
+
 def _build(verilog_text, top, waves):
-    from cocotb_tools.runner import get_runner
-    key = hashlib.sha256(f"{waves}\n{verilog_text}".encode()).hexdigest()[:16]
+    flags = ["cocotb", waves, *PUBLIC_ARGS, *VERILATOR_ARGS]
+    key = hashlib.sha256("\n".join([*map(str, flags), verilog_text]).encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
     with _locked(build_dir.with_suffix(".lock")):
-        runner = get_runner("verilator")
+        runner = _runner()
         binary = build_dir / top
         if binary.exists():
             runner.build_dir = build_dir       # reuse: skip Verilator entirely
@@ -139,7 +163,7 @@ def _build(verilog_text, top, waves):
         build_dir.mkdir(parents=True)
         src = build_dir / f"{top}.v"
         src.write_text(verilog_text)
-        with shared_runtime(build_dir, ["cocotb", waves, *VERILATOR_ARGS]):
+        with shared_runtime(build_dir, flags):
             runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
                          build_args=VERILATOR_ARGS, waves=waves,
                          log_file=build_dir / "build.log")

