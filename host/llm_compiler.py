@@ -4,20 +4,21 @@
 on a decoder build of the accelerator (``Accelerator(llm=True)``), prefill
 and decode steps integer for integer with :func:`trilut.golden.llm.prefill`.
 
-What runs where (issue 13, first wiring steps; docs/llm.md "On the top"):
+What runs where (issue 13, wiring steps; docs/llm.md "On the top"):
 every RMSNorm, every ternary linear with its row quantization,
-requantizers and residual adds, and the gated MLP's gate product run on the
-accelerator; RoPE with causal GQA attention and the LM head run on the
-host with the golden model's own functions, on the tensors the accelerator
-stored. A layer is two programs (segments), the residual stream staying on
-chip (int16 bank rows ``R0``) between them and between layers::
+requantizers and residual adds, the gated MLP's gate product and RoPE
+(attn_scale "static") run on the accelerator; causal GQA attention and the
+LM head run on the host with the golden model's own functions, on the
+tensors the accelerator stored. A layer is two programs (segments), the
+residual stream staying on chip (int16 bank rows ``R0``) between them and
+between layers::
 
     A  [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
        NORM RMSNORM R0 -> R1 attn_norm               [STORE attn_norm]
-       LINEAR R1 -> R2  q (REQUANT, int16)           STORE q
-       LINEAR R1 -> R2  k (REQUANT, int16)           STORE k
+       LINEAR R1 -> Q   q (REQUANT_ROPE, int8 at kv_pos + row)   STORE q_rope
+       LINEAR R1 -> K   k (REQUANT_ROPE, int8; KV rows kv_pos ..)  STORE k_rope
        LINEAR R1 -> V   v (REQUANT, int8; KV rows kv_pos ..)   STORE v
-    host: RoPE, K/V into the KV cache, causal GQA attention -> attn (int16)
+    host: K/V into the KV cache, causal GQA attention -> attn (int16)
     B  LOAD attn -> R1;  [NORM RMSNORM R1 -> R2 attn_sub]
        LINEAR (R1|R2) -> R0  o (RESIDUAL: res1)      [STORE res1]
        NORM RMSNORM R0 -> R1 mlp_norm                [STORE mlp_norm]
@@ -28,6 +29,11 @@ chip (int16 bank rows ``R0``) between them and between layers::
        last layer: NORM RMSNORM R0 -> R1 norm        STORE norm
     host: int8 LM head on norm -> int32 logits
 
+``Q``: rows 0.. of int8 bank 0; ``K``, ``V``: the KV region. RoPE's
+cos/sin table is written once per device (:func:`rope_table`, the build's
+``rope`` register window). With attn_scale "token" (K quantized per token
+after RoPE, on the host) q and k are LINEAR REQUANT int16 into ``R2``
+(STORE q, k) and RoPE runs on the host.
 ``R0``, ``R1``, ``R2``: rows 0.., M.., 2M.. of the int16 bank for a chunk
 of M tokens, so a chunk holds at most ``max_rows // 3`` tokens; a longer
 prompt is prefilled in chunks (prefill of a sequence equals prefill of its
@@ -47,14 +53,15 @@ import numpy as np
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
-from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
+from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_descriptor,
-                      pack_gatemul_const, pack_requant_const, unpack_descriptor)
+from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode,
+                      pack_descriptor, pack_gatemul_const, pack_requant_const, pack_rope_const,
+                      rope_words, unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
-           "weight_image", "REGIONS"]
+           "weight_image", "rope_table", "rope_on_chip", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
 REGIONS = 3
@@ -90,8 +97,9 @@ class SegmentProgram(Program):
         return {f"linear{i}": layout[n] for i, n in enumerate(self.linears)}
 
     def at_kv_pos(self, kv_pos):
-        """This segment with its KV rows (the rows of the KV region the V
-        LINEAR writes and its STORE reads) moved to ``kv_pos``: everything else of a layer's segment
+        """This segment with its KV rows (the rows of the KV region the K
+        and V LINEARs write and their STOREs read) and its REQUANT_ROPE
+        positions moved to ``kv_pos``: everything else of a layer's segment
         (constants, weights, the other descriptors) does not depend on the
         position, so a decode step reuses the segment compiled for an
         earlier one instead of packing its constants again."""
@@ -102,10 +110,13 @@ class SegmentProgram(Program):
         out.descriptors = []
         for d in self.descriptors:
             f = unpack_descriptor(d)
-            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] == VALUE_BANK:
-                d = pack_descriptor(**dict(f, dst_row=kv_pos))
-            elif f["opcode"] == Opcode.STORE and f["src_bank"] == VALUE_BANK:
-                d = pack_descriptor(**dict(f, src_row=kv_pos))
+            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] in (KEY_BANK, VALUE_BANK):
+                f["dst_row"] = kv_pos
+            elif f["opcode"] == Opcode.STORE and f["src_bank"] in (KEY_BANK, VALUE_BANK):
+                f["src_row"] = kv_pos
+            if f["opcode"] == Opcode.LINEAR and f["epilogue"] == Epilogue.REQUANT_ROPE:
+                f["kv_pos"] = kv_pos
+            d = pack_descriptor(**f)
             out.descriptors.append(d)
         return out
 
@@ -145,6 +156,9 @@ def _check(params, acc, rows):
     for what, w in widths.items():
         if w > p["max_width"]:
             problems.append(f"{what} = {w} exceeds max_width = {p['max_width']}")
+    if rope_on_chip(cfg) and p["llm"] and cfg.head_dim != p["llm_head_dim"]:
+        problems.append(f"head_dim = {cfg.head_dim}: this build's RoPE rotates heads of "
+                        f"llm_head_dim = {p['llm_head_dim']}")
     if cfg.m_bits != M_BITS_DEFAULT:
         problems.append(f"m_bits = {cfg.m_bits}; constant entries hold {M_BITS_DEFAULT}-bit "
                         f"multipliers")
@@ -166,6 +180,27 @@ def _check(params, acc, rows):
     if problems:
         raise CompileError(f"the decoder does not fit this build ({len(problems)} problem"
                            f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems))
+
+
+def rope_on_chip(cfg):
+    """Whether q and k take the accelerator's REQUANT_ROPE route (attn_scale
+    "static": K is int8 straight out of RoPE's requantizer); "token" keeps
+    RoPE on the host (K is quantized per token after it)."""
+    return cfg.attn_scale == "static"
+
+
+def rope_table(params, accel):
+    """The ``rope`` register window's words for ``params`` on the build
+    ``accel``: golden's cos/sin rows of the build's ``max_rows`` positions
+    (zeros beyond the model's), written once per device
+    (``Driver.write("rope", words)``) before any segment runs."""
+    acc = _accelerator(accel)
+    _check(params, acc, 1)
+    n, h = acc.max_rows, params.cfg.head_dim // 2
+    cos, sin = np.zeros((n, h), np.int64), np.zeros((n, h), np.int64)
+    k = min(n, params.cfg.max_pos)
+    cos[:k], sin[:k] = params.rope_cos[:k], params.rope_sin[:k]
+    return rope_words(cos, sin)
 
 
 def _requant_entries(lin):
@@ -221,12 +256,23 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     def seg_a(bld):
         bld.norm("attn_norm", lp.attn_norm, c, R0, R1, head=rms)
         bld.store("attn_norm", R1, c)
-        for n, dst, width in (("q", R2, cfg.heads * cfg.head_dim), ("k", R2, kvw),
-                              ("v", (VALUE_BANK, kv_pos), kvw)):
+        qk = (("q", (0, 0), cfg.heads * cfg.head_dim, lp.q_rope), ("k", (KEY_BANK, 0), kvw,
+                                                                    lp.k_rope))
+        for n, dst, width, rq in qk:
             lin = getattr(lp, n)
-            bld.linear(n, lin, R1, dst, Epilogue.REQUANT, _requant_entries(lin),
-                       f"layers.{layer}.")
-            bld.store(n, dst, width, always=True)
+            if rope_on_chip(cfg):       # rows kv_pos + i: at_kv_pos below
+                bld.linear(n, lin, R1, dst, Epilogue.REQUANT_ROPE,
+                           [pack_rope_const(m, e, b, rq.m, rq.e) for m, e, b in
+                            zip(_vec(lin.requant.m, width), _vec(lin.requant.e, width),
+                                _bias(lin, width))], f"layers.{layer}.")
+                bld.store(n + "_rope", dst, width, always=True)
+            else:
+                bld.linear(n, lin, R1, R2, Epilogue.REQUANT, _requant_entries(lin),
+                           f"layers.{layer}.")
+                bld.store(n, R2, width, always=True)
+        bld.linear("v", lp.v, R1, (VALUE_BANK, 0), Epilogue.REQUANT, _requant_entries(lp.v),
+                   f"layers.{layer}.")
+        bld.store("v", (VALUE_BANK, 0), kvw, always=True)
 
     def seg_b(bld):
         src = sub_norm(bld, lp.attn_sub_norm, "attn_sub", cfg.heads * cfg.head_dim, R1, R2)
@@ -253,7 +299,7 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
 
     segment(seg_a, [("x", c, R0)] if load_x else [])
     segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
-    return segs
+    return [seg.at_kv_pos(kv_pos) for seg in segs]
 
 
 def weight_image(params, accel):
@@ -322,7 +368,10 @@ def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
             a, b = (seg.at_kv_pos(pos0) for seg in memo[key]) if memo is not None else segs
             got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
             t = dict(got_a)
-            _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
+            if rope_on_chip(cfg):       # K/V append, attention
+                attend(params, lp, li, cache, pos0, t)
+            else:                       # RoPE, K/V append, attention
+                _attention(params, lp, li, cache, pos0, t)
             got_b = yield b, {"attn": t["attn"]}
             for k, v in {**got_a, **got_b}.items():
                 name = k if k == "norm" else f"layers.{li}.{k}"

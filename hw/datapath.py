@@ -62,7 +62,8 @@ class Datapath(wiring.Component):
         self.epi = Epilogue(cfg_shape=cfg_shape, max_width=p["max_width"],
                             max_rows=p["max_rows"], gelu_mode=p["gelu_mode"],
                             probs_bits=p["probs_bits"],
-                            gatemul=p["llm_act"] if p["llm"] else None)
+                            gatemul=p["llm_act"] if p["llm"] else None,
+                            rope=(p["llm_head_dim"], p["max_rows"]) if p["llm"] else None)
         self.ws = WeightStore(unsigned(wgt_bits), depth=wstore_depth, max_rows=p["max_rows"])
         axis = axi_stream_signature(8 * p["axis_bytes"])
         super().__init__({
@@ -72,6 +73,7 @@ class Datapath(wiring.Component):
             "s_axis": In(axis), "s_axis_wgt": In(axis), "m_axis": Out(axis),
             "pass_done": Out(1), "unit_flags": Out(10),
             "events": Out(data.StructLayout({name: 1 for name in EVENTS})),
+            **({"rope_w": Out(self.epi.rope_w.signature)} if p["llm"] else {}),
         })
 
     def elaborate(self, platform):
@@ -294,6 +296,8 @@ class Datapath(wiring.Component):
         # Epilogue (residual rows from the residual reader) -> the writers.
         m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(run), epi.go.eq(go),
                      epi.param.eq(self.param)]
+        if p["llm"]:                    # the RoPE table window (hw/llm_rope.py)
+            wiring.connect(m, wiring.flipped(self.rope_w), epi.rope_w)
         join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
         join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)
         join(m, epi.out, res_wr.inp, run & compute & f.dst_res)

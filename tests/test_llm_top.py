@@ -17,7 +17,7 @@ from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import compile_layer, forward
-from trilut.hw.isa import Epilogue, Head, Opcode, unpack_descriptor
+from trilut.hw.isa import KEY_BANK, Epilogue, Head, Opcode, unpack_descriptor
 from trilut.sim import tb_llm_top
 from trilut.sim.runner import SimFailure
 
@@ -59,6 +59,17 @@ def test_wrong_model_is_caught():
                        broken="norm_sign")
 
 
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+def test_wrong_rope_position_is_caught():
+    """A reference that rotates every token at the position before its own
+    fails the comparison of the accelerator's q_rope / k_rope (REQUANT_ROPE
+    at kv_pos + row)."""
+    with pytest.raises(SimFailure, match="mismatches"):
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=1,
+                       broken="rope_pos")
+
+
 def test_segments_use_rmsnorm_and_kv_rows(params):
     a, b = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
     descs = [unpack_descriptor(d) for d in a.descriptors]
@@ -67,6 +78,13 @@ def test_segments_use_rmsnorm_and_kv_rows(params):
     assert norms and all(d["head"] == Head.RMSNORM for d in norms)
     v = descs[a.passes.index("v")]
     assert (v["dst_row"], v["rows"]) == (5, 3)            # V appended at kv_pos
+    q, k = (descs[a.passes.index(n)] for n in ("q", "k"))
+    assert q["epilogue"] == k["epilogue"] == Epilogue.REQUANT_ROPE    # RoPE on chip
+    assert (q["kv_pos"], k["kv_pos"], k["dst_bank"], k["dst_row"]) == (5, 5, KEY_BANK, 5)
+    moved = [unpack_descriptor(d) for d in a.at_kv_pos(9).descriptors]
+    assert [(d["kv_pos"], d["dst_row"]) for d in moved if d["opcode"] == Opcode.LINEAR
+            and d["dst_bank"] == KEY_BANK] == [(9, 9)]
+    assert [o.name for o in a.outputs] == ["q_rope", "k_rope", "v"]
     gate, up = (unpack_descriptor(b.descriptors[b.passes.index(n)]) for n in ("gate", "up"))
     assert up["epilogue"] == Epilogue.REQUANT_GATEMUL and up["dst_row"] == gate["dst_row"]
     assert [o.name for o in b.outputs] == ["norm"]
