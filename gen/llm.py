@@ -44,6 +44,7 @@ import numpy as np
 from ..host.generate import DEVICES, check_device, generate, make_decoder
 from ..host.hf import CALIBRATION_SENTENCES, _load_npy, calibration_ids
 from ..host.llama import load_llama, quantize
+from ..host.llm_compiler import kv_capacity
 from ..host.models.lm import MODEL_DIR
 from ..host.models.lm.tokenizer import ByteTokenizer
 from .sweep import progress_printer
@@ -74,10 +75,11 @@ def _decoder(params, device, unit, log, positions, weights="sdram"):
     if unit not in UNITS or not UNITS[unit].defaults.get("llm"):
         raise ValueError(f"--unit {unit!r}: not a decoder build (llm=True units: "
                          f"{', '.join(n for n, u in UNITS.items() if u.defaults.get('llm'))})")
-    rows = UNITS[unit].defaults["max_rows"]
+    rows = kv_capacity(params, UNITS[unit].defaults)
     if positions > rows:
         raise ValueError(f"{positions} positions (prompt + new tokens) exceed the KV capacity "
-                         f"of {rows} positions of the build {unit} (max_rows)")
+                         f"of {rows} positions of the build {unit} (max_rows "
+                         f"{UNITS[unit].defaults['max_rows']} for {params.cfg.layers} layers)")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     log(f"--device sim: {unit} in Verilator (built on first use, cached), weights "

@@ -41,6 +41,7 @@ from .dynquant import RowScale
 from .gatemul import GateMul
 from .isa import GATEMUL_CONST, GELU_CONST, REQUANT_CONST, RESIDUAL_CONST
 from .isa import Epilogue as EpilogueKind
+from .llm_attn import causal_route
 from .llm_rope import rope_route, rope_unit
 from .regfront import window_port
 from .requant import Requantizer, ResidualAdd
@@ -87,7 +88,9 @@ class Epilogue(wiring.Component):
                                    bias_bits=2)
         self.resadd = ResidualAdd(x_bits=ACC_BITS + WIDE_BITS, y_bits=16, out_bits=16,
                                   channels=max_width)
-        self.smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=probs_bits, max_len=max_rows)
+        # decoder builds: int16 logits (golden logit_bits 16), causal rows (hw/llm_attn.py)
+        self.smax = Shiftmax(in_bits=16 if rope else 8, n=SOFTMAX_N, out_bits=probs_bits,
+                             max_len=max_rows)
         super().__init__({
             "cfg": In(cfg_shape), "run": In(1), "go": In(1), "param": In(PARAM),
             "acc": In(stream.Signature(self.rscale.inp.payload.shape())), "res": In(elem_stream()),
@@ -123,8 +126,8 @@ class Epilogue(wiring.Component):
         # are stable long before the pass starts.
         rq_wide = Signal()
         wide = f.dst_res & ~f.is_attn_qk
-        if self.rope is not None:       # REQUANT_ROPE: int16 into RoPE
-            wide = wide | (d.epilogue == EpilogueKind.REQUANT_ROPE)
+        if self.rope is not None:       # REQUANT_ROPE: int16 into RoPE; int16 logits
+            wide = wide | (d.epilogue == EpilogueKind.REQUANT_ROPE) | f.is_attn_qk
         m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, wide))
 
         # rscale -> requant -> clamp [-> negate] = rq_out.
@@ -148,7 +151,10 @@ class Epilogue(wiring.Component):
         with m.If(go):
             m.d.sync += nch.eq(0)
         g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
-        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        if self.rope is None:
+            join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        else:                           # decoder builds: causal rows
+            causal_route(m, self.cfg, go, rq_out, smax, self.out, at & f.is_attn_qk)
         join_fields(m, rq_out, gelu.inp, li & f.epi_gelu, only_source=True)
         join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu, only_source=True)
         rq_direct = li & ~f.epi_res & ~f.epi_gelu
@@ -157,7 +163,8 @@ class Epilogue(wiring.Component):
         if self.rope is not None:
             rq_direct = rq_direct & ~rope_route(m, self, self.rope, li, rq_out, self.rope_w)
         join_fields(m, rq_out, self.out, rq_direct | nm | at & ~f.is_attn_qk)
-        join_fields(m, smax.out, self.out, at & f.is_attn_qk)
+        if self.rope is None:
+            join_fields(m, smax.out, self.out, at & f.is_attn_qk)
         join_fields(m, g_out, self.out, li & f.epi_gelu)
         join_fields(m, resadd.out, self.out, li & f.epi_res)
 

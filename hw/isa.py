@@ -35,6 +35,7 @@ from ..golden.quant import M_BITS_DEFAULT
 
 __all__ = [
     "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK", "KEY_BANK",
+    "LLM_ATTN", "llm_attn_fields",
     "VALUE_BANK", "MAX_BANKS",
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
@@ -166,11 +167,28 @@ DESCRIPTOR = data.StructLayout({
     "k": unsigned(ROW_BITS),         # K: input row length (LOAD/STORE: row length)
     "n": unsigned(ROW_BITS),         # N: output row length
     "const": unsigned(8),            # constant set (N entries, one per output channel)
-    "kv_pos": unsigned(ROW_BITS),    # reserved for decode (causal length - 1)
+    "kv_pos": unsigned(ROW_BITS),    # decoder builds: KV position of the pass's first row
     "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head)
-    "reserved": unsigned(22),
+    "reserved": unsigned(22),        # decoder builds' ATTN fields: LLM_ATTN
 })
 assert DESCRIPTOR.size == DESCRIPTOR_BITS
+
+#: The decoder build's attention fields (``Accelerator(llm=True)``), a view of
+#: the descriptor's ``reserved`` bits: ``causal`` (ATTN_QK: query row i sees
+#: keys 0 .. kv_pos + i, zeros after them) and ``kv_group`` (ATTN_QK /
+#: ATTN_AV: query heads per KV head, GQA: head h reads KV head h // kv_group;
+#: 0 or 1: one each) and ``kv_base`` (ATTN_QK / ATTN_AV: the KV row of key 0,
+#: a layer's part of the region; a multiple of attn_lanes and attn_kpc).
+#: Other builds ignore them.
+LLM_ATTN = data.StructLayout({"causal": unsigned(1), "kv_group": unsigned(8),
+                              "kv_base": unsigned(ROW_BITS), "_r": unsigned(1)})
+assert LLM_ATTN.size == DESCRIPTOR["reserved"].width
+
+
+def llm_attn_fields(causal=0, kv_group=0, kv_base=0):
+    """``reserved=`` of :func:`pack_descriptor` for :data:`LLM_ATTN`."""
+    return LLM_ATTN.const({"causal": int(causal), "kv_group": int(kv_group),
+                           "kv_base": int(kv_base)}).as_value().value
 
 #: Largest value of every descriptor field (for host-side checks).
 FIELD_LIMITS = {name: (1 << field.width) - 1 for name, field in DESCRIPTOR}

@@ -3,8 +3,8 @@ docs/llm.md, "On the top").
 
 ATTN_QK's int16 logits (``rq_out``) arrive row by row (``rows`` query
 tokens, ``heads`` heads each, ``n`` keys per head, ``last`` on each head's
-final key). With the descriptor's ``causal`` bit, query row ``i`` sees keys
-``0 .. kv_pos + i`` (golden :func:`~trilut.golden.llm.prefill`: a token
+final key). With the descriptor's ``causal`` bit
+(:data:`~trilut.hw.isa.LLM_ATTN`), query row ``i`` sees keys ``0 .. kv_pos + i`` (golden :func:`~trilut.golden.llm.prefill`: a token
 attends to the cache and to the chunk's tokens up to itself):
 
 * input side: a head's keys ``j <= kv_pos + i`` go to Shiftmax, ``last``
@@ -21,6 +21,9 @@ one per cycle while the destination is ready. Latency: Shiftmax's, plus
 nothing on the input side (combinational) and none on the output side.
 """
 from amaranth.hdl import Cat, Mux, Signal, signed
+from amaranth.lib import data
+
+from .isa import LLM_ATTN
 
 __all__ = ["causal_route"]
 
@@ -29,15 +32,16 @@ def causal_route(m, cfg, go, rq_out, smax, out, when):
     """Wire ``rq_out`` -> Shiftmax ``smax`` -> ``out`` while ``when`` (the
     running ATTN_QK), masking by the descriptor of ``cfg`` (module docstring)."""
     d = cfg.desc
+    causal = data.View(LLM_ATTN, d.reserved).causal
     wide = len(d.kv_pos) + 2
     # Input side: key index j within the head row, head h, the last visible
     # key lim = kv_pos + i of query row i.
     j, h = Signal.like(d.n, name="cz_j"), Signal.like(d.heads, name="cz_h")
     lim = Signal(wide, name="cz_lim")
-    keep = ~d.causal | (j <= lim)
+    keep = ~causal | (j <= lim)
     inp = smax.inp
     m.d.comb += [inp.payload.data.eq(rq_out.payload.data),
-                 inp.payload.last.eq(rq_out.payload.last | d.causal & (j == lim))]
+                 inp.payload.last.eq(rq_out.payload.last | causal & (j == lim))]
     with m.If(when):
         m.d.comb += [inp.valid.eq(rq_out.valid & keep),
                      rq_out.ready.eq(Mux(keep, inp.ready, 1))]
@@ -61,7 +65,7 @@ def causal_route(m, cfg, go, rq_out, smax, out, when):
     with m.If(when & out.ready & zeroing):
         m.d.sync += left.eq(left - 1)
     with m.If(when & so.valid & so.ready & so.payload.last):
-        m.d.sync += [left.eq(Mux(d.causal, zrow, 0)), ho.eq(Mux(ho + 1 == d.heads, 0, ho + 1))]
+        m.d.sync += [left.eq(Mux(causal, zrow, 0)), ho.eq(Mux(ho + 1 == d.heads, 0, ho + 1))]
         with m.If(ho + 1 == d.heads):
             m.d.sync += zrow.eq(zrow - 1)
     with m.If(go):

@@ -8,7 +8,9 @@ top (``Accelerator(llm=True)``), prefill then decode steps, against golden.
 s_axis_wgt, m_axis) and ``break``: ``"norm_sign"`` is a wrong reference
 whose layer-0 attention RMSNorm drops gamma's sign, ``"rope_pos"`` one whose
 RoPE rotates every token at the position before its own (convention errors
-the suite shows are caught).
+the suite shows are caught); ``"noncausal"`` clears the ``causal`` bit of
+every ATTN_QK the accelerator runs (a prefill row then attends to the
+tokens after it: caught too).
 
 A random checkpoint is imported by :mod:`trilut.host.llama`; golden
 ``prefill`` / ``decode_step`` with ``trace=True`` give the reference. The
@@ -19,6 +21,7 @@ frames on AXI with random pauses; the RoPE table written once after reset),
 and every tensor the accelerator stored and the logits are compared with
 golden integer for integer.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -26,12 +29,14 @@ import tempfile
 
 import cocotb
 import numpy as np
+from amaranth.lib import data
 
 from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import forward, rope_table
-from trilut.hw.isa import RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, pack_descriptor
+from trilut.hw.isa import (LLM_ATTN, RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode,
+                          llm_attn_fields, pack_descriptor, unpack_descriptor)
 from trilut.sim.tb_top import TopBench, run_compiled
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -51,12 +56,24 @@ def _reference(params):
     return params
 
 
+def _noncausal(prog):
+    """``prog`` with the causal bit of its ATTN_QK passes cleared."""
+    out = copy.copy(prog)
+    out.descriptors = [pack_descriptor(**dict(f, reserved=llm_attn_fields(
+        kv_group=data.Const(LLM_ATTN, f["reserved"]).kv_group)))
+        if f["opcode"] == Opcode.ATTN_QK else d
+        for d, f in ((d, unpack_descriptor(d)) for d in prog.descriptors)]
+    return out
+
+
 async def _on_chip(tb, gen):
     """Drive a :func:`forward` generator on the bench; its return value."""
     try:
         req = next(gen)
         while True:
             prog, inputs = req
+            if CONFIG.get("break") == "noncausal":
+                prog = _noncausal(prog)
             got, st, _ = await run_compiled(tb, prog, inputs)
             assert not st.error, f"{st}"
             req = gen.send(got)
