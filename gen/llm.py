@@ -22,9 +22,9 @@ device and seconds.
 
 ``--device sim``: the decoder build ``--unit`` (default ``top-llm``,
 gen/units.py) simulated by Verilator behind the byte protocol
-(host.generate.SimDecoder: norms, ternary linears and the gate product on
-the accelerator; RoPE, attention and the LM head on the host, see
-docs/llm.md "On the top"), every step compared with golden. The JSON's
+(host.generate.SimDecoder: norms, ternary linears, the gate product, RoPE
+and causal GQA attention on the accelerator; the embedding and the LM head
+on the host, see docs/llm.md "On the top"), every step compared with golden. The JSON's
 cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
 null (no place and route of a decoder build exists). ``--weights sdram``
@@ -62,8 +62,9 @@ WEIGHT_PATHS = {
 
 #: What the cycle fields of a ``--device sim`` run count.
 CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
-                "ternary linears with their requantizers and residual adds, the gate product; "
-                "RoPE, attention and the LM head run on the host and are not counted")
+                "ternary linears with their requantizers and residual adds, the gate product, "
+                "RoPE and causal GQA attention; the LM head runs on the host and is not "
+                "counted")
 
 
 def _decoder(params, device, unit, log, positions, weights="sdram"):

@@ -16,7 +16,10 @@ Then, by pass (the sequencer's ``cfg`` flags):
   (``res``: the destination rows read back), int16;
 * LINEAR REQUANT_GATEMUL (decoder builds, ``gatemul``): ``rq_out`` (int16
   up) -> :class:`~trilut.hw.gatemul.GateMul` with the gate row (``res``:
-  the destination rows read back) -> int16 h.
+  the destination rows read back) -> int16 h;
+* decoder builds (``rope``): LINEAR REQUANT_ROPE ``rq_out`` (int16) -> RoPE
+  -> int8 (:mod:`~trilut.hw.llm_rope`), and ATTN_QK's int16 logits through
+  the causal mask around Shiftmax (:mod:`~trilut.hw.llm_attn`).
 
 The constants arrive in the PARAM phase as the sequencer's ``param``
 entries: the requantizer's and the residual adder's per-channel tables
@@ -71,7 +74,10 @@ class Epilogue(wiring.Component):
     layout; ``max_width`` channels; ``max_rows`` (Shiftmax row length);
     ``gelu_mode``, ``probs_bits``: the build's; ``gatemul``: None, or the
     decoder build's gate activation ("silu", "relu2"): a GateMul unit and the
-    REQUANT_GATEMUL route (its error flag shares the ``gelu`` bit)."""
+    REQUANT_GATEMUL route (its error flag shares the ``gelu`` bit); ``rope``:
+    None, or the decoder build's (head_dim, positions): the REQUANT_ROPE
+    route with its ``rope_w`` table port, int16 logits into Shiftmax and the
+    causal ATTN_QK rows (their error flags share the ``gelu`` bit)."""
 
     def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits, gatemul=None,
                  rope=None):

@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratabl
 
 PARAMS = UNITS["top-llm-small"].defaults
 MODEL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=256, max_pos=64, kv_heads=2)
-PROMPT = np.random.default_rng(7).integers(0, 256, 20)      # two chunks of 18 + 2
-NEW = 9                                                      # prefill + 8 decode steps
+PROMPT = np.random.default_rng(7).integers(0, 256, 19)      # two chunks of 18 + 1
+NEW = 9                                                      # prefill + 8 decode steps: 27 KV positions
 
 
 def _params(path, seed):
