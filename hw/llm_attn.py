@@ -4,7 +4,8 @@ docs/llm.md, "On the top").
 ATTN_QK's int16 logits (``rq_out``) arrive row by row (``rows`` query
 tokens, ``heads`` heads each, ``n`` keys per head, ``last`` on each head's
 final key). With the descriptor's ``causal`` bit
-(:data:`~trilut.hw.isa.LLM_ATTN`), query row ``i`` sees keys ``0 .. kv_pos + i`` (golden :func:`~trilut.golden.llm.prefill`: a token
+(:data:`~trilut.hw.isa.LLM_ATTN`), query row ``i`` sees keys
+``0 .. kv_pos + i`` (golden :func:`~trilut.golden.llm.prefill`: a token
 attends to the cache and to the chunk's tokens up to itself):
 
 * input side: a head's keys ``j <= kv_pos + i`` go to Shiftmax, ``last``
