@@ -22,9 +22,9 @@ device and seconds.
 
 ``--device sim``: the decoder build ``--unit`` (default ``top-llm``,
 gen/units.py) simulated by Verilator behind the byte protocol
-(host.generate.SimDecoder: norms, ternary linears and the gate product on
-the accelerator; RoPE, attention and the LM head on the host, see
-docs/llm.md "On the top"), every step compared with golden. The JSON's
+(host.generate.SimDecoder: norms, ternary linears, the gate product, RoPE
+and causal GQA attention on the accelerator; the embedding and the LM head
+on the host, see docs/llm.md "On the top"), every step compared with golden. The JSON's
 cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
 null (no place and route of a decoder build exists). ``--weights sdram``
@@ -44,6 +44,7 @@ import numpy as np
 from ..host.generate import DEVICES, check_device, generate, make_decoder
 from ..host.hf import CALIBRATION_SENTENCES, _load_npy, calibration_ids
 from ..host.llama import load_llama, quantize
+from ..host.llm_compiler import kv_capacity
 from ..host.models.lm import MODEL_DIR
 from ..host.models.lm.tokenizer import ByteTokenizer
 from .sweep import progress_printer
@@ -61,8 +62,9 @@ WEIGHT_PATHS = {
 
 #: What the cycle fields of a ``--device sim`` run count.
 CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
-                "ternary linears with their requantizers and residual adds, the gate product; "
-                "RoPE, attention and the LM head run on the host and are not counted")
+                "ternary linears with their requantizers and residual adds, the gate product, "
+                "RoPE and causal GQA attention; the LM head runs on the host and is not "
+                "counted")
 
 
 def _decoder(params, device, unit, log, positions, weights="sdram"):
@@ -74,10 +76,11 @@ def _decoder(params, device, unit, log, positions, weights="sdram"):
     if unit not in UNITS or not UNITS[unit].defaults.get("llm"):
         raise ValueError(f"--unit {unit!r}: not a decoder build (llm=True units: "
                          f"{', '.join(n for n, u in UNITS.items() if u.defaults.get('llm'))})")
-    rows = UNITS[unit].defaults["max_rows"]
+    rows = kv_capacity(params, UNITS[unit].defaults)
     if positions > rows:
         raise ValueError(f"{positions} positions (prompt + new tokens) exceed the KV capacity "
-                         f"of {rows} positions of the build {unit} (max_rows)")
+                         f"of {rows} positions of the build {unit} (max_rows "
+                         f"{UNITS[unit].defaults['max_rows']} for {params.cfg.layers} layers)")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     log(f"--device sim: {unit} in Verilator (built on first use, cached), weights "

@@ -206,19 +206,44 @@ class DecoderCost:
     def _rows(self, m, elems, elem_bytes):
         return m * -(-elems * elem_bytes // self.axis_bytes) * self.axis_bytes
 
-    def sim_segments(self, m, *, load_x=False, final=False):
-        """The two segments of one layer for ``m`` tokens as
+    def sim_attention(self, m, pos0):
+        """ATTN_QK (+ causal Shiftmax) and ATTN_AV as the decoder build runs
+        them (host/llm_compiler.py): every row over all N = pos0 + m keys (the
+        masked keys' products are computed, zeros written for them), per
+        head row the longest of the int8 engine's beats, the row's N
+        outputs and Shiftmax's divider interval."""
+        cfg, e = self.cfg, self.int8
+        d, n = cfg.head_dim, pos0 + m
+        qk = m * cfg.heads * max(-(-n // e.lanes) * -(-d // e.k_per_cycle), n, SHIFTMAX_DIVIDE)
+        av = m * cfg.heads * max(-(-d // e.lanes) * -(-n // e.k_per_cycle), d)
+        return (PASS_OVERHEAD + qk + e.latency + self.smax.latency(n),
+                PASS_OVERHEAD + av + e.latency)
+
+    def sim_segments(self, m, *, pos0=0, load_x=False, final=False):
+        """The segments of one layer for ``m`` tokens at ``pos0`` as
         host/llm_compiler.py builds them: ``[[(kind, name, arg)]]``, kind
         "load"/"store" (arg: bytes over the host link), "norm" (arg: width),
-        "linear" (arg: (k, n, epilogue latency))."""
+        "linear" (arg: (k, n, epilogue latency)), "attn" (arg: cycles). With
+        attention on chip (``llm_compiler.attn_on_chip``) one segment, else
+        two with the host's RoPE and attention between them."""
+        from ..host.llm_compiler import attn_on_chip
         cfg, lin = self.cfg, self.linears()
         c, f, qd, kd = cfg.hidden, cfg.ffn, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         a = [("load", "x", self._rows(m, c, 2))] if load_x else []
         a += [("norm", "attn_norm", c)]
-        for name, elem in (("q", 2), ("k", 2), ("v", 1)):
-            a += [("linear", name, (*lin[name], 0)),
-                  ("store", name, self._rows(m, lin[name][1], elem))]
-        b = [("load", "attn", self._rows(m, qd, 2))]
+        on_chip = attn_on_chip(cfg, self.accel)
+        if on_chip:
+            rope = self.rope.latency()
+            a += [("linear", "q", (*lin["q"], rope)), ("linear", "k", (*lin["k"], rope)),
+                  ("linear", "v", (*lin["v"], 0))]
+            a += [("attn", name, cyc) for name, cyc in zip(("qk", "av"),
+                                                           self.sim_attention(m, pos0))]
+            b = []
+        else:
+            for name, elem in (("q", 2), ("k", 2), ("v", 1)):
+                a += [("linear", name, (*lin[name], 0)),
+                      ("store", name, self._rows(m, lin[name][1], elem))]
+            b = [("load", "attn", self._rows(m, qd, 2))]
         b += [("norm", "attn_sub", qd)] if cfg.sub_norm else []
         b += [("linear", "o", (qd, c, 0)), ("norm", "mlp_norm", c),
               ("linear", "gate", (c, f, 0)), ("linear", "up", (c, f, self.gate.latency()))]
@@ -226,7 +251,7 @@ class DecoderCost:
         b += [("linear", "down", (f, c, 0))]
         if final:
             b += [("norm", "norm", c), ("store", "norm", self._rows(m, c, 2))]
-        return [a, b]
+        return [a + b] if on_chip else [a, b]
 
     def segment_cycles(self, m, passes, memory, link):
         """Cycles of one segment (:meth:`sim_segments`) for ``m`` tokens:
@@ -242,6 +267,8 @@ class DecoderCost:
                 t = latency + arg / rate
             elif kind == "norm":
                 t = self.norm(m, arg)
+            elif kind == "attn":
+                t = arg
             else:
                 k, n, tail = arg
                 t = self.linear(m, k, n, tail)
@@ -251,13 +278,14 @@ class DecoderCost:
                      else drain + t)
         return max(work, feed / memory.rate + drain)
 
-    def sim_step(self, m, memory, link):
-        """Cycles of ``m`` tokens (one chunk) through every layer's segments
-        on the simulated decoder build, weights streamed from ``memory``:
-        ``(total, [cycles per segment])``."""
+    def sim_step(self, m, memory, link, pos0=0):
+        """Cycles of ``m`` tokens (one chunk) at ``pos0`` through every
+        layer's segments on the simulated decoder build, weights streamed
+        from ``memory``: ``(total, [cycles per segment])``."""
         segs = []
         for li in range(self.cfg.layers):
-            for passes in self.sim_segments(m, load_x=li == 0, final=li == self.cfg.layers - 1):
+            for passes in self.sim_segments(m, pos0=pos0, load_x=li == 0,
+                                            final=li == self.cfg.layers - 1):
                 segs.append(self.segment_cycles(m, passes, memory, link))
         return sum(segs), segs
 

@@ -85,7 +85,7 @@ from .quant import INT8_MAX, INT16_MAX, M_BITS_DEFAULT, _round_half_up, requanti
 __all__ = [
     "ACTS", "ATTN_SCALES", "ROPE_FRAC", "LOGIT_BITS", "SOFTMAX_N", "EMULATE_STEPS",
     "LlamaConfig", "LayerParams", "LlamaParams", "KVCache", "float_weight_shapes",
-    "int_rmsnorm", "rope_tables", "rope_requant", "gate_product", "kv_head_of", "prefill",
+    "int_rmsnorm", "rope_tables", "rope_requant", "gate_product", "kv_head_of", "attend", "prefill",
     "decode_step", "float_forward",
 ]
 
@@ -368,17 +368,32 @@ def _attention(p, lp, li, cache, pos0, t):
     rope_requant(q, cos, sin, lp.q_rope, 8, mb, "q_rope", t)
     if cfg.attn_scale == "static":
         rope_requant(k, cos, sin, lp.k_rope, 8, mb, "k_rope", t)
-        kq, kamax = t["k_rope"], np.ones((n_new, hk), np.int64)
+        kamax = np.ones((n_new, hk), np.int64)
     else:
         k16 = rope_requant(k, cos, sin, lp.k_rope, WIDE, mb, "k_rope16", t)
-        kq, kamax = row_quantize(k16, in_bits=WIDE)
-        t["k_rope"], kamax = kq, kamax[..., 0]
+        t["k_rope"], kamax = row_quantize(k16, in_bits=WIDE)
+        kamax = kamax[..., 0]
+    return attend(p, lp, li, cache, pos0, t, kamax)
+
+
+def attend(p, lp, li, cache, pos0, t, k_amax=None):
+    """The attention after RoPE: trace tensors ``q_rope`` (int8, P x heads x
+    head_dim), ``k_rope`` (int8, P x kv_heads x head_dim) and ``v`` of P
+    tokens at positions ``pos0 ..`` into the cache (``k_amax``: (P,
+    kv_heads), attn_scale "token"; None: 1), then causal GQA attention and
+    the o projection's accumulator. Used by the decoder whose RoPE ran
+    elsewhere (the accelerator's REQUANT_ROPE)."""
+    cfg, mb = p.cfg, p.cfg.m_bits
+    n_new, d, hk = t["q_rope"].shape[0], cfg.head_dim, cfg.kv_heads
+    end = pos0 + n_new
+    kq = np.asarray(t["k_rope"]).reshape(n_new, hk, d)
+    kamax = np.ones((n_new, hk), np.int64) if k_amax is None else k_amax
     cache.k[li, :, pos0:end] = np.swapaxes(kq, 0, 1)
     cache.k_amax[li, :, pos0:end] = kamax.T
     cache.v[li, :, pos0:end] = np.swapaxes(t["v"].reshape(n_new, hk, d), 0, 1)
     kv = kv_head_of(cfg)
     keys, vals = cache.k[li, kv, :end], cache.v[li, kv, :end]  # (H, end, d)
-    qh = np.swapaxes(t["q_rope"], 0, 1)                        # (H, P, d)
+    qh = np.swapaxes(np.asarray(t["q_rope"]).reshape(n_new, cfg.heads, d), 0, 1)  # (H, P, d)
     acc = int8_matmul(qh, np.swapaxes(keys, -1, -2), name="qk_acc")
     if cfg.attn_scale == "token":
         acc = acc * cache.k_amax[li, kv, :end][:, None, :]

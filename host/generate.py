@@ -78,18 +78,20 @@ class SimDecoder:
         from .compiler import _accelerator
         from .device import SimDevice
         from .driver import Driver
-        from .llm_compiler import _check, weight_image
+        from .llm_compiler import _check, kv_capacity, rope_on_chip, rope_table, weight_image
         if not isinstance(sdram, bool):
             raise TypeError(f"sdram must be a bool, got {sdram!r}")
         self.golden = GoldenDecoder(params if reference is None else reference)
         self.params, self.cache = params, KVCache(params)
         acc = _accelerator(accel)
         _check(params, acc, 1)          # the build's problems before the simulator starts
-        self.capacity = min(self.cache.capacity, acc.max_rows)
+        self.capacity = min(self.cache.capacity, kv_capacity(params, acc))
         self.sdram, self.build = sdram, build
         self.image = weight_image(params, acc)
         self.device = SimDevice(acc.params, sdram=sdram)
         self.driver = Driver(self.device, acc.params, timeout=600.0)
+        if rope_on_chip(params.cfg):    # the RoPE table, once (llm_compiler.rope_table)
+            self.driver.write("rope", rope_table(params, acc))
         self.matches, self.step_cycles, self.seconds = True, [], 0.0
         self.sim_cycles_in_runs = 0     # the simulator's cycles during runs (not the loading)
         self.step_link = []             # per run: link traffic {request type: bytes/requests}

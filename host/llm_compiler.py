@@ -4,20 +4,28 @@
 on a decoder build of the accelerator (``Accelerator(llm=True)``), prefill
 and decode steps integer for integer with :func:`trilut.golden.llm.prefill`.
 
-What runs where (issue 13, first wiring steps; docs/llm.md "On the top"):
+What runs where (issue 13, wiring steps; docs/llm.md "On the top"):
 every RMSNorm, every ternary linear with its row quantization,
-requantizers and residual adds, and the gated MLP's gate product run on the
-accelerator; RoPE with causal GQA attention and the LM head run on the
-host with the golden model's own functions, on the tensors the accelerator
-stored. A layer is two programs (segments), the residual stream staying on
-chip (int16 bank rows ``R0``) between them and between layers::
+requantizers and residual adds, the gated MLP's gate product, RoPE and
+causal GQA attention over the on-chip KV cache run on the accelerator
+(:func:`attn_on_chip`: attn_scale "static", logit_bits and probs_bits 16);
+the host does the embedding and the LM head. A layer is one program
+(segment), the residual stream staying on chip (int16 bank rows ``R0``)
+between layers::
 
-    A  [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
+       [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
        NORM RMSNORM R0 -> R1 attn_norm               [STORE attn_norm]
-       LINEAR R1 -> R2  q (REQUANT, int16)           STORE q
-       LINEAR R1 -> R2  k (REQUANT, int16)           STORE k
-       LINEAR R1 -> V   v (REQUANT, int8; KV rows kv_pos ..)   STORE v
-    host: RoPE, K/V into the KV cache, causal GQA attention -> attn (int16)
+       LINEAR R1 -> Q   q (REQUANT_ROPE, int8 at kv_pos + row)   [STORE q_rope]
+       LINEAR R1 -> K   k (REQUANT_ROPE, int8; KV rows base + kv_pos ..)  [STORE k_rope]
+       LINEAR R1 -> V   v (REQUANT, int8; KV rows base + kv_pos ..)   [STORE v]
+       ATTN_QK Q, K -> R2  probs (causal, GQA; keys 0 .. kv_pos + M - 1)
+       ATTN_AV R2, V -> R1  attn (int16)                [STORE attn]
+       then as B below, without its LOAD
+
+Otherwise two segments with the host's RoPE and attention between them:
+A as above up to V, but q and k LINEAR REQUANT (int16) into ``R2``, STORE
+q, k, v; the host runs golden RoPE, the K/V append and attention::
+
     B  LOAD attn -> R1;  [NORM RMSNORM R1 -> R2 attn_sub]
        LINEAR (R1|R2) -> R0  o (RESIDUAL: res1)      [STORE res1]
        NORM RMSNORM R0 -> R1 mlp_norm                [STORE mlp_norm]
@@ -28,11 +36,16 @@ chip (int16 bank rows ``R0``) between them and between layers::
        last layer: NORM RMSNORM R0 -> R1 norm        STORE norm
     host: int8 LM head on norm -> int32 logits
 
+``Q``: rows 0.. of int8 bank 0; ``K``, ``V``: the KV region, layer ``i``
+from row ``base = i *`` :func:`kv_capacity`. RoPE's cos/sin table is
+written once per device (:func:`rope_table`, the build's ``rope`` register
+window); with attention on the host and attn_scale "token" (K quantized
+per token after RoPE) q and k are int16 and RoPE runs on the host too.
 ``R0``, ``R1``, ``R2``: rows 0.., M.., 2M.. of the int16 bank for a chunk
 of M tokens, so a chunk holds at most ``max_rows // 3`` tokens; a longer
 prompt is prefilled in chunks (prefill of a sequence equals prefill of its
-pieces, golden). V rows go to the KV region at ``kv_pos``, so the build
-holds ``max_rows`` positions: the KV capacity checked before anything runs.
+pieces, golden). The KV capacity (:func:`kv_capacity`) is checked before
+anything runs.
 Square brackets: only with ``trace=True`` (or a sub-norm checkpoint).
 
 :func:`forward` is a generator that yields ``(program, inputs)`` per
@@ -47,14 +60,16 @@ import numpy as np
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
-from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention
+from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (RESIDUAL_BANK, VALUE_BANK, Epilogue, Head, Opcode, pack_descriptor,
-                      pack_gatemul_const, pack_requant_const, unpack_descriptor)
+from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
+                      Opcode, pack_descriptor, pack_gatemul_const, pack_requant_const,
+                      llm_attn_fields, pack_rope_const, pack_softmax_const, rope_words,
+                      unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
 __all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
-           "weight_image", "REGIONS"]
+           "weight_image", "rope_table", "rope_on_chip", "attn_on_chip", "kv_capacity", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
 REGIONS = 3
@@ -70,9 +85,10 @@ class SegmentProgram(Program):
     :func:`weight_image` of the model, whose packed frames are used instead
     of packing the weights again (they do not depend on rows or kv_pos)."""
 
-    def __init__(self, *args, loads=(), image=None, **kwargs):
+    def __init__(self, *args, loads=(), image=None, kv_base=0, kv_cap=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loads = list(loads)
+        self.kv_base, self.kv_cap = kv_base, kv_cap     # the layer's KV rows (kv_capacity)
         self.linears = [name for name, _, _ in self._weights]
         if image is not None:
             self._weight_frames = [image[name] for name in self.linears]
@@ -90,22 +106,31 @@ class SegmentProgram(Program):
         return {f"linear{i}": layout[n] for i, n in enumerate(self.linears)}
 
     def at_kv_pos(self, kv_pos):
-        """This segment with its KV rows (the rows of the KV region the V
-        LINEAR writes and its STORE reads) moved to ``kv_pos``: everything else of a layer's segment
+        """This segment with its KV rows (the rows of the KV region the K
+        and V LINEARs write and their STOREs read) and its REQUANT_ROPE
+        positions moved to ``kv_pos``: everything else of a layer's segment
         (constants, weights, the other descriptors) does not depend on the
         position, so a decode step reuses the segment compiled for an
         earlier one instead of packing its constants again."""
-        if self.seq + kv_pos > self._accel.max_rows:
-            raise CompileError(f"KV rows {kv_pos} .. {kv_pos + self.seq - 1} beyond the build's "
-                               f"max_rows = {self._accel.max_rows}")
+        if self.seq + kv_pos > self.kv_cap:
+            raise CompileError(f"KV positions {kv_pos} .. {kv_pos + self.seq - 1} beyond the "
+                               f"build's KV capacity of {self.kv_cap} positions")
+        row = self.kv_base + kv_pos
         out = copy.copy(self)
         out.descriptors = []
         for d in self.descriptors:
             f = unpack_descriptor(d)
-            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] == VALUE_BANK:
-                d = pack_descriptor(**dict(f, dst_row=kv_pos))
-            elif f["opcode"] == Opcode.STORE and f["src_bank"] == VALUE_BANK:
-                d = pack_descriptor(**dict(f, src_row=kv_pos))
+            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] in (KEY_BANK, VALUE_BANK):
+                f["dst_row"] = row
+            elif f["opcode"] == Opcode.STORE and f["src_bank"] in (KEY_BANK, VALUE_BANK):
+                f["src_row"] = row
+            if f["opcode"] == Opcode.LINEAR and f["epilogue"] == Epilogue.REQUANT_ROPE:
+                f["kv_pos"] = kv_pos
+            elif f["opcode"] == Opcode.ATTN_QK:     # keys 0 .. kv_pos + rows - 1
+                f.update(kv_pos=kv_pos, n=kv_pos + self.seq)
+            elif f["opcode"] == Opcode.ATTN_AV:
+                f["k"] = kv_pos + self.seq
+            d = pack_descriptor(**f)
             out.descriptors.append(d)
         return out
 
@@ -145,6 +170,16 @@ def _check(params, acc, rows):
     for what, w in widths.items():
         if w > p["max_width"]:
             problems.append(f"{what} = {w} exceeds max_width = {p['max_width']}")
+    if rope_on_chip(cfg) and p["llm"] and cfg.head_dim != p["llm_head_dim"]:
+        problems.append(f"head_dim = {cfg.head_dim}: this build's RoPE rotates heads of "
+                        f"llm_head_dim = {p['llm_head_dim']}")
+    cap = kv_capacity(params, acc)
+    if p["llm"] and attn_on_chip(cfg, p) and cfg.heads * cap > p["max_width"]:
+        problems.append(f"{cfg.heads} heads x {cap} KV positions exceed max_width = "
+                        f"{p['max_width']} (the attention's probability rows)")
+    if p["llm"] and attn_on_chip(cfg, p) and cap < 1:
+        problems.append(f"max_rows = {p['max_rows']} holds no KV position for each of "
+                        f"{cfg.layers} layers")
     if cfg.m_bits != M_BITS_DEFAULT:
         problems.append(f"m_bits = {cfg.m_bits}; constant entries hold {M_BITS_DEFAULT}-bit "
                         f"multipliers")
@@ -168,6 +203,50 @@ def _check(params, acc, rows):
                            f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems))
 
 
+def rope_on_chip(cfg):
+    """Whether q and k take the accelerator's REQUANT_ROPE route (attn_scale
+    "static": K is int8 straight out of RoPE's requantizer); "token" keeps
+    RoPE on the host (K is quantized per token after it)."""
+    return cfg.attn_scale == "static"
+
+
+def attn_on_chip(cfg, accel_params):
+    """Whether causal GQA attention runs on the accelerator (one segment per
+    layer): RoPE on chip, int16 logits and probabilities (golden's
+    logit_bits and probs_bits 16, the decoder build's Shiftmax and
+    ``probs_bits``: Accelerator parameters ``accel_params``)."""
+    return (rope_on_chip(cfg) and cfg.logit_bits == 16 and cfg.probs_bits == 16
+            and accel_params.get("probs_bits") == 16)
+
+
+def kv_capacity(params, accel):
+    """KV positions the build ``accel`` holds for ``params``: with attention
+    on chip every layer keeps its keys and values, so the KV region's
+    ``max_rows`` rows are split between the layers (layer ``i`` from row
+    ``i * capacity``, a multiple of the int8 engine's blocks); otherwise
+    (the host keeps the cache) ``max_rows``."""
+    acc = _accelerator(accel)
+    p = acc.params
+    if not attn_on_chip(params.cfg, p):
+        return acc.max_rows
+    blk = max(p["attn_lanes"], p["attn_kpc"])
+    return acc.max_rows // params.cfg.layers // blk * blk
+
+
+def rope_table(params, accel):
+    """The ``rope`` register window's words for ``params`` on the build
+    ``accel``: golden's cos/sin rows of the build's ``max_rows`` positions
+    (zeros beyond the model's), written once per device
+    (``Driver.write("rope", words)``) before any segment runs."""
+    acc = _accelerator(accel)
+    _check(params, acc, 1)
+    n, h = acc.max_rows, params.cfg.head_dim // 2
+    cos, sin = np.zeros((n, h), np.int64), np.zeros((n, h), np.int64)
+    k = min(n, params.cfg.max_pos)
+    cos[:k], sin[:k] = params.rope_cos[:k], params.rope_sin[:k]
+    return rope_words(cos, sin)
+
+
 def _requant_entries(lin):
     n = lin.out_features
     return [pack_requant_const(m, e, b) for m, e, b in
@@ -185,9 +264,12 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     acc = _accelerator(accel)
     _check(params, acc, rows)
     cfg, lp = params.cfg, params.layers[layer]
-    if kv_pos + rows > acc.max_rows:
-        raise CompileError(f"KV rows {kv_pos} .. {kv_pos + rows - 1} beyond the build's "
-                           f"max_rows = {acc.max_rows}")
+    on_chip = attn_on_chip(cfg, acc.params)
+    cap = kv_capacity(params, acc)
+    if kv_pos + rows > cap:
+        raise CompileError(f"KV positions {kv_pos} .. {kv_pos + rows - 1} beyond the build's "
+                           f"KV capacity of {cap} positions")
+    base = layer * cap if on_chip else 0      # this layer's KV rows
     c, kvw = cfg.hidden, cfg.kv_heads * cfg.head_dim
     R0, R1, R2 = ((RESIDUAL_BANK, i * rows) for i in range(REGIONS))
     rms = Head.RMSNORM
@@ -209,7 +291,7 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
                                f"const_sets = {acc.const_sets}")
         segs.append(SegmentProgram(acc, descs, consts, bld.outputs, bld.weights, rows,
                                    c, bld.passes, loads=[(n, w) for n, w, _ in loads],
-                                   image=image))
+                                   image=image, kv_base=base, kv_cap=cap))
 
     def sub_norm(bld, norm, name, width, src, dst):
         if norm is None:
@@ -221,12 +303,39 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     def seg_a(bld):
         bld.norm("attn_norm", lp.attn_norm, c, R0, R1, head=rms)
         bld.store("attn_norm", R1, c)
-        for n, dst, width in (("q", R2, cfg.heads * cfg.head_dim), ("k", R2, kvw),
-                              ("v", (VALUE_BANK, kv_pos), kvw)):
+        qk = (("q", (0, 0), cfg.heads * cfg.head_dim, lp.q_rope), ("k", (KEY_BANK, 0), kvw,
+                                                                    lp.k_rope))
+        for n, dst, width, rq in qk:
             lin = getattr(lp, n)
-            bld.linear(n, lin, R1, dst, Epilogue.REQUANT, _requant_entries(lin),
-                       f"layers.{layer}.")
-            bld.store(n, dst, width, always=True)
+            if rope_on_chip(cfg):       # rows kv_pos + i: at_kv_pos below
+                bld.linear(n, lin, R1, dst, Epilogue.REQUANT_ROPE,
+                           [pack_rope_const(m, e, b, rq.m, rq.e) for m, e, b in
+                            zip(_vec(lin.requant.m, width), _vec(lin.requant.e, width),
+                                _bias(lin, width))], f"layers.{layer}.")
+                bld.store(n + "_rope", dst, width, always=not on_chip)
+            else:
+                bld.linear(n, lin, R1, R2, Epilogue.REQUANT, _requant_entries(lin),
+                           f"layers.{layer}.")
+                bld.store(n, R2, width, always=True)
+        bld.linear("v", lp.v, R1, (VALUE_BANK, 0), Epilogue.REQUANT, _requant_entries(lp.v),
+                   f"layers.{layer}.")
+        bld.store("v", (VALUE_BANK, 0), kvw, always=not on_chip)
+
+    def attention(bld):
+        """Causal GQA attention on chip: Q, K -> probabilities (R2) -> attn (R1)."""
+        h, d = cfg.heads, cfg.head_dim
+        g = cfg.heads // cfg.kv_heads
+        s = bld.const_set([pack_softmax_const(lp.logits.m, lp.logits.e, lp.softmax_x0)], "attn")
+        bld.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
+                 epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0, src_row=0, dst_bank=R2[0],
+                 dst_row=R2[1], rows=rows, k=d, n=kv_pos + rows, heads=h, const=s,
+                 kv_pos=kv_pos, reserved=llm_attn_fields(causal=1, kv_group=g, kv_base=base))
+        s = bld.const_set([pack_requant_const(lp.attn.m, lp.attn.e, 0)], "attn")
+        bld.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
+                 src_bank=R2[0], src_row=R2[1], dst_bank=R1[0], dst_row=R1[1], rows=rows,
+                 k=kv_pos + rows, n=d, heads=h, const=s,
+                 reserved=llm_attn_fields(kv_group=g, kv_base=base))
+        bld.store("attn", R1, h * d)
 
     def seg_b(bld):
         src = sub_norm(bld, lp.attn_sub_norm, "attn_sub", cfg.heads * cfg.head_dim, R1, R2)
@@ -251,9 +360,13 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
             bld.norm("norm", params.norm, c, R0, R1, head=rms)
             bld.store("norm", R1, c, always=True)
 
-    segment(seg_a, [("x", c, R0)] if load_x else [])
-    segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
-    return segs
+    if on_chip:                         # one segment: nothing on the host in between
+        segment(lambda bld: (seg_a(bld), attention(bld), seg_b(bld)),
+                [("x", c, R0)] if load_x else [])
+    else:
+        segment(seg_a, [("x", c, R0)] if load_x else [])
+        segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
+    return [seg.at_kv_pos(kv_pos) for seg in segs]
 
 
 def weight_image(params, accel):
@@ -284,11 +397,12 @@ def check_tokens(params, ids, cache, accel):
         raise ValueError(f"ids: token id {bad} outside the vocabulary [0, {cfg.vocab})")
     if not isinstance(cache, KVCache) or cache.cfg != cfg:
         raise TypeError("cache: expected a KVCache made for these params")
-    cap = min(acc.max_rows, cache.capacity)
+    cap = min(kv_capacity(params, acc), cache.capacity)
     if cache.kv_pos + a.size > cap:
         raise ValueError(f"ids: {a.size} tokens at kv_pos {cache.kv_pos} exceed the KV "
-                         f"capacity of {cap} positions (the build's KV region holds "
-                         f"max_rows = {acc.max_rows}, the cache {cache.capacity})")
+                         f"capacity of {cap} positions (the build's KV region: "
+                         f"{kv_capacity(params, acc)} per layer of max_rows = {acc.max_rows} "
+                         f"rows; the cache {cache.capacity})")
     return a.astype(np.int64)
 
 
@@ -319,16 +433,22 @@ def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
                 segs = compile_layer(params, li, acc, m, pos0, image=image, **flags)
                 if memo is not None:
                     memo[key] = segs
-            a, b = (seg.at_kv_pos(pos0) for seg in memo[key]) if memo is not None else segs
-            got_a = yield a, {"x": params.embed[piece]} if li == 0 else {}
-            t = dict(got_a)
-            _attention(params, lp, li, cache, pos0, t)    # RoPE, K/V append, attention
-            got_b = yield b, {"attn": t["attn"]}
-            for k, v in {**got_a, **got_b}.items():
+            got = {}
+            for si, seg in enumerate(memo[key] if memo is not None else segs):
+                inputs = {"x": params.embed[piece]} if li == 0 and si == 0 else {}
+                if si == 1:             # two segments: the host's attention between them
+                    t = dict(got)
+                    if rope_on_chip(cfg):       # K/V append, attention
+                        attend(params, lp, li, cache, pos0, t)
+                    else:                       # RoPE, K/V append, attention
+                        _attention(params, lp, li, cache, pos0, t)
+                    inputs = {"attn": t["attn"]}
+                got.update((yield seg.at_kv_pos(pos0) if memo is not None else seg, inputs))
+            for k, v in got.items():
                 name = k if k == "norm" else f"layers.{li}.{k}"
                 stored[name] = np.concatenate([stored[name], v]) if name in stored else v
         cache.kv_pos += m
-        q, amax = row_quantize(got_b["norm"], in_bits=WIDE_BITS)
+        q, amax = row_quantize(got["norm"], in_bits=WIDE_BITS)
         lim = (1 << (LOGIT_BITS - 1)) - 1
         logits.append(requantize(params.head.accumulate(q, amax), params.head.requant.m,
                                  params.head.requant.e, lo=-lim, hi=lim, m_bits=mb))

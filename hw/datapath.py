@@ -36,6 +36,7 @@ from ..golden.encoder import WIDE_BITS
 from .arith import delay
 from .dynquant import DynQuant
 from .epilogue import ACC_BITS, Epilogue
+from .isa import LLM_ATTN
 from .layernorm import LayerNorm
 from .regfront import EVENTS, axi_stream_signature
 from .rowio import (KVFetcher, Packer, Reader, Serializer, Unpacker, Writer, bits_for,
@@ -62,7 +63,8 @@ class Datapath(wiring.Component):
         self.epi = Epilogue(cfg_shape=cfg_shape, max_width=p["max_width"],
                             max_rows=p["max_rows"], gelu_mode=p["gelu_mode"],
                             probs_bits=p["probs_bits"],
-                            gatemul=p["llm_act"] if p["llm"] else None)
+                            gatemul=p["llm_act"] if p["llm"] else None,
+                            rope=(p["llm_head_dim"], p["max_rows"]) if p["llm"] else None)
         self.ws = WeightStore(unsigned(wgt_bits), depth=wstore_depth, max_rows=p["max_rows"])
         axis = axi_stream_signature(8 * p["axis_bytes"])
         super().__init__({
@@ -72,6 +74,7 @@ class Datapath(wiring.Component):
             "s_axis": In(axis), "s_axis_wgt": In(axis), "m_axis": Out(axis),
             "pass_done": Out(1), "unit_flags": Out(10),
             "events": Out(data.StructLayout({name: 1 for name in EVENTS})),
+            **({"rope_w": Out(self.epi.rope_w.signature)} if p["llm"] else {}),
         })
 
     def elaborate(self, platform):
@@ -107,7 +110,7 @@ class Datapath(wiring.Component):
         i8_ser = Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
         lnorm = LayerNorm(in_bits=16, max_len=W, rms=p["llm"])  # llm: the decoder's RMSNorm
         kvf = KVFetcher(beat_bits=8 * aL * aK, addr_bits=len(self.kv_r.addr), lanes=aL,
-                        kpc=aK, row_bits=rb, col_bits=cb)
+                        kpc=aK, row_bits=rb, col_bits=cb, llm=p["llm"])
         for name, unit in (("engine", e), ("wide_rd", wide_rd), ("dynq", dynq),
                            ("amax_q", amax_q), ("lnorm", lnorm), ("act_rd", act_rd),
                            ("res_rd", res_rd), ("act_wr", act_wr), ("res_wr", res_wr),
@@ -294,6 +297,10 @@ class Datapath(wiring.Component):
         # Epilogue (residual rows from the residual reader) -> the writers.
         m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(run), epi.go.eq(go),
                      epi.param.eq(self.param)]
+        if p["llm"]:                    # the RoPE table window (hw/llm_rope.py); GQA
+            wiring.connect(m, wiring.flipped(self.rope_w), epi.rope_w)
+            llm_attn = data.View(LLM_ATTN, d.reserved)
+            m.d.comb += [kvf.group.eq(llm_attn.kv_group), kvf.base.eq(llm_attn.kv_base)]
         join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
         join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)
         join(m, epi.out, res_wr.inp, run & compute & f.dst_res)

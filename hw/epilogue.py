@@ -16,7 +16,10 @@ Then, by pass (the sequencer's ``cfg`` flags):
   (``res``: the destination rows read back), int16;
 * LINEAR REQUANT_GATEMUL (decoder builds, ``gatemul``): ``rq_out`` (int16
   up) -> :class:`~trilut.hw.gatemul.GateMul` with the gate row (``res``:
-  the destination rows read back) -> int16 h.
+  the destination rows read back) -> int16 h;
+* decoder builds (``rope``): LINEAR REQUANT_ROPE ``rq_out`` (int16) -> RoPE
+  -> int8 (:mod:`~trilut.hw.llm_rope`), and ATTN_QK's int16 logits through
+  the causal mask around Shiftmax (:mod:`~trilut.hw.llm_attn`).
 
 The constants arrive in the PARAM phase as the sequencer's ``param``
 entries: the requantizer's and the residual adder's per-channel tables
@@ -41,6 +44,9 @@ from .dynquant import RowScale
 from .gatemul import GateMul
 from .isa import GATEMUL_CONST, GELU_CONST, REQUANT_CONST, RESIDUAL_CONST
 from .isa import Epilogue as EpilogueKind
+from .llm_attn import causal_route
+from .llm_rope import rope_route, rope_unit
+from .regfront import window_port
 from .requant import Requantizer, ResidualAdd
 from .rowio import elem_stream, join, join_fields, stage
 from .sequencer import PARAM
@@ -68,11 +74,17 @@ class Epilogue(wiring.Component):
     layout; ``max_width`` channels; ``max_rows`` (Shiftmax row length);
     ``gelu_mode``, ``probs_bits``: the build's; ``gatemul``: None, or the
     decoder build's gate activation ("silu", "relu2"): a GateMul unit and the
-    REQUANT_GATEMUL route (its error flag shares the ``gelu`` bit)."""
+    REQUANT_GATEMUL route (its error flag shares the ``gelu`` bit); ``rope``:
+    None, or the decoder build's (head_dim, positions): the REQUANT_ROPE
+    route with its ``rope_w`` table port, int16 logits into Shiftmax and the
+    causal ATTN_QK rows (their error flags share the ``gelu`` bit)."""
 
-    def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits, gatemul=None):
+    def __init__(self, *, cfg_shape, max_width, max_rows, gelu_mode, probs_bits, gatemul=None,
+                 rope=None):
         self._w = max_width
         self.gmul = None if gatemul is None else GateMul(act=gatemul, max_len=max_width)
+        # decoder builds: (head_dim, positions) of the REQUANT_ROPE route (hw/llm_rope.py)
+        self.rope = None if rope is None else rope_unit(*rope)
         self._gelu_wide = int(GELU_IN_BITS[gelu_mode] == 16)
         self.rscale = RowScale(acc_bits=ACC_BITS, scale_bits=WIDE_BITS)
         self.requant = Requantizer(acc_bits=ACC_BITS + WIDE_BITS, out_bits=16,
@@ -82,12 +94,16 @@ class Epilogue(wiring.Component):
                                    bias_bits=2)
         self.resadd = ResidualAdd(x_bits=ACC_BITS + WIDE_BITS, y_bits=16, out_bits=16,
                                   channels=max_width)
-        self.smax = Shiftmax(in_bits=8, n=SOFTMAX_N, out_bits=probs_bits, max_len=max_rows)
+        # decoder builds: int16 logits (golden logit_bits 16), causal rows (hw/llm_attn.py)
+        self.smax = Shiftmax(in_bits=16 if rope else 8, n=SOFTMAX_N, out_bits=probs_bits,
+                             max_len=max_rows)
         super().__init__({
             "cfg": In(cfg_shape), "run": In(1), "go": In(1), "param": In(PARAM),
             "acc": In(stream.Signature(self.rscale.inp.payload.shape())), "res": In(elem_stream()),
             "out": Out(elem_stream()),
             "error": Out(data.StructLayout({name: 1 for name in ERRORS})),
+            # the RoPE table window's write port (written by the register front)
+            **({"rope_w": Out(window_port(self.rope.table_depth, 32))} if rope else {}),
         })
 
     def reads_dst(self, cfg):
@@ -115,7 +131,10 @@ class Epilogue(wiring.Component):
         # logits; REQUANT_GELU: the GELU input width). Registered: the flags
         # are stable long before the pass starts.
         rq_wide = Signal()
-        m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, f.dst_res & ~f.is_attn_qk))
+        wide = f.dst_res & ~f.is_attn_qk
+        if self.rope is not None:       # REQUANT_ROPE: int16 into RoPE; int16 logits
+            wide = wide | (d.epilogue == EpilogueKind.REQUANT_ROPE) | f.is_attn_qk
+        m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, wide))
 
         # rscale -> requant -> clamp [-> negate] = rq_out.
         join_fields(m, rscale.out, requant.inp, (li & ~f.epi_res) | at | nm)
@@ -138,14 +157,20 @@ class Epilogue(wiring.Component):
         with m.If(go):
             m.d.sync += nch.eq(0)
         g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
-        join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        if self.rope is None:
+            join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+        else:                           # decoder builds: causal rows
+            causal_route(m, self.cfg, go, rq_out, smax, self.out, at & f.is_attn_qk)
         join_fields(m, rq_out, gelu.inp, li & f.epi_gelu, only_source=True)
         join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu, only_source=True)
         rq_direct = li & ~f.epi_res & ~f.epi_gelu
         if self.gmul is not None:
             rq_direct = rq_direct & ~self._gatemul(m, li, rq_out)
+        if self.rope is not None:
+            rq_direct = rq_direct & ~rope_route(m, self, self.rope, li, rq_out, self.rope_w)
         join_fields(m, rq_out, self.out, rq_direct | nm | at & ~f.is_attn_qk)
-        join_fields(m, smax.out, self.out, at & f.is_attn_qk)
+        if self.rope is None:
+            join_fields(m, smax.out, self.out, at & f.is_attn_qk)
         join_fields(m, g_out, self.out, li & f.epi_gelu)
         join_fields(m, resadd.out, self.out, li & f.epi_res)
 
@@ -199,6 +224,8 @@ class Epilogue(wiring.Component):
             m.d.sync += [gm.eq(g_c.gm), ge.eq(g_c.ge), gx0.eq(g_c.x0)]
         m.d.comb += [gelu_rq.m.eq(gm), gelu_rq.e.eq(ge), gelu_rq.bias.eq(0), gelu.x0.eq(gx0),
                      smax.x0.eq(gx0)]
+        if self.rope is not None:     # rm, re share GELU's gm, ge latches
+            m.d.comb += [self.rope.m.eq(gm), self.rope.e.eq(ge)]
         if self.gmul is not None:     # act_m, act_e, x0 share GELU's latches
             gmul, gc = self.gmul, data.View(GATEMUL_CONST, par.data)
             hm, he = Signal.like(gc.hm), Signal.like(gc.he)
@@ -219,5 +246,6 @@ class Epilogue(wiring.Component):
         join_fields(m, rq_out, gmul.up, on)
         join_fields(m, self.res, gmul.gate, on)
         join_fields(m, gmul.out, self.out, on)
-        m.d.comb += self.error.gelu.eq(self.gelu.error | gmul.error)
+        rope_err = self.rope.error if self.rope is not None else 0
+        m.d.comb += self.error.gelu.eq(self.gelu.error | gmul.error | rope_err)
         return on

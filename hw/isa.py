@@ -35,12 +35,13 @@ from ..golden.quant import M_BITS_DEFAULT
 
 __all__ = [
     "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK", "KEY_BANK",
+    "LLM_ATTN", "llm_attn_fields",
     "VALUE_BANK", "MAX_BANKS",
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
     "CONST_BITS", "REQUANT_CONST", "RESIDUAL_CONST", "GELU_CONST", "SOFTMAX_CONST",
     "GATEMUL_CONST", "pack_requant_const", "pack_residual_const", "pack_gelu_const",
-    "pack_softmax_const", "pack_gatemul_const",
+    "pack_softmax_const", "pack_gatemul_const", "ROPE_CONST", "pack_rope_const", "rope_words",
     "const_words",
     "CTRL", "STATUS", "UNIT_FLAGS", "COUNTERS", "Register", "RegisterMap", "AXIL_DATA_BITS",
 ]
@@ -100,12 +101,18 @@ class Epilogue(enum.IntEnum, shape=3):
     gate product with the gate row read back from the destination rows
     (int16 bank, read-modify-write as RESIDUAL): SiLU or ReLU^2 (the build's
     ``llm_act``), times up, two per-tensor requantizers
-    (:data:`GATEMUL_CONST`), int16 ``h`` into the same rows."""
+    (:data:`GATEMUL_CONST`), int16 ``h`` into the same rows.
+    REQUANT_ROPE (decoder builds; the q and k projections): per-channel
+    requantization to int16, RoPE (rotate_half) at position ``kv_pos`` +
+    the row's index within the pass with the build's loaded cos/sin table
+    (the ``rope`` register window), per-tensor requantization to int8
+    (:data:`ROPE_CONST`), into an int8 bank or the KV region."""
     REQUANT = 0
     REQUANT_GELU = 1
     REQUANT_SOFTMAX = 2
     RESIDUAL = 3
     REQUANT_GATEMUL = 4
+    REQUANT_ROPE = 5
 
 
 class ErrorCode(enum.IntEnum, shape=4):
@@ -160,11 +167,28 @@ DESCRIPTOR = data.StructLayout({
     "k": unsigned(ROW_BITS),         # K: input row length (LOAD/STORE: row length)
     "n": unsigned(ROW_BITS),         # N: output row length
     "const": unsigned(8),            # constant set (N entries, one per output channel)
-    "kv_pos": unsigned(ROW_BITS),    # reserved for decode (causal length - 1)
+    "kv_pos": unsigned(ROW_BITS),    # decoder builds: KV position of the pass's first row
     "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head)
-    "reserved": unsigned(22),
+    "reserved": unsigned(22),        # decoder builds' ATTN fields: LLM_ATTN
 })
 assert DESCRIPTOR.size == DESCRIPTOR_BITS
+
+#: The decoder build's attention fields (``Accelerator(llm=True)``), a view of
+#: the descriptor's ``reserved`` bits: ``causal`` (ATTN_QK: query row i sees
+#: keys 0 .. kv_pos + i, zeros after them) and ``kv_group`` (ATTN_QK /
+#: ATTN_AV: query heads per KV head, GQA: head h reads KV head h // kv_group;
+#: 0 or 1: one each) and ``kv_base`` (ATTN_QK / ATTN_AV: the KV row of key 0,
+#: a layer's part of the region; a multiple of attn_lanes and attn_kpc).
+#: Other builds ignore them.
+LLM_ATTN = data.StructLayout({"causal": unsigned(1), "kv_group": unsigned(8),
+                              "kv_base": unsigned(ROW_BITS), "_r": unsigned(1)})
+assert LLM_ATTN.size == DESCRIPTOR["reserved"].width
+
+
+def llm_attn_fields(causal=0, kv_group=0, kv_base=0):
+    """``reserved=`` of :func:`pack_descriptor` for :data:`LLM_ATTN`."""
+    return LLM_ATTN.const({"causal": int(causal), "kv_group": int(kv_group),
+                           "kv_base": int(kv_base)}).as_value().value
 
 #: Largest value of every descriptor field (for host-side checks).
 FIELD_LIMITS = {name: (1 << field.width) - 1 for name, field in DESCRIPTOR}
@@ -253,14 +277,25 @@ GATEMUL_CONST = data.StructLayout({
     "am": M_FIELD, "ae": E_FIELD_ISA, "he": E_FIELD_ISA, "_r1": unsigned(4),
     "x0": signed(16), "hm": M_FIELD,
 })
+#: Constant entry of a LINEAR pass with the REQUANT_ROPE epilogue: channel c's
+#: ``(m, e, bias)`` take ``acc`` to int16 as REQUANT_CONST; ``rm``, ``re`` (the
+#: rotated int32 -> int8: golden ``q_rope`` / ``k_rope``) are per tensor, from
+#: entry 0, where GELU_CONST has ``gm``/``ge`` (one latch serves both).
+ROPE_CONST = data.StructLayout({
+    "m": M_FIELD, "e": E_FIELD_ISA, "_r0": unsigned(10),
+    "bias": BIAS_FIELD,
+    "rm": M_FIELD, "re": E_FIELD_ISA, "_r1": unsigned(42),
+})
 assert (REQUANT_CONST.size == RESIDUAL_CONST.size == GELU_CONST.size == SOFTMAX_CONST.size
-        == GATEMUL_CONST.size == CONST_BITS)
+        == GATEMUL_CONST.size == ROPE_CONST.size == CONST_BITS)
+assert (ROPE_CONST["rm"].offset, ROPE_CONST["re"].offset) \
+    == (GELU_CONST["gm"].offset, GELU_CONST["ge"].offset)
 assert (GATEMUL_CONST["am"].offset, GATEMUL_CONST["ae"].offset, GATEMUL_CONST["x0"].offset) \
     == (GELU_CONST["gm"].offset, GELU_CONST["ge"].offset, GELU_CONST["x0"].offset)
 assert REQUANT_CONST["bias"].offset == RESIDUAL_CONST["bias"].offset
 for _f in ("m", "e", "bias"):
     assert (REQUANT_CONST[_f].offset == GELU_CONST[_f].offset == SOFTMAX_CONST[_f].offset
-            == GATEMUL_CONST[_f].offset)
+            == GATEMUL_CONST[_f].offset == ROPE_CONST[_f].offset)
 assert GELU_CONST["x0"].offset == SOFTMAX_CONST["x0"].offset
 
 
@@ -287,6 +322,20 @@ def pack_gatemul_const(m, e, bias, am, ae, hm, he, x0=0):
     return GATEMUL_CONST.const({"m": int(m), "e": int(e), "bias": int(bias), "am": int(am),
                                 "ae": int(ae), "hm": int(hm), "he": int(he),
                                 "x0": int(x0)}).as_value().value
+
+
+def pack_rope_const(m, e, bias, rm, re):
+    return ROPE_CONST.const({"m": int(m), "e": int(e), "bias": int(bias), "rm": int(rm),
+                             "re": int(re)}).as_value().value
+
+
+def rope_words(cos, sin):
+    """The ``rope`` window's words for int16 tables ``cos``, ``sin`` (positions,
+    head_dim / 2), position-major: word ``pos * head_dim / 2 + j`` holds
+    cos[pos, j] in bits 0-15 and sin[pos, j] in bits 16-31."""
+    c = [int(v) & 0xFFFF for v in cos.reshape(-1)]
+    s = [int(v) & 0xFFFF for v in sin.reshape(-1)]
+    return [a | b << 16 for a, b in zip(c, s)]
 
 
 def const_words(value):
@@ -361,13 +410,16 @@ class RegisterMap:
     ``0x00`` CTRL (w), ``0x04`` STATUS (r), ``0x08`` BUILD (r), then the
     counters of :data:`COUNTERS` from ``0x10``; the program window (write-only,
     4 words per descriptor, lowest first) and the constant window (write-only,
-    4 words per entry) follow, each aligned to its power-of-two size.
+    4 words per entry) follow, each aligned to its power-of-two size; decoder
+    builds (``rope_entries`` > 0) add the RoPE table window (write-only, one
+    word per entry: :func:`rope_words`; written in order from entry 0).
     Reads of unmapped or write-only addresses return 0; writes to read-only
     addresses are ignored; every access gets an OKAY response.
     """
 
-    def __init__(self, *, prog_depth, const_entries):
+    def __init__(self, *, prog_depth, const_entries, rope_entries=0):
         self.prog_depth, self.const_entries = prog_depth, const_entries
+        self.rope_entries = rope_entries
         regs = [Register("ctrl", 0x00, "w", "CTRL"),
                 Register("status", 0x04, "r", "STATUS"),
                 Register("build", 0x08, "r", "BUILD")]
@@ -377,7 +429,8 @@ class RegisterMap:
         windows = []
         for name, words, doc in (
                 ("prog", prog_depth * DESCRIPTOR_BITS // 32, "program memory"),
-                ("const", const_entries * CONST_BITS // 32, "constant memory")):
+                ("const", const_entries * CONST_BITS // 32, "constant memory"),
+                *([("rope", rope_entries, "RoPE cos/sin table")] if rope_entries else [])):
             size = 1 << (4 * words - 1).bit_length()
             base = -(-top // size) * size
             windows.append(Register(name, base, "w", doc, words=words))

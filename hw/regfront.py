@@ -95,6 +95,8 @@ class RegFront(wiring.Component):
             "counters": In(data.ArrayLayout(32, len(isa.COUNTERS))),
             "prog_w": In(window_port(regs.prog_depth, DESCRIPTOR_BITS)),
             "const_w": In(window_port(regs.const_entries, CONST_BITS)),
+            # decoder builds: the RoPE table window, one 32-bit entry a write
+            **({"rope_w": In(window_port(regs.rope_entries, 32))} if regs.rope_entries else {}),
         })
 
     def elaborate(self, platform):
@@ -135,6 +137,13 @@ class RegFront(wiring.Component):
             word = axil.awaddr[2:size_bits]
             m.d.comb += [port.addr.eq(word[2:]), port.data.eq(axil.wdata.replicate(4)),
                          port.en.eq(Mux(wr & hit, 1 << word[:2], 0))]
+        if regs.rope_entries:           # decoder builds: the RoPE table window
+            reg = regs["rope"]
+            size_bits = bits_for(4 * reg.words)
+            m.d.comb += [self.rope_w.addr.eq(axil.awaddr[2:size_bits]),
+                         self.rope_w.data.eq(axil.wdata),
+                         self.rope_w.en.eq(wr & ((axil.awaddr >> size_bits)
+                                                 == (reg.offset >> size_bits)))]
 
         with m.If(axil.arvalid & ~rvalid):
             m.d.sync += [rvalid.eq(1), rdata.eq(0)]

@@ -196,10 +196,15 @@ class KVFetcher(wiring.Component):
     engine wants them. ATTN_QK (``qk``): word = key block ``nb`` x channel
     block ``h * hstep + kb`` of the K half; ATTN_AV: word = channel block
     ``h * hstep + nb`` x token block ``kb`` of the V half (see
-    :func:`kv_address`)."""
+    :func:`kv_address`). ``llm`` (decoder builds): inputs ``group``, query
+    heads per KV head (0 or 1: one each): head ``h`` reads KV head
+    ``h // group`` (``h`` above becomes that), and ``base``, the KV row of
+    key / token 0 (a layer's part of the region; a multiple of ``lanes``
+    and ``kpc``): key block ``nb`` and token block ``kb`` count from it."""
 
-    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4):
-        self._depth, self._lanes, self._kpc = depth, lanes, kpc
+    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4,
+                 llm=False):
+        self._depth, self._lanes, self._kpc, self._llm = depth, lanes, kpc, llm
         self._row_bits, self._col_bits = row_bits, col_bits
         cnt = isa.ROW_BITS + 1
         super().__init__({
@@ -208,6 +213,7 @@ class KVFetcher(wiring.Component):
             "addr": Out(addr_bits), "rdata": In(beat_bits),
             "out": Out(stream.Signature(data.StructLayout({
                 "data": unsigned(beat_bits), "last_k": 1, "last_n": 1}))),
+            **({"group": In(8), "base": In(isa.ROW_BITS)} if llm else {}),
         })
 
     def elaborate(self, platform):
@@ -228,7 +234,11 @@ class KVFetcher(wiring.Component):
         # kept in registers (set for the next kbi / nb / h / t) so that no
         # carry chain runs into the loop's enables.
         k_end, n_end, h_end, t_end = Signal(), Signal(), Signal(), Signal()
-        c = held_config(m, self, self.go, "qk", "rows", "heads", "nbs", "kbs", "hstep")
+        c = held_config(m, self, self.go, "qk", "rows", "heads", "nbs", "kbs", "hstep",
+                        *(("group", "base") if self._llm else ()))
+        if self._llm:                   # g: head within its group; g_end: g + 1 >= group
+            grp = c["group"]
+            g, g_end = Signal(8, name="g"), Signal(name="g_end")
         k_first, n_first = c["kbs"] == 1, c["nbs"] == 1
         m.d.comb += [
             issue.eq(active & (q.level < depth - 1)),
@@ -237,8 +247,11 @@ class KVFetcher(wiring.Component):
         ]
         # hb + kbi and hb + nb are registers too, stepped with the loop.
         hk, hn = (Signal(max(len(hb) + 1, cb), name=n) for n in ("hk", "hn"))
-        k_word = Cat(hk[:cb - kb], nb[:rb - lb])
-        v_word = Cat(kbi[:rb - kb], hn[:cb - lb])
+        k_blk, v_blk = nb, kbi
+        if self._llm:                   # key / token blocks from the layer's base row
+            k_blk, v_blk = nb + (c["base"] >> lb), kbi + (c["base"] >> kb)
+        k_word = Cat(hk[:cb - kb], k_blk[:rb - lb])
+        v_word = Cat(v_blk[:rb - kb], hn[:cb - lb])
         m.d.comb += self.addr.eq(Cat(Mux(c["qk"], k_word, v_word), ~c["qk"]))
         with m.If(issue):
             with m.If(last_k):
@@ -248,12 +261,18 @@ class KVFetcher(wiring.Component):
                     with m.If(h_end):
                         m.d.sync += [h.eq(0), hb.eq(0), t.eq(t + 1), hk.eq(0), hn.eq(0),
                                      h_end.eq(c["heads"] <= 1), t_end.eq(t + 2 == c["rows"])]
+                        if self._llm:
+                            m.d.sync += [g.eq(0), g_end.eq(grp <= 1)]
                         with m.If(t_end):
                             m.d.sync += active.eq(0)
                     with m.Else():
-                        m.d.sync += [h.eq(h + 1), h_end.eq(h + 2 >= c["heads"]),
-                                     hb.eq(hb + c["hstep"]),
-                                     hk.eq(hb + c["hstep"]), hn.eq(hb + c["hstep"])]
+                        m.d.sync += [h.eq(h + 1), h_end.eq(h + 2 >= c["heads"])]
+                        nhb = hb + c["hstep"]
+                        if self._llm:       # the next KV head after ``group`` heads
+                            nhb = Mux(g_end, nhb, hb)
+                            m.d.sync += [g.eq(Mux(g_end, 0, g + 1)),
+                                         g_end.eq(Mux(g_end, grp <= 1, g + 2 >= grp))]
+                        m.d.sync += [hb.eq(nhb), hk.eq(nhb), hn.eq(nhb)]
                 with m.Else():
                     m.d.sync += [nb.eq(nb + 1), n_end.eq(nb + 2 == c["nbs"]), hn.eq(hn + 1)]
             with m.Else():
@@ -262,6 +281,8 @@ class KVFetcher(wiring.Component):
             m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0),
                          k_end.eq(self.kbs == 1), n_end.eq(self.nbs == 1),
                          h_end.eq(self.heads <= 1), t_end.eq(self.rows == 1), hk.eq(0), hn.eq(0)]
+            if self._llm:
+                m.d.sync += [g.eq(0), g_end.eq(self.group <= 1)]
         v_d, flags_d = Signal(), Signal(2)
         m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
         m.d.comb += [

@@ -82,7 +82,8 @@ def rules(probs16, llm=False):
     ``llm``: the decoder build (``Accelerator(llm=True)``): NORM takes head
     RMSNORM and refuses LAYERNORM (UNSUPPORTED; the other way round without
     it), and LINEAR takes the REQUANT_GATEMUL epilogue, which reads and
-    writes its destination rows in the int16 bank as RESIDUAL does."""
+    writes its destination rows in the int16 bank as RESIDUAL does, and the
+    REQUANT_ROPE epilogue (int8 out: an int8 bank or the KV region)."""
     E = ErrorCode
     rows_bad = lambda f: ~f.src_rows_ok | ~f.dst_rows_ok               # noqa: E731
     probs_bank = (lambda f, s: f[f"{s}_res"]) if probs16 else (lambda f, s: f[f"{s}_i8"])
@@ -95,7 +96,14 @@ def rules(probs16, llm=False):
 
     def bad_epi(f):                     # a LINEAR epilogue this build does not run
         bad = (f.d.epilogue != Epilogue.REQUANT) & ~f.epi_res & ~f.epi_gelu
-        return bad & (f.d.epilogue != Epilogue.REQUANT_GATEMUL) if llm else bad
+        return bad & (f.d.epilogue != Epilogue.REQUANT_GATEMUL) & ~rope(f) if llm else bad
+
+    def rope(f):                        # REQUANT_ROPE (decoder builds): int8 out only
+        return f.d.epilogue == Epilogue.REQUANT_ROPE
+
+    def bank_out(f):                    # a LINEAR destination bank of the wrong kind
+        bad = ~(f.dst_i8 | f.dst_res | f.dst_kv & (f.d.epilogue == Epilogue.REQUANT))
+        return Mux(rope(f), ~(f.dst_i8 | f.dst_kv), bad) if llm else bad
     return {
         Opcode.END: Rule(lambda f: {}, ends=True),
         Opcode.LOAD: Rule(lambda f: {
@@ -107,8 +115,7 @@ def rules(probs16, llm=False):
         Opcode.LINEAR: Rule(lambda f: {
             E.UNSUPPORTED: (f.d.head != Head.NONE) | bad_epi(f),
             E.BANK: ~(f.src_i8 | f.src_res) |
-                    Mux(rmw(f), ~f.dst_res,
-                        ~(f.dst_i8 | f.dst_res | f.dst_kv & (f.d.epilogue == Epilogue.REQUANT))),
+                    Mux(rmw(f), ~f.dst_res, bank_out(f)),
             E.ROWS: rows_bad(f),
             E.SHAPE: ~f.k_ok | ~Mux(f.eng_i8, f.n_ok_i8, f.n_ok),
             E.CONST: ~f.const_ok,

@@ -168,7 +168,10 @@ class Accelerator(wiring.Component):
     ``llm``: the decoder build (``docs/llm.md``, "On the top"): the NORM unit
     is RMSNorm (``LayerNorm(rms=True)``, head RMSNORM; LAYERNORM is then
     UNSUPPORTED), and LINEAR has the REQUANT_GATEMUL epilogue (GateMul with
-    activation ``llm_act``, "silu" or "relu2"; ignored without ``llm``).
+    activation ``llm_act``, "silu" or "relu2") and the REQUANT_ROPE epilogue
+    (RoPE for heads of ``llm_head_dim``, a cos/sin table of ``max_rows``
+    positions written through the ``rope`` register window; hw/llm_rope.py);
+    both ignored without ``llm``.
     The default (False) elaborates the encoder top unchanged.
 
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
@@ -200,12 +203,16 @@ class Accelerator(wiring.Component):
                  table_ram="distributed", banks=2, max_rows=16, max_width=24,
                  prog_depth=16, const_sets=4, axis_bytes=None, attn_lanes=4, attn_kpc=4,
                  gelu_mode="ivit", probs_bits=PROBS_BITS, wstore_depth=None, llm=False,
-                 llm_act="silu"):
+                 llm_act="silu", llm_head_dim=64):
         check_int("banks", banks, 1, isa.MAX_BANKS)
         if not isinstance(llm, bool):
             raise TypeError(f"llm must be a bool, got {llm!r}")
         if llm_act not in ACTS:
             raise ValueError(f"llm_act must be one of {ACTS}, not {llm_act!r}")
+        check_int("llm_head_dim", llm_head_dim, 2, 512)
+        if llm_head_dim % 2:
+            raise ValueError(f"llm_head_dim must be even (RoPE pairs j, j + d/2), "
+                             f"not {llm_head_dim}")
         if gelu_mode not in GELU_IN_BITS:
             raise ValueError(f"gelu_mode must be one of {sorted(GELU_IN_BITS)}, not {gelu_mode!r}")
         if probs_bits not in PROBS_BITS_CHOICES:
@@ -247,7 +254,7 @@ class Accelerator(wiring.Component):
                             const_sets=const_sets, axis_bytes=axis_bytes,
                             attn_lanes=attn_lanes, attn_kpc=attn_kpc, gelu_mode=gelu_mode,
                             probs_bits=probs_bits, wstore_depth=wstore_depth, llm=llm,
-                            llm_act=llm_act)
+                            llm_act=llm_act, llm_head_dim=llm_head_dim)
         self._wgt_bits = wgt_bits
         if wstore_depth is not None:
             check_int("wstore_depth", wstore_depth, 1, 1 << 16)
@@ -255,7 +262,8 @@ class Accelerator(wiring.Component):
         self._row_bits = max(1, bits_for(max_rows))
         self._set_bits = bits_for(const_sets)
         self._regs = RegisterMap(prog_depth=prog_depth,
-                                 const_entries=const_sets << self._col_bits)
+                                 const_entries=const_sets << self._col_bits,
+                                 rope_entries=max_rows * llm_head_dim // 2 if llm else 0)
         super().__init__({
             "s_axil": In(axi_lite_signature(self._regs.addr_bits)),
             "s_axis": In(axi_stream_signature(8 * axis_bytes)),
@@ -397,6 +405,8 @@ class Accelerator(wiring.Component):
         wiring.connect(m, dp.m_axis, wiring.flipped(self.m_axis))
         wiring.connect(m, front.prog_w, mems.prog_w)
         wiring.connect(m, front.const_w, mems.const_w)
+        if p["llm"]:                    # the RoPE table window (hw/llm_rope.py)
+            wiring.connect(m, front.rope_w, dp.rope_w)
         wiring.connect(m, seq.prog_r, mems.prog_r)
         wiring.connect(m, seq.const_r, mems.const_r)
         for name in ("act_r", "act_w", "res_r", "wide_r", "res_w", "kv_r", "kv_w"):

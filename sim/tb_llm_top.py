@@ -6,17 +6,22 @@ top (``Accelerator(llm=True)``), prefill then decode steps, against golden.
 ``prefill`` (prompt tokens), ``decode`` (decode steps), ``seed``, ``pause``
 (probability of a pause cycle on every AXI channel: AXI4-Lite, s_axis,
 s_axis_wgt, m_axis) and ``break``: ``"norm_sign"`` is a wrong reference
-whose layer-0 attention RMSNorm drops gamma's sign (a convention error the
-suite shows is caught).
+whose layer-0 attention RMSNorm drops gamma's sign, ``"rope_pos"`` one whose
+RoPE rotates every token at the position before its own (convention errors
+the suite shows are caught); ``"noncausal"`` clears the ``causal`` bit of
+every ATTN_QK the accelerator runs (a prefill row then attends to the
+tokens after it: caught too).
 
 A random checkpoint is imported by :mod:`trilut.host.llama`; golden
 ``prefill`` / ``decode_step`` with ``trace=True`` give the reference. The
 hardware side is :func:`trilut.host.llm_compiler.forward` (the same code
 the host driver runs): each segment program goes through
 :func:`trilut.sim.tb_top.run_compiled` (constants, program, LOAD and weight
-frames on AXI with random pauses), and every tensor the accelerator stored
-and the logits are compared with golden integer for integer.
+frames on AXI with random pauses; the RoPE table written once after reset),
+and every tensor the accelerator stored and the logits are compared with
+golden integer for integer.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -24,12 +29,14 @@ import tempfile
 
 import cocotb
 import numpy as np
+from amaranth.lib import data
 
 from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
-from trilut.host.llm_compiler import forward
-from trilut.hw.isa import RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode, pack_descriptor
+from trilut.host.llm_compiler import forward, rope_table
+from trilut.hw.isa import (LLM_ATTN, RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode,
+                          llm_attn_fields, pack_descriptor, unpack_descriptor)
 from trilut.sim.tb_top import TopBench, run_compiled
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -43,7 +50,20 @@ def _reference(params):
         assert (np.asarray(lp.attn_norm.sign) < 0).any(), "no negative gamma to break"
         layers = (dataclasses.replace(lp, attn_norm=norm),) + tuple(params.layers[1:])
         return dataclasses.replace(params, layers=layers)
+    if CONFIG.get("break") == "rope_pos":
+        return dataclasses.replace(params, rope_cos=np.roll(params.rope_cos, 1, axis=0),
+                                   rope_sin=np.roll(params.rope_sin, 1, axis=0))
     return params
+
+
+def _noncausal(prog):
+    """``prog`` with the causal bit of its ATTN_QK passes cleared."""
+    out = copy.copy(prog)
+    out.descriptors = [pack_descriptor(**dict(f, reserved=llm_attn_fields(
+        kv_group=data.Const(LLM_ATTN, f["reserved"]).kv_group)))
+        if f["opcode"] == Opcode.ATTN_QK else d
+        for d, f in ((d, unpack_descriptor(d)) for d in prog.descriptors)]
+    return out
 
 
 async def _on_chip(tb, gen):
@@ -52,6 +72,8 @@ async def _on_chip(tb, gen):
         req = next(gen)
         while True:
             prog, inputs = req
+            if CONFIG.get("break") == "noncausal":
+                prog = _noncausal(prog)
             got, st, _ = await run_compiled(tb, prog, inputs)
             assert not st.error, f"{st}"
             req = gen.send(got)
@@ -79,6 +101,7 @@ async def prefill_and_decode(dut):
     with tempfile.TemporaryDirectory() as tmp:
         params = quantize(load_llama(write_random_checkpoint(tmp, **CONFIG["model"])))
     ref = _reference(params)
+    await tb.write_words("rope", 0, rope_table(params, tb.acc))
     rng = np.random.default_rng(CONFIG.get("seed", 1))
     ids = rng.integers(0, params.cfg.vocab, CONFIG["prefill"])
     cache_g, cache_h = KVCache(ref), KVCache(params)
@@ -105,8 +128,9 @@ async def malformed_decoder_passes(dut):
     """The decoder build's checks, each stopping its program at descriptor 0
     before any pass runs: a LAYERNORM NORM (its NORM unit is RMSNorm), an
     unknown LINEAR epilogue, REQUANT_GATEMUL into an int8 bank (it reads
-    and writes int16 rows) and REQUANT_GATEMUL whose destination rows
-    intersect its source rows (it reads them back, as RESIDUAL does)."""
+    and writes int16 rows), REQUANT_GATEMUL whose destination rows
+    intersect its source rows (it reads them back, as RESIDUAL does) and
+    REQUANT_ROPE into the int16 bank (its output is int8)."""
     tb = TopBench(dut)
     await tb.reset()
     c, res = CONFIG["model"]["hidden"], RESIDUAL_BANK
@@ -119,6 +143,7 @@ async def malformed_decoder_passes(dut):
          ErrorCode.BANK),
         (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_GATEMUL, **dict(lin, dst_row=1)),
          ErrorCode.OVERLAP),
+        (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_ROPE, **lin), ErrorCode.BANK),
     ]
     for fields, code in cases:
         await tb.write_program([pack_descriptor(**fields), pack_descriptor(Opcode.END)])

@@ -236,8 +236,8 @@ def test_hf_generate_command(small, tmp_path):
     assert z["logits"].dtype == np.float32 and z["logits"].shape == (12, ckpt.cfg.vocab)
     np.testing.assert_array_equal(z["tokens"], np.argmax(z["logits"][7:], axis=-1))
     assert cli_main(argv + ["--device", "sim", "--unit", "top"]) == 2     # not a decoder build
-    long = argv[:-3] + ["20", "--out", str(out), "--device", "sim", "--unit", "top-llm-small"]
-    assert cli_main(long) == 2           # 8 + 20 positions > the build's 24 KV rows
+    long = argv[:-3] + ["21", "--out", str(out), "--device", "sim", "--unit", "top-llm-small"]
+    assert cli_main(long) == 2           # 8 + 21 positions > the build's 28 per layer
     np.save(tmp_path / "bad.npy", np.array([0, ckpt.cfg.vocab]))
     assert cli_main(argv[:3] + [str(tmp_path / "bad.npy")] + argv[4:]) == 2
     np.save(tmp_path / "long.npy", np.zeros(45, np.int64))

@@ -3,7 +3,7 @@
 ``top-llm-small`` behind the byte-protocol bridge with LiteDRAM's controller
 and SDRAM model (``SimDevice(sdram=True)``). Every linear's weights are
 loaded once (``weight_image``, ``Driver.load_weights``) and fed by FEED;
-prefill + 9 decode steps equal the golden model integer for integer with
+prefill + 8 decode steps equal the golden model integer for integer with
 no weight crossing the link; a wrong reference model is caught; weights
 overwritten after loading give ``WeightsNotResident`` before the segment
 runs, and loading them again recovers."""
@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratabl
 
 PARAMS = UNITS["top-llm-small"].defaults
 MODEL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=256, max_pos=64, kv_heads=2)
-PROMPT = np.random.default_rng(7).integers(0, 256, 10)      # two chunks of 8 + 2
-NEW = 10                                                     # prefill + 9 decode steps
+PROMPT = np.random.default_rng(7).integers(0, 256, 19)      # two chunks of 18 + 1
+NEW = 9                                                      # prefill + 8 decode steps: 27 KV positions
 
 
 def _params(path, seed):
@@ -43,18 +43,20 @@ def decoder(params):
 
 def test_weight_image_and_feed_layout(params):
     """One blob per ternary linear, each segment's part of the layout named
-    as Driver.run's weights= expects (linear0.. in program order)."""
+    as Driver.run's weights= expects (linear0.. in program order; attention
+    on chip: one segment per layer)."""
     image = weight_image(params, PARAMS)
     assert list(image)[:7] == [f"layers.0.{n}" for n in
                                ("q", "k", "v", "o", "gate", "up", "down")]
     assert len(image) == 7 * MODEL["layers"]
     layout = {name: (64 * i, len(b)) for i, (name, b) in enumerate(image.items())}
-    a, b = compile_layer(params, 1, PARAMS, rows=1, kv_pos=3, image=image)
-    assert a.feed_layout(layout) == {f"linear{i}": layout[f"layers.1.{n}"]
-                                     for i, n in enumerate(("q", "k", "v"))}
-    assert b.weight_frames() == [image[f"layers.1.{n}"] for n in ("o", "gate", "up", "down")]
+    (seg,) = compile_layer(params, 1, PARAMS, rows=1, kv_pos=3, image=image)
+    names = ("q", "k", "v", "o", "gate", "up", "down")
+    assert seg.feed_layout(layout) == {f"linear{i}": layout[f"layers.1.{n}"]
+                                       for i, n in enumerate(names)}
+    assert seg.weight_frames() == [image[f"layers.1.{n}"] for n in names]
     with pytest.raises(CompileError, match="holds no layers.1.q"):
-        a.feed_layout({})
+        seg.feed_layout({})
 
 
 def test_segments_move_to_another_kv_pos(params):
@@ -66,9 +68,9 @@ def test_segments_move_to_another_kv_pos(params):
         for o, n in zip(old, new):
             moved = o.at_kv_pos(11)
             assert moved.descriptors == n.descriptors and moved.consts == n.consts
-        assert old[0].descriptors != new[0].descriptors       # V's rows did move
-    with pytest.raises(CompileError, match="KV rows 23 .. 24 beyond"):
-        old[0].at_kv_pos(23)
+        assert old[0].descriptors != new[0].descriptors       # K, V rows, keys did move
+    with pytest.raises(CompileError, match="KV positions 27 .. 28 beyond"):
+        old[0].at_kv_pos(27)
 
 
 @pytest.mark.sim
@@ -81,12 +83,11 @@ def test_prefill_and_decode_from_sdram_match_golden(decoder, params):
     np.testing.assert_array_equal(logits, want_logits)
     assert len(decoder.step_cycles) == NEW and min(decoder.step_cycles) > 0
     # No weight crossed the link: a decode step's stream payload is its
-    # activations only (the embedding row and the attention row per layer).
+    # embedding row only (attention on chip: nothing else goes in).
     cfg = params.cfg
-    act_bytes = 2 * (cfg.hidden + cfg.layers * cfg.heads * cfg.head_dim)
     for step in decoder.step_link[1:]:
-        assert step["STREAM_WRITE"]["payload"] == act_bytes
-        assert step["FEED"]["requests"] == 2 * cfg.layers      # one per segment
+        assert step["STREAM_WRITE"]["payload"] == 2 * cfg.hidden
+        assert step["FEED"]["requests"] == cfg.layers          # one segment per layer
     # Each segment's engine took every weight beat (from the SDRAM) once per row.
     for prog, counters in decoder.counters:
         beats = sum(len(f) for f in prog.weight_frames()) // decoder.driver.accel.axis_bytes

@@ -10,21 +10,23 @@ Verilator builds: the silu top and its relu2 variant for the cocotb tests,
 the byte-protocol bridge around the silu top for hf-generate."""
 import numpy as np
 import pytest
+from amaranth.lib import data
 
 from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.gen.units import UNITS
 from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
-from trilut.host.llm_compiler import compile_layer, forward
-from trilut.hw.isa import Epilogue, Head, Opcode, unpack_descriptor
+from trilut.host.llm_compiler import compile_layer, forward, kv_capacity
+from trilut.hw.isa import LLM_ATTN, KEY_BANK, Epilogue, Head, Opcode, unpack_descriptor
 from trilut.sim import tb_llm_top
 from trilut.sim.runner import SimFailure
 
 PARAMS = UNITS["top-llm-small"].defaults
 MODEL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=256, max_pos=64)
-# 10 prompt tokens: two chunks (8 + 2) of the build's 24 int16 rows.
-RUN = dict(prefill_tokens=10, decode=8)
+# 20 prompt tokens: two chunks (18 + 2) of the build's 56 int16 rows; + 8
+# decode steps fill the 28 KV positions per layer (56 rows for 2 layers).
+RUN = dict(prefill_tokens=20, decode=8)
 
 
 @pytest.fixture(scope="module")
@@ -59,28 +61,71 @@ def test_wrong_model_is_caught():
                        broken="norm_sign")
 
 
-def test_segments_use_rmsnorm_and_kv_rows(params):
-    a, b = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
-    descs = [unpack_descriptor(d) for d in a.descriptors]
-    norms = [d for p in (a, b) for d in map(unpack_descriptor, p.descriptors)
-             if d["opcode"] == Opcode.NORM]
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+def test_wrong_rope_position_is_caught():
+    """A reference that rotates every token at the position before its own
+    fails the comparison of the accelerator's q_rope / k_rope (REQUANT_ROPE
+    at kv_pos + row)."""
+    with pytest.raises(SimFailure, match="mismatches"):
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=1,
+                       broken="rope_pos")
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm")
+def test_noncausal_attention_is_caught():
+    """ATTN_QK run without its causal bit (a prefill row attends to the
+    tokens after it) fails the comparison with golden."""
+    with pytest.raises(SimFailure, match="mismatches"):
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=0,
+                       broken="noncausal")
+
+
+def test_one_segment_per_layer(params):
+    """RoPE, the KV append and causal GQA attention on chip: a layer is one
+    segment; its KV rows, RoPE positions and key counts move with kv_pos."""
+    (seg,) = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
+    descs = [unpack_descriptor(d) for d in seg.descriptors]
+    at = {n: descs[seg.passes.index(n)] for n in ("q", "k", "v", "qk", "av", "gate", "up")}
+    norms = [d for d in descs if d["opcode"] == Opcode.NORM]
     assert norms and all(d["head"] == Head.RMSNORM for d in norms)
-    v = descs[a.passes.index("v")]
-    assert (v["dst_row"], v["rows"]) == (5, 3)            # V appended at kv_pos
-    gate, up = (unpack_descriptor(b.descriptors[b.passes.index(n)]) for n in ("gate", "up"))
-    assert up["epilogue"] == Epilogue.REQUANT_GATEMUL and up["dst_row"] == gate["dst_row"]
-    assert [o.name for o in b.outputs] == ["norm"]
+    assert (at["v"]["dst_row"], at["v"]["rows"]) == (5, 3)            # V appended at kv_pos
+    assert at["q"]["epilogue"] == at["k"]["epilogue"] == Epilogue.REQUANT_ROPE
+    assert (at["q"]["kv_pos"], at["k"]["kv_pos"], at["k"]["dst_bank"], at["k"]["dst_row"]) \
+        == (5, 5, KEY_BANK, 5)
+    qk, av = (data.Const(LLM_ATTN, at[n]["reserved"]) for n in ("qk", "av"))
+    assert (int(qk.causal), int(qk.kv_group), int(av.kv_group)) == (1, 2, 2)   # GQA 4 / 2
+    assert (at["qk"]["n"], at["qk"]["kv_pos"], at["av"]["k"]) == (8, 5, 8)     # keys 0 .. 7
+    moved = [unpack_descriptor(d) for d in seg.at_kv_pos(9).descriptors]
+    assert [(d["kv_pos"], d["dst_row"]) for d in moved if d["opcode"] == Opcode.LINEAR
+            and d["dst_bank"] == KEY_BANK] == [(9, 9)]
+    assert [(d["n"], d["kv_pos"]) for d in moved if d["opcode"] == Opcode.ATTN_QK] == [(12, 9)]
+    assert [d["k"] for d in moved if d["opcode"] == Opcode.ATTN_AV] == [12]
+    assert at["up"]["epilogue"] == Epilogue.REQUANT_GATEMUL
+    assert at["up"]["dst_row"] == at["gate"]["dst_row"]
+    assert [o.name for o in seg.outputs] == ["norm"]
+
+
+def test_token_scale_keeps_attention_on_the_host(tmp_path):
+    """attn_scale "token" (K quantized per token after RoPE) runs RoPE and
+    attention on the host: two segments, q and k stored as int16."""
+    ckpt = load_llama(write_random_checkpoint(tmp_path, **MODEL, kv_heads=2),
+                      attn_scale="token")
+    a, b = compile_layer(quantize(ckpt), 0, PARAMS, rows=2, kv_pos=0)
+    assert [o.name for o in a.outputs] == ["q", "k", "v"] and b.loads == [("attn", 64)]
 
 
 def test_bad_inputs_are_refused(params):
-    cap = PARAMS["max_rows"]
+    cap = PARAMS["max_rows"] // MODEL["layers"]          # every layer's K, V on chip
+    assert kv_capacity(params, PARAMS) == cap == 28
     with pytest.raises(ValueError, match="token id 256 outside the vocabulary"):
         next(forward(params, [1, 256], KVCache(params), PARAMS))
     with pytest.raises(ValueError, match=f"exceed the KV capacity of {cap} positions"):
         next(forward(params, np.zeros(cap + 1, np.int64), KVCache(params), PARAMS))
     cache = KVCache(params)
     cache.kv_pos = cap
-    with pytest.raises(ValueError, match="at kv_pos 24 exceed the KV capacity"):
+    with pytest.raises(ValueError, match="at kv_pos 28 exceed the KV capacity"):
         next(forward(params, [3], cache, PARAMS))
     with pytest.raises(CompileError, match=r"Accelerator\(llm=True\)"):
         next(forward(params, [3], KVCache(params), dict(PARAMS, llm=False)))
