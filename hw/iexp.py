@@ -448,9 +448,8 @@ READ_LATENCY = 3                # issue -> d of read_minus_max
 
 class OutputQueue:
     """The output FIFO of a row unit with credit-based issue: every element
-    issued into the pipeline reserves a FIFO entry (``room``, a register, is
-    low while ``depth`` results are issued but not yet taken; a take frees
-    its entry one cycle later), so the pipeline never
+    issued into the pipeline reserves a FIFO entry (``room`` is low while
+    ``depth`` results are issued but not yet taken), so the pipeline never
     stalls and ``out`` honours backpressure; ``out.valid`` comes from the
     FIFO, never from ``out.ready``. The unit drives :attr:`issue` (comb) and,
     ``latency`` cycles later, writes the result with :meth:`push`."""
@@ -460,23 +459,12 @@ class OutputQueue:
         self.fifo = fifo.SyncFIFOBuffered(width=Shape.cast(layout).width, depth=depth)
         m.submodules[name] = self.fifo
         self.issue = Signal(name=f"{name}_issue")
-        self.room = Signal(name=f"{name}_room", init=1)
-        # The credit count sees a pop one cycle late (``out.ready`` comes
-        # from downstream logic and ends in ``popped``; the count is then at
-        # worst one too high, which only delays an issue), and ``room`` is
-        # a register set one step ahead: its compares read the count alone,
-        # the issue and the pop only select among them.
+        self.room = Signal(name=f"{name}_room")
         outstanding = Signal(range(depth + 1), name=f"{name}_outstanding")
-        popped = Signal(name=f"{name}_popped")
-        m.d.sync += [popped.eq(out.valid & out.ready),
-                     outstanding.eq(outstanding + self.issue - popped)]
-        with m.If(self.issue & ~popped):
-            m.d.sync += self.room.eq(outstanding < depth - 1)
-        with m.Elif(~self.issue & popped):
-            m.d.sync += self.room.eq(1)
-        with m.Else():
-            m.d.sync += self.room.eq(outstanding < depth)
-        m.d.comb += [out.valid.eq(self.fifo.r_rdy),
+        pop = out.valid & out.ready
+        m.d.sync += outstanding.eq(outstanding + self.issue - pop)
+        m.d.comb += [self.room.eq(outstanding < depth),
+                     out.valid.eq(self.fifo.r_rdy),
                      out.payload.eq(self.fifo.r_data),
                      self.fifo.r_en.eq(out.ready)]
         self._layout = layout

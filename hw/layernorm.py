@@ -91,8 +91,8 @@ rows of C >= 48 (int8, L = 768) or C >= 69 (int16, L = 768) stream at one
 element per cycle: measured 1.000 elements/cycle sustained for C = 64 (int8),
 384 and 768 (int16); shorter rows run at one row per
 ``max(mean_cycles, std_cycles)`` cycles. Latency: :meth:`latency` cycles from a
-row's last element accepted to its first result valid (105 for int8 and
-137 for int16 at L = 768).
+row's last element accepted to its first result valid (104 for int8 and
+136 for int16 at L = 768).
 
 RMS mode (``rms=True``, the decoder's RMSNorm): ``mu = 0`` and ``var = S2 =
 sum(x^2)``, so the MEAN/VAR stage is a pass-through (no mean divider, no
@@ -121,7 +121,6 @@ from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX
 from .divider import SeqDivider
 from .isqrt import SeqIsqrt, isqrt_root_bits
-from .rowio import stage
 
 __all__ = ["LayerNorm", "OUT_BITS", "IN_BITS_RANGE", "MAX_LEN_LIMIT"]
 
@@ -208,11 +207,10 @@ class LayerNorm(wiring.Component):
 
     def latency(self):
         """Cycles from a row's last element accepted on ``inp`` to its first
-        result valid on ``out``, with every stage idle: the input register
-        (1), the fill pipeline and FIFO A (4), :attr:`mean_cycles`,
-        :attr:`std_cycles`, then load (1), read-to-FIFO pipeline (5) and the
-        output FIFO (2)."""
-        return 1 + 4 + self.mean_cycles + self.std_cycles + 1 + (_OUT_PIPE - 1) + 2
+        result valid on ``out``, with every stage idle: the fill pipeline and
+        FIFO A (4), :attr:`mean_cycles`, :attr:`std_cycles`, then load (1),
+        read-to-FIFO pipeline (5) and the output FIFO (2)."""
+        return 4 + self.mean_cycles + self.std_cycles + 1 + (_OUT_PIPE - 1) + 2
 
     def row_interval(self, c):
         """Analytic steady-state cycles per row of ``c`` elements without gaps or
@@ -261,40 +259,37 @@ class LayerNorm(wiring.Component):
         m.d.sync += held.eq(held + claim - release)
 
         # ---------------- FILL ----------------
-        # The input is registered first (``rowio.stage``), so the stream's
-        # handshake from upstream ends in flip-flops before the fill logic.
-        inp = stage(m, self.inp, self.inp.payload.data, "in_r", self._in_bits)
         widx = Signal(range(L), name="widx")
         wbuf = Signal(range(BUFFERS), name="wbuf")
         dropping = Signal()
         error = Signal(name="error_flag")
         m.d.comb += self.error.eq(error)
         first = widx == 0
-        m.d.comb += inp.ready.eq(dropping | ~first | (held != BUFFERS))
-        accept = inp.valid & inp.ready
+        m.d.comb += self.inp.ready.eq(dropping | ~first | (held != BUFFERS))
+        accept = self.inp.valid & self.inp.ready
         store = Signal()
         at_max = widx == L - 1
         row_end = Signal()
         m.d.comb += [store.eq(accept & ~dropping),
-                     row_end.eq(store & (inp.payload.last | at_max)),
+                     row_end.eq(store & (self.inp.payload.last | at_max)),
                      claim.eq(store & first)]
         wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(Cat(widx, wbuf)), wp.data.eq(inp.payload.data),
+        m.d.comb += [wp.addr.eq(Cat(widx, wbuf)), wp.data.eq(self.inp.payload.data),
                      wp.en.eq(store)]
         with m.If(store):
             with m.If(row_end):
                 m.d.sync += [widx.eq(0), wbuf.eq(wbuf + 1)]
-                with m.If(~inp.payload.last):        # over-long row: cut here
+                with m.If(~self.inp.payload.last):        # over-long row: cut here
                     m.d.sync += [dropping.eq(1), error.eq(1)]
             with m.Else():
                 m.d.sync += widx.eq(widx + 1)
-        with m.If(accept & dropping & inp.payload.last):
+        with m.If(accept & dropping & self.inp.payload.last):
             m.d.sync += dropping.eq(0)
 
         # x -> (x + 2^(n-1), x*x) -> accumulate -> FIFO A
         v1, f1, l1 = Signal(), Signal(), Signal()
         x1 = Signal(signed(n), reset_less=True)
-        m.d.sync += [v1.eq(store), f1.eq(first), l1.eq(row_end), x1.eq(inp.payload.data)]
+        m.d.sync += [v1.eq(store), f1.eq(first), l1.eq(row_end), x1.eq(self.inp.payload.data)]
         v2, f2, l2 = Signal(), Signal(), Signal()
         ux2 = Signal(n, reset_less=True)
         sq2 = Signal(2 * n - 1, reset_less=True)

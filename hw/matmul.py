@@ -189,13 +189,9 @@ class TLMMEngine(_TernaryEngine):
                          act_bits=act_bits)
         self._build_rate = build_rate or self.default_build_rate()
         self._words = -(-self._entries // self._build_rate)
-        # Lookup: RAM read, RAM output register(s), then (P > 1) the select
+        # Lookup: RAM read, RAM output register, then (P > 1) the select
         # register; folded lookups add one correction input (the sign count).
-        # Block RAM tables get two output registers: their blocks are spread
-        # over the chip, so the first sits beside the block and the second
-        # takes the route to the lane's adders.
-        self._rd_regs = 2 if table_ram == "block" else 1
-        self._lane_latency = (1 + self._rd_regs + (self._build_rate > 1)
+        self._lane_latency = (2 + (self._build_rate > 1)
                               + adder_tree_latency(tables + (encoding == "folded"), 1))
 
     encoding = property(lambda self: self._encoding)
@@ -353,17 +349,15 @@ class TLMMEngine(_TernaryEngine):
                 rp = mems[lane][t].read_port(domain="sync")
                 if self._encoding == "folded":
                     index = code[:self._index_bits]
-                    sign = delay(m, code[self._index_bits], 1 + self._rd_regs + select,
-                                 name=f"sg{lane}_{t}")
+                    sign = delay(m, code[self._index_bits], 2 + select, name=f"sg{lane}_{t}")
                 else:
                     index, sign = code, None
                 word, slot = self._split_index(m, index, name=f"ix{lane}_{t}")
                 m.d.comb += rp.addr.eq(self._table_addr(rbuf, rkb, word))
-                entry = delay(m, rp.data.as_value(), self._rd_regs,    # RAM output registers
-                              name=f"rd{lane}_{t}")
+                entry = delay(m, rp.data.as_value(), 1, name=f"rd{lane}_{t}")  # RAM output register
                 if select:
                     entries = data.View(rp.data.shape(), entry)
-                    slot = delay(m, slot, 1 + self._rd_regs, name=f"sl{lane}_{t}")
+                    slot = delay(m, slot, 2, name=f"sl{lane}_{t}")
                     entry = delay(m, entries[slot], 1, name=f"se{lane}_{t}")
                 else:
                     entry = data.View(rp.data.shape(), entry)[0]
@@ -378,7 +372,7 @@ class TLMMEngine(_TernaryEngine):
                 terms.append(corr_sum)
             total, lat = adder_tree(m, terms, levels_per_stage=1, name=f"lsum{lane}")
             sums.append(total)
-        return sums, 1 + self._rd_regs + select + lat
+        return sums, 2 + select + lat
 
 
 class DirectEngine(_TernaryEngine):

@@ -40,7 +40,7 @@ hardware supports every (m, e) that check accepts (e up to
 import numbers
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -119,7 +119,7 @@ def dyadic_latency(value_bits, m_bits):
     return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
 
 
-def dyadic_floor(m, value, mult, shift, *, sat_bits=None, then=None, name="dy"):
+def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     """``floor(value * mult / 2**shift)``, pipelined; returns ``(q, latency)``.
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
@@ -129,11 +129,7 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, then=None, name="dy"):
     [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
     range within +-2**(W - 8)); the saturation is then a select after the
     last registers (its compares registered beside the fine shift).
-    ``then`` (a function of the result, e.g. a clamp) is applied to each
-    candidate before that select, so it runs beside it rather than after:
-    the result is then ``then(q)``, combinational from the last registers.
     """
-    then = then or (lambda x: x)
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
@@ -166,13 +162,13 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, then=None, name="dy"):
         sh_q = Signal(3, name=f"{name}_shq")
         m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
                      under.eq(coarse < lo), sh_q.eq(sh_f)]
-        # then(bound >> s) for the 8 fine shifts s: constants, looked up.
-        bound = [Array(then(Const(b, signed(sat_bits + 1)) >> s) for s in range(8))[sh_q]
-                 for b in (hi, lo)]
-        return Mux(over, bound[0], Mux(under, bound[1], then(fine))), latency + 1
+        bound = [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)]
+        q = Signal(signed(sat_bits + 1), name=f"{name}_q")
+        m.d.comb += q.eq(Mux(over, bound[0], Mux(under, bound[1], fine)))
+        return q, latency + 1
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)
-    return then(q), latency + 1
+    return q, latency + 1
 
 
 class _ChannelTable:
@@ -310,13 +306,6 @@ class _RequantPath:
         is high; returns ``(valid, ys, last, overflow)`` ``latency`` cycles
         later (``valid``/``last`` from resettable registers)."""
         params, overflow = self.table.elaborate(m, owner, advance, last, name="rq")
-        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
-        # rounding add: hi, lo or (q + 1) >> 1; applied to dyadic_floor's
-        # candidates before its saturation select.
-        qlo, qhi = 2 * self.lo - 1, 2 * self.hi
-
-        def rnd(q):
-            return Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1))
         ys = []
         for lane, (v, p) in enumerate(zip(values, params)):
             acc = delay(m, v, self.table.latency, name=f"rq_acc{lane}")
@@ -324,11 +313,14 @@ class _RequantPath:
             sh = Signal(E_FIELD, name=f"rq_sh{lane}")
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
-            yq, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8, then=rnd,
-                                   name=f"rq{lane}")
+            q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
+                                  name=f"rq{lane}")
             assert lat == self.dyadic_latency
+            # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
+            # rounding add: hi, lo or (q + 1) >> 1.
+            qlo, qhi = 2 * self.lo - 1, 2 * self.hi
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
-            m.d.sync += y.eq(yq)
+            m.d.sync += y.eq(Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1)))
             ys.append(y)
         valid = valid_delay(m, advance, self.latency, name="rq_valid")
         last_out = delay(m, last, self.latency, name="rq_last")

@@ -19,7 +19,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .arith import delay, valid_delay
+from .arith import delay
 
 __all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
            "elem_stream", "held_config", "join", "join_fields", "kv_address", "stage"]
@@ -189,11 +189,7 @@ def kv_address(is_v, row, col, *, lanes, kpc, row_bits, col_bits):
 
 class KVFetcher(wiring.Component):
     """Weight beats of an attention pass from the KV region, one memory word
-    per beat, into a small FIFO (one beat per cycle at full rate). The
-    memory's read data is registered before the FIFO (block RAM
-    clock-to-out, then routing, would otherwise end in its LUT RAM): a beat
-    is written two cycles after its address, so ``depth`` leaves room for
-    the two in flight.
+    per beat, into a small FIFO (one beat per cycle at full rate).
 
     Loop: ``rows`` activation rows, ``heads`` heads, ``nbs`` output blocks,
     ``kbs`` k-blocks (innermost), with ``last_k`` / ``last_n`` as the int8
@@ -202,7 +198,7 @@ class KVFetcher(wiring.Component):
     ``h * hstep + nb`` x token block ``kb`` of the V half (see
     :func:`kv_address`)."""
 
-    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=6):
+    def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4):
         self._depth, self._lanes, self._kpc = depth, lanes, kpc
         self._row_bits, self._col_bits = row_bits, col_bits
         cnt = isa.ROW_BITS + 1
@@ -235,7 +231,7 @@ class KVFetcher(wiring.Component):
         c = held_config(m, self, self.go, "qk", "rows", "heads", "nbs", "kbs", "hstep")
         k_first, n_first = c["kbs"] == 1, c["nbs"] == 1
         m.d.comb += [
-            issue.eq(active & (q.level < depth - 2)),
+            issue.eq(active & (q.level < depth - 1)),
             last_k.eq(k_end),
             last_n.eq(last_k & n_end),
         ]
@@ -266,11 +262,10 @@ class KVFetcher(wiring.Component):
             m.d.sync += [active.eq(1), t.eq(0), h.eq(0), hb.eq(0), nb.eq(0), kbi.eq(0),
                          k_end.eq(self.kbs == 1), n_end.eq(self.nbs == 1),
                          h_end.eq(self.heads <= 1), t_end.eq(self.rows == 1), hk.eq(0), hn.eq(0)]
-        v_d = valid_delay(m, issue, 2, name="v_d")
-        flags_d = delay(m, Cat(last_k, last_n), 2, name="flags_d")
-        rdata_q = delay(m, self.rdata, 1, name="rdata_q")
+        v_d, flags_d = Signal(), Signal(2)
+        m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
         m.d.comb += [
-            q.w_en.eq(v_d), q.w_data.eq(Cat(rdata_q, flags_d)),
+            q.w_en.eq(v_d), q.w_data.eq(Cat(self.rdata, flags_d)),
             self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),
             q.r_en.eq(self.out.ready),
         ]

@@ -40,9 +40,8 @@ when ``load`` delivers one beat per cycle.
 
 Latency (no stalls): the first ``wgt`` beat of a pass is valid 5 cycles
 after its final ``load`` beat is accepted (when its ``play`` beat came
-earlier; 6 for a single-beat pass), 5 cycles after its ``play`` beat is
-accepted when the store was idle, or right behind the previous pass's last
-beat.
+earlier), 5 cycles after its ``play`` beat is accepted when the store was
+idle, or right behind the previous pass's last beat.
 
 Handshake: every stream honours backpressure. ``load.ready`` and
 ``play.ready`` depend on registers only (a free buffer; an empty command
@@ -51,8 +50,8 @@ output queue (a FIFO of 8 beats): no ready depends combinationally on
 ``wgt.ready``. The replay pipeline (memory read, memory output, a register)
 never stalls: a beat is issued only against a free queue entry (credits),
 so ``wgt.ready`` reaches neither the memory (read enable always on) nor the
-replay counters. Both memory addresses, the write data and the write
-enable come straight from registers (one stage behind ``load``).
+replay counters. Both memory addresses and the write enable come straight
+from registers.
 
 Errors (sticky, cleared by reset; ``error`` is their OR):
 
@@ -274,22 +273,9 @@ class WeightStore(wiring.Component):
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
         ]
-        # The write port is a register stage behind the take (``load.ready``
-        # and the take stay off the block RAMs' enables, which fan out over
-        # the chip), so a buffer's last word is written one cycle after it is
-        # marked full. The replay starts at address 0 then, which is the last
-        # word only in a single-beat pass: that one is marked full one cycle
-        # later (``late``), so no read meets the write of its own word.
         for b, wp in enumerate(wps):
-            m.d.sync += [wp.addr.eq(waddr), wp.data.eq(self.load.payload.codes),
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(self.load.payload.codes),
                          wp.en.eq(take & room & (wbuf == b))]
-        close = Signal()
-        late = [Signal(name=f"late{b}") for b in range(2)]
-        m.d.comb += close.eq(take & self.load.payload.last)
-        m.d.sync += [late[b].eq(close & (waddr == 0) & (wbuf == b)) for b in range(2)]
-        for b in range(2):
-            with m.If(late[b] | (close & (waddr != 0) & (wbuf == b))):
-                m.d.sync += full[b].eq(1)
         with m.If(take):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
@@ -297,7 +283,7 @@ class WeightStore(wiring.Component):
                 m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf)]
                 for b in range(2):
                     with m.If(wbuf == b):
-                        m.d.sync += last_addr[b].eq(waddr)
+                        m.d.sync += [full[b].eq(1), last_addr[b].eq(waddr)]
             with m.Elif(waddr == D - 1):
                 m.d.sync += room.eq(0)
             with m.Else():

@@ -209,23 +209,6 @@ async def full_rate(dut):
 
 
 @cocotb.test()
-async def late_single_beat(dut):
-    """Single-beat passes whose play command waits, active, for the load: the
-    replay then starts reading the buffer right when its only word is being
-    written (the write port is a register stage behind the take), and must
-    still give that word, not the buffer's previous contents."""
-    tb = StoreBench(dut, idle=0.0, stall=0.0)
-    await tb.reset()
-    lanes = tb.engine.lanes
-    for i in range(6):
-        p = tb.new_pass(1, lanes, 1)
-        cocotb.start_soon(tb.play.send([p.command], timeout=TIMEOUT))
-        for _ in range(8):
-            await RisingEdge(dut.clk)
-        await tb.stream(p.load, [], p.expected(CONFIG.get("break")), what=f"single beat {i}")
-
-
-@cocotb.test()
 async def decode_chunks(dut):
     """Decode: rows wider than one buffer are split into chunks of whole
     output blocks (rows = 1, cont on all but the last chunk); the engine's
