@@ -54,32 +54,16 @@ def test_bitnet_2b_relu2_matches_golden():
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("accel-llm")
-def test_wrong_model_is_caught():
-    """A reference whose RMSNorm drops gamma's sign fails the comparison."""
+@pytest.mark.parametrize("broken, decode", [
+    ("norm_sign", 0),    # the reference's RMSNorm drops gamma's sign
+    ("rope_pos", 1),     # every token rotated at the position before its own (REQUANT_ROPE at kv_pos + row)
+    ("noncausal", 0),    # ATTN_QK without its causal bit: a prefill row attends to the tokens after it
+])
+def test_wrong_model_is_caught(broken, decode):
+    """A reference broken in one step fails the comparison with the accelerator."""
     with pytest.raises(SimFailure, match="mismatches"):
-        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=0,
-                       broken="norm_sign")
-
-
-@pytest.mark.sim
-@pytest.mark.xdist_group("accel-llm")
-def test_wrong_rope_position_is_caught():
-    """A reference that rotates every token at the position before its own
-    fails the comparison of the accelerator's q_rope / k_rope (REQUANT_ROPE
-    at kv_pos + row)."""
-    with pytest.raises(SimFailure, match="mismatches"):
-        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=1,
-                       broken="rope_pos")
-
-
-@pytest.mark.sim
-@pytest.mark.xdist_group("accel-llm")
-def test_noncausal_attention_is_caught():
-    """ATTN_QK run without its causal bit (a prefill row attends to the
-    tokens after it) fails the comparison with golden."""
-    with pytest.raises(SimFailure, match="mismatches"):
-        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=0,
-                       broken="noncausal")
+        tb_llm_top.run(PARAMS, model=dict(MODEL, kv_heads=2), prefill_tokens=4, decode=decode,
+                       broken=broken)
 
 
 def test_one_segment_per_layer(params):
