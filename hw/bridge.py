@@ -56,7 +56,7 @@ class ByteAccelerator(wiring.Component):
         self._sdram = _bridge_sdram(sdram)
         self._bridge = Bridge(self._accel, memory=self._sdram, timeout=timeout)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                   "quiet": Out(1), "leds": Out(8)}
+                   "quiet": Out(1), "host_turn": Out(1), "leds": Out(8)}
         if self._sdram is not None and not self._sdram.core.sim:
             members.update({f"sdram_{name}": (Out if d == "o" else In)(width)
                             for name, (width, d) in SDRAM_PINS.items()})
@@ -80,7 +80,8 @@ class ByteAccelerator(wiring.Component):
                     m.d.comb += outer.eq(inner) if d == "o" else inner.eq(outer)
         wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
         wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.quiet.eq(bridge.quiet), self.leds.eq(_leds(bridge, bridge.quiet))]
+        m.d.comb += [self.quiet.eq(bridge.quiet), self.host_turn.eq(bridge.host_turn),
+                     self.leds.eq(_leds(bridge, bridge.quiet))]
         return m
 
 

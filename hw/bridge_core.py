@@ -68,7 +68,9 @@ class Bridge(wiring.Component):
     byte moved in the last 2**16 cycles; ``quiet``: nothing in flight and
     only the host can cause progress (the accelerator is idle, or has been
     waiting on a stream for :data:`QUIET_WAIT` cycles) with ``STATUS``
-    polled since the last request.
+    polled since the last request; ``host_turn``: the bridge waits between
+    frames with ``STATUS`` polled since the last one (the host's move: a
+    host waits for each reply, so nothing it sends is in flight).
 
     Operation (one frame at a time, the host waits for each reply):
     receive a frame into a ``MAX_PAYLOAD``-byte request buffer at one byte
@@ -147,7 +149,7 @@ class Bridge(wiring.Component):
                                         max_burst=memory.max_burst, queue=FEED_QUEUE)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                    "busy": Out(1), "done": Out(1), "error": Out(1), "link_error": Out(1),
-                   "activity": Out(1), "quiet": Out(1)}
+                   "activity": Out(1), "quiet": Out(1), "host_turn": Out(1)}
         for name, member in accel.signature.members.items():
             if name == "s_axil" or name.startswith(("s_axis", "m_axis")):
                 members[name] = member.flip()

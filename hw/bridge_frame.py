@@ -58,8 +58,9 @@ def idle_states(c):
             m.next = "POLL"
         with m.Else():
             m.d.sync += poll_timer.eq(poll_timer + 1)
-        m.d.comb += br.quiet.eq(polled & ~br.rx.valid &
-                                (~(st.busy | feeding) | (wait_cnt == QUIET_WAIT)))
+        m.d.comb += [br.host_turn.eq(polled & ~br.rx.valid),
+                     br.quiet.eq(polled & ~br.rx.valid &
+                                 (~(st.busy | feeding) | (wait_cnt == QUIET_WAIT)))]
 
     with m.State("POLL"):
         m.d.comb += [axil.araddr.eq(br._regs.offset("status")), axil.arvalid.eq(1)]

@@ -40,10 +40,11 @@ def test_short_bench(bench):
     assert [(r["phase"], r["kv_pos"]) for r in out["points"]] == [
         ("prefill", 8), ("decode", 8), ("prefill", cap - 1), ("decode", cap - 1)]
     assert "P = 64 exceed the build's KV capacity of 28" in out["prefill_clipped"]
-    # Decode (the weight stream) within 5%. A prefill on this small build is
-    # mostly the host link's LOAD/STORE passes, whose cycles include the
-    # host's turnaround: it varies with the machine's load (-5.6% .. -0.4%
-    # seen with other jobs running), so prefill is held to 10% here.
+    # Decode (the weight stream) within 5% (-2.4% measured). A prefill on
+    # this small build is mostly the host link's LOAD/STORE passes, which
+    # the two-point link fit describes less well (-5.9%): held to 10%. The
+    # counts do not depend on the machine's load (the harness stops the
+    # clock on the host's turn: docs/host.md).
     for r in out["points"]:
         assert abs(r["model_error"]) <= (0.05 if r["phase"] == "decode" else 0.10), r
         assert 0 < r["macs_fraction_of_peak"] <= 1

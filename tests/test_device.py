@@ -17,6 +17,7 @@ from trilut.host.device import Device, SerialDevice, SimDevice, UartSim
 from trilut.host.driver import AcceleratorError, BuildMismatch, Driver
 from trilut.host.protocol import FrameParser, LinkError, encode
 from trilut.hw import link
+from trilut.hw.bridge import QUIET_WAIT
 from trilut.hw.isa import Epilogue, Opcode, pack_descriptor, pack_requant_const
 from trilut.hw.link import FrameType
 from trilut.hw.uart import LINK_RATE_TOLERANCE, baud_error, ft231x_rates, link_baud
@@ -95,11 +96,12 @@ class Faulty(Device):
     ``truncate``: only the first half of the first request of this type
     arrives; ``drop_reply``: the first reply of this type carrying data
     beyond its status byte is lost on the way back; ``dead_after``: requests after this
-    many are swallowed (a device that stopped answering)."""
+    many are swallowed (a device that stopped answering); ``pause``: seconds
+    the host waits before every request (a slow host)."""
 
     def __init__(self, inner, *, flip=None, drop=None, truncate=None, drop_reply=None,
-                 dead_after=None):
-        self.inner, self.sent = inner, 0
+                 dead_after=None, pause=0.0):
+        self.inner, self.sent, self.pause = inner, 0, pause
         self.faults = {"flip": flip, "drop": drop, "truncate": truncate,
                        "drop_reply": drop_reply}
         self.dead_after = dead_after
@@ -121,6 +123,7 @@ class Faulty(Device):
 
     def write(self, data):
         self.sent += 1
+        time.sleep(self.pause)
         if self.dead_after is not None and self.sent > self.dead_after:
             return
         if self._once("drop", data[1]):
@@ -164,6 +167,45 @@ def test_simdevice_linear_matches_golden(sim):
     assert cnt["store_busy"] == 3 and cnt["epilogue_busy"] == 3 * 8, cnt
     assert drv.link.stats["retries"] == 0
     assert sim.sync() > 0
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("bridge-sim")
+def test_cycle_counts_do_not_depend_on_host_speed(sim):
+    """The harness stops the clock on the host's turn: a host that waits
+    20 ms after starting a run (its inputs already in the bridge's buffers)
+    finds it where a host that asks at once does: at the same cycle, a few
+    dozen after the start, still busy; and a whole run through a host that
+    waits before every request takes the same cycles as through one that
+    does not."""
+    drv = Driver(sim, PARAMS)
+    rng = np.random.default_rng(11)
+    prog = LinearProgram(drv.accel, rng, 16, 32, 32)
+    x = rng.integers(-128, 128, size=(16, 32))
+    after_start, runs = [], []
+    for pause in (0.0, 0.02):
+        drv.load(prog)
+        drv.send("s_axis", prog.input_frames(x))
+        drv.send("s_axis_wgt", prog.weight_frames())
+        c0 = sim.sync()
+        drv.start()
+        time.sleep(pause)
+        after_start.append((sim.sync() - c0, drv.status().busy))
+        assert np.array_equal(prog.decode(drv.receive(0, 16))["y"], prog.golden(x))
+        drv.wait()
+        slow = Driver(Faulty(sim, pause=pause), PARAMS)
+        c0 = sim.sync()
+        run_and_check(slow, np.random.default_rng(12), 8, 32, 16)
+        runs.append((slow.counters()["cycles"], sim.sync() - c0))
+    # The clock stopped at the start's reply (about one request's cycles),
+    # not later at "quiet" (which needs the accelerator idle or a stream
+    # waiting QUIET_WAIT cycles: the harness before session 9 ran to there).
+    c0 = sim.sync()
+    drv.status()
+    one_request = sim.sync() - c0
+    assert after_start[0] == after_start[1] and after_start[0][1], after_start
+    assert after_start[0][0] <= 2 * one_request < QUIET_WAIT, (after_start, one_request)
+    assert runs[0] == runs[1], runs
 
 
 @pytest.mark.sim

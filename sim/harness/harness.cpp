@@ -1,6 +1,6 @@
 // Verilator harness for the bridged accelerator tops (trilut.hw.bridge).
 //
-// Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, quiet):
+// Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, quiet, host_turn):
 //   stdin  <- host messages  [u8 cmd][u32 len][len bytes]  (little-endian)
 //             cmd 'D': link bytes for rx, 'C': report cycles now, 'Q': quit,
 //             'B' [u32 n]: run n more cycles (quiet or not), then report
@@ -23,9 +23,18 @@
 //   byte pipe or pty master (default 3). Host
 //   bytes are bit-banged on uart_rx (8N1), uart_tx is sampled mid-bit.
 //
-// Both modes clock the design freely and stop (block on input) only when
-// the design says it is quiet (nothing in flight, the accelerator idle or
-// waiting on the host) and no host byte is pending.
+// Byte mode clocks the design while a host byte is pending or the bridge
+// works on a frame, and stops (blocks on input) when the design says it is
+// quiet (nothing in flight, the accelerator idle or waiting on the host) or
+// that it is the host's turn (the bridge waits between frames: the host,
+// which waits for each reply, is preparing its next request). The host's
+// own time is thus zero cycles and every cycle count is a function of the
+// requests alone, not of how fast the host machine runs them (a loaded
+// machine gives the same counts as an idle one). Messages are read at those
+// points only, and every 1024 cycles otherwise (a host that gave up on a
+// reply and resets the design).
+// Pin mode clocks the design freely and blocks only when it is quiet and no
+// host byte is pending (a UART host's timing is the line's).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -210,7 +219,7 @@ int main(int argc, char **argv) {
                 top->rx_valid = 0;
                 top->eval();
             }
-            if (top->quiet && !breaking) {
+            if ((top->quiet || top->host_turn) && !breaking) {
                 if (!out.empty()) flush();
                 if (!read_message()) break;
                 continue;
