@@ -71,9 +71,11 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sd
     """Run ``images`` through the whole classifier (embedding, encoder,
     head) on the simulated ``accel`` via the host driver, the link ideal (a byte per cycle) or, with ``clk_hz`` and
     ``baud``, a board's UART (:class:`~trilut.host.device.SimDevice`'s
-    throttle). ``sdram``: the ULX3S SDRAM behind the bridge, the weights
-    loaded into it once before the images (:meth:`~trilut.host.driver.
-    Driver.load_weights`) and fed from there. Returns a dict: ``out`` (the
+    throttle). The simulation always has the ULX3S SDRAM behind the bridge
+    (one Verilator build serves both of the demo's runs; an unused memory
+    changes no cycle count); ``sdram``: the weights are loaded into it once
+    before the images (:meth:`~trilut.host.driver.Driver.load_weights`) and
+    fed from there, else sent with every image. Returns a dict: ``out`` (the
     int16 per-token logits), per run ``accel_cycles`` (the accelerator's counter),
     ``sim_cycles`` (everything the run took, link included) and ``traffic``
     (the link's bytes by request type,
@@ -89,7 +91,7 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sd
                             head=head)
     inputs = pipeline.features(images)
     res = {"out": [], "accel_cycles": [], "sim_cycles": [], "traffic": []}
-    with SimDevice(accel, clk_hz=clk_hz, baud=baud, sdram=sdram) as dev:
+    with SimDevice(accel, clk_hz=clk_hz, baud=baud, sdram=True) as dev:
         driver = Driver(dev, accel)
         layout = None
         if sdram:

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -24,13 +25,38 @@ from pathlib import Path
 from ..gen.verilog import generate_verilog
 
 __all__ = ["BUILD_ROOT", "generate_verilog", "run_cocotb", "simulate_unit", "SimFailure",
-           "shared_runtime"]
+           "shared_runtime", "compact_memory_init"]
 
 BUILD_ROOT = Path(os.environ.get("TRILUT_BUILD", Path.cwd() / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
                   "--x-assign", "fast", "--x-initial", "fast"]
 PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
 RUNTIME_LISTS = ("VM_GLOBAL_FAST", "VM_GLOBAL_SLOW")
+
+
+# Amaranth writes a memory's initial contents one entry per line, zeros too:
+# ``initial begin\n    mem[0] = 8'h00;\n ... end``.
+_INIT_BLOCK = re.compile(r"^  initial begin\n((?:    [\\\w$.]+ ?\[\d+\] = \d+'h0+;\n)+)  end\n", re.M)
+_INIT_ENTRY = re.compile(r"    ([\\\w$.]+ ?)\[(\d+)\] = (\d+)'h0+;\n")
+
+
+def compact_memory_init(verilog_text):
+    """``verilog_text`` with every memory that starts all zero initialised
+    by a loop instead of one statement per entry (the same contents). The
+    decoder and MiniLM tops hold some 400,000 such lines (20 MB of Verilog),
+    which Verilator turns into C++ that took g++ four minutes; other initial
+    contents are kept as they are."""
+    blocks = iter(range(1 << 30))
+
+    def loop(match):
+        entries = _INIT_ENTRY.findall(match.group(1))
+        if (len({name for name, _, _ in entries}) != 1
+                or [int(i) for _, i, _ in entries] != list(range(len(entries)))):
+            return match.group(0)
+        name, _, width = entries[0]
+        return (f"  initial begin : zero_init_{next(blocks)}\n    integer i;\n"
+                f"    for (i = 0; i < {len(entries)}; i = i + 1) {name}[i] = {width}'h0;\n  end\n")
+    return _INIT_BLOCK.sub(loop, verilog_text)
 
 
 class SimFailure(AssertionError):
@@ -149,6 +175,7 @@ def _runner():
 
 
 def _build(verilog_text, top, waves):
+    verilog_text = compact_memory_init(verilog_text)
     flags = ["cocotb", waves, *PUBLIC_ARGS, *VERILATOR_ARGS]
     key = hashlib.sha256("\n".join([*map(str, flags), verilog_text]).encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"

@@ -1,9 +1,15 @@
 """trilut.sim.runner.shared_runtime: Verilator's runtime objects compiled once
 per set of flags and copied into later builds (a fake build directory: the
-real builds use it in every simulation test)."""
+real builds use it in every simulation test); compact_memory_init on
+Amaranth's Verilog."""
+import re
 import time
 
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 import trilut.sim.runner as runner
 
@@ -72,3 +78,29 @@ def test_cocotb_builds_make_only_the_top_public(tmp_path, monkeypatch):
     assert "--public-flat-rw" not in verilator
     i = verilator.index(runner.PUBLIC_ARGS[0])
     assert verilator[i:i + len(runner.PUBLIC_ARGS)] == runner.PUBLIC_ARGS
+
+
+class _Mems(wiring.Component):
+    """Two memories read at one address: ``zeros`` (all zero) and ``table``."""
+    addr: In(4)
+    data: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.zeros = zeros = Memory(shape=8, depth=16, init=[])
+        m.submodules.table = table = Memory(shape=8, depth=16, init=[0] * 15 + [7])
+        a, b = zeros.read_port(domain="comb"), table.read_port(domain="comb")
+        m.d.comb += [a.addr.eq(self.addr), b.addr.eq(self.addr), self.data.eq(a.data | b.data << 8)]
+        return m
+
+
+def test_zero_memories_become_loops_and_others_stay():
+    text = runner.generate_verilog(_Mems(), "mems")
+    compact = runner.compact_memory_init(text)
+    entries = re.compile(r"^    .+\[\d+\] = \d+'h", re.M)
+    assert len(entries.findall(text)) == 32
+    # The all-zero memory is now a loop over its 16 entries; the table keeps
+    # its 16 lines, the 7 among them.
+    assert len(entries.findall(compact)) == 16 and "\\table [15] = 8'h07;" in compact
+    assert re.search(r"for \(i = 0; i < 16; i = i \+ 1\) zeros\[i\] = 8'h0;", compact)
+    assert runner.compact_memory_init(compact) == compact

@@ -20,7 +20,8 @@ from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from ..runner import BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path, shared_runtime
+from ..runner import (BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path,
+                      compact_memory_init, shared_runtime)
 from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
 from ...hw.top import flat_ports
 
@@ -147,7 +148,7 @@ def _build_harness(top):
     memory = top.bridge.memory
     if memory is not None:
         name += "_sdram"
-    verilog = _verilog_text(top, name)
+    verilog = compact_memory_init(_verilog_text(top, name))
     if memory is not None:
         # The LiteDRAM core behind the bridge: its generated Verilog follows
         # ours, as trilut.gen.litedram.verilog_with_core assembles it.
