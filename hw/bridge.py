@@ -35,10 +35,10 @@ __all__ = ["stream_ports", "Bridge", "ByteAccelerator", "UartAccelerator", "LEDS
 class ByteAccelerator(wiring.Component):
     """:class:`~trilut.hw.top.Accelerator` (built from ``accel_params``)
     behind a :class:`Bridge`, without a PHY: ``rx`` / ``tx`` are the link's
-    byte streams (one byte per cycle at most), ``quiet`` is the bridge's
-    (the Verilator harness stops clocking while it is high and no byte is
-    pending), ``leds`` as :data:`LEDS`. ``timeout``: the bridge's
-    inter-byte timeout in cycles.
+    byte streams (one byte per cycle at most), ``host_turn`` is the
+    bridge's (the Verilator harness stops clocking a fixed number of cycles
+    after it rises, until the host's next message), ``leds`` as
+    :data:`LEDS`. ``timeout``: the bridge's inter-byte timeout in cycles.
 
     ``sdram``: False (default: no external memory, MEM_* refused as unknown
     types), True (the ULX3S SDRAM's ``--sim`` LiteDRAM core at the board
@@ -56,7 +56,7 @@ class ByteAccelerator(wiring.Component):
         self._sdram = _bridge_sdram(sdram)
         self._bridge = Bridge(self._accel, memory=self._sdram, timeout=timeout)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                   "quiet": Out(1), "host_turn": Out(1), "leds": Out(8)}
+                   "host_turn": Out(1), "leds": Out(8)}
         if self._sdram is not None and not self._sdram.core.sim:
             members.update({f"sdram_{name}": (Out if d == "o" else In)(width)
                             for name, (width, d) in SDRAM_PINS.items()})
@@ -80,7 +80,7 @@ class ByteAccelerator(wiring.Component):
                     m.d.comb += outer.eq(inner) if d == "o" else inner.eq(outer)
         wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
         wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.quiet.eq(bridge.quiet), self.host_turn.eq(bridge.host_turn),
+        m.d.comb += [self.host_turn.eq(bridge.host_turn),
                      self.leds.eq(_leds(bridge, bridge.quiet))]
         return m
 

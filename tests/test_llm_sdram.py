@@ -7,6 +7,8 @@ prefill + 8 decode steps equal the golden model integer for integer with
 no weight crossing the link; a wrong reference model is caught; weights
 overwritten after loading give ``WeightsNotResident`` before the segment
 runs, and loading them again recovers."""
+import time
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,25 @@ def test_prefill_and_decode_from_sdram_match_golden(decoder, params):
     for prog, counters in decoder.counters:
         beats = sum(len(f) for f in prog.weight_frames()) // decoder.driver.accel.axis_bytes
         assert counters["engine_busy"] == beats * prog.seq, prog.passes
+
+
+@pytest.mark.sim
+@pytest.mark.xdist_group("accel-llm-sdram")
+def test_cycles_do_not_depend_on_host_speed(params):
+    """From power-on, a prefill and a decode step take the same cycles, and
+    the simulator the same total, through a host that waits 20 ms before
+    every request as through one that does not (the harness clocks the
+    design a fixed HOST_TURN cycles on the host's turn, whatever its speed;
+    one that ran on while the host thought gave the slower host more)."""
+    seen = []
+    for pause in (0.0, 0.02):
+        with SimDecoder(params, PARAMS, sdram=True) as dec:
+            write = dec.device.write
+            dec.device.write = lambda data: (time.sleep(pause), write(data))
+            dec.run(PROMPT[:3])
+            dec.run(PROMPT[3:4])
+            seen.append((dec.step_cycles, dec.device.sync(), dec.matches))
+    assert seen[0] == seen[1] and seen[0][2] is True, seen
 
 
 @pytest.mark.sim

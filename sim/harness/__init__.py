@@ -25,14 +25,22 @@ from ..runner import (BUILD_ROOT, VERILATOR_ARGS, _locked, _verilator_on_path,
 from ...hw.bridge import LEDS, ByteAccelerator, UartAccelerator
 from ...hw.top import flat_ports
 
-__all__ = ["HARNESS_SOURCE", "HARNESS_MAKEFLAGS", "build_harness", "HarnessBuildError"]
+__all__ = ["HARNESS_SOURCE", "HARNESS_MAKEFLAGS", "HOST_TURN", "build_harness", "HarnessBuildError"]
 
 HARNESS_SOURCE = Path(__file__).with_name("harness.cpp")
-#: The model's C++ at -O2 instead of verilated.mk's -Os: the decoder build
-#: with the SDRAM model (top-llm) ran 334k simulated cycles/s against 268k
-#: (decode steps of the built-in LM through the host driver, idle machine;
-#: docs/llm.md "Simulation speed"), for a longer compile.
-HARNESS_MAKEFLAGS = "OPT_FAST=-O2"
+#: The model's C++ at -O1 instead of verilated.mk's -Os: -Os ran the decoder
+#: build slower (268k simulated cycles/s against 334k at -O2), and -O2 took
+#: g++ 117 s on one file of the MiniLM top that -O1 compiles in 6 s, for
+#: the same decoder rate (docs/llm.md "Simulation speed").
+HARNESS_MAKEFLAGS = "OPT_FAST=-O1"
+
+
+#: Cycles the byte-mode harness keeps clocking the design after the bridge
+#: has answered a request before it reads the host's next message: the
+#: host's turnaround, fixed so that cycle counts do not depend on how fast
+#: the host machine is, and long enough that a host polling a busy
+#: accelerator does not cost a round trip per few dozen cycles.
+HOST_TURN = 256
 
 
 class HarnessBuildError(RuntimeError):
@@ -142,7 +150,7 @@ def _design_key(memo_key, memory):
 
 def _build_harness(top):
     if isinstance(top, ByteAccelerator):
-        name, defines = "bridged", []
+        name, defines = "bridged", [f"-DHOST_TURN={HOST_TURN}"]
     else:
         name, defines = "uart_accel", ["-DPIN_MODE", f"-DQUIET_BIT={LEDS.index('quiet')}"]
     memory = top.bridge.memory

@@ -24,15 +24,17 @@
 //   bytes are bit-banged on uart_rx (8N1), uart_tx is sampled mid-bit.
 //
 // Byte mode clocks the design while a host byte is pending or the bridge
-// works on a frame, and stops (blocks on input) when the design says it is
-// quiet (nothing in flight, the accelerator idle or waiting on the host) or
-// that it is the host's turn (the bridge waits between frames: the host,
-// which waits for each reply, is preparing its next request). The host's
-// own time is thus zero cycles and every cycle count is a function of the
+// works on a frame; once the bridge says it is the host's turn (host_turn:
+// it waits between frames, its reply sent; the host, which waits for each
+// reply, prepares its next request) it clocks exactly HOST_TURN more
+// cycles, the host's turnaround, and then stops (blocks on input) until the
+// host's next message (link bytes end the turn; 'C' and 'B' do not). Bytes
+// that arrive earlier (the host had its reply before the bridge said
+// host_turn) wait for the turn's end. Every cycle count is thus a function of the
 // requests alone, not of how fast the host machine runs them (a loaded
-// machine gives the same counts as an idle one). Messages are read at those
-// points only, and every 1024 cycles otherwise (a host that gave up on a
-// reply and resets the design).
+// machine gives the same counts as an idle one). Messages are read at
+// those points only, and every 1024 cycles otherwise (a host that gave up
+// on a reply and resets the design).
 // Pin mode clocks the design freely and blocks only when it is quiet and no
 // host byte is pending (a UART host's timing is the line's).
 #include <cstdint>
@@ -97,6 +99,12 @@ static void reset() {
 // ---------------------------------------------------------------- byte mode
 static std::vector<uint8_t> in, out;
 static size_t in_pos = 0;
+#ifndef HOST_TURN
+#error "HOST_TURN (cycles of the host's turnaround) must be defined"
+#endif
+static bool hosts_turn = false;   // host_turn was seen since the last host bytes
+static bool hold = false;         // link bytes that came early wait for the turn's end
+static uint32_t turn = 0;         // cycles of the host's turn so far
 static bool breaking = false;     // a 'B' is pending: stop at break_at
 static uint64_t break_at = 0;
 
@@ -124,8 +132,9 @@ static void event(uint8_t kind, uint8_t leds) {
 
 static void throttle_reset();
 
-// Reads one host message; false on quit or end of input.
-static bool read_message() {
+// Reads one host message; false on quit or end of input. ``early``: link
+// bytes read before the host's turn is over are held until it is.
+static bool read_message(bool early = false) {
     uint8_t hdr[5];
     if (!read_full(0, hdr, 5)) return false;
     uint32_t n;
@@ -154,6 +163,7 @@ static bool read_message() {
         in.clear();
         out.clear();
         in_pos = 0;
+        hosts_turn = hold = false;
         throttle_reset();
         event('R', leds);
         return true;
@@ -163,6 +173,8 @@ static bool read_message() {
         in_pos = 0;
     }
     in.insert(in.end(), buf.begin(), buf.end());
+    if (early) hold = true;
+    else hosts_turn = false;
     return true;
 }
 
@@ -214,22 +226,26 @@ int main(int argc, char **argv) {
             if (!read_message()) break;     // the clock holds until then
             continue;
         }
-        if (in_pos == in.size()) {
-            if (top->rx_valid) {          // quiet depends on rx_valid: settle it
+        if (in_pos == in.size() || hold) {
+            if (top->rx_valid) {          // host_turn depends on rx_valid: settle it
                 top->rx_valid = 0;
                 top->eval();
             }
-            if ((top->quiet || top->host_turn) && !breaking) {
+            if (hosts_turn && turn >= HOST_TURN && !breaking) {
+                if (hold) {               // the turn is over: in they go
+                    hold = hosts_turn = false;
+                    continue;
+                }
                 if (!out.empty()) flush();
                 if (!read_message()) break;
                 continue;
             }
-            if (++since_poll >= 1024) {
+            if (!hosts_turn && !hold && ++since_poll >= 1024) {
                 since_poll = 0;
-                if (readable(0, 0) && !read_message()) break;
+                if (readable(0, 0) && !read_message(true)) break;
             }
         }
-        bool have = in_pos < in.size() && rx_link.ready();
+        bool have = in_pos < in.size() && !hold && rx_link.ready();
         top->rx_valid = have;
         if (have) top->rx_payload = in[in_pos];
         top->tx_ready = tx_link.ready();
@@ -242,6 +258,14 @@ int main(int argc, char **argv) {
         top->clk = 1;
         top->eval();
         cycles++;
+        if (hosts_turn) {
+            turn++;
+        } else if (top->host_turn && (in_pos == in.size() || hold)) {
+            // (not while a throttled frame waits for its first byte; once
+            // set, a turn lasts while the bridge polls STATUS)
+            hosts_turn = true;
+            turn = 1;
+        }
         if (rx_fire) {
             in_pos++;
             rx_link.take();
@@ -250,7 +274,7 @@ int main(int argc, char **argv) {
             out.push_back(txb);
             tx_link.take();
         }
-        rx_link.tick(in_pos < in.size());
+        rx_link.tick(in_pos < in.size() && !hold);
         tx_link.tick(tx_wait);
         if (tx_wait) {
             since_tx = 0;
