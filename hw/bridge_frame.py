@@ -59,8 +59,7 @@ def idle_states(c):
         with m.Else():
             m.d.sync += poll_timer.eq(poll_timer + 1)
         m.d.comb += [br.host_turn.eq(polled & ~br.rx.valid),
-                     br.quiet.eq(polled & ~br.rx.valid &
-                                 (~(st.busy | feeding) | (wait_cnt == QUIET_WAIT)))]
+                     br.quiet.eq(br.host_turn & (~(st.busy | feeding) | (wait_cnt == QUIET_WAIT)))]
 
     with m.State("POLL"):
         m.d.comb += [axil.araddr.eq(br._regs.offset("status")), axil.arvalid.eq(1)]

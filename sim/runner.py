@@ -13,6 +13,7 @@ test directory (printed in the log); tracing builds are cached separately.
 """
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -46,7 +47,7 @@ def compact_memory_init(verilog_text):
     decoder and MiniLM tops hold some 400,000 such lines (20 MB of Verilog),
     which Verilator turns into C++ that took g++ four minutes; other initial
     contents are kept as they are."""
-    blocks = iter(range(1 << 30))
+    blocks = itertools.count()
 
     def loop(match):
         entries = _INIT_ENTRY.findall(match.group(1))

@@ -1,6 +1,6 @@
 // Verilator harness for the bridged accelerator tops (trilut.hw.bridge).
 //
-// Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, quiet, host_turn):
+// Byte mode (default; top ByteAccelerator, ports rx_*, tx_*, host_turn):
 //   stdin  <- host messages  [u8 cmd][u32 len][len bytes]  (little-endian)
 //             cmd 'D': link bytes for rx, 'C': report cycles now, 'Q': quit,
 //             'B' [u32 n]: run n more cycles (quiet or not), then report
