@@ -197,6 +197,16 @@ def link_rate(board, clk_hz, baud=None):
     return baud
 
 
+def board_link(board="ulx3s-85f", freq_mhz=None):
+    """``(clk_hz, baud)`` of ``board``'s build: its PLL's clock for
+    ``freq_mhz`` (default the board's) and the link rate :func:`link_rate`
+    picks for it."""
+    from ..hw.board import ecp5_pll_params
+    clk_hz = int(round(ecp5_pll_params(25e6, (freq_mhz or BOARDS[board].freq_mhz) * 1e6)
+                       ["f_out_hz"]))
+    return clk_hz, link_rate(board, clk_hz)
+
+
 def link_report(clk_hz, baud):
     """report.json's link fields: ``baud``, the PHY's ``uart_divisor`` and
     its ``baud_error_pct`` at ``clk_hz`` (the host reads ``baud`` from here:

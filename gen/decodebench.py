@@ -29,6 +29,11 @@ Figures:
   them as well, so the LINEAR passes' own cycles, ``engine_busy +
   engine_stall``, would give more than the bytes they read; they are
   stored as ``linear_run_cycles``).
+* ``tokens_per_s_at_board_clock``: the decode step's accelerator cycles
+  at the 50 MHz board clock, as if the host link cost nothing;
+  ``tokens_per_s_board`` (``board_link``, :func:`board_decode`): what the
+  ULX3S-85F build delivers, its UART carrying the step's traffic (today
+  every layer's constants and descriptors, re-sent each step).
 * Model: :meth:`~trilut.gen.llm_plan.DecoderCost.sim_step` with the
   measured SDRAM rate (docs/bench/sdram.json) and the host link's cost of
   a LOAD and a STORE pass (latency + bytes / rate: the host's turnaround
@@ -214,6 +219,7 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
         weight_bytes, link_tok = dec.weight_bytes, dec.step_link[-1]["total"]
     decode = [r for r in runs if r["phase"] == "decode"]
     per_tok = float(np.mean([r["cycles"] for r in decode]))
+    board = board_decode(per_tok, link_tok)
     fmax, fmax_note = _fmax(unit)
     proj = projection()
     out = {
@@ -233,6 +239,8 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
         "model_max_abs_error": max(abs(r["model_error"]) for r in runs),
         "fmax_mhz": fmax, "fmax_note": fmax_note, "board_mhz": BOARD_MHZ,
         "tokens_per_s_at_board_clock": round(BOARD_MHZ * 1e6 / per_tok, 1),
+        "board_link": board,
+        "tokens_per_s_board": board["tokens_per_s"],
         "sim_cycles_per_s": round(rate),
         "projected_bitnet_0p73b_kv260": proj,
         "projected_bitnet_0p73b_kv260_tokens_per_s": proj["rows"]["pl"]["tokens_per_s"],
@@ -242,6 +250,27 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     _print(out)
     write_json(json_path, out)
     return out
+
+
+def board_decode(cycles, link):
+    """What a decode step costs on the ULX3S-85F build, from the simulated
+    step's accelerator ``cycles`` and its link traffic ``link`` (the
+    driver's ``efficiency()["total"]``): the accelerator at the board
+    clock, every byte sent and received at the UART's 10 line bits per
+    byte (``trilut build``'s rate for the clock), and per request the
+    harness's host turn (:data:`~trilut.sim.harness.HOST_TURN` cycles;
+    a USB-serial adapter's latency timer adds more). The simulation runs
+    the link at a byte per cycle: a step's 200 KB at 2 Mbaud would take
+    ~50 M simulated cycles, so the line time is computed, not simulated."""
+    from ..sim.harness import HOST_TURN
+    from .build import board_link
+    clk_hz, baud = board_link()
+    nbytes = link["sent"] + link["received"]
+    link_s = nbytes * 10 / baud
+    step_s = (cycles + link["requests"] * HOST_TURN) / clk_hz + link_s
+    return {"clk_hz": clk_hz, "baud": baud, "requests": link["requests"], "link_bytes": nbytes,
+            "link_s": round(link_s, 4), "step_s": round(step_s, 4),
+            "tokens_per_s": round(1 / step_s, 2)}
 
 
 def _model(model, cycles):
@@ -275,11 +304,15 @@ def _print(out):
               f"{r['model_cycles']:>11,d}{100 * r['model_error']:>7.2f}%"
               f"{r['macs_per_cycle']:>10.2f}{100 * r['macs_fraction_of_peak']:>8.1f}%"
               + (f"{util:>10.3f}" if util is not None else ""))
-    print(f"decode: {out['decode_cycles_per_token']:,.0f} cycles/token, "
-          f"{out['tokens_per_s_at_board_clock']} tokens/s at {out['board_mhz']:g} MHz "
-          f"(fmax: {out['fmax_mhz']}), {out['weight_bytes_per_token']:,} weight bytes/token, "
-          f"DRAM utilization {out['dram_bandwidth_utilization']}, "
+    print(f"decode: {out['decode_cycles_per_token']:,.0f} accelerator cycles/token = "
+          f"{out['tokens_per_s_at_board_clock']} tokens/s at {out['board_mhz']:g} MHz if the link "
+          f"cost nothing (fmax: {out['fmax_mhz']}), {out['weight_bytes_per_token']:,} weight "
+          f"bytes/token, DRAM utilization {out['dram_bandwidth_utilization']}, "
           f"simulator {out['sim_cycles_per_s']:,} cycles/s")
+    b = out["board_link"]
+    print(f"on the ULX3S-85F's link ({b['baud']:,} baud): {b['link_bytes']:,} bytes in "
+          f"{b['requests']} requests per decode step, {b['link_s']:.3f} s on the line; "
+          f"{b['tokens_per_s']} tokens/s")
     p = out["projected_bitnet_0p73b_kv260"]
     for head, r in p["rows"].items():
         print(f"BitNet b1.58 0.73B on KV260 (model, LM head on {head.upper()}): "

@@ -115,17 +115,6 @@ def run_hw(pipeline, accel, images, *, progress=True, clk_hz=None, baud=None, sd
     return res
 
 
-def board_link(board="ulx3s-85f", freq_mhz=None):
-    """``(clk_hz, baud)`` of ``board``'s build (its PLL's clock for
-    ``freq_mhz``, default the board's, and the link rate ``trilut build``
-    picks for it)."""
-    from ..hw.board import ecp5_pll_params
-    from .build import BOARDS, link_rate
-    clk_hz = int(round(ecp5_pll_params(25e6, (freq_mhz or BOARDS[board].freq_mhz) * 1e6)
-                       ["f_out_hz"]))
-    return clk_hz, link_rate(board, clk_hz)
-
-
 def _board_figures(pipe, accel, images, golden, clk_hz, baud, step):
     """The summary's board fields: ``images`` (the first ones; the figures
     are the last run's, so with two or more they are an image after the
@@ -234,6 +223,7 @@ def run_demo(args):
           f"accuracy {100 * acc_hw:.2f}%; {cycles} accelerator cycles per image; "
           f"simulation {sim_rate / 1e3:.0f}k cycles/s")
 
+    from .build import board_link
     clk_hz, baud = board_link(freq_mhz=args.board_mhz)
     board = _board_figures(pipe, accel, images[:args.board_images], golden, clk_hz, baud,
                            lambda text: _step(4, n_steps, text))

@@ -31,11 +31,11 @@ from ..host.device import SimDevice
 from ..host.driver import Driver
 from ..host.llama import load_llama, pack_ternary, quantize
 from ..host.models.lm import MODEL_DIR
-from .build import BOARDS, link_rate
+from .build import board_link
 from .sweep import progress_printer, write_json
 from .synth import format_table
 
-__all__ = ["lm_blobs", "board_link", "measure", "main"]
+__all__ = ["lm_blobs", "measure", "main"]
 
 #: The accelerator behind the bridge (the memory path does not depend on it:
 #: the small configuration of tests/test_device.py keeps the build short).
@@ -57,12 +57,6 @@ def lm_blobs(model_dir=MODEL_DIR):
             blobs[f"layers.{i}.{name}"] = pack_ternary(np.asarray(lin.weights).T).tobytes()
     blobs["head"] = np.asarray(params.head.weights, np.int8).T.tobytes()
     return blobs
-
-
-def board_link():
-    """``(clk_hz, baud)`` of the ULX3S-85F build."""
-    clk_hz = int(round(BOARDS[BOARD].freq_mhz * 1e6))
-    return clk_hz, link_rate(BOARD, clk_hz)
 
 
 def _load(dev, blobs, *, verify, log):
@@ -87,7 +81,7 @@ def measure(*, kb=64, full=False, log=None):
     blobs = lm_blobs()
     total = sum(len(b) for b in blobs.values())
     log(f"built-in LM: {len(blobs)} weight blobs, {total:,} bytes")
-    clk_hz, baud = board_link()
+    clk_hz, baud = board_link(BOARD)
     rec = {"model": "built-in LM (host/models/lm)", "blobs": len(blobs), "bytes": total,
            "clk_hz": clk_hz, "baud": baud, "line_bytes_per_s": baud / 10}
 

@@ -14,7 +14,7 @@ as JSON. ``--dask-groups`` gives the cluster run a smaller grid (its records
 are compared with the ``--jobs 1`` builds of the same configurations);
 ``--runs`` with ``--previous-log`` finishes an interrupted measurement,
 taking the finished runs' rows from the earlier output and their records
-from ``--root``.
+from ``--root`` (``--runs ''``: none run, the JSON written again from them).
 """
 import argparse
 import ast
@@ -44,9 +44,18 @@ def _sweep(name, root, grid, extra, log):
         raise SystemExit(f"{name} failed (exit {rc}); see {log}")
     records = json.loads((out / "sweep_records.json").read_text())
     row = {"run": name, "wall_s": round(wall, 1), "builds": len(records),
+           "build_s": _build_seconds(records),
            "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
     print(f"  {row}", flush=True)
     return row, records
+
+
+def _build_seconds(records):
+    """The builds' own times summed (``total_s`` of each record: synthesis
+    and P&R, one thread each): what the machine charged each build, beside
+    the wall time. Two runs' sums differ when the builds ran slower in one
+    (a busier machine), which the wall-time ratio alone would hide."""
+    return round(sum(r.get("total_s") or 0 for r in records), 1)
 
 
 def _strip(records):
@@ -84,7 +93,7 @@ def main(argv=None):
     p.add_argument("--previous-log", help="this script's output from an earlier, "
                                           "interrupted run (its printed rows)")
     args = p.parse_args(argv)
-    runs = args.runs.split(",")
+    runs = [r for r in args.runs.split(",") if r]
     if set(runs) - set(RUNS):
         raise SystemExit(f"--runs: choose from {', '.join(RUNS)}")
     previous = _previous_rows(args.previous_log) if args.previous_log else {}
@@ -98,8 +107,8 @@ def main(argv=None):
     rows, recs = {}, {}
     for name in RUNS:
         if name not in runs:
-            rows[name] = previous[name]
             recs[name] = json.loads((root / name / "sweep_records.json").read_text())
+            rows[name] = {**previous[name], "build_s": _build_seconds(recs[name])}
         elif name == "dask":
             from distributed import LocalCluster
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -119,12 +128,17 @@ def main(argv=None):
         "cpus": os.cpu_count(),
         "runs": table,
         "jobs2_over_jobs1": round(j2 / j1, 3),
+        # the same ratio had jobs 1's builds run as fast as jobs 2's did
+        "jobs2_over_jobs1_same_build_speed": round(
+            j2 / (j1 * rows["jobs2"]["build_s"] / rows["jobs1"]["build_s"]), 3),
         "dask_records_equal_jobs1": _same_as(recs["dask"], recs["jobs1"]),
         "jobs2_records_equal_jobs1": _same_as(recs["jobs2"], recs["jobs1"]),
         "rerun_records_equal_jobs2": recs["jobs2-rerun"] == recs["jobs2"],
         "timing_fields_ignored": list(TIMING_FIELDS),
     }
-    print(f"jobs 2 / jobs 1 wall time: {summary['jobs2_over_jobs1']}; LocalCluster records "
+    print(f"jobs 2 / jobs 1 wall time: {summary['jobs2_over_jobs1']} "
+          f"({summary['jobs2_over_jobs1_same_build_speed']} at the same build speed); "
+          f"LocalCluster records "
           f"equal to jobs 1: {summary['dask_records_equal_jobs1']}; rerun "
           f"{rows['jobs2-rerun']['wall_s']} s")
     write_json(args.json, summary)
