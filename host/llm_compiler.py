@@ -48,6 +48,15 @@ pieces, golden). The KV capacity (:func:`kv_capacity`) is checked before
 anything runs.
 Square brackets: only with ``trace=True`` (or a sub-norm checkpoint).
 
+Constants: a LINEAR whose entries are all equal (BitNet's per-tensor weight
+scale and RowScale's per-token activation scale: every linear of an
+imported checkpoint) is ``uniform`` (:data:`~trilut.hw.isa.LLM_FIELDS`):
+its one entry sits in the segment's shared set at the index its ``heads``
+field names (:func:`trilut.host.compiler._pack_const_sets`), so a segment
+writes the RMSNorm gammas (one entry per channel), the attention's two
+one-entry sets and one shared set (docs/llm.md, "Constants on decoder
+builds").
+
 :func:`forward` is a generator that yields ``(program, inputs)`` per
 segment and takes back the decoded outputs, so a synchronous host driver
 (:func:`run_on_driver`) and an asynchronous cocotb testbench drive it alike.
@@ -64,7 +73,7 @@ from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
 from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
                       Opcode, pack_descriptor, pack_gatemul_const, pack_requant_const,
-                      llm_attn_fields, pack_rope_const, pack_softmax_const, rope_words,
+                      llm_fields, pack_rope_const, pack_softmax_const, rope_words,
                       unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
@@ -276,7 +285,7 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     segs = []
 
     def segment(build, loads):
-        bld = _Builder(acc, rows, trace)
+        bld = _Builder(acc, rows, trace, uniform=True)   # _check: a decoder build
         for name, width, dst in loads:
             bld.emit(f"load_{name}", Opcode.LOAD, dst_bank=dst[0], dst_row=dst[1], rows=rows,
                      k=width)
@@ -329,12 +338,12 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         bld.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0, src_row=0, dst_bank=R2[0],
                  dst_row=R2[1], rows=rows, k=d, n=kv_pos + rows, heads=h, const=s,
-                 kv_pos=kv_pos, reserved=llm_attn_fields(causal=1, kv_group=g, kv_base=base))
+                 kv_pos=kv_pos, reserved=llm_fields(causal=1, kv_group=g, kv_base=base))
         s = bld.const_set([pack_requant_const(lp.attn.m, lp.attn.e, 0)], "attn")
         bld.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
                  src_bank=R2[0], src_row=R2[1], dst_bank=R1[0], dst_row=R1[1], rows=rows,
                  k=kv_pos + rows, n=d, heads=h, const=s,
-                 reserved=llm_attn_fields(kv_group=g, kv_base=base))
+                 reserved=llm_fields(kv_group=g, kv_base=base))
         bld.store("attn", R1, h * d)
 
     def seg_b(bld):
