@@ -11,8 +11,10 @@ RoPE rotates every token at the position before its own (convention errors
 the suite shows are caught); ``"noncausal"`` clears the ``causal`` bit of
 every ATTN_QK the accelerator runs (a prefill row then attends to the
 tokens after it: caught too); ``"uniform_entry"`` makes every ``uniform``
-LINEAR the accelerator runs read the next entry of its shared constant set
-(another pass's per-tensor constants: the entry index is really used).
+LINEAR with the REQUANT epilogue (v, gate) the accelerator runs read the
+next entry of its shared constant set (another pass's per-tensor m, e: the
+entry index is really used; with the GATEMUL and ROPE passes moved too, a
+per-tensor field out of range stopped the program with UNIT instead).
 
 A random checkpoint is imported by :mod:`trilut.host.llama`; golden
 ``prefill`` / ``decode_step`` with ``trace=True`` give the reference. The
@@ -69,14 +71,16 @@ def _noncausal(prog):
 
 
 def _wrong_entry(prog):
-    """``prog`` with every uniform LINEAR reading the next entry (cyclically)
-    of its constant set (the set holds more than one: another pass's)."""
+    """``prog`` with every uniform REQUANT LINEAR reading the next entry
+    (cyclically) of its constant set (the set holds more than one: another
+    pass's; m, e and bias sit at the same bits in every entry layout)."""
     sizes = dict((s, len(e)) for s, e in prog.consts)
     out = copy.copy(prog)
     out.descriptors = []
     for d in prog.descriptors:
         f = unpack_descriptor(d)
-        if f["opcode"] == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+        if (f["opcode"] == Opcode.LINEAR and f["epilogue"] == Epilogue.REQUANT
+                and data.Const(LLM_FIELDS, f["reserved"]).uniform):
             assert sizes[f["const"]] > 1, "a uniform set of one entry: nothing to get wrong"
             d = pack_descriptor(**dict(f, heads=(f["heads"] + 1) % sizes[f["const"]]))
         out.descriptors.append(d)

@@ -58,7 +58,7 @@ def test_bitnet_2b_relu2_matches_golden():
     ("norm_sign", 0),    # the reference's RMSNorm drops gamma's sign
     ("rope_pos", 1),     # every token rotated at the position before its own (REQUANT_ROPE at kv_pos + row)
     ("noncausal", 0),    # ATTN_QK without its causal bit: a prefill row attends to the tokens after it
-    ("uniform_entry", 0),   # every uniform LINEAR reads the next entry of the shared set
+    ("uniform_entry", 0),   # the uniform v and gate LINEARs read the next entry of their set
 ])
 def test_wrong_model_is_caught(broken, decode):
     """A reference broken in one step fails the comparison with the accelerator."""
