@@ -131,6 +131,7 @@ class Driver:
         self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
                              else memory_bytes)
         self._loaded = None             # the program whose memories are on the device
+        self._consts = {}               # set -> {entry: value} written since check_build
         self._written = {}              # (addr, bytes) -> SHA-256 of a blob load_weights wrote
         self._feed_plan = None          # (program, layout, frames) checked by _feed_frames
         if check:
@@ -143,11 +144,19 @@ class Driver:
         return words if count > 1 else words[0]
 
     def write(self, name, words, word=0):
+        """Write ``words`` into register/window ``name`` from word ``word``. A
+        write into the ``const`` window here (not through :meth:`write_consts`)
+        forgets what :meth:`write_consts` knows is there."""
         words = [words] if isinstance(words, int) else list(words)
+        if name == "const":
+            self._consts = {}
         self.link.reg_write(self.regs.offset(name) + 4 * word, words)
 
     def check_build(self):
-        """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``."""
+        """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``.
+        Forgets which constants are on the device (:meth:`write_consts`): a
+        device checked again may be another one, or reset."""
+        self._consts = {}
         got = data.Const(isa.BUILD, self.read("build"))
         want = {"max_rows": self.accel.max_rows, "max_width": self.accel.max_width,
                 "banks": self.accel.banks}
@@ -184,6 +193,15 @@ class Driver:
         self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
 
     def write_consts(self, const_set, entries):
+        """Set ``const_set``'s entries 0 .. len(entries) - 1 to ``entries``,
+        writing only the entries that differ from what this driver last
+        wrote there (runs of consecutive entries, one REG_WRITE each). The
+        constant memory keeps its contents across runs and soft resets; the
+        record starts empty at :meth:`check_build` (opening, :meth:`hard_reset`)
+        and is dropped by a raw ``write("const", ...)`` and, for the set, by a
+        write that did not finish (an exception), so nothing stale is
+        assumed. A decode step whose segments place their constants in the
+        same sets (``llm_compiler.const_plan``) sends none of them again."""
         self._loaded = None
         entries = list(entries)
         if not 0 <= const_set < self.accel.const_sets:
@@ -192,8 +210,20 @@ class Driver:
         if len(entries) > self.accel.const_stride:
             raise ValueError(f"{len(entries)} constant entries exceed a set's "
                              f"{self.accel.const_stride}")
-        self.write("const", [w for e in entries for w in const_words(e)],
-                   word=4 * const_set * self.accel.const_stride)
+        known = self._consts.pop(const_set, {})     # back once every write succeeded
+        base = self.regs.offset("const") + 16 * const_set * self.accel.const_stride
+        i = 0
+        while i < len(entries):
+            if known.get(i) == entries[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < len(entries) and known.get(j) != entries[j]:
+                j += 1
+            self.link.reg_write(base + 16 * i, [w for e in entries[i:j] for w in const_words(e)])
+            i = j
+        known.update(enumerate(entries))
+        self._consts[const_set] = known
 
     def start(self):
         self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)

@@ -132,6 +132,13 @@ class SimDecoder:
         self.matches &= bool(np.array_equal(got, want))
         return got
 
+    @property
+    def const_note(self):
+        """Where the model's constants live (:func:`~trilut.host.llm_compiler.const_plan`:
+        resident, or why not), once a run compiled them; None before."""
+        plan = self._memo.get("consts")
+        return None if plan is None else plan[1]
+
     def close(self):
         self.device.close()
 
