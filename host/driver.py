@@ -174,15 +174,23 @@ class Driver:
         assert offsets == list(range(offsets[0], offsets[0] + 4 * len(names), 4))
         return dict(zip(names, self.link.reg_read(offsets[0], len(names))))
 
-    def load(self, program):
+    def load(self, program, *, changed_only=False):
         """Write ``program``'s constant sets and descriptors. :meth:`run`
         does this only when the program differs from the one loaded last
         (program and constant memory keep their contents across runs and soft
-        resets), so running one model on many inputs sends them once."""
+        resets), so running one model on many inputs sends them once, and
+        then writes only the constant entries that changed
+        (``changed_only``, :meth:`write_consts`)."""
         for s, entries in program.consts:
-            self.write_consts(s, entries)
+            self.write_consts(s, entries, changed_only=changed_only)
         self.write_program(program.descriptors)
         self._loaded = program
+
+    def forget(self):
+        """Assume nothing is loaded: the next :meth:`run` writes its program
+        and every constant entry again (after a failure that leaves the
+        device's program or constant memory in doubt)."""
+        self._loaded, self._consts = None, {}
 
     def write_program(self, descriptors):
         self._loaded = None
@@ -192,16 +200,19 @@ class Driver:
                              f"= {self.accel.prog_depth}")
         self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
 
-    def write_consts(self, const_set, entries):
-        """Set ``const_set``'s entries 0 .. len(entries) - 1 to ``entries``,
-        writing only the entries that differ from what this driver last
-        wrote there (runs of consecutive entries, one REG_WRITE each). The
+    def write_consts(self, const_set, entries, *, changed_only=False):
+        """Set ``const_set``'s entries 0 .. len(entries) - 1 to ``entries``.
+        This driver records what it wrote; with ``changed_only`` (what
+        :meth:`run` does) it writes only the entries that differ from that
+        record (runs of consecutive entries, one REG_WRITE each). The
         constant memory keeps its contents across runs and soft resets; the
         record starts empty at :meth:`check_build` (opening, :meth:`hard_reset`)
-        and is dropped by a raw ``write("const", ...)`` and, for the set, by a
-        write that did not finish (an exception), so nothing stale is
-        assumed. A decode step whose segments place their constants in the
-        same sets (``llm_compiler.const_plan``) sends none of them again."""
+        and :meth:`forget`, and is dropped by a raw ``write("const", ...)``
+        and, for the set, by a write that did not finish (an exception), so
+        nothing stale is assumed; it cannot know of another driver writing
+        the same device (neither can :meth:`run`'s program check). A decode
+        step whose segments place their constants in the same sets
+        (``llm_compiler.const_plan``) sends none of them again."""
         self._loaded = None
         entries = list(entries)
         if not 0 <= const_set < self.accel.const_sets:
@@ -211,6 +222,8 @@ class Driver:
             raise ValueError(f"{len(entries)} constant entries exceed a set's "
                              f"{self.accel.const_stride}")
         known = self._consts.pop(const_set, {})     # back once every write succeeded
+        if not changed_only:
+            known = {}
         base = self.regs.offset("const") + 16 * const_set * self.accel.const_stride
         i = 0
         while i < len(entries):
@@ -509,7 +522,7 @@ class Driver:
             i = self._index(name, self.inputs)
             pending[i] = self._beats(i, frames)
         if self._loaded is not program:
-            self.load(program)
+            self.load(program, changed_only=True)
         if not feed:
             self.start()
             return self._serve(program, pending, timeout)

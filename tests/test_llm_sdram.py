@@ -153,7 +153,7 @@ def test_driver_writes_changed_constants_only():
 
     def sent(entries):
         link.writes.clear()
-        drv.write_consts(3, entries)
+        drv.write_consts(3, entries, changed_only=True)
         return [((a - base) // 16, len(w) // 4) for a, w in link.writes]
 
     assert sent([1, 2, 3]) == [(0, 3)] and link.writes[0][1] == [
@@ -166,9 +166,14 @@ def test_driver_writes_changed_constants_only():
     assert sent([1, 9, 3, 4]) == [(0, 4)]               # a raw write: all again
     link.fail = True
     with pytest.raises(TimeoutError):
-        drv.write_consts(3, [5, 9, 3, 4])
+        drv.write_consts(3, [5, 9, 3, 4], changed_only=True)
     link.fail = False
     assert sent([1, 9, 3, 4]) == [(0, 4)]               # after a failed write: all again
+    drv.forget()
+    assert sent([1, 9, 3, 4]) == [(0, 4)]               # forgotten: all again
+    link.writes.clear()
+    drv.write_consts(3, [1, 9, 3, 4])                    # not changed_only: all
+    assert [(a - base) // 16 for a, _ in link.writes] == [0] and sent([1, 9, 3, 4]) == []
 
 
 @pytest.mark.sim
