@@ -30,7 +30,8 @@ cycle fields then count the accelerator's cycles (on-chip passes only:
 null (no place and route of a decoder build exists). ``--weights sdram``
 (default): the weights are loaded once into the simulated ULX3S SDRAM and
 fed by FEED per segment; ``link``: sent with every segment. The JSON adds
-``build``, ``weights`` and ``weight_bytes_per_token``.
+``build``, ``weights``, ``weight_bytes_per_token`` and ``constants``
+(where the model's constants live: ``llm_compiler.const_plan``'s note).
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def _sim_fields(decoder):
                       sim_cycles_per_s=decoder.sim_cycles_in_runs / max(decoder.seconds, 1e-9),
                       cycles_scope=CYCLES_SCOPE, build=decoder.build,
                       weights=WEIGHT_PATHS["sdram" if decoder.sdram else "link"],
-                      weight_bytes_per_token=decoder.weight_bytes)
+                      weight_bytes_per_token=decoder.weight_bytes,
+                      constants=decoder.const_note)
     return fields
 
 

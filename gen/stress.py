@@ -116,7 +116,7 @@ def run_link(images, *, rate=1e-3, seed=1, detect=True, progress=None, baseline=
                     gave_up += 1
                     faulty.rate, rate_was = 0, faulty.rate
                     drv.soft_reset()
-                    drv._loaded = None
+                    drv.forget()        # program and constants written again
                     faulty.rate = rate_was
                 if progress:
                     progress("link" if fault_rate else "link (clean)", i + 1, images, wrong)

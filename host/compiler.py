@@ -59,6 +59,10 @@ equals, in those fields, the single entry of an attention pass's set (the
 attention passes read entry 0 only) shares that set: entry 0 stays the
 attention pass's, entries 1.. are the other pass's (the classifier's spare
 channels are made for this: :mod:`trilut.host.classifier_compiler`).
+On a decoder build (:mod:`trilut.host.llm_compiler`), a LINEAR whose
+entries are all equal (BitNet: per-tensor scales) is ``uniform``
+(:data:`~trilut.hw.isa.LLM_FIELDS`): its one entry goes into a set shared
+by all such passes of the program, at the index its ``heads`` field names.
 
 Stored tensors come back in the golden trace's layout: ``probs`` as
 (H, T, T) (on chip it is T rows of H * T: head h in columns h*T ..), the
@@ -73,9 +77,9 @@ import numpy as np
 
 from ..golden.encoder import EncoderParams
 from ..golden.quant import INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, M_BITS_DEFAULT
-from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
-                      Opcode, pack_descriptor, pack_gelu_const, pack_requant_const,
-                      pack_residual_const, pack_softmax_const)
+from ..hw.isa import (FIELD_LIMITS, KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind,
+                      Epilogue, Head, Opcode, llm_fields, pack_descriptor, pack_gelu_const,
+                      pack_requant_const, pack_residual_const, pack_softmax_const)
 from .classifier_compiler import check_classifier, compile_embed, compile_head
 from .fit import BANK_A, BANK_B, CompileError, check_block
 
@@ -195,10 +199,14 @@ _REQUANT_FIELDS = pack_requant_const((1 << M_BITS_DEFAULT) - 1, 63, -1, 1)
 def _pack_const_sets(sets):
     """Physical constant sets for the logical ``sets`` ``(entries, kind)``,
     kind "attn" (the reader uses entry 0 only), "requant" (entries read as
-    REQUANT_CONST) or "other": returns ``(consts, index)``, ``consts`` the
-    ``(set, entries)`` to write and ``index[i]`` logical set i's physical set.
-    A "requant" set whose entry 0 equals an unused "attn" set's entry in the
-    REQUANT fields shares it (the module docstring, "Constant sets")."""
+    REQUANT_CONST), "uniform" (one entry, read for every output channel by a
+    decoder build's ``uniform`` LINEAR) or "other": returns ``(consts,
+    index)``, ``consts`` the ``(set, entries)`` to write and ``index[i]``
+    logical set i's ``(physical set, entry)``, entry None unless the set is
+    "uniform". A "requant" set whose entry 0 equals an unused "attn" set's
+    entry in the REQUANT fields shares it (the module docstring, "Constant
+    sets"); every "uniform" entry goes into one shared set, after the
+    others, equal entries at one index."""
     hosts = {i: e[0] & _REQUANT_FIELDS for i, (e, kind) in enumerate(sets) if kind == "attn"}
     share = {}                       # logical set -> the attention set it shares
     for i, (entries, kind) in enumerate(sets):
@@ -208,21 +216,35 @@ def _pack_const_sets(sets):
                 share[i] = h
                 del hosts[h]
     guest = {h: i for i, h in share.items()}
-    consts, index = [], {}
-    for i, (entries, _) in enumerate(sets):
+    consts, index, uniform = [], {}, {}
+    for i, (entries, kind) in enumerate(sets):
+        if kind == "uniform":
+            (e,) = entries
+            index[i] = uniform.setdefault(e, len(uniform))      # the entry, for now
+            continue
         if i in share:
             continue
         if i in guest:               # entry 0 the attention pass's, the rest the guest's
             entries = entries[:1] + sets[guest[i]][0][1:]
-        index[i] = len(consts)
+        index[i] = (len(consts), None)
         consts.append((len(consts), list(entries)))
     index.update({i: index[h] for i, h in share.items()})
+    if uniform:
+        shared = len(consts)
+        consts.append((shared, list(uniform)))
+        index.update({i: (shared, index[i]) for i, (_, kind) in enumerate(sets)
+                      if kind == "uniform"})
     return consts, index
 
 
 class _Builder:
-    def __init__(self, acc, seq, trace):
-        self.acc, self.seq, self.trace = acc, seq, trace
+    """Descriptors, constant sets, outputs and weights of one program.
+    ``uniform``: a decoder build (``Accelerator(llm=True)``): a LINEAR whose
+    constant entries are all equal gets the ``uniform`` bit and its one
+    entry in the program's shared set (:func:`_pack_const_sets`)."""
+
+    def __init__(self, acc, seq, trace, *, uniform=False):
+        self.acc, self.seq, self.trace, self.uniform = acc, seq, trace, uniform
         self.descs, self.passes, self.sets, self.outputs, self.weights = [], [], [], [], []
 
     def emit(self, name, opcode, **fields):
@@ -237,8 +259,22 @@ class _Builder:
         """(descriptors, consts): the constant sets packed
         (:func:`_pack_const_sets`), the descriptors pointing at them."""
         consts, index = _pack_const_sets(self.sets)
-        descs = [pack_descriptor(op, **(dict(f, const=index[f["const"]]) if "const" in f
-                                        else f)) for op, f in self.descs]
+        shared = {s for s, entry in index.values() if entry is not None}
+        most = min(self.acc.max_width, FIELD_LIMITS["heads"] + 1)
+        for s in shared:                # the uniform entries' set (at most one)
+            if len(consts[s][1]) > most:
+                raise CompileError(f"constants: {len(consts[s][1])} distinct uniform entries "
+                                   f"exceed {most} (max_width, and the heads field that "
+                                   f"names a uniform LINEAR's entry)")
+        descs = []
+        for op, f in self.descs:
+            if "const" in f:
+                s, entry = index[f["const"]]
+                f = dict(f, const=s)
+                if entry is not None:       # heads: the entry (LINEAR has no heads)
+                    f.update(heads=entry, reserved=f.get("reserved", 0) |
+                             llm_fields(uniform=1))
+            descs.append(pack_descriptor(op, **f))
         return descs, consts
 
     def store(self, name, place, length, *, heads=0, always=False, columns=0):
@@ -254,6 +290,8 @@ class _Builder:
         columns (``entries`` must cover all ``n``)."""
         n = lin.out_features if n is None else n
         kind = "requant" if epilogue == Epilogue.REQUANT else "other"
+        if self.uniform and len(set(entries)) == 1:     # one per tensor: one entry
+            kind, entries = "uniform", entries[:1]
         s = self.const_set(entries, kind)
         engine = EngineKind.INT8 if lin.kind == "int8" else EngineKind.TLMM
         self.emit(name, Opcode.LINEAR, engine=engine, epilogue=epilogue, src_bank=src[0],

@@ -131,6 +131,7 @@ class Driver:
         self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
                              else memory_bytes)
         self._loaded = None             # the program whose memories are on the device
+        self._consts = {}               # set -> {entry: value} written since check_build
         self._written = {}              # (addr, bytes) -> SHA-256 of a blob load_weights wrote
         self._feed_plan = None          # (program, layout, frames) checked by _feed_frames
         if check:
@@ -143,11 +144,19 @@ class Driver:
         return words if count > 1 else words[0]
 
     def write(self, name, words, word=0):
+        """Write ``words`` into register/window ``name`` from word ``word``. A
+        write into the ``const`` window here (not through :meth:`write_consts`)
+        forgets what :meth:`write_consts` knows is there."""
         words = [words] if isinstance(words, int) else list(words)
+        if name == "const":
+            self._consts = {}
         self.link.reg_write(self.regs.offset(name) + 4 * word, words)
 
     def check_build(self):
-        """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``."""
+        """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``.
+        Forgets which constants are on the device (:meth:`write_consts`): a
+        device checked again may be another one, or reset."""
+        self._consts = {}
         got = data.Const(isa.BUILD, self.read("build"))
         want = {"max_rows": self.accel.max_rows, "max_width": self.accel.max_width,
                 "banks": self.accel.banks}
@@ -165,15 +174,23 @@ class Driver:
         assert offsets == list(range(offsets[0], offsets[0] + 4 * len(names), 4))
         return dict(zip(names, self.link.reg_read(offsets[0], len(names))))
 
-    def load(self, program):
+    def load(self, program, *, changed_only=False):
         """Write ``program``'s constant sets and descriptors. :meth:`run`
         does this only when the program differs from the one loaded last
         (program and constant memory keep their contents across runs and soft
-        resets), so running one model on many inputs sends them once."""
+        resets), so running one model on many inputs sends them once, and
+        then writes only the constant entries that changed
+        (``changed_only``, :meth:`write_consts`)."""
         for s, entries in program.consts:
-            self.write_consts(s, entries)
+            self.write_consts(s, entries, changed_only=changed_only)
         self.write_program(program.descriptors)
         self._loaded = program
+
+    def forget(self):
+        """Assume nothing is loaded: the next :meth:`run` writes its program
+        and every constant entry again (after a failure that leaves the
+        device's program or constant memory in doubt)."""
+        self._loaded, self._consts = None, {}
 
     def write_program(self, descriptors):
         self._loaded = None
@@ -183,7 +200,19 @@ class Driver:
                              f"= {self.accel.prog_depth}")
         self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
 
-    def write_consts(self, const_set, entries):
+    def write_consts(self, const_set, entries, *, changed_only=False):
+        """Set ``const_set``'s entries 0 .. len(entries) - 1 to ``entries``.
+        This driver records what it wrote; with ``changed_only`` (what
+        :meth:`run` does) it writes only the entries that differ from that
+        record (runs of consecutive entries, one REG_WRITE each). The
+        constant memory keeps its contents across runs and soft resets; the
+        record starts empty at :meth:`check_build` (opening, :meth:`hard_reset`)
+        and :meth:`forget`, and is dropped by a raw ``write("const", ...)``
+        and, for the set, by a write that did not finish (an exception), so
+        nothing stale is assumed; it cannot know of another driver writing
+        the same device (neither can :meth:`run`'s program check). A decode
+        step whose segments place their constants in the same sets
+        (``llm_compiler.const_plan``) sends none of them again."""
         self._loaded = None
         entries = list(entries)
         if not 0 <= const_set < self.accel.const_sets:
@@ -192,8 +221,22 @@ class Driver:
         if len(entries) > self.accel.const_stride:
             raise ValueError(f"{len(entries)} constant entries exceed a set's "
                              f"{self.accel.const_stride}")
-        self.write("const", [w for e in entries for w in const_words(e)],
-                   word=4 * const_set * self.accel.const_stride)
+        known = self._consts.pop(const_set, {})     # back once every write succeeded
+        if not changed_only:
+            known = {}
+        base = self.regs.offset("const") + 16 * const_set * self.accel.const_stride
+        i = 0
+        while i < len(entries):
+            if known.get(i) == entries[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < len(entries) and known.get(j) != entries[j]:
+                j += 1
+            self.link.reg_write(base + 16 * i, [w for e in entries[i:j] for w in const_words(e)])
+            i = j
+        known.update(enumerate(entries))
+        self._consts[const_set] = known
 
     def start(self):
         self.write("ctrl", isa.CTRL.const({"start": 1}).as_value().value)
@@ -479,7 +522,7 @@ class Driver:
             i = self._index(name, self.inputs)
             pending[i] = self._beats(i, frames)
         if self._loaded is not program:
-            self.load(program)
+            self.load(program, changed_only=True)
         if not feed:
             self.start()
             return self._serve(program, pending, timeout)

@@ -86,7 +86,7 @@ class SimDecoder:
         acc = _accelerator(accel)
         _check(params, acc, 1)          # the build's problems before the simulator starts
         self.capacity = min(self.cache.capacity, kv_capacity(params, acc))
-        self.sdram, self.build = sdram, build
+        self.sdram, self.build, self._log = sdram, build, log
         self.image = weight_image(params, acc)
         self.device = SimDevice(acc.params, sdram=sdram)
         self.driver = Driver(self.device, acc.params, timeout=600.0)
@@ -126,11 +126,20 @@ class SimDecoder:
                                        weights=self.layout, image=self.image, log=self.counters,
                                        memo=self._memo)
         self.seconds += time.monotonic() - t0
+        if self._log and len(self.step_cycles) == 0:    # once: where the constants live
+            self._log(f"constants: {self.const_note}")
         self.sim_cycles_in_runs += self.device.sync() - c0
         self.step_link.append(_traffic_delta(before, self.driver.link.efficiency()))
         self.step_cycles.append(cycles)
         self.matches &= bool(np.array_equal(got, want))
         return got
+
+    @property
+    def const_note(self):
+        """Where the model's constants live (:func:`~trilut.host.llm_compiler.const_plan`:
+        resident, or why not), once a run compiled them; None before."""
+        plan = self._memo.get("consts")
+        return None if plan is None else plan[1]
 
     def close(self):
         self.device.close()

@@ -48,6 +48,20 @@ pieces, golden). The KV capacity (:func:`kv_capacity`) is checked before
 anything runs.
 Square brackets: only with ``trace=True`` (or a sub-norm checkpoint).
 
+Constants: a LINEAR whose entries are all equal (BitNet's per-tensor weight
+scale and RowScale's per-token activation scale: every linear of an
+imported checkpoint) is ``uniform`` (:data:`~trilut.hw.isa.LLM_FIELDS`):
+its one entry sits in the segment's shared set at the index its ``heads``
+field names (:func:`trilut.host.compiler._pack_const_sets`), so a segment
+writes the RMSNorm gammas (one entry per channel), the attention's two
+one-entry sets and one shared set. :func:`forward` then places every
+segment's constants once for the whole model (:func:`const_plan`: each
+gamma set a physical set of its own, the attention entries and all uniform
+entries in shared sets), so that a decode step finds them where the step
+before left them and the driver sends none again
+(:meth:`~trilut.host.driver.Driver.write_consts`; docs/llm.md, "Constants
+on decoder builds").
+
 :func:`forward` is a generator that yields ``(program, inputs)`` per
 segment and takes back the decoded outputs, so a synchronous host driver
 (:func:`run_on_driver`) and an asynchronous cocotb testbench drive it alike.
@@ -57,19 +71,21 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from amaranth.lib import data
 
 from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
 from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
-                      Opcode, pack_descriptor, pack_gatemul_const, pack_requant_const,
-                      llm_attn_fields, pack_rope_const, pack_softmax_const, rope_words,
-                      unpack_descriptor)
+from ..hw.isa import (FIELD_LIMITS, KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, VALUE_BANK,
+                      EngineKind, Epilogue, Head, Opcode, llm_fields, pack_descriptor,
+                      pack_gatemul_const, pack_requant_const, pack_rope_const,
+                      pack_softmax_const, rope_words, unpack_descriptor)
 from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
-__all__ = ["SegmentProgram", "compile_layer", "check_tokens", "forward", "run_on_driver",
-           "weight_image", "rope_table", "rope_on_chip", "attn_on_chip", "kv_capacity", "REGIONS"]
+__all__ = ["SegmentProgram", "ConstPlan", "const_plan", "compile_layer", "check_tokens",
+           "forward", "run_on_driver", "weight_image", "rope_table", "rope_on_chip",
+           "attn_on_chip", "kv_capacity", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
 REGIONS = 3
@@ -254,13 +270,15 @@ def _requant_entries(lin):
 
 
 def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
-                  trace=False, image=None):
+                  trace=False, image=None, plan=None):
     """The two segments (:class:`SegmentProgram`, module docstring) of layer
     ``layer`` for a chunk of ``rows`` tokens at positions ``kv_pos ..``.
     ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment B
     ends with the final RMSNorm. ``trace``: also STORE attn_norm, res1,
     mlp_norm, gate, h, res2 (and the sub-norms). ``image``: the model's
-    :func:`weight_image` (packed weights reused)."""
+    :func:`weight_image` (packed weights reused). ``plan``: a
+    :class:`ConstPlan` of the model (:func:`const_plan`) placing the
+    constants; None: the segment's own sets."""
     acc = _accelerator(accel)
     _check(params, acc, rows)
     cfg, lp = params.cfg, params.layers[layer]
@@ -276,7 +294,7 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     segs = []
 
     def segment(build, loads):
-        bld = _Builder(acc, rows, trace)
+        bld = _Builder(acc, rows, trace, uniform=True)   # _check: a decoder build
         for name, width, dst in loads:
             bld.emit(f"load_{name}", Opcode.LOAD, dst_bank=dst[0], dst_row=dst[1], rows=rows,
                      k=width)
@@ -329,12 +347,12 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         bld.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0, src_row=0, dst_bank=R2[0],
                  dst_row=R2[1], rows=rows, k=d, n=kv_pos + rows, heads=h, const=s,
-                 kv_pos=kv_pos, reserved=llm_attn_fields(causal=1, kv_group=g, kv_base=base))
+                 kv_pos=kv_pos, reserved=llm_fields(causal=1, kv_group=g, kv_base=base))
         s = bld.const_set([pack_requant_const(lp.attn.m, lp.attn.e, 0)], "attn")
         bld.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
                  src_bank=R2[0], src_row=R2[1], dst_bank=R1[0], dst_row=R1[1], rows=rows,
                  k=kv_pos + rows, n=d, heads=h, const=s,
-                 reserved=llm_attn_fields(kv_group=g, kv_base=base))
+                 reserved=llm_fields(kv_group=g, kv_base=base))
         bld.store("attn", R1, h * d)
 
     def seg_b(bld):
@@ -366,7 +384,109 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     else:
         segment(seg_a, [("x", c, R0)] if load_x else [])
         segment(seg_b, [("attn", cfg.heads * cfg.head_dim, R1)])
+    if plan is not None:
+        segs = [plan.place(seg) for seg in segs]
     return [seg.at_kv_pos(kv_pos) for seg in segs]
+
+
+class ConstPlan:
+    """Where a model's constants live on a build for a whole run
+    (:func:`const_plan`): every per-channel set (the RMSNorm gammas; a LINEAR
+    whose entries differ) in a physical set of its own, the attention's
+    one-entry constants at entry 0 of the shared sets (ATTN reads entry 0)
+    and every uniform LINEAR's entry in shared set 0 from entry 1 on.
+    ``resident``: every segment writes the same contents into the sets it
+    uses, so after the first step the driver sends none
+    (:meth:`~trilut.host.driver.Driver.write_consts`); otherwise ``note``
+    says why (more attention constants than shared sets: entry 0 of a shared
+    set is rewritten by the segments that share it)."""
+
+    def __init__(self, full, ones, uniform, first_shared, shared, resident, note):
+        self.full, self.ones, self.uniform = full, ones, uniform
+        self.first_shared, self.shared = first_shared, shared
+        self.resident, self.note = resident, note
+        self.sets = first_shared + shared
+
+    def _one_set(self, entry):
+        return self.first_shared + self.ones[entry] % self.shared
+
+    def place(self, seg):
+        """``seg`` (compiled with per-segment sets) with its descriptors and
+        constants moved to this plan's sets."""
+        sets, used = dict(seg.consts), {}
+        out = copy.copy(seg)
+        out.descriptors = []
+        for d in seg.descriptors:
+            f = unpack_descriptor(d)
+            op, c = f["opcode"], f["const"]
+            if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+                e = sets[c][0]
+                f["const"] = self._one_set(e)
+                if used.get(f["const"]) not in (None, e):
+                    raise CompileError(f"two attention constants of one segment in shared set "
+                                       f"{f['const']}")
+                used[f["const"]] = e
+            elif op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+                f.update(const=self.first_shared, heads=1 + self.uniform[sets[c][f["heads"]]])
+                used.setdefault(self.first_shared, None)
+            elif op in (Opcode.LINEAR, Opcode.NORM):
+                f["const"] = self.full[tuple(sets[c])]
+                used[f["const"]] = "full"
+            out.descriptors.append(pack_descriptor(**f))
+        full = {v: list(k) for k, v in self.full.items()}
+        owner = {}                      # a shared set's entry 0 when its segment reads none
+        for e in self.ones:
+            owner.setdefault(self._one_set(e), e)
+        out.consts = []
+        for s in sorted(used):
+            if s in full:
+                out.consts.append((s, full[s]))
+                continue
+            e0 = used[s] if used[s] is not None else owner.get(s, 0)
+            out.consts.append((s, [e0] + (list(self.uniform) if s == self.first_shared else [])))
+        return out
+
+
+def const_plan(params, accel):
+    """The :class:`ConstPlan` of ``params`` on the build ``accel``, or None
+    with a reason (``(None, note)``) when the per-channel sets alone leave no
+    shared set: then every segment keeps its own sets (compile_layer's
+    default), rewritten per segment. Returns ``(plan, note)``."""
+    acc = _accelerator(accel)
+    layers = params.cfg.layers
+    segs = [seg for li in range(layers)
+            for seg in compile_layer(params, li, acc, 1, 0, final=li == layers - 1, plan=None)]
+    full, ones, uniform = {}, {}, {}
+    for seg in segs:
+        sets = dict(seg.consts)
+        for d in seg.descriptors:
+            f = unpack_descriptor(d)
+            op, c = f["opcode"], f["const"]
+            if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+                ones.setdefault(sets[c][0], len(ones))
+            elif op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+                uniform.setdefault(sets[c][f["heads"]], len(uniform))
+            elif op in (Opcode.LINEAR, Opcode.NORM):
+                full.setdefault(tuple(sets[c]), len(full))
+    n_sets, most = acc.const_sets, min(acc.max_width, FIELD_LIMITS["heads"] + 1)
+    per_seg = max(sum(unpack_descriptor(d)["opcode"] in (Opcode.ATTN_QK, Opcode.ATTN_AV)
+                      for d in seg.descriptors) for seg in segs)
+    shared = min(max(len(ones), 1), n_sets - len(full))
+    what = (f"{len(full)} per-channel sets, {len(ones)} attention constants (each at entry 0 "
+            f"of a set), {len(uniform)} uniform entries; const_sets = {n_sets}")
+    if shared < max(per_seg, 1) or 1 + len(uniform) > most:
+        return None, f"constants per segment: {what} do not fit one placement"
+    resident = len(ones) <= shared
+    note = (f"resident: {what}" if resident else
+            f"not all resident: {what}: entry 0 of a shared set is rewritten by the "
+            f"segments that share it")
+    plan = ConstPlan(full, ones, uniform, len(full), shared, resident, note)
+    try:
+        for seg in segs:
+            plan.place(seg)
+    except CompileError as exc:
+        return None, f"constants per segment: {what}: {exc}"
+    return plan, note
 
 
 def weight_image(params, accel):
@@ -416,13 +536,17 @@ def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
     ``image``: the model's :func:`weight_image` (packed once, reused).
     ``memo``: a dict kept across calls for these params and build: a
     layer's segments for a chunk size are compiled once and moved to each
-    kv_pos (:meth:`SegmentProgram.at_kv_pos`)."""
+    kv_pos (:meth:`SegmentProgram.at_kv_pos`), the constants' placement
+    (:func:`const_plan`, key "consts") made once."""
     acc = _accelerator(accel)
     ids = check_tokens(params, ids, cache, acc)
     cfg, mb = params.cfg, params.cfg.m_bits
     chunk = acc.max_rows // REGIONS
     _check(params, acc, min(chunk, ids.size))
     logits, stored = [], {}
+    if memo is not None and "consts" not in memo:
+        memo["consts"] = const_plan(params, acc)
+    plan, _ = memo["consts"] if memo is not None else const_plan(params, acc)
     for start in range(0, ids.size, chunk):
         piece = ids[start:start + chunk]
         pos0, m = cache.kv_pos, piece.size
@@ -430,7 +554,7 @@ def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
             flags = dict(load_x=li == 0, final=li == cfg.layers - 1, trace=trace)
             key = (li, m, *flags.values())
             if memo is None or key not in memo:
-                segs = compile_layer(params, li, acc, m, pos0, image=image, **flags)
+                segs = compile_layer(params, li, acc, m, pos0, image=image, plan=plan, **flags)
                 if memo is not None:
                     memo[key] = segs
             got = {}

@@ -36,7 +36,7 @@ from ..golden.encoder import WIDE_BITS
 from .arith import delay
 from .dynquant import DynQuant
 from .epilogue import ACC_BITS, Epilogue
-from .isa import LLM_ATTN
+from .isa import LLM_FIELDS
 from .layernorm import LayerNorm
 from .regfront import EVENTS, axi_stream_signature
 from .rowio import (KVFetcher, Packer, Reader, Serializer, Unpacker, Writer, bits_for,
@@ -299,7 +299,7 @@ class Datapath(wiring.Component):
                      epi.param.eq(self.param)]
         if p["llm"]:                    # the RoPE table window (hw/llm_rope.py); GQA
             wiring.connect(m, wiring.flipped(self.rope_w), epi.rope_w)
-            llm_attn = data.View(LLM_ATTN, d.reserved)
+            llm_attn = data.View(LLM_FIELDS, d.reserved)
             m.d.comb += [kvf.group.eq(llm_attn.kv_group), kvf.base.eq(llm_attn.kv_base)]
         join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
         join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)

@@ -35,7 +35,7 @@ from ..golden.quant import M_BITS_DEFAULT
 
 __all__ = [
     "Opcode", "Head", "EngineKind", "Epilogue", "ErrorCode", "RESIDUAL_BANK", "KEY_BANK",
-    "LLM_ATTN", "llm_attn_fields",
+    "LLM_FIELDS", "llm_fields",
     "VALUE_BANK", "MAX_BANKS",
     "DESCRIPTOR", "DESCRIPTOR_BITS", "FIELD_LIMITS", "pack_descriptor", "unpack_descriptor",
     "descriptor_words",
@@ -125,7 +125,8 @@ class ErrorCode(enum.IntEnum, shape=4):
     SHAPE = 5         #: K or N zero or beyond the build's width, or N not a multiple of lanes
                       #: (ATTN: heads zero, heads * K or heads * N beyond the width, keys
                       #: beyond max_rows, head dim not a multiple of the int8 engine's blocks)
-    CONST = 6         #: constant set beyond the constant memory
+    CONST = 6         #: constant set beyond the constant memory (decoder builds: also a
+                      #: ``uniform`` LINEAR's entry index >= max_width)
     OVERLAP = 7       #: LINEAR writes rows of its own source bank it has not read yet;
                       #: ATTN source and destination rows intersect in one bank
     UNIT = 8          #: a datapath unit raised its error flag
@@ -168,27 +169,35 @@ DESCRIPTOR = data.StructLayout({
     "n": unsigned(ROW_BITS),         # N: output row length
     "const": unsigned(8),            # constant set (N entries, one per output channel)
     "kv_pos": unsigned(ROW_BITS),    # decoder builds: KV position of the pass's first row
-    "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head)
-    "reserved": unsigned(22),        # decoder builds' ATTN fields: LLM_ATTN
+    "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head);
+                                     # decoder builds' LINEAR with ``uniform``: the entry
+    "reserved": unsigned(22),        # decoder builds' extra fields: LLM_FIELDS
 })
 assert DESCRIPTOR.size == DESCRIPTOR_BITS
 
-#: The decoder build's attention fields (``Accelerator(llm=True)``), a view of
-#: the descriptor's ``reserved`` bits: ``causal`` (ATTN_QK: query row i sees
-#: keys 0 .. kv_pos + i, zeros after them) and ``kv_group`` (ATTN_QK /
+#: The decoder builds' extra fields (``Accelerator(llm=True)``), a view of
+#: the descriptor's ``reserved`` bits. Attention: ``causal`` (ATTN_QK: query
+#: row i sees keys 0 .. kv_pos + i, zeros after them), ``kv_group`` (ATTN_QK /
 #: ATTN_AV: query heads per KV head, GQA: head h reads KV head h // kv_group;
 #: 0 or 1: one each) and ``kv_base`` (ATTN_QK / ATTN_AV: the KV row of key 0,
 #: a layer's part of the region; a multiple of attn_lanes and attn_kpc).
-#: Other builds ignore them.
-LLM_ATTN = data.StructLayout({"causal": unsigned(1), "kv_group": unsigned(8),
-                              "kv_base": unsigned(ROW_BITS), "_r": unsigned(1)})
-assert LLM_ATTN.size == DESCRIPTOR["reserved"].width
+#: Constants: ``uniform`` (LINEAR: every output channel reads ONE entry of the
+#: set ``const``, the entry the descriptor's ``heads`` field names, instead
+#: of entry c for channel c; the entry must lie below ``max_width``, else
+#: CONST): a per-tensor scale (BitNet) costs one entry, and the entries of
+#: many passes share one set (docs/llm.md, "Constants on decoder builds").
+#: LINEAR ignores causal/kv_group/kv_base, the other opcodes ignore
+#: ``uniform``; builds without ``llm`` ignore all of them.
+LLM_FIELDS = data.StructLayout({"causal": unsigned(1), "kv_group": unsigned(8),
+                                "kv_base": unsigned(ROW_BITS), "uniform": unsigned(1)})
+assert LLM_FIELDS.size == DESCRIPTOR["reserved"].width
 
 
-def llm_attn_fields(causal=0, kv_group=0, kv_base=0):
-    """``reserved=`` of :func:`pack_descriptor` for :data:`LLM_ATTN`."""
-    return LLM_ATTN.const({"causal": int(causal), "kv_group": int(kv_group),
-                           "kv_base": int(kv_base)}).as_value().value
+def llm_fields(causal=0, kv_group=0, kv_base=0, uniform=0):
+    """``reserved=`` of :func:`pack_descriptor` for :data:`LLM_FIELDS`."""
+    return LLM_FIELDS.const({"causal": int(causal), "kv_group": int(kv_group),
+                             "kv_base": int(kv_base),
+                             "uniform": int(uniform)}).as_value().value
 
 #: Largest value of every descriptor field (for host-side checks).
 FIELD_LIMITS = {name: (1 << field.width) - 1 for name, field in DESCRIPTOR}

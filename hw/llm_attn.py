@@ -4,7 +4,7 @@ docs/llm.md, "On the top").
 ATTN_QK's int16 logits (``rq_out``) arrive row by row (``rows`` query
 tokens, ``heads`` heads each, ``n`` keys per head, ``last`` on each head's
 final key). With the descriptor's ``causal`` bit
-(:data:`~trilut.hw.isa.LLM_ATTN`), query row ``i`` sees keys
+(:data:`~trilut.hw.isa.LLM_FIELDS`), query row ``i`` sees keys
 ``0 .. kv_pos + i`` (golden :func:`~trilut.golden.llm.prefill`: a token
 attends to the cache and to the chunk's tokens up to itself):
 
@@ -24,7 +24,7 @@ nothing on the input side (combinational) and none on the output side.
 from amaranth.hdl import Cat, Mux, Signal, signed
 from amaranth.lib import data
 
-from .isa import LLM_ATTN
+from .isa import LLM_FIELDS
 
 __all__ = ["causal_route"]
 
@@ -33,7 +33,7 @@ def causal_route(m, cfg, go, rq_out, smax, out, when):
     """Wire ``rq_out`` -> Shiftmax ``smax`` -> ``out`` while ``when`` (the
     running ATTN_QK), masking by the descriptor of ``cfg`` (module docstring)."""
     d = cfg.desc
-    causal = data.View(LLM_ATTN, d.reserved).causal
+    causal = data.View(LLM_FIELDS, d.reserved).causal
     wide = len(d.kv_pos) + 2
     # Input side: key index j within the head row, head h, the last visible
     # key lim = kv_pos + i of query row i.

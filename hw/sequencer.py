@@ -18,7 +18,11 @@ sits in one cycle:
   ``consts``: one per output channel, or one per tensor) out of the
   constant memory as the ``param`` stream (one entry per cycle, registered:
   the first :data:`~trilut.hw.memories.CONST_READ_LATENCY` + 1 cycles after
-  PARAM starts), then RUN until ``pass_done``.
+  PARAM starts), then RUN until ``pass_done``. On a decoder build (``llm``)
+  a LINEAR with the ``uniform`` bit (:data:`~trilut.hw.isa.LLM_FIELDS`)
+  reads the one entry its ``heads`` field names for every output channel:
+  the copy still streams N entries (``index`` 0 .. N - 1, the same cycles),
+  only the constant-memory address is {set, entry} instead of {set, index}.
 
 A descriptor costs six cycles (FETCH to DISPATCH) before its pass starts.
 ``cfg`` (the descriptor, its flags and the per-pass values) is held stable
@@ -83,7 +87,9 @@ def rules(probs16, llm=False):
     RMSNORM and refuses LAYERNORM (UNSUPPORTED; the other way round without
     it), and LINEAR takes the REQUANT_GATEMUL epilogue, which reads and
     writes its destination rows in the int16 bank as RESIDUAL does, and the
-    REQUANT_ROPE epilogue (int8 out: an int8 bank or the KV region)."""
+    REQUANT_ROPE epilogue (int8 out: an int8 bank or the KV region); a
+    LINEAR with the ``uniform`` bit whose entry (``heads``) is not below
+    ``max_width`` is refused with CONST (``entry_ok``)."""
     E = ErrorCode
     rows_bad = lambda f: ~f.src_rows_ok | ~f.dst_rows_ok               # noqa: E731
     probs_bank = (lambda f, s: f[f"{s}_res"]) if probs16 else (lambda f, s: f[f"{s}_i8"])
@@ -100,6 +106,11 @@ def rules(probs16, llm=False):
 
     def rope(f):                        # REQUANT_ROPE (decoder builds): int8 out only
         return f.d.epilogue == Epilogue.REQUANT_ROPE
+
+    def const_bad(f):                   # LINEAR: set (and a uniform pass's entry) out of range
+        if not llm:
+            return ~f.const_ok
+        return ~f.const_ok | data.View(isa.LLM_FIELDS, f.d.reserved).uniform & ~f.entry_ok
 
     def bank_out(f):                    # a LINEAR destination bank of the wrong kind
         bad = ~(f.dst_i8 | f.dst_res | f.dst_kv & (f.d.epilogue == Epilogue.REQUANT))
@@ -118,7 +129,7 @@ def rules(probs16, llm=False):
                     Mux(rmw(f), ~f.dst_res, bank_out(f)),
             E.ROWS: rows_bad(f),
             E.SHAPE: ~f.k_ok | ~Mux(f.eng_i8, f.n_ok_i8, f.n_ok),
-            E.CONST: ~f.const_ok,
+            E.CONST: const_bad(f),
             # Rows are written after they are read (row-stationary), so a
             # destination may start at or before its source; a RESIDUAL pass
             # (and REQUANT_GATEMUL) also reads its destination rows: those
@@ -188,7 +199,7 @@ class Sequencer(wiring.Component):
                        prog_depth=prog_depth, const_sets=const_sets, col_bits=col_bits,
                        k_block=k_block, lanes=lanes, attn_lanes=attn_lanes,
                        attn_kpc=attn_kpc)
-        self._rules = rules(probs16, llm)
+        self._rules, self._llm = rules(probs16, llm), llm
         self._k_blocks = -(-max_width // k_block)
         const_depth = const_sets << col_bits
         super().__init__({
@@ -247,6 +258,8 @@ class Sequencer(wiring.Component):
             "k_kpc": low_zero(d.k, kbits), "n_lanes8": low_zero(d.n, lbits),
             "k_gt_rows": d.k > p["max_rows"], "n_gt_rows": d.n > p["max_rows"],
         }
+        if self._llm:                   # a uniform LINEAR's entry lies inside the set
+            facts["entry_ok"] = d.heads < W
         f = _Facts({name: Signal(name=f"fact_{name}") for name in facts})
         check2 = [f[name].eq(v) for name, v in facts.items()]
         check2.append(cfg.kb_count.eq(const_div(k_pad, kb, FIELD_MAX + kb - 1)))
@@ -298,8 +311,12 @@ class Sequencer(wiring.Component):
                      par.first.eq(valid_delay(m, p_issue & (pch == 0), lat, name="p_first")),
                      par.index.eq(delay(m, pch, lat, name="p_index")),
                      par.data.eq(self.const_r.data)]
+        entry = pch[:cb]                # channel c reads entry c of the set ...
+        if self._llm:                   # ... or a uniform LINEAR's one entry (``heads``)
+            uniform = fl.is_linear & data.View(isa.LLM_FIELDS, d.reserved).uniform
+            entry = Mux(uniform, d.heads, pch)[:cb]
         m.d.comb += [self.const_r.en.eq(self.in_param),
-                     self.const_r.addr.eq(Cat(pch[:cb], *set_part))]
+                     self.const_r.addr.eq(Cat(entry, *set_part))]
 
         def stop(code):
             m.d.sync += [self.error.eq(1), self.code.eq(code), self.busy.eq(0)]

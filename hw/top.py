@@ -176,7 +176,9 @@ class Accelerator(wiring.Component):
 
     Limits checked per descriptor: rows >= 1 and base + rows <= max_rows,
     1 <= K <= max_width, lanes <= N <= max_width with N a multiple of lanes
-    (INT8 LINEAR: of attn_lanes), const < const_sets. ATTN: heads >= 1, heads x K and heads x N <= max_width,
+    (INT8 LINEAR: of attn_lanes), const < const_sets (decoder builds: a
+    ``uniform`` LINEAR's entry, its ``heads`` field, < max_width;
+    :data:`~trilut.hw.isa.LLM_FIELDS`). ATTN: heads >= 1, heads x K and heads x N <= max_width,
     1 <= keys (QK: N, AV: K) <= max_rows, the head dim
     (QK: K, AV: N) a multiple of attn_kpc / attn_lanes, source and
     destination rows disjoint within one bank. Memories are addressed {bank,

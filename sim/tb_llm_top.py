@@ -10,7 +10,11 @@ whose layer-0 attention RMSNorm drops gamma's sign, ``"rope_pos"`` one whose
 RoPE rotates every token at the position before its own (convention errors
 the suite shows are caught); ``"noncausal"`` clears the ``causal`` bit of
 every ATTN_QK the accelerator runs (a prefill row then attends to the
-tokens after it: caught too).
+tokens after it: caught too); ``"uniform_entry"`` makes every ``uniform``
+LINEAR with the REQUANT epilogue (v, gate) the accelerator runs read the
+next entry of its shared constant set (another pass's per-tensor m, e: the
+entry index is really used; with the GATEMUL and ROPE passes moved too, a
+per-tensor field out of range stopped the program with UNIT instead).
 
 A random checkpoint is imported by :mod:`trilut.host.llama`; golden
 ``prefill`` / ``decode_step`` with ``trace=True`` give the reference. The
@@ -35,8 +39,8 @@ from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import forward, rope_table
-from trilut.hw.isa import (LLM_ATTN, RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode,
-                          llm_attn_fields, pack_descriptor, unpack_descriptor)
+from trilut.hw.isa import (LLM_FIELDS, RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode,
+                          llm_fields, pack_descriptor, unpack_descriptor)
 from trilut.sim.tb_top import TopBench, run_compiled
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -59,10 +63,27 @@ def _reference(params):
 def _noncausal(prog):
     """``prog`` with the causal bit of its ATTN_QK passes cleared."""
     out = copy.copy(prog)
-    out.descriptors = [pack_descriptor(**dict(f, reserved=llm_attn_fields(
-        kv_group=data.Const(LLM_ATTN, f["reserved"]).kv_group)))
+    out.descriptors = [pack_descriptor(**dict(f, reserved=llm_fields(
+        kv_group=data.Const(LLM_FIELDS, f["reserved"]).kv_group)))
         if f["opcode"] == Opcode.ATTN_QK else d
         for d, f in ((d, unpack_descriptor(d)) for d in prog.descriptors)]
+    return out
+
+
+def _wrong_entry(prog):
+    """``prog`` with every uniform REQUANT LINEAR reading the next entry
+    (cyclically) of its constant set (the set holds more than one: another
+    pass's; m, e and bias sit at the same bits in every entry layout)."""
+    sizes = dict((s, len(e)) for s, e in prog.consts)
+    out = copy.copy(prog)
+    out.descriptors = []
+    for d in prog.descriptors:
+        f = unpack_descriptor(d)
+        if (f["opcode"] == Opcode.LINEAR and f["epilogue"] == Epilogue.REQUANT
+                and data.Const(LLM_FIELDS, f["reserved"]).uniform):
+            assert sizes[f["const"]] > 1, "a uniform set of one entry: nothing to get wrong"
+            d = pack_descriptor(**dict(f, heads=(f["heads"] + 1) % sizes[f["const"]]))
+        out.descriptors.append(d)
     return out
 
 
@@ -74,6 +95,8 @@ async def _on_chip(tb, gen):
             prog, inputs = req
             if CONFIG.get("break") == "noncausal":
                 prog = _noncausal(prog)
+            if CONFIG.get("break") == "uniform_entry":
+                prog = _wrong_entry(prog)
             got, st, _ = await run_compiled(tb, prog, inputs)
             assert not st.error, f"{st}"
             req = gen.send(got)
@@ -129,8 +152,9 @@ async def malformed_decoder_passes(dut):
     before any pass runs: a LAYERNORM NORM (its NORM unit is RMSNorm), an
     unknown LINEAR epilogue, REQUANT_GATEMUL into an int8 bank (it reads
     and writes int16 rows), REQUANT_GATEMUL whose destination rows
-    intersect its source rows (it reads them back, as RESIDUAL does) and
-    REQUANT_ROPE into the int16 bank (its output is int8)."""
+    intersect its source rows (it reads them back, as RESIDUAL does),
+    REQUANT_ROPE into the int16 bank (its output is int8) and a ``uniform``
+    LINEAR whose entry (``heads``) is max_width, beyond its set: CONST."""
     tb = TopBench(dut)
     await tb.reset()
     c, res = CONFIG["model"]["hidden"], RESIDUAL_BANK
@@ -144,6 +168,8 @@ async def malformed_decoder_passes(dut):
         (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_GATEMUL, **dict(lin, dst_row=1)),
          ErrorCode.OVERLAP),
         (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT_ROPE, **lin), ErrorCode.BANK),
+        (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT, heads=tb.acc.max_width,
+              reserved=llm_fields(uniform=1), **lin), ErrorCode.CONST),
     ]
     for fields, code in cases:
         await tb.write_program([pack_descriptor(**fields), pack_descriptor(Opcode.END)])

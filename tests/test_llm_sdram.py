@@ -61,6 +61,43 @@ def test_weight_image_and_feed_layout(params):
         seg.feed_layout({})
 
 
+def test_constants_placed_once_for_the_model(params):
+    """const_plan: the gammas in sets of their own, the attention constants
+    at entry 0 of the shared sets, the uniform entries in shared set 0; every
+    segment writes the same contents into a set (resident), so the driver
+    sends no constant again after the first step."""
+    from trilut.host.llm_compiler import const_plan
+    plan, note = const_plan(params, PARAMS)
+    layers = MODEL["layers"]
+    assert plan.resident and note.startswith("resident")
+    assert len(plan.full) == 2 * layers + 1 and plan.shared == 2 * layers  # gammas, QK + AV
+    assert plan.sets <= PARAMS["const_sets"]
+    seen = {}
+    for li in range(layers):
+        flags = dict(load_x=li == 0, final=li == layers - 1)
+        (own,) = compile_layer(params, li, PARAMS, rows=1, kv_pos=2, **flags)
+        (seg,) = compile_layer(params, li, PARAMS, rows=1, kv_pos=2, plan=plan, **flags)
+        for s, entries in seg.consts:
+            assert seen.setdefault(s, entries) == entries      # one content per set
+        assert len(dict(seg.consts)[plan.first_shared]) == 1 + len(plan.uniform)  # all layers'
+        for d, o in zip(seg.descriptors, own.descriptors):    # the same entries read
+            assert _reads(seg, d) == _reads(own, o)
+
+
+def _reads(prog, desc):
+    """The constant entries a descriptor of ``prog`` reads (channel order)."""
+    from amaranth.lib import data
+    from trilut.hw.isa import LLM_FIELDS, Opcode, unpack_descriptor
+    f, sets = unpack_descriptor(desc), dict(prog.consts)
+    if f["opcode"] in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+        return [sets[f["const"]][0]]
+    if f["opcode"] == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+        return [sets[f["const"]][f["heads"]]] * f["n"]
+    if f["opcode"] in (Opcode.LINEAR, Opcode.NORM):
+        return sets[f["const"]][:f["n"]]
+    return None
+
+
 def test_segments_move_to_another_kv_pos(params):
     """A decode step reuses the segments compiled for an earlier position:
     moved, they equal the segments compiled at the new position."""
@@ -73,6 +110,70 @@ def test_segments_move_to_another_kv_pos(params):
         assert old[0].descriptors != new[0].descriptors       # K, V rows, keys did move
     with pytest.raises(CompileError, match="KV positions 27 .. 28 beyond"):
         old[0].at_kv_pos(27)
+
+
+def test_driver_writes_changed_constants_only():
+    """Driver.write_consts sends only the entries that differ from what it
+    last wrote into the set; a hard reset, a raw write into the const window
+    and a write that failed half-way forget, so nothing stale is assumed."""
+    from trilut.host.driver import Driver
+    from trilut.hw.isa import BUILD, const_words
+    from trilut.hw.top import Accelerator
+    acc = Accelerator(**PARAMS)
+    build = BUILD.const({"max_rows": acc.max_rows, "banks": acc.banks,
+                         "max_width": acc.max_width}).as_value().value
+
+    class Link:
+        writes, fail = [], False
+
+        def reg_write(self, addr, words):
+            if self.fail:
+                raise TimeoutError("link down")
+            self.writes.append((addr, list(words)))
+
+        def reg_read(self, addr, n=1):
+            return [build] * n
+
+        def reconnect(self):
+            pass
+
+    class Device:
+        def open(self):
+            return self
+
+        def make_link(self, accel, ins, outs, timeout):
+            return link
+
+        def hard_reset(self):
+            return 0
+
+    link = Link()
+    drv = Driver(Device(), PARAMS)
+    base = acc.regs.offset("const") + 16 * 3 * acc.const_stride
+
+    def sent(entries):
+        link.writes.clear()
+        drv.write_consts(3, entries, changed_only=True)
+        return [((a - base) // 16, len(w) // 4) for a, w in link.writes]
+
+    assert sent([1, 2, 3]) == [(0, 3)] and link.writes[0][1] == [
+        w for e in (1, 2, 3) for w in const_words(e)]
+    assert sent([1, 2, 3]) == []                        # on the device already
+    assert sent([1, 9, 3, 4]) == [(1, 1), (3, 1)]       # the entries that differ
+    drv.hard_reset()
+    assert sent([1, 9, 3, 4]) == [(0, 4)]               # a reset device: all again
+    drv.write("const", [0, 0, 0, 0])
+    assert sent([1, 9, 3, 4]) == [(0, 4)]               # a raw write: all again
+    link.fail = True
+    with pytest.raises(TimeoutError):
+        drv.write_consts(3, [5, 9, 3, 4], changed_only=True)
+    link.fail = False
+    assert sent([1, 9, 3, 4]) == [(0, 4)]               # after a failed write: all again
+    drv.forget()
+    assert sent([1, 9, 3, 4]) == [(0, 4)]               # forgotten: all again
+    link.writes.clear()
+    drv.write_consts(3, [1, 9, 3, 4])                    # not changed_only: all
+    assert [(a - base) // 16 for a, _ in link.writes] == [0] and sent([1, 9, 3, 4]) == []
 
 
 @pytest.mark.sim
@@ -90,6 +191,11 @@ def test_prefill_and_decode_from_sdram_match_golden(decoder, params):
     for step in decoder.step_link[1:]:
         assert step["STREAM_WRITE"]["payload"] == 2 * cfg.hidden
         assert step["FEED"]["requests"] == cfg.layers          # one segment per layer
+    # Constants resident (const_plan): a decode step writes descriptors only.
+    n_pre = len(decoder.counters) - cfg.layers * (NEW - 1)    # the prefill's segments
+    for i, step in enumerate(decoder.step_link[1:]):
+        progs = [p for p, _ in decoder.counters[n_pre + cfg.layers * i:][:cfg.layers]]
+        assert step["REG_WRITE"]["payload"] == 16 * sum(len(p.descriptors) for p in progs), i
     # Each segment's engine took every weight beat (from the SDRAM) once per row.
     for prog, counters in decoder.counters:
         beats = sum(len(f) for f in prog.weight_frames()) // decoder.driver.accel.axis_bytes

@@ -18,7 +18,7 @@ from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import compile_layer, forward, kv_capacity
-from trilut.hw.isa import LLM_ATTN, KEY_BANK, Epilogue, Head, Opcode, unpack_descriptor
+from trilut.hw.isa import LLM_FIELDS, KEY_BANK, Epilogue, Head, Opcode, unpack_descriptor
 from trilut.sim import tb_llm_top
 from trilut.sim.runner import SimFailure
 
@@ -58,6 +58,7 @@ def test_bitnet_2b_relu2_matches_golden():
     ("norm_sign", 0),    # the reference's RMSNorm drops gamma's sign
     ("rope_pos", 1),     # every token rotated at the position before its own (REQUANT_ROPE at kv_pos + row)
     ("noncausal", 0),    # ATTN_QK without its causal bit: a prefill row attends to the tokens after it
+    ("uniform_entry", 0),   # the uniform v and gate LINEARs read the next entry of their set
 ])
 def test_wrong_model_is_caught(broken, decode):
     """A reference broken in one step fails the comparison with the accelerator."""
@@ -78,7 +79,7 @@ def test_one_segment_per_layer(params):
     assert at["q"]["epilogue"] == at["k"]["epilogue"] == Epilogue.REQUANT_ROPE
     assert (at["q"]["kv_pos"], at["k"]["kv_pos"], at["k"]["dst_bank"], at["k"]["dst_row"]) \
         == (5, 5, KEY_BANK, 5)
-    qk, av = (data.Const(LLM_ATTN, at[n]["reserved"]) for n in ("qk", "av"))
+    qk, av = (data.Const(LLM_FIELDS, at[n]["reserved"]) for n in ("qk", "av"))
     assert (int(qk.causal), int(qk.kv_group), int(av.kv_group)) == (1, 2, 2)   # GQA 4 / 2
     assert (at["qk"]["n"], at["qk"]["kv_pos"], at["av"]["k"]) == (8, 5, 8)     # keys 0 .. 7
     moved = [unpack_descriptor(d) for d in seg.at_kv_pos(9).descriptors]
@@ -89,6 +90,50 @@ def test_one_segment_per_layer(params):
     assert at["up"]["epilogue"] == Epilogue.REQUANT_GATEMUL
     assert at["up"]["dst_row"] == at["gate"]["dst_row"]
     assert [o.name for o in seg.outputs] == ["norm"]
+
+
+def test_uniform_constants_shrink_the_payload(params, monkeypatch):
+    """Per-tensor scales (BitNet): every LINEAR of a layer's segment reads one
+    entry of one shared set (``uniform``, its index in ``heads``), the very
+    entry it read for every channel before; only the RMSNorm gammas and the
+    attention's one-entry sets stay per channel. The entries written per
+    segment shrink from 642 to 2 x 64 + 2 + the distinct uniform entries."""
+    from trilut.host import llm_compiler
+    from trilut.host.compiler import _Builder
+    (seg,) = compile_layer(params, 1, PARAMS, rows=1, kv_pos=4)
+    monkeypatch.setattr(llm_compiler, "_Builder",       # the compiler before: per channel
+                        lambda *a, uniform, **k: _Builder(*a, **k))
+    (old,) = compile_layer(params, 1, PARAMS, rows=1, kv_pos=4)
+    sets, old_sets = dict(seg.consts), dict(old.consts)
+    lin = [(unpack_descriptor(d), unpack_descriptor(o)) for d, o, n in
+           zip(seg.descriptors, old.descriptors, seg.passes) if n in
+           ("q", "k", "v", "o", "gate", "up", "down")]
+    assert len(lin) == 7 and len({d["const"] for d, _ in lin}) == 1
+    shared = sets[lin[0][0]["const"]]
+    for d, o in lin:
+        assert data.Const(LLM_FIELDS, d["reserved"]).uniform == 1
+        assert data.Const(LLM_FIELDS, o["reserved"]).uniform == 0
+        assert old_sets[o["const"]] == [shared[d["heads"]]] * o["n"]
+    c, ffn, kvw = MODEL["hidden"], MODEL["ffn"], 2 * MODEL["hidden"] // MODEL["heads"]
+    assert sum(map(len, old_sets.values())) == 5 * c + 2 * kvw + 2 * ffn + 2 == 642
+    assert sum(map(len, sets.values())) == 2 * c + 2 + len(shared) and len(shared) <= 7
+
+
+def test_uniform_entries_beyond_the_set_are_refused():
+    """A uniform LINEAR names its entry in the 8-bit ``heads`` field and the
+    hardware refuses an entry >= max_width (CONST): a program with more
+    distinct uniform entries than that is a CompileError, not a wrong index."""
+    from trilut.host.compiler import _Builder
+    from trilut.hw.top import Accelerator
+    bld = _Builder(Accelerator(**PARAMS), 1, False, uniform=True)
+    for i in range(PARAMS["max_width"] + 1):
+        bld.emit(f"lin{i}", Opcode.LINEAR, const=bld.const_set([i], "uniform"))
+    with pytest.raises(CompileError, match="129 distinct uniform entries exceed 128"):
+        bld.finish()
+    del bld.descs[-1], bld.sets[-1]           # 128 entries: 0 .. 127 fit
+    descs, consts = bld.finish()
+    assert consts == [(0, list(range(128)))]
+    assert [unpack_descriptor(d)["heads"] for d in descs] == list(range(128))
 
 
 def test_token_scale_keeps_attention_on_the_host(tmp_path):
