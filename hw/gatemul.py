@@ -1,3 +1,7 @@
+# amaranth: UnusedElaboratable=no
+# (its ShiftGELU and requantizer paths are created in __init__, for their latencies;
+# they are elaborated as our submodules, and if we are never elaborated
+# Amaranth warns about the outer component already)
 """The gated MLP's elementwise unit: int16 ``gate`` and ``up`` rows -> int16
 ``h``, bit-exact with :func:`trilut.golden.llm.gate_product`::
 

@@ -1,3 +1,7 @@
+# amaranth: UnusedElaboratable=no
+# (its LayerNorm and requantizer path are created in __init__, for their latencies;
+# they are elaborated as our submodules, and if we are never elaborated
+# Amaranth warns about the outer component already)
 """Streaming integer RMSNorm of the decoder, bit-exact with golden
 :func:`trilut.golden.llm.int_rmsnorm` followed by the norm output stage
 (:func:`trilut.golden.encoder._norm` with ``NormParams(out_bits=16,
