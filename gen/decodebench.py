@@ -31,9 +31,9 @@ Figures:
   stored as ``linear_run_cycles``).
 * ``tokens_per_s_at_board_clock``: the decode step's accelerator cycles
   at the 50 MHz board clock, as if the host link cost nothing;
-  ``tokens_per_s_board`` (``board_link``, :func:`board_decode`): what the
-  ULX3S-85F build delivers, its UART carrying the step's traffic (today
-  every layer's constants and descriptors, re-sent each step).
+  ``tokens_per_s_board`` (``board_link``): what the ULX3S-85F build
+  delivers, measured: decode steps simulated with the link at its UART's
+  rate (after a prefill at a byte per cycle; :func:`_board_steps`).
 * Model: :meth:`~trilut.gen.llm_plan.DecoderCost.sim_step` with the
   measured SDRAM rate (docs/bench/sdram.json) and the host link's cost of
   a LOAD and a STORE pass (latency + bytes / rate: the host's turnaround
@@ -215,11 +215,11 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
                                     for s in range(0, r["tokens"], chunk)), r["cycles"]))
                 log(f"prefill P={r['tokens']}: {r['cycles']:,} cycles "
                     f"(model {r['model_cycles']:,})")
-        matches, rate = dec.matches, dec.sim_cycles_in_runs / max(dec.seconds, 1e-9)
         weight_bytes, link_tok = dec.weight_bytes, dec.step_link[-1]["total"]
+        board = _board_steps(dec, prompt[:points[0]], min(steps, cap - points[0]), log)
+        matches, rate = dec.matches, dec.sim_cycles_in_runs / max(dec.seconds, 1e-9)
     decode = [r for r in runs if r["phase"] == "decode"]
     per_tok = float(np.mean([r["cycles"] for r in decode]))
-    board = board_decode(per_tok, link_tok)
     fmax, fmax_note = _fmax(unit)
     proj = projection()
     out = {
@@ -252,25 +252,33 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     return out
 
 
-def board_decode(cycles, link):
-    """What a decode step costs on the ULX3S-85F build, from the simulated
-    step's accelerator ``cycles`` and its link traffic ``link`` (the
-    driver's ``efficiency()["total"]``): the accelerator at the board
-    clock, every byte sent and received at the UART's 10 line bits per
-    byte (``trilut build``'s rate for the clock), and per request the
-    harness's host turn (:data:`~trilut.sim.harness.HOST_TURN` cycles;
-    a USB-serial adapter's latency timer adds more). The simulation runs
-    the link at a byte per cycle: a step's 200 KB at 2 Mbaud would take
-    ~50 M simulated cycles, so the line time is computed, not simulated."""
-    from ..sim.harness import HOST_TURN
+def _board_steps(dec, prompt, steps, log):
+    """Decode steps with the host link at the ULX3S-85F build's UART rate
+    (2 Mbaud at 50 MHz: 250 cycles a byte each way): a new sequence, its
+    prefill with the link at a byte per cycle, then ``steps`` greedy steps
+    at the board's rate (checked against golden like every run), measured
+    in the simulator's cycles per step (the accelerator, the link's bytes
+    and the harness's host turn per request, the demo's board model)."""
     from .build import board_link
     clk_hz, baud = board_link()
-    nbytes = link["sent"] + link["received"]
-    link_s = nbytes * 10 / baud
-    step_s = (cycles + link["requests"] * HOST_TURN) / clk_hz + link_s
-    return {"clk_hz": clk_hz, "baud": baud, "requests": link["requests"], "link_bytes": nbytes,
-            "link_s": round(link_s, 4), "step_s": round(step_s, 4),
-            "tokens_per_s": round(1 / step_s, 2)}
+    dec.reset()
+    logits = dec.run(prompt)
+    dec.device.set_link(clk_hz, baud)
+    try:
+        for _ in range(steps):
+            logits = dec.run([int(np.argmax(logits[-1]))])
+            log(f"decode on the board's link: {dec.step_sim_cycles[-1]:,} cycles")
+    finally:
+        dec.device.set_link()
+    sims = dec.step_sim_cycles[-steps:]
+    links = [t["total"] for t in dec.step_link[-steps:]]
+    per_step = float(np.mean(sims))
+    return {"clk_hz": clk_hz, "baud": baud, "kv_pos": len(prompt), "steps": steps,
+            "sim_cycles_per_step": sims, "accel_cycles_per_step": dec.step_cycles[-steps:],
+            "requests_per_step": [t["requests"] for t in links],
+            "link_bytes_per_step": [t["sent"] + t["received"] for t in links],
+            "step_s": round(per_step / clk_hz, 4),
+            "tokens_per_s": round(clk_hz / per_step, 2)}
 
 
 def _model(model, cycles):
@@ -310,9 +318,10 @@ def _print(out):
           f"bytes/token, DRAM utilization {out['dram_bandwidth_utilization']}, "
           f"simulator {out['sim_cycles_per_s']:,} cycles/s")
     b = out["board_link"]
-    print(f"on the ULX3S-85F's link ({b['baud']:,} baud): {b['link_bytes']:,} bytes in "
-          f"{b['requests']} requests per decode step, {b['link_s']:.3f} s on the line; "
-          f"{b['tokens_per_s']} tokens/s")
+    print(f"on the ULX3S-85F's link ({b['baud']:,} baud, simulated): "
+          f"{int(np.mean(b['sim_cycles_per_step'])):,} cycles per decode step, "
+          f"{int(np.mean(b['link_bytes_per_step'])):,} link bytes in "
+          f"{int(np.mean(b['requests_per_step']))} requests; {b['tokens_per_s']} tokens/s")
     p = out["projected_bitnet_0p73b_kv260"]
     for head, r in p["rows"].items():
         print(f"BitNet b1.58 0.73B on KV260 (model, LM head on {head.upper()}): "

@@ -80,7 +80,8 @@ class SimDevice(Device):
     is the bridge's inter-byte timeout in cycles (default 4096, or 4 byte
     times if that is longer). ``clk_hz`` and ``baud`` (both or neither):
     throttle the link to a board's UART, :attr:`cycles_per_byte` =
-    ``10 * clk_hz / baud`` cycles per byte each way. ``sdram``: put the
+    ``10 * clk_hz / baud`` cycles per byte each way (:meth:`set_link`
+    changes it between requests). ``sdram``: put the
     ULX3S SDRAM (LiteDRAM's controller and SDRAM model, 32 MB) behind the
     bridge (see :class:`~trilut.hw.bridge.ByteAccelerator`); then
     :attr:`memory_bytes` says its size. The executable is built
@@ -88,24 +89,48 @@ class SimDevice(Device):
 
     def __init__(self, accel=None, *, timeout=None, clk_hz=None, baud=None, sdram=False):
         from ..hw.bridge import ByteAccelerator
-        from ..golden.checks import check_int
-        if (clk_hz is None) != (baud is None):
-            raise ValueError("give both clk_hz and baud (a board's link) or neither")
-        self.clk_hz = clk_hz if clk_hz is None else check_int("clk_hz", clk_hz, 1)
-        self.baud = baud if baud is None else check_int("baud", baud, 1)
-        if baud is not None and baud > clk_hz * 10:
-            raise ValueError(f"baud {baud} exceeds a byte per cycle at clk_hz {clk_hz}")
-        self.cycles_per_byte = 1.0 if baud is None else 10 * clk_hz / baud
+        self._proc = None
+        self.bridge_timeout = None
+        self._rate(clk_hz, baud)
         if timeout is None:
             timeout = max(4096, 1 << (4 * int(self.cycles_per_byte)).bit_length())
+        self.bridge_timeout = timeout
         self.top = ByteAccelerator(timeout=timeout, sdram=sdram, **_accel_params(accel))
         self.accel = self.top.accel
         self.memory_bytes = self.top.bridge.memory_bytes
-        self.byte_time = self.cycles_per_byte / _SIM_MIN_CYCLES_PER_S if baud else 0.0
-        self._proc = None
         self._buf = bytearray()
         self._events = []               # ('B' or 'R', LEDS byte) reports of the harness
         self.cycles = 0
+
+    def _rate(self, clk_hz, baud):
+        from ..golden.checks import check_int
+        if (clk_hz is None) != (baud is None):
+            raise ValueError("give both clk_hz and baud (a board's link) or neither")
+        if clk_hz is not None:
+            check_int("clk_hz", clk_hz, 1)
+            check_int("baud", baud, 1)
+            if baud > clk_hz * 10:
+                raise ValueError(f"baud {baud} exceeds a byte per cycle at clk_hz {clk_hz}")
+        cycles_per_byte = 1.0 if baud is None else 10 * clk_hz / baud
+        if self.bridge_timeout is not None and 4 * cycles_per_byte > self.bridge_timeout:
+            raise ValueError(f"{cycles_per_byte:g} cycles per byte: the bridge's "
+                             f"inter-byte timeout of this build is {self.bridge_timeout} "
+                             f"cycles (4 byte times needed); give the rate when the "
+                             f"SimDevice is made")
+        self.clk_hz, self.baud, self.cycles_per_byte = clk_hz, baud, cycles_per_byte
+        self.byte_time = cycles_per_byte / _SIM_MIN_CYCLES_PER_S if baud else 0.0
+
+    def set_link(self, clk_hz=None, baud=None):
+        """Change the simulated link's rate between requests (for example
+        after loading weights at a byte per cycle): ``clk_hz`` and ``baud``
+        a board's UART as in the constructor, neither a byte per cycle. The
+        harness applies it from its next message on; the build (its
+        bridge's inter-byte timeout) stays, so a rate slower than the
+        timeout allows is refused."""
+        self._rate(clk_hz, baud)
+        if self._proc is not None:
+            num, den = (0, 1) if baud is None else (baud, 10 * clk_hz)
+            self._send(b"T", struct.pack("<QQ", num, den))
 
     @property
     def bytes_per_s(self):

@@ -58,7 +58,9 @@ class SimDecoder:
     integer: ``matches`` stays True while every step agreed (the hardware's
     logits are returned either way). ``step_cycles``: the accelerator's
     cycles of each run (on-chip passes only); ``step_link``: each run's link
-    traffic per request type (and ``total``); ``sim_cycles_in_runs`` and
+    traffic per request type (and ``total``); ``step_sim_cycles``: each
+    run's simulated cycles, the link's included (``device.set_link`` puts
+    it at a board's UART rate); ``sim_cycles_in_runs`` and
     ``seconds``: the simulator's cycles and the wall time spent in runs. The capacity is
     the smaller of the build's KV rows and the model's positions. Call
     :meth:`close` (or use ``with``) to stop the simulator.
@@ -95,6 +97,7 @@ class SimDecoder:
         self.matches, self.step_cycles, self.seconds = True, [], 0.0
         self.sim_cycles_in_runs = 0     # the simulator's cycles during runs (not the loading)
         self.step_link = []             # per run: link traffic {request type: bytes/requests}
+        self.step_sim_cycles = []       # per run: the simulator's cycles (link included)
         self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
         self.counters = []              # (program, counters) of every segment run
         self._memo = {}                 # compiled segments (llm_compiler.forward's memo)
@@ -128,7 +131,8 @@ class SimDecoder:
         self.seconds += time.monotonic() - t0
         if self._log and len(self.step_cycles) == 0:    # once: where the constants live
             self._log(f"constants: {self.const_note}")
-        self.sim_cycles_in_runs += self.device.sync() - c0
+        self.step_sim_cycles.append(self.device.sync() - c0)
+        self.sim_cycles_in_runs += self.step_sim_cycles[-1]
         self.step_link.append(_traffic_delta(before, self.driver.link.efficiency()))
         self.step_cycles.append(cycles)
         self.matches &= bool(np.array_equal(got, want))

@@ -362,6 +362,30 @@ def test_throttle_at_a_fractional_rate():
     assert cycles * 3 >= line * 100, (cycles, line)
 
 
+@pytest.mark.sim
+@pytest.mark.xdist_group("bridge-sim")
+def test_link_rate_changes_between_requests(sim):
+    """``SimDevice.set_link``: the same simulator at 300 kbaud and 1 MHz
+    (33 1/3 cycles a byte), then at a byte per cycle again; exact either
+    way. A rate the build's inter-byte timeout cannot take is refused and
+    changes nothing."""
+    drv = Driver(sim, PARAMS)
+    try:
+        sim.set_link(clk_hz=1_000_000, baud=300_000)
+        assert sim.bytes_per_s == 30_000 and sim.byte_time > 0
+        ((_, slow, slow_cycles),) = _runs(drv, 1, 14)
+    finally:
+        sim.set_link()
+    ((_, fast, fast_cycles),) = _runs(drv, 1, 14)
+    line = [t["total"]["sent"] + t["total"]["received"] for t in (slow, fast)]
+    assert slow_cycles * 3 >= line[0] * 100, (slow_cycles, line)
+    assert fast_cycles * 3 < line[1] * 100 / 4, (fast_cycles, line)
+    assert sim.bytes_per_s is None and sim.byte_time == 0.0
+    with pytest.raises(ValueError, match="inter-byte timeout of this build is 4096 cycles"):
+        sim.set_link(clk_hz=1_000_000, baud=1_000)
+    assert sim.bytes_per_s is None and sim.cycles_per_byte == 1.0
+
+
 def test_link_rates():
     """FT231X rates (3 MHz / divisor; 0 -> 3 Mbaud, 1 -> 2 Mbaud, nothing
     between) and the default link rate at a core clock."""

@@ -7,12 +7,14 @@
 //             ('B', cycles, 1 byte: leds) and hold the clock until the next
 //             message; 'R': pulse the reset pin (every register to its reset
 //             value), drop the link bytes in flight both ways, report ('R',
-//             cycles after the power-on reset, leds just before it)
+//             cycles after the power-on reset, leds just before it),
+//             'T' [u64 num][u64 den]: the link throttle from now on (below;
+//             num 0: a byte per cycle), between requests
 //   stdout -> harness messages [u8 'D'][u64 cycles][u32 len][len bytes]
 //             (bytes the design sent on tx; len may be 0: a cycle report)
 //   Bytes of one message go in back to back (one per cycle the bridge is
 //   ready), so a frame is never split by the harness.
-//   Link throttle: argv[1] = NUM, argv[2] = DEN (optional) let a byte move
+//   Link throttle: argv[1] = NUM, argv[2] = DEN (optional; or a 'T' message) let a byte move
 //   in each direction only when that direction has earned DEN credit at NUM
 //   per cycle (NUM = baud, DEN = 10 * clk_hz: a UART's 10 line bits per
 //   byte), so the cycle count is what the board's link allows; without them
@@ -130,7 +132,39 @@ static void event(uint8_t kind, uint8_t leds) {
     if (!write_full(1, msg, 14)) exit(0);
 }
 
-static void throttle_reset();
+// One direction of a throttled link: a byte that starts waiting is
+// delivered after DEN / NUM cycles (its 10 bits on the line), the next one
+// as many cycles later; idle time earns nothing (no bursts).
+struct Throttle {
+    bool on = false;
+    uint64_t num = 1, den = 1, credit = 0;
+    bool ready() const { return !on || credit >= den; }
+    void take() { if (on) credit -= den; }
+    void tick(bool waiting) {
+        if (!on) return;
+        if (!waiting) credit = 0;
+        else if (credit < den) credit += num;
+    }
+};
+
+static Throttle rx_link, tx_link;
+
+static void throttle_reset() {
+    rx_link.credit = tx_link.credit = 0;
+}
+
+// Both directions at NUM / DEN (num 0: off, a byte per cycle); false if
+// 0 < NUM <= DEN does not hold.
+static bool set_throttle(uint64_t num, uint64_t den) {
+    if (num && (!den || num > den)) return false;
+    for (Throttle *t : {&rx_link, &tx_link}) {
+        t->on = num != 0;
+        t->num = num ? num : 1;
+        t->den = num ? den : 1;
+    }
+    throttle_reset();
+    return true;
+}
 
 // Reads one host message; false on quit or end of input. ``early``: link
 // bytes read before the host's turn is over are held until it is.
@@ -151,6 +185,16 @@ static bool read_message(bool early = false) {
         memcpy(&d, buf.data(), n < 4 ? n : 4);
         breaking = true;
         break_at = cycles + d;
+        return true;
+    }
+    if (hdr[0] == 'T') {
+        uint64_t v[2] = {0, 1};
+        memcpy(v, buf.data(), n < 16 ? n : 16);
+        if (!set_throttle(v[0], v[1])) {
+            fprintf(stderr, "harness: bad link throttle %llu / %llu\n",
+                    (unsigned long long)v[0], (unsigned long long)v[1]);
+            exit(2);
+        }
         return true;
     }
     if (hdr[0] == 'R') {
@@ -178,38 +222,12 @@ static bool read_message(bool early = false) {
     return true;
 }
 
-// One direction of a throttled link: a byte that starts waiting is
-// delivered after DEN / NUM cycles (its 10 bits on the line), the next one
-// as many cycles later; idle time earns nothing (no bursts).
-struct Throttle {
-    bool on = false;
-    uint64_t num = 1, den = 1, credit = 0;
-    bool ready() const { return !on || credit >= den; }
-    void take() { if (on) credit -= den; }
-    void tick(bool waiting) {
-        if (!on) return;
-        if (!waiting) credit = 0;
-        else if (credit < den) credit += num;
-    }
-};
-
-static Throttle rx_link, tx_link;
-
-static void throttle_reset() {
-    rx_link.credit = tx_link.credit = 0;
-}
-
 int main(int argc, char **argv) {
     if (argc > 2) {
         uint64_t num = strtoull(argv[1], nullptr, 10), den = strtoull(argv[2], nullptr, 10);
-        if (!num || !den || num > den) {
+        if (!num || !set_throttle(num, den)) {
             fprintf(stderr, "usage: %s [NUM DEN] (0 < NUM <= DEN)\n", argv[0]);
             return 2;
-        }
-        for (Throttle *t : {&rx_link, &tx_link}) {
-            t->on = true;
-            t->num = num;
-            t->den = den;
         }
     }
     Verilated::commandArgs(argc, argv);
