@@ -237,6 +237,13 @@ def _pack_const_sets(sets):
     return consts, index
 
 
+def _uniform_entries_max(acc):
+    """How many entries a decoder build's shared set of ``uniform`` entries
+    can hold: a set's ``max_width`` entries, and what the descriptor's
+    ``heads`` field (which names a uniform LINEAR's entry) can index."""
+    return min(acc.max_width, FIELD_LIMITS["heads"] + 1)
+
+
 class _Builder:
     """Descriptors, constant sets, outputs and weights of one program.
     ``uniform``: a decoder build (``Accelerator(llm=True)``): a LINEAR whose
@@ -260,7 +267,7 @@ class _Builder:
         (:func:`_pack_const_sets`), the descriptors pointing at them."""
         consts, index = _pack_const_sets(self.sets)
         shared = {s for s, entry in index.values() if entry is not None}
-        most = min(self.acc.max_width, FIELD_LIMITS["heads"] + 1)
+        most = _uniform_entries_max(self.acc)
         for s in shared:                # the uniform entries' set (at most one)
             if len(consts[s][1]) > most:
                 raise CompileError(f"constants: {len(consts[s][1])} distinct uniform entries "

@@ -77,11 +77,12 @@ from ..golden.dynquant import row_quantize
 from ..golden.encoder import WIDE_BITS
 from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
 from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (FIELD_LIMITS, KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, VALUE_BANK,
+from ..hw.isa import (KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, VALUE_BANK,
                       EngineKind, Epilogue, Head, Opcode, llm_fields, pack_descriptor,
                       pack_gatemul_const, pack_requant_const, pack_rope_const,
                       pack_softmax_const, rope_words, unpack_descriptor)
-from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
+from .compiler import (CompileError, Program, _accelerator, _bias, _Builder, _vec,
+                       _uniform_entries_max)
 
 __all__ = ["SegmentProgram", "ConstPlan", "const_plan", "compile_layer", "check_tokens",
            "forward", "run_on_driver", "weight_image", "rope_table", "rope_on_chip",
@@ -389,6 +390,18 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     return [seg.at_kv_pos(kv_pos) for seg in segs]
 
 
+def _const_use(f):
+    """How the pass of descriptor fields ``f`` reads its constant set: "attn"
+    (entry 0 only), "uniform" (the one entry ``heads`` names), "full" (one
+    per channel: LINEAR, NORM) or None (no constants)."""
+    op = f["opcode"]
+    if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+        return "attn"
+    if op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+        return "uniform"
+    return "full" if op in (Opcode.LINEAR, Opcode.NORM) else None
+
+
 class ConstPlan:
     """Where a model's constants live on a build for a whole run
     (:func:`const_plan`): every per-channel set (the RMSNorm gammas; a LINEAR
@@ -418,18 +431,18 @@ class ConstPlan:
         out.descriptors = []
         for d in seg.descriptors:
             f = unpack_descriptor(d)
-            op, c = f["opcode"], f["const"]
-            if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+            use, c = _const_use(f), f["const"]
+            if use == "attn":
                 e = sets[c][0]
                 f["const"] = self._one_set(e)
                 if used.get(f["const"]) not in (None, e):
                     raise CompileError(f"two attention constants of one segment in shared set "
                                        f"{f['const']}")
                 used[f["const"]] = e
-            elif op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+            elif use == "uniform":
                 f.update(const=self.first_shared, heads=1 + self.uniform[sets[c][f["heads"]]])
                 used.setdefault(self.first_shared, None)
-            elif op in (Opcode.LINEAR, Opcode.NORM):
+            elif use == "full":
                 f["const"] = self.full[tuple(sets[c])]
                 used[f["const"]] = "full"
             out.descriptors.append(pack_descriptor(**f))
@@ -461,16 +474,16 @@ def const_plan(params, accel):
         sets = dict(seg.consts)
         for d in seg.descriptors:
             f = unpack_descriptor(d)
-            op, c = f["opcode"], f["const"]
-            if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
+            use, c = _const_use(f), f["const"]
+            if use == "attn":
                 ones.setdefault(sets[c][0], len(ones))
-            elif op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
+            elif use == "uniform":
                 uniform.setdefault(sets[c][f["heads"]], len(uniform))
-            elif op in (Opcode.LINEAR, Opcode.NORM):
+            elif use == "full":
                 full.setdefault(tuple(sets[c]), len(full))
-    n_sets, most = acc.const_sets, min(acc.max_width, FIELD_LIMITS["heads"] + 1)
-    per_seg = max(sum(unpack_descriptor(d)["opcode"] in (Opcode.ATTN_QK, Opcode.ATTN_AV)
-                      for d in seg.descriptors) for seg in segs)
+    n_sets, most = acc.const_sets, _uniform_entries_max(acc)
+    per_seg = max(sum(_const_use(unpack_descriptor(d)) == "attn" for d in seg.descriptors)
+                  for seg in segs)
     shared = min(max(len(ones), 1), n_sets - len(full))
     what = (f"{len(full)} per-channel sets, {len(ones)} attention constants (each at entry 0 "
             f"of a set), {len(uniform)} uniform entries; const_sets = {n_sets}")
