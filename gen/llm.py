@@ -29,7 +29,7 @@ cycle fields then count the accelerator's cycles (on-chip passes only:
 ``cycles_scope`` says so); ``fmax_mhz`` and ``tokens_per_s_at_fmax`` stay
 null (no place and route of a decoder build exists). ``--weights sdram``
 (default): the weights are loaded once into the simulated ULX3S SDRAM and
-fed by FEED per segment; ``link``: sent with every segment. The JSON adds
+fed by FEED per program run; ``link``: sent with every program. The JSON adds
 ``build``, ``weights``, ``weight_bytes_per_token`` and ``constants``
 (where the model's constants live: ``llm_compiler.const_plan``'s note).
 """
@@ -58,8 +58,8 @@ __all__ = ["hf_generate", "generate_text", "add_llm_parsers"]
 WEIGHTS = ("sdram", "link")
 WEIGHT_PATHS = {
     "sdram": "resident in the simulated ULX3S SDRAM (LiteDRAM controller + SDRAM model at the "
-             "50 MHz board clock), loaded once, fed to the weight store by FEED per segment",
-    "link": "sent over the byte link with every segment"}
+             "50 MHz board clock), loaded once, fed to the weight store by FEED per program run",
+    "link": "sent over the byte link with every program run"}
 
 #: What the cycle fields of a ``--device sim`` run count.
 CYCLES_SCOPE = ("accelerator cycles (counter 'cycles') of the on-chip passes: RMSNorms, "
@@ -190,7 +190,7 @@ def _sampling(p):
                    help="decoder build for --device sim (gen/units.py; default top-llm)")
     p.add_argument("--weights", choices=WEIGHTS, default="sdram",
                    help="--device sim: weights resident in the simulated SDRAM, loaded once "
-                        "(default), or sent over the link with every segment")
+                        "(default), or sent over the link with every program run")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
     p.add_argument("--seed", type=int, default=0)

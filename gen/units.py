@@ -86,7 +86,7 @@ UNITS = {
     # Simulation builds.
     "top-llm": Unit(Accelerator, dict(group=3, tables=2, lanes=16, encoding="full",
                                       table_ram="block", banks=1, max_rows=384,
-                                      max_width=688, prog_depth=32, const_sets=16, llm=True,
+                                      max_width=688, prog_depth=64, const_sets=17, llm=True,
                                       llm_act="silu", llm_head_dim=64, probs_bits=16),
                     "the decoder build for the built-in LM (simulation)"),
     "top-llm-small": Unit(Accelerator, dict(group=3, tables=2, lanes=4, encoding="folded",

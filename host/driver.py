@@ -17,7 +17,7 @@ from amaranth.lib import data
 
 from ..hw import isa
 from ..hw.bridge import FEED_QUEUE, stream_ports
-from ..hw.isa import ErrorCode, const_words, descriptor_words
+from ..hw.isa import FIELD_LIMITS, ErrorCode, const_words, descriptor_words
 from ..hw.link import MAX_PAYLOAD, MEM_ALIGN
 from ..hw.top import Accelerator
 from .protocol import Link, LinkError
@@ -130,8 +130,7 @@ class Driver:
         self.timeout = timeout
         self.memory_bytes = (getattr(device, "memory_bytes", 0) if memory_bytes is None
                              else memory_bytes)
-        self._loaded = None             # the program whose memories are on the device
-        self._consts = {}               # set -> {entry: value} written since check_build
+        self._forget_device()
         self._written = {}              # (addr, bytes) -> SHA-256 of a blob load_weights wrote
         self._feed_plan = None          # (program, layout, frames) checked by _feed_frames
         if check:
@@ -145,18 +144,24 @@ class Driver:
 
     def write(self, name, words, word=0):
         """Write ``words`` into register/window ``name`` from word ``word``. A
-        write into the ``const`` window here (not through :meth:`write_consts`)
-        forgets what :meth:`write_consts` knows is there."""
+        write into the ``const`` window, the ``prog`` window or ``kv_pos``
+        here (not through :meth:`write_consts`, :meth:`write_program`,
+        :meth:`set_kv_pos`) forgets what those know is there."""
         words = [words] if isinstance(words, int) else list(words)
         if name == "const":
             self._consts = {}
+        elif name == "prog":
+            self._loaded, self._prog = None, None
+        elif name == "kv_pos":
+            self._kv_pos = None
         self.link.reg_write(self.regs.offset(name) + 4 * word, words)
 
     def check_build(self):
         """Raise :class:`BuildMismatch` unless ``BUILD`` matches ``accel``.
-        Forgets which constants are on the device (:meth:`write_consts`): a
-        device checked again may be another one, or reset."""
-        self._consts = {}
+        Forgets which program, constants and ``kv_pos`` are on the device
+        (:meth:`write_consts`): a device checked again may be another one,
+        or reset."""
+        self._forget_device()
         got = data.Const(isa.BUILD, self.read("build"))
         want = {"max_rows": self.accel.max_rows, "max_width": self.accel.max_width,
                 "banks": self.accel.banks}
@@ -183,22 +188,51 @@ class Driver:
         (``changed_only``, :meth:`write_consts`)."""
         for s, entries in program.consts:
             self.write_consts(s, entries, changed_only=changed_only)
-        self.write_program(program.descriptors)
+        self.write_program(program.descriptors, changed_only=changed_only)
         self._loaded = program
 
     def forget(self):
-        """Assume nothing is loaded: the next :meth:`run` writes its program
-        and every constant entry again (after a failure that leaves the
-        device's program or constant memory in doubt)."""
-        self._loaded, self._consts = None, {}
+        """Assume nothing is loaded: the next :meth:`run` writes its program,
+        every constant entry and ``kv_pos`` again (after a failure that
+        leaves the device's memories in doubt)."""
+        self._forget_device()
 
-    def write_program(self, descriptors):
+    def _forget_device(self):
+        self._loaded = None             # the program whose memories are on the device
+        self._consts = {}               # set -> {entry: value} written since check_build
+        self._prog = None               # the descriptors in program memory (a tuple)
+        self._kv_pos = None             # the kv_pos register (decoder builds)
+
+    def write_program(self, descriptors, *, changed_only=False):
+        """Write ``descriptors`` into program memory from descriptor 0; with
+        ``changed_only`` (what :meth:`run` does) not if the driver wrote the
+        very same program last (recorded as :meth:`write_consts` records
+        constants): a decode step's program, the same at every position
+        (the ``kv_pos`` register moves it), is sent once."""
         self._loaded = None
-        descriptors = list(descriptors)
+        descriptors = tuple(descriptors)
         if len(descriptors) > self.accel.prog_depth:
             raise ValueError(f"program of {len(descriptors)} descriptors exceeds prog_depth "
                              f"= {self.accel.prog_depth}")
-        self.write("prog", [w for d in descriptors for w in descriptor_words(d)])
+        if changed_only and descriptors == self._prog:
+            return
+        self._prog = None
+        self.link.reg_write(self.regs.offset("prog"),
+                            [w for d in descriptors for w in descriptor_words(d)])
+        self._prog = descriptors
+
+    def set_kv_pos(self, kv_pos):
+        """The decoder build's ``kv_pos`` register (:data:`~trilut.hw.isa.KV_POS_DOC`),
+        written only if it does not hold ``kv_pos`` already."""
+        if "kv_pos" not in self.regs.registers:
+            raise ValueError("this build has no kv_pos register (a decoder build, "
+                             "Accelerator(llm=True), has)")
+        if not 0 <= kv_pos <= FIELD_LIMITS["kv_pos"]:
+            raise ValueError(f"kv_pos must be in [0, {FIELD_LIMITS['kv_pos']}], not {kv_pos}")
+        if kv_pos != self._kv_pos:
+            self._kv_pos = None
+            self.link.reg_write(self.regs.offset("kv_pos"), [kv_pos])
+            self._kv_pos = kv_pos
 
     def write_consts(self, const_set, entries, *, changed_only=False):
         """Set ``const_set``'s entries 0 .. len(entries) - 1 to ``entries``.
@@ -263,7 +297,7 @@ class Driver:
                             f"(SimDevice has)")
         leds = reset()
         self.link.reconnect()
-        self._loaded, self._written, self._feed_plan = None, {}, None
+        self._written, self._feed_plan = {}, None
         self.check_build()
         return leds
 
@@ -521,6 +555,8 @@ class Driver:
         for name, frames in per_stream.items():
             i = self._index(name, self.inputs)
             pending[i] = self._beats(i, frames)
+        if "kv_pos" in self.regs.registers:     # decoder builds: the program's position
+            self.set_kv_pos(getattr(program, "kv_pos", 0))
         if self._loaded is not program:
             self.load(program, changed_only=True)
         if not feed:

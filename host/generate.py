@@ -6,8 +6,8 @@ calling ``on_token(token)`` as each token is chosen (so a command can print
 text as it comes). The device that runs the steps is named by ``device``:
 "golden", or "sim": :class:`SimDecoder`, a decoder build of the accelerator
 simulated by Verilator behind the byte protocol (SimDevice + Driver), its
-segments from :mod:`trilut.host.llm_compiler` (norms, ternary linears and
-the gate product on chip; RoPE, attention and the LM head on the host), every
+programs from :mod:`trilut.host.llm_compiler` (norms, ternary linears and
+the gate product, RoPE and attention on chip; the LM head on the host), every
 step compared with the golden model.
 
 Sampling (:func:`choose`): greedy is the argmax of the integer logits (one
@@ -69,9 +69,9 @@ class SimDecoder:
     SDRAM (LiteDRAM's controller and SDRAM model) behind the bridge; every
     linear's weights (:func:`~trilut.host.llm_compiler.weight_image`) are
     loaded into it once here (``layout``, ``weight_bytes``) and every
-    segment runs with ``weights=`` (FEED), so per step the link carries
+    program runs with ``weights=`` (FEED), so per step the link carries
     activations, constants and descriptors, not weights. False: the weights
-    are sent over the link with every segment. ``reference``: the
+    are sent over the link with every program. ``reference``: the
     LlamaParams the golden comparison runs (default ``params``; another one
     is a deliberately wrong model, for tests). ``log``: progress lines.
     ``build``: the build's name, for reports."""
@@ -99,8 +99,8 @@ class SimDecoder:
         self.step_link = []             # per run: link traffic {request type: bytes/requests}
         self.step_sim_cycles = []       # per run: the simulator's cycles (link included)
         self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
-        self.counters = []              # (program, counters) of every segment run
-        self._memo = {}                 # compiled segments (llm_compiler.forward's memo)
+        self.counters = []              # (program, counters) of every program run
+        self._memo = {}                 # compiled programs (llm_compiler.forward's memo)
         self.load_cycles = None         # simulated cycles of the weight load (sdram)
         if sdram:
             if log:

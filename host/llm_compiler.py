@@ -9,9 +9,11 @@ every RMSNorm, every ternary linear with its row quantization,
 requantizers and residual adds, the gated MLP's gate product, RoPE and
 causal GQA attention over the on-chip KV cache run on the accelerator
 (:func:`attn_on_chip`: attn_scale "static", logit_bits and probs_bits 16);
-the host does the embedding and the LM head. A layer is one program
-(segment), the residual stream staying on chip (int16 bank rows ``R0``)
-between layers::
+the host does the embedding and the LM head. A layer is one segment,
+the residual stream staying on chip (int16 bank rows ``R0``) between
+layers, and consecutive layers' segments are merged into one program
+while it fits the program memory (:func:`compile_chunk`: a decode step of
+the built-in LM on ``top-llm`` is one program)::
 
        [LOAD x -> R0]  (layer 0 of a chunk: the int16 embeddings)
        NORM RMSNORM R0 -> R1 attn_norm               [STORE attn_norm]
@@ -48,6 +50,14 @@ pieces, golden). The KV capacity (:func:`kv_capacity`) is checked before
 anything runs.
 Square brackets: only with ``trace=True`` (or a sub-norm checkpoint).
 
+Positions: every program is compiled at KV position 0 (the KV rows of
+layer ``i`` from ``base``, RoPE from position 0, ``rows`` keys); the decoder
+build's ``kv_pos`` register, which the host writes before a run
+(:meth:`~trilut.host.driver.Driver.set_kv_pos`), moves the KV rows, the
+RoPE positions and the key counts (:data:`~trilut.hw.isa.KV_POS_DOC`). So
+a chunk size compiles to one set of programs, and a decode step sends
+one register write, not its program.
+
 Constants: a LINEAR whose entries are all equal (BitNet's per-tensor weight
 scale and RowScale's per-token activation scale: every linear of an
 imported checkpoint) is ``uniform`` (:data:`~trilut.hw.isa.LLM_FIELDS`):
@@ -63,12 +73,13 @@ before left them and the driver sends none again
 on decoder builds").
 
 :func:`forward` is a generator that yields ``(program, inputs)`` per
-segment and takes back the decoded outputs, so a synchronous host driver
+program and takes back the decoded outputs, so a synchronous host driver
 (:func:`run_on_driver`) and an asynchronous cocotb testbench drive it alike.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 from amaranth.lib import data
@@ -84,8 +95,8 @@ from ..hw.isa import (KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, VALUE_BANK,
 from .compiler import (CompileError, Program, _accelerator, _bias, _Builder, _vec,
                        _uniform_entries_max)
 
-__all__ = ["SegmentProgram", "ConstPlan", "const_plan", "compile_layer", "check_tokens",
-           "forward", "run_on_driver", "weight_image", "rope_table", "rope_on_chip",
+__all__ = ["SegmentProgram", "ConstPlan", "const_plan", "compile_layer", "compile_chunk",
+           "check_tokens", "forward", "run_on_driver", "weight_image", "rope_table", "rope_on_chip",
            "attn_on_chip", "kv_capacity", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
@@ -100,12 +111,19 @@ class SegmentProgram(Program):
     ``linears``: the golden names of its LINEAR passes' weights
     (``layers.{i}.q`` ...), in program order. ``image``: a
     :func:`weight_image` of the model, whose packed frames are used instead
-    of packing the weights again (they do not depend on rows or kv_pos)."""
+    of packing the weights again (they do not depend on rows or kv_pos).
 
-    def __init__(self, *args, loads=(), image=None, kv_base=0, kv_cap=None, **kwargs):
+    Its descriptors are compiled at KV position 0; ``kv_pos`` is the value
+    the decoder build's ``kv_pos`` register must hold when it runs
+    (:data:`~trilut.hw.isa.KV_POS_DOC`: the sequencer moves the KV rows,
+    the RoPE positions and the key counts by it), set by :meth:`at_kv_pos`;
+    ``kv_cap``: the KV positions the build holds per layer."""
+
+    def __init__(self, *args, loads=(), image=None, kv_cap=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loads = list(loads)
-        self.kv_base, self.kv_cap = kv_base, kv_cap     # the layer's KV rows (kv_capacity)
+        self.kv_cap, self.kv_pos = kv_cap, 0
+        self.segments = 1               # compile_layer's segments it runs (merged)
         self.linears = [name for name, _, _ in self._weights]
         if image is not None:
             self._weight_frames = [image[name] for name in self.linears]
@@ -123,32 +141,30 @@ class SegmentProgram(Program):
         return {f"linear{i}": layout[n] for i, n in enumerate(self.linears)}
 
     def at_kv_pos(self, kv_pos):
-        """This segment with its KV rows (the rows of the KV region the K
-        and V LINEARs write and their STOREs read) and its REQUANT_ROPE
-        positions moved to ``kv_pos``: everything else of a layer's segment
-        (constants, weights, the other descriptors) does not depend on the
-        position, so a decode step reuses the segment compiled for an
-        earlier one instead of packing its constants again."""
+        """This program at KV position ``kv_pos`` (its ``kv_pos`` attribute,
+        the register's value; the descriptors are the same list): a decode
+        step reuses the program compiled for the first one, and the driver
+        sends none of it again."""
         if self.seq + kv_pos > self.kv_cap:
             raise CompileError(f"KV positions {kv_pos} .. {kv_pos + self.seq - 1} beyond the "
                                f"build's KV capacity of {self.kv_cap} positions")
-        row = self.kv_base + kv_pos
         out = copy.copy(self)
-        out.descriptors = []
-        for d in self.descriptors:
-            f = unpack_descriptor(d)
-            if f["opcode"] == Opcode.LINEAR and f["dst_bank"] in (KEY_BANK, VALUE_BANK):
-                f["dst_row"] = row
-            elif f["opcode"] == Opcode.STORE and f["src_bank"] in (KEY_BANK, VALUE_BANK):
-                f["src_row"] = row
-            if f["opcode"] == Opcode.LINEAR and f["epilogue"] == Epilogue.REQUANT_ROPE:
-                f["kv_pos"] = kv_pos
-            elif f["opcode"] == Opcode.ATTN_QK:     # keys 0 .. kv_pos + rows - 1
-                f.update(kv_pos=kv_pos, n=kv_pos + self.seq)
-            elif f["opcode"] == Opcode.ATTN_AV:
-                f["k"] = kv_pos + self.seq
-            d = pack_descriptor(**f)
-            out.descriptors.append(d)
+        out.kv_pos = kv_pos
+        return out
+
+    def merged(self, other):
+        """One program running this one, then ``other`` (same build and
+        chunk): descriptors (this one's END dropped), constants, LOADs,
+        STOREs and weights in that order. The caller checks that it fits
+        (:func:`compile_chunk`)."""
+        out = SegmentProgram(self._accel, self.descriptors[:-1] + other.descriptors,
+                             sorted((dict(self.consts) | dict(other.consts)).items()),
+                             self.outputs + other.outputs, self._weights + other._weights,
+                             self.seq, self.hidden, self.passes[:-1] + other.passes,
+                             loads=self.loads + other.loads, kv_cap=self.kv_cap)
+        if self._weight_frames is not None and other._weight_frames is not None:
+            out._weight_frames = self._weight_frames + other._weight_frames
+        out.segments = self.segments + other.segments
         return out
 
     def input_frames(self, inputs):
@@ -272,8 +288,12 @@ def _requant_entries(lin):
 
 def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=False,
                   trace=False, image=None, plan=None):
-    """The two segments (:class:`SegmentProgram`, module docstring) of layer
-    ``layer`` for a chunk of ``rows`` tokens at positions ``kv_pos ..``.
+    """The segments (:class:`SegmentProgram`, module docstring: one with
+    attention on chip, else two) of layer ``layer`` for a chunk of ``rows``
+    tokens at positions ``kv_pos ..``: compiled at position 0, their
+    ``kv_pos`` the register's value (:meth:`SegmentProgram.at_kv_pos`).
+    Their STOREs are named ``layers.{layer}.<tensor>`` (the final ``norm``
+    as it is).
     ``load_x``: segment A LOADs the chunk's embeddings; ``final``: segment B
     ends with the final RMSNorm. ``trace``: also STORE attn_norm, res1,
     mlp_norm, gate, h, res2 (and the sub-norms). ``image``: the model's
@@ -288,7 +308,8 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     if kv_pos + rows > cap:
         raise CompileError(f"KV positions {kv_pos} .. {kv_pos + rows - 1} beyond the build's "
                            f"KV capacity of {cap} positions")
-    base = layer * cap if on_chip else 0      # this layer's KV rows
+    base = layer * cap if on_chip else 0      # this layer's KV rows (+ kv_pos: the register)
+    prefix = f"layers.{layer}."
     c, kvw = cfg.hidden, cfg.kv_heads * cfg.head_dim
     R0, R1, R2 = ((RESIDUAL_BANK, i * rows) for i in range(REGIONS))
     rms = Head.RMSNORM
@@ -302,15 +323,17 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         build(bld)
         bld.emit("end", Opcode.END)
         descs, consts = bld.finish()
+        outputs = [o if o.name == "norm" else dataclasses.replace(o, name=prefix + o.name)
+                   for o in bld.outputs]
         if len(descs) > acc.prog_depth:
             raise CompileError(f"layers.{layer}: {len(descs)} descriptors exceed "
                                f"prog_depth = {acc.prog_depth}")
         if len(consts) > acc.const_sets:
             raise CompileError(f"layers.{layer}: {len(consts)} constant sets exceed "
                                f"const_sets = {acc.const_sets}")
-        segs.append(SegmentProgram(acc, descs, consts, bld.outputs, bld.weights, rows,
+        segs.append(SegmentProgram(acc, descs, consts, outputs, bld.weights, rows,
                                    c, bld.passes, loads=[(n, w) for n, w, _ in loads],
-                                   image=image, kv_base=base, kv_cap=cap))
+                                   image=image, kv_cap=cap))
 
     def sub_norm(bld, norm, name, width, src, dst):
         if norm is None:
@@ -322,11 +345,11 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     def seg_a(bld):
         bld.norm("attn_norm", lp.attn_norm, c, R0, R1, head=rms)
         bld.store("attn_norm", R1, c)
-        qk = (("q", (0, 0), cfg.heads * cfg.head_dim, lp.q_rope), ("k", (KEY_BANK, 0), kvw,
+        qk = (("q", (0, 0), cfg.heads * cfg.head_dim, lp.q_rope), ("k", (KEY_BANK, base), kvw,
                                                                     lp.k_rope))
         for n, dst, width, rq in qk:
             lin = getattr(lp, n)
-            if rope_on_chip(cfg):       # rows kv_pos + i: at_kv_pos below
+            if rope_on_chip(cfg):       # rows kv_pos + i: the register
                 bld.linear(n, lin, R1, dst, Epilogue.REQUANT_ROPE,
                            [pack_rope_const(m, e, b, rq.m, rq.e) for m, e, b in
                             zip(_vec(lin.requant.m, width), _vec(lin.requant.e, width),
@@ -336,9 +359,9 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
                 bld.linear(n, lin, R1, R2, Epilogue.REQUANT, _requant_entries(lin),
                            f"layers.{layer}.")
                 bld.store(n, R2, width, always=True)
-        bld.linear("v", lp.v, R1, (VALUE_BANK, 0), Epilogue.REQUANT, _requant_entries(lp.v),
-                   f"layers.{layer}.")
-        bld.store("v", (VALUE_BANK, 0), kvw, always=not on_chip)
+        bld.linear("v", lp.v, R1, (VALUE_BANK, base), Epilogue.REQUANT,
+                   _requant_entries(lp.v), f"layers.{layer}.")
+        bld.store("v", (VALUE_BANK, base), kvw, always=not on_chip)
 
     def attention(bld):
         """Causal GQA attention on chip: Q, K -> probabilities (R2) -> attn (R1)."""
@@ -347,12 +370,12 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
         s = bld.const_set([pack_softmax_const(lp.logits.m, lp.logits.e, lp.softmax_x0)], "attn")
         bld.emit("qk", Opcode.ATTN_QK, engine=EngineKind.INT8,
                  epilogue=Epilogue.REQUANT_SOFTMAX, src_bank=0, src_row=0, dst_bank=R2[0],
-                 dst_row=R2[1], rows=rows, k=d, n=kv_pos + rows, heads=h, const=s,
-                 kv_pos=kv_pos, reserved=llm_fields(causal=1, kv_group=g, kv_base=base))
+                 dst_row=R2[1], rows=rows, k=d, n=rows, heads=h, const=s,
+                 reserved=llm_fields(causal=1, kv_group=g, kv_base=base))
         s = bld.const_set([pack_requant_const(lp.attn.m, lp.attn.e, 0)], "attn")
         bld.emit("av", Opcode.ATTN_AV, engine=EngineKind.INT8, epilogue=Epilogue.REQUANT,
                  src_bank=R2[0], src_row=R2[1], dst_bank=R1[0], dst_row=R1[1], rows=rows,
-                 k=kv_pos + rows, n=d, heads=h, const=s,
+                 k=rows, n=d, heads=h, const=s,
                  reserved=llm_fields(kv_group=g, kv_base=base))
         bld.store("attn", R1, h * d)
 
@@ -539,18 +562,53 @@ def check_tokens(params, ids, cache, accel):
     return a.astype(np.int64)
 
 
+def compile_chunk(params, accel, rows, *, trace=False, image=None, plan=None):
+    """The programs that run a chunk of ``rows`` tokens through every layer:
+    the layers' segments (:func:`compile_layer`, at position 0: the
+    ``kv_pos`` register moves them), consecutive ones merged into one
+    program (:meth:`SegmentProgram.merged`) while it fits ``prog_depth``,
+    their constants agree (:func:`const_plan` places a resident model's
+    constants once, so all of them do) and no host step lies between them.
+    Returns ``[(host_attn, program)]``: ``host_attn`` the layer whose RoPE
+    and attention the host runs before the program (attention off chip),
+    else None. On the built-in LM and ``top-llm`` a decode step is one
+    program."""
+    acc = _accelerator(accel)
+    last = params.cfg.layers - 1
+    out = []
+    for li in range(last + 1):
+        segs = compile_layer(params, li, acc, rows, 0, load_x=li == 0, final=li == last,
+                             trace=trace, image=image, plan=plan)
+        for si, seg in enumerate(segs):
+            host_attn = li if si == 1 else None
+            if out and host_attn is None and _mergeable(out[-1][1], seg):
+                out[-1] = (out[-1][0], out[-1][1].merged(seg))
+            else:
+                out.append((host_attn, seg))
+    return out
+
+
+def _mergeable(a, b):
+    """Whether :meth:`SegmentProgram.merged` of ``a`` and ``b`` fits the
+    program memory and writes no constant set two ways."""
+    sets = dict(a.consts)
+    return (len(a.descriptors) + len(b.descriptors) - 1 <= a._accel.prog_depth
+            and all(sets.get(s, e) == e for s, e in b.consts)
+            and not {n for n, _ in a.loads} & {n for n, _ in b.loads})
+
+
 def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
     """Generator: run tokens ``ids`` at positions ``cache.kv_pos ..`` (prefill,
     or a decode step with one id). Yields ``(program, inputs)`` for each
-    segment and expects the decoded outputs back (``gen.send``); returns
-    ``(logits, stored)``: int32 logits (P, vocab) as golden ``prefill``,
-    and every tensor the accelerator stored, golden trace names
-    (``layers.{i}.q``, ...; rows of all chunks). ``cache`` advances as in golden.
-    ``image``: the model's :func:`weight_image` (packed once, reused).
-    ``memo``: a dict kept across calls for these params and build: a
-    layer's segments for a chunk size are compiled once and moved to each
-    kv_pos (:meth:`SegmentProgram.at_kv_pos`), the constants' placement
-    (:func:`const_plan`, key "consts") made once."""
+    program of :func:`compile_chunk` and expects the decoded outputs back
+    (``gen.send``); returns ``(logits, stored)``: int32 logits (P, vocab) as
+    golden ``prefill``, and every tensor the accelerator stored, golden
+    trace names (``layers.{i}.q``, ...; rows of all chunks). ``cache``
+    advances as in golden. ``image``: the model's :func:`weight_image`
+    (packed once, reused). ``memo``: a dict kept across calls for these
+    params and build: the programs of a chunk size are compiled once and
+    run at each kv_pos (:meth:`SegmentProgram.at_kv_pos`), the constants'
+    placement (:func:`const_plan`, key "consts") made once."""
     acc = _accelerator(accel)
     ids = check_tokens(params, ids, cache, acc)
     cfg, mb = params.cfg, params.cfg.m_bits
@@ -563,27 +621,28 @@ def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
     for start in range(0, ids.size, chunk):
         piece = ids[start:start + chunk]
         pos0, m = cache.kv_pos, piece.size
-        for li, lp in enumerate(params.layers):
-            flags = dict(load_x=li == 0, final=li == cfg.layers - 1, trace=trace)
-            key = (li, m, *flags.values())
-            if memo is None or key not in memo:
-                segs = compile_layer(params, li, acc, m, pos0, image=image, plan=plan, **flags)
-                if memo is not None:
-                    memo[key] = segs
-            got = {}
-            for si, seg in enumerate(memo[key] if memo is not None else segs):
-                inputs = {"x": params.embed[piece]} if li == 0 and si == 0 else {}
-                if si == 1:             # two segments: the host's attention between them
-                    t = dict(got)
-                    if rope_on_chip(cfg):       # K/V append, attention
-                        attend(params, lp, li, cache, pos0, t)
-                    else:                       # RoPE, K/V append, attention
-                        _attention(params, lp, li, cache, pos0, t)
-                    inputs = {"attn": t["attn"]}
-                got.update((yield seg.at_kv_pos(pos0) if memo is not None else seg, inputs))
-            for k, v in got.items():
-                name = k if k == "norm" else f"layers.{li}.{k}"
-                stored[name] = np.concatenate([stored[name], v]) if name in stored else v
+        key = (m, trace)
+        if memo is None or key not in memo:
+            progs = compile_chunk(params, acc, m, trace=trace, image=image, plan=plan)
+            if memo is not None:
+                memo[key] = progs
+        else:
+            progs = memo[key]
+        got = {}
+        for host_attn, prog in progs:
+            inputs = {"x": params.embed[piece]} if ("x", cfg.hidden) in prog.loads else {}
+            if host_attn is not None:   # the host's attention between a layer's segments
+                li, lp = host_attn, params.layers[host_attn]
+                pre = f"layers.{li}."
+                t = {k[len(pre):]: v for k, v in got.items() if k.startswith(pre)}
+                if rope_on_chip(cfg):       # K/V append, attention
+                    attend(params, lp, li, cache, pos0, t)
+                else:                       # RoPE, K/V append, attention
+                    _attention(params, lp, li, cache, pos0, t)
+                inputs["attn"] = t["attn"]
+            got.update((yield prog.at_kv_pos(pos0), inputs))
+        for name, v in got.items():
+            stored[name] = np.concatenate([stored[name], v]) if name in stored else v
         cache.kv_pos += m
         q, amax = row_quantize(got["norm"], in_bits=WIDE_BITS)
         lim = (1 << (LOGIT_BITS - 1)) - 1
@@ -596,12 +655,12 @@ def run_on_driver(driver, params, ids, cache, *, trace=False, weights=None, imag
                   log=None, memo=None):
     """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
     accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
-    the accelerator's ``cycles`` counter over the segments (on-chip passes
+    the accelerator's ``cycles`` counter over the programs (on-chip passes
     only: the host's parts take none). ``weights``: the layout
     :meth:`~trilut.host.driver.Driver.load_weights` returned for the
-    model's :func:`weight_image` (given as ``image``): every segment's
+    model's :func:`weight_image` (given as ``image``): every program's
     weights are then fed from the external memory (FEED), not sent.
-    ``log``: a list that gets ``(program, counters)`` per segment run
+    ``log``: a list that gets ``(program, counters)`` per program run
     (:meth:`~trilut.host.driver.Driver.counters` after it); ``memo``: see
     :func:`forward`."""
     if weights is not None and image is None:

@@ -121,7 +121,8 @@ class ErrorCode(enum.IntEnum, shape=4):
     OPCODE = 1        #: unknown opcode
     UNSUPPORTED = 2   #: known opcode/head/engine/epilogue this build does not implement
     BANK = 3          #: bank number out of range or of the wrong kind for the pass
-    ROWS = 4          #: rows == 0 or base row + rows beyond the bank
+    ROWS = 4          #: rows == 0 or base row + rows beyond the bank (decoder builds:
+                      #: also a field the ``kv_pos`` register moves beyond 12 bits)
     SHAPE = 5         #: K or N zero or beyond the build's width, or N not a multiple of lanes
                       #: (ATTN: heads zero, heads * K or heads * N beyond the width, keys
                       #: beyond max_rows, head dim not a multiple of the int8 engine's blocks)
@@ -169,6 +170,7 @@ DESCRIPTOR = data.StructLayout({
     "n": unsigned(ROW_BITS),         # N: output row length
     "const": unsigned(8),            # constant set (N entries, one per output channel)
     "kv_pos": unsigned(ROW_BITS),    # decoder builds: KV position of the pass's first row
+                                     # (plus the ``kv_pos`` register: KV_POS_DOC)
     "heads": unsigned(8),            # ATTN: heads looped inside the pass (K, N per head);
                                      # decoder builds' LINEAR with ``uniform``: the entry
     "reserved": unsigned(22),        # decoder builds' extra fields: LLM_FIELDS
@@ -404,6 +406,16 @@ COUNTERS = (
 )
 
 
+#: The decoder builds' ``kv_pos`` register (``RegisterMap(kv_pos=True)``).
+KV_POS_DOC = (
+    "KV position of the next tokens (decoder builds; bits 0-11, 0 after a hard reset, "
+    "kept across soft resets): the sequencer adds it to every descriptor it fetches, to "
+    "kv_pos, to a src_row / dst_row in the KV region (KEY_BANK, VALUE_BANK) and to the key "
+    "count (ATTN_QK: n, ATTN_AV: k); a sum beyond 12 bits stops the program with ROWS. "
+    "So one program, compiled at position 0, runs every decode step: the host advances "
+    "the position with one write, written while the accelerator is idle.")
+
+
 @dataclass(frozen=True)
 class Register:
     name: str
@@ -421,12 +433,14 @@ class RegisterMap:
     4 words per descriptor, lowest first) and the constant window (write-only,
     4 words per entry) follow, each aligned to its power-of-two size; decoder
     builds (``rope_entries`` > 0) add the RoPE table window (write-only, one
-    word per entry: :func:`rope_words`; written in order from entry 0).
+    word per entry: :func:`rope_words`; written in order from entry 0), and
+    ``kv_pos`` (``kv_pos=True``; read-write, :data:`KV_POS_DOC`) after the
+    counters.
     Reads of unmapped or write-only addresses return 0; writes to read-only
     addresses are ignored; every access gets an OKAY response.
     """
 
-    def __init__(self, *, prog_depth, const_entries, rope_entries=0):
+    def __init__(self, *, prog_depth, const_entries, rope_entries=0, kv_pos=False):
         self.prog_depth, self.const_entries = prog_depth, const_entries
         self.rope_entries = rope_entries
         regs = [Register("ctrl", 0x00, "w", "CTRL"),
@@ -434,6 +448,8 @@ class RegisterMap:
                 Register("build", 0x08, "r", "BUILD")]
         for i, (name, doc) in enumerate(COUNTERS):
             regs.append(Register(name, 0x10 + 4 * i, "r", doc))
+        if kv_pos:
+            regs.append(Register("kv_pos", regs[-1].offset + 4, "rw", KV_POS_DOC))
         top = regs[-1].offset + 4
         windows = []
         for name, words, doc in (

@@ -75,9 +75,11 @@ class RegFront(wiring.Component):
     data comes one cycle after ``arvalid``; responses OKAY; ``wstrb`` is
     ignored (full-word writes). Writes: CTRL (``start`` pulses one cycle;
     ``soft_reset`` raises ``in_reset``), and the program / constant windows
-    (``prog_w`` / ``const_w``, one 32-bit lane per write). Reads: STATUS
-    (``status``), BUILD (``build``, a constant) and ``counters``; everything
-    else reads 0.
+    (``prog_w`` / ``const_w``, one 32-bit lane per write), and on decoder
+    builds the RoPE window (``rope_w``) and the ``kv_pos`` register (held
+    here, outside the soft-reset domain). Reads: STATUS (``status``), BUILD
+    (``build``, a constant), ``counters`` and ``kv_pos``; everything else
+    reads 0.
 
     Soft reset: ``in_reset`` (registered) is high for ``hold_cycles`` cycles
     from the cycle after the CTRL write, whose response is given only when
@@ -97,6 +99,8 @@ class RegFront(wiring.Component):
             "const_w": In(window_port(regs.const_entries, CONST_BITS)),
             # decoder builds: the RoPE table window, one 32-bit entry a write
             **({"rope_w": In(window_port(regs.rope_entries, 32))} if regs.rope_entries else {}),
+            # decoder builds: the kv_pos register (isa.KV_POS_DOC)
+            **({"kv_pos": Out(isa.ROW_BITS)} if "kv_pos" in regs.registers else {}),
         })
 
     def elaborate(self, platform):
@@ -145,6 +149,10 @@ class RegFront(wiring.Component):
                          self.rope_w.en.eq(wr & ((axil.awaddr >> size_bits)
                                                  == (reg.offset >> size_bits)))]
 
+        if "kv_pos" in regs.registers:
+            with m.If(wr & (axil.awaddr[2:] == regs.offset("kv_pos") >> 2)):
+                m.d.sync += self.kv_pos.eq(axil.wdata)
+
         with m.If(axil.arvalid & ~rvalid):
             m.d.sync += [rvalid.eq(1), rdata.eq(0)]
             with m.Switch(axil.araddr[2:]):
@@ -155,6 +163,9 @@ class RegFront(wiring.Component):
                 for i, (name, _) in enumerate(isa.COUNTERS):
                     with m.Case(regs.offset(name) >> 2):
                         m.d.sync += rdata.eq(self.counters[i])
+                if "kv_pos" in regs.registers:
+                    with m.Case(regs.offset("kv_pos") >> 2):
+                        m.d.sync += rdata.eq(self.kv_pos)
         with m.Elif(rvalid & axil.rready):
             m.d.sync += rvalid.eq(0)
         return m

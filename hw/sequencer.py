@@ -24,6 +24,13 @@ sits in one cycle:
   the copy still streams N entries (``index`` 0 .. N - 1, the same cycles),
   only the constant-memory address is {set, entry} instead of {set, index}.
 
+On a decoder build the ``kv_off`` input (the ``kv_pos`` register,
+:data:`~trilut.hw.isa.KV_POS_DOC`) is added in LATCH, as the descriptor is
+registered, to its ``kv_pos``, to a ``src_row`` / ``dst_row`` in the KV
+region and to the key count (ATTN_QK ``n``, ATTN_AV ``k``), so every check
+and the pass see the moved fields; a sum beyond 12 bits stops the program
+with ROWS.
+
 A descriptor costs six cycles (FETCH to DISPATCH) before its pass starts.
 ``cfg`` (the descriptor, its flags and the per-pass values) is held stable
 from CHECK1 to the end of the pass; ``go`` pulses once when the pass's data
@@ -204,6 +211,7 @@ class Sequencer(wiring.Component):
         const_depth = const_sets << col_bits
         super().__init__({
             "start": In(1), "pass_done": In(1), "unit_err": In(1),
+            **({"kv_off": In(isa.ROW_BITS)} if llm else {}),
             "prog_r": In(memory.ReadPort.Signature(addr_width=bits_for(prog_depth),
                                                    shape=unsigned(DESCRIPTOR_BITS))),
             "const_r": In(memory.ReadPort.Signature(addr_width=bits_for(const_depth),
@@ -277,6 +285,8 @@ class Sequencer(wiring.Component):
             for code, cond in rule.checks(f).items():
                 bad_next[code] = bad_next[code] | (is_op & cond)
         bad_next[ErrorCode.OPCODE] = ~known
+        latch, kv_wrap = self._kv_moved(m)
+        bad_next[ErrorCode.ROWS] = bad_next[ErrorCode.ROWS] | kv_wrap
         check3 = [bad[c].eq(bad_next[c]) for c in codes]
         first_bad = Signal(ErrorCode)
         for c in reversed(codes):           # the lowest code wins
@@ -331,7 +341,7 @@ class Sequencer(wiring.Component):
             with m.State("FETCH"):
                 m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += d.eq(self.prog_r.data)
+                m.d.sync += latch
                 m.next = "CHECK1"
             with m.State("CHECK1"):
                 m.d.sync += check1
@@ -381,3 +391,27 @@ class Sequencer(wiring.Component):
                         m.next = "FETCH"
         m.d.comb += self.in_param.eq(fsm.ongoing("PARAM"))
         return m
+
+    def _kv_moved(self, m):
+        """LATCH's statements (the fetched descriptor into ``cfg.desc``) and
+        the registered ``kv_wrap`` bit: on a decoder build the fields the
+        ``kv_pos`` register moves (module docstring), else the descriptor
+        as read and a constant 0."""
+        d = self.cfg.desc
+        if not self._llm:
+            return [d.eq(self.prog_r.data)], Const(0)
+        raw = data.View(DESCRIPTOR, self.prog_r.data)
+        moved = Signal(DESCRIPTOR, name="kv_moved")
+        kv_wrap, wrap = Signal(), Const(0)
+        in_kv = lambda bank: (bank == KEY_BANK) | (bank == VALUE_BANK)     # noqa: E731
+        m.d.comb += moved.eq(raw)
+        for name, when in (("kv_pos", Const(1)), ("src_row", in_kv(raw.src_bank)),
+                           ("dst_row", in_kv(raw.dst_bank)),
+                           ("n", raw.opcode == Opcode.ATTN_QK),
+                           ("k", raw.opcode == Opcode.ATTN_AV)):
+            total = Signal(isa.ROW_BITS + 1, name=f"kv_{name}")
+            m.d.comb += total.eq(raw[name] + self.kv_off)
+            with m.If(when):
+                m.d.comb += moved[name].eq(total)
+            wrap = wrap | when & total[isa.ROW_BITS]
+        return [d.eq(moved), kv_wrap.eq(wrap)], kv_wrap

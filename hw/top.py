@@ -265,7 +265,8 @@ class Accelerator(wiring.Component):
         self._set_bits = bits_for(const_sets)
         self._regs = RegisterMap(prog_depth=prog_depth,
                                  const_entries=const_sets << self._col_bits,
-                                 rope_entries=max_rows * llm_head_dim // 2 if llm else 0)
+                                 rope_entries=max_rows * llm_head_dim // 2 if llm else 0,
+                                 kv_pos=llm)
         super().__init__({
             "s_axil": In(axi_lite_signature(self._regs.addr_bits)),
             "s_axis": In(axi_stream_signature(8 * axis_bytes)),
@@ -407,8 +408,9 @@ class Accelerator(wiring.Component):
         wiring.connect(m, dp.m_axis, wiring.flipped(self.m_axis))
         wiring.connect(m, front.prog_w, mems.prog_w)
         wiring.connect(m, front.const_w, mems.const_w)
-        if p["llm"]:                    # the RoPE table window (hw/llm_rope.py)
+        if p["llm"]:                    # the RoPE table window (hw/llm_rope.py), kv_pos
             wiring.connect(m, front.rope_w, dp.rope_w)
+            m.d.comb += seq.kv_off.eq(front.kv_pos)
         wiring.connect(m, seq.prog_r, mems.prog_r)
         wiring.connect(m, seq.const_r, mems.const_r)
         for name in ("act_r", "act_w", "res_r", "wide_r", "res_w", "kv_r", "kv_w"):

@@ -39,8 +39,9 @@ from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import forward, rope_table
-from trilut.hw.isa import (LLM_FIELDS, RESIDUAL_BANK, Epilogue, ErrorCode, Head, Opcode,
-                          llm_fields, pack_descriptor, unpack_descriptor)
+from trilut.hw.isa import (FIELD_LIMITS, KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, Epilogue,
+                          ErrorCode, Head, Opcode, llm_fields, pack_descriptor,
+                          unpack_descriptor)
 from trilut.sim.tb_top import TopBench, run_compiled
 
 CONFIG = json.loads(os.environ.get("TRILUT_TB", "{}"))
@@ -154,7 +155,9 @@ async def malformed_decoder_passes(dut):
     and writes int16 rows), REQUANT_GATEMUL whose destination rows
     intersect its source rows (it reads them back, as RESIDUAL does),
     REQUANT_ROPE into the int16 bank (its output is int8) and a ``uniform``
-    LINEAR whose entry (``heads``) is max_width, beyond its set: CONST."""
+    LINEAR whose entry (``heads``) is max_width, beyond its set: CONST; a
+    LOAD into the KV region that the ``kv_pos`` register moves beyond its
+    rows, or beyond 12 bits: ROWS."""
     tb = TopBench(dut)
     await tb.reset()
     c, res = CONFIG["model"]["hidden"], RESIDUAL_BANK
@@ -171,11 +174,20 @@ async def malformed_decoder_passes(dut):
         (dict(opcode=Opcode.LINEAR, epilogue=Epilogue.REQUANT, heads=tb.acc.max_width,
               reserved=llm_fields(uniform=1), **lin), ErrorCode.CONST),
     ]
+    # The kv_pos register moves a LOAD into the KV region beyond its rows
+    # (dst_row + kv_pos + rows > max_rows), or beyond 12 bits: ROWS.
+    load_kv = dict(opcode=Opcode.LOAD, dst_bank=KEY_BANK, dst_row=8, rows=1, k=c)
+    rows = tb.acc.max_rows
+    cases += [(dict(load_kv, kv_pos_reg=rows - 8), ErrorCode.ROWS),
+              (dict(load_kv, kv_pos_reg=FIELD_LIMITS["kv_pos"]), ErrorCode.ROWS)]
     for fields, code in cases:
+        kv_pos = fields.pop("kv_pos_reg", 0)
+        await tb.write("kv_pos", kv_pos)
+        assert await tb.read("kv_pos") == kv_pos
         await tb.write_program([pack_descriptor(**fields), pack_descriptor(Opcode.END)])
         await tb.start()
         st = await tb.wait_idle()
-        assert st.error and st.code == code and int(st.pc) == 0, f"{fields}: {st}"
+        assert st.error and st.code == code and int(st.pc) == 0, f"{fields}, {kv_pos}: {st}"
 
 
 def run(params, *, model, prefill_tokens, decode, seed=1, pause=0.3, broken=None):

@@ -571,13 +571,16 @@ def golden_trace(block, x):
 
 
 async def run_compiled(tb, prog, x, timeout_us=20_000, stall=0):
-    """Constants, program, input frames of ``prog`` (host.compiler) -> dict of
+    """Constants, program (and on a decoder build its ``kv_pos``), input
+    frames of ``prog`` (host.compiler) -> dict of
     decoded outputs, STATUS, counters. ``stall``: the host does not read
     m_axis for that many cycles after the start (the sequencer must wait at
     the first STORE, busy, without error, and lose nothing)."""
     for s, entries in prog.consts:
         await tb.write_consts(s, entries)
     await tb.write_program(prog.descriptors)
+    if "kv_pos" in tb.regs.registers:     # decoder builds: the program's KV position
+        await tb.write("kv_pos", getattr(prog, "kv_pos", 0))
     tb.send(prog.input_frames(x), prog.weight_frames())
     if stall:
         tb.sink.clear_pause_generator()

@@ -98,18 +98,45 @@ def _reads(prog, desc):
     return None
 
 
-def test_segments_move_to_another_kv_pos(params):
-    """A decode step reuses the segments compiled for an earlier position:
-    moved, they equal the segments compiled at the new position."""
+def test_programs_do_not_depend_on_kv_pos(params):
+    """The kv_pos register moves a program (isa.KV_POS_DOC): compiled at two
+    positions, a layer's segments are the same descriptors and constants,
+    only their ``kv_pos`` (the register's value) differs; at_kv_pos moves one
+    and checks the KV capacity."""
     for flags in (dict(load_x=True), dict(final=True)):
         old = compile_layer(params, 0, PARAMS, rows=2, kv_pos=3, **flags)
         new = compile_layer(params, 0, PARAMS, rows=2, kv_pos=11, **flags)
         for o, n in zip(old, new):
+            assert (o.kv_pos, n.kv_pos) == (3, 11)
+            assert o.descriptors == n.descriptors and o.consts == n.consts
             moved = o.at_kv_pos(11)
-            assert moved.descriptors == n.descriptors and moved.consts == n.consts
-        assert old[0].descriptors != new[0].descriptors       # K, V rows, keys did move
+            assert moved.kv_pos == 11 and moved.descriptors is o.descriptors
     with pytest.raises(CompileError, match="KV positions 27 .. 28 beyond"):
         old[0].at_kv_pos(27)
+
+
+def test_a_chunk_is_one_program(params):
+    """compile_chunk merges the layers' segments into one program while it
+    fits prog_depth: all of top-llm-small's layers without the trace STOREs
+    (a decode step: one FEED, one start), one program per layer with them;
+    the merged program's STOREs carry their layer's name, its weights
+    every layer's in order."""
+    from trilut.host.llm_compiler import compile_chunk, const_plan
+    plan, _ = const_plan(params, PARAMS)
+    image = weight_image(params, PARAMS)
+    ((attn, prog),) = compile_chunk(params, PARAMS, 1, image=image, plan=plan)
+    segs = [compile_layer(params, li, PARAMS, 1, 0, load_x=li == 0, final=li == 1, plan=plan)[0]
+            for li in range(2)]
+    assert attn is None and prog.descriptors == segs[0].descriptors[:-1] + segs[1].descriptors
+    assert prog.linears == list(image) and prog.weight_frames() == list(image.values())
+    assert prog.loads == [("x", MODEL["hidden"])] and [o.name for o in prog.outputs] == ["norm"]
+    traced = compile_chunk(params, PARAMS, 1, trace=True, image=image, plan=plan)
+    assert len(traced) == 2 and all(len(p.descriptors) <= PARAMS["prog_depth"]
+                                    for _, p in traced)
+    assert [o.name for o in traced[1][1].outputs][:2] == ["layers.1.attn_norm",
+                                                         "layers.1.q_rope"]
+    # Constants written two ways (each layer's own sets): never merged.
+    assert len(compile_chunk(params, PARAMS, 1, image=image)) == 2
 
 
 def test_driver_writes_changed_constants_only():
@@ -175,6 +202,28 @@ def test_driver_writes_changed_constants_only():
     drv.write_consts(3, [1, 9, 3, 4])                    # not changed_only: all
     assert [(a - base) // 16 for a, _ in link.writes] == [0] and sent([1, 9, 3, 4]) == []
 
+    # The program and the kv_pos register: sent when they differ from the record.
+    prog, kv = acc.regs.offset("prog"), acc.regs.offset("kv_pos")
+
+    def wrote(descs=None, kv_pos=None):
+        link.writes.clear()
+        if descs is not None:
+            drv.write_program(descs, changed_only=True)
+        if kv_pos is not None:
+            drv.set_kv_pos(kv_pos)
+        return [a for a, _ in link.writes]
+
+    assert wrote([7, 0], 5) == [prog, kv] and wrote([7, 0], 5) == []
+    assert wrote([8, 0], 6) == [prog, kv]
+    drv.write("kv_pos", 6)                               # raw: forgotten
+    assert wrote([8, 0], 6) == [kv]
+    drv.write("prog", [0] * 4)
+    assert wrote([8, 0], 6) == [prog]
+    drv.hard_reset()
+    assert wrote([8, 0], 6) == [prog, kv]
+    with pytest.raises(ValueError, match=r"kv_pos must be in \[0, 4095\], not 4096"):
+        drv.set_kv_pos(4096)
+
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("accel-llm-sdram")
@@ -186,16 +235,15 @@ def test_prefill_and_decode_from_sdram_match_golden(decoder, params):
     np.testing.assert_array_equal(logits, want_logits)
     assert len(decoder.step_cycles) == NEW and min(decoder.step_cycles) > 0
     # No weight crossed the link: a decode step's stream payload is its
-    # embedding row only (attention on chip: nothing else goes in).
+    # embedding row only (attention on chip: nothing else goes in), and it
+    # is one program, every layer's weights in one FEED.
     cfg = params.cfg
     for step in decoder.step_link[1:]:
         assert step["STREAM_WRITE"]["payload"] == 2 * cfg.hidden
-        assert step["FEED"]["requests"] == cfg.layers          # one segment per layer
-    # Constants resident (const_plan): a decode step writes descriptors only.
-    n_pre = len(decoder.counters) - cfg.layers * (NEW - 1)    # the prefill's segments
-    for i, step in enumerate(decoder.step_link[1:]):
-        progs = [p for p, _ in decoder.counters[n_pre + cfg.layers * i:][:cfg.layers]]
-        assert step["REG_WRITE"]["payload"] == 16 * sum(len(p.descriptors) for p in progs), i
+        assert step["FEED"]["requests"] == 1
+        # Constants resident (const_plan) and the program the prefill's last
+        # chunk (one token) already loaded: a decode step writes kv_pos only.
+        assert (step["REG_WRITE"]["requests"], step["REG_WRITE"]["payload"]) == (1, 4), step
     # Each segment's engine took every weight beat (from the SDRAM) once per row.
     for prog, counters in decoder.counters:
         beats = sum(len(f) for f in prog.weight_frames()) // decoder.driver.accel.axis_bytes

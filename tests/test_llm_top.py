@@ -18,7 +18,8 @@ from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
 from trilut.host.llm_compiler import compile_layer, forward, kv_capacity
-from trilut.hw.isa import LLM_FIELDS, KEY_BANK, Epilogue, Head, Opcode, unpack_descriptor
+from trilut.hw.isa import (KEY_BANK, LLM_FIELDS, VALUE_BANK, Epilogue, Head, Opcode,
+                          unpack_descriptor)
 from trilut.sim import tb_llm_top
 from trilut.sim.runner import SimFailure
 
@@ -69,24 +70,24 @@ def test_wrong_model_is_caught(broken, decode):
 
 def test_one_segment_per_layer(params):
     """RoPE, the KV append and causal GQA attention on chip: a layer is one
-    segment; its KV rows, RoPE positions and key counts move with kv_pos."""
-    (seg,) = compile_layer(params, 0, PARAMS, rows=3, kv_pos=5, load_x=True, final=True)
+    segment, compiled at KV position 0: its KV rows start at the layer's
+    part of the region, RoPE at position 0, the key counts at the chunk's
+    rows; the ``kv_pos`` register (the segment's ``kv_pos``) moves them."""
+    (seg,) = compile_layer(params, 1, PARAMS, rows=3, kv_pos=5, final=True)
+    base = kv_capacity(params, PARAMS)                  # layer 1's KV rows
     descs = [unpack_descriptor(d) for d in seg.descriptors]
     at = {n: descs[seg.passes.index(n)] for n in ("q", "k", "v", "qk", "av", "gate", "up")}
     norms = [d for d in descs if d["opcode"] == Opcode.NORM]
     assert norms and all(d["head"] == Head.RMSNORM for d in norms)
-    assert (at["v"]["dst_row"], at["v"]["rows"]) == (5, 3)            # V appended at kv_pos
+    assert seg.kv_pos == 5
+    assert (at["v"]["dst_bank"], at["v"]["dst_row"], at["v"]["rows"]) == (VALUE_BANK, base, 3)
     assert at["q"]["epilogue"] == at["k"]["epilogue"] == Epilogue.REQUANT_ROPE
     assert (at["q"]["kv_pos"], at["k"]["kv_pos"], at["k"]["dst_bank"], at["k"]["dst_row"]) \
-        == (5, 5, KEY_BANK, 5)
+        == (0, 0, KEY_BANK, base)
     qk, av = (data.Const(LLM_FIELDS, at[n]["reserved"]) for n in ("qk", "av"))
     assert (int(qk.causal), int(qk.kv_group), int(av.kv_group)) == (1, 2, 2)   # GQA 4 / 2
-    assert (at["qk"]["n"], at["qk"]["kv_pos"], at["av"]["k"]) == (8, 5, 8)     # keys 0 .. 7
-    moved = [unpack_descriptor(d) for d in seg.at_kv_pos(9).descriptors]
-    assert [(d["kv_pos"], d["dst_row"]) for d in moved if d["opcode"] == Opcode.LINEAR
-            and d["dst_bank"] == KEY_BANK] == [(9, 9)]
-    assert [(d["n"], d["kv_pos"]) for d in moved if d["opcode"] == Opcode.ATTN_QK] == [(12, 9)]
-    assert [d["k"] for d in moved if d["opcode"] == Opcode.ATTN_AV] == [12]
+    assert (int(qk.kv_base), int(av.kv_base)) == (base, base)
+    assert (at["qk"]["n"], at["qk"]["kv_pos"], at["av"]["k"]) == (3, 0, 3)     # + kv_pos keys
     assert at["up"]["epilogue"] == Epilogue.REQUANT_GATEMUL
     assert at["up"]["dst_row"] == at["gate"]["dst_row"]
     assert [o.name for o in seg.outputs] == ["norm"]
@@ -142,7 +143,8 @@ def test_token_scale_keeps_attention_on_the_host(tmp_path):
     ckpt = load_llama(write_random_checkpoint(tmp_path, **MODEL, kv_heads=2),
                       attn_scale="token")
     a, b = compile_layer(quantize(ckpt), 0, PARAMS, rows=2, kv_pos=0)
-    assert [o.name for o in a.outputs] == ["q", "k", "v"] and b.loads == [("attn", 64)]
+    assert [o.name for o in a.outputs] == ["layers.0.q", "layers.0.k", "layers.0.v"]
+    assert b.loads == [("attn", 64)]
 
 
 def test_bad_inputs_are_refused(params):
