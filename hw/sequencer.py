@@ -286,7 +286,8 @@ class Sequencer(wiring.Component):
                 bad_next[code] = bad_next[code] | (is_op & cond)
         bad_next[ErrorCode.OPCODE] = ~known
         latch, kv_wrap = self._kv_moved(m)
-        bad_next[ErrorCode.ROWS] = bad_next[ErrorCode.ROWS] | kv_wrap
+        if kv_wrap is not None:
+            bad_next[ErrorCode.ROWS] = bad_next[ErrorCode.ROWS] | kv_wrap
         check3 = [bad[c].eq(bad_next[c]) for c in codes]
         first_bad = Signal(ErrorCode)
         for c in reversed(codes):           # the lowest code wins
@@ -396,10 +397,10 @@ class Sequencer(wiring.Component):
         """LATCH's statements (the fetched descriptor into ``cfg.desc``) and
         the registered ``kv_wrap`` bit: on a decoder build the fields the
         ``kv_pos`` register moves (module docstring), else the descriptor
-        as read and a constant 0."""
+        as read and None."""
         d = self.cfg.desc
         if not self._llm:
-            return [d.eq(self.prog_r.data)], Const(0)
+            return [d.eq(self.prog_r.data)], None
         raw = data.View(DESCRIPTOR, self.prog_r.data)
         moved = Signal(DESCRIPTOR, name="kv_moved")
         kv_wrap, wrap = Signal(), Const(0)
