@@ -29,6 +29,9 @@ Figures:
   them as well, so the LINEAR passes' own cycles, ``engine_busy +
   engine_stall``, would give more than the bytes they read; they are
   stored as ``linear_run_cycles``).
+* ``link_bytes_per_decode_step``: the host link's traffic (requests,
+  bytes sent and received) of a decode step after a decode step (its
+  program already on chip), with the link at a byte per cycle.
 * ``tokens_per_s_at_board_clock``: the decode step's accelerator cycles
   at the 50 MHz board clock, as if the host link cost nothing;
   ``tokens_per_s_board`` (``board_link``): what the ULX3S-85F build
@@ -155,7 +158,7 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     from ..host.generate import SimDecoder
     from ..host.hf import calibration_ids
     from ..host.llama import load_llama, quantize
-    from ..host.llm_compiler import kv_capacity
+    from ..host.llm_compiler import compile_chunk, const_plan, kv_capacity
     from ..host.models.lm import MODEL_DIR
     from ..host.models.lm.tokenizer import ByteTokenizer
     log = log or progress_printer("bench decode: ")
@@ -184,9 +187,11 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     chunk = accel["max_rows"] // 3
     macs_tok = sum(k * n for k, n in cost.linears().values()) * params.cfg.layers
     peak_macs = cost.tlmm.lanes * cost.tlmm.k_block
-    runs, link = [], None
-    per_chunk = sum(len(cost.sim_segments(1, load_x=li == 0, final=li == params.cfg.layers - 1))
-                    for li in range(params.cfg.layers))     # segments run per chunk
+    runs, link, link_tok = [], None, None
+    # The programs a chunk runs (each a run of consecutive layers' segments).
+    programs = [prog.segments for _, prog in
+                compile_chunk(params, accel, 1, plan=const_plan(params, accel)[0])]
+    per_chunk = len(programs)
     with SimDecoder(params, accel, sdram=True, log=log, build=unit) as dec:
         log(f"weights loaded ({dec.weight_bytes:,} bytes, {dec.load_cycles:,} cycles)")
         for p in points:
@@ -201,21 +206,23 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
                 logits = dec.run([int(np.argmax(logits[-1]))])
                 if link is None:
                     link = _link_model(cost, [first, (1, dec.counters[n0:])])
-                model = cost.sim_step(1, mem, link, pos0=p + s)[0]
+                model = cost.sim_step(1, mem, link, pos0=p + s, programs=programs)[0]
                 row = _row("decode", p + s, 1, dec.step_cycles[-1], model, macs_tok, peak_macs)
                 row.update(_bandwidth(dec.counters[n0:], dec.weight_bytes, mem,
                                       dec.step_cycles[-1]))
                 runs.append(row)
+                if s or link_tok is None:   # a step after a step: its program is loaded
+                    link_tok = dec.step_link[-1]["total"]
                 log(f"decode at kv_pos {p + s}: {dec.step_cycles[-1]:,} cycles "
                     f"(model {model:,.0f})")
         for r in runs:                  # the prefills, with the link fitted
             if r["phase"] == "prefill":
                 r.update(_model(sum(cost.sim_step(min(chunk, r["tokens"] - s), mem, link,
-                                                  pos0=s)[0]
+                                                  pos0=s, programs=programs)[0]
                                     for s in range(0, r["tokens"], chunk)), r["cycles"]))
                 log(f"prefill P={r['tokens']}: {r['cycles']:,} cycles "
                     f"(model {r['model_cycles']:,})")
-        weight_bytes, link_tok = dec.weight_bytes, dec.step_link[-1]["total"]
+        weight_bytes = dec.weight_bytes
         board = _board_steps(dec, prompt[:points[0]], min(steps, cap - points[0]), log)
         matches, rate = dec.matches, dec.sim_cycles_in_runs / max(dec.seconds, 1e-9)
     decode = [r for r in runs if r["phase"] == "decode"]
@@ -229,6 +236,7 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
                             f"of {cap} positions: run at P = {cap - 1}" if clipped else None),
         "cycles_scope": "accelerator cycles of the on-chip segments (LM head on the host "
                         "excluded)",
+        "segments_per_program": programs,
         "points": runs, "peak_macs_per_cycle": peak_macs, "macs_per_token": macs_tok,
         "decode_cycles_per_token": per_tok,
         "weight_bytes_per_token": weight_bytes,
@@ -255,28 +263,34 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
 def _board_steps(dec, prompt, steps, log):
     """Decode steps with the host link at the ULX3S-85F build's UART rate
     (2 Mbaud at 50 MHz: 250 cycles a byte each way): a new sequence, its
-    prefill with the link at a byte per cycle, then ``steps`` greedy steps
-    at the board's rate (checked against golden like every run), measured
-    in the simulator's cycles per step (the accelerator, the link's bytes
-    and the harness's host turn per request, the demo's board model)."""
+    prefill with the link at a byte per cycle, then ``steps + 1`` greedy
+    steps at the board's rate (checked against golden like every run),
+    measured in the simulator's cycles per step (the accelerator, the
+    link's bytes and the harness's host turn per request, the demo's board
+    model). The first step also writes the decode program (the prefill ran
+    a chunk of another size): it is reported on its own
+    (``first_step_cycles``), the rate (``tokens_per_s``) is the mean of the
+    ``steps`` after it, what every further token costs."""
     from .build import board_link
     clk_hz, baud = board_link()
     dec.reset()
     logits = dec.run(prompt)
     dec.device.set_link(clk_hz, baud)
     try:
-        for _ in range(steps):
+        for i in range(steps + 1):
             logits = dec.run([int(np.argmax(logits[-1]))])
-            log(f"decode on the board's link: {dec.step_sim_cycles[-1]:,} cycles")
+            log(f"decode on the board's link{' (first step)' if i == 0 else ''}: "
+                f"{dec.step_sim_cycles[-1]:,} cycles")
     finally:
         dec.device.set_link()
-    sims = dec.step_sim_cycles[-steps:]
-    links = [t["total"] for t in dec.step_link[-steps:]]
-    per_step = float(np.mean(sims))
-    return {"clk_hz": clk_hz, "baud": baud, "kv_pos": len(prompt), "steps": steps,
-            "sim_cycles_per_step": sims, "accel_cycles_per_step": dec.step_cycles[-steps:],
+    sims = dec.step_sim_cycles[-steps - 1:]
+    links = [t["total"] for t in dec.step_link[-steps - 1:]]
+    per_step = float(np.mean(sims[1:]))
+    return {"clk_hz": clk_hz, "baud": baud, "kv_pos": len(prompt), "steps": steps + 1,
+            "sim_cycles_per_step": sims, "accel_cycles_per_step": dec.step_cycles[-steps - 1:],
             "requests_per_step": [t["requests"] for t in links],
             "link_bytes_per_step": [t["sent"] + t["received"] for t in links],
+            "first_step_cycles": sims[0],
             "step_s": round(per_step / clk_hz, 4),
             "tokens_per_s": round(clk_hz / per_step, 2)}
 
@@ -319,9 +333,11 @@ def _print(out):
           f"simulator {out['sim_cycles_per_s']:,} cycles/s")
     b = out["board_link"]
     print(f"on the ULX3S-85F's link ({b['baud']:,} baud, simulated): "
-          f"{int(np.mean(b['sim_cycles_per_step'])):,} cycles per decode step, "
-          f"{int(np.mean(b['link_bytes_per_step'])):,} link bytes in "
-          f"{int(np.mean(b['requests_per_step']))} requests; {b['tokens_per_s']} tokens/s")
+          f"{int(np.mean(b['sim_cycles_per_step'][1:])):,} cycles per decode step, "
+          f"{int(np.mean(b['link_bytes_per_step'][1:])):,} link bytes in "
+          f"{int(np.mean(b['requests_per_step'][1:]))} requests; {b['tokens_per_s']} tokens/s "
+          f"(the first step, which writes the decode program: {b['first_step_cycles']:,} "
+          f"cycles)")
     p = out["projected_bitnet_0p73b_kv260"]
     for head, r in p["rows"].items():
         print(f"BitNet b1.58 0.73B on KV260 (model, LM head on {head.upper()}): "

@@ -278,16 +278,25 @@ class DecoderCost:
                      else drain + t)
         return max(work, feed / memory.rate + drain)
 
-    def sim_step(self, m, memory, link, pos0=0):
+    def sim_step(self, m, memory, link, pos0=0, programs=None):
         """Cycles of ``m`` tokens (one chunk) at ``pos0`` through every
         layer's segments on the simulated decoder build, weights streamed
-        from ``memory``: ``(total, [cycles per segment])``."""
-        segs = []
-        for li in range(self.cfg.layers):
-            for passes in self.sim_segments(m, pos0=pos0, load_x=li == 0,
-                                            final=li == self.cfg.layers - 1):
-                segs.append(self.segment_cycles(m, passes, memory, link))
-        return sum(segs), segs
+        from ``memory``: ``(total, [cycles per program])``. ``programs``:
+        how many consecutive segments each program runs
+        (``llm_compiler.compile_chunk`` merges them; its programs'
+        ``segments``); default one program per segment."""
+        segs = [passes for li in range(self.cfg.layers)
+                for passes in self.sim_segments(m, pos0=pos0, load_x=li == 0,
+                                                final=li == self.cfg.layers - 1)]
+        programs = [1] * len(segs) if programs is None else list(programs)
+        if sum(programs) != len(segs):
+            raise ValueError(f"programs {programs} do not cover the {len(segs)} segments")
+        cycles, i = [], 0
+        for n in programs:
+            cycles.append(self.segment_cycles(m, [p for s in segs[i:i + n] for p in s],
+                                              memory, link))
+            i += n
+        return sum(cycles), cycles
 
     def streamed(self, m, pos0, memory, head="pl"):
         """The whole decoder on chip (:meth:`layer`, attention included) for
