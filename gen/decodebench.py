@@ -158,7 +158,8 @@ def run_decode_bench(unit="top-llm", prefill=(16, 64, 128), steps=2, json_path=N
     from ..host.generate import SimDecoder
     from ..host.hf import calibration_ids
     from ..host.llama import load_llama, quantize
-    from ..host.llm_compiler import compile_chunk, const_plan, kv_capacity
+    from ..host.llm_compiler import compile_chunk, kv_capacity
+    from ..host.llm_consts import const_plan
     from ..host.models.lm import MODEL_DIR
     from ..host.models.lm.tokenizer import ByteTokenizer
     log = log or progress_printer("bench decode: ")

@@ -31,7 +31,7 @@ null (no place and route of a decoder build exists). ``--weights sdram``
 (default): the weights are loaded once into the simulated ULX3S SDRAM and
 fed by FEED per program run; ``link``: sent with every program. The JSON adds
 ``build``, ``weights``, ``weight_bytes_per_token`` and ``constants``
-(where the model's constants live: ``llm_compiler.const_plan``'s note).
+(where the model's constants live: ``llm_consts.const_plan``'s note).
 """
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ class Driver:
         nothing stale is assumed; it cannot know of another driver writing
         the same device (neither can :meth:`run`'s program check). A decode
         step whose segments place their constants in the same sets
-        (``llm_compiler.const_plan``) sends none of them again."""
+        (``llm_consts.const_plan``) sends none of them again."""
         self._loaded = None
         entries = list(entries)
         if not 0 <= const_set < self.accel.const_sets:

@@ -100,7 +100,7 @@ class SimDecoder:
         self.step_sim_cycles = []       # per run: the simulator's cycles (link included)
         self.layout, self.weight_bytes = None, sum(map(len, self.image.values()))
         self.counters = []              # (program, counters) of every program run
-        self._memo = {}                 # compiled programs (llm_compiler.forward's memo)
+        self._memo = {}                 # compiled programs (llm_run.forward's memo)
         self.load_cycles = None         # simulated cycles of the weight load (sdram)
         if sdram:
             if log:
@@ -120,7 +120,7 @@ class SimDecoder:
         self.golden.cache = KVCache(self.golden.params)
 
     def run(self, ids):
-        from .llm_compiler import run_on_driver
+        from .llm_run import run_on_driver
         want = self.golden.run(ids)
         c0 = self.device.sync()
         before = self.driver.link.efficiency()
@@ -140,7 +140,7 @@ class SimDecoder:
 
     @property
     def const_note(self):
-        """Where the model's constants live (:func:`~trilut.host.llm_compiler.const_plan`:
+        """Where the model's constants live (:func:`~trilut.host.llm_consts.const_plan`:
         resident, or why not), once a run compiled them; None before."""
         plan = self._memo.get("consts")
         return None if plan is None else plan[1]

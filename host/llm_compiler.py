@@ -1,8 +1,11 @@
 # amaranth: UnusedElaboratable=no
 # (an Accelerator built from a parameter dict is a host-side helper here)
-"""The decoder compiler and runner: golden :class:`~trilut.golden.llm.LlamaParams`
-on a decoder build of the accelerator (``Accelerator(llm=True)``), prefill
-and decode steps integer for integer with :func:`trilut.golden.llm.prefill`.
+"""The decoder compiler: the programs that run golden
+:class:`~trilut.golden.llm.LlamaParams` on a decoder build of the
+accelerator (``Accelerator(llm=True)``), prefill and decode steps integer
+for integer with :func:`trilut.golden.llm.prefill`
+(:mod:`~trilut.host.llm_run` runs them, :mod:`~trilut.host.llm_consts`
+places the model's constants).
 
 What runs where (issue 13, wiring steps; docs/llm.md "On the top"):
 every RMSNorm, every ternary linear with its row quantization,
@@ -64,17 +67,11 @@ imported checkpoint) is ``uniform`` (:data:`~trilut.hw.isa.LLM_FIELDS`):
 its one entry sits in the segment's shared set at the index its ``heads``
 field names (:func:`trilut.host.compiler._pack_const_sets`), so a segment
 writes the RMSNorm gammas (one entry per channel), the attention's two
-one-entry sets and one shared set. :func:`forward` then places every
-segment's constants once for the whole model (:func:`const_plan`: each
-gamma set a physical set of its own, the attention entries and all uniform
-entries in shared sets), so that a decode step finds them where the step
-before left them and the driver sends none again
-(:meth:`~trilut.host.driver.Driver.write_consts`; docs/llm.md, "Constants
-on decoder builds").
-
-:func:`forward` is a generator that yields ``(program, inputs)`` per
-program and takes back the decoded outputs, so a synchronous host driver
-(:func:`run_on_driver`) and an asynchronous cocotb testbench drive it alike.
+one-entry sets and one shared set. :func:`~trilut.host.llm_consts.const_plan`
+places every segment's constants once for the whole model (the ``plan=``
+of :func:`compile_layer` and :func:`compile_chunk`), so that a decode step
+finds them where the step before left them and the driver sends none
+again (docs/llm.md, "Constants on decoder builds").
 """
 from __future__ import annotations
 
@@ -84,20 +81,15 @@ import dataclasses
 import numpy as np
 from amaranth.lib import data
 
-from ..golden.dynquant import row_quantize
-from ..golden.encoder import WIDE_BITS
-from ..golden.llm import LOGIT_BITS, KVCache, LlamaParams, _attention, attend
-from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT, requantize
-from ..hw.isa import (KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, VALUE_BANK,
-                      EngineKind, Epilogue, Head, Opcode, llm_fields, pack_descriptor,
-                      pack_gatemul_const, pack_requant_const, pack_rope_const,
-                      pack_softmax_const, rope_words, unpack_descriptor)
-from .compiler import (CompileError, Program, _accelerator, _bias, _Builder, _vec,
-                       _uniform_entries_max)
+from ..golden.llm import LlamaParams
+from ..golden.quant import INT16_MAX, INT16_MIN, M_BITS_DEFAULT
+from ..hw.isa import (KEY_BANK, RESIDUAL_BANK, VALUE_BANK, EngineKind, Epilogue, Head,
+                      Opcode, llm_fields, pack_gatemul_const, pack_requant_const,
+                      pack_rope_const, pack_softmax_const, rope_words)
+from .compiler import CompileError, Program, _accelerator, _bias, _Builder, _vec
 
-__all__ = ["SegmentProgram", "ConstPlan", "const_plan", "compile_layer", "compile_chunk",
-           "check_tokens", "forward", "run_on_driver", "weight_image", "rope_table", "rope_on_chip",
-           "attn_on_chip", "kv_capacity", "REGIONS"]
+__all__ = ["SegmentProgram", "compile_layer", "compile_chunk", "weight_image", "rope_table",
+           "rope_on_chip", "attn_on_chip", "kv_capacity", "REGIONS"]
 
 #: Regions of M rows of the int16 bank a chunk of M tokens uses (R0, R1, R2).
 REGIONS = 3
@@ -413,118 +405,6 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     return [seg.at_kv_pos(kv_pos) for seg in segs]
 
 
-def _const_use(f):
-    """How the pass of descriptor fields ``f`` reads its constant set: "attn"
-    (entry 0 only), "uniform" (the one entry ``heads`` names), "full" (one
-    per channel: LINEAR, NORM) or None (no constants)."""
-    op = f["opcode"]
-    if op in (Opcode.ATTN_QK, Opcode.ATTN_AV):
-        return "attn"
-    if op == Opcode.LINEAR and data.Const(LLM_FIELDS, f["reserved"]).uniform:
-        return "uniform"
-    return "full" if op in (Opcode.LINEAR, Opcode.NORM) else None
-
-
-class ConstPlan:
-    """Where a model's constants live on a build for a whole run
-    (:func:`const_plan`): every per-channel set (the RMSNorm gammas; a LINEAR
-    whose entries differ) in a physical set of its own, the attention's
-    one-entry constants at entry 0 of the shared sets (ATTN reads entry 0)
-    and every uniform LINEAR's entry in shared set 0 from entry 1 on.
-    ``resident``: every segment writes the same contents into the sets it
-    uses, so after the first step the driver sends none
-    (:meth:`~trilut.host.driver.Driver.write_consts`); otherwise ``note``
-    says why (more attention constants than shared sets: entry 0 of a shared
-    set is rewritten by the segments that share it)."""
-
-    def __init__(self, full, ones, uniform, first_shared, shared, resident, note):
-        self.full, self.ones, self.uniform = full, ones, uniform
-        self.first_shared, self.shared = first_shared, shared
-        self.resident, self.note = resident, note
-        self.sets = first_shared + shared
-
-    def _one_set(self, entry):
-        return self.first_shared + self.ones[entry] % self.shared
-
-    def place(self, seg):
-        """``seg`` (compiled with per-segment sets) with its descriptors and
-        constants moved to this plan's sets."""
-        sets, used = dict(seg.consts), {}
-        out = copy.copy(seg)
-        out.descriptors = []
-        for d in seg.descriptors:
-            f = unpack_descriptor(d)
-            use, c = _const_use(f), f["const"]
-            if use == "attn":
-                e = sets[c][0]
-                f["const"] = self._one_set(e)
-                if used.get(f["const"]) not in (None, e):
-                    raise CompileError(f"two attention constants of one segment in shared set "
-                                       f"{f['const']}")
-                used[f["const"]] = e
-            elif use == "uniform":
-                f.update(const=self.first_shared, heads=1 + self.uniform[sets[c][f["heads"]]])
-                used.setdefault(self.first_shared, None)
-            elif use == "full":
-                f["const"] = self.full[tuple(sets[c])]
-                used[f["const"]] = "full"
-            out.descriptors.append(pack_descriptor(**f))
-        full = {v: list(k) for k, v in self.full.items()}
-        owner = {}                      # a shared set's entry 0 when its segment reads none
-        for e in self.ones:
-            owner.setdefault(self._one_set(e), e)
-        out.consts = []
-        for s in sorted(used):
-            if s in full:
-                out.consts.append((s, full[s]))
-                continue
-            e0 = used[s] if used[s] is not None else owner.get(s, 0)
-            out.consts.append((s, [e0] + (list(self.uniform) if s == self.first_shared else [])))
-        return out
-
-
-def const_plan(params, accel):
-    """The :class:`ConstPlan` of ``params`` on the build ``accel``, or None
-    with a reason (``(None, note)``) when the per-channel sets alone leave no
-    shared set: then every segment keeps its own sets (compile_layer's
-    default), rewritten per segment. Returns ``(plan, note)``."""
-    acc = _accelerator(accel)
-    layers = params.cfg.layers
-    segs = [seg for li in range(layers)
-            for seg in compile_layer(params, li, acc, 1, 0, final=li == layers - 1, plan=None)]
-    full, ones, uniform = {}, {}, {}
-    for seg in segs:
-        sets = dict(seg.consts)
-        for d in seg.descriptors:
-            f = unpack_descriptor(d)
-            use, c = _const_use(f), f["const"]
-            if use == "attn":
-                ones.setdefault(sets[c][0], len(ones))
-            elif use == "uniform":
-                uniform.setdefault(sets[c][f["heads"]], len(uniform))
-            elif use == "full":
-                full.setdefault(tuple(sets[c]), len(full))
-    n_sets, most = acc.const_sets, _uniform_entries_max(acc)
-    per_seg = max(sum(_const_use(unpack_descriptor(d)) == "attn" for d in seg.descriptors)
-                  for seg in segs)
-    shared = min(max(len(ones), 1), n_sets - len(full))
-    what = (f"{len(full)} per-channel sets, {len(ones)} attention constants (each at entry 0 "
-            f"of a set), {len(uniform)} uniform entries; const_sets = {n_sets}")
-    if shared < max(per_seg, 1) or 1 + len(uniform) > most:
-        return None, f"constants per segment: {what} do not fit one placement"
-    resident = len(ones) <= shared
-    note = (f"resident: {what}" if resident else
-            f"not all resident: {what}: entry 0 of a shared set is rewritten by the "
-            f"segments that share it")
-    plan = ConstPlan(full, ones, uniform, len(full), shared, resident, note)
-    try:
-        for seg in segs:
-            plan.place(seg)
-    except CompileError as exc:
-        return None, f"constants per segment: {what}: {exc}"
-    return plan, note
-
-
 def weight_image(params, accel):
     """``{name: bytes}``: every ternary linear's ``s_axis_wgt`` frame
     (``layers.{i}.q`` ... ``layers.{i}.down``, layer by layer in program
@@ -536,30 +416,6 @@ def weight_image(params, accel):
     _check(params, acc, 1)
     return {f"layers.{i}.{n}": acc.weight_frames(np.asarray(getattr(lp, n).weights, np.int64))[0]
             for i, lp in enumerate(params.layers) for n in _LINEARS}
-
-
-def check_tokens(params, ids, cache, accel):
-    """``ids`` as int64 after the checks a run needs before anything is sent:
-    integer ids inside the vocabulary, a cache made for ``params``, and
-    kv_pos + len(ids) within the build's KV rows (``max_rows``) and the
-    cache's capacity."""
-    a = np.asarray(ids)
-    cfg, acc = params.cfg, _accelerator(accel)
-    if a.dtype.kind not in "iu" or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"ids: expected a non-empty 1-D sequence of integer token ids, got "
-                         f"{a.dtype} {a.shape}")
-    if a.min() < 0 or a.max() >= cfg.vocab:
-        bad = int(a.min()) if a.min() < 0 else int(a.max())
-        raise ValueError(f"ids: token id {bad} outside the vocabulary [0, {cfg.vocab})")
-    if not isinstance(cache, KVCache) or cache.cfg != cfg:
-        raise TypeError("cache: expected a KVCache made for these params")
-    cap = min(kv_capacity(params, acc), cache.capacity)
-    if cache.kv_pos + a.size > cap:
-        raise ValueError(f"ids: {a.size} tokens at kv_pos {cache.kv_pos} exceed the KV "
-                         f"capacity of {cap} positions (the build's KV region: "
-                         f"{kv_capacity(params, acc)} per layer of max_rows = {acc.max_rows} "
-                         f"rows; the cache {cache.capacity})")
-    return a.astype(np.int64)
 
 
 def compile_chunk(params, accel, rows, *, trace=False, image=None, plan=None):
@@ -595,88 +451,3 @@ def _mergeable(a, b):
     return (len(a.descriptors) + len(b.descriptors) - 1 <= a._accel.prog_depth
             and all(sets.get(s, e) == e for s, e in b.consts)
             and not {n for n, _ in a.loads} & {n for n, _ in b.loads})
-
-
-def forward(params, ids, cache, accel, *, trace=False, image=None, memo=None):
-    """Generator: run tokens ``ids`` at positions ``cache.kv_pos ..`` (prefill,
-    or a decode step with one id). Yields ``(program, inputs)`` for each
-    program of :func:`compile_chunk` and expects the decoded outputs back
-    (``gen.send``); returns ``(logits, stored)``: int32 logits (P, vocab) as
-    golden ``prefill``, and every tensor the accelerator stored, golden
-    trace names (``layers.{i}.q``, ...; rows of all chunks). ``cache``
-    advances as in golden. ``image``: the model's :func:`weight_image`
-    (packed once, reused). ``memo``: a dict kept across calls for these
-    params and build: the programs of a chunk size are compiled once and
-    run at each kv_pos (:meth:`SegmentProgram.at_kv_pos`), the constants'
-    placement (:func:`const_plan`, key "consts") made once."""
-    acc = _accelerator(accel)
-    ids = check_tokens(params, ids, cache, acc)
-    cfg, mb = params.cfg, params.cfg.m_bits
-    chunk = acc.max_rows // REGIONS
-    _check(params, acc, min(chunk, ids.size))
-    logits, stored = [], {}
-    if memo is not None and "consts" not in memo:
-        memo["consts"] = const_plan(params, acc)
-    plan, _ = memo["consts"] if memo is not None else const_plan(params, acc)
-    for start in range(0, ids.size, chunk):
-        piece = ids[start:start + chunk]
-        pos0, m = cache.kv_pos, piece.size
-        key = (m, trace)
-        if memo is None or key not in memo:
-            progs = compile_chunk(params, acc, m, trace=trace, image=image, plan=plan)
-            if memo is not None:
-                memo[key] = progs
-        else:
-            progs = memo[key]
-        got = {}
-        for host_attn, prog in progs:
-            inputs = {"x": params.embed[piece]} if ("x", cfg.hidden) in prog.loads else {}
-            if host_attn is not None:   # the host's attention between a layer's segments
-                li, lp = host_attn, params.layers[host_attn]
-                pre = f"layers.{li}."
-                t = {k[len(pre):]: v for k, v in got.items() if k.startswith(pre)}
-                if rope_on_chip(cfg):       # K/V append, attention
-                    attend(params, lp, li, cache, pos0, t)
-                else:                       # RoPE, K/V append, attention
-                    _attention(params, lp, li, cache, pos0, t)
-                inputs["attn"] = t["attn"]
-            got.update((yield prog.at_kv_pos(pos0), inputs))
-        for name, v in got.items():
-            stored[name] = np.concatenate([stored[name], v]) if name in stored else v
-        cache.kv_pos += m
-        q, amax = row_quantize(got["norm"], in_bits=WIDE_BITS)
-        lim = (1 << (LOGIT_BITS - 1)) - 1
-        logits.append(requantize(params.head.accumulate(q, amax), params.head.requant.m,
-                                 params.head.requant.e, lo=-lim, hi=lim, m_bits=mb))
-    return np.concatenate(logits).astype(np.int32), stored
-
-
-def run_on_driver(driver, params, ids, cache, *, trace=False, weights=None, image=None,
-                  log=None, memo=None):
-    """:func:`forward` on a :class:`~trilut.host.driver.Driver` (its
-    accelerator build): ``(logits, stored, cycles)``, ``cycles`` the sum of
-    the accelerator's ``cycles`` counter over the programs (on-chip passes
-    only: the host's parts take none). ``weights``: the layout
-    :meth:`~trilut.host.driver.Driver.load_weights` returned for the
-    model's :func:`weight_image` (given as ``image``): every program's
-    weights are then fed from the external memory (FEED), not sent.
-    ``log``: a list that gets ``(program, counters)`` per program run
-    (:meth:`~trilut.host.driver.Driver.counters` after it); ``memo``: see
-    :func:`forward`."""
-    if weights is not None and image is None:
-        raise ValueError("weights= needs image=: the weight_image loaded at that layout")
-    gen = forward(params, ids, cache, driver.accel, trace=trace, image=image, memo=memo)
-    cycles = 0
-    try:
-        req = next(gen)
-        while True:
-            prog, x = req
-            got = driver.run(prog, x, weights=None if weights is None
-                             else prog.feed_layout(weights))
-            counters = driver.counters()
-            cycles += counters["cycles"]
-            if log is not None:
-                log.append((prog, counters))
-            req = gen.send(got)
-    except StopIteration as stop:
-        return (*stop.value, cycles)

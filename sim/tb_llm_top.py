@@ -18,7 +18,7 @@ per-tensor field out of range stopped the program with UNIT instead).
 
 A random checkpoint is imported by :mod:`trilut.host.llama`; golden
 ``prefill`` / ``decode_step`` with ``trace=True`` give the reference. The
-hardware side is :func:`trilut.host.llm_compiler.forward` (the same code
+hardware side is :func:`trilut.host.llm_run.forward` (the same code
 the host driver runs): each segment program goes through
 :func:`trilut.sim.tb_top.run_compiled` (constants, program, LOAD and weight
 frames on AXI with random pauses; the RoPE table written once after reset),
@@ -38,7 +38,8 @@ from amaranth.lib import data
 from trilut.gen.llmfidelity import write_random_checkpoint
 from trilut.golden.llm import KVCache, decode_step, prefill
 from trilut.host.llama import load_llama, quantize
-from trilut.host.llm_compiler import forward, rope_table
+from trilut.host.llm_compiler import rope_table
+from trilut.host.llm_run import forward
 from trilut.hw.isa import (FIELD_LIMITS, KEY_BANK, LLM_FIELDS, RESIDUAL_BANK, Epilogue,
                           ErrorCode, Head, Opcode, llm_fields, pack_descriptor,
                           unpack_descriptor)

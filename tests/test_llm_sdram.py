@@ -66,7 +66,7 @@ def test_constants_placed_once_for_the_model(params):
     at entry 0 of the shared sets, the uniform entries in shared set 0; every
     segment writes the same contents into a set (resident), so the driver
     sends no constant again after the first step."""
-    from trilut.host.llm_compiler import const_plan
+    from trilut.host.llm_consts import const_plan
     plan, note = const_plan(params, PARAMS)
     layers = MODEL["layers"]
     assert plan.resident and note.startswith("resident")
@@ -121,7 +121,8 @@ def test_a_chunk_is_one_program(params):
     (a decode step: one FEED, one start), one program per layer with them;
     the merged program's STOREs carry their layer's name, its weights
     every layer's in order."""
-    from trilut.host.llm_compiler import compile_chunk, const_plan
+    from trilut.host.llm_compiler import compile_chunk
+    from trilut.host.llm_consts import const_plan
     plan, _ = const_plan(params, PARAMS)
     image = weight_image(params, PARAMS)
     ((attn, prog),) = compile_chunk(params, PARAMS, 1, image=image, plan=plan)

@@ -17,7 +17,8 @@ from trilut.gen.units import UNITS
 from trilut.golden.llm import KVCache
 from trilut.host.compiler import CompileError
 from trilut.host.llama import load_llama, quantize
-from trilut.host.llm_compiler import compile_layer, forward, kv_capacity
+from trilut.host.llm_compiler import compile_layer, kv_capacity
+from trilut.host.llm_run import forward
 from trilut.hw.isa import (KEY_BANK, LLM_FIELDS, VALUE_BANK, Epilogue, Head, Opcode,
                           unpack_descriptor)
 from trilut.sim import tb_llm_top
