@@ -96,7 +96,10 @@ lanes 4 (40 bits, depth 24: max_k 36, max_n 16) and the direct engine's codes
 of group 2, tables 2, lanes 2 (16 bits, depth 16); passes of every shape up
 to ``depth`` beats back to back with 1 to 127 rows, the next pass loading
 during each replay; all-(-1), all-(+1), all-0, one-hot weights; decode
-chunks with ``cont``; both errors and the store's recovery after them.
+chunks with ``cont``; both errors and the store's recovery after them;
+single-beat passes loaded while their ``play`` command waits (the replay's
+first read right behind the registered write: ``late_single_beat`` fails
+if such a buffer is marked full with its beat).
 Measured without stalls: 1.000 ``wgt`` beats per cycle over 8 passes (rows 1
 to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
 

@@ -11,10 +11,11 @@ show this testbench fails when the model is wrong).
 The reference is independent of the store: the expected ``wgt`` stream of a
 pass replayed for ``rows`` activation rows is the engine's own
 ``wgt_beats(w)`` (codes, ``last_k``, ``last_n``) repeated ``rows`` times.
-Every test but the throughput ones has random idle gaps on ``load`` and
-``play`` and random backpressure on ``wgt``. A monitor records the cycle of
-every accepted ``load`` and ``wgt`` beat, from which the tests check that
-the next pass's weights were taken while the current pass was replayed.
+Every test but the throughput ones and ``late_single_beat`` (exact timing)
+has random idle gaps on ``load`` and ``play`` and random backpressure on
+``wgt``. A monitor records the cycle of every accepted ``load`` and ``wgt``
+beat, from which the tests check that the next pass's weights were taken
+while the current pass was replayed.
 """
 import json
 import os
