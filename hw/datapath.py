@@ -141,7 +141,8 @@ class Datapath(wiring.Component):
         # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5. The
         # int16 bank's ports have theirs per block (Memories).
         rd_byte_d = delay(m, rd_byte, 2, name="rd_byte")
-        kv_q, act_q = Signal.like(self.kv_r.data), Signal.like(self.act_r.data)
+        kv_q = Signal.like(self.kv_r.data, name="kv_q")
+        act_q = Signal.like(self.act_r.data, name="act_q")
         m.d.sync += [kv_q.eq(self.kv_r.data), act_q.eq(self.act_r.data)]
         m.d.comb += [
             self.act_r.addr.eq(addr(act_rd.row_addr, act_rd.col_addr, d.src_bank)),

@@ -452,19 +452,31 @@ class OutputQueue:
     ``depth`` results are issued but not yet taken), so the pipeline never
     stalls and ``out`` honours backpressure; ``out.valid`` comes from the
     FIFO, never from ``out.ready``. The unit drives :attr:`issue` (comb) and,
-    ``latency`` cycles later, writes the result with :meth:`push`."""
+    ``latency`` cycles later, writes the result with :meth:`push`.
+
+    Timing: the credit count sees a take one cycle late (``out.ready`` ends
+    in a register), and ``room`` is a register set one step ahead (from the
+    count's next value), so neither a comparator nor ``out.ready`` sits
+    before the unit's issue logic. The count then overstates the results in
+    flight by at most the one take not yet seen, so at most ``depth`` are
+    ever issued and not taken. A credit comes back ``latency`` + 4 cycles
+    after its issue (the FIFO's two cycles, the take seen, the count), one
+    more than with a combinational count, so a full-rate unit needs
+    ``depth`` >= ``latency`` + 4: the units size it ``1 << (latency +
+    4).bit_length()``."""
 
     def __init__(self, m, out, *, depth, name="oq"):
         layout = out.payload.shape()
         self.fifo = fifo.SyncFIFOBuffered(width=Shape.cast(layout).width, depth=depth)
         m.submodules[name] = self.fifo
         self.issue = Signal(name=f"{name}_issue")
-        self.room = Signal(name=f"{name}_room")
+        self.room = Signal(name=f"{name}_room", init=1)
         outstanding = Signal(range(depth + 1), name=f"{name}_outstanding")
-        pop = out.valid & out.ready
-        m.d.sync += outstanding.eq(outstanding + self.issue - pop)
-        m.d.comb += [self.room.eq(outstanding < depth),
-                     out.valid.eq(self.fifo.r_rdy),
+        popped = Signal(name=f"{name}_popped")
+        after = outstanding + self.issue - popped
+        m.d.sync += [popped.eq(out.valid & out.ready), outstanding.eq(after),
+                     self.room.eq(after < depth)]
+        m.d.comb += [out.valid.eq(self.fifo.r_rdy),
                      out.payload.eq(self.fifo.r_data),
                      self.fifo.r_en.eq(out.ready)]
         self._layout = layout

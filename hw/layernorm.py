@@ -77,9 +77,11 @@ normalized as the row, the rest is dropped up to and including its
 ``last``, and the next row is unaffected (docs/conventions.md).
 
 Handshake: honours backpressure on ``out``; ``inp.ready`` is a function of
-registers only (never of ``out.ready`` or of the payload). ``inp`` stalls
-only when all four row buffers are held (a row is held from its first
-element in to its last element read out).
+registers only (never of ``out.ready`` or of the payload). ``inp`` ends in
+an input register (one element), so nothing but that register depends on
+``inp.valid`` or the payload. ``inp`` stalls only when all four row buffers
+are held (a row is held from its first element in to its last element read
+out) and the input register is full.
 
 Throughput (no gaps, no backpressure; :meth:`row_interval` is the analytic
 model, checked cycle for cycle by the testbench): FILL and OUT take C
@@ -91,8 +93,8 @@ rows of C >= 48 (int8, L = 768) or C >= 69 (int16, L = 768) stream at one
 element per cycle: measured 1.000 elements/cycle sustained for C = 64 (int8),
 384 and 768 (int16); shorter rows run at one row per
 ``max(mean_cycles, std_cycles)`` cycles. Latency: :meth:`latency` cycles from a
-row's last element accepted to its first result valid (104 for int8 and
-136 for int16 at L = 768).
+row's last element accepted to its first result valid (105 for int8 and
+137 for int16 at L = 768; one of them the input register).
 
 RMS mode (``rms=True``, the decoder's RMSNorm): ``mu = 0`` and ``var = S2 =
 sum(x^2)``, so the MEAN/VAR stage is a pass-through (no mean divider, no
@@ -207,10 +209,11 @@ class LayerNorm(wiring.Component):
 
     def latency(self):
         """Cycles from a row's last element accepted on ``inp`` to its first
-        result valid on ``out``, with every stage idle: the fill pipeline and
-        FIFO A (4), :attr:`mean_cycles`, :attr:`std_cycles`, then load (1),
-        read-to-FIFO pipeline (5) and the output FIFO (2)."""
-        return 4 + self.mean_cycles + self.std_cycles + 1 + (_OUT_PIPE - 1) + 2
+        result valid on ``out``, with every stage idle: the input register
+        (1), the fill pipeline and FIFO A (4), :attr:`mean_cycles`,
+        :attr:`std_cycles`, then load (1), read-to-FIFO pipeline (5) and the
+        output FIFO (2)."""
+        return 1 + 4 + self.mean_cycles + self.std_cycles + 1 + (_OUT_PIPE - 1) + 2
 
     def row_interval(self, c):
         """Analytic steady-state cycles per row of ``c`` elements without gaps or
@@ -259,37 +262,44 @@ class LayerNorm(wiring.Component):
         m.d.sync += held.eq(held + claim - release)
 
         # ---------------- FILL ----------------
+        # Input register: the element waits in in_x until FILL takes it, so
+        # FILL's logic sees registers only (inp.valid ends here).
+        in_v, in_last = Signal(), Signal()
+        in_x = Signal(signed(n), reset_less=True)
         widx = Signal(range(L), name="widx")
         wbuf = Signal(range(BUFFERS), name="wbuf")
         dropping = Signal()
         error = Signal(name="error_flag")
         m.d.comb += self.error.eq(error)
         first = widx == 0
-        m.d.comb += self.inp.ready.eq(dropping | ~first | (held != BUFFERS))
-        accept = self.inp.valid & self.inp.ready
+        fill_ready = dropping | ~first | (held != BUFFERS)
+        m.d.comb += self.inp.ready.eq(~in_v | fill_ready)
+        with m.If(self.inp.ready):
+            m.d.sync += [in_v.eq(self.inp.valid), in_x.eq(self.inp.payload.data),
+                         in_last.eq(self.inp.payload.last)]
+        accept = in_v & fill_ready
         store = Signal()
         at_max = widx == L - 1
         row_end = Signal()
         m.d.comb += [store.eq(accept & ~dropping),
-                     row_end.eq(store & (self.inp.payload.last | at_max)),
+                     row_end.eq(store & (in_last | at_max)),
                      claim.eq(store & first)]
         wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(Cat(widx, wbuf)), wp.data.eq(self.inp.payload.data),
-                     wp.en.eq(store)]
+        m.d.comb += [wp.addr.eq(Cat(widx, wbuf)), wp.data.eq(in_x), wp.en.eq(store)]
         with m.If(store):
             with m.If(row_end):
                 m.d.sync += [widx.eq(0), wbuf.eq(wbuf + 1)]
-                with m.If(~self.inp.payload.last):        # over-long row: cut here
+                with m.If(~in_last):                    # over-long row: cut here
                     m.d.sync += [dropping.eq(1), error.eq(1)]
             with m.Else():
                 m.d.sync += widx.eq(widx + 1)
-        with m.If(accept & dropping & self.inp.payload.last):
+        with m.If(accept & dropping & in_last):
             m.d.sync += dropping.eq(0)
 
         # x -> (x + 2^(n-1), x*x) -> accumulate -> FIFO A
         v1, f1, l1 = Signal(), Signal(), Signal()
         x1 = Signal(signed(n), reset_less=True)
-        m.d.sync += [v1.eq(store), f1.eq(first), l1.eq(row_end), x1.eq(self.inp.payload.data)]
+        m.d.sync += [v1.eq(store), f1.eq(first), l1.eq(row_end), x1.eq(in_x)]
         v2, f2, l2 = Signal(), Signal(), Signal()
         ux2 = Signal(n, reset_less=True)
         sq2 = Signal(2 * n - 1, reset_less=True)

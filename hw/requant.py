@@ -119,7 +119,7 @@ def dyadic_latency(value_bits, m_bits):
     return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
 
 
-def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
+def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"):
     """``floor(value * mult / 2**shift)``, pipelined; returns ``(q, latency)``.
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
@@ -129,7 +129,14 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
     [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
     range within +-2**(W - 8)); the saturation is then a select after the
     last registers (its compares registered beside the fine shift).
+    ``finish`` (a function of one Value) is applied to the result in the
+    same cycle (``q`` is its output); with ``sat_bits``, to each of the
+    three candidates (the shifted value and the two shifted bounds) before
+    the saturation select, so that the select is the last step.
     """
+    if finish is None:
+        def finish(v):
+            return v
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
@@ -162,13 +169,14 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, name="dy"):
         sh_q = Signal(3, name=f"{name}_shq")
         m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
                      under.eq(coarse < lo), sh_q.eq(sh_f)]
-        bound = [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)]
-        q = Signal(signed(sat_bits + 1), name=f"{name}_q")
-        m.d.comb += q.eq(Mux(over, bound[0], Mux(under, bound[1], fine)))
+        cands = [finish(c) for c in
+                 [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)] + [fine]]
+        q = Signal(cands[0].shape(), name=f"{name}_q")
+        m.d.comb += q.eq(Mux(over, cands[0], Mux(under, cands[1], cands[2])))
         return q, latency + 1
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)
-    return q, latency + 1
+    return finish(q), latency + 1
 
 
 class _ChannelTable:
@@ -306,6 +314,14 @@ class _RequantPath:
         is high; returns ``(valid, ys, last, overflow)`` ``latency`` cycles
         later (``valid``/``last`` from resettable registers)."""
         params, overflow = self.table.elaborate(m, owner, advance, last, name="rq")
+        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
+        # rounding add: hi, lo or (q + 1) >> 1; applied to each of
+        # dyadic_floor's candidates, its saturation select last.
+        qlo, qhi = 2 * self.lo - 1, 2 * self.hi
+
+        def clamp_round(q):
+            return Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1))
+
         ys = []
         for lane, (v, p) in enumerate(zip(values, params)):
             acc = delay(m, v, self.table.latency, name=f"rq_acc{lane}")
@@ -314,13 +330,10 @@ class _RequantPath:
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
             q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
-                                  name=f"rq{lane}")
+                                  finish=clamp_round, name=f"rq{lane}")
             assert lat == self.dyadic_latency
-            # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
-            # rounding add: hi, lo or (q + 1) >> 1.
-            qlo, qhi = 2 * self.lo - 1, 2 * self.hi
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
-            m.d.sync += y.eq(Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1)))
+            m.d.sync += y.eq(q)
             ys.append(y)
         valid = valid_delay(m, advance, self.latency, name="rq_valid")
         last_out = delay(m, last, self.latency, name="rq_last")

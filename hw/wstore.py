@@ -40,8 +40,9 @@ when ``load`` delivers one beat per cycle.
 
 Latency (no stalls): the first ``wgt`` beat of a pass is valid 5 cycles
 after its final ``load`` beat is accepted (when its ``play`` beat came
-earlier), 5 cycles after its ``play`` beat is accepted when the store was
-idle, or right behind the previous pass's last beat.
+earlier; 6 for a single-beat pass, see below), 5 cycles after its ``play``
+beat is accepted when the store was idle, or right behind the previous
+pass's last beat.
 
 Handshake: every stream honours backpressure. ``load.ready`` and
 ``play.ready`` depend on registers only (a free buffer; an empty command
@@ -51,7 +52,12 @@ output queue (a FIFO of 8 beats): no ready depends combinationally on
 never stalls: a beat is issued only against a free queue entry (credits),
 so ``wgt.ready`` reaches neither the memory (read enable always on) nor the
 replay counters. Both memory addresses and the write enable come straight
-from registers.
+from registers. The write port (address, data, enable) is a register stage
+behind the take, so ``load.valid`` reaches no block RAM either; a beat is
+written the cycle after it is accepted. A buffer is marked full as its
+final beat is accepted (the replay reads word 0 first, while only the
+final word's write is pending); a single-beat pass is marked full one cycle
+later, so that the replay's first read does not meet its pending write.
 
 Errors (sticky, cleared by reset; ``error`` is their OR):
 
@@ -90,7 +96,10 @@ lanes 4 (40 bits, depth 24: max_k 36, max_n 16) and the direct engine's codes
 of group 2, tables 2, lanes 2 (16 bits, depth 16); passes of every shape up
 to ``depth`` beats back to back with 1 to 127 rows, the next pass loading
 during each replay; all-(-1), all-(+1), all-0, one-hot weights; decode
-chunks with ``cont``; both errors and the store's recovery after them.
+chunks with ``cont``; both errors and the store's recovery after them;
+single-beat passes loaded while their ``play`` command waits (the replay's
+first read right behind the registered write: ``late_single_beat`` fails
+if such a buffer is marked full with its beat).
 Measured without stalls: 1.000 ``wgt`` beats per cycle over 8 passes (rows 1
 to 3, and rows = 1 throughout); decode chunks of 24/18/18/18 beats: 0.951.
 
@@ -177,7 +186,8 @@ class WeightStore(wiring.Component):
     code_bits = property(lambda self: Shape.cast(self._codes).width,
                          doc="bits of one beat's codes")
     latency = property(lambda self: 5, doc="cycles from a pass's final load beat (its play "
-                                            "command waiting) to its first wgt beat")
+                                            "command waiting) to its first wgt beat; one "
+                                            "more for a single-beat pass")
 
     @staticmethod
     def depth_for(engine, max_k, max_n):
@@ -264,7 +274,9 @@ class WeightStore(wiring.Component):
                      self.error.eq(overflow | mismatch)]
 
         # Load side: fill buffer wbuf at waddr; once its last word is written
-        # (room low) further beats are dropped.
+        # (room low) further beats are dropped. The write port is a register
+        # stage behind the take (address, data and enables registered every
+        # cycle: the take reaches no block RAM).
         wbuf = Signal()
         waddr = Signal(range(D))
         room = Signal(init=1)
@@ -273,9 +285,20 @@ class WeightStore(wiring.Component):
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
         ]
+        w_addr = Signal(range(D))
+        w_data = Signal(self._codes)
+        m.d.sync += [w_addr.eq(waddr), w_data.eq(self.load.payload.codes)]
         for b, wp in enumerate(wps):
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(self.load.payload.codes),
-                         wp.en.eq(take & room & (wbuf == b))]
+            w_en = Signal(name=f"w_en{b}")
+            m.d.sync += w_en.eq(take & room & (wbuf == b))
+            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+        # A single-beat pass's word is written while the replay would read
+        # it: its buffer is marked full one cycle later.
+        full_late = [Signal(name=f"full_late{b}") for b in range(2)]
+        m.d.sync += [f.eq(0) for f in full_late]
+        for b in range(2):
+            with m.If(full_late[b]):
+                m.d.sync += full[b].eq(1)
         with m.If(take):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
@@ -283,7 +306,11 @@ class WeightStore(wiring.Component):
                 m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf)]
                 for b in range(2):
                     with m.If(wbuf == b):
-                        m.d.sync += [full[b].eq(1), last_addr[b].eq(waddr)]
+                        m.d.sync += last_addr[b].eq(waddr)
+                        with m.If(waddr == 0):
+                            m.d.sync += full_late[b].eq(1)
+                        with m.Else():
+                            m.d.sync += full[b].eq(1)
             with m.Elif(waddr == D - 1):
                 m.d.sync += room.eq(0)
             with m.Else():

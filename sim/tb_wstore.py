@@ -11,10 +11,11 @@ show this testbench fails when the model is wrong).
 The reference is independent of the store: the expected ``wgt`` stream of a
 pass replayed for ``rows`` activation rows is the engine's own
 ``wgt_beats(w)`` (codes, ``last_k``, ``last_n``) repeated ``rows`` times.
-Every test but the throughput ones has random idle gaps on ``load`` and
-``play`` and random backpressure on ``wgt``. A monitor records the cycle of
-every accepted ``load`` and ``wgt`` beat, from which the tests check that
-the next pass's weights were taken while the current pass was replayed.
+Every test but the throughput ones and ``late_single_beat`` (exact timing)
+has random idle gaps on ``load`` and ``play`` and random backpressure on
+``wgt``. A monitor records the cycle of every accepted ``load`` and ``wgt``
+beat, from which the tests check that the next pass's weights were taken
+while the current pass was replayed.
 """
 import json
 import os
@@ -206,6 +207,28 @@ async def full_rate(dut):
                       cycles, beats / cycles, first)
         assert beats == cycles, f"{beats} beats took {cycles} cycles: bubbles in the stream"
         assert first == tb.store.latency, f"latency {first}, documented {tb.store.latency}"
+
+
+@cocotb.test()
+async def late_single_beat(dut):
+    """A single-beat pass loaded while its play command waits (store idle):
+    the replay reads the word the cycle after the beat is taken, while its
+    write (a register stage behind the take) is still pending, so the
+    buffer must be marked full one cycle later. Both buffers first hold a
+    full pass and the single beats alternate all +1 / all -1, so a read
+    before the write gives a different, earlier word."""
+    tb = StoreBench(dut, idle=0.0, stall=0.0)
+    await tb.reset()
+    e, params = tb.engine, CONFIG["params"]
+    fill = [tb.new_pass(params["max_k"], params["max_n"], 1) for _ in range(2)]
+    await tb.run_passes(fill, what="late_single_beat: fill")
+    for rows, kind in ((1, "pos"), (2, "neg"), (1, "neg"), (3, "pos")):
+        p = tb.new_pass(1, e.lanes, rows, kind)
+        await tb.play.send([p.command], timeout=TIMEOUT)
+        for _ in range(3):                  # the command is active before the beat
+            await RisingEdge(dut.clk)
+        await tb.stream(p.load, [], p.expected(), what=f"late_single_beat {kind} rows {rows}")
+    assert tb.flags()["error"] == 0, f"error flags on a valid stream: {tb.flags()}"
 
 
 @cocotb.test()

@@ -30,13 +30,13 @@ def simulate(params, *, seed=1, broken=False, testcase=None):
 @pytest.mark.sim
 @pytest.mark.xdist_group("wstore-tlmm")
 def test_store_tlmm_codes():
-    assert simulate(TLMM) == 5
+    assert simulate(TLMM) == 6
 
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("wstore-direct")
 def test_store_direct_codes():
-    assert simulate(DIRECT, seed=2) == 5
+    assert simulate(DIRECT, seed=2) == 6
 
 
 @pytest.mark.sim
