@@ -296,10 +296,7 @@ def compile_layer(params, layer, accel, rows, kv_pos, *, load_x=False, final=Fal
     _check(params, acc, rows)
     cfg, lp = params.cfg, params.layers[layer]
     on_chip = attn_on_chip(cfg, acc.params)
-    cap = kv_capacity(params, acc)
-    if kv_pos + rows > cap:
-        raise CompileError(f"KV positions {kv_pos} .. {kv_pos + rows - 1} beyond the build's "
-                           f"KV capacity of {cap} positions")
+    cap = kv_capacity(params, acc)      # kv_pos + rows is checked by at_kv_pos below
     base = layer * cap if on_chip else 0      # this layer's KV rows (+ kv_pos: the register)
     prefix = f"layers.{layer}."
     c, kvw = cfg.hidden, cfg.kv_heads * cfg.head_dim
