@@ -33,11 +33,12 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.encoder import WIDE_BITS
-from .arith import delay
+from .arith import delay, valid_delay
 from .dynquant import DynQuant
 from .epilogue import ACC_BITS, Epilogue
 from .isa import LLM_FIELDS
 from .layernorm import LayerNorm
+from .memories import BLOCKED_READ_LATENCY
 from .regfront import EVENTS, axi_stream_signature
 from .rowio import (KVFetcher, Packer, Reader, Serializer, Unpacker, Writer, bits_for,
                     elem_stream, join, join_fields, kv_address, stage)
@@ -110,7 +111,8 @@ class Datapath(wiring.Component):
         i8_ser = Serializer(i8.out.payload.shape(), aL, i8.acc_bits)
         lnorm = LayerNorm(in_bits=16, max_len=W, rms=p["llm"])  # llm: the decoder's RMSNorm
         kvf = KVFetcher(beat_bits=8 * aL * aK, addr_bits=len(self.kv_r.addr), lanes=aL,
-                        kpc=aK, row_bits=rb, col_bits=cb, llm=p["llm"])
+                        kpc=aK, row_bits=rb, col_bits=cb, llm=p["llm"],
+                        read_latency=BLOCKED_READ_LATENCY)
         for name, unit in (("engine", e), ("wide_rd", wide_rd), ("dynq", dynq),
                            ("amax_q", amax_q), ("lnorm", lnorm), ("act_rd", act_rd),
                            ("res_rd", res_rd), ("act_wr", act_wr), ("res_wr", res_wr),
@@ -138,25 +140,33 @@ class Datapath(wiring.Component):
         wr_word, wr_byte = kv_address(f.dst_v, act_wr.row_addr, act_wr.col_addr, **kv_geom)
         rd_word, rd_byte = kv_address(f.src_v, act_rd.row_addr, act_rd.col_addr, **kv_geom)
         # The readers see their memory's data through an output register
-        # (read latency 2): block RAM clock-to-out is ~5.8 ns on ECP5. The
-        # int16 bank's ports have theirs per block (Memories).
-        rd_byte_d = delay(m, rd_byte, 2, name="rd_byte")
-        kv_q = Signal.like(self.kv_r.data, name="kv_q")
+        # (read latency 2): block RAM clock-to-out is ~5.6 ns on ECP5. The
+        # int16 bank's ports have theirs per block, the KV region's beside
+        # its block RAMs (Memories).
+        rd_byte_d = delay(m, rd_byte, BLOCKED_READ_LATENCY, name="rd_byte")
         act_q = Signal.like(self.act_r.data, name="act_q")
-        m.d.sync += [kv_q.eq(self.kv_r.data), act_q.eq(self.act_r.data)]
+        m.d.sync += act_q.eq(self.act_r.data)
+        # The int8 writer's port into the banks and the KV region is a
+        # register stage behind it (its data comes through the epilogue's
+        # output select): a row is in memory a cycle after the writer's
+        # done, long before the sequencer's next pass can read it.
+        w_data = delay(m, act_wr.wdata, 1, name="act_w_data")
         m.d.comb += [
             self.act_r.addr.eq(addr(act_rd.row_addr, act_rd.col_addr, d.src_bank)),
             self.res_r.addr.eq(addr(res_rd.row_addr, res_rd.col_addr)),
             self.wide_r.addr.eq(addr(wide_rd.row_addr, wide_rd.col_addr)),
-            self.act_w.addr.eq(addr(act_wr.row_addr, act_wr.col_addr, d.dst_bank)),
-            self.act_w.data.eq(act_wr.wdata), self.act_w.en.eq(act_wr.we & ~f.dst_kv),
+            self.act_w.addr.eq(delay(m, addr(act_wr.row_addr, act_wr.col_addr, d.dst_bank), 1,
+                                     name="act_w_addr")),
+            self.act_w.data.eq(w_data), self.act_w.en.eq(
+                valid_delay(m, act_wr.we & ~f.dst_kv, 1, name="act_w_en")),
             self.res_w.addr.eq(addr(res_wr.row_addr, res_wr.col_addr)),
             self.res_w.data.eq(res_wr.wdata), self.res_w.en.eq(res_wr.we),
-            self.kv_w.addr.eq(wr_word),
-            self.kv_w.data.eq(act_wr.wdata.as_unsigned().replicate(aL * aK)),
-            self.kv_w.en.eq(Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0)),
+            self.kv_w.addr.eq(delay(m, wr_word, 1, name="kv_w_addr")),
+            self.kv_w.data.eq(w_data.as_unsigned().replicate(aL * aK)),
+            self.kv_w.en.eq(valid_delay(m, Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0), 1,
+                                        name="kv_w_en")),
             self.kv_r.addr.eq(Mux(f.is_attn, kvf.addr, rd_word)), kvf.rdata.eq(self.kv_r.data),
-            act_rd.rdata.eq(Mux(f.src_kv, kv_q.word_select(rd_byte_d, 8), act_q)),
+            act_rd.rdata.eq(Mux(f.src_kv, self.kv_r.data.word_select(rd_byte_d, 8), act_q)),
             res_rd.rdata.eq(self.res_r.data), wide_rd.rdata.eq(self.wide_r.data),
         ]
 

@@ -28,9 +28,9 @@ small distributed RAMs (the constant memory is block RAM, slow to read
 from), and the per-tensor GELU / Shiftmax constants from entry 0.
 
 Handshake: ``acc``, ``res`` and ``out`` are streams that honour
-backpressure; only the units of the running pass move. Latency: the units'
-own (RowScale, Requantizer, two register stages, and ShiftGELU's or
-Shiftmax's row capture when used; RESIDUAL: RowScale, two register stages
+backpressure; only the units of the running pass move. Latency: an input
+register, then the units' own (RowScale, Requantizer, two register stages,
+and ShiftGELU's or Shiftmax's row capture when used; RESIDUAL: RowScale, two register stages
 (the scaled value with its bias read asynchronously from the bias table,
 then their sum), ResidualAdd). Unit error flags: ``error``.
 """
@@ -48,7 +48,7 @@ from .llm_attn import causal_route
 from .llm_rope import rope_route, rope_unit
 from .regfront import window_port
 from .requant import Requantizer, ResidualAdd
-from .rowio import elem_stream, join, join_fields, stage
+from .rowio import elem_stream, join, join_fields, register, stage
 from .sequencer import PARAM
 from .shiftgelu import ShiftGELU
 from .shiftmax import Shiftmax
@@ -124,7 +124,9 @@ class Epilogue(wiring.Component):
         d, f = self.cfg.desc, self.cfg.flags
         run, go, par = self.run, self.go, self.param
         li, at, nm = run & f.is_linear, run & f.is_attn, run & f.is_norm
-        wiring.connect(m, wiring.flipped(self.acc), rscale.inp)
+        # The accumulators come from the engines' and LayerNorm's select:
+        # registered before RowScale's multiplier.
+        wiring.connect(m, register(m, wiring.flipped(self.acc), "acc_q"), rscale.inp)
         m.d.comb += [requant.num_channels.eq(Mux(f.is_attn, 1, d.n)),
                      resadd.num_channels.eq(d.n)]
         # The requantizer's output range: int16 into the int16 bank (QK: int8
@@ -137,7 +139,7 @@ class Epilogue(wiring.Component):
         m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, wide))
 
         # rscale -> requant -> clamp [-> negate] = rq_out.
-        join_fields(m, rscale.out, requant.inp, (li & ~f.epi_res) | at | nm)
+        join_fields(m, rscale.out, requant.inp, (li & ~f.epi_res) | at | nm, only_source=True)
         nch = Signal(range(self._w))
         neg_mem = memory.Memory(shape=1, depth=self._w, init=[])
         m.submodules.neg_mem = neg_mem
@@ -178,7 +180,7 @@ class Epilogue(wiring.Component):
         # table is distributed RAM read asynchronously at the channel count;
         # the scaled value and its bias are registered, then their sum.
         res_in = elem_stream(ACC_BITS + WIDE_BITS).create(path=("res_in",))
-        join_fields(m, rscale.out, res_in, li & f.epi_res)
+        join_fields(m, rscale.out, res_in, li & f.epi_res, only_source=True)
         bch = Signal(range(self._w))
         # Distributed RAM forced: Yosys would merge the register after the
         # asynchronous read into a block RAM's read port (clock-to-out ~5.6

@@ -10,11 +10,13 @@
   32 bits at a time through the register front, read by the sequencer).
 
 Read ports are synchronous (data one cycle after the address; ``en``
-defaults to 1), except those of the blocked memories, ``const_r``,
-``res_r`` and ``wide_r``: :data:`BLOCKED_READ_LATENCY` cycles (they span
-several block RAMs across the chip; each block's read has a register next
-to it, then the block select). The contents are not
-reset (a soft reset keeps them).
+defaults to 1), except ``kv_r`` and those of the blocked memories,
+``const_r``, ``res_r`` and ``wide_r``: :data:`BLOCKED_READ_LATENCY` cycles
+(``kv_r``: the block RAMs' data into one register beside them, which is
+all the KV fetcher's FIFO and the activation reader see; the blocked ones
+span several block RAMs across the chip: each block's read has a register
+next to it, then the block select). The contents are not reset (a soft
+reset keeps them).
 """
 from amaranth.hdl import Array, Module, Mux, signed, unsigned
 from amaranth.lib import memory, wiring
@@ -25,21 +27,25 @@ from .isa import CONST_BITS, DESCRIPTOR_BITS
 from .regfront import window_port
 from .rowio import bits_for
 
-__all__ = ["BLOCK_DEPTH", "CONST_READ_LATENCY", "Memories"]
+__all__ = ["BLOCK_DEPTH", "BLOCKED_READ_LATENCY", "CONST_READ_LATENCY", "Memories"]
 
 #: Entries of one ECP5 DP16KD at its widest (512 x 36): the block size of
 #: the constant memory.
 BLOCK_DEPTH = 512
 #: Cycles from a blocked memory's read address to its data (``const_r``,
-#: ``res_r``, ``wide_r``): the block read, its output register (block RAM
-#: clock-to-out is ~5.8 ns on ECP5), then the block select (combinational,
-#: from registers).
+#: ``res_r``, ``wide_r``; also ``kv_r``'s): the block read, its output
+#: register (block RAM clock-to-out is ~5.6 ns on ECP5), then the block
+#: select (combinational, from registers).
 BLOCKED_READ_LATENCY = 2
 #: The constant memory's (the sequencer's ``param`` reads).
 CONST_READ_LATENCY = BLOCKED_READ_LATENCY
 #: The memories built of blocks, and their block depth (one DP16KD: 512 x 36
 #: for the constants, 1024 x 18 for the int16 bank).
 _BLOCKED = {"const": BLOCK_DEPTH, "res": 1024}
+#: Single memories whose read data is registered (read latency
+#: BLOCKED_READ_LATENCY): the KV region, whose words are several block RAMs
+#: wide and go to two users.
+_REGISTERED = {"kv"}
 
 
 def _rd(depth, shape):
@@ -100,7 +106,10 @@ class Memories(wiring.Component):
                     m.d.comb += port.data.eq(iface.data)
                 else:
                     port = mem.read_port(domain="sync")
-                    m.d.comb += iface.data.eq(port.data)
+                    rdata = port.data
+                    if name in _REGISTERED:
+                        rdata = delay(m, rdata, BLOCKED_READ_LATENCY - 1, name=f"{pname}_q")
+                    m.d.comb += iface.data.eq(rdata)
                 m.d.comb += [port.addr.eq(iface.addr), port.en.eq(iface.en)]
         return m
 

@@ -18,11 +18,13 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.checks import check_int
 from . import isa
-from .arith import delay
+from .arith import delay, valid_delay
 
 __all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
-           "elem_stream", "held_config", "join", "join_fields", "kv_address", "stage"]
+           "elem_stream", "held_config", "join", "join_fields", "kv_address", "register",
+           "stage"]
 
 
 def bits_for(n):
@@ -63,11 +65,24 @@ def stage(m, src, value, name, bits=16):
     function of src's payload), one element per cycle, ready passed
     through, so that what computes ``value`` ends in flip-flops."""
     dst = elem_stream(bits).create(path=(name,))
+    _registered(m, src, dst, [dst.payload.data.eq(value),
+                              dst.payload.last.eq(src.payload.last)])
+    return dst
+
+
+def register(m, src, name):
+    """Stream ``src`` (any payload) through one register stage, as
+    :func:`stage`: a long route or a select in front of a unit then ends in
+    flip-flops."""
+    dst = stream.Signature(src.payload.shape()).create(path=(name,))
+    _registered(m, src, dst, [dst.payload.eq(src.payload)])
+    return dst
+
+
+def _registered(m, src, dst, payload):
     m.d.comb += src.ready.eq(dst.ready | ~dst.valid)
     with m.If(src.ready):
-        m.d.sync += [dst.valid.eq(src.valid), dst.payload.data.eq(value),
-                     dst.payload.last.eq(src.payload.last)]
-    return dst
+        m.d.sync += [dst.valid.eq(src.valid), *payload]
 
 
 def held_config(m, owner, go, *names):
@@ -200,11 +215,16 @@ class KVFetcher(wiring.Component):
     heads per KV head (0 or 1: one each): head ``h`` reads KV head
     ``h // group`` (``h`` above becomes that), and ``base``, the KV row of
     key / token 0 (a layer's part of the region; a multiple of ``lanes``
-    and ``kpc``): key block ``nb`` and token block ``kb`` count from it."""
+    and ``kpc``): key block ``nb`` and token block ``kb`` count from it.
+
+    ``rdata`` is the word at ``addr`` ``read_latency`` cycles later; the FIFO
+    holds ``depth - 1`` beats beyond the reads in flight."""
 
     def __init__(self, *, beat_bits, addr_bits, lanes, kpc, row_bits, col_bits, depth=4,
-                 llm=False):
+                 llm=False, read_latency=1):
+        check_int("read_latency", read_latency, 1, 4)
         self._depth, self._lanes, self._kpc, self._llm = depth, lanes, kpc, llm
+        self._read_latency = read_latency
         self._row_bits, self._col_bits = row_bits, col_bits
         cnt = isa.ROW_BITS + 1
         super().__init__({
@@ -218,7 +238,7 @@ class KVFetcher(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        depth = self._depth
+        depth = self._depth + self._read_latency - 1
         bits = len(self.rdata)
         q = fifo.SyncFIFOBuffered(width=bits + 2, depth=depth)
         m.submodules.fifo = q
@@ -241,7 +261,7 @@ class KVFetcher(wiring.Component):
             g, g_end = Signal(8, name="g"), Signal(name="g_end")
         k_first, n_first = c["kbs"] == 1, c["nbs"] == 1
         m.d.comb += [
-            issue.eq(active & (q.level < depth - 1)),
+            issue.eq(active & (q.level < depth - self._read_latency)),
             last_k.eq(k_end),
             last_n.eq(last_k & n_end),
         ]
@@ -283,8 +303,8 @@ class KVFetcher(wiring.Component):
                          h_end.eq(self.heads <= 1), t_end.eq(self.rows == 1), hk.eq(0), hn.eq(0)]
             if self._llm:
                 m.d.sync += [g.eq(0), g_end.eq(self.group <= 1)]
-        v_d, flags_d = Signal(), Signal(2)
-        m.d.sync += [v_d.eq(issue), flags_d.eq(Cat(last_k, last_n))]
+        v_d = valid_delay(m, issue, self._read_latency, name="kvf_v")
+        flags_d = delay(m, Cat(last_k, last_n), self._read_latency, name="kvf_flags")
         m.d.comb += [
             q.w_en.eq(v_d), q.w_data.eq(Cat(self.rdata, flags_d)),
             self.out.valid.eq(q.r_rdy), self.out.payload.eq(q.r_data),

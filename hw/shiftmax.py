@@ -9,7 +9,8 @@ For every row (one element per ``inp`` beat, ``last`` on the final one)::
 
 Architecture (three passes over a buffered row, overlapped across rows):
 
-* pass 1 (:class:`~trilut.hw.iexp.RowCapture`) writes the row into one of
+* pass 1 (:class:`~trilut.hw.iexp.RowCapture`, behind an input register)
+  writes the row into one of
   four row slots of one RAM (``4 * 2^ceil(log2 max_len)`` x ``in_bits``; two
   read ports, so Yosys gives it two block RAMs) and tracks the max;
 * pass 2 reads it back, computes ``e`` (:class:`~trilut.hw.iexp.IExp`) and
@@ -38,8 +39,8 @@ cycles per row for L = 1 and 8, 34.0 for L = 32), i.e. ``L / 33`` elements
 per cycle for ``L < 33``.
 
 Latency (no stalls): the first output of a row appears
-:meth:`Shiftmax.latency` ``(L) = L + 64`` cycles (defaults) after its last
-input beat.
+:meth:`Shiftmax.latency` ``(L) = L + 65`` cycles (defaults, the input
+register included) after its last input beat.
 
 Handshake: ``inp.ready`` depends only on internal state (a free row slot);
 ``out`` comes from a FIFO and honours backpressure (results are issued into
@@ -66,6 +67,7 @@ from .arith import delay, valid_delay
 from .divider import SeqDivider
 from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, iexp_latency, read_minus_max, shift_window)
+from .rowio import stage
 
 from ..golden.checks import check_int
 
@@ -126,10 +128,11 @@ class Shiftmax(wiring.Component):
     def latency(self, length):
         """Cycles from the last input beat of a row of ``length`` elements to
         its first output beat (no stalls, divider idle); checked in simulation.
-        Pass 2 reads the row (``length``), the sum is complete 3 + IEXP later,
-        sum FIFO (1), divide (32), pass 3 (from f to the output FIFO), output
-        FIFO (2)."""
-        return length + READ_LATENCY + iexp_latency(self._n) + 1 + 32 + self._pass3_latency + 2
+        The input register (1), pass 2 reads the row (``length``), the sum is
+        complete 3 + IEXP later, sum FIFO (1), divide (32), pass 3 (from f to
+        the output FIFO), output FIFO (2)."""
+        return (1 + length + READ_LATENCY + iexp_latency(self._n) + 1 + 32
+                + self._pass3_latency + 2)
 
     def elaborate(self, platform):
         m = Module()
@@ -146,7 +149,10 @@ class Shiftmax(wiring.Component):
 
         used = Signal(range(_SLOTS + 1), name="used")        # captured, not yet output
         waiting = Signal(range(_SLOTS + 1), name="waiting")  # captured, pass 2 not started
-        cap = RowCapture(m, self.inp, wp, slots=_SLOTS, idx_bits=idx_bits,
+        # Input register: the requantizer in front of us may be placed far
+        # away; the row max compare then starts from flip-flops.
+        inp = stage(m, self.inp, self.inp.payload.data, "smax_in", ib)
+        cap = RowCapture(m, inp, wp, slots=_SLOTS, idx_bits=idx_bits,
                          max_len=self._max_len, slot_free=used < _SLOTS)
 
         # ---- pass 2: e and the row sum ----------------------------------
