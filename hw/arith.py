@@ -8,7 +8,14 @@ pipeline register is placed every ``levels_per_stage`` levels.
 """
 from amaranth.hdl import Signal, Value, signed, unsigned
 
-__all__ = ["adder_tree", "const_div", "delay", "signed_term", "valid_delay"]
+__all__ = ["NO_COLLISION", "adder_tree", "const_div", "delay", "signed_term", "valid_delay"]
+
+#: Memory attributes for a RAM whose reads never meet a write to the same
+#: address in the same cycle (each user says why): Yosys then adds no
+#: bypass logic (a compare and a multiplexer per read bit), so a block RAM's
+#: read data goes straight to the register after it, which the ECP5 flow
+#: then moves into the block (gen/bram_outreg.py).
+NO_COLLISION = {"no_rw_check": 1}
 
 
 def adder_tree(m, values, *, levels_per_stage=2, name="tree"):

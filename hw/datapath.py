@@ -144,7 +144,7 @@ class Datapath(wiring.Component):
         # int16 bank's ports have theirs per block, the KV region's beside
         # its block RAMs (Memories).
         rd_byte_d = delay(m, rd_byte, BLOCKED_READ_LATENCY, name="rd_byte")
-        act_q = Signal.like(self.act_r.data, name="act_q")
+        act_q = Signal.like(self.act_r.data, name="act_q", reset_less=True)
         m.d.sync += act_q.eq(self.act_r.data)
         # The int8 writer's port into the banks and the KV region is a
         # register stage behind it (its data comes through the epilogue's

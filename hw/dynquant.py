@@ -74,7 +74,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.dynquant import FRAC_BITS_MAX, IN_BITS_MAX, QMAX, default_frac_bits
 from ..golden.quant import M_BITS_DEFAULT
-from .arith import delay, valid_delay
+from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
 from .iexp import OutputQueue, RowCapture, RowReader
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
@@ -144,7 +144,9 @@ class DynQuant(wiring.Component):
         m = Module()
         ib, idx_bits = self._in_bits, self._idx_bits
 
-        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[])
+        # A slot is written only after its row has been read out (``used``).
+        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[],
+                             attrs=NO_COLLISION)
         m.submodules.rows = xmem
         wp = xmem.write_port()
         rp = xmem.read_port(domain="sync")

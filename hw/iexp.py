@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX, X0_BITS
-from .arith import delay
+from .arith import NO_COLLISION, delay
 
 __all__ = ["E_BITS", "IExp", "iexp_latency", "const_mul", "delay_mem", "chunked_mul",
            "shift_window",
@@ -265,7 +265,8 @@ def delay_mem(m, value, cycles, *, name="dmem"):
     check_int("cycles", cycles, 2)
     width = len(value)
     depth = 1 << (cycles - 1).bit_length()
-    mem = memory.Memory(shape=unsigned(width), depth=depth, init=[])
+    # the read address trails the write address by cycles - 1 >= 1
+    mem = memory.Memory(shape=unsigned(width), depth=depth, init=[], attrs=NO_COLLISION)
     m.submodules[name] = mem
     wp = mem.write_port()
     rp = mem.read_port(domain="sync")

@@ -121,6 +121,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX
+from .arith import NO_COLLISION
 from .divider import SeqDivider
 from .isqrt import SeqIsqrt, isqrt_root_bits
 
@@ -244,8 +245,9 @@ class LayerNorm(wiring.Component):
         c_bits, ab = self._c_bits, self._addr_bits
         sums_l, var_l, recip_l = self._layouts()
 
+        # A buffer is refilled only after its row has been read out.
         m.submodules.row_mem = mem = memory.Memory(shape=signed(n), depth=BUFFERS << ab,
-                                                   init=[])
+                                                   init=[], attrs=NO_COLLISION)
         m.submodules.fifo_sums = fifo_a = fifo.SyncFIFO(width=sums_l.size, depth=BUFFERS)
         m.submodules.fifo_var = fifo_v = fifo.SyncFIFO(width=var_l.size, depth=2)
         m.submodules.fifo_recip = fifo_b = fifo.SyncFIFO(width=recip_l.size, depth=2)

@@ -56,8 +56,8 @@ from amaranth.lib import data, memory
 
 from ..golden import tlmm as gt
 from ..golden.checks import check_int
-from .arith import adder_tree, delay, signed_term, valid_delay
-from .rowengine import NO_COLLISION, Results, RowEngine, accumulate
+from .arith import NO_COLLISION, adder_tree, delay, signed_term, valid_delay
+from .rowengine import Results, RowEngine, accumulate
 
 __all__ = ["TLMMEngine", "DirectEngine", "ENGINES", "make_engine"]
 

@@ -17,12 +17,18 @@ all the KV fetcher's FIFO and the activation reader see; the blocked ones
 span several block RAMs across the chip: each block's read has a register
 next to it, then the block select). The contents are not reset (a soft
 reset keeps them).
+
+No read meets a write to its own address in the same cycle
+(:data:`~trilut.hw.arith.NO_COLLISION`): a pass writes rows after it has
+read them (the sequencer's OVERLAP check), a residual pass reads each
+destination element before it writes it, and the host writes programs and
+constants while no program runs.
 """
 from amaranth.hdl import Array, Module, Mux, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
-from .arith import delay
+from .arith import NO_COLLISION, delay
 from .isa import CONST_BITS, DESCRIPTOR_BITS
 from .regfront import window_port
 from .rowio import bits_for
@@ -97,7 +103,7 @@ class Memories(wiring.Component):
                               [getattr(self, p) for p in ports[name][:-1]],
                               getattr(self, ports[name][-1]))
                 continue
-            mem = memory.Memory(shape=shape, depth=depth, init=[])
+            mem = memory.Memory(shape=shape, depth=depth, init=[], attrs=NO_COLLISION)
             m.submodules[f"{name}_mem"] = mem
             for pname in ports[name]:
                 iface = getattr(self, pname)
@@ -122,7 +128,8 @@ class Memories(wiring.Component):
         lo = bits_for(block)
         mems = []
         for i, base in enumerate(range(0, depth, block)):
-            mem = memory.Memory(shape=shape, depth=min(block, depth - base), init=[])
+            mem = memory.Memory(shape=shape, depth=min(block, depth - base), init=[],
+                                attrs=NO_COLLISION)
             m.submodules[f"{name}_mem{i}"] = mem
             wp = mem.write_port(granularity=wr.signature.granularity)
             m.d.comb += [wp.addr.eq(wr.addr), wp.data.eq(wr.data),

@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import E_MAX, M_BITS_DEFAULT
-from .arith import adder_tree, delay, valid_delay
+from .arith import NO_COLLISION, adder_tree, delay, valid_delay
 
 __all__ = ["check_requant_params", "dyadic_floor", "dyadic_latency", "mult18_count",
            "Requantizer", "ResidualAdd", "E_FIELD"]
@@ -220,7 +220,8 @@ class _ChannelTable:
             ports = {k: getattr(owner, k) for k in self.fields}
             return [ports] * self.lanes, Const(0)
         L, words = self.lanes, self.words
-        mems = [memory.Memory(shape=self.layout, depth=words, init=[])
+        # Written while no data is in flight (module docstring).
+        mems = [memory.Memory(shape=self.layout, depth=words, init=[], attrs=NO_COLLISION)
                 for _ in range(L)]
         for lane, mem in enumerate(mems):
             m.submodules[f"{name}_mem{lane}"] = mem
@@ -265,7 +266,7 @@ class _ChannelTable:
             rp = mem.read_port(domain="sync")
             m.d.comb += [rp.addr.eq(rword), rp.en.eq(advance)]
             # Block RAM clock-to-out is ~6 ns on ECP5: register it once more.
-            reg = Signal(self.layout, name=f"{name}_p{lane}")
+            reg = Signal(self.layout, name=f"{name}_p{lane}", reset_less=True)
             m.d.sync += reg.eq(rp.data)
             lanes.append({k: reg[k] for k in self.fields})
         return lanes, overflow

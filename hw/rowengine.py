@@ -32,14 +32,9 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from .arith import delay, valid_delay
+from .arith import NO_COLLISION, delay, valid_delay
 
-__all__ = ["RowEngine", "Results", "accumulate", "NO_COLLISION"]
-
-# Row stores are read in one buffer while the other is written (the full
-# flags guarantee it), so a read never meets a write to the same address:
-# telling Yosys so saves the bypass logic it would otherwise add per RAM.
-NO_COLLISION = {"no_rw_check": 1}
+__all__ = ["RowEngine", "Results", "accumulate"]
 
 # Output FIFO: room for every result in flight plus this much slack.
 _FIFO_SLACK = 6
@@ -167,7 +162,8 @@ class RowEngine(wiring.Component):
     def _row_store(self, m):
         """The row store (default: one memory of ``act`` beats, two buffers
         of ``2**kb_bits`` beats), handed to :meth:`_fill` and
-        :meth:`_datapath`."""
+        :meth:`_datapath`. One buffer is read while the other is written
+        (the full flags guarantee it): no read meets a write."""
         store = memory.Memory(shape=self.act.payload.data.shape(), depth=2 << self._kb_bits,
                               init=[], attrs=NO_COLLISION)
         m.submodules.act_store = store

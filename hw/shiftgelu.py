@@ -74,7 +74,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import GELU_DEFAULTS, X0_BITS
-from .arith import delay, valid_delay
+from .arith import NO_COLLISION, delay, valid_delay
 from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, delay_mem, iexp_latency, read_minus_max, shift_window)
 
@@ -256,7 +256,9 @@ class ShiftGELU(wiring.Component):
     def _row_front(self, m, oq, iexp1, iexp2, error):
         """Mode "ivit": row buffer, row max, e1 = IEXP(x - m), e2 = IEXP(-m)."""
         ib, idx_bits = self._in_bits, self._idx_bits
-        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[])
+        # A slot is written only after its row has been read out (``used``).
+        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[],
+                             attrs=NO_COLLISION)
         m.submodules.rows = xmem
         wp = xmem.write_port()
         rp = xmem.read_port(domain="sync")

@@ -63,7 +63,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import INT32_MAX, X0_BITS
-from .arith import delay, valid_delay
+from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
 from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
                    chunked_mul, iexp_latency, read_minus_max, shift_window)
@@ -138,7 +138,9 @@ class Shiftmax(wiring.Component):
         m = Module()
         ib, idx_bits = self._in_bits, self._idx_bits
 
-        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[])
+        # A slot is written only after its row has been read out (``used``).
+        xmem = memory.Memory(shape=signed(ib), depth=_SLOTS << idx_bits, init=[],
+                             attrs=NO_COLLISION)
         m.submodules.rows = xmem
         wp = xmem.write_port()
         rp2 = xmem.read_port(domain="sync")

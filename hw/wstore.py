@@ -122,9 +122,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
-from .arith import delay
+from .arith import NO_COLLISION, delay
 from .iexp import OutputQueue
-from .matmul import NO_COLLISION
 
 __all__ = ["WeightStore"]
 
