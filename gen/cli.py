@@ -51,7 +51,7 @@ def cmd_synth(args):
     print(f"trilut synth: {args.unit} for {args.target} {settings or ''}")
     report = synth_unit(args.unit, settings, args.target, freq_mhz=args.freq, seed=args.seed,
                         mapper=args.mapper, progress=progress_printer(""),
-                        cache=cache_from_args(args),
+                        cache=cache_from_args(args), bram_outreg=not args.no_bram_outreg,
                         status=lambda s: s == "cached" and print("  (cached result)"))
     cols = [c for c in SYNTH_COLUMNS if report.get(c) is not None]
     print(format_table([report], cols))
@@ -109,6 +109,10 @@ def main(argv=None):
     p.add_argument("--mapper", default=None, choices=["abc9", "abc"],
                    help="ECP5 LUT mapper: abc9 (timing-driven) or classic abc; default: "
                         "the unit's (abc for the accelerator tops, abc9 for the rest)")
+    p.add_argument("--no-bram-outreg", action="store_true",
+                   help="ECP5: leave the registers after block RAM reads in the fabric "
+                        "(default: moved into the blocks' output registers, "
+                        "trilut/gen/bram_outreg.py)")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     _sweep_args(p, jobs=False)
     p.set_defaults(func=cmd_synth)

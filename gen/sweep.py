@@ -166,7 +166,7 @@ def cache_from_args(args):
 
 def synth_unit(unit, settings, target="ecp5-85f", *, cache=None, work_root="build/synth",
                progress=None, status=None, mapper=None, freq_mhz=100.0, seed=1,
-               out_of_context=True, synth_args=(), timeout_s=None):
+               out_of_context=True, synth_args=(), timeout_s=None, bram_outreg=True):
     """Build ``unit`` with ``settings`` (parameters -> Verilog), synthesize it
     for ``target`` (:func:`trilut.gen.synth.synthesize`; ECP5: placed and
     routed) and return the report with the unit's name, parameters,
@@ -179,7 +179,8 @@ def synth_unit(unit, settings, target="ecp5-85f", *, cache=None, work_root="buil
     mapper = default_mapper(unit, target) if mapper is None else mapper
     verilog = generate_verilog(dut, unit)
     options = dict(target=target, mapper=mapper, freq_mhz=float(freq_mhz), seed=int(seed),
-                   out_of_context=bool(out_of_context), synth_args=list(synth_args))
+                   out_of_context=bool(out_of_context), synth_args=list(synth_args),
+                   bram_outreg=bool(bram_outreg))
     cache = cache or ResultCache(None)
     key = cache.key(verilog, options)
     say = status or (lambda _s: None)
@@ -199,7 +200,7 @@ def synth_unit(unit, settings, target="ecp5-85f", *, cache=None, work_root="buil
     report = synthesize(verilog, unit, target, work_dir=Path(work_root) / target /
                         f"{unit}-{tag}-{key[:10]}", progress=step, mapper=mapper,
                         freq_mhz=freq_mhz, seed=seed, out_of_context=out_of_context,
-                        synth_args=synth_args, timeout_s=timeout_s)
+                        synth_args=synth_args, timeout_s=timeout_s, bram_outreg=bram_outreg)
     report.update(unit=unit, params=params, cache_key=key,
                   verilog_sha256=netlist_sha256(verilog))
     if hasattr(dut, "macs_per_cycle"):

