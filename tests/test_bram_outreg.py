@@ -84,6 +84,15 @@ def test_leaves_registers_that_do_not_qualify(broken):
     assert net == before
 
 
+def test_registers_feeding_a_multiplier_stay():
+    net = _netlist()
+    cells = net["modules"]["top"]["cells"]
+    q = cells["ff_B1"]["connections"]["Q"]
+    cells["mul"] = {"type": "MULT18X18D", "parameters": {}, "port_directions": {"A0": "input"},
+                    "connections": {"A0": q}}
+    assert absorb_output_registers(net)["flip_flops"] == 0
+
+
 def test_registers_with_different_enables_stay():
     net = _netlist(ff_ce=CE)
     cells = net["modules"]["top"]["cells"]
