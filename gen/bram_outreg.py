@@ -44,7 +44,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["absorb_output_registers", "absorb_file"]
+__all__ = ["RULES", "absorb_output_registers", "absorb_file"]
+
+#: The rules' version, part of the result cache's key (trilut.gen.sweep):
+#: bumped whenever what moves changes. 2: registers feeding a multiplier stay.
+RULES = 2
 
 
 def _int_param(value) -> int:

@@ -47,6 +47,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
+from .bram_outreg import RULES
 from .synth import TARGETS, synthesize
 from .units import UNITS, build_unit
 from .verilog import generate_verilog, netlist_sha256
@@ -180,7 +181,7 @@ def synth_unit(unit, settings, target="ecp5-85f", *, cache=None, work_root="buil
     verilog = generate_verilog(dut, unit)
     options = dict(target=target, mapper=mapper, freq_mhz=float(freq_mhz), seed=int(seed),
                    out_of_context=bool(out_of_context), synth_args=list(synth_args),
-                   bram_outreg=bool(bram_outreg))
+                   bram_outreg=RULES if bram_outreg else 0)
     cache = cache or ResultCache(None)
     key = cache.key(verilog, options)
     say = status or (lambda _s: None)
