@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hw.board import ULX3S_85F_MHZ
+from .bram_outreg import RULES
 from .sweep import (ResultCache, Task, cache_from_args, failure_summary, fmax_spread,
                     parse_ints, progress_printer, run_tasks)
 from .synth import SynthError, ecp5_abc_script, format_table
@@ -432,7 +433,7 @@ def _build_ecp5(board, out, settings, freq_mhz, core_name, seed, progress, timeo
     plan.extract(str(build_dir))
     log_path = build_dir / "build.log"
     cache = cache or ResultCache(None)
-    key = cache.key(plan.digest().hex(), {"flow": "board", "bram_outreg": True})
+    key = cache.key(plan.digest().hex(), {"flow": "board", "bram_outreg": RULES})
     measured = cache.get(key)
     if measured is not None:
         _say(progress, "cached: the result cache holds a build of this exact plan")

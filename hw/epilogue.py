@@ -29,10 +29,10 @@ from), and the per-tensor GELU / Shiftmax constants from entry 0.
 
 Handshake: ``acc``, ``res`` and ``out`` are streams that honour
 backpressure; only the units of the running pass move. Latency: an input
-register, then the units' own (RowScale, Requantizer, two register stages,
-and ShiftGELU's or Shiftmax's row capture when used; RESIDUAL: RowScale, two register stages
-(the scaled value with its bias read asynchronously from the bias table,
-then their sum), ResidualAdd). Unit error flags: ``error``.
+register, then the units' own (RowScale, Requantizer, two register
+stages, and ShiftGELU's or Shiftmax's row capture when used; RESIDUAL:
+RowScale, two register stages (the scaled value with its bias read
+asynchronously from the bias table, then their sum), ResidualAdd). Unit error flags: ``error``.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
