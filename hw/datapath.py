@@ -20,7 +20,9 @@ on ``go``, and move while ``run``):
   (:class:`~trilut.hw.rowio.KVFetcher`) -> epilogue -> writer.
 
 ``go`` and ``run`` are registered on the way in (the units start and move
-a cycle after the sequencer's; ``pass_done`` is low while they take ``go``).
+a cycle after the sequencer's; ``pass_done`` is low while they take ``go``);
+each route's condition is its own flip-flop (:func:`~trilut.hw.rowio.gated`).
+The writers' memory ports are one register stage behind the writers.
 ``pass_done``: the pass's writer finished (STORE: its last row left
 ``m_axis``). ``unit_flags``: the units' sticky error flags in the order of
 :data:`~trilut.hw.isa.UNIT_FLAGS`. ``events``: what the counters count.
@@ -41,7 +43,7 @@ from .layernorm import LayerNorm
 from .memories import BLOCKED_READ_LATENCY
 from .regfront import EVENTS, axi_stream_signature
 from .rowio import (KVFetcher, Packer, Reader, Serializer, Unpacker, Writer, bits_for,
-                    elem_stream, join, join_fields, kv_address, stage)
+                    elem_stream, gated, join, join_fields, kv_address, stage)
 from .sequencer import PARAM
 from .wstore import WeightStore
 
@@ -121,11 +123,18 @@ class Datapath(wiring.Component):
                            ("int8", i8), ("i8_pk", i8_pk), ("i8_ser", i8_ser), ("kvf", kvf),
                            ("wstore", ws), ("epilogue", epi)):
             m.submodules[name] = unit
-        li, at, nm = run & f.is_linear, run & f.is_attn, run & f.is_norm
-        ld, st = run & f.is_load, run & f.is_store
+        # The routes: each condition one flip-flop (rowio.gated), equal to
+        # run_r & (its cfg flags).
+        def when(cond, name):
+            return gated(m, self.run, cond, name)
+
         compute = f.is_linear | f.is_norm | f.is_attn
-        on_i8 = li & f.eng_i8 | at                 # passes on the int8 engine
         row_q = f.is_linear & f.src_res            # per-token quantized source
+        li, at, nm = when(f.is_linear, "li"), when(f.is_attn, "at"), when(f.is_norm, "nm")
+        ld, st = when(f.is_load, "ld"), when(f.is_store, "st")
+        on_tlmm = when(f.is_linear & ~f.eng_i8, "on_tlmm")
+        li_i8 = when(f.is_linear & f.eng_i8, "li_i8")
+        on_i8 = when(f.is_linear & f.eng_i8 | f.is_attn, "on_i8")  # passes on the int8 engine
 
         # Memory addresses {bank, row, column}; the KV region's (word, byte).
         bank_bits = bits_for(p["banks"])
@@ -146,10 +155,10 @@ class Datapath(wiring.Component):
         rd_byte_d = delay(m, rd_byte, BLOCKED_READ_LATENCY, name="rd_byte")
         act_q = Signal.like(self.act_r.data, name="act_q", reset_less=True)
         m.d.sync += act_q.eq(self.act_r.data)
-        # The int8 writer's port into the banks and the KV region is a
-        # register stage behind it (its data comes through the epilogue's
-        # output select): a row is in memory a cycle after the writer's
-        # done, long before the sequencer's next pass can read it.
+        # The writers' ports into the banks and the KV region are a register
+        # stage behind them (their data comes through the epilogue's output
+        # select): a row is in memory a cycle after its writer's done, long
+        # before the sequencer's next pass can read it.
         w_data = delay(m, act_wr.wdata, 1, name="act_w_data")
         m.d.comb += [
             self.act_r.addr.eq(addr(act_rd.row_addr, act_rd.col_addr, d.src_bank)),
@@ -159,8 +168,10 @@ class Datapath(wiring.Component):
                                      name="act_w_addr")),
             self.act_w.data.eq(w_data), self.act_w.en.eq(
                 valid_delay(m, act_wr.we & ~f.dst_kv, 1, name="act_w_en")),
-            self.res_w.addr.eq(addr(res_wr.row_addr, res_wr.col_addr)),
-            self.res_w.data.eq(res_wr.wdata), self.res_w.en.eq(res_wr.we),
+            self.res_w.addr.eq(delay(m, addr(res_wr.row_addr, res_wr.col_addr), 1,
+                                     name="res_w_addr")),
+            self.res_w.data.eq(delay(m, res_wr.wdata, 1, name="res_w_data")),
+            self.res_w.en.eq(valid_delay(m, res_wr.we, 1, name="res_w_en")),
             self.kv_w.addr.eq(delay(m, wr_word, 1, name="kv_w_addr")),
             self.kv_w.data.eq(w_data.as_unsigned().replicate(aL * aK)),
             self.kv_w.en.eq(valid_delay(m, Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0), 1,
@@ -206,19 +217,21 @@ class Datapath(wiring.Component):
 
         # LOAD: s_axis -> unpacker -> writer.
         axis_in, axis_out = self.s_axis, self.m_axis
-        for up, wide in ((ld_up8, False), (ld_up16, True)):
-            with m.If(ld & (f.dst_res if wide else ~f.dst_res)):
+        ld8, ld16 = when(f.is_load & ~f.dst_res, "ld8"), when(f.is_load & f.dst_res, "ld16")
+        for up, on in ((ld_up8, ld8), (ld_up16, ld16)):
+            with m.If(on):
                 m.d.comb += [up.inp.valid.eq(axis_in.tvalid), axis_in.tready.eq(up.inp.ready)]
             m.d.comb += up.inp.payload.data.eq(axis_in.tdata)
-        join(m, ld_up8.out, act_wr.inp, ld & ~f.dst_res)
-        join(m, ld_up16.out, res_wr.inp, ld & f.dst_res)
+        join(m, ld_up8.out, act_wr.inp, ld8)
+        join(m, ld_up16.out, res_wr.inp, ld16)
 
         # STORE: reader -> packer -> m_axis.
-        join(m, act_rd.out, st_pk8.inp, st & ~f.src_res)
-        join(m, res_rd.out, st_pk16.inp, st & f.src_res)
+        st8, st16 = when(f.is_store & ~f.src_res, "st8"), when(f.is_store & f.src_res, "st16")
+        join(m, act_rd.out, st_pk8.inp, st8)
+        join(m, res_rd.out, st_pk16.inp, st16)
         stored = Signal.like(d.rows)
-        for pk, wide in ((st_pk8, False), (st_pk16, True)):
-            with m.If(st & (f.src_res if wide else ~f.src_res)):
+        for pk, on in ((st_pk8, st8), (st_pk16, st16)):
+            with m.If(on):
                 m.d.comb += [axis_out.tvalid.eq(pk.out.valid), pk.out.ready.eq(axis_out.tready),
                              axis_out.tdata.eq(pk.out.payload.data),
                              axis_out.tlast.eq(pk.out.payload.last)]
@@ -232,9 +245,9 @@ class Datapath(wiring.Component):
         # amax_q with its last element), as they are for ATTN_AV. Then the
         # packer of the pass's engine: k-blocks for TLMM, attn_kpc for INT8.
         a_src = elem_stream().create(path=("a_src",))
-        join(m, act_rd.out, a_src, (li | at) & ~f.src_res)
-        join(m, wide_rd.out, a_src, at & f.src_res)
-        join_fields(m, wide_rd.out, dynq.inp, li & f.src_res, only_source=True)
+        join(m, act_rd.out, a_src, when((f.is_linear | f.is_attn) & ~f.src_res, "src_act"))
+        join(m, wide_rd.out, a_src, when(f.is_attn & f.src_res, "src_wide"))
+        join_fields(m, wide_rd.out, dynq.inp, when(row_q, "src_q"), only_source=True)
         with m.If(row_q):
             m.d.comb += [a_src.valid.eq(dynq.out.valid & amax_q.w_rdy),
                          dynq.out.ready.eq(a_src.ready & amax_q.w_rdy),
@@ -243,9 +256,9 @@ class Datapath(wiring.Component):
         m.d.comb += [amax_q.w_data.eq(dynq.out.payload.absmax),
                      amax_q.w_en.eq(row_q & dynq.out.valid & dynq.out.ready &
                                     dynq.out.payload.last)]
-        join_fields(m, a_src, act_pk.inp, li & ~f.eng_i8)
+        join_fields(m, a_src, act_pk.inp, on_tlmm)
         join_fields(m, a_src, i8_pk.inp, on_i8)
-        join(m, act_pk.out, e.act, li & ~f.eng_i8)
+        join(m, act_pk.out, e.act, on_tlmm)
         join(m, i8_pk.out, i8.act, on_i8)
 
         # Weights: s_axis_wgt -> weight store (loaded whenever a buffer is
@@ -275,9 +288,9 @@ class Datapath(wiring.Component):
             e.wgt.payload.codes.as_value().eq(w_codes),
             e.wgt.payload.last_k.eq(w_last_k), e.wgt.payload.last_n.eq(w_last_n),
         ]
-        with m.If(li & ~f.eng_i8):
+        with m.If(on_tlmm):
             m.d.comb += [e.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(e.wgt.ready)]
-        with m.If(li & f.eng_i8):
+        with m.If(li_i8):
             i8_bits = i8.wgt.payload.shape()["data"].shape.size
             m.d.comb += [i8.wgt.valid.eq(ws.wgt.valid), ws.wgt.ready.eq(i8.wgt.ready),
                          i8.wgt.payload.data.as_value().eq(w_codes[:i8_bits]),
@@ -289,10 +302,10 @@ class Datapath(wiring.Component):
         # or LayerNorm's z; registered (the source select must not run on
         # into RowScale's multipliers), with the row's absmax (amax_q, popped
         # with the row's last result) for a row-quantized LINEAR, else 1.
-        join(m, e.out, ser.inp, li & ~f.eng_i8)
+        join(m, e.out, ser.inp, on_tlmm)
         join(m, i8.out, i8_ser.inp, on_i8)
         acc = elem_stream(ACC_BITS).create(path=("acc",))
-        join_fields(m, ser.out, acc, li & ~f.eng_i8)
+        join_fields(m, ser.out, acc, on_tlmm)
         join_fields(m, i8_ser.out, acc, on_i8)
         join_fields(m, res_rd.out, lnorm.inp, nm, only_source=True)
         join_fields(m, lnorm.out, acc, nm)
@@ -306,15 +319,15 @@ class Datapath(wiring.Component):
                      amax_q.r_en.eq(row_q & acc_r.valid & acc_r.ready & acc_r.payload.last)]
 
         # Epilogue (residual rows from the residual reader) -> the writers.
-        m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(run), epi.go.eq(go),
+        m.d.comb += [epi.cfg.eq(self.cfg), epi.run.eq(self.run), epi.go.eq(go),
                      epi.param.eq(self.param)]
         if p["llm"]:                    # the RoPE table window (hw/llm_rope.py); GQA
             wiring.connect(m, wiring.flipped(self.rope_w), epi.rope_w)
             llm_attn = data.View(LLM_FIELDS, d.reserved)
             m.d.comb += [kvf.group.eq(llm_attn.kv_group), kvf.base.eq(llm_attn.kv_base)]
-        join(m, res_rd.out, epi.res, li & epi.reads_dst(self.cfg))
-        join(m, epi.out, act_wr.inp, run & compute & ~f.dst_res)
-        join(m, epi.out, res_wr.inp, run & compute & f.dst_res)
+        join(m, res_rd.out, epi.res, when(f.is_linear & epi.reads_dst(self.cfg), "epi_res"))
+        join(m, epi.out, act_wr.inp, when(compute & ~f.dst_res, "epi_w8"))
+        join(m, epi.out, res_wr.inp, when(compute & f.dst_res, "epi_w16"))
 
         # Status: pass end, unit flags (isa.UNIT_FLAGS order), counter events.
         m.d.comb += [

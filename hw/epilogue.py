@@ -28,7 +28,10 @@ small distributed RAMs (the constant memory is block RAM, slow to read
 from), and the per-tensor GELU / Shiftmax constants from entry 0.
 
 Handshake: ``acc``, ``res`` and ``out`` are streams that honour
-backpressure; only the units of the running pass move. Latency: an input
+backpressure; only the units of the running pass move. ``run`` is the
+sequencer's: the streams move from the cycle after it (each route's
+condition is a flip-flop, :func:`~trilut.hw.rowio.gated`); ``go`` the
+datapath's (registered). Latency: an input
 register, then the units' own (RowScale, Requantizer, two register
 stages, and ShiftGELU's or Shiftmax's row capture when used; RESIDUAL:
 RowScale, two register stages (the scaled value with its bias read
@@ -48,7 +51,7 @@ from .llm_attn import causal_route
 from .llm_rope import rope_route, rope_unit
 from .regfront import window_port
 from .requant import Requantizer, ResidualAdd
-from .rowio import elem_stream, join, join_fields, register, stage
+from .rowio import elem_stream, gated, join, join_fields, register, stage
 from .sequencer import PARAM
 from .shiftgelu import ShiftGELU
 from .shiftmax import Shiftmax
@@ -122,8 +125,21 @@ class Epilogue(wiring.Component):
             m.submodules[name] = getattr(self, name)
         m.d.comb += [self.error[name].eq(getattr(self, name).error) for name in ERRORS]
         d, f = self.cfg.desc, self.cfg.flags
-        run, go, par = self.run, self.go, self.param
-        li, at, nm = run & f.is_linear, run & f.is_attn, run & f.is_norm
+        go, par = self.go, self.param
+
+        def when(cond, name):   # a route's condition, one flip-flop (rowio.gated)
+            return gated(m, self.run, cond, name)
+
+        # The LINEAR routes by epilogue kind (decoder builds: two more).
+        gm_kind = f.is_linear & (d.epilogue == EpilogueKind.REQUANT_GATEMUL)
+        rope_kind = f.is_linear & (d.epilogue == EpilogueKind.REQUANT_ROPE)
+        direct = f.is_linear & ~f.epi_res & ~f.epi_gelu
+        if self.gmul is not None:
+            direct = direct & ~gm_kind
+        if self.rope is not None:
+            direct = direct & ~rope_kind
+        qk, to_gelu = when(f.is_attn_qk, "qk"), when(f.is_linear & f.epi_gelu, "to_gelu")
+        to_res = when(f.is_linear & f.epi_res, "to_res")
         # The accumulators come from the engines' and LayerNorm's select:
         # registered before RowScale's multiplier.
         wiring.connect(m, register(m, wiring.flipped(self.acc), "acc_q"), rscale.inp)
@@ -139,7 +155,9 @@ class Epilogue(wiring.Component):
         m.d.sync += rq_wide.eq(Mux(f.epi_gelu, self._gelu_wide, wide))
 
         # rscale -> requant -> clamp [-> negate] = rq_out.
-        join_fields(m, rscale.out, requant.inp, (li & ~f.epi_res) | at | nm, only_source=True)
+        join_fields(m, rscale.out, requant.inp,
+                    when(f.is_linear & ~f.epi_res | f.is_attn | f.is_norm, "to_rq"),
+                    only_source=True)
         nch = Signal(range(self._w))
         neg_mem = memory.Memory(shape=1, depth=self._w, init=[])
         m.submodules.neg_mem = neg_mem
@@ -160,27 +178,27 @@ class Epilogue(wiring.Component):
             m.d.sync += nch.eq(0)
         g_out = stage(m, gelu_rq.out, clamp(gelu_rq.out.payload.data, f.dst_res), "g_out")
         if self.rope is None:
-            join_fields(m, rq_out, smax.inp, at & f.is_attn_qk, only_source=True)
+            join_fields(m, rq_out, smax.inp, qk, only_source=True)
         else:                           # decoder builds: causal rows
-            causal_route(m, self.cfg, go, rq_out, smax, self.out, at & f.is_attn_qk)
-        join_fields(m, rq_out, gelu.inp, li & f.epi_gelu, only_source=True)
-        join_fields(m, gelu.out, gelu_rq.inp, li & f.epi_gelu, only_source=True)
-        rq_direct = li & ~f.epi_res & ~f.epi_gelu
+            causal_route(m, self.cfg, go, rq_out, smax, self.out, qk)
+        join_fields(m, rq_out, gelu.inp, to_gelu, only_source=True)
+        join_fields(m, gelu.out, gelu_rq.inp, to_gelu, only_source=True)
         if self.gmul is not None:
-            rq_direct = rq_direct & ~self._gatemul(m, li, rq_out)
+            self._gatemul(m, when(gm_kind, "to_gatemul"), rq_out)
         if self.rope is not None:
-            rq_direct = rq_direct & ~rope_route(m, self, self.rope, li, rq_out, self.rope_w)
-        join_fields(m, rq_out, self.out, rq_direct | nm | at & ~f.is_attn_qk)
+            rope_route(m, self, self.rope, when(rope_kind, "to_rope"), rq_out, self.rope_w)
+        join_fields(m, rq_out, self.out,
+                    when(direct | f.is_norm | f.is_attn & ~f.is_attn_qk, "rq_direct"))
         if self.rope is None:
-            join_fields(m, smax.out, self.out, at & f.is_attn_qk)
-        join_fields(m, g_out, self.out, li & f.epi_gelu)
-        join_fields(m, resadd.out, self.out, li & f.epi_res)
+            join_fields(m, smax.out, self.out, qk)
+        join_fields(m, g_out, self.out, to_gelu)
+        join_fields(m, resadd.out, self.out, to_res)
 
         # RESIDUAL: acc * absmax + bias[channel], then ResidualAdd. The bias
         # table is distributed RAM read asynchronously at the channel count;
         # the scaled value and its bias are registered, then their sum.
         res_in = elem_stream(ACC_BITS + WIDE_BITS).create(path=("res_in",))
-        join_fields(m, rscale.out, res_in, li & f.epi_res, only_source=True)
+        join_fields(m, rscale.out, res_in, to_res, only_source=True)
         bch = Signal(range(self._w))
         # Distributed RAM forced: Yosys would merge the register after the
         # asynchronous read into a block RAM's read port (clock-to-out ~5.6
@@ -200,8 +218,8 @@ class Epilogue(wiring.Component):
         bias_sum = stage(m, bias_in, bias_in.payload.data[:ACC_BITS + WIDE_BITS].as_signed()
                          + bias_in.payload.data[ACC_BITS + WIDE_BITS:].as_signed(), "bias_sum",
                          ACC_BITS + WIDE_BITS)
-        join_fields(m, bias_sum, resadd.x, li & f.epi_res, only_source=True)
-        join(m, self.res, resadd.y, li & f.epi_res)
+        join_fields(m, bias_sum, resadd.x, to_res, only_source=True)
+        join(m, self.res, resadd.y, to_res)
 
         # PARAM: the pass's constant entries into the tables.
         rq_c = data.View(REQUANT_CONST, par.data)
@@ -239,15 +257,13 @@ class Epilogue(wiring.Component):
                 m.d.comb += gmul.x0.eq(gx0)
         return m
 
-    def _gatemul(self, m, li, rq_out):
-        """REQUANT_GATEMUL: int16 up (``rq_out``) and the gate row (``res``)
-        into GateMul, its h out. Returns the route's condition."""
-        gmul, f = self.gmul, self.cfg.flags
+    def _gatemul(self, m, on, rq_out):
+        """REQUANT_GATEMUL (while ``on``): int16 up (``rq_out``) and the gate
+        row (``res``) into GateMul, its h out."""
+        gmul = self.gmul
         m.submodules.gatemul = gmul
-        on = li & (self.cfg.desc.epilogue == EpilogueKind.REQUANT_GATEMUL)
         join_fields(m, rq_out, gmul.up, on)
         join_fields(m, self.res, gmul.gate, on)
         join_fields(m, gmul.out, self.out, on)
         rope_err = self.rope.error if self.rope is not None else 0
         m.d.comb += self.error.gelu.eq(self.gelu.error | gmul.error | rope_err)
-        return on

@@ -167,7 +167,7 @@ class IExp(wiring.Component):
         A = Signal(ab, name="A")
         ok = Signal(name="x0_ok_r")
         m.d.sync += [A.eq(neg_x0[:ab]),
-                     ok.eq((self.x0 < 0) & (neg_x0 <= self._a_max))]
+                     ok.eq((self.x0 < 0) & (self.x0 >= -self._a_max))]   # no negation
         m.d.comb += self.x0_ok.eq(ok)
 
         def saturated(value, limit, name):

@@ -22,7 +22,6 @@ epilogue's ``gelu`` bit with GateMul.
 """
 from amaranth.hdl import Signal
 
-from .isa import Epilogue as EpilogueKind
 from .rope import RoPE
 from .rowio import join_fields
 
@@ -35,14 +34,13 @@ def rope_unit(head_dim, max_pos):
     return RoPE(head_dim=head_dim, max_pos=max_pos, out_bits=8)
 
 
-def rope_route(m, epi, rope, li, rq_out, table_w):
+def rope_route(m, epi, rope, on, rq_out, table_w):
     """Wire REQUANT_ROPE into Epilogue ``epi`` (module docstring): ``rq_out``
-    (int16) -> ``rope`` -> ``epi.out`` while the running LINEAR has the
-    epilogue; ``table_w`` the window's write port (``rope.m``, ``rope.e``:
-    the epilogue's per-tensor latches). Returns the route's condition."""
+    (int16) -> ``rope`` -> ``epi.out`` while ``on`` (the running LINEAR has
+    the epilogue); ``table_w`` the window's write port (``rope.m``,
+    ``rope.e``: the epilogue's per-tensor latches)."""
     m.submodules.rope = rope
     d = epi.cfg.desc
-    on = li & (d.epilogue == EpilogueKind.REQUANT_ROPE)
     row = Signal.like(d.rows, name="rope_row")
     inp = rope.inp
     m.d.comb += [inp.valid.eq(rq_out.valid & on), inp.payload.data.eq(rq_out.payload.data),
@@ -59,4 +57,3 @@ def rope_route(m, epi, rope, li, rq_out, table_w):
     m.d.comb += [tab.valid.eq(table_w.en), tab.payload.cos.eq(table_w.data[:16]),
                  tab.payload.sin.eq(table_w.data[16:]),
                  tab.payload.last.eq(table_w.addr == rope.table_depth - 1)]
-    return on

@@ -487,7 +487,7 @@ class ResidualAdd(wiring.Component):
         lat = [dyadic_latency(b, m_bits) for b in (x_bits, y_bits)]
         self._pad = (max(lat) - lat[0], max(lat) - lat[1])
         # Constants lookup, dyadic_floor, round, sum, clamp.
-        self._latency = self._table.latency + max(lat) + 3
+        self._latency = self._table.latency + max(lat) + 4
         self._mult18 = mult18_count(x_bits, m_bits) + mult18_count(y_bits, m_bits)
 
         def beat(bits):
@@ -535,16 +535,21 @@ class ResidualAdd(wiring.Component):
             sh = Signal(E_FIELD, name=f"ra_sh{tag}")
             m.d.comb += sh.eq(p[ef] - 1)
             q, lat = dyadic_floor(m, v, p[mf], sh, name=f"ra_{tag}")
-            assert self._table.latency + lat + pad + 3 == self._latency
+            assert self._table.latency + lat + pad + 4 == self._latency
             q = delay(m, q, pad, name=f"ra_pad{tag}")
             r = Signal(q.shape(), name=f"ra_r{tag}")
             m.d.sync += r.eq((q + 1) >> 1)
             rounded.append(r)
         total = Signal(signed(max(len(r) for r in rounded) + 1), name="ra_sum")
         m.d.sync += total.eq(rounded[0] + rounded[1])
+        # The clamp: the sum's two compares (carry chains as long as the
+        # sum's) registered beside its low bits, then the select.
+        over, under = Signal(name="ra_over"), Signal(name="ra_under")
+        low = Signal(signed(self._out_bits), name="ra_low")
+        m.d.sync += [over.eq(total > self._hi), under.eq(total < self._lo),
+                     low.eq(total[:self._out_bits])]
         out = Signal(signed(self._out_bits), name="ra_out")
-        m.d.sync += out.eq(Mux(total > self._hi, self._hi,
-                               Mux(total < self._lo, self._lo, total)))
+        m.d.sync += out.eq(Mux(over, self._hi, Mux(under, self._lo, low)))
         valid = valid_delay(m, accept, self._latency, name="ra_valid")
         last = delay(m, x.payload.last, self._latency, name="ra_last")
 

@@ -23,8 +23,8 @@ from . import isa
 from .arith import delay, valid_delay
 
 __all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
-           "elem_stream", "held_config", "join", "join_fields", "kv_address", "register",
-           "stage"]
+           "elem_stream", "gated", "held_config", "join", "join_fields", "kv_address",
+           "register", "stage"]
 
 
 def bits_for(n):
@@ -36,6 +36,18 @@ def elem_stream(bits=16):
     """One element per beat: ``{data: signed(bits), last}`` (``last``: a
     row's final element)."""
     return stream.Signature(data.StructLayout({"data": signed(bits), "last": 1}))
+
+
+def gated(m, run, cond, name):
+    """``cond`` while the units run, as one flip-flop: ``run`` is the
+    sequencer's (the units move from the cycle after it), ``cond`` a function
+    of the pass's ``cfg``, which is stable while ``run`` is high and the cycle
+    after. So the flip-flop equals ``run_r & cond`` (``run_r``: ``run``
+    registered), without that AND and ``run_r``'s fan-out in front of every
+    handshake it gates."""
+    s = Signal(name=name)
+    m.d.sync += s.eq(run & cond)
+    return s
 
 
 def join(m, src, dst, when):
@@ -417,26 +429,30 @@ class Unpacker(wiring.Component):
         hold = Signal()
         active = Signal()
         r = Signal.like(self.rows)
-        row_end = Signal()
+        # col + 1 == length and r + 1 == rows kept in registers, as in the
+        # Writer: no adder and compare in front of hold and active.
+        row_end, last_row = Signal(), Signal()
         m.d.comb += [
             self.inp.ready.eq(~hold & active),
             self.out.valid.eq(hold), self.out.payload.data.eq(word[idx]),
-            row_end.eq(col + 1 == self.length), self.out.payload.last.eq(row_end),
+            self.out.payload.last.eq(row_end),
         ]
         with m.If(self.inp.valid & self.inp.ready):
             m.d.sync += [word.eq(self.inp.payload.data), hold.eq(1), idx.eq(0)]
         with m.If(self.out.valid & self.out.ready):
             m.d.sync += idx.eq(idx + 1)
             with m.If(row_end):
-                m.d.sync += [col.eq(0), hold.eq(0), r.eq(r + 1)]
-                with m.If(r + 1 == self.rows):
+                m.d.sync += [col.eq(0), hold.eq(0), r.eq(r + 1), row_end.eq(self.length == 1),
+                             last_row.eq(r + 2 == self.rows)]
+                with m.If(last_row):
                     m.d.sync += active.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), row_end.eq(col + 2 == self.length)]
                 with m.If(idx == P - 1):
                     m.d.sync += hold.eq(0)
         with m.If(self.go):
-            m.d.sync += [col.eq(0), hold.eq(0), r.eq(0), active.eq(1)]
+            m.d.sync += [col.eq(0), hold.eq(0), r.eq(0), active.eq(1),
+                         row_end.eq(self.length == 1), last_row.eq(self.rows == 1)]
         return m
 
 
