@@ -8,21 +8,24 @@ the accelerator; a STREAM_READ takes what the output FIFO holds (filled
 from the accelerator's ``m_axis*`` whenever it has room) and never waits
 either, except for STREAM_WAIT's bounded wait.
 
-Latency: STREAM_HDR 3 cycles, STREAM_CHECK 1, then ``bytes + 1`` cycles
-per record either way (+1 per record read for RBEAT).
+Latency: STREAM_HDR 3 cycles, STREAM_SIZE 1, STREAM_CHECK 1, then ``bytes
++ 1`` cycles per record either way (+1 per record read for RBEAT).
 """
 from amaranth.hdl import Cat, Mux, Signal
 
 from . import link
+from .arith import const_mul
 from .link import FrameType, Status
 
 __all__ = ["stream_states"]
 
 
 def stream_states(c):
-    """STREAM_WRITE: STREAM_HDR (stream, beats), STREAM_CHECK
-    (stream number, length against the records, room in the stream's
-    FIFO), then per transfer its bytes and the flags byte (WBEAT, ``bytes +
+    """STREAM_WRITE: STREAM_HDR (stream, beats), STREAM_SIZE (the
+    request's expected length and the room in the stream's FIFO into
+    registers: a multiply and compares that would not fit in STREAM_CHECK's
+    cycle at 100 MHz), STREAM_CHECK (stream number, length against the
+    records, room), then per transfer its bytes and the flags byte (WBEAT, ``bytes +
     1`` cycles, pushed into the FIFO), WRITE_DONE / WRITE_FREE (the free
     places into the reply). STREAM_READ: STREAM_HDR, STREAM_CHECK, with
     STREAM_WAIT first READ_WAIT (until enough output, a pause of
@@ -47,16 +50,24 @@ def stream_states(c):
                 m.d.sync += words[:8].eq(byte)
             with m.Case(2):
                 m.d.sync += [words[8:].eq(byte), cnt.eq(1), bidx.eq(0)]
-                m.next = "STREAM_CHECK"
+                m.next = "STREAM_SIZE"
+    # A write's expected frame length and whether its stream's FIFO has room,
+    # registered (the FIFO only drains until the writes start: room stays).
+    expect = Signal(len(words) + 8, name="stream_expect")
+    has_room = Signal(name="stream_room")
+    with m.State("STREAM_SIZE"):
+        for i, (q, nb) in enumerate(in_fifos):
+            with m.If(sel == i):
+                m.d.sync += [expect.eq(3 + const_mul(words, link.record_bytes(nb))),
+                             has_room.eq(words <= q.depth - q.level)]
+        m.next = "STREAM_CHECK"
     with m.State("STREAM_CHECK"):
         ok_len, room = Signal(), Signal()
         with m.If(ftype == FrameType.STREAM_WRITE):
             with m.Switch(sel):
                 for i, (q, nb) in enumerate(in_fifos):
                     with m.Case(i):
-                        m.d.comb += [
-                            ok_len.eq(length == 3 + words * link.record_bytes(nb)),
-                            room.eq(words <= q.depth - q.level)]
+                        m.d.comb += [ok_len.eq(length == expect), room.eq(has_room)]
                         m.d.sync += free.eq(q.depth - q.level)
                 with m.Default():
                     fail(Status.BAD_STREAM)
