@@ -23,8 +23,9 @@ Streams (Amaranth ``lib.stream``; payloads are struct layouts):
   beat (unless ``cont``). Connect with ``wiring.connect(m, store.wgt,
   engine.wgt)``.
 
-Buffers: two of ``depth`` beats, each a simple dual-port memory of
-``depth`` words x ``len(codes)`` bits.
+Buffers: two of ``depth`` beats, the halves of one simple dual-port memory
+of ``2 * depth`` words x ``len(codes)`` bits (one memory: a buffer of the
+accelerator's sizes half fills its block RAMs, so two share them).
 The accelerator sizes ``depth`` with :meth:`WeightStore.depth_for` (``ceil(
 max_k / k_block) * ceil(max_n / lanes)``). A pass fills the free buffer
 (``load.ready`` is high while one is free, so the next pass loads during the
@@ -159,7 +160,8 @@ class WeightStore(wiring.Component):
     ``depth`` beats per buffer (1..65536); ``max_rows`` sets the width of
     the ``rows`` field (1..65536).
 
-    Memory: two of ``depth`` words of ``code_bits`` bits (:meth:`resources`).
+    Memory: ``2 * depth`` words of ``code_bits`` bits, one buffer in each
+    half (:meth:`resources`).
     """
 
     def __init__(self, codes, *, depth, max_rows=4096):
@@ -197,10 +199,10 @@ class WeightStore(wiring.Component):
         return -(-max_k // engine.k_block) * -(-max_n // engine.lanes)
 
     def resources(self):
-        """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling each
-        buffer's ``depth`` x ``code_bits`` memory, twice."""
-        return {"dp16kd": 2 * min(-(-self._depth // d) * -(-self.code_bits // w)
-                                  for d, w in _DP16KD_SHAPES)}
+        """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling the
+        ``2 * depth`` x ``code_bits`` memory of both buffers."""
+        return {"dp16kd": min(-(-2 * self._depth // d) * -(-self.code_bits // w)
+                              for d, w in _DP16KD_SHAPES)}
 
     # --- host side ---------------------------------------------------------
 
@@ -253,15 +255,14 @@ class WeightStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         D = self._depth
-        # One memory per buffer, addressed within the buffer; each is read
-        # every cycle into a register beside it, the buffer selected after.
-        mems = [memory.Memory(shape=self._codes, depth=D, init=[], attrs=NO_COLLISION)
-                for _ in range(2)]
-        wps, rps = [], []
-        for b, mem in enumerate(mems):
-            m.submodules[f"mem{b}"] = mem
-            wps.append(mem.write_port())
-            rps.append(mem.read_port(domain="sync"))
+        # One memory for both buffers (buffer b at words b * D ..), read
+        # every cycle into a register beside it. The counters below count
+        # within a buffer; wabs / rabs step alongside them as the memory's
+        # addresses (no adder and no buffer select on the address).
+        mem = memory.Memory(shape=self._codes, depth=2 * D, init=[], attrs=NO_COLLISION)
+        m.submodules.mem = mem
+        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        wabs, rabs = Signal(range(2 * D), name="wabs"), Signal(range(2 * D), name="rabs")
 
         # Both memory addresses and the write enable come from registers (at
         # large depths they fan out to a hundred block RAMs).
@@ -284,13 +285,10 @@ class WeightStore(wiring.Component):
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
         ]
-        w_addr = Signal(range(D))
-        w_data = Signal(self._codes)
-        m.d.sync += [w_addr.eq(waddr), w_data.eq(self.load.payload.codes)]
-        for b, wp in enumerate(wps):
-            w_en = Signal(name=f"w_en{b}")
-            m.d.sync += w_en.eq(take & room & (wbuf == b))
-            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+        w_addr, w_data, w_en = Signal.like(wabs), Signal(self._codes), Signal()
+        m.d.sync += [w_addr.eq(wabs), w_data.eq(self.load.payload.codes),
+                     w_en.eq(take & room)]
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
         # A single-beat pass's word is written while the replay would read
         # it: its buffer is marked full one cycle later.
         full_late = [Signal(name=f"full_late{b}") for b in range(2)]
@@ -302,7 +300,8 @@ class WeightStore(wiring.Component):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
             with m.If(self.load.payload.last):
-                m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf)]
+                m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf),
+                             wabs.eq(Mux(wbuf, 0, D))]
                 for b in range(2):
                     with m.If(wbuf == b):
                         m.d.sync += last_addr[b].eq(waddr)
@@ -313,7 +312,7 @@ class WeightStore(wiring.Component):
             with m.Elif(waddr == D - 1):
                 m.d.sync += room.eq(0)
             with m.Else():
-                m.d.sync += waddr.eq(waddr + 1)
+                m.d.sync += [waddr.eq(waddr + 1), wabs.eq(wabs + 1)]
 
         # Command register: play.ready depends on it alone.
         cmd = Signal.like(self.play.payload)
@@ -346,7 +345,7 @@ class WeightStore(wiring.Component):
             pass_end.eq(row_end & (row == rlast)),
             at_last.eq(raddr == Mux(rbuf, last_addr[1], last_addr[0])),
         ]
-        m.d.comb += [rp.addr.eq(raddr) for rp in rps]
+        m.d.comb += rp.addr.eq(rabs)
         # Every counter is back at zero after a pass, so a new command only
         # sets the limits.
         with m.If(issue):
@@ -358,14 +357,15 @@ class WeightStore(wiring.Component):
             with m.If(at_last != row_end):
                 m.d.sync += mismatch.eq(1)
             with m.If(pass_end):
-                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(0)]
+                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(0),
+                             rabs.eq(Mux(rbuf, 0, D))]
                 for b in range(2):
                     with m.If(rbuf == b):
                         m.d.sync += full[b].eq(0)
             with m.Elif(row_end | at_last):
-                m.d.sync += raddr.eq(0)
+                m.d.sync += [raddr.eq(0), rabs.eq(Mux(rbuf, D, 0))]
             with m.Else():
-                m.d.sync += raddr.eq(raddr + 1)
+                m.d.sync += [raddr.eq(raddr + 1), rabs.eq(rabs + 1)]
         with m.If(cmd_valid & (~active | (issue & pass_end))):
             k, n, r = cmd.k_blocks, cmd.n_blocks, cmd.rows
             m.d.sync += [active.eq(1), cmd_valid.eq(0), cont.eq(cmd.cont),
@@ -374,14 +374,12 @@ class WeightStore(wiring.Component):
             with m.If((k == 0) | (n == 0) | (r == 0)):
                 m.d.sync += mismatch.eq(1)
 
-        # Two stages: the memories' outputs (read issued last cycle), then
-        # a register beside each (block RAM clock-to-out is slow); the
-        # issuing buffer's into the output queue.
+        # Two stages: the memory's output (read issued last cycle), then a
+        # register beside it (block RAM clock-to-out is slow), into the
+        # output queue.
         v1, k1, n1 = Signal(), Signal(), Signal()
         v2, k2, n2 = Signal(), Signal(), Signal()
-        codes = [delay(m, rp.data, 1, name=f"codes{b}") for b, rp in enumerate(rps)]
-        sel = delay(m, rbuf, 2, name="sel")
         m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
                      v2.eq(v1), k2.eq(k1), n2.eq(n1)]
-        oq.push(v2, codes=Mux(sel, codes[1], codes[0]), last_k=k2, last_n=n2)
+        oq.push(v2, codes=delay(m, rp.data, 1, name="codes"), last_k=k2, last_n=n2)
         return m

@@ -55,7 +55,7 @@ def test_codes_from_engine_layout_or_width():
     depth = WeightStore.depth_for(e, 256, 256)
     assert depth == 22 * 16
     s = WeightStore(e, depth=depth)
-    assert s.code_bits == 16 * 4 * 5 and s.resources() == {"dp16kd": 18}
+    assert s.code_bits == 16 * 4 * 5 and s.resources() == {"dp16kd": 18}   # 704 x 320 bits
     layout = e.wgt.payload.shape()["codes"].shape
     assert WeightStore(layout, depth=4).code_bits == 320
     assert WeightStore(320, depth=4).signature.members["load"].signature.members[
