@@ -119,7 +119,7 @@ def dyadic_latency(value_bits, m_bits):
     return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
 
 
-def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"):
+def dyadic_floor(m, value, mult, shift, *, sat_bits=None, round_clamp=None, name="dy"):
     """``floor(value * mult / 2**shift)``, pipelined; returns ``(q, latency)``.
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
@@ -129,14 +129,16 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
     [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
     range within +-2**(W - 8)); the saturation is then a select after the
     last registers (its compares registered beside the fine shift).
-    ``finish`` (a function of one Value) is applied to the result in the
-    same cycle (``q`` is its output); with ``sat_bits``, to each of the
-    three candidates (the shifted value and the two shifted bounds) before
-    the saturation select, so that the select is the last step.
+    ``round_clamp`` = (lo, hi), given with ``sat_bits`` (and only then): ``q`` is
+    ``clamp((q + 1) >> 1, lo, hi)`` (half up, then clamped): its compares
+    are registered with the saturation's, so the last cycle holds only the
+    rounding add and one select of hi, lo or the rounded value.
     """
-    if finish is None:
-        def finish(v):
-            return v
+    if (sat_bits is None) != (round_clamp is None):
+        raise ValueError("sat_bits and round_clamp go together")
+    if round_clamp is not None:
+        c_lo, c_hi = round_clamp
+        q_lo, q_hi = 2 * c_lo - 1, 2 * c_hi     # (q + 1) >> 1 < c_lo iff q < q_lo
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
@@ -166,17 +168,26 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
         hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
         fine = Signal(signed(sat_bits + 1), name=f"{name}_fine")
         over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
-        sh_q = Signal(3, name=f"{name}_shq")
-        m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
-                     under.eq(coarse < lo), sh_q.eq(sh_f)]
-        cands = [finish(c) for c in
-                 [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)] + [fine]]
-        q = Signal(cands[0].shape(), name=f"{name}_q")
-        m.d.comb += q.eq(Mux(over, cands[0], Mux(under, cands[1], cands[2])))
+        shifted = (coarse >> sh_f)[:sat_bits + 1].as_signed()
+        m.d.sync += fine.eq(shifted)
+        # A saturated value, shifted by at most 7, is beyond either clamp
+        # bound, so hi / lo is the answer whichever way it saturated.
+        if not all((lo >> s) < q_lo and (hi >> s) > q_hi for s in range(8)):
+            raise ValueError(f"round_clamp {round_clamp} is not within sat_bits {sat_bits}")
+        sat_hi, sat_lo = coarse > hi, coarse < lo
+        m.d.sync += [over.eq(sat_hi | ~sat_lo & (shifted > q_hi)),
+                     under.eq(sat_lo | ~sat_hi & (shifted < q_lo))]
+        # Neither: fine is within [q_lo, q_hi], so its low bits round alike.
+        nb = max(c_hi.bit_length(), (-c_lo).bit_length()) + 2
+        q = Signal(signed(nb), name=f"{name}_q")
+        m.d.comb += q.eq(Mux(over, c_hi, Mux(under, c_lo,
+                                            (fine[:nb].as_signed() + 1) >> 1)))
         return q, latency + 1
     q = Signal(coarse.shape(), name=f"{name}_q")
     m.d.sync += q.eq(coarse >> sh_f)
-    return finish(q), latency + 1
+    if round_clamp is not None:         # narrow: no saturation needed
+        return Mux(q > q_hi, c_hi, Mux(q < q_lo, c_lo, (q + 1) >> 1)), latency + 1
+    return q, latency + 1
 
 
 class _ChannelTable:
@@ -315,14 +326,6 @@ class _RequantPath:
         is high; returns ``(valid, ys, last, overflow)`` ``latency`` cycles
         later (``valid``/``last`` from resettable registers)."""
         params, overflow = self.table.elaborate(m, owner, advance, last, name="rq")
-        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
-        # rounding add: hi, lo or (q + 1) >> 1; applied to each of
-        # dyadic_floor's candidates, its saturation select last.
-        qlo, qhi = 2 * self.lo - 1, 2 * self.hi
-
-        def clamp_round(q):
-            return Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1))
-
         ys = []
         for lane, (v, p) in enumerate(zip(values, params)):
             acc = delay(m, v, self.table.latency, name=f"rq_acc{lane}")
@@ -330,8 +333,9 @@ class _RequantPath:
             sh = Signal(E_FIELD, name=f"rq_sh{lane}")
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
+            # clamp((q + 1) >> 1, lo, hi): rounded half up, clamped.
             q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
-                                  finish=clamp_round, name=f"rq{lane}")
+                                  round_clamp=(self.lo, self.hi), name=f"rq{lane}")
             assert lat == self.dyadic_latency
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
             m.d.sync += y.eq(q)
