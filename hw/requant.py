@@ -40,7 +40,7 @@ hardware supports every (m, e) that check accepts (e up to
 import numbers
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -119,26 +119,23 @@ def dyadic_latency(value_bits, m_bits):
     return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
 
 
-def dyadic_floor(m, value, mult, shift, *, sat_bits=None, round_clamp=None, name="dy"):
+def dyadic_floor(m, value, mult, shift, *, round_clamp=None, name="dy"):
     """``floor(value * mult / 2**shift)``, pipelined; returns ``(q, latency)``.
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
     (partial products registered, their sum registered, two registered shift
-    stages). With ``sat_bits`` = W, the value is saturated to
-    [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
-    range within +-2**(W - 8)); the saturation is then a select after the
-    last registers (its compares registered beside the fine shift).
-    ``round_clamp`` = (lo, hi), given with ``sat_bits`` (and only then): ``q`` is
-    ``clamp((q + 1) >> 1, lo, hi)`` (half up, then clamped): its compares
-    are registered with the saturation's, so the last cycle holds only the
-    rounding add and one select of hi, lo or the rounded value.
+    stages: by a multiple of 8, then by the rest ``f``).
+
+    ``round_clamp`` = (lo, hi), lo <= 0 <= hi: ``q`` is instead
+    ``clamp((q + 1) >> 1, lo, hi)`` (half up, then clamped), with no
+    compare in its last cycle: ``floor(c / 2**f)`` (``c``: the value after
+    the first shift) exceeds ``2 hi`` iff ``c > (2 hi + 1) * 2**f - 1`` and
+    is below ``2 lo - 1`` iff ``c < (2 lo - 1) * 2**f``, two compares against
+    constants chosen by ``f``, registered beside the low bits of the second
+    shift (all a value within the bounds needs); the last cycle rounds and
+    selects hi, lo or the rounded value.
     """
-    if (sat_bits is None) != (round_clamp is None):
-        raise ValueError("sat_bits and round_clamp go together")
-    if round_clamp is not None:
-        c_lo, c_hi = round_clamp
-        q_lo, q_hi = 2 * c_lo - 1, 2 * c_hi     # (q + 1) >> 1 < c_lo iff q < q_lo
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
@@ -160,33 +157,24 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, round_clamp=None, name
     m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), sh[3:]))
     sh_f = delay(m, sh[:3], 1, name=f"{name}_shf")
     latency += 1
-    if sat_bits is not None and len(coarse) > sat_bits + 1:
-        # floor(sat(c) / 2^f) with the compares beside the shift, not before
-        # it: c shifted (in range: its low sat_bits + 1 bits after the shift
-        # are the whole value) and the two compares are registered, then
-        # select (after the register) that or a saturated bound shifted.
-        hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
-        fine = Signal(signed(sat_bits + 1), name=f"{name}_fine")
-        over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
-        shifted = (coarse >> sh_f)[:sat_bits + 1].as_signed()
-        m.d.sync += fine.eq(shifted)
-        # A saturated value, shifted by at most 7, is beyond either clamp
-        # bound, so hi / lo is the answer whichever way it saturated.
-        if not all((lo >> s) < q_lo and (hi >> s) > q_hi for s in range(8)):
-            raise ValueError(f"round_clamp {round_clamp} is not within sat_bits {sat_bits}")
-        sat_hi, sat_lo = coarse > hi, coarse < lo
-        m.d.sync += [over.eq(sat_hi | ~sat_lo & (shifted > q_hi)),
-                     under.eq(sat_lo | ~sat_hi & (shifted < q_lo))]
-        # Neither: fine is within [q_lo, q_hi], so its low bits round alike.
-        nb = max(c_hi.bit_length(), (-c_lo).bit_length()) + 2
-        q = Signal(signed(nb), name=f"{name}_q")
-        m.d.comb += q.eq(Mux(over, c_hi, Mux(under, c_lo,
-                                            (fine[:nb].as_signed() + 1) >> 1)))
+    if round_clamp is None:
+        q = Signal(coarse.shape(), name=f"{name}_q")
+        m.d.sync += q.eq(coarse >> sh_f)
         return q, latency + 1
-    q = Signal(coarse.shape(), name=f"{name}_q")
-    m.d.sync += q.eq(coarse >> sh_f)
-    if round_clamp is not None:         # narrow: no saturation needed
-        return Mux(q > q_hi, c_hi, Mux(q < q_lo, c_lo, (q + 1) >> 1)), latency + 1
+    c_lo, c_hi = round_clamp
+    if not c_lo <= 0 <= c_hi:
+        raise ValueError(f"round_clamp must have lo <= 0 <= hi, not {round_clamp}")
+    q_lo, q_hi = 2 * c_lo - 1, 2 * c_hi     # (q + 1) >> 1 < lo iff q < q_lo; > hi iff q > q_hi
+    tw = max(len(coarse), (q_hi + 1).bit_length() + 8, (-q_lo).bit_length() + 8) + 1
+    thr_hi = Array(Const(((q_hi + 1) << f) - 1, signed(tw)) for f in range(8))
+    thr_lo = Array(Const(q_lo << f, signed(tw)) for f in range(8))
+    nb = max(c_hi.bit_length(), (-c_lo).bit_length()) + 2    # holds [q_lo, q_hi + 1]
+    over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+    fine = Signal(signed(nb), name=f"{name}_fine")
+    m.d.sync += [over.eq(coarse > thr_hi[sh_f]), under.eq(coarse < thr_lo[sh_f]),
+                 fine.eq(coarse >> sh_f)]     # truncated: its low nb bits
+    q = Signal(signed(nb), name=f"{name}_q")
+    m.d.comb += q.eq(Mux(over, c_hi, Mux(under, c_lo, (fine + 1) >> 1)))
     return q, latency + 1
 
 
@@ -334,8 +322,8 @@ class _RequantPath:
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
             # clamp((q + 1) >> 1, lo, hi): rounded half up, clamped.
-            q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
-                                  round_clamp=(self.lo, self.hi), name=f"rq{lane}")
+            q, lat = dyadic_floor(m, s, mult, sh, round_clamp=(self.lo, self.hi),
+                                  name=f"rq{lane}")
             assert lat == self.dyadic_latency
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
             m.d.sync += y.eq(q)

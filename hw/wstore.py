@@ -24,8 +24,9 @@ Streams (Amaranth ``lib.stream``; payloads are struct layouts):
   engine.wgt)``.
 
 Buffers: two of ``depth`` beats, the halves of one simple dual-port memory
-of ``2 * depth`` words x ``len(codes)`` bits (one memory: a buffer of the
-accelerator's sizes half fills its block RAMs, so two share them).
+of ``2 * depth`` words x ``len(codes)`` bits when ``2 * depth`` <= 512 (a
+DP16KD's words at its widest: such a buffer would half fill its blocks, so
+two share them; ``shared``), else a memory of ``depth`` words each.
 The accelerator sizes ``depth`` with :meth:`WeightStore.depth_for` (``ceil(
 max_k / k_block) * ceil(max_n / lanes)``). A pass fills the free buffer
 (``load.ready`` is high while one is free, so the next pass loads during the
@@ -161,7 +162,8 @@ class WeightStore(wiring.Component):
     the ``rows`` field (1..65536).
 
     Memory: ``2 * depth`` words of ``code_bits`` bits, one buffer in each
-    half (:meth:`resources`).
+    half, when that fits one row of block RAMs (:attr:`shared`), else one
+    memory of ``depth`` words per buffer (:meth:`resources`).
     """
 
     def __init__(self, codes, *, depth, max_rows=4096):
@@ -198,11 +200,15 @@ class WeightStore(wiring.Component):
         check_int("max_n", max_n, 1)
         return -(-max_k // engine.k_block) * -(-max_n // engine.lanes)
 
+    shared = property(lambda self: 2 * self._depth <= _DP16KD_SHAPES[-1][0],
+                      doc="both buffers in one memory: it fits one row of block RAMs")
+
     def resources(self):
         """Estimated block RAMs: the cheapest DP16KD aspect ratio tiling the
-        ``2 * depth`` x ``code_bits`` memory of both buffers."""
-        return {"dp16kd": min(-(-2 * self._depth // d) * -(-self.code_bits // w)
-                              for d, w in _DP16KD_SHAPES)}
+        memory of both buffers (:attr:`shared`), or each buffer's, twice."""
+        def tiles(words):
+            return min(-(-words // d) * -(-self.code_bits // w) for d, w in _DP16KD_SHAPES)
+        return {"dp16kd": tiles(2 * self._depth) if self.shared else 2 * tiles(self._depth)}
 
     # --- host side ---------------------------------------------------------
 
@@ -255,13 +261,21 @@ class WeightStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         D = self._depth
-        # One memory for both buffers (buffer b at words b * D ..), read
-        # every cycle into a register beside it. The counters below count
-        # within a buffer; wabs / rabs step alongside them as the memory's
-        # addresses (no adder and no buffer select on the address).
-        mem = memory.Memory(shape=self._codes, depth=2 * D, init=[], attrs=NO_COLLISION)
-        m.submodules.mem = mem
-        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        # Both buffers in one memory (buffer b at words b * D ..) when it
+        # fits one row of block RAMs at their widest (``shared``); else one
+        # memory per buffer, the buffer selected after their registers (a
+        # deeper memory is rows of blocks with a select between the blocks
+        # and the register, which then cannot be the blocks' own). Each
+        # memory is read every cycle into a register beside it. The counters
+        # below count within a buffer; wabs / rabs step alongside them as
+        # the shared memory's addresses (no adder on the address).
+        shared = self.shared
+        mems = [memory.Memory(shape=self._codes, depth=2 * D if shared else D, init=[],
+                              attrs=NO_COLLISION) for _ in range(1 if shared else 2)]
+        for b, mem in enumerate(mems):
+            m.submodules[f"mem{b}"] = mem
+        wps = [mem.write_port() for mem in mems]
+        rps = [mem.read_port(domain="sync") for mem in mems]
         wabs, rabs = Signal(range(2 * D), name="wabs"), Signal(range(2 * D), name="rabs")
 
         # Both memory addresses and the write enable come from registers (at
@@ -285,10 +299,13 @@ class WeightStore(wiring.Component):
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
         ]
-        w_addr, w_data, w_en = Signal.like(wabs), Signal(self._codes), Signal()
-        m.d.sync += [w_addr.eq(wabs), w_data.eq(self.load.payload.codes),
-                     w_en.eq(take & room)]
-        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+        w_addr, w_data = Signal.like(wabs), Signal(self._codes)
+        m.d.sync += [w_addr.eq(wabs if shared else waddr),
+                     w_data.eq(self.load.payload.codes)]
+        for b, wp in enumerate(wps):
+            w_en = Signal(name=f"w_en{b}")
+            m.d.sync += w_en.eq(take & room & (1 if shared else wbuf == b))
+            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
         # A single-beat pass's word is written while the replay would read
         # it: its buffer is marked full one cycle later.
         full_late = [Signal(name=f"full_late{b}") for b in range(2)]
@@ -345,7 +362,7 @@ class WeightStore(wiring.Component):
             pass_end.eq(row_end & (row == rlast)),
             at_last.eq(raddr == Mux(rbuf, last_addr[1], last_addr[0])),
         ]
-        m.d.comb += rp.addr.eq(rabs)
+        m.d.comb += [rp.addr.eq(rabs if shared else raddr) for rp in rps]
         # Every counter is back at zero after a pass, so a new command only
         # sets the limits.
         with m.If(issue):
@@ -374,12 +391,15 @@ class WeightStore(wiring.Component):
             with m.If((k == 0) | (n == 0) | (r == 0)):
                 m.d.sync += mismatch.eq(1)
 
-        # Two stages: the memory's output (read issued last cycle), then a
-        # register beside it (block RAM clock-to-out is slow), into the
-        # output queue.
+        # Two stages: the memories' outputs (read issued last cycle), then a
+        # register beside each (block RAM clock-to-out is slow); the
+        # issuing buffer's into the output queue.
         v1, k1, n1 = Signal(), Signal(), Signal()
         v2, k2, n2 = Signal(), Signal(), Signal()
         m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
                      v2.eq(v1), k2.eq(k1), n2.eq(n1)]
-        oq.push(v2, codes=delay(m, rp.data, 1, name="codes"), last_k=k2, last_n=n2)
+        codes = [delay(m, rp.data, 1, name=f"codes{b}") for b, rp in enumerate(rps)]
+        if not shared:
+            codes[0] = Mux(delay(m, rbuf, 2, name="sel"), codes[1], codes[0])
+        oq.push(v2, codes=codes[0], last_k=k2, last_n=n2)
         return m

@@ -16,9 +16,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable
 
 # Two Verilator builds (~10 s each, cached per Verilog hash): TLMM codes
 # (40 bits) with a depth that is not a power of two (24 = 6 k-blocks x 4
-# output blocks), and the direct engine's codes (16 bits) at depth 16.
+# output blocks: both buffers in one memory), and the direct engine's codes
+# (16 bits) at depth 264 (4 k-blocks x 66 output blocks: one memory per
+# buffer, WeightStore.shared false).
 TLMM = dict(engine="tlmm", group=3, tables=2, lanes=4, max_k=36, max_n=16, max_rows=64)
-DIRECT = dict(engine="direct", group=2, tables=2, lanes=2, max_k=16, max_n=8, max_rows=5)
+DIRECT = dict(engine="direct", group=2, tables=2, lanes=2, max_k=16, max_n=132, max_rows=5)
 
 
 def simulate(params, *, seed=1, broken=False, testcase=None):
@@ -55,7 +57,11 @@ def test_codes_from_engine_layout_or_width():
     depth = WeightStore.depth_for(e, 256, 256)
     assert depth == 22 * 16
     s = WeightStore(e, depth=depth)
-    assert s.code_bits == 16 * 4 * 5 and s.resources() == {"dp16kd": 18}   # 704 x 320 bits
+    assert s.code_bits == 16 * 4 * 5 and s.resources() == {"dp16kd": 18}
+    # 704 words would be two rows of blocks: one memory per buffer (2 x 9);
+    # at max_width 128 both buffers share one row of 9 blocks
+    assert not s.shared and WeightStore(e, depth=88).shared
+    assert WeightStore(e, depth=88).resources() == {"dp16kd": 9}
     layout = e.wgt.payload.shape()["codes"].shape
     assert WeightStore(layout, depth=4).code_bits == 320
     assert WeightStore(320, depth=4).signature.members["load"].signature.members[
