@@ -95,11 +95,7 @@ class Datapath(wiring.Component):
         m.d.sync += [run.eq(self.run), go.eq(self.go)]
 
         blk = max(e.k_block, aK)
-        # The act reader's element is registered once more after its source
-        # select (the KV region's byte select sits a chip's width of routing
-        # from the blocks' output registers).
-        act_rd = Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk,
-                        latency=BLOCKED_READ_LATENCY + 1)
+        act_rd = Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk)
         res_rd = Reader(elem_bits=16, row_bits=rb, col_bits=cb)
         # int16 rows as an engine's source: row-quantized (DynQuant, LINEAR)
         # or as they are (16-bit probabilities, ATTN_AV); second read port.
@@ -181,8 +177,7 @@ class Datapath(wiring.Component):
             self.kv_w.en.eq(valid_delay(m, Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0), 1,
                                         name="kv_w_en")),
             self.kv_r.addr.eq(Mux(f.is_attn, kvf.addr, rd_word)), kvf.rdata.eq(self.kv_r.data),
-            act_rd.rdata.eq(delay(m, Mux(f.src_kv, self.kv_r.data.word_select(rd_byte_d, 8),
-                                         act_q), 1, name="act_rdata")),
+            act_rd.rdata.eq(Mux(f.src_kv, self.kv_r.data.word_select(rd_byte_d, 8), act_q)),
             res_rd.rdata.eq(self.res_r.data), wide_rd.rdata.eq(self.wide_r.data),
         ]
 

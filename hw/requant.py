@@ -40,7 +40,7 @@ hardware supports every (m, e) that check accepts (e up to
 import numbers
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -119,23 +119,24 @@ def dyadic_latency(value_bits, m_bits):
     return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
 
 
-def dyadic_floor(m, value, mult, shift, *, round_clamp=None, name="dy"):
+def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"):
     """``floor(value * mult / 2**shift)``, pipelined; returns ``(q, latency)``.
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
     (partial products registered, their sum registered, two registered shift
-    stages: by a multiple of 8, then by the rest ``f``).
-
-    ``round_clamp`` = (lo, hi), lo <= 0 <= hi: ``q`` is instead
-    ``clamp((q + 1) >> 1, lo, hi)`` (half up, then clamped), with no
-    compare in its last cycle: ``floor(c / 2**f)`` (``c``: the value after
-    the first shift) exceeds ``2 hi`` iff ``c > (2 hi + 1) * 2**f - 1`` and
-    is below ``2 lo - 1`` iff ``c < (2 lo - 1) * 2**f``, two compares against
-    constants chosen by ``f``, registered beside the low bits of the second
-    shift (all a value within the bounds needs); the last cycle rounds and
-    selects hi, lo or the rounded value.
+    stages). With ``sat_bits`` = W, the value is saturated to
+    [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
+    range within +-2**(W - 8)); the saturation is then a select after the
+    last registers (its compares registered beside the fine shift).
+    ``finish`` (a function of one Value) is applied to the result in the
+    same cycle (``q`` is its output); with ``sat_bits``, to each of the
+    three candidates (the shifted value and the two shifted bounds) before
+    the saturation select, so that the select is the last step.
     """
+    if finish is None:
+        def finish(v):
+            return v
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
@@ -157,25 +158,25 @@ def dyadic_floor(m, value, mult, shift, *, round_clamp=None, name="dy"):
     m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), sh[3:]))
     sh_f = delay(m, sh[:3], 1, name=f"{name}_shf")
     latency += 1
-    if round_clamp is None:
-        q = Signal(coarse.shape(), name=f"{name}_q")
-        m.d.sync += q.eq(coarse >> sh_f)
+    if sat_bits is not None and len(coarse) > sat_bits + 1:
+        # floor(sat(c) / 2^f) with the compares beside the shift, not before
+        # it: c shifted (in range: its low sat_bits + 1 bits after the shift
+        # are the whole value) and the two compares are registered, then
+        # select (after the register) that or a saturated bound shifted.
+        hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
+        fine = Signal(signed(sat_bits + 1), name=f"{name}_fine")
+        over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+        sh_q = Signal(3, name=f"{name}_shq")
+        m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
+                     under.eq(coarse < lo), sh_q.eq(sh_f)]
+        cands = [finish(c) for c in
+                 [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)] + [fine]]
+        q = Signal(cands[0].shape(), name=f"{name}_q")
+        m.d.comb += q.eq(Mux(over, cands[0], Mux(under, cands[1], cands[2])))
         return q, latency + 1
-    c_lo, c_hi = round_clamp
-    if not c_lo <= 0 <= c_hi:
-        raise ValueError(f"round_clamp must have lo <= 0 <= hi, not {round_clamp}")
-    q_lo, q_hi = 2 * c_lo - 1, 2 * c_hi     # (q + 1) >> 1 < lo iff q < q_lo; > hi iff q > q_hi
-    tw = max(len(coarse), (q_hi + 1).bit_length() + 8, (-q_lo).bit_length() + 8) + 1
-    thr_hi = Array(Const(((q_hi + 1) << f) - 1, signed(tw)) for f in range(8))
-    thr_lo = Array(Const(q_lo << f, signed(tw)) for f in range(8))
-    nb = max(c_hi.bit_length(), (-c_lo).bit_length()) + 2    # holds [q_lo, q_hi + 1]
-    over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
-    fine = Signal(signed(nb), name=f"{name}_fine")
-    m.d.sync += [over.eq(coarse > thr_hi[sh_f]), under.eq(coarse < thr_lo[sh_f]),
-                 fine.eq(coarse >> sh_f)]     # truncated: its low nb bits
-    q = Signal(signed(nb), name=f"{name}_q")
-    m.d.comb += q.eq(Mux(over, c_hi, Mux(under, c_lo, (fine + 1) >> 1)))
-    return q, latency + 1
+    q = Signal(coarse.shape(), name=f"{name}_q")
+    m.d.sync += q.eq(coarse >> sh_f)
+    return finish(q), latency + 1
 
 
 class _ChannelTable:
@@ -314,6 +315,14 @@ class _RequantPath:
         is high; returns ``(valid, ys, last, overflow)`` ``latency`` cycles
         later (``valid``/``last`` from resettable registers)."""
         params, overflow = self.table.elaborate(m, owner, advance, last, name="rq")
+        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
+        # rounding add: hi, lo or (q + 1) >> 1; applied to each of
+        # dyadic_floor's candidates, its saturation select last.
+        qlo, qhi = 2 * self.lo - 1, 2 * self.hi
+
+        def clamp_round(q):
+            return Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1))
+
         ys = []
         for lane, (v, p) in enumerate(zip(values, params)):
             acc = delay(m, v, self.table.latency, name=f"rq_acc{lane}")
@@ -321,9 +330,8 @@ class _RequantPath:
             sh = Signal(E_FIELD, name=f"rq_sh{lane}")
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
-            # clamp((q + 1) >> 1, lo, hi): rounded half up, clamped.
-            q, lat = dyadic_floor(m, s, mult, sh, round_clamp=(self.lo, self.hi),
-                                  name=f"rq{lane}")
+            q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
+                                  finish=clamp_round, name=f"rq{lane}")
             assert lat == self.dyadic_latency
             y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
             m.d.sync += y.eq(q)

@@ -478,10 +478,9 @@ class Serializer(wiring.Component):
         idx = Signal(range(L))
         hold = Signal()
         end = Signal()
-        # idx at the beat's final result, kept in a register (set one step
-        # ahead), so no compare sits before inp.ready.
         final = Signal()
         m.d.comb += [
+            final.eq(idx == Mux(beat.last, self.keep - 1, L - 1)),
             end.eq(self.out.ready & final),
             self.inp.ready.eq(~hold | end),
             self.out.valid.eq(hold),
@@ -489,11 +488,9 @@ class Serializer(wiring.Component):
             self.out.payload.last.eq(beat.last & final),
         ]
         with m.If(hold & self.out.ready):
-            m.d.sync += [idx.eq(Mux(final, 0, idx + 1)),
-                         final.eq(idx + 1 == Mux(beat.last, self.keep - 1, L - 1))]
+            m.d.sync += idx.eq(Mux(final, 0, idx + 1))
             with m.If(end):
                 m.d.sync += hold.eq(0)
         with m.If(self.inp.valid & self.inp.ready):
-            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0),
-                         final.eq(Mux(self.inp.payload.last, self.keep == 1, L == 1))]
+            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0)]
         return m

@@ -117,7 +117,10 @@ LUT4, 470 / 450 / 502 FF, 18 / 9 / 108 DP16KD, 144.7 / 140.0 / 103.3 MHz):
 the output queue (81 LUT-RAM slices), the buffer select and the registers
 beside the memories; a buffer no longer shares its block RAMs with the
 other (depth 88: 9 more); in the accelerator top it replaces the datapath's
-3-deep weight FIFO.
+3-deep weight FIFO. Since session 13 both buffers share one memory when it
+fits one row of blocks (``shared``): depth 88 then measures 871 LUT4, 805
+FF, 9 DP16KD, 157.5 MHz (the figures above are of one memory per buffer,
+which depths 352 and 3072 keep).
 """
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -274,9 +277,12 @@ class WeightStore(wiring.Component):
                               attrs=NO_COLLISION) for _ in range(1 if shared else 2)]
         for b, mem in enumerate(mems):
             m.submodules[f"mem{b}"] = mem
-        wps = [mem.write_port() for mem in mems]
-        rps = [mem.read_port(domain="sync") for mem in mems]
-        wabs, rabs = Signal(range(2 * D), name="wabs"), Signal(range(2 * D), name="rabs")
+        wps, rps = [], []
+        for mem in mems:
+            wps.append(mem.write_port())
+            rps.append(mem.read_port(domain="sync"))
+        if shared:
+            wabs, rabs = Signal(range(2 * D), name="wabs"), Signal(range(2 * D), name="rabs")
 
         # Both memory addresses and the write enable come from registers (at
         # large depths they fan out to a hundred block RAMs).
@@ -299,12 +305,12 @@ class WeightStore(wiring.Component):
             self.load.ready.eq(~Mux(wbuf, full[1], full[0])),
             take.eq(self.load.valid & self.load.ready),
         ]
-        w_addr, w_data = Signal.like(wabs), Signal(self._codes)
-        m.d.sync += [w_addr.eq(wabs if shared else waddr),
-                     w_data.eq(self.load.payload.codes)]
+        w_addr = Signal(range(2 * D) if shared else range(D))
+        w_data = Signal(self._codes)
+        m.d.sync += [w_addr.eq(wabs if shared else waddr), w_data.eq(self.load.payload.codes)]
         for b, wp in enumerate(wps):
             w_en = Signal(name=f"w_en{b}")
-            m.d.sync += w_en.eq(take & room & (1 if shared else wbuf == b))
+            m.d.sync += w_en.eq(take & room if shared else take & room & (wbuf == b))
             m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
         # A single-beat pass's word is written while the replay would read
         # it: its buffer is marked full one cycle later.
@@ -317,8 +323,9 @@ class WeightStore(wiring.Component):
             with m.If(~room):
                 m.d.sync += overflow.eq(1)
             with m.If(self.load.payload.last):
-                m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf),
-                             wabs.eq(Mux(wbuf, 0, D))]
+                m.d.sync += [waddr.eq(0), room.eq(1), wbuf.eq(~wbuf)]
+                if shared:
+                    m.d.sync += wabs.eq(Mux(wbuf, 0, D))
                 for b in range(2):
                     with m.If(wbuf == b):
                         m.d.sync += last_addr[b].eq(waddr)
@@ -329,7 +336,9 @@ class WeightStore(wiring.Component):
             with m.Elif(waddr == D - 1):
                 m.d.sync += room.eq(0)
             with m.Else():
-                m.d.sync += [waddr.eq(waddr + 1), wabs.eq(wabs + 1)]
+                m.d.sync += waddr.eq(waddr + 1)
+                if shared:
+                    m.d.sync += wabs.eq(wabs + 1)
 
         # Command register: play.ready depends on it alone.
         cmd = Signal.like(self.play.payload)
@@ -374,15 +383,20 @@ class WeightStore(wiring.Component):
             with m.If(at_last != row_end):
                 m.d.sync += mismatch.eq(1)
             with m.If(pass_end):
-                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(0),
-                             rabs.eq(Mux(rbuf, 0, D))]
+                m.d.sync += [active.eq(0), rbuf.eq(~rbuf), raddr.eq(0)]
+                if shared:
+                    m.d.sync += rabs.eq(Mux(rbuf, 0, D))
                 for b in range(2):
                     with m.If(rbuf == b):
                         m.d.sync += full[b].eq(0)
             with m.Elif(row_end | at_last):
-                m.d.sync += [raddr.eq(0), rabs.eq(Mux(rbuf, D, 0))]
+                m.d.sync += raddr.eq(0)
+                if shared:
+                    m.d.sync += rabs.eq(Mux(rbuf, D, 0))
             with m.Else():
-                m.d.sync += [raddr.eq(raddr + 1), rabs.eq(rabs + 1)]
+                m.d.sync += raddr.eq(raddr + 1)
+                if shared:
+                    m.d.sync += rabs.eq(rabs + 1)
         with m.If(cmd_valid & (~active | (issue & pass_end))):
             k, n, r = cmd.k_blocks, cmd.n_blocks, cmd.rows
             m.d.sync += [active.eq(1), cmd_valid.eq(0), cont.eq(cmd.cont),
@@ -396,10 +410,10 @@ class WeightStore(wiring.Component):
         # issuing buffer's into the output queue.
         v1, k1, n1 = Signal(), Signal(), Signal()
         v2, k2, n2 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
-                     v2.eq(v1), k2.eq(k1), n2.eq(n1)]
         codes = [delay(m, rp.data, 1, name=f"codes{b}") for b, rp in enumerate(rps)]
         if not shared:
-            codes[0] = Mux(delay(m, rbuf, 2, name="sel"), codes[1], codes[0])
+            codes = [Mux(delay(m, rbuf, 2, name="sel"), codes[1], codes[0])]
+        m.d.sync += [v1.eq(issue), k1.eq(at_k), n1.eq(row_end & ~cont),
+                     v2.eq(v1), k2.eq(k1), n2.eq(n1)]
         oq.push(v2, codes=codes[0], last_k=k2, last_n=n2)
         return m
