@@ -275,10 +275,9 @@ class WeightStore(wiring.Component):
         shared = self.shared
         mems = [memory.Memory(shape=self._codes, depth=2 * D if shared else D, init=[],
                               attrs=NO_COLLISION) for _ in range(1 if shared else 2)]
+        wps, rps = [], []
         for b, mem in enumerate(mems):
             m.submodules[f"mem{b}"] = mem
-        wps, rps = [], []
-        for mem in mems:
             wps.append(mem.write_port())
             rps.append(mem.read_port(domain="sync"))
         if shared:
