@@ -25,7 +25,8 @@ def adder_tree(m, values, *, levels_per_stage=2, name="tree"):
     Returns ``(total, latency)``: ``total`` is a signed signal wide enough for
     any sum of the inputs, valid ``latency`` cycles after the inputs (a
     register is inserted after every ``levels_per_stage`` levels, so latency
-    is ``floor(levels / levels_per_stage)``; zero for a single input).
+    is ``floor(levels / levels_per_stage)``; zero for a single input). Its
+    registers have no reset (data: a unit's valid bits say when it counts).
     """
     level, latency, depth = list(values), 0, 0
     if not level:
@@ -36,7 +37,7 @@ def adder_tree(m, values, *, levels_per_stage=2, name="tree"):
         nxt = []
         for i in range(0, len(level) - 1, 2):
             a, b = level[i], level[i + 1]
-            s = Signal(_sum_shape(a, b), name=f"{name}_l{depth}_{i // 2}")
+            s = Signal(_sum_shape(a, b), name=f"{name}_l{depth}_{i // 2}", reset_less=True)
             (m.d.sync if registered else m.d.comb).__iadd__(s.eq(a + b))
             nxt.append(s)
         if len(level) % 2:

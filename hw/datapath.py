@@ -31,7 +31,7 @@ indefinitely; ``s_axis.tready`` and ``s_axis_wgt.tready`` never depend on
 ``tvalid``; ``s_axis_wgt.tready`` is low while ``in_reset``.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.encoder import WIDE_BITS
@@ -41,6 +41,7 @@ from .epilogue import ACC_BITS, Epilogue
 from .isa import LLM_FIELDS
 from .layernorm import LayerNorm
 from .memories import BLOCKED_READ_LATENCY
+from .queue import Queue
 from .regfront import EVENTS, axi_stream_signature
 from .rowio import (KVFetcher, Packer, Reader, Serializer, Unpacker, Writer, bits_for,
                     elem_stream, gated, join, join_fields, kv_address, stage)
@@ -95,13 +96,17 @@ class Datapath(wiring.Component):
         m.d.sync += [run.eq(self.run), go.eq(self.go)]
 
         blk = max(e.k_block, aK)
-        act_rd = Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk)
+        # The act reader's element is registered once more after its source
+        # select (the KV region's byte select sits a chip's width of routing
+        # from the blocks' output registers).
+        act_rd = Reader(elem_bits=8, row_bits=rb, col_bits=cb, block=blk,
+                        latency=BLOCKED_READ_LATENCY + 1)
         res_rd = Reader(elem_bits=16, row_bits=rb, col_bits=cb)
         # int16 rows as an engine's source: row-quantized (DynQuant, LINEAR)
         # or as they are (16-bit probabilities, ATTN_AV); second read port.
         wide_rd = Reader(elem_bits=16, row_bits=rb, col_bits=cb, block=blk)
         dynq = DynQuant(in_bits=WIDE_BITS, max_len=-(-W // blk) * blk)
-        amax_q = fifo.SyncFIFOBuffered(width=WIDE_BITS, depth=8)
+        amax_q = Queue(width=WIDE_BITS, depth=8)
         act_wr = Writer(elem_bits=8, row_bits=rb, col_bits=cb)
         res_wr = Writer(elem_bits=16, row_bits=rb, col_bits=cb)
         act_pk = Packer(signed(8), e.k_block)
@@ -177,7 +182,8 @@ class Datapath(wiring.Component):
             self.kv_w.en.eq(valid_delay(m, Mux(act_wr.we & f.dst_kv, 1 << wr_byte, 0), 1,
                                         name="kv_w_en")),
             self.kv_r.addr.eq(Mux(f.is_attn, kvf.addr, rd_word)), kvf.rdata.eq(self.kv_r.data),
-            act_rd.rdata.eq(Mux(f.src_kv, self.kv_r.data.word_select(rd_byte_d, 8), act_q)),
+            act_rd.rdata.eq(delay(m, Mux(f.src_kv, self.kv_r.data.word_select(rd_byte_d, 8),
+                                         act_q), 1, name="act_rdata")),
             res_rd.rdata.eq(self.res_r.data), wide_rd.rdata.eq(self.wide_r.data),
         ]
 

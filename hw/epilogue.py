@@ -66,10 +66,17 @@ ERRORS = ("requant", "resadd", "gelu", "gelu_rq", "smax")
 
 
 def clamp(v, wide, sym=0):
-    """``v`` clamped to int16 (``wide``; ``sym``: +-32767) or int8."""
-    lo = Mux(wide, Mux(sym, -INT16_MAX, INT16_MIN), INT8_MIN)
-    hi = Mux(wide, INT16_MAX, INT8_MAX)
-    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+    """``v`` (signed) clamped to int16 (``wide``; ``sym``: +-32767) or int8.
+    Range tests by sign extension (the bits from the target's sign bit up
+    all equal), not by compares: logic, no carry chain."""
+    def fits(bits):
+        top = v[bits - 1:]
+        return top.all() | ~top.any() if len(v) > bits else 1
+
+    v8 = Mux(fits(8), v, Mux(v[-1], INT8_MIN, INT8_MAX))
+    v16 = Mux(fits(16) & ~(sym & (v == INT16_MIN)), v,
+              Mux(v[-1], Mux(sym, -INT16_MAX, INT16_MIN), INT16_MAX))
+    return Mux(wide, v16, v8)
 
 
 class Epilogue(wiring.Component):

@@ -47,12 +47,13 @@ and (``signed_input``) every 9-bit ``d`` at n = 4, 16, 23 and x0 in
 ShiftGELU testbench.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX, X0_BITS
 from .arith import NO_COLLISION, delay
+from .queue import Queue
 
 __all__ = ["E_BITS", "IExp", "iexp_latency", "const_mul", "delay_mem", "chunked_mul",
            "shift_window",
@@ -468,7 +469,7 @@ class OutputQueue:
 
     def __init__(self, m, out, *, depth, name="oq"):
         layout = out.payload.shape()
-        self.fifo = fifo.SyncFIFOBuffered(width=Shape.cast(layout).width, depth=depth)
+        self.fifo = Queue(width=Shape.cast(layout).width, depth=depth, guarded=True)
         m.submodules[name] = self.fifo
         self.issue = Signal(name=f"{name}_issue")
         self.room = Signal(name=f"{name}_room", init=1)

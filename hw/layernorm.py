@@ -124,6 +124,7 @@ from ..golden.nonlinear import INT32_MAX
 from .arith import NO_COLLISION
 from .divider import SeqDivider
 from .isqrt import SeqIsqrt, isqrt_root_bits
+from .queue import Queue
 
 __all__ = ["LayerNorm", "OUT_BITS", "IN_BITS_RANGE", "MAX_LEN_LIMIT"]
 
@@ -251,8 +252,7 @@ class LayerNorm(wiring.Component):
         m.submodules.fifo_sums = fifo_a = fifo.SyncFIFO(width=sums_l.size, depth=BUFFERS)
         m.submodules.fifo_var = fifo_v = fifo.SyncFIFO(width=var_l.size, depth=2)
         m.submodules.fifo_recip = fifo_b = fifo.SyncFIFO(width=recip_l.size, depth=2)
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=OUT_BITS + 1,
-                                                                depth=OUT_FIFO_DEPTH)
+        m.submodules.out_fifo = out_fifo = Queue(width=OUT_BITS + 1, depth=OUT_FIFO_DEPTH)
         if not self._rms:
             m.submodules.mean_div = mean_div = SeqDivider(self._s1_bits, c_bits)
         m.submodules.isqrt = isqrt = SeqIsqrt(W)

@@ -75,11 +75,12 @@ class RegFront(wiring.Component):
     data comes one cycle after ``arvalid``; responses OKAY; ``wstrb`` is
     ignored (full-word writes). Writes: CTRL (``start`` pulses one cycle;
     ``soft_reset`` raises ``in_reset``), and the program / constant windows
-    (``prog_w`` / ``const_w``, one 32-bit lane per write), and on decoder
-    builds the RoPE window (``rope_w``) and the ``kv_pos`` register (held
-    here, outside the soft-reset domain). Reads: STATUS (``status``), BUILD
-    (``build``, a constant), ``counters`` and ``kv_pos``; everything else
-    reads 0.
+    (``prog_w`` / ``const_w``, one 32-bit lane per write; the ports are
+    registered, so a word is written at the end of the cycle its response
+    is given), and on decoder builds the RoPE window (``rope_w``, likewise)
+    and the ``kv_pos`` register (held here, outside the soft-reset domain).
+    Reads: STATUS (``status``), BUILD (``build``, a constant), ``counters``
+    and ``kv_pos``; everything else reads 0.
 
     Soft reset: ``in_reset`` (registered) is high for ``hold_cycles`` cycles
     from the cycle after the CTRL write, whose response is given only when
@@ -139,12 +140,12 @@ class RegFront(wiring.Component):
             size_bits = bits_for(4 * reg.words)
             hit = (axil.awaddr >> size_bits) == (reg.offset >> size_bits)
             word = axil.awaddr[2:size_bits]
-            m.d.comb += [port.addr.eq(word[2:]), port.data.eq(axil.wdata.replicate(4)),
+            m.d.sync += [port.addr.eq(word[2:]), port.data.eq(axil.wdata.replicate(4)),
                          port.en.eq(Mux(wr & hit, 1 << word[:2], 0))]
         if regs.rope_entries:           # decoder builds: the RoPE table window
             reg = regs["rope"]
             size_bits = bits_for(4 * reg.words)
-            m.d.comb += [self.rope_w.addr.eq(axil.awaddr[2:size_bits]),
+            m.d.sync += [self.rope_w.addr.eq(axil.awaddr[2:size_bits]),
                          self.rope_w.data.eq(axil.wdata),
                          self.rope_w.en.eq(wr & ((axil.awaddr >> size_bits)
                                                  == (reg.offset >> size_bits)))]

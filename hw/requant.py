@@ -41,12 +41,13 @@ import numbers
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import E_MAX, M_BITS_DEFAULT
 from .arith import NO_COLLISION, adder_tree, delay, valid_delay
+from .queue import Queue
 
 __all__ = ["check_requant_params", "dyadic_floor", "dyadic_latency", "mult18_count",
            "Requantizer", "ResidualAdd", "E_FIELD"]
@@ -113,6 +114,11 @@ def mult18_count(value_bits, m_bits):
     return vc * -(-m_bits // DSP_CHUNK)
 
 
+#: Cycles of the requantizer's round-and-clamp (a ``finish`` of
+#: :func:`dyadic_floor`): its compares and rounding add are registered.
+ROUND_CLAMP_LATENCY = 1
+
+
 def dyadic_latency(value_bits, m_bits):
     """Latency of :func:`dyadic_floor` for these operand widths."""
     n = mult18_count(value_bits, m_bits)
@@ -124,29 +130,30 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
-    (partial products registered, their sum registered, two registered shift
+    (registers without reset: partial products registered, their sum registered, two registered shift
     stages). With ``sat_bits`` = W, the value is saturated to
     [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
     range within +-2**(W - 8)); the saturation is then a select after the
     last registers (its compares registered beside the fine shift).
-    ``finish`` (a function of one Value) is applied to the result in the
-    same cycle (``q`` is its output); with ``sat_bits``, to each of the
-    three candidates (the shifted value and the two shifted bounds) before
-    the saturation select, so that the select is the last step.
+    ``finish(m, v, name)`` -> ``(value, latency)`` is a pipeline applied to
+    the result (``q`` is its output, ``latency`` more cycles); with
+    ``sat_bits``, to each of the three candidates (the shifted value and the
+    two shifted bounds) before the saturation select, so that the select of
+    registered values is the last step.
     """
     if finish is None:
-        def finish(v):
-            return v
+        def finish(m, v, name):
+            return v, 0
     vb, mb = len(value), len(mult)
     prod_shape = signed(vb + mb)      # |value| <= 2**(vb-1), mult < 2**mb
     pps = []
     for i, (a, oa) in enumerate(_chunks(value, True)):
         for j, (b, ob) in enumerate(_chunks(mult, False)):
-            pp = Signal(signed(2 * DSP_WIDTH), name=f"{name}_pp{i}{j}")
+            pp = Signal(signed(2 * DSP_WIDTH), name=f"{name}_pp{i}{j}", reset_less=True)
             m.d.sync += pp.eq(a * b)
             pps.append(pp << (oa + ob) if oa + ob else pp)
     latency = 1
-    prod = Signal(prod_shape, name=f"{name}_prod")
+    prod = Signal(prod_shape, name=f"{name}_prod", reset_less=True)
     if len(pps) == 1:
         m.d.comb += prod.eq(pps[0])
     else:
@@ -154,7 +161,7 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
         m.d.sync += prod.eq(total)
         latency += lat + 1
     sh = delay(m, shift, latency, name=f"{name}_sh")
-    coarse = Signal(prod_shape, name=f"{name}_coarse")
+    coarse = Signal(prod_shape, name=f"{name}_coarse", reset_less=True)
     m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), sh[3:]))
     sh_f = delay(m, sh[:3], 1, name=f"{name}_shf")
     latency += 1
@@ -164,19 +171,23 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
         # are the whole value) and the two compares are registered, then
         # select (after the register) that or a saturated bound shifted.
         hi, lo = (1 << sat_bits) - 1, -(1 << sat_bits)
-        fine = Signal(signed(sat_bits + 1), name=f"{name}_fine")
-        over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
-        sh_q = Signal(3, name=f"{name}_shq")
+        fine = Signal(signed(sat_bits + 1), name=f"{name}_fine", reset_less=True)
+        over, under = (Signal(name=f"{name}_{n}", reset_less=True) for n in ("over", "under"))
+        sh_q = Signal(3, name=f"{name}_shq", reset_less=True)
         m.d.sync += [fine.eq((coarse >> sh_f)[:sat_bits + 1]), over.eq(coarse > hi),
                      under.eq(coarse < lo), sh_q.eq(sh_f)]
-        cands = [finish(c) for c in
-                 [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)] + [fine]]
-        q = Signal(cands[0].shape(), name=f"{name}_q")
-        m.d.comb += q.eq(Mux(over, cands[0], Mux(under, cands[1], cands[2])))
-        return q, latency + 1
-    q = Signal(coarse.shape(), name=f"{name}_q")
+        cands = [Const(b, signed(sat_bits + 1)) >> sh_q for b in (hi, lo)] + [fine]
+        outs = [finish(m, c, f"{name}_fin{i}") for i, c in enumerate(cands)]
+        flat = outs[0][1]
+        over, under = (delay(m, v, flat, name=f"{name}_{n}")
+                       for v, n in ((over, "over_d"), (under, "under_d")))
+        q = Signal(outs[0][0].shape(), name=f"{name}_q")
+        m.d.comb += q.eq(Mux(over, outs[0][0], Mux(under, outs[1][0], outs[2][0])))
+        return q, latency + 1 + flat
+    q = Signal(coarse.shape(), name=f"{name}_q", reset_less=True)
     m.d.sync += q.eq(coarse >> sh_f)
-    return finish(q), latency + 1
+    q, flat = finish(m, q, name)
+    return q, latency + 1 + flat
 
 
 class _ChannelTable:
@@ -297,8 +308,9 @@ class _RequantPath:
         self.table = _ChannelTable({"m": unsigned(m_bits), "e": E_FIELD,
                                     "bias": signed(bias_bits)},
                                    channels=channels, lanes=lanes)
-        # Constants lookup, 1 bias add, dyadic_floor, 1 clamp-and-round.
-        self.dyadic_latency = dyadic_latency(self.s_bits, m_bits)
+        # Constants lookup, 1 bias add, dyadic_floor with its clamp-and-round,
+        # 1 output register.
+        self.dyadic_latency = dyadic_latency(self.s_bits, m_bits) + ROUND_CLAMP_LATENCY
         self.latency = self.table.latency + 1 + self.dyadic_latency + 1
         self.mult18 = lanes * mult18_count(self.s_bits, m_bits)
 
@@ -315,25 +327,29 @@ class _RequantPath:
         is high; returns ``(valid, ys, last, overflow)`` ``latency`` cycles
         later (``valid``/``last`` from resettable registers)."""
         params, overflow = self.table.elaborate(m, owner, advance, last, name="rq")
-        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1, the compares beside the
-        # rounding add: hi, lo or (q + 1) >> 1; applied to each of
-        # dyadic_floor's candidates, its saturation select last.
+        # (clamp(q, 2 lo - 1, 2 hi) + 1) >> 1: the two compares and the
+        # rounding add registered side by side (ROUND_CLAMP_LATENCY), then a
+        # select of hi, lo or (q + 1) >> 1; applied to each of dyadic_floor's
+        # candidates, its saturation select last.
         qlo, qhi = 2 * self.lo - 1, 2 * self.hi
 
-        def clamp_round(q):
-            return Mux(q > qhi, self.hi, Mux(q < qlo, self.lo, (q + 1) >> 1))
+        def clamp_round(m, q, name):
+            gt, lt = (Signal(name=f"{name}_{n}", reset_less=True) for n in ("gt", "lt"))
+            r = Signal(signed(len(q)), name=f"{name}_r", reset_less=True)
+            m.d.sync += [gt.eq(q > qhi), lt.eq(q < qlo), r.eq((q + 1) >> 1)]
+            return Mux(gt, self.hi, Mux(lt, self.lo, r)), ROUND_CLAMP_LATENCY
 
         ys = []
         for lane, (v, p) in enumerate(zip(values, params)):
             acc = delay(m, v, self.table.latency, name=f"rq_acc{lane}")
-            s = Signal(signed(self.s_bits), name=f"rq_s{lane}")
-            sh = Signal(E_FIELD, name=f"rq_sh{lane}")
+            s = Signal(signed(self.s_bits), name=f"rq_s{lane}", reset_less=True)
+            sh = Signal(E_FIELD, name=f"rq_sh{lane}", reset_less=True)
             m.d.sync += [s.eq(acc + p["bias"]), sh.eq(p["e"] - 1)]
             mult = delay(m, p["m"], 1, name=f"rq_m{lane}")
             q, lat = dyadic_floor(m, s, mult, sh, sat_bits=self.out_bits + 8,
                                   finish=clamp_round, name=f"rq{lane}")
             assert lat == self.dyadic_latency
-            y = Signal(signed(self.out_bits), name=f"rq_y{lane}")
+            y = Signal(signed(self.out_bits), name=f"rq_y{lane}", reset_less=True)
             m.d.sync += y.eq(q)
             ys.append(y)
         valid = valid_delay(m, advance, self.latency, name="rq_valid")
@@ -347,7 +363,7 @@ def _credit_fifo(m, width, latency):
     overflows whatever the consumer does, and ``room`` does not depend on
     ``out.ready`` combinationally."""
     depth = latency + 4
-    out_fifo = fifo.SyncFIFOBuffered(width=width, depth=depth)
+    out_fifo = Queue(width=width, depth=depth)
     m.submodules.out_fifo = out_fifo
     room = Signal(name="room")
     # Everything accepted in the last `latency` cycles may still land.
@@ -375,8 +391,8 @@ class Requantizer(wiring.Component):
     Throughput one beat per cycle; latency :attr:`latency` cycles from
     ``inp`` accepted to the result entering the output FIFO, plus 1-2 for
     the FIFO (measured: a row of n beats at full rate takes n + latency + 2
-    cycles from the first accept to the last output; latency 7 at the
-    defaults, 8 with a table).
+    cycles from the first accept to the last output; latency 8 at the
+    defaults, 9 with a table).
     Honours backpressure; ``inp.ready`` depends only on the FIFO level, never
     combinationally on ``out.ready`` or ``inp.valid``.
     DSP: :attr:`mult18` MULT18X18D (2 per lane at acc_bits = bias_bits = 32,

@@ -28,11 +28,12 @@ from typing import NamedTuple
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Shape, Signal, Value, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from .arith import NO_COLLISION, delay, valid_delay
+from .queue import Queue
 
 __all__ = ["RowEngine", "Results", "accumulate"]
 
@@ -245,8 +246,7 @@ class RowEngine(wiring.Component):
         # the output FIFO has room for every result in flight.
         lat = self._write_latency
         depth = lat + _FIFO_SLACK
-        out_fifo = fifo.SyncFIFOBuffered(width=Shape.cast(self.out.payload.shape()).width,
-                                         depth=depth)
+        out_fifo = Queue(width=Shape.cast(self.out.payload.shape()).width, depth=depth)
         m.submodules.out_fifo = out_fifo
         room = Signal()     # registered: one more result may be in flight
         m.d.sync += room.eq(out_fifo.level <= depth - lat - 4)

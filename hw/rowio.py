@@ -15,12 +15,13 @@ configuration inputs held stable until it is done, honours backpressure on
 its output stream and never waits for ``ready`` before asserting ``valid``.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from . import isa
 from .arith import delay, valid_delay
+from .queue import Queue
 
 __all__ = ["KVFetcher", "Packer", "Reader", "Serializer", "Unpacker", "Writer", "bits_for",
            "elem_stream", "gated", "held_config", "join", "join_fields", "kv_address",
@@ -138,7 +139,7 @@ class Reader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         depth = self._depth
-        q = fifo.SyncFIFOBuffered(width=17, depth=depth)
+        q = Queue(width=17, depth=depth)
         m.submodules.fifo = q
         active = Signal()
         r = Signal.like(self.rows)
@@ -148,9 +149,10 @@ class Reader(wiring.Component):
         j = Signal(range(self._block))
         row_end = Signal()
         issue = Signal()
-        # col + 1 >= length, kept in a register (the compare's carry chain
-        # must not run on into the issue logic): set for the next column.
-        col_end = Signal()
+        # col + 1 >= length, s + 1 >= segs and r + 1 == rows, kept in
+        # registers (no compare's carry chain runs on into the issue logic):
+        # set for the next column, segment and row.
+        col_end, s_end, r_end = Signal(), Signal(), Signal()
         c = held_config(m, self, self.go, "rows", "length", "segs", "pad", "blk_last")
         length = c["length"]
         # The addresses (base + r, sbase + col) are registers of their own,
@@ -166,20 +168,22 @@ class Reader(wiring.Component):
             m.d.sync += j.eq(Mux(j == c["blk_last"], 0, j + 1))
             with m.If(row_end):
                 m.d.sync += [col.eq(0), j.eq(0), col_end.eq(length <= 1)]
-                with m.If(s + 1 >= c["segs"]):
+                with m.If(s_end):
                     m.d.sync += [s.eq(0), sbase.eq(0), r.eq(r + 1), row_addr.eq(row_addr + 1),
-                                 col_addr.eq(0)]
-                    with m.If(r + 1 == c["rows"]):
+                                 col_addr.eq(0), s_end.eq(c["segs"] <= 1),
+                                 r_end.eq(r + 2 == c["rows"])]
+                    with m.If(r_end):
                         m.d.sync += active.eq(0)
                 with m.Else():
                     m.d.sync += [s.eq(s + 1), sbase.eq(sbase + length),
-                                 col_addr.eq(sbase + length)]
+                                 col_addr.eq(sbase + length), s_end.eq(s + 2 >= c["segs"])]
             with m.Else():
                 m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 >= length),
                              col_addr.eq(col_addr + 1)]
         with m.If(self.go):
             m.d.sync += [active.eq(1), r.eq(0), col.eq(0), j.eq(0), s.eq(0), sbase.eq(0),
-                         col_end.eq(self.length <= 1), row_addr.eq(self.base), col_addr.eq(0)]
+                         col_end.eq(self.length <= 1), s_end.eq(self.segs <= 1),
+                         r_end.eq(self.rows == 1), row_addr.eq(self.base), col_addr.eq(0)]
         lat = self._latency
         v_d = issue
         for i in range(lat):            # valid bits with reset (soft reset drops them)
@@ -252,7 +256,7 @@ class KVFetcher(wiring.Component):
         m = Module()
         depth = self._depth + self._read_latency - 1
         bits = len(self.rdata)
-        q = fifo.SyncFIFOBuffered(width=bits + 2, depth=depth)
+        q = Queue(width=bits + 2, depth=depth)
         m.submodules.fifo = q
         lb, kb = bits_for(self._lanes), bits_for(self._kpc)
         rb, cb = self._row_bits, self._col_bits
@@ -478,9 +482,10 @@ class Serializer(wiring.Component):
         idx = Signal(range(L))
         hold = Signal()
         end = Signal()
+        # idx at the beat's final result, kept in a register (set one step
+        # ahead), so no compare sits before inp.ready.
         final = Signal()
         m.d.comb += [
-            final.eq(idx == Mux(beat.last, self.keep - 1, L - 1)),
             end.eq(self.out.ready & final),
             self.inp.ready.eq(~hold | end),
             self.out.valid.eq(hold),
@@ -488,9 +493,11 @@ class Serializer(wiring.Component):
             self.out.payload.last.eq(beat.last & final),
         ]
         with m.If(hold & self.out.ready):
-            m.d.sync += idx.eq(Mux(final, 0, idx + 1))
+            m.d.sync += [idx.eq(Mux(final, 0, idx + 1)),
+                         final.eq(idx + 1 == Mux(beat.last, self.keep - 1, L - 1))]
             with m.If(end):
                 m.d.sync += hold.eq(0)
         with m.If(self.inp.valid & self.inp.ready):
-            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0)]
+            m.d.sync += [beat.eq(self.inp.payload), hold.eq(1), idx.eq(0),
+                         final.eq(Mux(self.inp.payload.last, self.keep == 1, L == 1))]
         return m
