@@ -1,4 +1,4 @@
-"""A synchronous FIFO whose read enable reaches no counter.
+"""A synchronous FIFO whose output register is loaded by pointers.
 
 :class:`Queue` behaves exactly like Amaranth's
 :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of the same ``depth``, cycle for
@@ -12,10 +12,10 @@ counter, which ``r_en`` steps: the consumer's ``ready`` (often a chain of
 joins and muxes away) runs through that decision into the counter. Here
 the output register is loaded from a read pointer compared with the write
 pointer (both registers), so ``r_en`` only enables the read pointer, the
-output register and ``r_rdy`` (one LUT). A fill counter remains for
-``w_rdy`` and ``level`` (as in ``SyncFIFOBuffered``), except in a
-``guarded`` queue, whose writer keeps its own count
-(:class:`~trilut.hw.iexp.OutputQueue`).
+output register and ``r_rdy`` (one LUT). A fill counter, stepped by
+both sides as in ``SyncFIFOBuffered``, remains for ``w_rdy`` and
+``level``, except in a ``guarded`` queue, whose writer keeps its own
+count (:class:`~trilut.hw.iexp.OutputQueue`).
 
 Latency: a word written in cycle t is at ``r_data`` with ``r_rdy`` high in
 cycle t + 2 (the memory's synchronous read port is the output register);
@@ -73,8 +73,8 @@ class Queue(Elaboratable):
             m.d.sync += [consume.eq(consume + 1), self.r_rdy.eq(1)]
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
-        if not self.guarded:            # words before the output register
-            fill = Signal(range(inner + 1))
+        if not self.guarded:
+            fill = Signal(range(inner + 1))     # words before the output register
             m.d.comb += [self.w_rdy.eq(fill != inner), self.level.eq(fill + self.r_rdy)]
             with m.If(do_write & ~do_read):
                 m.d.sync += fill.eq(fill + 1)
