@@ -130,11 +130,12 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
-    (registers without reset: partial products registered, their sum registered, two registered shift
-    stages). With ``sat_bits`` = W, the value is saturated to
-    [-2**W, 2**W - 1] between the shift stages (exact after any clamp to a
-    range within +-2**(W - 8)); the saturation is then a select after the
-    last registers (its compares registered beside the fine shift).
+    (registers without reset: partial products registered, their sum
+    registered, two registered shift stages). With ``sat_bits`` = W, the
+    value is saturated to [-2**W, 2**W - 1] between the shift stages (exact
+    after any clamp to a range within +-2**(W - 8)); the saturation is then
+    a select after the last registers (its compares registered beside the
+    fine shift).
     ``finish(m, v, name)`` -> ``(value, latency)`` is a pipeline applied to
     the result (``q`` is its output, ``latency`` more cycles); with
     ``sat_bits``, to each of the three candidates (the shifted value and the
