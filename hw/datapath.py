@@ -20,7 +20,8 @@ on ``go``, and move while ``run``):
   (:class:`~trilut.hw.rowio.KVFetcher`) -> epilogue -> writer.
 
 ``go`` and ``run`` are registered on the way in (the units start and move
-a cycle after the sequencer's; ``pass_done`` is low while they take ``go``);
+a cycle after the sequencer's); ``pass_done`` is a register, a cycle after
+the writer's done, low from the sequencer's ``go`` until the units take it;
 each route's condition is its own flip-flop (:func:`~trilut.hw.rowio.gated`).
 The writers' memory ports are one register stage behind the writers.
 ``pass_done``: the pass's writer finished (STORE: its last row left
@@ -90,8 +91,7 @@ class Datapath(wiring.Component):
         lbits = bits_for(aL)
         d, f = self.cfg.desc, self.cfg.flags
         # go and run registered: the units start and move one cycle after the
-        # sequencer says so (its state decode stays off their paths);
-        # pass_done is held low while they take go.
+        # sequencer says so (its state decode stays off their paths).
         run, go = Signal(name="run_r"), Signal(name="go_r")
         m.d.sync += [run.eq(self.run), go.eq(self.go)]
 
@@ -336,9 +336,14 @@ class Datapath(wiring.Component):
         join(m, epi.out, res_wr.inp, when(compute & f.dst_res, "epi_w16"))
 
         # Status: pass end, unit flags (isa.UNIT_FLAGS order), counter events.
+        # pass_done is a register (the writers' done flags and the pass's
+        # flags stay off the sequencer's state logic); it is held low from
+        # the sequencer's go until the units have taken it (go_r), so that
+        # the previous pass's done flags never end the new one.
+        m.d.sync += self.pass_done.eq(
+            (((f.is_load | compute) & Mux(f.dst_res, res_wr.done, act_wr.done)) |
+             (f.is_store & (stored == d.rows))) & ~go & ~self.go)
         m.d.comb += [
-            self.pass_done.eq((((f.is_load | compute) & Mux(f.dst_res, res_wr.done, act_wr.done)) |
-                               (f.is_store & (stored == d.rows))) & ~go),
             self.unit_flags.eq(Cat(e.error, epi.error.requant, epi.error.resadd, lnorm.error,
                                    epi.error.gelu, epi.error.gelu_rq, i8.error, epi.error.smax,
                                    ws.overflow, ws.mismatch)),

@@ -76,7 +76,8 @@ from ..golden.dynquant import FRAC_BITS_MAX, IN_BITS_MAX, QMAX, default_frac_bit
 from ..golden.quant import M_BITS_DEFAULT
 from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
-from .iexp import OutputQueue, RowCapture, RowReader
+from .iexp import RowCapture, RowReader
+from .queue import OutputQueue
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
 from .rowio import stage
 

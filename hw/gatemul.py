@@ -48,7 +48,7 @@ extreme gate/up (-32768, 32767, 0, all-equal, one-hot), x0 in {-1, -5,
 """
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,7 +57,8 @@ from ..golden.llm import ACTS
 from ..golden.nonlinear import X0_BITS
 from ..golden.quant import M_BITS_DEFAULT
 from .arith import delay
-from .requant import E_FIELD, M_BITS_MAX, _credit_fifo, _RequantPath
+from .queue import OutputQueue
+from .requant import E_FIELD, M_BITS_MAX, _RequantPath
 from .shiftgelu import ShiftGELU
 
 __all__ = ["GateMul"]
@@ -114,7 +115,8 @@ class GateMul(wiring.Component):
             prod_in, prod_err = self.gate, Const(0)
         up = self.up
 
-        out_fifo, room = _credit_fifo(m, DATA_BITS + 1, self.pipe_latency)
+        oq = OutputQueue(m, self.out, depth=self.pipe_latency + 4)
+        room = oq.room
         # Join, with rows cut at max_len on each stream that is not cut already
         # (ShiftGELU cuts the gate rows itself), so the pairs stay in step.
         error = Signal()
@@ -128,7 +130,7 @@ class GateMul(wiring.Component):
             at_max = idx == self._max_len - 1
             ok[name], last[name] = s.valid & ~drop, s.payload.last | at_max
             cuts.append((s, idx, drop, at_max))
-        take = Signal()
+        take = oq.issue
         m.d.comb += take.eq(room & ok["prod"] & ok["up"])
         for name, s in (("prod", prod_in), ("up", up)):
             other = ok["up" if name == "prod" else "prod"]
@@ -165,10 +167,6 @@ class GateMul(wiring.Component):
 
         with m.If((take & (last["prod"] != last["up"])) | prod_err):
             m.d.sync += error.eq(1)
-        m.d.comb += [
-            self.error.eq(error),
-            out_fifo.w_en.eq(v4), out_fifo.w_data.eq(Cat(h4, l4)),
-            self.out.valid.eq(out_fifo.r_rdy), self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
+        m.d.comb += self.error.eq(error)
+        oq.push(v4, data=h4, last=l4)
         return m

@@ -46,18 +46,17 @@ and (``signed_input``) every 9-bit ``d`` at n = 4, 16, 23 and x0 in
 {-1, -2, -3, -19, -32, -a_max}; 16-bit inputs through the "accurate"
 ShiftGELU testbench.
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.nonlinear import INT32_MAX, X0_BITS
 from .arith import NO_COLLISION, delay
-from .queue import Queue
 
 __all__ = ["E_BITS", "IExp", "iexp_latency", "const_mul", "delay_mem", "chunked_mul",
            "shift_window",
-           "RowCapture", "RowReader", "OutputQueue", "check_int", "read_minus_max",
+           "RowCapture", "RowReader", "check_int", "read_minus_max",
            "READ_LATENCY"]
 
 E_BITS = 31                     # IEXP results and row sums saturate at 2^31 - 1
@@ -446,45 +445,3 @@ def read_minus_max(m, rp, start, rowmax, *, name):
 
 
 READ_LATENCY = 3                # issue -> d of read_minus_max
-
-
-class OutputQueue:
-    """The output FIFO of a row unit with credit-based issue: every element
-    issued into the pipeline reserves a FIFO entry (``room`` is low while
-    ``depth`` results are issued but not yet taken), so the pipeline never
-    stalls and ``out`` honours backpressure; ``out.valid`` comes from the
-    FIFO, never from ``out.ready``. The unit drives :attr:`issue` (comb) and,
-    ``latency`` cycles later, writes the result with :meth:`push`.
-
-    Timing: the credit count sees a take one cycle late (``out.ready`` ends
-    in a register), and ``room`` is a register set one step ahead (from the
-    count's next value), so neither a comparator nor ``out.ready`` sits
-    before the unit's issue logic. The count then overstates the results in
-    flight by at most the one take not yet seen, so at most ``depth`` are
-    ever issued and not taken. A credit comes back ``latency`` + 4 cycles
-    after its issue (the FIFO's two cycles, the take seen, the count), one
-    more than with a combinational count, so a full-rate unit needs
-    ``depth`` >= ``latency`` + 4: the units size it ``1 << (latency +
-    4).bit_length()``."""
-
-    def __init__(self, m, out, *, depth, name="oq"):
-        layout = out.payload.shape()
-        self.fifo = Queue(width=Shape.cast(layout).width, depth=depth, guarded=True)
-        m.submodules[name] = self.fifo
-        self.issue = Signal(name=f"{name}_issue")
-        self.room = Signal(name=f"{name}_room", init=1)
-        outstanding = Signal(range(depth + 1), name=f"{name}_outstanding")
-        popped = Signal(name=f"{name}_popped")
-        after = outstanding + self.issue - popped
-        m.d.sync += [popped.eq(out.valid & out.ready), outstanding.eq(after),
-                     self.room.eq(after < depth)]
-        m.d.comb += [out.valid.eq(self.fifo.r_rdy),
-                     out.payload.eq(self.fifo.r_data),
-                     self.fifo.r_en.eq(out.ready)]
-        self._layout = layout
-        self._m = m
-
-    def push(self, valid, **fields):
-        view = data.View(self._layout, self.fifo.w_data)
-        self._m.d.comb += [self.fifo.w_en.eq(valid)]
-        self._m.d.comb += [getattr(view, k).eq(v) for k, v in fields.items()]

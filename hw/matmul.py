@@ -291,6 +291,9 @@ class TLMMEngine(_TernaryEngine):
         # Registered: looked up with j's next value, the cycle before.
         neg = [Signal(G, name=f"digit_neg{i}") for i in range(P)]
         nz = [Signal(G, name=f"digit_nz{i}") for i in range(P)]
+        # The entry's negative digits: the sum of its terms' two's-complement
+        # corrections (signed_term), so no adder tree forms it from them.
+        ncount = [Signal(range(G + 1), name=f"digit_ncount{i}") for i in range(P)]
         with m.Switch(j_next):
             for word in range(W):
                 with m.Case(word):
@@ -299,20 +302,16 @@ class TLMMEngine(_TernaryEngine):
                         digits = self._digits[e] if e < self._entries else ()
                         m.d.sync += [
                             neg[i].eq(sum(1 << g for g, d in enumerate(digits) if d < 0)),
-                            nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0))]
+                            nz[i].eq(sum(1 << g for g, d in enumerate(digits) if d != 0)),
+                            ncount[i].eq(sum(1 for d in digits if d < 0))]
         addr = delay(m, self._table_addr(wbuf, wkb, j), self._build_lat, name="build_addr")
         we = valid_delay(m, busy, self._build_lat, name="build_we")
         for t in range(T):
             word = []
             for i in range(P):
-                terms, corrs = [], []
-                for g in range(G):
-                    term, corr = signed_term(m, act[t * G + g], neg[i][g], nz[i][g],
-                                             name=f"bt{t}_{i}_{g}")
-                    terms.append(term)
-                    corrs.append(corr)
-                corr_sum, _ = adder_tree(m, corrs, levels_per_stage=99, name=f"bc{t}_{i}")
-                entry, lat = adder_tree(m, terms + [corr_sum], name=f"bsum{t}_{i}")
+                terms = [signed_term(m, act[t * G + g], neg[i][g], nz[i][g],
+                                     name=f"bt{t}_{i}_{g}")[0] for g in range(G)]
+                entry, lat = adder_tree(m, terms + [ncount[i]], name=f"bsum{t}_{i}")
                 assert lat == self._build_lat
                 stored = Signal(signed(self._entry_bits), name=f"bent{t}_{i}")
                 m.d.comb += stored.eq(entry)     # sign-extended (or truncated) to the entry

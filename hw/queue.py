@@ -1,4 +1,5 @@
-"""A synchronous FIFO whose output register is loaded by pointers.
+"""Output queues: a synchronous FIFO whose output register is loaded by
+pointers, and the credit-counted queue of the units' pipelines.
 
 :class:`Queue` behaves exactly like Amaranth's
 :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of the same ``depth``, cycle for
@@ -15,18 +16,23 @@ pointer (both registers), so ``r_en`` only enables the read pointer, the
 output register and ``r_rdy`` (one LUT). A fill counter, stepped by
 both sides as in ``SyncFIFOBuffered``, remains for ``w_rdy`` and
 ``level``, except in a ``guarded`` queue, whose writer keeps its own
-count (:class:`~trilut.hw.iexp.OutputQueue`).
+count (:class:`OutputQueue`).
 
 Latency: a word written in cycle t is at ``r_data`` with ``r_rdy`` high in
 cycle t + 2 (the memory's synchronous read port is the output register);
 ``r_en`` in cycle t shows the next word in cycle t + 1.
+
+:class:`OutputQueue` puts a guarded :class:`Queue` behind a fixed-latency
+pipeline that never stalls: the unit issues an element only while the
+queue has a free entry for it, counted from issue to take.
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, Mux, Shape, Signal
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
-__all__ = ["Queue"]
+__all__ = ["Queue", "OutputQueue"]
 
 
 class Queue(Elaboratable):
@@ -37,7 +43,7 @@ class Queue(Elaboratable):
 
     ``guarded``: the writer never has more than ``depth`` words written and
     not read (it keeps its own credit count, as
-    :class:`~trilut.hw.iexp.OutputQueue` does); then ``w_en`` writes
+    :class:`OutputQueue` does); then ``w_en`` writes
     unconditionally and there is no fill counter, ``w_rdy`` or ``level``."""
 
     def __init__(self, *, width, depth, guarded=False):
@@ -81,3 +87,50 @@ class Queue(Elaboratable):
             with m.If(do_read & ~do_write):
                 m.d.sync += fill.eq(fill - 1)
         return m
+
+
+class OutputQueue:
+    """The output FIFO of a row unit with credit-based issue: every element
+    issued into the pipeline reserves a FIFO entry (``room`` is low while
+    ``depth`` results are issued but not yet taken), so the pipeline never
+    stalls and ``out`` honours backpressure; ``out.valid`` comes from the
+    FIFO, never from ``out.ready``. The unit drives :attr:`issue` (comb) and,
+    ``latency`` cycles later, writes the result with :meth:`push`.
+
+    Timing: the credit count sees a take one cycle late (``out.ready`` ends
+    in a register), and ``room`` is a register set one step ahead (from the
+    count's next value), so neither a comparator nor ``out.ready`` sits
+    before the unit's issue logic. The count then overstates the results in
+    flight by at most the one take not yet seen, so at most ``depth`` are
+    ever issued and not taken. A credit comes back ``latency`` + 4 cycles
+    after its issue (the FIFO's two cycles, the take seen, the count), one
+    more than with a combinational count, so a full-rate unit needs
+    ``depth`` >= ``latency`` + 4 (the requantizers, RoPE, RMSNorm and
+    GateMul use exactly that; the row units round it up to a power of
+    two)."""
+
+    def __init__(self, m, out, *, depth, name="oq"):
+        layout = out.payload.shape()
+        self.fifo = Queue(width=Shape.cast(layout).width, depth=depth, guarded=True)
+        m.submodules[name] = self.fifo
+        self.issue = Signal(name=f"{name}_issue")
+        self.room = Signal(name=f"{name}_room", init=1)
+        outstanding = Signal(range(depth + 1), name=f"{name}_outstanding")
+        popped = Signal(name=f"{name}_popped")
+        # room's next value (the count's next value < depth) selected by
+        # issue and popped from compares of the count alone: the issue
+        # logic reaches the register through a select, not a carry chain.
+        m.d.sync += [popped.eq(out.valid & out.ready),
+                     outstanding.eq(outstanding + self.issue - popped),
+                     self.room.eq(Mux(self.issue == popped, outstanding < depth,
+                                      Mux(popped, 1, outstanding < depth - 1)))]
+        m.d.comb += [out.valid.eq(self.fifo.r_rdy),
+                     out.payload.eq(self.fifo.r_data),
+                     self.fifo.r_en.eq(out.ready)]
+        self._layout = layout
+        self._m = m
+
+    def push(self, valid, **fields):
+        view = data.View(self._layout, self.fifo.w_data)
+        self._m.d.comb += [self.fifo.w_en.eq(valid)]
+        self._m.d.comb += [getattr(view, k).eq(v) for k, v in fields.items()]

@@ -73,8 +73,9 @@ class RegFront(wiring.Component):
     One outstanding write and one outstanding read: ``awready``/``wready``
     rise together once both ``awvalid`` and ``wvalid`` are high, the read
     data comes one cycle after ``arvalid``; responses OKAY; ``wstrb`` is
-    ignored (full-word writes). Writes: CTRL (``start`` pulses one cycle;
-    ``soft_reset`` raises ``in_reset``), and the program / constant windows
+    ignored (full-word writes). Writes: CTRL (``start``, a register, pulses
+    one cycle, the cycle the write's response is given; ``soft_reset``
+    raises ``in_reset``), and the program / constant windows
     (``prog_w`` / ``const_w``, one 32-bit lane per write; the ports are
     registered, so a word is written at the end of the cycle its response
     is given), and on decoder builds the RoPE window (``rope_w``, likewise)
@@ -133,8 +134,10 @@ class RegFront(wiring.Component):
                 m.d.sync += self.in_reset.eq(0)
 
         ctrl = data.View(isa.CTRL, axil.wdata)
-        with m.If(wr & (axil.awaddr[2:] == regs.offset("ctrl") >> 2)):
-            m.d.comb += [self.start.eq(ctrl.start), soft.eq(ctrl.soft_reset)]
+        ctrl_wr = wr & (axil.awaddr[2:] == regs.offset("ctrl") >> 2)
+        # start is a register: the write handshake ends here, not in the sequencer
+        m.d.comb += soft.eq(ctrl_wr & ctrl.soft_reset)
+        m.d.sync += self.start.eq(ctrl_wr & ctrl.start)
         for port, name in ((self.prog_w, "prog"), (self.const_w, "const")):
             reg = regs[name]
             size_bits = bits_for(4 * reg.words)

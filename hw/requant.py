@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.quant import E_MAX, M_BITS_DEFAULT
 from .arith import NO_COLLISION, adder_tree, delay, valid_delay
-from .queue import Queue
+from .queue import OutputQueue
 
 __all__ = ["check_requant_params", "dyadic_floor", "dyadic_latency", "mult18_count",
            "Requantizer", "ResidualAdd", "E_FIELD"]
@@ -122,7 +122,7 @@ ROUND_CLAMP_LATENCY = 1
 def dyadic_latency(value_bits, m_bits):
     """Latency of :func:`dyadic_floor` for these operand widths."""
     n = mult18_count(value_bits, m_bits)
-    return 3 if n == 1 else 4 + (n - 1).bit_length() // 2
+    return 4 if n == 1 else 5 + (n - 1).bit_length() // 2
 
 
 def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"):
@@ -130,8 +130,9 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
 
     ``value`` signed, ``mult`` unsigned, ``shift`` (``e - 1``, 6 bits) are
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
-    (registers without reset: partial products registered, their sum
-    registered, two registered shift stages). With ``sat_bits`` = W, the
+    (registers without reset: each multiplier's operands registered, so
+    that the placer can put them beside it, partial products registered,
+    their sum registered, two registered shift stages). With ``sat_bits`` = W, the
     value is saturated to [-2**W, 2**W - 1] between the shift stages (exact
     after any clamp to a range within +-2**(W - 8)); the saturation is then
     a select after the last registers (its compares registered beside the
@@ -150,10 +151,12 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
     pps = []
     for i, (a, oa) in enumerate(_chunks(value, True)):
         for j, (b, ob) in enumerate(_chunks(mult, False)):
-            pp = Signal(signed(2 * DSP_WIDTH), name=f"{name}_pp{i}{j}", reset_less=True)
-            m.d.sync += pp.eq(a * b)
+            a_r, b_r, pp = (Signal(signed(w), name=f"{name}_{n}{i}{j}", reset_less=True)
+                            for n, w in (("a", DSP_WIDTH), ("b", DSP_WIDTH),
+                                         ("pp", 2 * DSP_WIDTH)))
+            m.d.sync += [a_r.eq(a), b_r.eq(b), pp.eq(a_r * b_r)]
             pps.append(pp << (oa + ob) if oa + ob else pp)
-    latency = 1
+    latency = 2
     prod = Signal(prod_shape, name=f"{name}_prod", reset_less=True)
     if len(pps) == 1:
         m.d.comb += prod.eq(pps[0])
@@ -358,20 +361,6 @@ class _RequantPath:
         return valid, ys, last_out, overflow
 
 
-def _credit_fifo(m, width, latency):
-    """Output FIFO behind a fixed-latency pipeline without stalls. Returns
-    ``(fifo, room)``: accept an input only while ``room``; then the FIFO never
-    overflows whatever the consumer does, and ``room`` does not depend on
-    ``out.ready`` combinationally."""
-    depth = latency + 4
-    out_fifo = Queue(width=width, depth=depth)
-    m.submodules.out_fifo = out_fifo
-    room = Signal(name="room")
-    # Everything accepted in the last `latency` cycles may still land.
-    m.d.comb += room.eq(out_fifo.level < depth - latency)
-    return out_fifo, room
-
-
 class Requantizer(wiring.Component):
     """Streaming dyadic requantizer: ``y = clamp(((acc + bias) * m +
     (1 << (e-1))) >> e, lo, hi)``, bit-exact with golden ``requantize``.
@@ -392,8 +381,8 @@ class Requantizer(wiring.Component):
     Throughput one beat per cycle; latency :attr:`latency` cycles from
     ``inp`` accepted to the result entering the output FIFO, plus 1-2 for
     the FIFO (measured: a row of n beats at full rate takes n + latency + 2
-    cycles from the first accept to the last output; latency 8 at the
-    defaults, 9 with a table).
+    cycles from the first accept to the last output; latency 9 at the
+    defaults, 10 with a table).
     Honours backpressure; ``inp.ready`` depends only on the FIFO level, never
     combinationally on ``out.ready`` or ``inp.valid``.
     DSP: :attr:`mult18` MULT18X18D (2 per lane at acc_bits = bias_bits = 32,
@@ -442,21 +431,17 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self._path
-        out_fifo, room = _credit_fifo(m, p.lanes * p.out_bits + 1, p.latency)
-        accept = Signal()
-        m.d.comb += [self.inp.ready.eq(room), accept.eq(self.inp.valid & room)]
+        oq = OutputQueue(m, self.out, depth=p.latency + 4)
+        accept = oq.issue
+        m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room)]
         d = self.inp.payload.data
         values = [d] if p.lanes == 1 else [d[i] for i in range(p.lanes)]
         valid, ys, last, overflow = p.elaborate(m, self, accept, values, self.inp.payload.last)
         error = Signal()
         with m.If(overflow):
             m.d.sync += error.eq(1)
-        m.d.comb += [
-            self.error.eq(error),
-            out_fifo.w_en.eq(valid), out_fifo.w_data.eq(Cat(*ys, last)),
-            self.out.valid.eq(out_fifo.r_rdy), self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
+        m.d.comb += self.error.eq(error)
+        oq.push(valid, data=Cat(*ys), last=last)
         return m
 
 
@@ -538,9 +523,9 @@ class ResidualAdd(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        out_fifo, room = _credit_fifo(m, self._out_bits + 1, self._latency)
+        oq = OutputQueue(m, self.out, depth=self._latency + 4)
+        room, accept = oq.room, oq.issue
         x, y = self.x, self.y
-        accept = Signal()
         m.d.comb += [x.ready.eq(y.valid & room), y.ready.eq(x.valid & room),
                      accept.eq(x.valid & y.valid & room)]
         params, overflow = self._table.elaborate(m, self, accept, x.payload.last, name="ra")
@@ -573,10 +558,6 @@ class ResidualAdd(wiring.Component):
         error = Signal()
         with m.If(overflow | (accept & (x.payload.last != y.payload.last))):
             m.d.sync += error.eq(1)
-        m.d.comb += [
-            self.error.eq(error),
-            out_fifo.w_en.eq(valid), out_fifo.w_data.eq(Cat(out, last)),
-            self.out.valid.eq(out_fifo.r_rdy), self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
+        m.d.comb += self.error.eq(error)
+        oq.push(valid, data=out, last=last)
         return m

@@ -27,7 +27,7 @@ arrays.
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,7 +35,8 @@ from ..golden.checks import check_int
 from ..golden.quant import INT16_MAX, M_BITS_DEFAULT
 from .arith import delay
 from .layernorm import IN_BITS_RANGE, OUT_BITS as Z_BITS, LayerNorm
-from .requant import E_FIELD, M_BITS_MAX, _ChannelTable, _credit_fifo, _RequantPath
+from .queue import OutputQueue
+from .requant import E_FIELD, M_BITS_MAX, _ChannelTable, _RequantPath
 
 __all__ = ["RMSNorm", "MAX_CHANNELS"]
 
@@ -135,9 +136,9 @@ class RMSNorm(wiring.Component):
         rq_owner = SimpleNamespace(param=rq_param, num_channels=self.num_channels)
         sg_owner = SimpleNamespace(param=sg_param, num_channels=self.num_channels)
 
-        out_fifo, room = _credit_fifo(m, OUT_BITS + 1, self.tail_latency)
-        advance = Signal()
-        m.d.comb += [norm.out.ready.eq(room), advance.eq(norm.out.valid & room)]
+        oq = OutputQueue(m, self.out, depth=self.tail_latency + 4)
+        advance = oq.issue
+        m.d.comb += [norm.out.ready.eq(oq.room), advance.eq(norm.out.valid & oq.room)]
         z, z_last = norm.out.payload.data, norm.out.payload.last
         valid, (y,), last, overflow = p.elaborate(m, rq_owner, advance, [z], z_last)
         (sg,), _ = self._sign.elaborate(m, sg_owner, advance, z_last, name="sg")
@@ -155,8 +156,6 @@ class RMSNorm(wiring.Component):
             self.error.eq(error),
             norm.inp.valid.eq(self.inp.valid), norm.inp.payload.eq(self.inp.payload),
             self.inp.ready.eq(norm.inp.ready),
-            out_fifo.w_en.eq(vo), out_fifo.w_data.eq(Cat(yo, lo)),
-            self.out.valid.eq(out_fifo.r_rdy), self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
         ]
+        oq.push(vo, data=yo, last=lo)
         return m

@@ -62,7 +62,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import M_BITS_DEFAULT
-from .requant import E_FIELD, M_BITS_MAX, _credit_fifo, _RequantPath
+from .queue import OutputQueue
+from .requant import E_FIELD, M_BITS_MAX, _RequantPath
 
 __all__ = ["RoPE", "MAX_TABLE"]
 
@@ -206,7 +207,7 @@ class RoPE(wiring.Component):
 
         # ---------------- output: rotate and requantize ----------------
         p = self._path
-        out_fifo, room = _credit_fifo(m, self._out_bits + 1, self.pipe_latency)
+        oq = OutputQueue(m, self.out, depth=self.pipe_latency + 4)
         rj = Signal(range(d))
         rbank = Signal(range(BUFFERS))
         cur = Signal(desc_l)
@@ -214,8 +215,8 @@ class RoPE(wiring.Component):
             for i in range(BUFFERS):
                 with m.Case(i):
                     m.d.comb += cur.eq(desc[i])
-        issue = Signal()
-        m.d.comb += issue.eq(full.bit_select(rbank, 1) & room)
+        issue = oq.issue
+        m.d.comb += issue.eq(full.bit_select(rbank, 1) & oq.room)
         at_end = rj == cur.n - 1
         with m.If(issue):
             with m.If(at_end):
@@ -249,9 +250,5 @@ class RoPE(wiring.Component):
 
         owner = SimpleNamespace(m=self.m, e=self.e, bias=Const(0, signed(1)))
         valid, (y,), last, _ = p.elaborate(m, owner, v4, [r4], l4)
-        m.d.comb += [
-            out_fifo.w_en.eq(valid), out_fifo.w_data.eq(Cat(y, last)),
-            self.out.valid.eq(out_fifo.r_rdy), self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
-        ]
+        oq.push(valid, data=y, last=last)
         return m

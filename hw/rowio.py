@@ -14,7 +14,7 @@ Every component here is started by a one-cycle ``go`` with its
 configuration inputs held stable until it is done, honours backpressure on
 its output stream and never waits for ``ready`` before asserting ``valid``.
 """
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -413,7 +413,8 @@ class Unpacker(wiring.Component):
     last word is dropped); ``last`` on each row's final element. Takes words
     only between ``go`` and the end of the last row. An element leaves the
     cycle after its word arrives, then one per cycle; a word is taken when
-    the previous one is done (one idle cycle per word)."""
+    the previous one is done (one idle cycle per word). The word is held in
+    a shift register, so the element out is a register, not a select."""
 
     def __init__(self, elem_shape, per_word, *, col_bits):
         self._elem_shape, self._per_word = elem_shape, per_word
@@ -427,7 +428,9 @@ class Unpacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P = self._per_word
-        word = Signal(data.ArrayLayout(self._elem_shape, P))
+        shape = Shape.cast(self._elem_shape)
+        word = Signal(P * shape.width)
+        elem = word[:shape.width]
         idx = Signal(range(P))
         col = Signal.like(self.length)
         hold = Signal()
@@ -438,13 +441,14 @@ class Unpacker(wiring.Component):
         row_end, last_row = Signal(), Signal()
         m.d.comb += [
             self.inp.ready.eq(~hold & active),
-            self.out.valid.eq(hold), self.out.payload.data.eq(word[idx]),
+            self.out.valid.eq(hold),
+            self.out.payload.data.eq(elem.as_signed() if shape.signed else elem),
             self.out.payload.last.eq(row_end),
         ]
         with m.If(self.inp.valid & self.inp.ready):
             m.d.sync += [word.eq(self.inp.payload.data), hold.eq(1), idx.eq(0)]
         with m.If(self.out.valid & self.out.ready):
-            m.d.sync += idx.eq(idx + 1)
+            m.d.sync += [idx.eq(idx + 1), word.eq(word >> shape.width)]
             with m.If(row_end):
                 m.d.sync += [col.eq(0), hold.eq(0), r.eq(r + 1), row_end.eq(self.length == 1),
                              last_row.eq(r + 2 == self.rows)]

@@ -45,7 +45,7 @@ requantization.
 Throughput (no stalls): one element per cycle for rows of any length,
 including rows of one element (pass 1 of the next row overlaps pass 2 of the
 current one); measured 1.000 elements/cycle sustained over 8 rows of 256.
-Latency: :meth:`ShiftGELU.latency` (defaults: "ivit" 53 cycles from a row's
+Latency: :meth:`ShiftGELU.latency` (defaults: "ivit" 54 cycles from a row's
 last input to its first output; "accurate" 50 cycles from an element in to
 its result out).
 
@@ -75,8 +75,10 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.nonlinear import GELU_DEFAULTS, X0_BITS
 from .arith import NO_COLLISION, delay, valid_delay
-from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
-                   chunked_mul, delay_mem, iexp_latency, read_minus_max, shift_window)
+from .iexp import (E_BITS, READ_LATENCY, IExp, RowCapture, RowReader, chunked_mul,
+                   delay_mem, iexp_latency, read_minus_max, shift_window)
+from .queue import OutputQueue
+from .rowio import stage
 
 from ..golden.checks import check_int
 
@@ -195,12 +197,13 @@ class ShiftGELU(wiring.Component):
     def latency(self, length):
         """Cycles from a row's last input beat to its first output beat, no
         stalls (input beats back to back); checked in simulation. "ivit":
-        pass 2 starts one cycle after the last beat, then the pipeline and the
-        output FIFO (2): independent of ``length`` (52 at the defaults).
+        pass 2 starts two cycles after the last beat (the input register,
+        the capture), then the pipeline and the output FIFO (2): independent
+        of ``length`` (54 at the defaults).
         "accurate": element-wise, so the first output follows the first input
         by a constant: ``1 + back + 2 - (length - 1)``."""
         if self._mode == "ivit":
-            return 1 + self._front_latency + self._back_latency + 2
+            return 2 + self._front_latency + self._back_latency + 2
         return self._front_latency + self._back_latency + 2 - (length - 1)
 
     def elaborate(self, platform):
@@ -263,7 +266,11 @@ class ShiftGELU(wiring.Component):
         wp = xmem.write_port()
         rp = xmem.read_port(domain="sync")
         used = Signal(range(_SLOTS + 1), name="used")      # captured, not yet read back
-        cap = RowCapture(m, self.inp, wp, slots=_SLOTS, idx_bits=idx_bits,
+        # Input register (as Shiftmax's): the unit in front may be placed far
+        # away; the row max compare and the capture's enables then start
+        # from flip-flops.
+        inp = stage(m, self.inp, self.inp.payload.data, "gelu_in", ib)
+        cap = RowCapture(m, inp, wp, slots=_SLOTS, idx_bits=idx_bits,
                          max_len=self._max_len, slot_free=used < _SLOTS)
         rd = RowReader(m, rp, cap, can_start=used != 0, can_issue=oq.room, name="p2")
         m.d.comb += oq.issue.eq(rd.issue)

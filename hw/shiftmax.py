@@ -65,8 +65,9 @@ from amaranth.lib.wiring import In, Out
 from ..golden.nonlinear import INT32_MAX, X0_BITS
 from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
-from .iexp import (E_BITS, READ_LATENCY, IExp, OutputQueue, RowCapture, RowReader,
-                   chunked_mul, iexp_latency, read_minus_max, shift_window)
+from .iexp import (E_BITS, READ_LATENCY, IExp, RowCapture, RowReader, chunked_mul,
+                   iexp_latency, read_minus_max, shift_window)
+from .queue import OutputQueue
 from .rowio import stage
 
 from ..golden.checks import check_int

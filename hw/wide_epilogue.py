@@ -18,7 +18,7 @@ scale is :func:`~trilut.hw.dynquant.scaled_product` (as in
 :class:`~trilut.hw.dynquant.RowScale`), then the requantizer's datapath and
 per-channel table (:class:`~trilut.hw.requant._RequantPath` with ``lanes``
 lanes, as inside :class:`~trilut.hw.int8mm.Int8Engine`), then the output
-queue of the row units (:class:`~trilut.hw.iexp.OutputQueue`).
+queue of the row units (:class:`~trilut.hw.queue.OutputQueue`).
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.quant import INT8_MAX, M_BITS_DEFAULT
 from .arith import delay, valid_delay
-from .iexp import OutputQueue
+from .queue import OutputQueue
 from .dynquant import scaled_latency, scaled_product
 from .requant import _RequantPath, mult18_count
 

@@ -128,7 +128,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from .arith import NO_COLLISION, delay
-from .iexp import OutputQueue
+from .queue import OutputQueue
 
 __all__ = ["WeightStore"]
 

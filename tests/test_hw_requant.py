@@ -124,8 +124,8 @@ def test_derived_figures():
     assert Requantizer(acc_bits=16, bias_bits=16, lanes=4).mult18 == 4
     assert ResidualAdd().mult18 == 3 and ResidualAdd().hi == 32767
     assert mult18_count(33, 16) == 2 and mult18_count(18, 17) == 1 and mult18_count(36, 34) == 6
-    assert dyadic_latency(18, 16) == 3 and dyadic_latency(33, 16) == 4
-    assert dyadic_latency(36, 34) == 5
+    assert dyadic_latency(18, 16) == 4 and dyadic_latency(33, 16) == 5
+    assert dyadic_latency(36, 34) == 6
     assert rq.cycles(100) == 100 + rq.latency + 2
 
 

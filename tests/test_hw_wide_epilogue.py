@@ -56,7 +56,7 @@ def test_derived():
     e = LinearEpilogue(lanes=16, channels=256)
     scale = RowScale(acc_bits=32, scale_bits=16)
     rq = Requantizer(acc_bits=48, out_bits=16, channels=256, lanes=16)
-    assert e.latency == scale.latency + rq.latency == 15
+    assert e.latency == scale.latency + rq.latency == 17
     assert e.cycles(10) == 10 + e.latency + 2
     assert e.mult18 == 16 * scale.mult18 + rq.mult18 == 80
     assert e.bounds(True) == (-128, 127) and e.bounds(False) == (-32768, 32767)
