@@ -90,10 +90,10 @@ class Queue(Elaboratable):
 
 
 class OutputQueue:
-    """The output FIFO of a unit's pipeline with credit-based issue: every element
-    issued into the pipeline reserves a FIFO entry (``room`` is low while
-    ``depth`` results are issued but not yet taken), so the pipeline never
-    stalls and ``out`` honours backpressure; ``out.valid`` comes from the
+    """The output FIFO of a unit's pipeline with credit-based issue: every
+    element issued into the pipeline reserves a FIFO entry (``room`` is low
+    while ``depth`` results are issued but not yet taken), so the pipeline
+    never stalls and ``out`` honours backpressure; ``out.valid`` comes from the
     FIFO, never from ``out.ready``. The unit drives :attr:`issue` (comb) and,
     ``latency`` cycles later, writes the result with :meth:`push`.
 
