@@ -77,7 +77,7 @@ from ..golden.quant import M_BITS_DEFAULT
 from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
 from .iexp import RowCapture, RowReader
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .requant import Requantizer, dyadic_floor, dyadic_latency, mult18_count
 from .rowio import stage
 
@@ -186,7 +186,8 @@ class DynQuant(wiring.Component):
                      amax_r.w_en.eq(amax_q.r_rdy & div.inp.ready)]
 
         # ---- pass 2: q = (x * r + 2^(F-1)) >> F ----------------------------
-        oq = OutputQueue(m, self.out, depth=1 << (self._pass2_latency + 4).bit_length())
+        oq = OutputQueue(m, self.out,
+                         depth=1 << (self._pass2_latency + CREDIT_RETURN).bit_length())
         p2 = RowReader(m, rp, cap, can_start=div.out.valid, can_issue=oq.room, name="p2")
         m.d.comb += [oq.issue.eq(p2.issue), div.out.ready.eq(p2.start),
                      amax_r.r_en.eq(p2.start)]
@@ -294,7 +295,7 @@ class RowScale(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lat = self.latency
-        oq = OutputQueue(m, self.out, depth=1 << (lat + 4).bit_length(), name="scaled")
+        oq = OutputQueue(m, self.out, depth=1 << (lat + CREDIT_RETURN).bit_length(), name="scaled")
         accept = Signal(name="accept")
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
                      oq.issue.eq(accept)]

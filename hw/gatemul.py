@@ -57,7 +57,7 @@ from ..golden.llm import ACTS
 from ..golden.nonlinear import X0_BITS
 from ..golden.quant import M_BITS_DEFAULT
 from .arith import delay
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .requant import E_FIELD, M_BITS_MAX, _RequantPath
 from .shiftgelu import ShiftGELU
 
@@ -115,7 +115,7 @@ class GateMul(wiring.Component):
             prod_in, prod_err = self.gate, Const(0)
         up = self.up
 
-        oq = OutputQueue(m, self.out, depth=self.pipe_latency + 4)
+        oq = OutputQueue(m, self.out, depth=self.pipe_latency + CREDIT_RETURN)
         room = oq.room
         # Join, with rows cut at max_len on each stream that is not cut already
         # (ShiftGELU cuts the gate rows itself), so the pairs stay in step.

@@ -32,7 +32,12 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
-__all__ = ["Queue", "OutputQueue"]
+__all__ = ["Queue", "OutputQueue", "CREDIT_RETURN"]
+
+# Cycles a credit of an OutputQueue takes to come back after the pipeline's
+# latency (the queue's two, the take seen, the count): a full-rate unit's
+# queue needs depth >= latency + CREDIT_RETURN.
+CREDIT_RETURN = 4
 
 
 class Queue(Elaboratable):
@@ -105,9 +110,9 @@ class OutputQueue:
     ever issued and not taken. A credit comes back ``latency`` + 4 cycles
     after its issue (the FIFO's two cycles, the take seen, the count), one
     more than with a combinational count, so a full-rate unit needs
-    ``depth`` >= ``latency`` + 4 (the requantizers, RoPE, RMSNorm and
-    GateMul use exactly that; the row units round it up to a power of
-    two)."""
+    ``depth`` >= ``latency`` + :data:`CREDIT_RETURN` (the requantizers,
+    RoPE, RMSNorm and GateMul use exactly that; the row units round it up
+    to a power of two)."""
 
     def __init__(self, m, out, *, depth, name="oq"):
         layout = out.payload.shape()

@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.quant import E_MAX, M_BITS_DEFAULT
 from .arith import NO_COLLISION, adder_tree, delay, valid_delay
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 
 __all__ = ["check_requant_params", "dyadic_floor", "dyadic_latency", "mult18_count",
            "Requantizer", "ResidualAdd", "E_FIELD"]
@@ -132,9 +132,9 @@ def dyadic_floor(m, value, mult, shift, *, sat_bits=None, finish=None, name="dy"
     sampled in the same cycle; ``q`` is valid ``latency`` cycles later
     (registers without reset: each multiplier's operands registered, so
     that the placer can put them beside it, partial products registered,
-    their sum registered, two registered shift stages). With ``sat_bits`` = W, the
-    value is saturated to [-2**W, 2**W - 1] between the shift stages (exact
-    after any clamp to a range within +-2**(W - 8)); the saturation is then
+    their sum registered, two registered shift stages). With ``sat_bits`` =
+    W, the value is saturated to [-2**W, 2**W - 1] between the shift stages
+    (exact after any clamp to a range within +-2**(W - 8)); the saturation is then
     a select after the last registers (its compares registered beside the
     fine shift).
     ``finish(m, v, name)`` -> ``(value, latency)`` is a pipeline applied to
@@ -431,7 +431,7 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self._path
-        oq = OutputQueue(m, self.out, depth=p.latency + 4)
+        oq = OutputQueue(m, self.out, depth=p.latency + CREDIT_RETURN)
         accept = oq.issue
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room)]
         d = self.inp.payload.data
@@ -523,7 +523,7 @@ class ResidualAdd(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        oq = OutputQueue(m, self.out, depth=self._latency + 4)
+        oq = OutputQueue(m, self.out, depth=self._latency + CREDIT_RETURN)
         room, accept = oq.room, oq.issue
         x, y = self.x, self.y
         m.d.comb += [x.ready.eq(y.valid & room), y.ready.eq(x.valid & room),

@@ -35,7 +35,7 @@ from ..golden.checks import check_int
 from ..golden.quant import INT16_MAX, M_BITS_DEFAULT
 from .arith import delay
 from .layernorm import IN_BITS_RANGE, OUT_BITS as Z_BITS, LayerNorm
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .requant import E_FIELD, M_BITS_MAX, _ChannelTable, _RequantPath
 
 __all__ = ["RMSNorm", "MAX_CHANNELS"]
@@ -136,7 +136,7 @@ class RMSNorm(wiring.Component):
         rq_owner = SimpleNamespace(param=rq_param, num_channels=self.num_channels)
         sg_owner = SimpleNamespace(param=sg_param, num_channels=self.num_channels)
 
-        oq = OutputQueue(m, self.out, depth=self.tail_latency + 4)
+        oq = OutputQueue(m, self.out, depth=self.tail_latency + CREDIT_RETURN)
         advance = oq.issue
         m.d.comb += [norm.out.ready.eq(oq.room), advance.eq(norm.out.valid & oq.room)]
         z, z_last = norm.out.payload.data, norm.out.payload.last

@@ -62,7 +62,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.checks import check_int
 from ..golden.quant import M_BITS_DEFAULT
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .requant import E_FIELD, M_BITS_MAX, _RequantPath
 
 __all__ = ["RoPE", "MAX_TABLE"]
@@ -207,7 +207,7 @@ class RoPE(wiring.Component):
 
         # ---------------- output: rotate and requantize ----------------
         p = self._path
-        oq = OutputQueue(m, self.out, depth=self.pipe_latency + 4)
+        oq = OutputQueue(m, self.out, depth=self.pipe_latency + CREDIT_RETURN)
         rj = Signal(range(d))
         rbank = Signal(range(BUFFERS))
         cur = Signal(desc_l)

@@ -77,7 +77,7 @@ from ..golden.nonlinear import GELU_DEFAULTS, X0_BITS
 from .arith import NO_COLLISION, delay, valid_delay
 from .iexp import (E_BITS, READ_LATENCY, IExp, RowCapture, RowReader, chunked_mul,
                    delay_mem, iexp_latency, read_minus_max, shift_window)
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .rowio import stage
 
 from ..golden.checks import check_int
@@ -212,7 +212,8 @@ class ShiftGELU(wiring.Component):
         error = Signal(name="error_flag")
         m.d.comb += self.error.eq(error)
         oq = OutputQueue(m, self.out,
-                         depth=1 << (self._front_latency + self._back_latency + 4).bit_length())
+                         depth=1 << (self._front_latency + self._back_latency
+                                     + CREDIT_RETURN).bit_length())
         # d = x - max(row) needs in_bits + 1 bits; min(x, 0) and -max(x, 0) fit in_bits.
         d_bits = ib + 1 if self._mode == "ivit" else ib
         m.submodules.iexp1 = iexp1 = IExp(n=n, d_bits=d_bits, x0_bits=self._x0_bits,

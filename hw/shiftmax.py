@@ -67,7 +67,7 @@ from .arith import NO_COLLISION, delay, valid_delay
 from .divider import SeqDivider
 from .iexp import (E_BITS, READ_LATENCY, IExp, RowCapture, RowReader, chunked_mul,
                    iexp_latency, read_minus_max, shift_window)
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .rowio import stage
 
 from ..golden.checks import check_int
@@ -182,7 +182,8 @@ class Shiftmax(wiring.Component):
 
         # ---- pass 3: recompute e, multiply by f, shift --------------------
         m.submodules.iexp3 = iexp3 = self._iexp()
-        oq = OutputQueue(m, self.out, depth=1 << (self._pass3_latency + 4).bit_length())
+        oq = OutputQueue(m, self.out,
+                         depth=1 << (self._pass3_latency + CREDIT_RETURN).bit_length())
         p3 = RowReader(m, rp3, cap, can_start=div.out.valid, can_issue=oq.room, name="p3")
         m.d.comb += oq.issue.eq(p3.issue)
         # f is taken from the divider when the row starts (so that the next

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.checks import check_int
 from ..golden.quant import INT8_MAX, M_BITS_DEFAULT
 from .arith import delay, valid_delay
-from .queue import OutputQueue
+from .queue import CREDIT_RETURN, OutputQueue
 from .dynquant import scaled_latency, scaled_product
 from .requant import _RequantPath, mult18_count
 
@@ -119,7 +119,7 @@ class LinearEpilogue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lat = self.latency
-        oq = OutputQueue(m, self.out, depth=1 << (lat + 4).bit_length(), name="epi")
+        oq = OutputQueue(m, self.out, depth=1 << (lat + CREDIT_RETURN).bit_length(), name="epi")
         accept = Signal(name="accept")
         m.d.comb += [self.inp.ready.eq(oq.room), accept.eq(self.inp.valid & oq.room),
                      oq.issue.eq(accept)]
